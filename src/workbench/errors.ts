@@ -1,0 +1,88 @@
+/**
+ * One error type per kind of failure. Each carries a stable `code` (for JSON answers and exit codes)
+ * and the HTTP status the service maps it to, so callers never parse messages.
+ */
+export class WorkbenchError extends Error {
+  readonly code: string = 'internal';
+  readonly status: number = 500;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** Where in an input file something went wrong: every field optional, printed as file:line column. */
+export interface InputLocation {
+  file?: string;
+  line?: number;
+  column?: string;
+  cell?: number;
+}
+
+export function formatLocation(at: InputLocation): string {
+  const parts: string[] = [];
+  if (at.file) parts.push(at.line !== undefined ? `${at.file}:${at.line}` : at.file);
+  else if (at.line !== undefined) parts.push(`line ${at.line}`);
+  if (at.cell !== undefined) parts.push(`cell ${at.cell}`);
+  if (at.column) parts.push(`column ${at.column}`);
+  return parts.join(', ');
+}
+
+/** Input the user gave us is wrong: a file, a flag, a parameter. Says what and where. */
+export class InputError extends WorkbenchError {
+  override readonly code: string = 'bad_input';
+  override readonly status: number = 400;
+  constructor(
+    readonly reason: string,
+    readonly at: InputLocation = {},
+  ) {
+    const where = formatLocation(at);
+    super(where ? `${where}: ${reason}` : reason);
+  }
+}
+
+/** Something expected on disk or in a store is absent (a lakehouse not built, an unknown user). */
+export class NotFoundError extends WorkbenchError {
+  override readonly code: string = 'not_found';
+  override readonly status: number = 404;
+}
+
+/** A file failed its integrity check: it was changed after it was written. */
+export class IntegrityError extends WorkbenchError {
+  override readonly code: string = 'integrity';
+  override readonly status: number = 500;
+}
+
+/** A SQL statement failed; the statement travels with the error so the user sees what ran. */
+export class SqlError extends WorkbenchError {
+  override readonly code: string = 'sql';
+  override readonly status: number = 500;
+  constructor(
+    readonly sql: string,
+    cause: unknown,
+  ) {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    super(`${reason}\n-- in SQL:\n${indent(sql)}`, { cause });
+  }
+}
+
+/** A notebook cell raised. Carries what a reader needs to fix it without opening Jupyter. */
+export class NotebookError extends WorkbenchError {
+  override readonly code: string = 'notebook_failed';
+  override readonly status: number = 500;
+  constructor(
+    readonly notebook: string,
+    readonly cell: number,
+    readonly source: string,
+    readonly detail: string,
+  ) {
+    super(`${notebook}, cell ${cell} failed:\n${indent(source)}\n${detail}`);
+  }
+}
+
+function indent(text: string): string {
+  return text
+    .split('\n')
+    .map((l) => `    ${l}`)
+    .join('\n');
+}

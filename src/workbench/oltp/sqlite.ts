@@ -1,0 +1,105 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { ident, sql, type Sql } from '../sql.js';
+import { TABLE_COLUMNS, isoInstant, type OltpStore, type Prediction, type TableName, type TableRows, type User } from './store.js';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS users (
+  user_id    TEXT PRIMARY KEY,
+  country    TEXT NOT NULL,
+  device     TEXT NOT NULL,
+  tier       TEXT NOT NULL CHECK (tier IN ('free', 'pro')),
+  first_seen TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS predictions (
+  model      TEXT NOT NULL,
+  user_id    TEXT NOT NULL,
+  version    TEXT NOT NULL,
+  score      REAL NOT NULL,
+  created_at TEXT NOT NULL,
+  PRIMARY KEY (model, user_id)
+) WITHOUT ROWID;
+`;
+
+const KEY_ORDER: Record<TableName, Sql> = {
+  users: sql`ORDER BY user_id`,
+  predictions: sql`ORDER BY model, user_id`,
+};
+
+/** The embedded OLTP database: one SQLite file (WAL mode) through better-sqlite3. */
+export class SqliteOltp implements OltpStore {
+  readonly kind = 'sqlite';
+  private readonly db: Database.Database;
+
+  constructor(readonly location: string) {
+    if (location !== ':memory:') mkdirSync(dirname(location), { recursive: true });
+    this.db = new Database(location);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+  }
+
+  async migrate(): Promise<void> {
+    this.db.exec(SCHEMA);
+  }
+
+  async upsertUsers(users: readonly User[]): Promise<void> {
+    const stmt = this.db.prepare(
+      `INSERT INTO users (user_id, country, device, tier, first_seen) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (user_id) DO UPDATE SET country = excluded.country, device = excluded.device,
+         tier = excluded.tier, first_seen = excluded.first_seen`,
+    );
+    this.db.transaction((rows: readonly User[]) => {
+      for (const u of rows) stmt.run(u.user_id, u.country, u.device, u.tier, isoInstant(u.first_seen));
+    })(users);
+  }
+
+  async getUsers(ids: readonly string[]): Promise<Map<string, User>> {
+    const found = new Map<string, User>();
+    const stmt = this.db.prepare('SELECT user_id, country, device, tier, first_seen FROM users WHERE user_id = ?');
+    for (const id of new Set(ids)) {
+      const row = stmt.get(id) as User | undefined;
+      if (row) found.set(id, row);
+    }
+    return found;
+  }
+
+  async upsertPredictions(rows: readonly Prediction[]): Promise<void> {
+    const stmt = this.db.prepare(
+      `INSERT INTO predictions (model, user_id, version, score, created_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (model, user_id) DO UPDATE SET version = excluded.version, score = excluded.score,
+         created_at = excluded.created_at`,
+    );
+    this.db.transaction((batch: readonly Prediction[]) => {
+      for (const p of batch) stmt.run(p.model, p.user_id, p.version, p.score, isoInstant(p.created_at));
+    })(rows);
+  }
+
+  async count(table: TableName): Promise<number> {
+    const q = sql`SELECT count(*) AS n FROM ${tableIdent(table)}`.toParameterized('question');
+    return (this.db.prepare(q.text).get(...q.params) as { n: number }).n;
+  }
+
+  async *scan<T extends TableName>(table: T, batchSize = 10_000): AsyncIterable<TableRows[T][]> {
+    const q = sql`SELECT * FROM ${tableIdent(table)} ${KEY_ORDER[table]}`.toParameterized('question');
+    let batch: TableRows[T][] = [];
+    for (const row of this.db.prepare(q.text).iterate(...q.params)) {
+      batch.push(row as TableRows[T]);
+      if (batch.length >= batchSize) {
+        yield batch;
+        batch = [];
+      }
+    }
+    if (batch.length > 0) yield batch;
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}
+
+function tableIdent(table: TableName) {
+  if (!(table in TABLE_COLUMNS)) throw new TypeError(`unknown OLTP table: ${String(table)}`);
+  return ident(table);
+}

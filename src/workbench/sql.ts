@@ -1,0 +1,129 @@
+/**
+ * The one way SQL is written in this project: a tagged template whose interpolated values are
+ * escaped as literals (or bound as parameters) and whose identifiers are quoted. Fragments nest, so
+ * queries are composed from pieces without ever concatenating user input into SQL text.
+ *
+ *   sql`SELECT * FROM ${ident('events')} WHERE user_id = ${userId} AND time < ${asOf}`
+ */
+
+/** A trusted piece of SQL text, written by the programmer (never from input). */
+export class RawSql {
+  constructor(readonly text: string) {}
+}
+
+/** A quoted, possibly qualified, identifier: "schema"."table". */
+export class Identifier {
+  readonly parts: readonly string[];
+  constructor(parts: readonly string[]) {
+    if (parts.length === 0) throw new TypeError('ident() needs at least one name');
+    for (const p of parts) {
+      if (typeof p !== 'string' || p.length === 0 || p.includes('\0')) {
+        throw new TypeError(`invalid SQL identifier: ${JSON.stringify(p)}`);
+      }
+    }
+    this.parts = parts;
+  }
+  toString(): string {
+    return this.parts.map((p) => `"${p.replaceAll('"', '""')}"`).join('.');
+  }
+}
+
+export type SqlValue = null | undefined | boolean | number | bigint | string | Date | readonly SqlValue[];
+type Part = SqlValue | Sql | RawSql | Identifier;
+
+export class Sql {
+  constructor(
+    readonly strings: readonly string[],
+    readonly values: readonly Part[],
+  ) {}
+
+  /** The statement with every value inlined as an escaped literal (for DuckDB). */
+  toString(): string {
+    let out = this.strings[0] ?? '';
+    for (let i = 0; i < this.values.length; i++) {
+      out += render(this.values[i]) + (this.strings[i + 1] ?? '');
+    }
+    return out;
+  }
+
+  /**
+   * The statement with values as bound parameters, in the placeholder style of the driver:
+   * `$1, $2` (PostgreSQL) or `?` (SQLite). Identifiers and nested fragments are still inlined.
+   */
+  toParameterized(style: 'dollar' | 'question'): { text: string; params: unknown[] } {
+    const params: unknown[] = [];
+    const walk = (s: Sql): string => {
+      let out = s.strings[0] ?? '';
+      for (let i = 0; i < s.values.length; i++) {
+        const v = s.values[i];
+        if (v instanceof Sql) out += walk(v);
+        else if (v instanceof RawSql || v instanceof Identifier) out += render(v);
+        else {
+          params.push(v === undefined ? null : v);
+          out += style === 'dollar' ? `$${params.length}` : '?';
+        }
+        out += s.strings[i + 1] ?? '';
+      }
+      return out;
+    };
+    return { text: walk(this), params };
+  }
+}
+
+export function sql(strings: TemplateStringsArray, ...values: Part[]): Sql {
+  return new Sql(strings, values);
+}
+
+/** Quote a name (or a qualified name from several parts) as an identifier. */
+export function ident(...parts: string[]): Identifier {
+  return new Identifier(parts);
+}
+
+/** Trusted SQL text. Use only for text the program wrote, never for input. */
+export function raw(text: string): RawSql {
+  return new RawSql(text);
+}
+
+/** Join fragments or values with a separator, e.g. a column list or an IN list. */
+export function join(parts: readonly Part[], separator = ', '): Sql {
+  if (parts.length === 0) return new Sql([''], []);
+  const strings = [''];
+  for (let i = 1; i < parts.length; i++) strings.push(separator);
+  strings.push('');
+  return new Sql(strings, parts);
+}
+
+/** A value as a SQL literal. Exported for the rare place that needs one outside a template. */
+export function literal(value: SqlValue): string {
+  return render(value);
+}
+
+function render(v: Part): string {
+  if (v instanceof Sql) return v.toString();
+  if (v instanceof RawSql) return v.text;
+  if (v instanceof Identifier) return v.toString();
+  if (v === null || v === undefined) return 'NULL';
+  switch (typeof v) {
+    case 'boolean':
+      return v ? 'TRUE' : 'FALSE';
+    case 'number':
+      if (!Number.isFinite(v)) throw new TypeError(`cannot write ${v} as a SQL literal`);
+      return String(v);
+    case 'bigint':
+      return v.toString();
+    case 'string':
+      return quoteString(v);
+  }
+  if (v instanceof Date) {
+    if (Number.isNaN(v.getTime())) throw new TypeError('cannot write an invalid Date as a SQL literal');
+    // An explicit UTC timestamp: the lakehouse stores times as naive UTC TIMESTAMPs.
+    return `TIMESTAMP ${quoteString(v.toISOString().replace('T', ' ').replace('Z', ''))}`;
+  }
+  if (Array.isArray(v)) return `[${v.map((x) => render(x as SqlValue)).join(', ')}]`;
+  throw new TypeError(`cannot write a ${Object.prototype.toString.call(v)} as a SQL literal`);
+}
+
+function quoteString(s: string): string {
+  if (s.includes('\0')) throw new TypeError('SQL string literals cannot contain NUL characters');
+  return `'${s.replaceAll("'", "''")}'`;
+}

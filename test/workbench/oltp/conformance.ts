@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import type { OltpStore, Prediction, User } from '../../../src/workbench/oltp/index.js';
+
+const user = (id: string, over: Partial<User> = {}): User => ({
+  user_id: id,
+  country: 'GB',
+  device: 'ios',
+  tier: 'free',
+  first_seen: '2025-01-02T03:04:05.000Z',
+  ...over,
+});
+
+/** The behaviour every OLTP implementation must have; run once per implementation. */
+export function oltpConformance(name: string, open: () => Promise<OltpStore | string>): void {
+  describe(`OLTP conformance: ${name}`, () => {
+    let store: OltpStore;
+    let skipped: string | undefined;
+    before(async () => {
+      const opened = await open();
+      if (typeof opened === 'string') skipped = opened;
+      else store = opened;
+    });
+    beforeEach((t) => {
+      if (skipped) t.skip(skipped);
+    });
+    after(async () => {
+      await store?.close();
+    });
+
+    it('migrates twice without harm and starts empty', async () => {
+      await store.migrate();
+      assert.equal(await store.count('users'), 0);
+      assert.equal(await store.count('predictions'), 0);
+    });
+
+    it('upserts users: inserts new ones and replaces every column of existing ones', async () => {
+      await store.upsertUsers([user('u1'), user('u2', { country: 'US', device: 'web' })]);
+      await store.upsertUsers([user('u1', { tier: 'pro', first_seen: '2025-01-01T00:00:00+02:00' })]);
+      const got = await store.getUsers(['u1', 'u2', 'nobody', 'u1']);
+      assert.equal(got.size, 2);
+      assert.deepEqual(got.get('u1'), user('u1', { tier: 'pro', first_seen: '2024-12-31T22:00:00.000Z' }));
+      assert.deepEqual(got.get('u2'), user('u2', { country: 'US', device: 'web' }));
+      assert.equal(await store.count('users'), 2);
+    });
+
+    it('keeps ids that look like SQL as plain data', async () => {
+      const evil = "x'); DROP TABLE users; --";
+      await store.upsertUsers([user(evil)]);
+      assert.equal((await store.getUsers([evil])).get(evil)?.user_id, evil);
+      assert.equal(await store.count('users'), 3);
+    });
+
+    it('refuses a tier outside free/pro and keeps the batch all-or-nothing', async () => {
+      const before = await store.count('users');
+      await assert.rejects(store.upsertUsers([user('ok-1'), user('bad', { tier: 'gold' as User['tier'] })]));
+      assert.equal(await store.count('users'), before);
+      assert.equal((await store.getUsers(['ok-1'])).size, 0);
+    });
+
+    it('upserts predictions keyed by (model, user_id)', async () => {
+      const p = (user_id: string, score: number, version = 'v1'): Prediction => ({
+        model: 'churn',
+        version,
+        user_id,
+        score,
+        created_at: '2025-02-01T00:00:00.000Z',
+      });
+      await store.upsertPredictions([p('u1', 0.25), p('u2', 0.5)]);
+      await store.upsertPredictions([p('u1', 0.75, 'v2')]);
+      assert.equal(await store.count('predictions'), 2);
+      const rows: Prediction[] = [];
+      for await (const batch of store.scan('predictions')) rows.push(...batch);
+      assert.deepEqual(rows, [p('u1', 0.75, 'v2'), p('u2', 0.5)]);
+    });
+
+    it('scans a table in key order, in batches, without losing or repeating rows', async () => {
+      const many = Array.from({ length: 2345 }, (_, i) => user(`bulk-${String(i).padStart(5, '0')}`));
+      await store.upsertUsers(many);
+      const total = await store.count('users');
+      const seen: string[] = [];
+      let batches = 0;
+      for await (const batch of store.scan('users', 500)) {
+        assert.ok(batch.length <= 500);
+        batches++;
+        seen.push(...batch.map((u) => u.user_id));
+      }
+      assert.equal(seen.length, total);
+      assert.equal(new Set(seen).size, total);
+      assert.deepEqual(seen, [...seen].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
+      assert.ok(batches >= 5);
+    });
+  });
+}

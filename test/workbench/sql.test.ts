@@ -1,0 +1,56 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { ident, join, literal, raw, sql } from '../../src/workbench/sql.js';
+
+describe('sql tagged template', () => {
+  it('escapes string values so that quotes cannot end the literal', () => {
+    const name = "O'Brien'); DROP TABLE users; --";
+    assert.equal(sql`SELECT ${name}`.toString(), `SELECT 'O''Brien''); DROP TABLE users; --'`);
+  });
+
+  it('quotes identifiers, including qualified names and embedded quotes', () => {
+    assert.equal(sql`SELECT * FROM ${ident('main', 'my "table"')}`.toString(), 'SELECT * FROM "main"."my ""table"""');
+  });
+
+  it('writes numbers, bigints, booleans, nulls, dates and lists as literals', () => {
+    const q = sql`VALUES (${1.5}, ${2n ** 70n}, ${true}, ${null}, ${undefined}, ${new Date('2025-01-02T03:04:05.678Z')}, ${[1, 'a']})`;
+    assert.equal(
+      q.toString(),
+      "VALUES (1.5, 1180591620717411303424, TRUE, NULL, NULL, TIMESTAMP '2025-01-02 03:04:05.678', [1, 'a'])",
+    );
+  });
+
+  it('refuses values that have no faithful literal', () => {
+    assert.throws(() => literal(Number.NaN), /NaN/);
+    assert.throws(() => literal(Number.POSITIVE_INFINITY), /Infinity/);
+    assert.throws(() => literal('a\0b'), /NUL/);
+    assert.throws(() => literal(new Date('nope')), /invalid Date/);
+    assert.throws(() => ident(''), /invalid SQL identifier/);
+  });
+
+  it('nests fragments and joins lists', () => {
+    const cols = join([ident('a'), ident('b')]);
+    const where = sql`WHERE ${ident('c')} IN (${join(['x', 'y'])})`;
+    assert.equal(sql`SELECT ${cols} FROM t ${where} ${raw('LIMIT 1')}`.toString(), `SELECT "a", "b" FROM t WHERE "c" IN ('x', 'y') LIMIT 1`);
+  });
+
+  it('renders bound parameters in both placeholder styles, flattening nested fragments', () => {
+    const inner = sql`b = ${2}`;
+    const q = sql`SELECT * FROM ${ident('t')} WHERE a = ${'x'} AND ${inner}`;
+    assert.deepEqual(q.toParameterized('dollar'), { text: 'SELECT * FROM "t" WHERE a = $1 AND b = $2', params: ['x', 2] });
+    assert.deepEqual(q.toParameterized('question'), { text: 'SELECT * FROM "t" WHERE a = ? AND b = ?', params: ['x', 2] });
+  });
+
+  it('round-trips hostile strings through a real DuckDB unchanged', async () => {
+    const db = await DuckDBInstance.create(':memory:');
+    const conn = await db.connect();
+    const hostile = ["'", "''", "\\'", 'a"b', '-- c', '/* d */', "'; SELECT 1; --", 'é✓\n\t'];
+    for (const s of hostile) {
+      const reader = await conn.runAndReadAll(sql`SELECT ${s} AS v, ${ident(s)} AS x FROM (SELECT 1 AS ${ident(s)})`.toString());
+      assert.equal(reader.getRowObjectsJS()[0]?.v, s);
+    }
+    conn.closeSync();
+    db.closeSync();
+  });
+});
