@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, it } from 'node:test';
+import { after, before, beforeEach, describe, it, type TestContext } from 'node:test';
 import type { OltpStore, Prediction, User } from '../../../src/workbench/oltp/index.js';
 
 const user = (id: string, over: Partial<User> = {}): User => ({
@@ -22,7 +22,7 @@ export function oltpConformance(name: string, open: () => Promise<OltpStore | st
       else store = opened;
     });
     beforeEach((t) => {
-      if (skipped) t.skip(skipped);
+      if (skipped) (t as TestContext).skip(skipped);
     });
     after(async () => {
       await store?.close();

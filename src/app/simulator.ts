@@ -1,0 +1,295 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { z } from 'zod';
+import type { Event } from '../workbench/event.js';
+import type { Tier, User } from '../workbench/oltp/store.js';
+import { Random, logit, sigmoid } from './random.js';
+
+/**
+ * A simulated SaaS product. Each user has a latent engagement that drives how often they log in,
+ * which of the product's features they use, whether they upgrade to pro and when they churn. The
+ * causal structure is known, and written out as ground truth, so that later work (churn models,
+ * experiments) can be checked against the truth rather than against its own output.
+ */
+
+export const SimulationConfigSchema = z.object({
+  seed: z.number().int().min(0).max(2 ** 32 - 1).default(42),
+  users: z.number().int().min(1).max(1_000_000).default(2000),
+  days: z.number().int().min(1).max(3650).default(120),
+  start: z.iso.date().default('2025-01-01'),
+});
+export type SimulationConfig = z.infer<typeof SimulationConfigSchema>;
+export const DEFAULT_SIMULATION: SimulationConfig = SimulationConfigSchema.parse({});
+
+export const FEATURES = ['dashboards', 'reports', 'alerts', 'integrations', 'exports'] as const;
+export type Feature = (typeof FEATURES)[number];
+
+export interface FeatureTruth {
+  /** Probability that an average user uses the feature on a day they log in. */
+  adoption: number;
+  /** Change in the log-odds of the daily churn hazard per unit of the user's usage propensity. */
+  churn_log_odds: number;
+  /** Change in the log-odds of upgrading on a day the feature is used. */
+  upgrade_log_odds: number;
+}
+
+/** The causal parameters of the product. Negative churn effects keep users; `exports` precedes leaving. */
+export const FEATURE_TRUTH: Readonly<Record<Feature, FeatureTruth>> = {
+  dashboards: { adoption: 0.55, churn_log_odds: -0.5, upgrade_log_odds: 0.2 },
+  reports: { adoption: 0.3, churn_log_odds: -0.3, upgrade_log_odds: 0.6 },
+  alerts: { adoption: 0.2, churn_log_odds: -0.8, upgrade_log_odds: 0.3 },
+  integrations: { adoption: 0.1, churn_log_odds: -1.5, upgrade_log_odds: 1.0 },
+  exports: { adoption: 0.15, churn_log_odds: 0.6, upgrade_log_odds: -0.2 },
+};
+
+const COUNTRIES = [
+  ['GB', 0.35],
+  ['US', 0.25],
+  ['DE', 0.12],
+  ['FR', 0.1],
+  ['NL', 0.08],
+  ['IN', 0.1],
+] as const;
+const DEVICES = [
+  ['web', 0.5],
+  ['ios', 0.3],
+  ['android', 0.2],
+] as const;
+/** Engagement shifts by device: mobile users log in more, web users go deeper. */
+const DEVICE_ENGAGEMENT: Record<string, number> = { web: 0, ios: 0.2, android: -0.1 };
+
+const CHURN_BASE_LOG_ODDS = logit(0.012);
+const CHURN_ENGAGEMENT = -0.9;
+const CHURN_PRO = -1.0;
+const UPGRADE_BASE_LOG_ODDS = -6.2;
+const UPGRADE_ENGAGEMENT = 0.8;
+const PRO_MRR = 29;
+const DAY_MS = 86_400_000;
+
+/** What the simulator knows about one user and no model is told. */
+export interface UserTruth {
+  user_id: string;
+  engagement: number;
+  /** Daily probability of churning while on the free tier. */
+  churn_hazard: number;
+  /** The user's true churn propensity: probability of churning within 30 days on the free tier. */
+  churn_30d: number;
+  /** Daily probability of using each feature on a day the user logs in. */
+  usage: Record<Feature, number>;
+  upgraded_at: string | null;
+  churned_at: string | null;
+}
+
+export interface GroundTruth {
+  config: SimulationConfig;
+  features: Readonly<Record<Feature, FeatureTruth>>;
+  effects: { churn_base_log_odds: number; churn_engagement: number; churn_pro: number; upgrade_base_log_odds: number; upgrade_engagement: number };
+  users: UserTruth[];
+}
+
+export interface SimulatedDay {
+  /** YYYY-MM-DD */
+  date: string;
+  /** The day's events in time order. */
+  events: Event[];
+}
+
+interface SimUser {
+  user: User;
+  truth: UserTruth;
+  rng: Random;
+  signupDay: number;
+  churned: boolean;
+}
+
+export class AppSimulator {
+  readonly config: SimulationConfig;
+  private readonly users: SimUser[];
+  private readonly startMs: number;
+  private simulatedDays = 0;
+
+  constructor(config: Partial<SimulationConfig> = {}) {
+    this.config = SimulationConfigSchema.parse(config);
+    this.startMs = Date.parse(`${this.config.start}T00:00:00Z`);
+    this.users = Array.from({ length: this.config.users }, (_, i) => this.makeUser(i));
+  }
+
+  /**
+   * The simulation, one day at a time. Each user draws from their own seeded stream, so a user's
+   * history does not depend on how many other users there are.
+   */
+  *days(): Generator<SimulatedDay> {
+    for (let day = this.simulatedDays; day < this.config.days; day++) {
+      const events: Event[] = [];
+      for (const u of this.users) if (!u.churned && day >= u.signupDay) this.simulateUserDay(u, day, events);
+      events.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : a.event_id < b.event_id ? -1 : 1));
+      this.simulatedDays = day + 1;
+      yield { date: isoDate(this.startMs + day * DAY_MS), events };
+    }
+  }
+
+  /** Every user as the OLTP database holds them now (tier reflects upgrades simulated so far). */
+  currentUsers(): User[] {
+    return this.users.filter((u) => u.signupDay < this.simulatedDays).map((u) => ({ ...u.user }));
+  }
+
+  truth(): GroundTruth {
+    return {
+      config: this.config,
+      features: FEATURE_TRUTH,
+      effects: {
+        churn_base_log_odds: CHURN_BASE_LOG_ODDS,
+        churn_engagement: CHURN_ENGAGEMENT,
+        churn_pro: CHURN_PRO,
+        upgrade_base_log_odds: UPGRADE_BASE_LOG_ODDS,
+        upgrade_engagement: UPGRADE_ENGAGEMENT,
+      },
+      users: this.users.map((u) => ({ ...u.truth, usage: { ...u.truth.usage } })),
+    };
+  }
+
+  private makeUser(index: number): SimUser {
+    const rng = new Random(this.config.seed, index);
+    const user_id = `u${String(index + 1).padStart(6, '0')}`;
+    const country = rng.weighted(COUNTRIES);
+    const device = rng.weighted(DEVICES);
+    const engagement = rng.normal() + (DEVICE_ENGAGEMENT[device] ?? 0);
+    // Signups spread over the first 70% of the period, so every cohort has time to show retention.
+    const signupDay = Math.min(this.config.days - 1, Math.floor(rng.next() * Math.max(1, this.config.days * 0.7)));
+    const usage = {} as Record<Feature, number>;
+    let churnLogOdds = CHURN_BASE_LOG_ODDS + CHURN_ENGAGEMENT * engagement;
+    for (const f of FEATURES) {
+      usage[f] = sigmoid(logit(FEATURE_TRUTH[f].adoption) + 0.8 * engagement + rng.normal(0, 0.6));
+      churnLogOdds += FEATURE_TRUTH[f].churn_log_odds * usage[f];
+    }
+    const churn_hazard = sigmoid(churnLogOdds);
+    const first_seen = new Date(this.startMs + signupDay * DAY_MS + sessionOffsetMs(rng)).toISOString();
+    return {
+      user: { user_id, country, device, tier: 'free', first_seen },
+      truth: {
+        user_id,
+        engagement,
+        churn_hazard,
+        churn_30d: 1 - (1 - churn_hazard) ** 30,
+        usage,
+        upgraded_at: null,
+        churned_at: null,
+      },
+      rng,
+      signupDay,
+      churned: false,
+    };
+  }
+
+  private simulateUserDay(u: SimUser, day: number, out: Event[]): void {
+    const { rng, user, truth } = u;
+    const dayStart = this.startMs + day * DAY_MS;
+    let seq = 0;
+    const emit = (atMs: number, event: string, props: Record<string, unknown>) => {
+      out.push({
+        event_id: `${user.user_id}-${String(day).padStart(4, '0')}-${String(seq++).padStart(3, '0')}`,
+        time: new Date(atMs).toISOString(),
+        user_id: user.user_id,
+        event,
+        props,
+      });
+    };
+
+    let loggedIn: boolean;
+    let at: number;
+    if (day === u.signupDay) {
+      at = Date.parse(user.first_seen);
+      emit(at, 'signup', { country: user.country, device: user.device });
+      loggedIn = true;
+    } else {
+      const weekend = [0, 6].includes(new Date(dayStart).getUTCDay());
+      const pLogin = sigmoid(-0.2 + 1.2 * truth.engagement) * (weekend ? 0.55 : 1);
+      loggedIn = rng.bernoulli(pLogin);
+      at = dayStart + sessionOffsetMs(rng);
+    }
+    if (loggedIn) {
+      emit(at, 'login', { device: user.device });
+      let upgradeLogOdds = UPGRADE_BASE_LOG_ODDS + UPGRADE_ENGAGEMENT * truth.engagement;
+      for (const f of FEATURES) {
+        if (!rng.bernoulli(truth.usage[f])) continue;
+        at += 30_000 + rng.int(15 * 60_000);
+        emit(at, 'feature_used', { feature: f, duration_s: 10 + rng.int(600) });
+        upgradeLogOdds += FEATURE_TRUTH[f].upgrade_log_odds;
+      }
+      if (user.tier === 'free' && rng.bernoulli(sigmoid(upgradeLogOdds))) {
+        at += 60_000 + rng.int(10 * 60_000);
+        emit(at, 'upgrade', { plan: 'pro', mrr: PRO_MRR });
+        user.tier = 'pro' satisfies Tier;
+        truth.upgraded_at = new Date(at).toISOString();
+      }
+    }
+    // Churn is decided at the end of the day; a churned user is never seen again.
+    const hazard = user.tier === 'pro' ? sigmoid(logit(truth.churn_hazard) + CHURN_PRO) : truth.churn_hazard;
+    if (day > u.signupDay && rng.bernoulli(hazard)) {
+      u.churned = true;
+      const churnAt = dayStart + DAY_MS - 1;
+      truth.churned_at = new Date(churnAt).toISOString();
+      if (user.tier === 'pro') emit(Math.max(at, dayStart + 23 * 3_600_000), 'subscription_cancelled', { plan: 'pro', mrr: PRO_MRR });
+    }
+  }
+}
+
+/** The whole history at once: what `wb lake build` archives. */
+export function simulateHistory(config: Partial<SimulationConfig> = {}): { users: User[]; events: Event[]; truth: GroundTruth } {
+  const sim = new AppSimulator(config);
+  const events: Event[] = [];
+  for (const day of sim.days()) for (const e of day.events) events.push(e);
+  return { users: sim.currentUsers(), events, truth: sim.truth() };
+}
+
+export interface StreamOptions {
+  /** Simulated seconds per real second: 86400 plays one simulated day per second. */
+  speed: number;
+  /** `simulated` keeps the simulated timestamps; `wall` stamps each event with the moment it is emitted. */
+  clock?: 'simulated' | 'wall';
+  signal?: AbortSignal;
+}
+
+/**
+ * The simulation as a live stream: events come out in time order, paced so that simulated time
+ * advances `speed` times faster than real time. Users appear in the OLTP database through
+ * `onUsers`, called with each day's new signups before their first event.
+ */
+export async function* streamSimulation(
+  config: Partial<SimulationConfig>,
+  options: StreamOptions,
+  onUsers?: (users: User[]) => Promise<void> | void,
+): AsyncGenerator<Event> {
+  if (!(options.speed > 0)) throw new RangeError('speed must be a positive number of simulated seconds per second');
+  const sim = new AppSimulator(config);
+  const simStart = Date.parse(`${sim.config.start}T00:00:00Z`);
+  const realStart = Date.now();
+  let known = 0;
+  for (const day of sim.days()) {
+    if (onUsers) {
+      const users = sim.currentUsers();
+      if (users.length > known) await onUsers(users.slice(known));
+      known = users.length;
+    }
+    for (const e of day.events) {
+      const due = realStart + (Date.parse(e.time) - simStart) / options.speed;
+      const wait = due - Date.now();
+      if (wait > 1) await sleep(wait, undefined, { signal: options.signal });
+      options.signal?.throwIfAborted();
+      yield options.clock === 'wall' ? { ...e, time: new Date().toISOString() } : e;
+    }
+  }
+}
+
+/** A time of day for a session: mostly working hours, some evenings, few nights. */
+function sessionOffsetMs(rng: Random): number {
+  const hour = rng.weighted([
+    [8 + rng.int(10), 0.75],
+    [18 + rng.int(5), 0.2],
+    [rng.int(8), 0.05],
+  ]);
+  return hour * 3_600_000 + rng.int(3_600_000);
+}
+
+function isoDate(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 10);
+}

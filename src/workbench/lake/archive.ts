@@ -1,0 +1,83 @@
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import type { AppendType, DuckDb } from '../duckdb.js';
+import { sha256File } from '../files.js';
+import { ident, sql } from '../sql.js';
+import type { FileEntry } from './manifest.js';
+
+/** An event as the archive stores it: the contract's shape, time in epoch ms, props as JSON text. */
+export interface ArchiveEvent {
+  event_id: string;
+  time: number;
+  user_id: string;
+  event: string;
+  props: string;
+}
+
+export const EVENT_COLUMNS: readonly (readonly [keyof ArchiveEvent, AppendType])[] = [
+  ['event_id', 'VARCHAR'],
+  ['time', 'TIMESTAMP'],
+  ['user_id', 'VARCHAR'],
+  ['event', 'VARCHAR'],
+  ['props', 'VARCHAR'],
+];
+
+export async function createEventTable(db: DuckDb, table: string): Promise<void> {
+  await db.run(sql`CREATE OR REPLACE TEMP TABLE ${ident(table)} (
+    event_id VARCHAR NOT NULL, time TIMESTAMP NOT NULL, user_id VARCHAR NOT NULL, event VARCHAR NOT NULL, props VARCHAR NOT NULL)`);
+}
+
+export async function appendEvents(db: DuckDb, table: string, events: Iterable<ArchiveEvent>): Promise<number> {
+  const rows = (function* () {
+    for (const e of events) yield [e.event_id, e.time, e.user_id, e.event, e.props] as const;
+  })();
+  return db.append(table, EVENT_COLUMNS.map(([, t]) => t), rows);
+}
+
+/**
+ * Writes a table of events as date partitions under `dir` (which must not exist yet), sorted by time
+ * so files are deterministic and time filters prune row groups.
+ */
+export async function writeEventPartitions(db: DuckDb, table: string, dir: string): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  // One writer thread: parallel writers may split a partition into several files, and the same
+  // input must always give the same files.
+  await db.run(sql`SET threads = 1`);
+  await db.run(sql`COPY (
+      SELECT event_id, time, user_id, event, CAST(props AS JSON) AS props, CAST(time AS DATE) AS date
+      FROM ${ident(table)} ORDER BY time, event_id
+    ) TO ${dir} (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date), FILENAME_PATTERN 'part-{i}', OVERWRITE_OR_IGNORE true)`);
+  await db.run(sql`RESET threads`);
+}
+
+/**
+ * Puts a fully written directory in place of `target`, keeping the old one aside until the new one
+ * is in, so a crash leaves either the old or the new archive (the next build restores from `aside`).
+ */
+export function swapDirectory(staged: string, target: string, aside: string): void {
+  rmSync(aside, { recursive: true, force: true });
+  if (existsSync(target)) renameSync(target, aside);
+  mkdirSync(join(target, '..'), { recursive: true });
+  renameSync(staged, target);
+  rmSync(aside, { recursive: true, force: true });
+}
+
+/** Undoes a swap that a crash interrupted: the old directory comes back if the new one never arrived. */
+export function recoverSwap(target: string, aside: string): void {
+  if (existsSync(aside) && !existsSync(target)) renameSync(aside, target);
+  rmSync(aside, { recursive: true, force: true });
+}
+
+/** Every Parquet file under `dir`, with checksums, paths relative to `root`. */
+export async function listParquet(dir: string, root: string): Promise<FileEntry[]> {
+  const out: FileEntry[] = [];
+  const walk = async (d: string) => {
+    for (const name of readdirSync(d).sort()) {
+      const p = join(d, name);
+      if (statSync(p).isDirectory()) await walk(p);
+      else if (name.endsWith('.parquet')) out.push({ path: relative(root, p), sha256: await sha256File(p), bytes: statSync(p).size });
+    }
+  };
+  if (existsSync(dir)) await walk(dir);
+  return out;
+}

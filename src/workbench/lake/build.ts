@@ -1,0 +1,422 @@
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { DuckDb, type AppendType } from '../duckdb.js';
+import { EventSchema, type Event } from '../event.js';
+import { InputError, WorkbenchError } from '../errors.js';
+import { sha256File, writeFileAtomic } from '../files.js';
+import { TABLE_COLUMNS, TABLE_NAMES, type OltpStore } from '../oltp/store.js';
+import { silentProgress, type Progress } from '../progress.js';
+import { ident, join as joinSql, raw, sql, type RawSql, type Sql } from '../sql.js';
+import { EVENT_COLUMNS, appendEvents, createEventTable, listParquet, recoverSwap, swapDirectory, writeEventPartitions, type ArchiveEvent } from './archive.js';
+import { readCsv, type CsvCounts, type Rejected } from './csv.js';
+import { lakeLayout, sourceDir, type LakeLayout } from './layout.js';
+import { emptyManifest, readManifest, writeManifest, type FileEntry, type Manifest } from './manifest.js';
+import { retailSpec } from './retail.js';
+import { TELCO_TABLE, telcoSpec } from './telco.js';
+
+/** Bumped when a loader changes what it writes, so that a rebuild does not keep stale output. */
+const LOADER_VERSION = { retail: 1, telco: 1, app: 1 } as const;
+
+/** The simulated app's history, produced lazily: a build whose inputs are unchanged never asks. */
+export interface AppHistory {
+  /** Changes whenever the history would (the simulation's config and version). */
+  fingerprint: string;
+  describe: string;
+  load(): { events: Iterable<Event>; truthUsers: readonly Record<string, unknown>[]; truthMeta: unknown };
+}
+
+export interface BuildOptions {
+  /** The lakehouse root, e.g. `.wb/lake`. */
+  lakeDir: string;
+  /** The shipped files: the retail log and the Telco table (either may be left out). */
+  retail?: string;
+  telco?: string;
+  app?: AppHistory;
+  /** The OLTP database to replicate (users, predictions). */
+  oltp?: OltpStore;
+  /** Rebuild sources whose inputs have not changed. */
+  force?: boolean;
+  progress?: Progress;
+  /** Rows dated after this are quarantined. */
+  now?: Date;
+}
+
+export interface SourceReport {
+  name: string;
+  input: string;
+  read: number;
+  accepted: number;
+  quarantined: number;
+  /** True when the inputs were unchanged and the existing output was kept. */
+  upToDate: boolean;
+}
+
+export interface BuildReport {
+  lake: string;
+  sources: SourceReport[];
+  seconds: number;
+}
+
+/**
+ * Builds (or brings up to date) the lakehouse: the event archive from the retail log and the app's
+ * history, the OLTP replica and the Telco table as Parquet snapshots, quarantine files for rows that
+ * could not be loaded, and the manifest that records it all with checksums. Each source is written
+ * to a staging directory and swapped in whole; the manifest is written last, so an interrupted build
+ * leaves the previous lakehouse readable. Building twice from the same inputs changes nothing.
+ */
+export async function buildLakehouse(options: BuildOptions): Promise<BuildReport> {
+  const started = Date.now();
+  const layout = lakeLayout(options.lakeDir);
+  const progress = options.progress ?? silentProgress;
+  mkdirSync(layout.root, { recursive: true });
+  const release = acquireLock(layout);
+  const db = await DuckDb.open();
+  try {
+    rmSync(layout.staging, { recursive: true, force: true });
+    mkdirSync(layout.staging, { recursive: true });
+    for (const source of ['retail', 'app']) recoverSwap(sourceDir(layout, source), join(layout.staging, `aside-${source}`));
+    const manifest = readManifest(layout.manifest) ?? emptyManifest();
+    const ctx: Ctx = { db, layout, manifest, progress, force: Boolean(options.force), now: options.now ?? new Date() };
+    const reports: SourceReport[] = [];
+
+    if (options.retail) reports.push(await buildRetail(ctx, options.retail));
+    if (options.app) reports.push(await buildApp(ctx, options.app));
+    if (options.retail || manifest.sources.retail) reports.push(await buildRetailCustomers(ctx));
+    if (options.telco) reports.push(await buildTelco(ctx, options.telco));
+    if (options.oltp) for (const table of TABLE_NAMES) reports.push(await buildReplica(ctx, options.oltp, table));
+
+    manifest.built_at = new Date().toISOString();
+    writeManifest(layout.manifest, manifest);
+    pruneSnapshots(layout, manifest);
+    return { lake: layout.root, sources: reports, seconds: (Date.now() - started) / 1000 };
+  } finally {
+    db.close();
+    rmSync(layout.staging, { recursive: true, force: true });
+    release();
+  }
+}
+
+interface Ctx {
+  db: DuckDb;
+  layout: LakeLayout;
+  manifest: Manifest;
+  progress: Progress;
+  force: boolean;
+  now: Date;
+}
+
+async function buildRetail(ctx: Ctx, file: string): Promise<SourceReport> {
+  const fingerprint = `v${LOADER_VERSION.retail}:${await sha256File(requireFile(file))}`;
+  const kept = keptSource(ctx, 'retail', fingerprint, file);
+  if (kept) return kept;
+
+  const task = ctx.progress.task(`reading ${relative(process.cwd(), file) || file}`, statSync(file).size, 'bytes');
+  await createEventTable(ctx.db, 'retail');
+  const quarantine = new QuarantineWriter(ctx.layout, 'retail');
+  const appender = await ctx.db.appender('retail', EVENT_COLUMNS.map(([, t]) => t));
+  let counts: CsvCounts;
+  try {
+    counts = await readCsv(file, retailSpec(ctx.now), {
+      onRow: (e) => appender.append([e.event_id, e.time, e.user_id, e.event, e.props]),
+      onReject: (r) => quarantine.add(r),
+      onBytes: (b) => task.update(b),
+    });
+  } finally {
+    appender.close();
+    quarantine.close();
+  }
+  task.finish(`${counts.read.toLocaleString('en-US')} rows read`);
+  return archiveSource(ctx, 'retail', file, fingerprint, counts, quarantine);
+}
+
+async function buildApp(ctx: Ctx, app: AppHistory): Promise<SourceReport> {
+  const fingerprint = `v${LOADER_VERSION.app}:${app.fingerprint}`;
+  const kept = keptSource(ctx, 'app', fingerprint, app.describe);
+  if (kept) return kept;
+
+  const task = ctx.progress.task('simulating the app', undefined, 'rows');
+  const history = app.load();
+  await createEventTable(ctx.db, 'app');
+  const quarantine = new QuarantineWriter(ctx.layout, 'app');
+  const counts: CsvCounts = { read: 0, accepted: 0, quarantined: 0 };
+  const batch: ArchiveEvent[] = [];
+  try {
+    for (const e of history.events) {
+      counts.read++;
+      const parsed = EventSchema.safeParse(e);
+      if (!parsed.success) {
+        counts.quarantined++;
+        const issue = parsed.error.issues[0];
+        quarantine.add({ line: counts.read, reason: `${issue?.path.join('.') || 'event'}: ${issue?.message}`, record: JSON.stringify(e) });
+        continue;
+      }
+      const time = Date.parse(parsed.data.time);
+      if (time > ctx.now.getTime()) {
+        counts.quarantined++;
+        quarantine.add({ line: counts.read, reason: `time is in the future: ${parsed.data.time}`, record: JSON.stringify(e) });
+        continue;
+      }
+      counts.accepted++;
+      batch.push({ event_id: e.event_id, time, user_id: e.user_id, event: e.event, props: JSON.stringify(parsed.data.props) });
+      if (batch.length >= 50_000) {
+        await appendEvents(ctx.db, 'app', batch);
+        batch.length = 0;
+        task.update(counts.read);
+      }
+    }
+    await appendEvents(ctx.db, 'app', batch);
+  } finally {
+    quarantine.close();
+  }
+  task.finish(`${counts.read.toLocaleString('en-US')} events simulated`);
+  const report = await archiveSource(ctx, 'app', app.describe, fingerprint, counts, quarantine);
+  await writeTruth(ctx, history.truthUsers, history.truthMeta, fingerprint);
+  return report;
+}
+
+async function archiveSource(ctx: Ctx, name: string, input: string, fingerprint: string, counts: CsvCounts, quarantine: QuarantineWriter): Promise<SourceReport> {
+  const task = ctx.progress.task(`writing the ${name} archive`);
+  const staged = join(ctx.layout.staging, `source=${name}`);
+  await writeEventPartitions(ctx.db, name, staged);
+  const span = await ctx.db.query(sql`SELECT min(time) AS first, max(time) AS last FROM ${ident(name)}`);
+  swapDirectory(staged, sourceDir(ctx.layout, name), join(ctx.layout.staging, `aside-${name}`));
+  quarantine.commit();
+  const files = await listParquet(sourceDir(ctx.layout, name), ctx.layout.root);
+  const iso = (v: unknown) => (v instanceof Date ? v.toISOString() : null);
+  ctx.manifest.sources[name] = {
+    kind: 'events',
+    fingerprint,
+    input,
+    ...counts,
+    first_time: iso(span.columns[0]?.[0]),
+    last_time: iso(span.columns[1]?.[0]),
+    files,
+    built_at: new Date().toISOString(),
+  };
+  await ctx.db.run(sql`DROP TABLE ${ident(name)}`);
+  task.finish(`${files.length} date partitions`);
+  return { name, input, ...counts, upToDate: false };
+}
+
+async function buildRetailCustomers(ctx: Ctx): Promise<SourceReport> {
+  // The shop's customer table, as its OLTP database would hold it, derived from the archive.
+  const glob = join(sourceDir(ctx.layout, 'retail'), '*', '*.parquet');
+  const select = sql`SELECT user_id AS customer_id,
+      min_by(props->>'country', strftime(time, '%Y%m%d%H%M%S') || event_id) AS country,
+      min(time) AS first_purchase, max(time) AS last_purchase,
+      count(DISTINCT props->>'invoice') AS invoices
+    FROM read_parquet(${glob}) GROUP BY user_id ORDER BY user_id`;
+  return writeTable(ctx, 'retail_customers', ctx.layout.replica, select, 'derived from the retail archive', {
+    read: 0,
+    accepted: 0,
+    quarantined: 0,
+  });
+}
+
+async function buildTelco(ctx: Ctx, file: string): Promise<SourceReport> {
+  const fingerprint = `v${LOADER_VERSION.telco}:${await sha256File(requireFile(file))}`;
+  const existing = ctx.manifest.tables.telco_customers;
+  if (!ctx.force && existing?.fingerprint === fingerprint && existsSync(join(ctx.layout.root, existing.file.path))) {
+    return { name: 'telco_customers', input: file, read: existing.read, accepted: existing.accepted, quarantined: existing.quarantined, upToDate: true };
+  }
+  const task = ctx.progress.task(`reading ${relative(process.cwd(), file) || file}`, statSync(file).size, 'bytes');
+  await createTable(ctx.db, 'telco', TELCO_TABLE);
+  const quarantine = new QuarantineWriter(ctx.layout, 'telco');
+  const rows: unknown[][] = [];
+  let counts: CsvCounts;
+  try {
+    counts = await readCsv(file, telcoSpec, {
+      onRow: (r) => rows.push(r),
+      onReject: (r) => quarantine.add(r),
+      onBytes: (b) => task.update(b),
+    });
+    await ctx.db.append('telco', TELCO_TABLE.map(([, t]) => t), rows);
+  } finally {
+    quarantine.close();
+  }
+  task.finish(`${counts.read.toLocaleString('en-US')} rows read`);
+  const report = await writeTable(ctx, 'telco_customers', ctx.layout.replica, sql`SELECT * FROM telco ORDER BY customer_id`, file, counts, fingerprint);
+  quarantine.commit();
+  return report;
+}
+
+async function buildReplica(ctx: Ctx, oltp: OltpStore, table: (typeof TABLE_NAMES)[number]): Promise<SourceReport> {
+  const columns = Object.entries(TABLE_COLUMNS[table]) as [string, AppendType][];
+  const temp = `oltp_${table}`;
+  await createTable(ctx.db, temp, columns);
+  let read = 0;
+  for await (const batch of oltp.scan(table)) {
+    read += batch.length;
+    await ctx.db.append(
+      temp,
+      columns.map(([, t]) => t),
+      batch.map((row) => columns.map(([c, t]) => (t === 'TIMESTAMP' ? Date.parse((row as unknown as Record<string, string>)[c]!) : (row as unknown as Record<string, unknown>)[c]))),
+    );
+  }
+  const order = joinSql(columns.map(([c]) => ident(c)));
+  return writeTable(ctx, table, ctx.layout.replica, sql`SELECT * FROM ${ident(temp)} ORDER BY ${order}`, `${oltp.kind} ${oltp.location}`, {
+    read,
+    accepted: read,
+    quarantined: 0,
+  });
+}
+
+async function writeTruth(ctx: Ctx, users: readonly Record<string, unknown>[], meta: unknown, fingerprint: string): Promise<void> {
+  const first = users[0];
+  if (!first) return;
+  const columns = Object.entries(first).map(([k, v]) => [k, typeof v === 'number' ? 'DOUBLE' : 'VARCHAR'] as [string, AppendType]);
+  const timestampish = new Set(columns.filter(([k]) => k.endsWith('_at')).map(([k]) => k));
+  const typed = columns.map(([k, t]) => [k, timestampish.has(k) ? 'TIMESTAMP' : t] as [string, AppendType]);
+  await createTable(ctx.db, 'truth_users', typed);
+  await ctx.db.append(
+    'truth_users',
+    typed.map(([, t]) => t),
+    users.map((u) => typed.map(([k, t]) => (t === 'TIMESTAMP' ? (u[k] == null ? null : Date.parse(u[k] as string)) : u[k]))),
+  );
+  mkdirSync(ctx.layout.truth, { recursive: true });
+  await writeTable(ctx, 'app_truth', ctx.layout.truth, sql`SELECT * FROM truth_users ORDER BY user_id`, 'the simulator', {
+    read: users.length,
+    accepted: users.length,
+    quarantined: 0,
+  }, fingerprint);
+  writeFileAtomic(join(ctx.layout.truth, 'app.json'), `${JSON.stringify(meta, null, 2)}\n`);
+}
+
+/** Writes a query's result as a content-addressed snapshot `<dir>/<name>/<sha256>.parquet`. */
+async function writeTable(ctx: Ctx, name: string, dir: string, select: Sql, input: string, counts: CsvCounts, fingerprint?: string): Promise<SourceReport> {
+  const staged = join(ctx.layout.staging, `${name}.parquet`);
+  await ctx.db.run(sql`COPY (${select}) TO ${staged} (FORMAT parquet, COMPRESSION zstd)`);
+  const sha256 = await sha256File(staged);
+  const target = join(dir, name, `${sha256}.parquet`);
+  mkdirSync(join(dir, name), { recursive: true });
+  const unchanged = existsSync(target) && ctx.manifest.tables[name]?.file.sha256 === sha256;
+  if (existsSync(target)) rmSync(staged);
+  else renameSync(staged, target);
+  const rows = Number((await ctx.db.query(sql`SELECT count(*) AS n FROM read_parquet(${target})`)).columns[0]?.[0] ?? 0);
+  const file: FileEntry = { path: relative(ctx.layout.root, target), sha256, bytes: statSync(target).size };
+  const read = counts.read || rows;
+  ctx.manifest.tables[name] = {
+    kind: 'table',
+    fingerprint: fingerprint ?? sha256,
+    input,
+    read,
+    accepted: counts.accepted || rows,
+    quarantined: counts.quarantined,
+    file,
+    built_at: unchanged ? ctx.manifest.tables[name]!.built_at : new Date().toISOString(),
+  };
+  return { name, input, read, accepted: counts.accepted || rows, quarantined: counts.quarantined, upToDate: unchanged };
+}
+
+function keptSource(ctx: Ctx, name: string, fingerprint: string, input: string): SourceReport | undefined {
+  const existing = ctx.manifest.sources[name];
+  if (ctx.force || existing?.fingerprint !== fingerprint) return undefined;
+  if (!existing.files.every((f) => existsSync(join(ctx.layout.root, f.path)))) return undefined;
+  return { name, input, read: existing.read, accepted: existing.accepted, quarantined: existing.quarantined, upToDate: true };
+}
+
+async function createTable(db: DuckDb, table: string, columns: readonly (readonly [string, string])[]): Promise<void> {
+  const defs = joinSql(columns.map(([name, type]) => sql`${ident(name)} ${rawType(type)}`));
+  await db.run(sql`CREATE OR REPLACE TEMP TABLE ${ident(table)} (${defs})`);
+}
+
+function rawType(type: string): RawSql {
+  if (!/^[A-Z]+$/.test(type)) throw new TypeError(`not a column type: ${type}`);
+  return raw(type);
+}
+
+/** Rejected rows of one source, written to `quarantine/<source>.csv` when the source is committed. */
+class QuarantineWriter {
+  private readonly staged: string;
+  private fd: number | undefined;
+  private pending = '';
+  count = 0;
+
+  constructor(
+    private readonly layout: LakeLayout,
+    private readonly source: string,
+  ) {
+    this.staged = join(layout.staging, `quarantine-${source}.csv`);
+    this.fd = openSync(this.staged, 'w');
+    writeSync(this.fd, 'line,reason,record\n');
+  }
+
+  add(r: Rejected): void {
+    this.count++;
+    this.pending += `${r.line},${csvField(r.reason)},${csvField(r.record)}\n`;
+    if (this.pending.length > 1 << 20) this.flush();
+  }
+
+  close(): void {
+    if (this.fd === undefined) return;
+    this.flush();
+    closeSync(this.fd);
+    this.fd = undefined;
+  }
+
+  private flush(): void {
+    writeSync(this.fd!, this.pending);
+    this.pending = '';
+  }
+
+  commit(): void {
+    this.close();
+    mkdirSync(this.layout.quarantine, { recursive: true });
+    renameSync(this.staged, join(this.layout.quarantine, `${this.source}.csv`));
+  }
+}
+
+function csvField(s: string): string {
+  return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+}
+
+function requireFile(file: string): string {
+  if (!existsSync(file)) throw new InputError('no such file: the data folder is missing or incomplete (expected the shipped datasets under data/)', { file });
+  return file;
+}
+
+/** Keeps the current snapshot of every table and the two before it; older ones are removed. */
+function pruneSnapshots(layout: LakeLayout, manifest: Manifest): void {
+  for (const [name, entry] of Object.entries(manifest.tables)) {
+    const dir = join(layout.root, entry.file.path, '..');
+    if (!existsSync(dir)) continue;
+    const files = readdirSync(dir)
+      .filter((f) => f.endsWith('.parquet'))
+      .map((f) => ({ f, t: statSync(join(dir, f)).mtimeMs }))
+      .sort((a, b) => b.t - a.t);
+    const current = entry.file.path.split('/').pop();
+    for (const { f } of files.slice(3)) if (f !== current) rmSync(join(dir, f));
+    void name;
+  }
+}
+
+function acquireLock(layout: LakeLayout): () => void {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(layout.lock, 'wx');
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => rmSync(layout.lock, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number(readFileSync(layout.lock, 'utf8'));
+      if (pid && pid !== process.pid && isAlive(pid)) {
+        throw new WorkbenchError(`another lakehouse build (pid ${pid}) is running on ${layout.root}; wait for it to finish`);
+      }
+      rmSync(layout.lock, { force: true }); // left by a build that died
+    }
+  }
+  throw new WorkbenchError(`cannot take the build lock ${layout.lock}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export const fingerprintOf = (value: unknown): string => createHash('sha256').update(JSON.stringify(value)).digest('hex');

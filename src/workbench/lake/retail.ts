@@ -1,0 +1,70 @@
+import type { CsvSpec } from './csv.js';
+import type { ArchiveEvent } from './archive.js';
+
+/**
+ * The UCI Online Retail log as events: one `purchase` (or `return`, for invoices starting with C)
+ * per invoice line, by customer. Lines without a CustomerID cannot be attributed to anyone and are
+ * quarantined. InvoiceDate is the shop's local (UK) time and is read as UTC.
+ */
+export const RETAIL_COLUMNS = ['InvoiceNo', 'StockCode', 'Description', 'Quantity', 'InvoiceDate', 'UnitPrice', 'CustomerID', 'Country'] as const;
+
+const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2}))?$/;
+
+export function retailSpec(now: Date = new Date()): CsvSpec<ArchiveEvent> {
+  const lineInInvoice = new Map<string, number>();
+  return {
+    columns: RETAIL_COLUMNS,
+    parse(f) {
+      const invoice = f.InvoiceNo!.trim();
+      if (!invoice) return 'missing InvoiceNo';
+      const customer = f.CustomerID!.trim();
+      if (!customer) return 'missing CustomerID';
+      const customerNumber = Number(customer);
+      if (!Number.isFinite(customerNumber) || customerNumber <= 0) return `CustomerID is not a positive number: ${JSON.stringify(customer)}`;
+      const time = parseDateTime(f.InvoiceDate!.trim());
+      if (time === undefined) return `InvoiceDate is not a date and time (YYYY-MM-DD HH:MM:SS): ${JSON.stringify(f.InvoiceDate)}`;
+      if (time > now.getTime()) return `InvoiceDate is in the future: ${f.InvoiceDate}`;
+      const quantity = Number(f.Quantity);
+      if (f.Quantity!.trim() === '' || !Number.isInteger(quantity)) return `Quantity is not a whole number: ${JSON.stringify(f.Quantity)}`;
+      const unitPrice = Number(f.UnitPrice);
+      if (f.UnitPrice!.trim() === '' || !Number.isFinite(unitPrice)) return `UnitPrice is not a number: ${JSON.stringify(f.UnitPrice)}`;
+
+      // Invoice lines can repeat exactly, so the id is the invoice plus the line's position in it.
+      const n = (lineInInvoice.get(invoice) ?? 0) + 1;
+      lineInInvoice.set(invoice, n);
+      return {
+        event_id: `retail-${invoice}-${n}`,
+        time,
+        user_id: String(Math.trunc(customerNumber)),
+        event: invoice.startsWith('C') ? 'return' : 'purchase',
+        props: JSON.stringify({
+          invoice,
+          stock_code: f.StockCode!.trim(),
+          description: f.Description!.trim(),
+          quantity,
+          unit_price: unitPrice,
+          amount: Math.round(quantity * unitPrice * 100) / 100,
+          country: f.Country!.trim(),
+        }),
+      };
+    },
+  };
+}
+
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/** Milliseconds since the epoch of a `YYYY-MM-DD HH:MM[:SS]` read as UTC, or undefined if invalid. */
+export function parseDateTime(text: string): number | undefined {
+  const m = DATE_TIME.exec(text);
+  if (!m) return undefined;
+  const y = Number(m[1]);
+  const mo = Number(m[2]);
+  const d = Number(m[3]);
+  const h = Number(m[4]);
+  const mi = Number(m[5]);
+  const s = m[6] === undefined ? 0 : Number(m[6]);
+  const leap = (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0;
+  const days = mo === 2 && leap ? 29 : DAYS_IN_MONTH[mo - 1];
+  if (days === undefined || d < 1 || d > days || h > 23 || mi > 59 || s > 59) return undefined;
+  return Date.UTC(y, mo - 1, d, h, mi, s);
+}

@@ -1,0 +1,228 @@
+import * as arrow from 'apache-arrow';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { DataFrame } from 'danfojs';
+import { DuckDb, type ColumnarResult, type Scalar } from './duckdb.js';
+import { IntegrityError, NotFoundError } from './errors.js';
+import { sha256File } from './files.js';
+import { lakeLayout, type LakeLayout } from './lake/layout.js';
+import { readManifest, type Manifest } from './lake/manifest.js';
+import { ident, sql, type Sql } from './sql.js';
+
+export type Row = Record<string, Scalar>;
+
+export interface OpenOptions {
+  /** Check every file the manifest lists against its checksum before use (default true). */
+  verify?: boolean;
+  threads?: number;
+}
+
+/** A view the lakehouse defines, and what it holds. */
+export interface ViewInfo {
+  name: string;
+  description: string;
+}
+
+/**
+ * The lakehouse, opened in an in-memory DuckDB: views over the Parquet event archive, the OLTP
+ * replica snapshots and the views that join them. Queries are `sql` template fragments; results come
+ * back as plain rows, Apache Arrow tables or danfo DataFrames.
+ *
+ *   const lake = await Lakehouse.open('.wb/lake');
+ *   const rows = await lake.query(sql`SELECT country, sum(amount) FROM retail_lines GROUP BY 1`);
+ */
+export class Lakehouse {
+  private constructor(
+    private readonly db: DuckDb,
+    readonly layout: LakeLayout,
+    readonly manifest: Manifest,
+    readonly views: readonly ViewInfo[],
+  ) {}
+
+  static async open(root: string, options: OpenOptions = {}): Promise<Lakehouse> {
+    const layout = lakeLayout(root);
+    const manifest = readManifest(layout.manifest);
+    if (!manifest) {
+      throw new NotFoundError(`no lakehouse at ${layout.root}: build one with \`wb lake build\` (or \`npm start\`)`);
+    }
+    if (options.verify !== false) await verifyFiles(layout, manifest);
+    const db = await DuckDb.open(':memory:', { threads: options.threads });
+    try {
+      const views = await defineViews(db, layout, manifest);
+      return new Lakehouse(db, layout, manifest, views);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  /** Rows as plain objects. BIGINT values that fit a double become numbers; larger ones stay bigint. */
+  async query<T extends Row = Row>(statement: Sql): Promise<T[]> {
+    const r = await this.db.query(statement);
+    const columns = r.columns.map((c, i) => (isBigIntType(r.types[i]!) ? c.map(narrowBigInt) : c));
+    const rows: T[] = new Array(r.rowCount);
+    for (let i = 0; i < r.rowCount; i++) {
+      const row: Row = {};
+      for (let c = 0; c < r.names.length; c++) row[r.names[c]!] = columns[c]![i]!;
+      rows[i] = row as T;
+    }
+    return rows;
+  }
+
+  /** The result as an Apache Arrow table, BIGINT kept as Int64. */
+  async arrow(statement: Sql): Promise<arrow.Table> {
+    return toArrow(await this.db.query(statement));
+  }
+
+  /** The result as a danfo DataFrame: BIGINT as numbers, timestamps as ISO strings (danfo takes neither). */
+  async frame(statement: Sql): Promise<DataFrame> {
+    const r = await this.db.query(statement);
+    // Loaded on first use: danfo brings tfjs with it, seconds that queries and builds should not pay.
+    const dfd: typeof import('danfojs') = require('danfojs');
+    const data: Record<string, unknown[]> = {};
+    r.names.forEach((name, i) => {
+      data[name] = r.columns[i]!.map((v) => (typeof v === 'bigint' ? Number(v) : v instanceof Date ? v.toISOString() : v));
+    });
+    return new dfd.DataFrame(data) as DataFrame;
+  }
+
+  /** A statement without a result (a temporary table for later queries, a SET). */
+  async run(statement: Sql): Promise<void> {
+    await this.db.run(statement);
+  }
+
+  /** Row count of a view. */
+  async count(view: string): Promise<number> {
+    const [row] = await this.query<{ n: number }>(sql`SELECT count(*) AS n FROM ${ident(view)}`);
+    return row!.n;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+async function verifyFiles(layout: LakeLayout, manifest: Manifest): Promise<void> {
+  const files = [...Object.values(manifest.sources).flatMap((s) => s.files), ...Object.values(manifest.tables).map((t) => t.file)];
+  for (const f of files) {
+    const path = join(layout.root, f.path);
+    if (!existsSync(path)) throw new IntegrityError(`${path} is listed in the manifest but missing; rebuild with \`wb lake build --force\``);
+    if ((await sha256File(path)) !== f.sha256) {
+      throw new IntegrityError(`${path} does not match its checksum in the manifest: it was changed after the build; rebuild with \`wb lake build --force\``);
+    }
+  }
+}
+
+async function defineViews(db: DuckDb, layout: LakeLayout, manifest: Manifest): Promise<ViewInfo[]> {
+  const views: ViewInfo[] = [];
+  const view = async (name: string, description: string, body: Sql) => {
+    await db.run(sql`CREATE VIEW ${ident(name)} AS ${body}`);
+    views.push({ name, description });
+  };
+  const table = (name: string) => {
+    const entry = manifest.tables[name];
+    return entry ? join(layout.root, entry.file.path) : undefined;
+  };
+  const sources = existsSync(layout.archive) ? readdirSync(layout.archive).filter((d) => d.startsWith('source=')) : [];
+  const has = (s: string) => sources.includes(`source=${s}`);
+
+  if (sources.length > 0) {
+    const glob = join(layout.archive, 'source=*', 'date=*', '*.parquet');
+    await view(
+      'events',
+      'every archived event: source, date, event_id, time, user_id, event, props (JSON)',
+      sql`SELECT source, date, event_id, time, user_id, event, props
+          FROM read_parquet(${glob}, hive_partitioning = true, hive_types = {'source': VARCHAR, 'date': DATE})`,
+    );
+  }
+  if (has('retail')) {
+    await view(
+      'retail_lines',
+      'the retail archive, one typed row per invoice line',
+      sql`SELECT event_id, time, date, user_id AS customer_id, event = 'return' AS is_return,
+            props->>'invoice' AS invoice, props->>'stock_code' AS stock_code, props->>'description' AS description,
+            CAST(props->>'quantity' AS INTEGER) AS quantity, CAST(props->>'unit_price' AS DOUBLE) AS unit_price,
+            CAST(props->>'amount' AS DOUBLE) AS amount, props->>'country' AS country
+          FROM events WHERE source = 'retail'`,
+    );
+  }
+  const customers = table('retail_customers');
+  if (customers) {
+    await view('retail_customers', "replica of the shop's customer table: country, first and last purchase", sql`SELECT * FROM read_parquet(${customers})`);
+    if (has('retail')) {
+      await view(
+        'retail_purchases',
+        'retail_lines joined with retail_customers: each line with its customer and monthly cohort',
+        sql`SELECT l.*, c.country AS customer_country, c.first_purchase,
+              CAST(date_trunc('month', c.first_purchase) AS DATE) AS cohort_month
+            FROM retail_lines l JOIN retail_customers c USING (customer_id)`,
+      );
+    }
+  }
+  if (has('app')) {
+    await view(
+      'app_events',
+      "the simulated app's events, with the feature used (if any)",
+      sql`SELECT event_id, time, date, user_id, event, props, props->>'feature' AS feature FROM events WHERE source = 'app'`,
+    );
+  }
+  const users = table('users');
+  if (users) {
+    await view('users', 'replica of the OLTP users table: country, device, tier, first_seen', sql`SELECT * FROM read_parquet(${users})`);
+    if (has('app')) {
+      await view(
+        'app_events_users',
+        'app_events joined with the users replica: every event with its user dimensions and signup week',
+        sql`SELECT e.*, u.country, u.device, u.tier, u.first_seen,
+              CAST(date_trunc('week', u.first_seen) AS DATE) AS signup_week
+            FROM app_events e JOIN users u USING (user_id)`,
+      );
+    }
+  }
+  const predictions = table('predictions');
+  if (predictions) await view('predictions', 'replica of the OLTP predictions table', sql`SELECT * FROM read_parquet(${predictions})`);
+  const telco = table('telco_customers');
+  if (telco) await view('telco_customers', 'the IBM Telco customer table, typed, with the churn label', sql`SELECT * FROM read_parquet(${telco})`);
+  const truth = table('app_truth');
+  if (truth) await view('app_truth', "the simulator's ground truth per user (never a model input)", sql`SELECT * FROM read_parquet(${truth})`);
+  if (existsSync(layout.quarantine) && readdirSync(layout.quarantine).some((f) => f.endsWith('.csv'))) {
+    await view(
+      'quarantine',
+      'rows the build could not load, with the source file line and the reason',
+      sql`SELECT regexp_extract(filename, '([^/]+)\\.csv$', 1) AS source, line, reason, record
+          FROM read_csv(${join(layout.quarantine, '*.csv')}, header = true, delim = ',', quote = '"', escape = '"', filename = true,
+                        columns = {'line': 'VARCHAR', 'reason': 'VARCHAR', 'record': 'VARCHAR'})`,
+    );
+  }
+  return views;
+}
+
+const isBigIntType = (t: string) => t === 'BIGINT' || t === 'HUGEINT' || t === 'UBIGINT' || t === 'UHUGEINT';
+
+function narrowBigInt(v: Scalar): Scalar {
+  return typeof v === 'bigint' && v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(v) : v;
+}
+
+function toArrow(r: ColumnarResult): arrow.Table {
+  const vectors: Record<string, arrow.Vector> = {};
+  r.names.forEach((name, i) => {
+    const type = arrowType(r.types[i]!);
+    const values = r.columns[i]!;
+    vectors[name] =
+      type instanceof arrow.Utf8 ? arrow.vectorFromArray(values.map((v) => (v === null || typeof v === 'string' ? v : JSON.stringify(v, bigintJson))), type)
+      : arrow.vectorFromArray(values as never[], type);
+  });
+  return new arrow.Table(vectors);
+}
+
+function arrowType(t: string): arrow.DataType {
+  if (isBigIntType(t)) return new arrow.Int64();
+  if (t === 'INTEGER' || t === 'SMALLINT' || t === 'TINYINT' || t === 'USMALLINT' || t === 'UTINYINT') return new arrow.Int32();
+  if (t === 'DOUBLE' || t === 'FLOAT' || t.startsWith('DECIMAL') || t === 'UINTEGER') return new arrow.Float64();
+  if (t === 'BOOLEAN') return new arrow.Bool();
+  if (t.startsWith('TIMESTAMP')) return new arrow.TimestampMillisecond();
+  if (t === 'DATE') return new arrow.DateMillisecond();
+  return new arrow.Utf8();
+}
+
+const bigintJson = (_k: string, v: unknown) => (typeof v === 'bigint' ? v.toString() : v);
