@@ -1,7 +1,6 @@
 import * as arrow from 'apache-arrow';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { DataFrame } from 'danfojs';
 import { DuckDb, type ColumnarResult, type Scalar } from './duckdb.js';
 import { IntegrityError, NotFoundError } from './errors.js';
 import { sha256File } from './files.js';
@@ -10,6 +9,20 @@ import { readManifest, type Manifest } from './lake/manifest.js';
 import { ident, sql, type Sql } from './sql.js';
 
 export type Row = Record<string, Scalar>;
+
+/**
+ * A danfo DataFrame, described here rather than imported: danfo declares its types only in its
+ * package `exports`, which tslab's module resolution cannot see, and notebooks type-check this file.
+ */
+export interface DataFrame {
+  readonly shape: number[];
+  readonly columns: string[];
+  readonly values: unknown[][];
+  readonly dtypes: string[];
+  head(rows?: number): DataFrame;
+  print(): void;
+  [method: string]: unknown;
+}
 
 export interface OpenOptions {
   /** Check every file the manifest lists against its checksum before use (default true). */
@@ -78,12 +91,12 @@ export class Lakehouse {
   async frame(statement: Sql): Promise<DataFrame> {
     const r = await this.db.query(statement);
     // Loaded on first use: danfo brings tfjs with it, seconds that queries and builds should not pay.
-    const dfd: typeof import('danfojs') = require('danfojs');
+    const dfd = require('danfojs') as { DataFrame: new (data: Record<string, unknown[]>) => DataFrame };
     const data: Record<string, unknown[]> = {};
     r.names.forEach((name, i) => {
       data[name] = r.columns[i]!.map((v) => (typeof v === 'bigint' ? Number(v) : v instanceof Date ? v.toISOString() : v));
     });
-    return new dfd.DataFrame(data) as DataFrame;
+    return new dfd.DataFrame(data);
   }
 
   /** A statement without a result (a temporary table for later queries, a SET). */

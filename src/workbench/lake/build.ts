@@ -135,7 +135,7 @@ async function buildApp(ctx: Ctx, app: AppHistory): Promise<SourceReport> {
   const kept = keptSource(ctx, 'app', fingerprint, app.describe);
   if (kept) return kept;
 
-  const task = ctx.progress.task('simulating the app', undefined, 'rows');
+  const task = ctx.progress.task('loading the app history', undefined, 'rows');
   const history = app.load();
   await createEventTable(ctx.db, 'app');
   const quarantine = new QuarantineWriter(ctx.layout, 'app');
@@ -169,7 +169,7 @@ async function buildApp(ctx: Ctx, app: AppHistory): Promise<SourceReport> {
   } finally {
     quarantine.close();
   }
-  task.finish(`${counts.read.toLocaleString('en-US')} events simulated`);
+  task.finish(`${counts.read.toLocaleString('en-US')} events`);
   const report = await archiveSource(ctx, 'app', app.describe, fingerprint, counts, quarantine);
   await writeTruth(ctx, history.truthUsers, history.truthMeta, fingerprint);
   return report;

@@ -1,0 +1,119 @@
+import type { Command } from 'commander';
+import { existsSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { simulateIntoOltp } from '../app/history.js';
+import { SimulationConfigSchema } from '../app/simulator.js';
+import { Lakehouse, buildLakehouse, consoleProgress, dataDir, lakeDir, openOltp, oltpUrl, type BuildReport } from '../workbench/index.js';
+import { InputError } from '../workbench/errors.js';
+import { intOption } from './main.js';
+
+export interface LakeBuildFlags {
+  retail?: string;
+  telco?: string;
+  users: number;
+  days: number;
+  seed: number;
+  start: string;
+  force?: boolean;
+  oltp?: string;
+}
+
+export const DATA_FILES = {
+  retail: 'data/online-retail-uci/online_retail.csv.gz',
+  telco: 'data/telco-customer-churn/Telco-Customer-Churn.csv.gz',
+};
+
+export function addBuildOptions(cmd: Command): Command {
+  const sim = SimulationConfigSchema.parse({});
+  return cmd
+    .option('--retail <file>', 'the UCI Online Retail log (CSV, gzip allowed)', DATA_FILES.retail)
+    .option('--telco <file>', 'the IBM Telco churn table (CSV, gzip allowed)', DATA_FILES.telco)
+    .option('--users <n>', 'simulated app: number of users', intOption('--users', 1), sim.users)
+    .option('--days <n>', 'simulated app: days of history', intOption('--days', 1), sim.days)
+    .option('--seed <n>', 'simulated app: random seed (same seed, same data)', intOption('--seed', 0), sim.seed)
+    .option('--start <date>', 'simulated app: first day (YYYY-MM-DD)', sim.start)
+    .option('--oltp <url>', 'OLTP database: postgres://... or a SQLite file (env WB_OLTP_URL; default the data dir)')
+    .option('--force', 'rebuild every source even if its inputs have not changed');
+}
+
+/** Builds the lakehouse from the shipped data and the simulator, as `wb lake build` and `wb start` do. */
+export async function runBuild(flags: LakeBuildFlags, dataDirFlag: string): Promise<BuildReport> {
+  const data = dataDir(dataDirFlag);
+  const config = SimulationConfigSchema.safeParse({ seed: flags.seed, users: flags.users, days: flags.days, start: flags.start });
+  if (!config.success) {
+    const issue = config.error.issues[0]!;
+    throw new InputError(`--${String(issue.path[0])}: ${issue.message}`);
+  }
+  for (const [flag, file] of [['--retail', flags.retail], ['--telco', flags.telco]] as const) {
+    if (file && !existsSync(file)) {
+      throw new InputError(`${flag} ${file}: no such file. The shipped datasets live in data/ of the repository; run from its root or pass ${flag}`);
+    }
+  }
+  const progress = consoleProgress();
+  const oltp = await openOltp(oltpUrl(flags.oltp), data);
+  try {
+    const app = await simulateIntoOltp(config.data, oltp);
+    return await buildLakehouse({ lakeDir: lakeDir(data), retail: flags.retail, telco: flags.telco, app, oltp, force: flags.force, progress });
+  } finally {
+    await oltp.close();
+  }
+}
+
+export function printBuildReport(report: BuildReport): void {
+  console.log(`\nlakehouse: ${relative(process.cwd(), report.lake) || '.'} (${report.seconds.toFixed(1)} s)`);
+  const rows = report.sources.map((s) => [
+    s.name,
+    s.read.toLocaleString('en-US'),
+    s.accepted.toLocaleString('en-US'),
+    s.quarantined.toLocaleString('en-US'),
+    s.accepted + s.quarantined === s.read ? 'yes' : 'NO',
+    s.upToDate ? 'up to date' : 'built',
+  ]);
+  const header = ['source', 'read', 'accepted', 'quarantined', 'accepted + quarantined = read', 'status'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const r of [header, ...rows]) console.log(r.map((c, i) => (i === 0 || i === 5 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
+  const quarantined = report.sources.filter((s) => s.quarantined > 0).map((s) => s.name);
+  if (quarantined.length > 0) {
+    console.log(`\nrows that could not be loaded, with the reason: ${relative(process.cwd(), join(report.lake, 'quarantine')) || '.'}/ (or the quarantine view)`);
+  }
+}
+
+export function registerLake(program: Command): void {
+  const lake = program.command('lake').description('build and inspect the lakehouse (Parquet archive + OLTP replica, queried with DuckDB)');
+
+  addBuildOptions(
+    lake
+      .command('build')
+      .description('build the lakehouse from the shipped data and the simulated app; rebuilding unchanged inputs changes nothing'),
+  ).action(async (flags: LakeBuildFlags) => {
+    const report = await runBuild(flags, program.opts().dataDir);
+    printBuildReport(report);
+  });
+
+  lake
+    .command('info')
+    .description('what the lakehouse holds: sources, row counts, views, and when it was built')
+    .option('--no-verify', 'skip checking files against their checksums')
+    .action(async (flags: { verify: boolean }) => {
+      const root = lakeDir(program.opts().dataDir);
+      const lh = await Lakehouse.open(root, { verify: flags.verify });
+      try {
+        console.log(`lakehouse: ${root}\nbuilt: ${lh.manifest.built_at}${flags.verify ? ' (all files match their checksums)' : ''}\n`);
+        for (const [name, s] of Object.entries(lh.manifest.sources)) {
+          console.log(`events/${name}: ${s.accepted.toLocaleString('en-US')} events, ${s.first_time?.slice(0, 10)} .. ${s.last_time?.slice(0, 10)}, ${s.files.length} files, ${s.quarantined.toLocaleString('en-US')} quarantined (from ${s.input})`);
+        }
+        for (const [name, t] of Object.entries(lh.manifest.tables)) {
+          console.log(`table ${name}: ${t.accepted.toLocaleString('en-US')} rows, snapshot ${t.file.sha256.slice(0, 12)} (from ${t.input})`);
+        }
+        console.log('\nviews:');
+        for (const v of lh.views) console.log(`  ${v.name.padEnd(18)} ${v.description}`);
+      } finally {
+        lh.close();
+      }
+    });
+
+  lake
+    .command('path')
+    .description('print the lakehouse directory (for scripts)')
+    .action(() => console.log(resolve(lakeDir(program.opts().dataDir))));
+}

@@ -1,0 +1,51 @@
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { InputError, WorkbenchError } from '../workbench/errors.js';
+import { registerApp } from './app.js';
+import { registerKernel } from './kernel.js';
+import { registerLake } from './lake.js';
+import { registerNotebooks } from './notebooks.js';
+import { registerStart } from './start.js';
+
+/** The `wb` command: every subcommand has --help; errors are one clear line, not a stack. */
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command('wb')
+    .description('plg-workbench: lakehouse, notebooks, models and experiments for product-led growth')
+    .option('--data-dir <dir>', 'where generated state lives (env WB_DATA_DIR)', process.env.WB_DATA_DIR ?? '.wb')
+    .option('--debug', 'print stack traces of errors')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  registerStart(program);
+  registerLake(program);
+  registerApp(program);
+  registerNotebooks(program);
+  registerKernel(program);
+
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode;
+      return;
+    }
+    const debug = program.opts().debug || process.env.WB_DEBUG;
+    if (err instanceof WorkbenchError && !debug) {
+      console.error(`error: ${err.message}`);
+      process.exitCode = err instanceof InputError ? 2 : 1;
+      return;
+    }
+    console.error(err);
+    process.exitCode = 1;
+  }
+}
+
+export function intOption(name: string, min = 0) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be a whole number of at least ${min}`);
+    return n;
+  };
+}
+
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}

@@ -1,0 +1,74 @@
+"""Executes one notebook with nbclient, cell by cell, for `wb nb run`.
+
+Usage: execute.py <input.ipynb> <output.ipynb> <report.html> <kernel> <cell-timeout-s> <report-code 0|1>
+
+Prints one JSON line per code cell to stderr ({"cell": i, "of": n, "seconds": s}) for progress, and
+a final JSON summary to stdout. Stops at the first failing cell; the notebook executed so far and
+its HTML report are written either way (to temporary names, then renamed), so a failure can be read.
+"""
+import json
+import os
+import sys
+import time
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+
+def write_atomic(path, text):
+    tmp = f"{os.path.dirname(path) or '.'}/.{os.path.basename(path)}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main():
+    src, out, html, kernel, timeout, report_code = sys.argv[1:7]
+    nb = nbformat.read(src, as_version=4)
+    client = NotebookClient(
+        nb,
+        kernel_name=kernel,
+        timeout=int(timeout),
+        allow_errors=False,
+        record_timing=True,
+        resources={"metadata": {"path": os.path.dirname(os.path.abspath(src))}},
+    )
+    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    summary = {"status": "ok", "failed_cell": None, "reason": None, "seconds": 0.0}
+    started = time.time()
+    try:
+        with client.setup_kernel():
+            for n, index in enumerate(code_cells, start=1):
+                t0 = time.time()
+                try:
+                    client.execute_cell(nb.cells[index], index)
+                except CellTimeoutError:
+                    summary.update(status="timeout", failed_cell=index, reason=f"the cell ran longer than {timeout} s")
+                except CellExecutionError as e:
+                    summary.update(status="error", failed_cell=index, reason=str(e).strip()[:4000])
+                except DeadKernelError as e:
+                    summary.update(status="dead_kernel", failed_cell=index, reason=f"the kernel died: {e}")
+                print(json.dumps({"cell": n, "of": len(code_cells), "index": index, "seconds": round(time.time() - t0, 3)}),
+                      file=sys.stderr, flush=True)
+                if summary["status"] != "ok":
+                    break
+    except Exception as e:  # the kernel could not start, or nbclient itself failed
+        if summary["status"] == "ok":
+            summary.update(status="kernel_error", reason=f"{type(e).__name__}: {e}")
+    summary["seconds"] = round(time.time() - started, 3)
+
+    write_atomic(out, nbformat.writes(nb))
+    try:
+        from nbconvert import HTMLExporter
+
+        exporter = HTMLExporter(template_name="lab", exclude_input=report_code != "1")
+        body, _ = exporter.from_notebook_node(nb)
+        write_atomic(html, body)
+    except Exception as e:  # a report that cannot be written must not hide the run's own result
+        summary["report_error"] = f"{type(e).__name__}: {e}"
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()

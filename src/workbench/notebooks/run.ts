@@ -1,0 +1,170 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { basename, delimiter, join, resolve } from 'node:path';
+import { NotebookError, WorkbenchError } from '../errors.js';
+import { silentProgress, type Progress } from '../progress.js';
+import { cellSource, readNotebook, writeNotebook, type Notebook } from './notebook.js';
+import { injectParameters, type ParamValue } from './parameters.js';
+
+/** The repository root: the kernel spec, and the `src/` that notebooks import, live under it. */
+export const REPO_ROOT = resolve(__dirname, '..', '..', '..');
+export const KERNEL_NAME = 'plg-workbench';
+
+export interface RunOptions {
+  /** Values for the notebook's `parameters` cell (raw strings are converted to the default's type). */
+  params?: Record<string, string | ParamValue>;
+  /** Use the parameters in the notebook's metadata `plg-workbench.ci_parameters` (given params win). */
+  ci?: boolean;
+  /** Seconds a single cell may run. */
+  cellTimeout?: number;
+  /** Where the executed notebook and its HTML report go. */
+  outDir: string;
+  /** Show code in the HTML report (default: outputs and text only, for readers who do not code). */
+  reportCode?: boolean;
+  progress?: Progress;
+}
+
+export interface RunResult {
+  notebook: string;
+  ok: boolean;
+  seconds: number;
+  executed: string;
+  report: string;
+  /** Set when a cell failed: the notebook, the cell, its source and the real error. */
+  error?: NotebookError | WorkbenchError;
+}
+
+interface ExecutorSummary {
+  status: 'ok' | 'error' | 'timeout' | 'dead_kernel' | 'kernel_error';
+  failed_cell: number | null;
+  reason: string | null;
+  seconds: number;
+  report_error?: string;
+}
+
+/**
+ * Executes a notebook headlessly through Jupyter (nbclient) with the workbench's tslab kernel, after
+ * injecting parameters. Writes `<outDir>/<name>.ipynb` (executed) and `<name>.html` (the report).
+ * Input errors (bad JSON, unknown parameter) throw before anything runs; a failing cell does not
+ * throw but comes back as `error`, with the executed notebook written up to that cell.
+ */
+export async function runNotebook(path: string, options: RunOptions): Promise<RunResult> {
+  const nb = readNotebook(path);
+  const ciParams = options.ci ? ciParameters(nb) : {};
+  const prepared = injectParameters(nb, { ...ciParams, ...(options.params ?? {}) }, path);
+  const python = findJupyterPython();
+  const name = basename(path, '.ipynb');
+  const outDir = resolve(options.outDir);
+  mkdirSync(outDir, { recursive: true });
+  const input = join(outDir, `.${name}.input.ipynb`);
+  const executed = join(outDir, `${name}.ipynb`);
+  const report = join(outDir, `${name}.html`);
+  writeNotebook(input, prepared);
+
+  const progress = options.progress ?? silentProgress;
+  const codeCells = prepared.cells.filter((c) => c.cell_type === 'code').length;
+  const task = progress.task(`running ${path}`, codeCells, 'cells');
+  try {
+    const summary = await execute(python, [input, executed, report, KERNEL_NAME, String(options.cellTimeout ?? 300), options.reportCode ? '1' : '0'], (cell) =>
+      task.update(cell),
+    );
+    if (summary.report_error) progress.log(`warning: the HTML report could not be written: ${summary.report_error}`);
+    if (summary.status === 'ok') {
+      task.finish(`ok, ${codeCells} code cells`);
+      return { notebook: path, ok: true, seconds: summary.seconds, executed, report };
+    }
+    task.finish(`FAILED (${summary.status})`);
+    return { notebook: path, ok: false, seconds: summary.seconds, executed, report, error: describeFailure(path, executed, summary, prepared) };
+  } finally {
+    rmSync(input, { force: true });
+  }
+}
+
+/** The parameters a notebook asks CI to run it with, from its metadata. */
+export function ciParameters(nb: Notebook): Record<string, ParamValue> {
+  const meta = nb.metadata['plg-workbench'] as { ci_parameters?: Record<string, ParamValue> } | undefined;
+  return meta?.ci_parameters ?? {};
+}
+
+function describeFailure(path: string, executedPath: string, summary: ExecutorSummary, prepared: Notebook): WorkbenchError {
+  if (summary.failed_cell === null) {
+    return new WorkbenchError(`${path}: the notebook could not be run: ${summary.reason ?? summary.status}${kernelHint(summary.reason)}`);
+  }
+  const nb = existsSync(executedPath) ? readNotebook(executedPath) : prepared;
+  const cell = nb.cells[summary.failed_cell]!;
+  const details: string[] = [];
+  for (const out of (cell.outputs ?? []) as Record<string, unknown>[]) {
+    if (out.output_type === 'error') {
+      const trace = Array.isArray(out.traceback) ? (out.traceback as string[]).map(stripAnsi).join('\n') : '';
+      details.push(`${out.ename}: ${out.evalue}${trace ? `\n${trace}` : ''}`);
+    } else if (out.output_type === 'stream' && out.name === 'stderr') {
+      details.push(stripAnsi(Array.isArray(out.text) ? out.text.join('') : String(out.text)));
+    }
+  }
+  if (summary.status === 'timeout') details.unshift(`timed out: ${summary.reason}`);
+  if (details.length === 0 && summary.reason) details.push(stripAnsi(summary.reason));
+  return new NotebookError(path, summary.failed_cell + 1, cellSource(cell), details.join('\n').trim());
+}
+
+function kernelHint(reason: string | null): string {
+  return reason && /No such kernel|NoSuchKernel/.test(reason)
+    ? `\nThe kernel spec ${KERNEL_NAME} was not found; it lives in ${join(REPO_ROOT, 'jupyter', 'kernels')} (see README: Notebooks).`
+    : '';
+}
+
+function execute(python: string, args: string[], onCell: (n: number) => void): Promise<ExecutorSummary> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(python, [join(__dirname, 'execute.py'), ...args], {
+      cwd: REPO_ROOT,
+      env: {
+        ...process.env,
+        JUPYTER_PATH: [join(REPO_ROOT, 'jupyter'), process.env.JUPYTER_PATH].filter(Boolean).join(delimiter),
+        PATH: [join(REPO_ROOT, 'node_modules', '.bin'), process.env.PATH].filter(Boolean).join(delimiter),
+        PYDEVD_DISABLE_FILE_VALIDATION: '1',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderrTail = '';
+    let pending = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      pending += d;
+      const lines = pending.split('\n');
+      pending = lines.pop()!;
+      for (const line of lines) {
+        const m = /^\{"cell": (\d+)/.exec(line);
+        if (m) onCell(Number(m[1]));
+        else stderrTail = (stderrTail + line + '\n').slice(-4000);
+      }
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const last = stdout.trim().split('\n').pop() ?? '';
+      try {
+        resolvePromise(JSON.parse(last) as ExecutorSummary);
+      } catch {
+        reject(new WorkbenchError(`the notebook executor stopped (exit ${code}) without a result:\n${stderrTail.trim()}`));
+      }
+    });
+  });
+}
+
+let cachedPython: string | undefined;
+
+/** A Python that has Jupyter's nbclient and nbconvert: Debian's first, since the first on PATH may lack them. */
+export function findJupyterPython(): string {
+  if (cachedPython) return cachedPython;
+  const candidates = [process.env.WB_JUPYTER_PYTHON, '/usr/bin/python3', 'python3'].filter((p): p is string => Boolean(p));
+  for (const py of candidates) {
+    const r = spawnSync(py, ['-c', 'import nbclient, nbconvert, nbformat'], { stdio: 'ignore' });
+    if (r.status === 0) return (cachedPython = py);
+  }
+  throw new WorkbenchError(
+    'Jupyter is not installed: `wb nb run` needs nbclient and nbconvert. On Debian or Ubuntu: ' +
+      '`sudo apt-get install -y --no-install-recommends jupyter-nbconvert`; elsewhere `pip install nbconvert`. ' +
+      'Set WB_JUPYTER_PYTHON to use a particular Python.',
+  );
+}
+
+const stripAnsi = (s: string) => s.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '');
