@@ -263,12 +263,12 @@ export async function* streamSimulation(
   const sim = new AppSimulator(config);
   const simStart = Date.parse(`${sim.config.start}T00:00:00Z`);
   const realStart = Date.now();
-  let known = 0;
+  const announced = new Set<string>();
   for (const day of sim.days()) {
     if (onUsers) {
-      const users = sim.currentUsers();
-      if (users.length > known) await onUsers(users.slice(known));
-      known = users.length;
+      const fresh = sim.currentUsers().filter((u) => !announced.has(u.user_id));
+      for (const u of fresh) announced.add(u.user_id);
+      if (fresh.length > 0) await onUsers(fresh);
     }
     for (const e of day.events) {
       const due = realStart + (Date.parse(e.time) - simStart) / options.speed;

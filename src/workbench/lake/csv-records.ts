@@ -115,7 +115,8 @@ export class CsvRecordSplitter {
       if (!atEnd) return -1;
       error = `a quote opened on line ${startLine} is never closed`;
     }
-    if (i >= n && !atEnd) return -1;
+    // The record's end must be seen whole: a final \r may be the first half of \r\n.
+    if ((i >= n || (text.charCodeAt(i) === 13 && i + 1 >= n)) && !atEnd) return -1;
     fields.push(field);
     const raw = text.slice(start, i);
     if (text.charCodeAt(i) === 13) i++;

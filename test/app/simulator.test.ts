@@ -1,0 +1,98 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { AppSimulator, FEATURES, simulateHistory, streamSimulation } from '../../src/app/simulator.js';
+import { EventSchema } from '../../src/workbench/event.js';
+
+describe('the simulated app', () => {
+  it('is reproducible: the same seed gives the same data, another seed other data', () => {
+    const a = simulateHistory({ seed: 7, users: 50, days: 30 });
+    const b = simulateHistory({ seed: 7, users: 50, days: 30 });
+    const c = simulateHistory({ seed: 8, users: 50, days: 30 });
+    assert.deepEqual(a, b);
+    assert.notDeepEqual(a.events, c.events);
+  });
+
+  it("gives each user the same history whatever the number of other users", () => {
+    const small = simulateHistory({ seed: 3, users: 10, days: 20 });
+    const large = simulateHistory({ seed: 3, users: 30, days: 20 });
+    const first = (h: typeof small) => h.events.filter((e) => e.user_id === 'u000004');
+    assert.deepEqual(first(small), first(large));
+  });
+
+  it('emits events in the contract shape, in time order, with unique ids, within the period', () => {
+    const { events, users } = simulateHistory({ seed: 1, users: 100, days: 40, start: '2025-02-01' });
+    const ids = new Set<string>();
+    let last = '';
+    for (const e of events) {
+      assert.equal(EventSchema.safeParse(e).success, true, JSON.stringify(e));
+      assert.ok(e.time >= last, 'time order');
+      last = e.time;
+      ids.add(e.event_id);
+    }
+    assert.equal(ids.size, events.length);
+    assert.ok(events[0]!.time >= '2025-02-01T00:00:00.000Z' && last < '2025-03-13T00:00:00.000Z');
+    assert.equal(events.filter((e) => e.event === 'signup').length, users.length);
+    const upgraded = new Set(events.filter((e) => e.event === 'upgrade').map((e) => e.user_id));
+    assert.deepEqual(new Set(users.filter((u) => u.tier === 'pro').map((u) => u.user_id)), upgraded);
+  });
+
+  it('churns users at the rate its ground truth states (a simulation with a known truth)', () => {
+    // For free users alive on a day, the chance of churning by the end of it is their churn_hazard;
+    // summed over user-days, expected churns must match observed churns within sampling error.
+    const sim = new AppSimulator({ seed: 11, users: 3000, days: 60 });
+    const days = [...sim.days()];
+    const truth = sim.truth();
+    const start = Date.parse(`${sim.config.start}T00:00:00Z`);
+    let expected = 0;
+    let variance = 0;
+    let observed = 0;
+    for (const u of truth.users) {
+      const signupDay = Math.floor((Date.parse(sim.currentUsers().find((x) => x.user_id === u.user_id)!.first_seen) - start) / 86_400_000);
+      const churnDay = u.churned_at ? Math.floor((Date.parse(u.churned_at) - start) / 86_400_000) : Infinity;
+      const upgradeDay = u.upgraded_at ? Math.floor((Date.parse(u.upgraded_at) - start) / 86_400_000) : Infinity;
+      for (let d = signupDay + 1; d < days.length && d <= churnDay && d < upgradeDay; d++) {
+        expected += u.churn_hazard;
+        variance += u.churn_hazard * (1 - u.churn_hazard);
+        if (d === churnDay) observed++;
+      }
+    }
+    const z = (observed - expected) / Math.sqrt(variance);
+    assert.ok(Math.abs(z) < 4, `observed ${observed} churns, expected ${expected.toFixed(1)} (z = ${z.toFixed(2)})`);
+    assert.ok(observed > 100, 'enough churn to test');
+  });
+
+  it('makes features that keep users show up as lower churn among their heavy users', () => {
+    const { truth } = simulateHistory({ seed: 5, users: 4000, days: 10 });
+    for (const f of FEATURES) {
+      const heavy = truth.users.filter((u) => u.usage[f] > 0.5);
+      const light = truth.users.filter((u) => u.usage[f] <= 0.5);
+      const mean = (xs: typeof heavy) => xs.reduce((s, u) => s + u.churn_30d, 0) / xs.length;
+      // Usage correlates with engagement, which lowers churn for everyone; `exports` (+0.6) is the
+      // only feature whose own effect pushes the other way, and it is weaker than engagement.
+      assert.ok(mean(heavy) < mean(light), `${f}: heavy users churn less`);
+    }
+  });
+
+  it('refuses a configuration it cannot simulate', () => {
+    assert.throws(() => new AppSimulator({ users: 0 }), /users/);
+    assert.throws(() => new AppSimulator({ start: '2025-02-30x' }), /start/);
+  });
+
+  it('streams the same events as the batch, paced by the speed', async () => {
+    const config = { seed: 2, users: 20, days: 3 };
+    const batch = simulateHistory(config).events;
+    const started = Date.now();
+    const streamed = [];
+    const seen: string[] = [];
+    for await (const e of streamSimulation(config, { speed: 86_400 * 10 }, (users) => void seen.push(...users.map((u) => u.user_id)))) streamed.push(e);
+    const elapsed = Date.now() - started;
+    assert.deepEqual(streamed, batch);
+    assert.ok(elapsed >= 150 && elapsed < 5000, `3 simulated days at 10 days/s take about 0.3 s, took ${elapsed} ms`);
+    assert.equal(new Set(seen).size, new Set(batch.map((e) => e.user_id)).size, 'every user is announced before their events');
+
+    const wall = streamSimulation(config, { speed: 1e9, clock: 'wall' });
+    const first = await wall.next();
+    assert.ok(Math.abs(Date.parse(first.value!.time) - Date.now()) < 1000, 'wall clock stamps events now');
+    await wall.return(undefined);
+  });
+});

@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { EventSchema } from '../../src/workbench/event.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const wb = (...args: string[]) => {
+  const r = spawnSync(process.execPath, ['bin/wb.cjs', ...args], { encoding: 'utf8', env: { ...process.env, WB_DEBUG: '' } });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+};
+
+describe('the wb command', () => {
+  const dir = tempDir();
+
+  it('has --help on every subcommand', () => {
+    const commands = [[], ['start'], ['lake'], ['lake', 'build'], ['lake', 'info'], ['lake', 'path'], ['app'], ['app', 'simulate'], ['nb'], ['nb', 'run'], ['nb', 'strip'], ['nb', 'check'], ['kernel'], ['kernel', 'install']];
+    for (const c of commands) {
+      const r = wb(...c, '--help');
+      assert.equal(r.code, 0, `${c.join(' ')}: ${r.err}`);
+      assert.match(r.out, new RegExp(`^Usage: wb${c.length ? ` ${c.join(' ')}` : ''} `), c.join(' '));
+    }
+  });
+
+  it('answers bad input with one clear line and a non-zero exit', () => {
+    const missing = wb('--data-dir', dir, 'lake', 'build', '--retail', join(dir, 'nope.csv.gz'));
+    assert.equal(missing.code, 2);
+    assert.match(missing.err, /^error: --retail .*nope\.csv\.gz: no such file/);
+    assert.doesNotMatch(missing.err, /at .*\.ts:\d+/, 'no stack trace');
+
+    const badUsers = wb('lake', 'build', '--users', '0');
+    assert.notEqual(badUsers.code, 0);
+    assert.match(badUsers.err, /--users must be a whole number of at least 1/);
+
+    const noLake = wb('--data-dir', join(dir, 'empty'), 'lake', 'info');
+    assert.equal(noLake.code, 1);
+    assert.match(noLake.err, /^error: no lakehouse at .*wb lake build/);
+
+    const unknownParam = wb('nb', 'run', 'notebooks/01-lakehouse-tour.ipynb', '--param', 'nope=1');
+    assert.equal(unknownParam.code, 2);
+    assert.match(unknownParam.err, /unknown parameter "nope": the notebook's parameters are dataDir, topN, cohortMonths/);
+  });
+
+  it('fails the notebook check when a notebook holds outputs, and strips it clean', () => {
+    const nb = join(dir, 'dirty.ipynb');
+    writeFileSync(nb, JSON.stringify({ nbformat: 4, nbformat_minor: 5, metadata: {}, cells: [{ cell_type: 'code', source: '1', metadata: {}, outputs: [{ output_type: 'stream', name: 'stdout', text: '1' }], execution_count: 1 }] }));
+    const dirty = wb('nb', 'check', nb);
+    assert.equal(dirty.code, 2);
+    assert.match(dirty.err, /dirty\.ipynb: cells 1 hold outputs or execution counts/);
+    assert.equal(wb('nb', 'strip', nb).code, 0);
+    assert.equal(wb('nb', 'check', nb).code, 0);
+  });
+
+  it('writes the simulated app as NDJSON events', () => {
+    const r = wb('app', 'simulate', '--users', '5', '--days', '3', '--seed', '9');
+    assert.equal(r.code, 0, r.err);
+    const events = r.out.trim().split('\n').map((l) => JSON.parse(l));
+    assert.ok(events.length >= 5);
+    for (const e of events) assert.equal(EventSchema.safeParse(e).success, true);
+    assert.match(r.err, new RegExp(`${events.length} events written`));
+  });
+});
