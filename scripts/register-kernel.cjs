@@ -11,17 +11,25 @@ const path = require('node:path');
 const ROOT = path.resolve(__dirname, '..');
 const SPEC = path.join(ROOT, 'jupyter', 'kernels', 'plg-workbench');
 
-function findJupyter() {
-  for (const candidate of [process.env.WB_JUPYTER, '/usr/bin/jupyter', 'jupyter'].filter(Boolean)) {
-    const r = spawnSync(candidate, ['kernelspec', '--version'], { stdio: 'ignore' });
+/** A Python with jupyter_client (Debian's first: the python3 first on PATH may lack it). */
+function findJupyterPython() {
+  const candidates = process.env.WB_JUPYTER_PYTHON ? [process.env.WB_JUPYTER_PYTHON] : ['/usr/bin/python3', 'python3'];
+  for (const candidate of candidates) {
+    const r = spawnSync(candidate, ['-c', 'import jupyter_client.kernelspec'], { stdio: 'ignore' });
     if (r.status === 0) return candidate;
   }
   return undefined;
 }
 
+const INSTALL = `
+import sys
+from jupyter_client.kernelspec import KernelSpecManager
+print(KernelSpecManager().install_kernel_spec(sys.argv[1], kernel_name="plg-workbench", user=True, replace=True))
+`;
+
 function registerKernel({ quiet = false } = {}) {
-  const jupyter = findJupyter();
-  if (!jupyter) {
+  const python = findJupyterPython();
+  if (!python) {
     console.log(
       'plg-workbench: Jupyter was not found, so the notebook kernel was not registered. ' +
         'Install it (Debian/Ubuntu: `sudo apt-get install -y jupyter-nbconvert jupyter-notebook`; elsewhere `pip install notebook`) ' +
@@ -37,13 +45,13 @@ function registerKernel({ quiet = false } = {}) {
   spec.env = { ...(spec.env || {}), PLG_WORKBENCH_ROOT: ROOT };
   fs.writeFileSync(path.join(dir, 'kernel.json'), JSON.stringify(spec, null, 2));
   fs.copyFileSync(path.join(SPEC, 'launch.cjs'), path.join(dir, 'launch.cjs'));
-  const r = spawnSync(jupyter, ['kernelspec', 'install', '--user', '--replace', '--name', 'plg-workbench', dir], { encoding: 'utf8' });
+  const r = spawnSync(python, ['-c', INSTALL, dir], { encoding: 'utf8' });
   fs.rmSync(tmp, { recursive: true, force: true });
   if (r.status !== 0) {
     console.log(`plg-workbench: registering the kernel failed (${(r.stderr || '').trim()}); \`wb nb run\` still works.`);
     return false;
   }
-  if (!quiet) console.log(`plg-workbench: registered the Jupyter kernel "TypeScript (plg-workbench)" for ${ROOT}`);
+  if (!quiet) console.log(`plg-workbench: registered the Jupyter kernel "TypeScript (plg-workbench)" for ${ROOT} in ${r.stdout.trim()}`);
   return true;
 }
 

@@ -148,21 +148,14 @@ async function defineViews(db: DuckDb, layout: LakeLayout, manifest: Manifest): 
           FROM read_parquet(${glob}, hive_partitioning = true, hive_types = {'source': VARCHAR, 'date': DATE})`,
     );
   }
-  if (has('retail')) {
-    await view(
-      'retail_lines',
-      'the retail archive, one typed row per invoice line',
-      sql`SELECT event_id, time, date, user_id AS customer_id, event = 'return' AS is_return,
-            props->>'invoice' AS invoice, props->>'stock_code' AS stock_code, props->>'description' AS description,
-            CAST(props->>'quantity' AS INTEGER) AS quantity, CAST(props->>'unit_price' AS DOUBLE) AS unit_price,
-            CAST(props->>'amount' AS DOUBLE) AS amount, props->>'country' AS country
-          FROM events WHERE source = 'retail'`,
-    );
+  const lines = table('retail_lines');
+  if (lines) {
+    await view('retail_lines', 'the retail archive, one typed row per invoice line (materialised from events at build)', sql`SELECT * FROM read_parquet(${lines})`);
   }
   const customers = table('retail_customers');
   if (customers) {
     await view('retail_customers', "replica of the shop's customer table: country, first and last purchase", sql`SELECT * FROM read_parquet(${customers})`);
-    if (has('retail')) {
+    if (lines) {
       await view(
         'retail_purchases',
         'retail_lines joined with retail_customers: each line with its customer and monthly cohort',

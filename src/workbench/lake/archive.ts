@@ -27,13 +27,6 @@ export async function createEventTable(db: DuckDb, table: string): Promise<void>
     event_id VARCHAR NOT NULL, time TIMESTAMP NOT NULL, user_id VARCHAR NOT NULL, event VARCHAR NOT NULL, props VARCHAR NOT NULL)`);
 }
 
-export async function appendEvents(db: DuckDb, table: string, events: Iterable<ArchiveEvent>): Promise<number> {
-  const rows = (function* () {
-    for (const e of events) yield [e.event_id, e.time, e.user_id, e.event, e.props] as const;
-  })();
-  return db.append(table, EVENT_COLUMNS.map(([, t]) => t), rows);
-}
-
 /**
  * Writes a table of events as date partitions under `dir` (which must not exist yet), sorted by time
  * so files are deterministic and time filters prune row groups.

@@ -1,15 +1,17 @@
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { DuckDb, type AppendType } from '../duckdb.js';
 import { EventSchema, type Event } from '../event.js';
-import { InputError, WorkbenchError } from '../errors.js';
+import { InputError } from '../errors.js';
 import { sha256File, writeFileAtomic } from '../files.js';
 import { TABLE_COLUMNS, TABLE_NAMES, type OltpStore } from '../oltp/store.js';
 import { silentProgress, type Progress } from '../progress.js';
 import { ident, join as joinSql, raw, sql, type RawSql, type Sql } from '../sql.js';
-import { EVENT_COLUMNS, appendEvents, createEventTable, listParquet, recoverSwap, swapDirectory, writeEventPartitions, type ArchiveEvent } from './archive.js';
-import { readCsv, type CsvCounts, type Rejected } from './csv.js';
+import { EVENT_COLUMNS, createEventTable, listParquet, recoverSwap, swapDirectory, writeEventPartitions } from './archive.js';
+import { readCsv, type CsvCounts } from './csv.js';
+import { acquireLock } from './lock.js';
+import { QuarantineWriter } from './quarantine.js';
 import { lakeLayout, sourceDir, type LakeLayout } from './layout.js';
 import { emptyManifest, readManifest, writeManifest, type FileEntry, type Manifest } from './manifest.js';
 import { retailSpec } from './retail.js';
@@ -82,7 +84,10 @@ export async function buildLakehouse(options: BuildOptions): Promise<BuildReport
 
     if (options.retail) reports.push(await buildRetail(ctx, options.retail));
     if (options.app) reports.push(await buildApp(ctx, options.app));
-    if (options.retail || manifest.sources.retail) reports.push(await buildRetailCustomers(ctx));
+    if (options.retail || manifest.sources.retail) {
+      reports.push(await buildRetailLines(ctx));
+      reports.push(await buildRetailCustomers(ctx));
+    }
     if (options.telco) reports.push(await buildTelco(ctx, options.telco));
     if (options.oltp) for (const table of TABLE_NAMES) reports.push(await buildReplica(ctx, options.oltp, table));
 
@@ -140,33 +145,31 @@ async function buildApp(ctx: Ctx, app: AppHistory): Promise<SourceReport> {
   await createEventTable(ctx.db, 'app');
   const quarantine = new QuarantineWriter(ctx.layout, 'app');
   const counts: CsvCounts = { read: 0, accepted: 0, quarantined: 0 };
-  const batch: ArchiveEvent[] = [];
+  const appender = await ctx.db.appender('app', EVENT_COLUMNS.map(([, t]) => t));
+  const reject = (e: unknown, reason: string) => {
+    counts.quarantined++;
+    quarantine.add({ line: counts.read, reason, record: JSON.stringify(e) });
+  };
   try {
     for (const e of history.events) {
       counts.read++;
       const parsed = EventSchema.safeParse(e);
       if (!parsed.success) {
-        counts.quarantined++;
         const issue = parsed.error.issues[0];
-        quarantine.add({ line: counts.read, reason: `${issue?.path.join('.') || 'event'}: ${issue?.message}`, record: JSON.stringify(e) });
+        reject(e, `${issue?.path.join('.') || 'event'}: ${issue?.message}`);
         continue;
       }
       const time = Date.parse(parsed.data.time);
       if (time > ctx.now.getTime()) {
-        counts.quarantined++;
-        quarantine.add({ line: counts.read, reason: `time is in the future: ${parsed.data.time}`, record: JSON.stringify(e) });
+        reject(e, `time is in the future: ${parsed.data.time}`);
         continue;
       }
       counts.accepted++;
-      batch.push({ event_id: e.event_id, time, user_id: e.user_id, event: e.event, props: JSON.stringify(parsed.data.props) });
-      if (batch.length >= 50_000) {
-        await appendEvents(ctx.db, 'app', batch);
-        batch.length = 0;
-        task.update(counts.read);
-      }
+      appender.append([e.event_id, time, e.user_id, e.event, JSON.stringify(parsed.data.props)]);
+      if (counts.read % 50_000 === 0) task.update(counts.read);
     }
-    await appendEvents(ctx.db, 'app', batch);
   } finally {
+    appender.close();
     quarantine.close();
   }
   task.finish(`${counts.read.toLocaleString('en-US')} events`);
@@ -199,14 +202,29 @@ async function archiveSource(ctx: Ctx, name: string, input: string, fingerprint:
   return { name, input, ...counts, upToDate: false };
 }
 
-async function buildRetailCustomers(ctx: Ctx): Promise<SourceReport> {
-  // The shop's customer table, as its OLTP database would hold it, derived from the archive.
+/**
+ * The retail archive as a typed table (the archive keeps props as JSON, which every query would
+ * otherwise parse again: a GROUP BY over the lines drops from about 500 ms to tens).
+ */
+async function buildRetailLines(ctx: Ctx): Promise<SourceReport> {
   const glob = join(sourceDir(ctx.layout, 'retail'), '*', '*.parquet');
-  const select = sql`SELECT user_id AS customer_id,
-      min_by(props->>'country', strftime(time, '%Y%m%d%H%M%S') || event_id) AS country,
+  const select = sql`SELECT event_id, time, CAST(time AS DATE) AS date, user_id AS customer_id, event = 'return' AS is_return,
+      j[1] AS invoice, j[2] AS stock_code, j[3] AS description, CAST(j[4] AS INTEGER) AS quantity,
+      CAST(j[5] AS DOUBLE) AS unit_price, CAST(j[6] AS DOUBLE) AS amount, j[7] AS country
+    FROM (SELECT *, json_extract_string(props, ['invoice', 'stock_code', 'description', 'quantity', 'unit_price', 'amount', 'country']) AS j
+          FROM read_parquet(${glob}))
+    ORDER BY time, event_id`;
+  return writeTable(ctx, 'retail_lines', ctx.layout.derived, select, 'derived from the retail archive', { read: 0, accepted: 0, quarantined: 0 });
+}
+
+async function buildRetailCustomers(ctx: Ctx): Promise<SourceReport> {
+  // The shop's customer table, as its OLTP database would hold it, derived from the typed lines.
+  const lines = join(ctx.layout.root, ctx.manifest.tables.retail_lines!.file.path);
+  const select = sql`SELECT customer_id,
+      min_by(country, strftime(time, '%Y%m%d%H%M%S') || event_id) AS country,
       min(time) AS first_purchase, max(time) AS last_purchase,
-      count(DISTINCT props->>'invoice') AS invoices
-    FROM read_parquet(${glob}) GROUP BY user_id ORDER BY user_id`;
+      count(DISTINCT invoice) AS invoices
+    FROM read_parquet(${lines}) GROUP BY customer_id ORDER BY customer_id`;
   return writeTable(ctx, 'retail_customers', ctx.layout.replica, select, 'derived from the retail archive', {
     read: 0,
     accepted: 0,
@@ -326,51 +344,6 @@ function rawType(type: string): RawSql {
   return raw(type);
 }
 
-/** Rejected rows of one source, written to `quarantine/<source>.csv` when the source is committed. */
-class QuarantineWriter {
-  private readonly staged: string;
-  private fd: number | undefined;
-  private pending = '';
-  count = 0;
-
-  constructor(
-    private readonly layout: LakeLayout,
-    private readonly source: string,
-  ) {
-    this.staged = join(layout.staging, `quarantine-${source}.csv`);
-    this.fd = openSync(this.staged, 'w');
-    writeSync(this.fd, 'line,reason,record\n');
-  }
-
-  add(r: Rejected): void {
-    this.count++;
-    this.pending += `${r.line},${csvField(r.reason)},${csvField(r.record)}\n`;
-    if (this.pending.length > 1 << 20) this.flush();
-  }
-
-  close(): void {
-    if (this.fd === undefined) return;
-    this.flush();
-    closeSync(this.fd);
-    this.fd = undefined;
-  }
-
-  private flush(): void {
-    writeSync(this.fd!, this.pending);
-    this.pending = '';
-  }
-
-  commit(): void {
-    this.close();
-    mkdirSync(this.layout.quarantine, { recursive: true });
-    renameSync(this.staged, join(this.layout.quarantine, `${this.source}.csv`));
-  }
-}
-
-function csvField(s: string): string {
-  return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
-}
-
 function requireFile(file: string): string {
   if (!existsSync(file)) throw new InputError('no such file: the data folder is missing or incomplete (expected the shipped datasets under data/)', { file });
   return file;
@@ -378,7 +351,7 @@ function requireFile(file: string): string {
 
 /** Keeps the current snapshot of every table and the two before it; older ones are removed. */
 function pruneSnapshots(layout: LakeLayout, manifest: Manifest): void {
-  for (const [name, entry] of Object.entries(manifest.tables)) {
+  for (const entry of Object.values(manifest.tables)) {
     const dir = join(layout.root, entry.file.path, '..');
     if (!existsSync(dir)) continue;
     const files = readdirSync(dir)
@@ -387,35 +360,6 @@ function pruneSnapshots(layout: LakeLayout, manifest: Manifest): void {
       .sort((a, b) => b.t - a.t);
     const current = entry.file.path.split('/').pop();
     for (const { f } of files.slice(3)) if (f !== current) rmSync(join(dir, f));
-    void name;
-  }
-}
-
-function acquireLock(layout: LakeLayout): () => void {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(layout.lock, 'wx');
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      return () => rmSync(layout.lock, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const pid = Number(readFileSync(layout.lock, 'utf8'));
-      if (pid && pid !== process.pid && isAlive(pid)) {
-        throw new WorkbenchError(`another lakehouse build (pid ${pid}) is running on ${layout.root}; wait for it to finish`);
-      }
-      rmSync(layout.lock, { force: true }); // left by a build that died
-    }
-  }
-  throw new WorkbenchError(`cannot take the build lock ${layout.lock}`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
  *   manifest.json                                    what was built from what, with checksums
  *   archive/events/source=<s>/date=<d>/part-0.parquet  the immutable event archive (hive layout)
  *   replica/<table>/<sha256>.parquet                 OLTP snapshots, named by content
+ *   derived/<table>/<sha256>.parquet                 typed tables derived from the archive
  *   quarantine/<source>.csv                          rows that could not be loaded, with the reason
  *   truth/                                           the simulator's ground truth
  */
@@ -14,6 +15,7 @@ export interface LakeLayout {
   manifest: string;
   archive: string;
   replica: string;
+  derived: string;
   quarantine: string;
   truth: string;
   staging: string;
@@ -27,6 +29,7 @@ export function lakeLayout(root: string): LakeLayout {
     manifest: join(r, 'manifest.json'),
     archive: join(r, 'archive', 'events'),
     replica: join(r, 'replica'),
+    derived: join(r, 'derived'),
     quarantine: join(r, 'quarantine'),
     truth: join(r, 'truth'),
     staging: join(r, '.staging'),

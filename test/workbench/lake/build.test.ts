@@ -139,3 +139,31 @@ describe('buildLakehouse', () => {
     await assert.rejects(Lakehouse.open(join(dir, 'nothing-here')), /no lakehouse at .*wb lake build/);
   });
 });
+
+describe('buildLakehouse, app history', () => {
+  it('quarantines events that break the contract or lie in the future, with the reason', async () => {
+    const dir = tempDir();
+    const good = { event_id: 'e1', time: '2025-01-01T10:00:00Z', user_id: 'u1', event: 'login', props: { device: 'ios' } };
+    const events = [
+      good,
+      { ...good, event_id: 'e2', user_id: '' },
+      { ...good, event_id: 'e3', event: 'Bad Name' },
+      { ...good, event_id: 'e4', time: '2030-01-01T00:00:00Z' },
+      { ...good, event_id: 'e5', time: 'yesterday' },
+    ];
+    const report = await buildLakehouse({
+      lakeDir: join(dir, 'lake'),
+      now: NOW,
+      app: { fingerprint: 'fixture', describe: 'fixture', load: () => ({ events: events as never, truthUsers: [], truthMeta: {} }) },
+    });
+    assert.deepEqual(report.sources.map((s) => [s.name, s.read, s.accepted, s.quarantined]), [['app', 5, 1, 4]]);
+    const q = readFileSync(join(dir, 'lake', 'quarantine', 'app.csv'), 'utf8');
+    assert.match(q, /^2,user_id: Too small/m);
+    assert.match(q, /^3,event: event names are lower_snake_case/m);
+    assert.match(q, /^4,time is in the future: 2030-01-01T00:00:00Z/m);
+    assert.match(q, /^5,time: Invalid ISO datetime/m);
+    const lake = await Lakehouse.open(join(dir, 'lake'));
+    assert.deepEqual(await lake.query(sql`SELECT event_id, user_id, props->>'device' AS device FROM app_events`), [{ event_id: 'e1', user_id: 'u1', device: 'ios' }]);
+    lake.close();
+  });
+});
