@@ -3,6 +3,7 @@ import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
 import { AppSimulator, SimulationConfigSchema, streamSimulation } from '../app/simulator.js';
 import { InputError } from '../workbench/errors.js';
+import { consoleProgress } from '../workbench/progress.js';
 import { intOption } from './main.js';
 
 interface SimulateFlags {
@@ -54,10 +55,14 @@ export function registerApp(program: Command): void {
           if (!controller.signal.aborted) throw err;
         }
       } else {
+        const task = consoleProgress().task('simulating', parsed.data.days, 'rows');
+        let days = 0;
         for (const day of new AppSimulator(parsed.data).days()) {
           for (const e of day.events) await write(`${JSON.stringify(e)}\n`);
           n += day.events.length;
+          task.update(++days);
         }
+        task.finish(`${days} days`);
       }
       if (flags.out) {
         out.end();
