@@ -2,19 +2,11 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from
 import { join, relative } from 'node:path';
 import type { AppendType, DuckDb } from '../duckdb.js';
 import { sha256File } from '../files.js';
-import { ident, sql } from '../sql.js';
+import { ident, sql, type Sql } from '../sql.js';
 import type { FileEntry } from './manifest.js';
 
-/** An event as the archive stores it: the contract's shape, time in epoch ms, props as JSON text. */
-export interface ArchiveEvent {
-  event_id: string;
-  time: number;
-  user_id: string;
-  event: string;
-  props: string;
-}
-
-export const EVENT_COLUMNS: readonly (readonly [keyof ArchiveEvent, AppendType])[] = [
+/** The event table the app's history is loaded into: the contract's shape, props as JSON text. */
+export const EVENT_COLUMNS: readonly (readonly [string, AppendType])[] = [
   ['event_id', 'VARCHAR'],
   ['time', 'TIMESTAMP'],
   ['user_id', 'VARCHAR'],
@@ -28,17 +20,17 @@ export async function createEventTable(db: DuckDb, table: string): Promise<void>
 }
 
 /**
- * Writes a table of events as date partitions under `dir` (which must not exist yet), sorted by time
- * so files are deterministic and time filters prune row groups.
+ * Writes events (a SELECT of event_id, time, user_id, event, props) as date partitions under `dir`,
+ * sorted by time so files are deterministic and time filters prune row groups.
  */
-export async function writeEventPartitions(db: DuckDb, table: string, dir: string): Promise<void> {
+export async function writeEventPartitions(db: DuckDb, events: Sql, dir: string): Promise<void> {
   mkdirSync(dir, { recursive: true });
   // One writer thread: parallel writers may split a partition into several files, and the same
   // input must always give the same files.
   await db.run(sql`SET threads = 1`);
   await db.run(sql`COPY (
       SELECT event_id, time, user_id, event, CAST(props AS JSON) AS props, CAST(time AS DATE) AS date
-      FROM ${ident(table)} ORDER BY time, event_id
+      FROM (${events}) ORDER BY time, event_id
     ) TO ${dir} (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date), FILENAME_PATTERN 'part-{i}', OVERWRITE_OR_IGNORE true)`);
   await db.run(sql`RESET threads`);
 }

@@ -81,7 +81,7 @@ export async function readCsv<T>(
     bytes += b.length;
     handlers.onBytes?.(bytes, size);
   });
-  const text = (file.endsWith('.gz') ? source.pipe(createGunzip()) : source).setEncoding('utf8');
+  const text = (file.endsWith('.gz') ? source.pipe(createGunzip({ chunkSize: 1 << 20 })) : source).setEncoding('utf8');
   source.on('error', (err) => text.destroy(err));
   try {
     for await (const chunk of text) splitter.push(chunk as string);

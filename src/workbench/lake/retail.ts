@@ -1,5 +1,5 @@
+import type { AppendType } from '../duckdb.js';
 import type { CsvSpec } from './csv.js';
-import type { ArchiveEvent } from './archive.js';
 
 /**
  * The UCI Online Retail log as events: one `purchase` (or `return`, for invoices starting with C)
@@ -8,9 +8,20 @@ import type { ArchiveEvent } from './archive.js';
  */
 export const RETAIL_COLUMNS = ['InvoiceNo', 'StockCode', 'Description', 'Quantity', 'InvoiceDate', 'UnitPrice', 'CustomerID', 'Country'] as const;
 
+/**
+ * One typed row per accepted line, in this column order: the loader appends these to DuckDB, which
+ * builds the archive's JSON props and the typed `retail_lines` table from them.
+ */
+export const RETAIL_TABLE: readonly (readonly [string, AppendType])[] = [
+  ['event_id', 'VARCHAR'], ['time', 'TIMESTAMP'], ['user_id', 'VARCHAR'], ['event', 'VARCHAR'], ['invoice', 'VARCHAR'],
+  ['stock_code', 'VARCHAR'], ['description', 'VARCHAR'], ['quantity', 'INTEGER'], ['unit_price', 'DOUBLE'],
+  ['amount', 'DOUBLE'], ['country', 'VARCHAR'],
+];
+export type RetailRow = readonly [string, number, string, string, string, string, string, number, number, number, string];
+
 const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2}))?$/;
 
-export function retailSpec(now: Date = new Date()): CsvSpec<ArchiveEvent> {
+export function retailSpec(now: Date = new Date()): CsvSpec<RetailRow> {
   const lineInInvoice = new Map<string, number>();
   return {
     columns: RETAIL_COLUMNS,
@@ -32,21 +43,19 @@ export function retailSpec(now: Date = new Date()): CsvSpec<ArchiveEvent> {
       // Invoice lines can repeat exactly, so the id is the invoice plus the line's position in it.
       const n = (lineInInvoice.get(invoice) ?? 0) + 1;
       lineInInvoice.set(invoice, n);
-      return {
-        event_id: `retail-${invoice}-${n}`,
+      return [
+        `retail-${invoice}-${n}`,
         time,
-        user_id: String(Math.trunc(customerNumber)),
-        event: invoice.startsWith('C') ? 'return' : 'purchase',
-        props: JSON.stringify({
-          invoice,
-          stock_code: f.StockCode!.trim(),
-          description: f.Description!.trim(),
-          quantity,
-          unit_price: unitPrice,
-          amount: Math.round(quantity * unitPrice * 100) / 100,
-          country: f.Country!.trim(),
-        }),
-      };
+        String(Math.trunc(customerNumber)),
+        invoice.startsWith('C') ? 'return' : 'purchase',
+        invoice,
+        f.StockCode!.trim(),
+        f.Description!.trim(),
+        quantity,
+        unitPrice,
+        Math.round(quantity * unitPrice * 100) / 100,
+        f.Country!.trim(),
+      ];
     },
   };
 }
