@@ -64,8 +64,9 @@ export interface BuildReport {
  * Builds (or brings up to date) the lakehouse: the event archive from the retail log and the app's
  * history, the OLTP replica and the Telco table as Parquet snapshots, quarantine files for rows that
  * could not be loaded, and the manifest that records it all with checksums. Each source is written
- * to a staging directory and swapped in whole; the manifest is written last, so an interrupted build
- * leaves the previous lakehouse readable. Building twice from the same inputs changes nothing.
+ * to a staging directory, swapped in whole and recorded in the manifest at once, so an interrupted
+ * build leaves a readable lakehouse whose manifest matches its files. Building twice from the same
+ * inputs changes nothing.
  */
 export async function buildLakehouse(options: BuildOptions): Promise<BuildReport> {
   const started = Date.now();
@@ -242,6 +243,8 @@ async function archiveSource(ctx: Ctx, name: string, events: Sql, input: string,
     files,
     built_at: new Date().toISOString(),
   };
+  // Committed at once: a build that dies later still leaves a manifest that matches the files.
+  writeManifest(ctx.layout.manifest, ctx.manifest);
   task.finish(`${files.length} date partitions`);
   return { name, input, ...counts, upToDate: false };
 }
