@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -59,5 +59,27 @@ describe('the wb command', () => {
     assert.ok(events.length >= 5);
     for (const e of events) assert.equal(EventSchema.safeParse(e).success, true);
     assert.match(r.err, new RegExp(`${events.length} events written`));
+  });
+});
+
+describe('a build killed half-way', { timeout: 120_000 }, () => {
+  it('leaves the previous lakehouse readable and the next build completes', async () => {
+    const dir = tempDir();
+    const first = wb('--data-dir', dir, 'lake', 'build', '--users', '50', '--days', '10');
+    assert.equal(first.code, 0, first.err);
+
+    const child = spawn(process.execPath, ['bin/wb.cjs', '--data-dir', dir, 'lake', 'build', '--force', '--users', '50', '--days', '10'], { stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 3000)); // inside the rebuild of the retail archive
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+
+    const info = wb('--data-dir', dir, 'lake', 'info');
+    assert.equal(info.code, 0, info.err);
+    assert.match(info.out, /all files match their checksums/);
+    assert.match(info.out, /events\/retail: 406,829 events/);
+
+    const next = wb('--data-dir', dir, 'lake', 'build', '--users', '50', '--days', '10');
+    assert.equal(next.code, 0, next.err);
+    assert.match(next.out, /retail +541,909 +406,829 +135,080 +yes/);
   });
 });
