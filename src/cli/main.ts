@@ -4,6 +4,7 @@ import { registerApp } from './app.js';
 import { registerKernel } from './kernel.js';
 import { registerLake } from './lake.js';
 import { registerNotebooks } from './notebooks.js';
+import { registerServe } from './serve.js';
 import { registerStart } from './start.js';
 
 /** The `wb` command: every subcommand has --help; errors are one clear line, not a stack. */
@@ -19,6 +20,7 @@ export async function main(argv: string[]): Promise<void> {
   registerApp(program);
   registerNotebooks(program);
   registerKernel(program);
+  registerServe(program);
 
   try {
     await program.parseAsync(argv);

@@ -16,3 +16,21 @@ export const EventSchema = z.object({
 });
 
 export type Event = z.infer<typeof EventSchema>;
+
+/** The user's dimensions, added at ingest from the OLTP database so that no consumer looks users up. */
+export interface UserDims {
+  country: string;
+  device: string;
+  tier: string;
+  /** ISO-8601 instant of the user's first event. */
+  first_seen: string;
+}
+
+/** An event as the log and every consumer see it: the contract plus what ingest adds. */
+export interface EnrichedEvent extends Event {
+  dims: UserDims;
+  /** The user's experiment arms, `{ key: arm }` (filled by the experimentation platform). */
+  experiments: Record<string, string>;
+  /** ISO-8601 instant the service accepted the event. */
+  received_at: string;
+}

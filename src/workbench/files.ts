@@ -6,9 +6,9 @@ import { dirname, basename, join } from 'node:path';
  * Writes a file so that readers see either the old content or the new, never half of it:
  * write a temporary sibling, fsync it, rename it over the target.
  */
-export function writeFileAtomic(path: string, data: string | Uint8Array): void {
+export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): void {
   const tmp = temporarySibling(path);
-  const fd = openSync(tmp, 'w');
+  const fd = openSync(tmp, 'w', mode);
   try {
     writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
     fsyncSync(fd);

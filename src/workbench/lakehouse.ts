@@ -5,7 +5,7 @@ import { DuckDb, type ColumnarResult, type Scalar } from './duckdb.js';
 import { IntegrityError, NotFoundError } from './errors.js';
 import { sha256File } from './files.js';
 import { lakeLayout, type LakeLayout } from './lake/layout.js';
-import { readManifest, type Manifest } from './lake/manifest.js';
+import { emptyManifest, readManifest, type Manifest } from './lake/manifest.js';
 import { ident, sql, type Sql } from './sql.js';
 
 export type Row = Record<string, Scalar>;
@@ -54,7 +54,8 @@ export class Lakehouse {
 
   static async open(root: string, options: OpenOptions = {}): Promise<Lakehouse> {
     const layout = lakeLayout(root);
-    const manifest = readManifest(layout.manifest);
+    // A lakehouse fed only by the service's archiver has events but no build manifest yet.
+    const manifest = readManifest(layout.manifest) ?? (existsSync(layout.archive) ? emptyManifest() : undefined);
     if (!manifest) {
       throw new NotFoundError(`no lakehouse at ${layout.root}: build one with \`wb lake build\` (or \`npm start\`)`);
     }
@@ -145,7 +146,7 @@ async function defineViews(db: DuckDb, layout: LakeLayout, manifest: Manifest): 
       'events',
       'every archived event: source, date, event_id, time, user_id, event, props (JSON)',
       sql`SELECT source, date, event_id, time, user_id, event, props
-          FROM read_parquet(${glob}, hive_partitioning = true, hive_types = {'source': VARCHAR, 'date': DATE})`,
+          FROM read_parquet(${glob}, hive_partitioning = true, union_by_name = true, hive_types = {'source': VARCHAR, 'date': DATE})`,
     );
   }
   const lines = table('retail_lines');
@@ -164,6 +165,15 @@ async function defineViews(db: DuckDb, layout: LakeLayout, manifest: Manifest): 
             FROM retail_lines l JOIN retail_customers c USING (customer_id)`,
       );
     }
+  }
+  if (has('live')) {
+    const liveGlob = join(layout.archive, 'source=live', 'date=*', '*.parquet');
+    await view(
+      'live_events',
+      'events archived by the running service, with the dims and experiments added at ingest',
+      sql`SELECT date, event_id, time, user_id, event, props, dims, experiments, received_at
+          FROM read_parquet(${liveGlob}, hive_partitioning = true, hive_types = {'date': DATE})`,
+    );
   }
   if (has('app')) {
     await view(

@@ -66,6 +66,15 @@ export class PostgresOltp implements OltpStore {
     });
   }
 
+  async insertUsersIfAbsent(users: readonly User[]): Promise<void> {
+    await this.inChunks(users, (chunk) => {
+      const rows = chunk.map(
+        (u) => sql`(${u.user_id}, ${u.country}, ${u.device}, ${u.tier}, ${isoInstant(u.first_seen)}::timestamptz)`,
+      );
+      return sql`INSERT INTO users (user_id, country, device, tier, first_seen) VALUES ${join(rows)} ON CONFLICT (user_id) DO NOTHING`;
+    });
+  }
+
   async getUsers(ids: readonly string[]): Promise<Map<string, User>> {
     const found = new Map<string, User>();
     if (ids.length === 0) return found;

@@ -55,6 +55,15 @@ export class SqliteOltp implements OltpStore {
     })(users);
   }
 
+  async insertUsersIfAbsent(users: readonly User[]): Promise<void> {
+    const stmt = this.db.prepare(
+      'INSERT INTO users (user_id, country, device, tier, first_seen) VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING',
+    );
+    this.db.transaction((rows: readonly User[]) => {
+      for (const u of rows) stmt.run(u.user_id, u.country, u.device, u.tier, isoInstant(u.first_seen));
+    })(users);
+  }
+
   async getUsers(ids: readonly string[]): Promise<Map<string, User>> {
     const found = new Map<string, User>();
     const stmt = this.db.prepare('SELECT user_id, country, device, tier, first_seen FROM users WHERE user_id = ?');

@@ -46,6 +46,11 @@ export interface OltpStore {
   migrate(): Promise<void>;
   /** Inserts users, or replaces every column of those that exist, in one transaction. */
   upsertUsers(users: readonly User[]): Promise<void>;
+  /**
+   * Inserts the users that do not exist yet and leaves existing ones untouched (ingest creates users
+   * on their first event; a concurrent second batch must not move their first_seen).
+   */
+  insertUsersIfAbsent(users: readonly User[]): Promise<void>;
   /** The users among `ids` that exist, by id. */
   getUsers(ids: readonly string[]): Promise<Map<string, User>>;
   /** Inserts predictions, replacing the one per (model, user_id) that exists, in one transaction. */

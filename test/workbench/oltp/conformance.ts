@@ -44,11 +44,20 @@ export function oltpConformance(name: string, open: () => Promise<OltpStore | st
       assert.equal(await store.count('users'), 2);
     });
 
+    it('inserts only the users that do not exist yet', async () => {
+      await store.insertUsersIfAbsent([user('u1', { country: 'FR', first_seen: '2030-01-01T00:00:00.000Z' }), user('new-1', { device: 'android' })]);
+      const got = await store.getUsers(['u1', 'new-1']);
+      assert.equal(got.get('u1')?.country, 'GB', 'an existing user is left as it was');
+      assert.equal(got.get('u1')?.first_seen, '2024-12-31T22:00:00.000Z');
+      assert.deepEqual(got.get('new-1'), user('new-1', { device: 'android' }));
+      assert.equal(await store.count('users'), 3);
+    });
+
     it('keeps ids that look like SQL as plain data', async () => {
       const evil = "x'); DROP TABLE users; --";
       await store.upsertUsers([user(evil)]);
       assert.equal((await store.getUsers([evil])).get(evil)?.user_id, evil);
-      assert.equal(await store.count('users'), 3);
+      assert.equal(await store.count('users'), 4);
     });
 
     it('refuses a tier outside free/pro and keeps the batch all-or-nothing', async () => {

@@ -1,0 +1,80 @@
+import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { KeyStore } from '../serving/auth/keys.js';
+import { createLogger } from '../serving/observability/logger.js';
+import { startService } from '../serving/service.js';
+import { dataDir, oltpUrl } from '../workbench/config.js';
+import { InputError } from '../workbench/errors.js';
+import { collect, intOption } from './main.js';
+
+const version = (): string => (JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+
+/** `wb serve` and `wb keys`: the service and its API keys. */
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('start the service: event ingest, the event log and its consumers (Ctrl-C stops it gracefully)')
+    .option('--port <n>', 'port to listen on (env WB_PORT)', intOption('--port', 0), Number(process.env.WB_PORT ?? 8080))
+    .option('--host <host>', 'address to listen on (env WB_HOST)', process.env.WB_HOST ?? '127.0.0.1')
+    .option('--event-log <spec>', 'file (embedded, default) or nats://host:4222[?stream=NAME] for JetStream (env WB_EVENT_LOG)', process.env.WB_EVENT_LOG ?? 'file')
+    .option('--oltp <url>', 'OLTP database: postgres://... or a SQLite file (env WB_OLTP_URL)')
+    .option('--event-names <names>', 'accept only these event names, comma-separated (env WB_EVENT_NAMES; default: any)', process.env.WB_EVENT_NAMES)
+    .option('--quiet', 'log to the files in <data-dir>/logs only, not to standard output')
+    .action(async (flags: { port: number; host: string; eventLog: string; oltp?: string; eventNames?: string; quiet?: boolean }) => {
+      const data = dataDir(program.opts().dataDir);
+      const logger = createLogger(data, { quiet: flags.quiet });
+      const eventNames = flags.eventNames ? new Set(flags.eventNames.split(',').map((s) => s.trim()).filter(Boolean)) : undefined;
+      const service = await startService({
+        dataDir: data,
+        port: flags.port,
+        host: flags.host,
+        oltpUrl: oltpUrl(flags.oltp),
+        eventLog: flags.eventLog,
+        ingest: eventNames ? { eventNames } : {},
+        logger,
+        version: version(),
+      });
+      if (KeyStore.open(join(data, 'keys.json')).list().every((k) => k.revoked_at)) {
+        console.error('no API key yet: create one with `npx wb keys create --name me --scope admin` (the service picks it up within seconds)');
+      }
+      console.error(`plg-workbench service on ${service.url} (event log: ${service.log.kind}); Ctrl-C to stop`);
+      await new Promise<void>((resolve) => {
+        const shutdown = (signal: string) => {
+          logger.info({ signal }, 'stopping');
+          void service.stop().then(resolve);
+        };
+        process.once('SIGINT', () => shutdown('SIGINT'));
+        process.once('SIGTERM', () => shutdown('SIGTERM'));
+      });
+      logger.flush();
+    });
+
+  const keys = program.command('keys').description('API keys of the service (kept hashed in <data-dir>/keys.json)');
+  const store = () => KeyStore.open(join(dataDir(program.opts().dataDir), 'keys.json'));
+  keys
+    .command('create')
+    .description('create a key; it is printed once and cannot be shown again')
+    .requiredOption('--name <name>', 'who or what uses the key')
+    .option('--scope <scope>', 'ingest, read or admin (repeatable; admin includes the others)', collect, [])
+    .action((flags: { name: string; scope: string[] }) => {
+      if (flags.scope.length === 0) throw new InputError('give at least one --scope (ingest, read, admin)');
+      const { key, info } = store().create(flags.name, flags.scope);
+      console.error(`created key ${info.id} "${info.name}" with scopes ${info.scopes.join(', ')}; store it now, it is not kept:`);
+      console.log(key);
+    });
+  keys
+    .command('list')
+    .description('list keys (ids, names, scopes; never secrets)')
+    .action(() => {
+      for (const k of store().list()) console.log(`${k.id}  ${k.name.padEnd(20)} ${k.scopes.join(',').padEnd(18)} created ${k.created_at}${k.revoked_at ? `  REVOKED ${k.revoked_at}` : ''}`);
+    });
+  keys
+    .command('revoke')
+    .description('revoke a key by id; a running service stops accepting it within seconds')
+    .argument('<id>', 'the key id (from `wb keys list`)')
+    .action((id: string) => {
+      store().revoke(id);
+      console.log(`revoked ${id}`);
+    });
+}

@@ -1,0 +1,91 @@
+import express, { type Express } from 'express';
+import type { KeyStore } from './auth/keys.js';
+import { errorHandler, notFound, unavailable, type ErrorLogger } from './errors.js';
+import { requireScope } from './http/auth.js';
+import { aggregateRoutes } from './http/aggregates.js';
+import { eventRoutes } from './http/events.js';
+import { openApiDocument } from './http/openapi.js';
+import type { Route } from './http/route.js';
+import type { LiveAggregates } from './pipeline/aggregates.js';
+import type { EventLog } from './pipeline/event-log.js';
+import type { Ingest } from './pipeline/ingest.js';
+
+export interface AppDeps {
+  keys: KeyStore;
+  ingest: Ingest;
+  log: EventLog;
+  aggregates: LiveAggregates;
+  logger: ErrorLogger;
+  /** Why the service is not ready yet (starting, draining), or undefined when it is. */
+  notReady: () => string | undefined;
+  /** Consumers and how far each has read. */
+  consumers: () => Promise<{ name: string; committed: number }[]>;
+  limits?: { bodyBytes?: number };
+  version?: string;
+}
+
+/**
+ * The service as an Express app, without a listener: tests drive it in-process, `wb serve` listens.
+ * Every route is declared in a route table that also produces the OpenAPI description.
+ */
+export function createApp(deps: AppDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  const routes = allRoutes(deps);
+  for (const route of routes) {
+    const auth = route.scope ? [requireScope(deps.keys, route.scope)] : [];
+    app[route.method](route.path, ...auth, ...(route.before ?? []), route.handler);
+  }
+  app.use((req) => {
+    throw notFound(`no route ${req.method} ${req.path} (see GET /v1/openapi.json)`);
+  });
+  app.use(errorHandler(deps.logger));
+  return app;
+}
+
+export function allRoutes(deps: AppDeps): Route[] {
+  const routes: Route[] = [
+    {
+      method: 'get',
+      path: '/healthz',
+      summary: 'Liveness: the process answers.',
+      responses: { 200: '{ status: "ok" }' },
+      handler: (_req, res) => void res.json({ status: 'ok' }),
+    },
+    {
+      method: 'get',
+      path: '/readyz',
+      summary: 'Readiness: the event log is open and the consumers run; 503 while starting or draining.',
+      responses: { 200: '{ status: "ready" }', 503: 'not ready, with the reason' },
+      handler: (_req, res) => {
+        const reason = deps.notReady();
+        if (reason) throw unavailable(reason);
+        res.json({ status: 'ready' });
+      },
+    },
+    ...eventRoutes(deps.ingest, deps.limits?.bodyBytes ?? 5 * 1024 * 1024),
+    ...aggregateRoutes(deps.aggregates),
+    {
+      method: 'get',
+      path: '/v1/log',
+      summary: 'The event log: its length and, per consumer, the committed offset and the lag behind the end.',
+      scope: 'read',
+      responses: { 200: '{ kind, next, consumers: [{ name, committed, lag }] }' },
+      handler: async (_req, res) => {
+        const next = await deps.log.next();
+        const consumers = (await deps.consumers()).map((c) => ({ ...c, lag: next - c.committed }));
+        res.json({ kind: deps.log.kind, next, consumers });
+      },
+    },
+  ];
+  const doc = () => openApiDocument([...routes, openApiRoute], deps.version ?? '0.0.0');
+  const openApiRoute: Route = {
+    method: 'get',
+    path: '/v1/openapi.json',
+    summary: 'This description of the API (OpenAPI 3.1).',
+    responses: { 200: 'the OpenAPI document' },
+    handler: (_req, res) => void res.json(doc()),
+  };
+  return [...routes, openApiRoute];
+}

@@ -1,0 +1,180 @@
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { EnrichedEvent } from '../../workbench/event.js';
+import { writeFileAtomic } from '../../workbench/files.js';
+import type { Consumer } from './consumer.js';
+
+/**
+ * Live aggregates for dashboards: per event name, and per event and cohort dimension (tier, country,
+ * device, first-seen week), the count and the sum of numeric props, in tumbling windows of a minute
+ * and an hour, by event time. Memory is bounded: a window is dropped once it is older than its
+ * retention, counted from the newest event seen. The state is snapshotted to disk with the log
+ * offset it reflects, so after a restart the consumer resumes from the snapshot: nothing is counted
+ * twice and nothing is lost.
+ */
+export const DIMENSIONS = ['tier', 'country', 'device', 'first_seen_week'] as const;
+export type Dimension = (typeof DIMENSIONS)[number];
+
+export const WINDOWS = { '1m': 60_000, '1h': 3_600_000 } as const;
+export type WindowName = keyof typeof WINDOWS;
+
+export interface AggregateOptions {
+  /** How long windows are kept, per window size, in ms. */
+  retention: Record<WindowName, number>;
+  /** Numeric props summed per event (e.g. `amount`, `mrr`). */
+  sumProps: readonly string[];
+  /** Where the snapshot lives. */
+  snapshotPath: string;
+  /** Snapshot at most this often (and always on close). */
+  snapshotEveryMs: number;
+}
+
+export const DEFAULT_AGGREGATES: Omit<AggregateOptions, 'snapshotPath'> = {
+  retention: { '1m': 6 * 3_600_000, '1h': 7 * 86_400_000 },
+  sumProps: ['amount', 'mrr'],
+  snapshotEveryMs: 10_000,
+};
+
+export interface AggregatePoint {
+  window: WindowName;
+  /** ISO start of the window. */
+  start: string;
+  event: string;
+  /** `all`, or one of the dimensions. */
+  dimension: Dimension | 'all';
+  value: string;
+  count: number;
+  sums: Record<string, number>;
+}
+
+interface Cell {
+  count: number;
+  sums: Record<string, number>;
+}
+
+type Windows = Map<number, Map<string, Cell>>; // window start ms -> "event\u0000dimension\u0000value" -> cell
+
+export class LiveAggregates implements Consumer {
+  readonly name = 'aggregates';
+  private readonly windows: Record<WindowName, Windows> = { '1m': new Map(), '1h': new Map() };
+  private offset = 0;
+  private newest = 0;
+  private lastSnapshot = 0;
+  private listeners = new Set<(events: EnrichedEvent[]) => void>();
+
+  constructor(private readonly options: AggregateOptions) {}
+
+  async resumeAt(_committed: number): Promise<number> {
+    // Without a snapshot the state is empty, so it is rebuilt from the start of the log.
+    if (!existsSync(this.options.snapshotPath)) return 0;
+    const snap = JSON.parse(readFileSync(this.options.snapshotPath, 'utf8')) as Snapshot;
+    this.offset = snap.offset;
+    this.newest = snap.newest;
+    for (const w of Object.keys(WINDOWS) as WindowName[]) {
+      for (const [start, cells] of snap.windows[w]) this.windows[w].set(start, new Map(cells));
+    }
+    // The snapshot is the truth: events after it are applied again, events before it never are.
+    return snap.offset;
+  }
+
+  async handle(events: EnrichedEvent[], entries: { offset: number }[]): Promise<void> {
+    for (const e of events) this.add(e);
+    this.offset = entries[entries.length - 1]!.offset + 1;
+    this.evict();
+    for (const listener of this.listeners) listener(events);
+    if (Date.now() - this.lastSnapshot >= this.options.snapshotEveryMs) this.snapshot();
+  }
+
+  async close(): Promise<void> {
+    this.snapshot();
+  }
+
+  /** Called after each handled batch (the dashboard's live feed). */
+  onBatch(listener: (events: EnrichedEvent[]) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Points of one window size, optionally for one event and one dimension, from a time on. */
+  query(window: WindowName, filter: { event?: string; dimension?: Dimension | 'all'; fromMs?: number } = {}): AggregatePoint[] {
+    const out: AggregatePoint[] = [];
+    const starts = [...this.windows[window].keys()].filter((s) => s >= (filter.fromMs ?? 0)).sort((a, b) => a - b);
+    for (const start of starts) {
+      for (const [key, cell] of this.windows[window].get(start)!) {
+        const [event, dimension, value] = key.split('\u0000') as [string, Dimension | 'all', string];
+        if (filter.event !== undefined && event !== filter.event) continue;
+        if (filter.dimension !== undefined && dimension !== filter.dimension) continue;
+        out.push({ window, start: new Date(start).toISOString(), event, dimension, value, count: cell.count, sums: { ...cell.sums } });
+      }
+    }
+    return out;
+  }
+
+  /** The log offset the aggregates reflect. */
+  get position(): number {
+    return this.offset;
+  }
+
+  private add(e: EnrichedEvent): void {
+    const time = Date.parse(e.time);
+    this.newest = Math.max(this.newest, time);
+    const values: [Dimension | 'all', string][] = [
+      ['all', 'all'],
+      ['tier', e.dims.tier],
+      ['country', e.dims.country],
+      ['device', e.dims.device],
+      ['first_seen_week', isoWeek(e.dims.first_seen)],
+    ];
+    for (const w of Object.keys(WINDOWS) as WindowName[]) {
+      const size = WINDOWS[w];
+      const start = Math.floor(time / size) * size;
+      if (start < this.newest - this.options.retention[w]) continue; // too late to matter
+      let cells = this.windows[w].get(start);
+      if (!cells) this.windows[w].set(start, (cells = new Map()));
+      for (const [dimension, value] of values) {
+        const key = `${e.event}\u0000${dimension}\u0000${value}`;
+        let cell = cells.get(key);
+        if (!cell) cells.set(key, (cell = { count: 0, sums: {} }));
+        cell.count++;
+        for (const prop of this.options.sumProps) {
+          const v = e.props[prop];
+          if (typeof v === 'number' && Number.isFinite(v)) cell.sums[prop] = (cell.sums[prop] ?? 0) + v;
+        }
+      }
+    }
+  }
+
+  private evict(): void {
+    for (const w of Object.keys(WINDOWS) as WindowName[]) {
+      const cutoff = this.newest - this.options.retention[w];
+      for (const start of this.windows[w].keys()) if (start < cutoff) this.windows[w].delete(start);
+    }
+  }
+
+  private snapshot(): void {
+    const snap: Snapshot = {
+      offset: this.offset,
+      newest: this.newest,
+      windows: { '1m': toEntries(this.windows['1m']), '1h': toEntries(this.windows['1h']) },
+    };
+    mkdirSync(dirname(this.options.snapshotPath), { recursive: true });
+    writeFileAtomic(this.options.snapshotPath, JSON.stringify(snap));
+    this.lastSnapshot = Date.now();
+  }
+}
+
+interface Snapshot {
+  offset: number;
+  newest: number;
+  windows: Record<WindowName, [number, [string, Cell][]][]>;
+}
+
+const toEntries = (w: Windows): [number, [string, Cell][]][] => [...w].map(([start, cells]) => [start, [...cells]]);
+
+/** The Monday (UTC) of the week of an instant, as YYYY-MM-DD: the cohort of a first-seen time. */
+export function isoWeek(iso: string): string {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return 'unknown';
+  const day = (d.getUTCDay() + 6) % 7;
+  return new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() - day)).toISOString().slice(0, 10);
+}

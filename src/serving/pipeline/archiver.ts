@@ -1,0 +1,38 @@
+import type { EnrichedEvent } from '../../workbench/event.js';
+import { LiveArchiveWriter } from '../../workbench/lake/live.js';
+import type { Consumer } from './consumer.js';
+
+/**
+ * The archiver: micro-batches of the event log into the lakehouse's Parquet archive. Its position is
+ * read from the archive's own file names (they carry offset ranges), not only from the log's
+ * committed offset, so a crash between writing a batch and committing it never writes it twice.
+ */
+export class Archiver implements Consumer {
+  readonly name = 'archiver';
+  private lastWrite: { at: number; newestEvent: string } | undefined;
+
+  private constructor(private readonly writer: LiveArchiveWriter) {}
+
+  static async open(lakeDir: string): Promise<Archiver> {
+    return new Archiver(await LiveArchiveWriter.open(lakeDir));
+  }
+
+  async resumeAt(committed: number): Promise<number> {
+    return Math.max(committed, this.writer.resumeAt());
+  }
+
+  async handle(events: EnrichedEvent[], entries: { offset: number }[]): Promise<void> {
+    await this.writer.write(events, entries[0]!.offset, entries[entries.length - 1]!.offset);
+    const newest = events.reduce((max, e) => (e.time > max ? e.time : max), events[0]!.time);
+    this.lastWrite = { at: Date.now(), newestEvent: newest };
+  }
+
+  /** When the archive last received a batch, and the newest event time in it (archive freshness). */
+  get freshness(): { at: number; newestEvent: string } | undefined {
+    return this.lastWrite;
+  }
+
+  async close(): Promise<void> {
+    this.writer.close();
+  }
+}

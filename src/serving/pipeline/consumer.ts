@@ -1,0 +1,108 @@
+import type { EnrichedEvent } from '../../workbench/event.js';
+import type { EventLog, LogEntry } from './event-log.js';
+
+/**
+ * A consumer of the event log. The runner reads batches from where the consumer stands, hands them
+ * over in order, and commits the offset after `handle` resolves, so a restart resumes after the last
+ * batch that was fully handled.
+ */
+export interface Consumer {
+  readonly name: string;
+  /**
+   * Where to resume, given the offset committed in the log. A consumer whose own durable state
+   * records its position (a snapshot, files named by offset) returns that instead.
+   */
+  resumeAt?(committed: number): Promise<number>;
+  handle(events: EnrichedEvent[], entries: LogEntry[]): Promise<void>;
+  /** Called when the runner stops, after the last batch: persist what must survive a restart. */
+  close?(): Promise<void>;
+}
+
+export interface RunnerOptions {
+  /** Most events per batch. */
+  batchSize: number;
+  /** How long to wait for a batch to fill before handling a partial one (0: handle what is there). */
+  maxWaitMs: number;
+  onError?: (err: unknown, consumer: string) => void;
+}
+
+export class ConsumerRunner {
+  private position = 0;
+  private stopping = false;
+  private loop: Promise<void> | undefined;
+  private lastError: unknown;
+
+  constructor(
+    private readonly log: EventLog,
+    readonly consumer: Consumer,
+    private readonly options: RunnerOptions,
+  ) {}
+
+  /** The next offset this consumer will read. */
+  get offset(): number {
+    return this.position;
+  }
+
+  get error(): unknown {
+    return this.lastError;
+  }
+
+  async start(): Promise<void> {
+    const committed = await this.log.committed(this.consumer.name);
+    this.position = this.consumer.resumeAt ? await this.consumer.resumeAt(committed) : committed;
+    this.loop = this.run();
+  }
+
+  /** Finishes the batch in hand, commits it, and stops. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.loop;
+    await this.consumer.close?.();
+  }
+
+  private async run(): Promise<void> {
+    const decoder = new TextDecoder();
+    while (!this.stopping) {
+      try {
+        const entries = await this.readBatch();
+        if (entries.length === 0) continue;
+        const events = entries.map((e) => JSON.parse(decoder.decode(e.payload)) as EnrichedEvent);
+        await this.consumer.handle(events, entries);
+        this.position = entries[entries.length - 1]!.offset + 1;
+        await this.log.commit(this.consumer.name, this.position);
+        this.lastError = undefined;
+      } catch (err) {
+        // A failing consumer retries the same batch (it has not committed), after a pause.
+        this.lastError = err;
+        this.options.onError?.(err, this.consumer.name);
+        await sleep(1000);
+      }
+    }
+  }
+
+  private async readBatch(): Promise<LogEntry[]> {
+    const { batchSize, maxWaitMs } = this.options;
+    await this.wait(this.position, 250);
+    const entries = await this.log.read(this.position, batchSize);
+    const deadline = Date.now() + maxWaitMs;
+    while (entries.length > 0 && entries.length < batchSize && Date.now() < deadline && !this.stopping) {
+      const next = entries[entries.length - 1]!.offset + 1;
+      await this.wait(next, Math.min(250, deadline - Date.now()));
+      const more = await this.log.read(next, batchSize - entries.length);
+      entries.push(...more);
+    }
+    return entries;
+  }
+
+  /**
+   * Waits for an offset with a timer of the runner's own: the log's timers do not hold the process
+   * open, but a running consumer must (until it is stopped).
+   */
+  private async wait(offset: number, ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.log.waitFor(offset, ms), new Promise<void>((r) => (timer = setTimeout(r, ms + 10)))]);
+    clearTimeout(timer);
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

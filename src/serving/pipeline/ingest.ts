@@ -1,0 +1,193 @@
+import { EventSchema, type EnrichedEvent, type Event, type UserDims } from '../../workbench/event.js';
+import type { OltpStore, User } from '../../workbench/oltp/store.js';
+import type { EventLog } from './event-log.js';
+import { RecentIds } from './recent-ids.js';
+
+export interface IngestOptions {
+  /** Most events in one batch. */
+  maxEvents: number;
+  /** How far in the future an event's time may be (clock skew), in ms. */
+  maxFutureMs: number;
+  /** How old an event's time may be, in ms. */
+  maxAgeMs: number;
+  /** When set, event names outside it are rejected; when absent, any well-formed name is accepted. */
+  eventNames?: ReadonlySet<string>;
+  /** How long, and for how many ids, a retried event is recognised as a duplicate. */
+  dedupeWindowMs: number;
+  maxDedupeIds: number;
+}
+
+export const DEFAULT_INGEST: IngestOptions = {
+  maxEvents: 10_000,
+  maxFutureMs: 5 * 60_000,
+  maxAgeMs: 30 * 86_400_000,
+  dedupeWindowMs: 24 * 3_600_000,
+  maxDedupeIds: 2_000_000,
+};
+
+export interface Rejection {
+  index: number;
+  event_id?: string;
+  reason: string;
+}
+
+export interface IngestResult {
+  /** Events appended to the log by this call. */
+  accepted: number;
+  /** Events already in the log (a retry): acknowledged, not appended again. */
+  duplicates: number;
+  rejected: Rejection[];
+  /** Offsets of the appended events in the log. */
+  offsets?: { first: number; next: number };
+}
+
+/** A batch item that could not even be parsed (NDJSON line with broken JSON). */
+export class Unparsable {
+  constructor(readonly reason: string) {}
+}
+
+const USER_CACHE_TTL_MS = 60_000;
+const USER_CACHE_MAX = 100_000;
+
+/**
+ * Ingest: validates each event of a batch on its own (good ones go in, bad ones are reported by
+ * index), drops retries by event_id, adds the user's dimensions from the OLTP database (creating
+ * users on their first event), and appends the batch to the durable log. Resolves only when the
+ * log has the batch on stable storage: that is the acknowledgement.
+ */
+export class Ingest {
+  private readonly recent: RecentIds;
+  private readonly users = new Map<string, { dims: UserDims; until: number }>();
+
+  private constructor(
+    private readonly log: EventLog,
+    private readonly oltp: OltpStore,
+    readonly options: IngestOptions,
+    private readonly now: () => number,
+  ) {
+    this.recent = new RecentIds(options.dedupeWindowMs, options.maxDedupeIds);
+  }
+
+  /** Opens ingest over a log, remembering the ids of its most recent events so retries stay idempotent. */
+  static async open(log: EventLog, oltp: OltpStore, options: Partial<IngestOptions> = {}, now: () => number = Date.now): Promise<Ingest> {
+    const ingest = new Ingest(log, oltp, { ...DEFAULT_INGEST, ...options }, now);
+    const end = await log.next();
+    const decoder = new TextDecoder();
+    for (let offset = Math.max(0, end - ingest.options.maxDedupeIds); offset < end; ) {
+      const entries = await log.read(offset, 10_000);
+      if (entries.length === 0) break;
+      for (const entry of entries) {
+        const e = JSON.parse(decoder.decode(entry.payload)) as Pick<EnrichedEvent, 'event_id' | 'received_at'>;
+        ingest.recent.add(e.event_id, Date.parse(e.received_at));
+      }
+      offset = entries[entries.length - 1]!.offset + 1;
+    }
+    ingest.recent.expire(now());
+    return ingest;
+  }
+
+  get rememberedIds(): number {
+    return this.recent.size;
+  }
+
+  async ingest(batch: readonly unknown[]): Promise<IngestResult> {
+    const now = this.now();
+    this.recent.expire(now);
+    const rejected: Rejection[] = [];
+    const fresh: { index: number; event: Event }[] = [];
+    const inBatch = new Set<string>();
+    let duplicates = 0;
+
+    batch.forEach((item, index) => {
+      const reason = item instanceof Unparsable ? item.reason : undefined;
+      if (reason) return void rejected.push({ index, reason });
+      const parsed = EventSchema.safeParse(item);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0]!;
+        const id = (item as { event_id?: unknown } | null)?.event_id;
+        return void rejected.push({ index, ...(typeof id === 'string' ? { event_id: id } : {}), reason: `${issue.path.join('.') || 'event'}: ${issue.message}` });
+      }
+      const event = parsed.data;
+      const problem = this.checkEvent(event, now);
+      if (problem) return void rejected.push({ index, event_id: event.event_id, reason: problem });
+      if (this.recent.has(event.event_id) || inBatch.has(event.event_id)) {
+        duplicates++;
+        return;
+      }
+      inBatch.add(event.event_id);
+      fresh.push({ index, event });
+    });
+    if (fresh.length === 0) return { accepted: 0, duplicates, rejected };
+
+    // Reserve the ids before the first await, so a concurrent retry of this batch is a duplicate.
+    for (const { event } of fresh) this.recent.add(event.event_id, now);
+    try {
+      const dims = await this.dimsFor(fresh.map((f) => f.event));
+      const receivedAt = new Date(now).toISOString();
+      const encoder = new TextEncoder();
+      const payloads = fresh.map(({ event }) => {
+        const enriched: EnrichedEvent = { ...event, dims: dims.get(event.user_id)!, experiments: {}, received_at: receivedAt };
+        return encoder.encode(JSON.stringify(enriched));
+      });
+      const offsets = await this.log.append(payloads);
+      return { accepted: fresh.length, duplicates, rejected, offsets };
+    } catch (err) {
+      for (const { event } of fresh) this.recent.delete(event.event_id);
+      throw err;
+    }
+  }
+
+  private checkEvent(event: Event, now: number): string | undefined {
+    const time = Date.parse(event.time);
+    if (time > now + this.options.maxFutureMs) return `time ${event.time} is in the future (more than ${this.options.maxFutureMs / 60_000} minutes ahead of the server)`;
+    if (time < now - this.options.maxAgeMs) return `time ${event.time} is older than ${Math.round(this.options.maxAgeMs / 86_400_000)} days`;
+    if (this.options.eventNames && !this.options.eventNames.has(event.event)) {
+      return `unknown event name ${JSON.stringify(event.event)} (this service accepts: ${[...this.options.eventNames].join(', ')})`;
+    }
+    return undefined;
+  }
+
+  /** Dimensions of every user in the batch: from a short-lived cache, the OLTP database, or new users. */
+  private async dimsFor(events: readonly Event[]): Promise<Map<string, UserDims>> {
+    const now = this.now();
+    const out = new Map<string, UserDims>();
+    const missing = new Set<string>();
+    for (const e of events) {
+      const cached = this.users.get(e.user_id);
+      if (cached && cached.until > now) out.set(e.user_id, cached.dims);
+      else missing.add(e.user_id);
+    }
+    if (missing.size === 0) return out;
+    const found = await this.oltp.getUsers([...missing]);
+    const created: User[] = [];
+    for (const e of events) {
+      if (out.has(e.user_id) || !missing.has(e.user_id)) continue;
+      let user = found.get(e.user_id);
+      if (!user) {
+        const firstSeen = events.filter((x) => x.user_id === e.user_id).reduce((min, x) => (x.time < min ? x.time : min), e.time);
+        user = { user_id: e.user_id, country: dimFrom(e.props.country), device: dimFrom(e.props.device), tier: 'free', first_seen: new Date(firstSeen).toISOString() };
+        created.push(user);
+      }
+      out.set(e.user_id, { country: user.country, device: user.device, tier: user.tier, first_seen: user.first_seen });
+    }
+    if (created.length > 0) {
+      await this.oltp.insertUsersIfAbsent(created);
+      // Another request may have created some first: read back what the database kept.
+      const kept = await this.oltp.getUsers(created.map((u) => u.user_id));
+      for (const [id, u] of kept) out.set(id, { country: u.country, device: u.device, tier: u.tier, first_seen: u.first_seen });
+    }
+    for (const [id, dims] of out) this.cacheUser(id, dims, now);
+    return out;
+  }
+
+  private cacheUser(id: string, dims: UserDims, now: number): void {
+    this.users.delete(id);
+    this.users.set(id, { dims, until: now + USER_CACHE_TTL_MS });
+    if (this.users.size > USER_CACHE_MAX) this.users.delete(this.users.keys().next().value!);
+  }
+}
+
+/** A dimension taken from an event's props when a new user is created: short text, or `unknown`. */
+function dimFrom(value: unknown): string {
+  return typeof value === 'string' && value.length > 0 && value.length <= 64 ? value : 'unknown';
+}

@@ -1,0 +1,116 @@
+import type { Server } from 'node:http';
+import { join } from 'node:path';
+import { lakeDir as lakeDirOf } from '../workbench/config.js';
+import { openOltp, type OltpStore } from '../workbench/oltp/index.js';
+import { createApp } from './app.js';
+import { KeyStore } from './auth/keys.js';
+import type { Logger } from './observability/logger.js';
+import { DEFAULT_AGGREGATES, LiveAggregates } from './pipeline/aggregates.js';
+import { Archiver } from './pipeline/archiver.js';
+import { ConsumerRunner } from './pipeline/consumer.js';
+import type { EventLog } from './pipeline/event-log.js';
+import { FileEventLog } from './pipeline/file-log.js';
+import { Ingest, type IngestOptions } from './pipeline/ingest.js';
+import { JetStreamEventLog } from './pipeline/jetstream-log.js';
+
+export interface ServiceConfig {
+  dataDir: string;
+  /** 0 picks a free port. */
+  port: number;
+  host: string;
+  /** OLTP URL (postgres://... or a SQLite file); default the data dir's SQLite. */
+  oltpUrl?: string;
+  /** `file` (default: segment files in the data dir) or a NATS URL `nats://host:4222` for JetStream. */
+  eventLog?: string;
+  ingest?: Partial<IngestOptions>;
+  bodyLimitBytes?: number;
+  logger: Logger;
+  version?: string;
+}
+
+export interface RunningService {
+  url: string;
+  server: Server;
+  log: EventLog;
+  aggregates: LiveAggregates;
+  archiver: Archiver;
+  runners: ConsumerRunner[];
+  /** Stops taking requests, finishes the ones in flight, drains the consumers, closes everything. */
+  stop(): Promise<void>;
+}
+
+/** Opens every part of the service from its configuration and starts listening. */
+export async function startService(config: ServiceConfig): Promise<RunningService> {
+  const { logger } = config;
+  let notReady: string | undefined = 'starting';
+  const oltp: OltpStore = await openOltp(config.oltpUrl, config.dataDir);
+  const log = await openEventLog(config);
+  const keys = KeyStore.open(join(config.dataDir, 'keys.json'));
+  const ingest = await Ingest.open(log, oltp, config.ingest);
+  const aggregates = new LiveAggregates({ ...DEFAULT_AGGREGATES, snapshotPath: join(config.dataDir, 'consumers', 'aggregates.json') });
+  const archiver = await Archiver.open(lakeDirOf(config.dataDir));
+  const onError = (err: unknown, consumer: string) => logger.error({ err, consumer }, 'consumer failed; retrying the batch');
+  const runners = [
+    new ConsumerRunner(log, aggregates, { batchSize: 5_000, maxWaitMs: 0, onError }),
+    new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, onError }),
+  ];
+  for (const r of runners) await r.start();
+
+  const app = createApp({
+    keys,
+    ingest,
+    log,
+    aggregates,
+    logger,
+    notReady: () => notReady,
+    consumers: async () => runners.map((r) => ({ name: r.consumer.name, committed: r.offset })),
+    limits: { bodyBytes: config.bodyLimitBytes },
+    version: config.version,
+  });
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = app.listen(config.port, config.host, () => resolve(s));
+    s.once('error', reject);
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
+  // Keys created or revoked by `wb keys` while the service runs take effect within seconds.
+  const reloadKeys = setInterval(() => {
+    try {
+      keys.reload();
+    } catch (err) {
+      logger.error({ err }, 'cannot reload the key file; keeping the keys already loaded');
+    }
+  }, 5_000).unref();
+  notReady = undefined;
+  logger.info({ url, eventLog: log.kind, oltp: oltp.kind, dataDir: config.dataDir }, 'service started');
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      notReady = 'shutting down';
+      clearInterval(reloadKeys);
+      // close() stops new connections and resolves once in-flight requests (and their appends) end.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await closed;
+      for (const r of runners) await r.stop();
+      await log.close();
+      await oltp.close();
+      logger.info('service stopped');
+    })());
+
+  return { url, server, log, aggregates, archiver, runners, stop };
+}
+
+async function openEventLog(config: ServiceConfig): Promise<EventLog> {
+  const spec = config.eventLog ?? 'file';
+  if (spec === 'file') return FileEventLog.open(join(config.dataDir, 'log'));
+  if (/^nats:\/\//.test(spec)) {
+    const url = new URL(spec);
+    const stream = url.searchParams.get('stream') ?? 'WB_EVENTS';
+    url.search = '';
+    return JetStreamEventLog.open({ servers: url.toString().replace(/\/$/, ''), stream });
+  }
+  throw new Error(`unknown event log ${JSON.stringify(spec)}: use "file" or nats://host:4222[?stream=NAME]`);
+}
