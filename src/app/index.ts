@@ -19,3 +19,4 @@ export {
   type StreamOptions,
   type UserTruth,
 } from './simulator.js';
+export { appSource, mergeSources, retailSource, type ReplaySource, type TimedEvent } from './replay.js';

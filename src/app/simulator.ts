@@ -16,6 +16,12 @@ export const SimulationConfigSchema = z.object({
   users: z.number().int().min(1).max(1_000_000).default(2000),
   days: z.number().int().min(1).max(3650).default(120),
   start: z.iso.date().default('2025-01-01'),
+  /** Days over which users sign up (default: the first 70% of the period, so cohorts have time to show retention). */
+  signup_days: z.number().int().min(1).optional(),
+  /** An injected outage: the app is down for users in one country, so their events never happen. */
+  outage: z
+    .object({ country: z.string().min(2).max(64), start: z.iso.datetime({ offset: true }), hours: z.number().positive().max(24 * 365) })
+    .optional(),
 });
 export type SimulationConfig = z.infer<typeof SimulationConfigSchema>;
 export const DEFAULT_SIMULATION: SimulationConfig = SimulationConfigSchema.parse({});
@@ -153,8 +159,8 @@ export class AppSimulator {
     const country = rng.weighted(COUNTRIES);
     const device = rng.weighted(DEVICES);
     const engagement = rng.normal() + (DEVICE_ENGAGEMENT[device] ?? 0);
-    // Signups spread over the first 70% of the period, so every cohort has time to show retention.
-    const signupDay = Math.min(this.config.days - 1, Math.floor(rng.next() * Math.max(1, this.config.days * 0.7)));
+    const signupWindow = this.config.signup_days ?? Math.max(1, this.config.days * 0.7);
+    const signupDay = Math.min(this.config.days - 1, Math.floor(rng.next() * signupWindow));
     const usage = {} as Record<Feature, number>;
     let churnLogOdds = CHURN_BASE_LOG_ODDS + CHURN_ENGAGEMENT * engagement;
     for (const f of FEATURES) {
@@ -184,7 +190,15 @@ export class AppSimulator {
     const { rng, user, truth } = u;
     const dayStart = this.startMs + day * DAY_MS;
     let seq = 0;
+    const outage = this.config.outage;
+    const down = outage && outage.country === user.country ? [Date.parse(outage.start), Date.parse(outage.start) + outage.hours * 3_600_000] : undefined;
     const emit = (atMs: number, event: string, props: Record<string, unknown>) => {
+      // The user's behaviour is drawn as usual (so the rest of the history is unchanged); only
+      // what would have been recorded during the outage is lost.
+      if (down && atMs >= down[0]! && atMs < down[1]!) {
+        seq++;
+        return;
+      }
       out.push({
         event_id: `${user.user_id}-${String(day).padStart(4, '0')}-${String(seq++).padStart(3, '0')}`,
         time: new Date(atMs).toISOString(),

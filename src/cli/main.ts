@@ -4,7 +4,8 @@ import { registerApp } from './app.js';
 import { registerKernel } from './kernel.js';
 import { registerLake } from './lake.js';
 import { registerNotebooks } from './notebooks.js';
-import { registerServe } from './serve.js';
+import { registerReplay } from './replay.js';
+import { registerLogs, registerServe } from './serve.js';
 import { registerStart } from './start.js';
 
 /** The `wb` command: every subcommand has --help; errors are one clear line, not a stack. */
@@ -21,6 +22,8 @@ export async function main(argv: string[]): Promise<void> {
   registerNotebooks(program);
   registerKernel(program);
   registerServe(program);
+  registerLogs(program);
+  registerReplay(program);
 
   try {
     await program.parseAsync(argv);

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KeyStore } from '../serving/auth/keys.js';
+import { LEVELS, searchLogs, type LevelName } from '../serving/observability/log-search.js';
 import { createLogger } from '../serving/observability/logger.js';
 import { startService } from '../serving/service.js';
 import { dataDir, oltpUrl } from '../workbench/config.js';
@@ -20,8 +21,9 @@ export function registerServe(program: Command): void {
     .option('--event-log <spec>', 'file (embedded, default) or nats://host:4222[?stream=NAME] for JetStream (env WB_EVENT_LOG)', process.env.WB_EVENT_LOG ?? 'file')
     .option('--oltp <url>', 'OLTP database: postgres://... or a SQLite file (env WB_OLTP_URL)')
     .option('--event-names <names>', 'accept only these event names, comma-separated (env WB_EVENT_NAMES; default: any)', process.env.WB_EVENT_NAMES)
+    .option('--alert-webhook <url>', 'POST each anomaly alert as JSON to this URL (env WB_ALERT_WEBHOOK)', process.env.WB_ALERT_WEBHOOK)
     .option('--quiet', 'log to the files in <data-dir>/logs only, not to standard output')
-    .action(async (flags: { port: number; host: string; eventLog: string; oltp?: string; eventNames?: string; quiet?: boolean }) => {
+    .action(async (flags: { port: number; host: string; eventLog: string; oltp?: string; eventNames?: string; alertWebhook?: string; quiet?: boolean }) => {
       const data = dataDir(program.opts().dataDir);
       const logger = createLogger(data, { quiet: flags.quiet });
       const eventNames = flags.eventNames ? new Set(flags.eventNames.split(',').map((s) => s.trim()).filter(Boolean)) : undefined;
@@ -32,6 +34,7 @@ export function registerServe(program: Command): void {
         oltpUrl: oltpUrl(flags.oltp),
         eventLog: flags.eventLog,
         ingest: eventNames ? { eventNames } : {},
+        alertWebhook: flags.alertWebhook,
         logger,
         version: version(),
       });
@@ -77,4 +80,46 @@ export function registerServe(program: Command): void {
       store().revoke(id);
       console.log(`revoked ${id}`);
     });
+}
+
+/** `wb logs`: search the service's JSON logs by level, time range and text. */
+export function registerLogs(program: Command): void {
+  program
+    .command('logs')
+    .description("search the service's logs (<data-dir>/logs) by level, time range and text")
+    .option('--level <level>', `lowest level: ${Object.keys(LEVELS).join(', ')}`, 'info')
+    .option('--since <time>', 'from this time: ISO 8601, or a duration back from now like 15m, 2h, 3d')
+    .option('--until <time>', 'up to this time (same forms)')
+    .option('--grep <text>', 'only records containing this text (case-insensitive)')
+    .option('--limit <n>', 'at most this many records, the newest', intOption('--limit', 1), 100)
+    .option('--json', 'print the records as JSON lines')
+    .action(async (flags: { level: string; since?: string; until?: string; grep?: string; limit: number; json?: boolean }) => {
+      if (!(flags.level in LEVELS)) throw new InputError(`--level ${JSON.stringify(flags.level)}: use one of ${Object.keys(LEVELS).join(', ')}`);
+      const { records, files, unreadable } = await searchLogs(dataDir(program.opts().dataDir), {
+        level: flags.level as LevelName,
+        since: flags.since === undefined ? undefined : parseWhen('--since', flags.since),
+        until: flags.until === undefined ? undefined : parseWhen('--until', flags.until),
+        text: flags.grep,
+        limit: flags.limit,
+      });
+      const names = Object.fromEntries(Object.entries(LEVELS).map(([k, v]) => [v, k.toUpperCase()]));
+      for (const r of records) {
+        if (flags.json) console.log(JSON.stringify(r));
+        else {
+          const { level, time, msg, service: _service, pid: _pid, hostname: _host, ...rest } = r;
+          const extra = Object.keys(rest).length > 0 ? ` ${JSON.stringify(rest)}` : '';
+          console.log(`${time} ${(names[level] ?? String(level)).padEnd(5)} ${msg ?? ''}${extra}`);
+        }
+      }
+      console.error(`${records.length} records from ${files} log files${unreadable ? ` (${unreadable} lines were not JSON and were skipped)` : ''}`);
+    });
+}
+
+/** An ISO instant, or a duration back from now (`90s`, `15m`, `2h`, `3d`). */
+export function parseWhen(flag: string, text: string): number {
+  const m = /^(\d+)([smhd])$/.exec(text.trim());
+  if (m) return Date.now() - Number(m[1]) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[m[2] as 's' | 'm' | 'h' | 'd'];
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) throw new InputError(`${flag} ${JSON.stringify(text)}: give an ISO time (2026-11-27T10:00:00Z) or a duration like 15m, 2h, 3d`);
+  return t;
 }

@@ -3,9 +3,13 @@ import type { KeyStore } from './auth/keys.js';
 import { errorHandler, notFound, unavailable, type ErrorLogger } from './errors.js';
 import { requireScope } from './http/auth.js';
 import { aggregateRoutes } from './http/aggregates.js';
+import { dashboardRoutes } from './http/dashboard.js';
 import { eventRoutes } from './http/events.js';
+import { countRequests, observabilityRoutes } from './http/observability.js';
 import { openApiDocument } from './http/openapi.js';
 import type { Route } from './http/route.js';
+import type { AlertSink } from './observability/alerts.js';
+import type { Metrics } from './observability/metrics.js';
 import type { LiveAggregates } from './pipeline/aggregates.js';
 import type { EventLog } from './pipeline/event-log.js';
 import type { Ingest } from './pipeline/ingest.js';
@@ -15,11 +19,15 @@ export interface AppDeps {
   ingest: Ingest;
   log: EventLog;
   aggregates: LiveAggregates;
+  metrics: Metrics;
+  alerts: AlertSink;
   logger: ErrorLogger;
   /** Why the service is not ready yet (starting, draining), or undefined when it is. */
   notReady: () => string | undefined;
   /** Consumers and how far each has read. */
   consumers: () => Promise<{ name: string; committed: number }[]>;
+  /** When the archive last received a batch, and the newest event time in it. */
+  archiveFreshness: () => { at: number; newestEvent: string } | undefined;
   limits?: { bodyBytes?: number };
   version?: string;
 }
@@ -32,6 +40,7 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  app.use(countRequests(deps.metrics));
   const routes = allRoutes(deps);
   for (const route of routes) {
     const auth = route.scope ? [requireScope(deps.keys, route.scope)] : [];
@@ -45,6 +54,10 @@ export function createApp(deps: AppDeps): Express {
 }
 
 export function allRoutes(deps: AppDeps): Route[] {
+  const lag = async () => {
+    const next = await deps.log.next();
+    return (await deps.consumers()).map((c) => ({ ...c, lag: next - c.committed }));
+  };
   const routes: Route[] = [
     {
       method: 'get',
@@ -64,8 +77,12 @@ export function allRoutes(deps: AppDeps): Route[] {
         res.json({ status: 'ready' });
       },
     },
-    ...eventRoutes(deps.ingest, deps.limits?.bodyBytes ?? 5 * 1024 * 1024),
+    ...eventRoutes(deps.ingest, deps.metrics, deps.limits?.bodyBytes ?? 5 * 1024 * 1024),
     ...aggregateRoutes(deps.aggregates),
+    ...observabilityRoutes(deps.metrics, deps.alerts, async () => {
+      for (const c of await lag()) deps.metrics.consumerLag.set({ consumer: c.name }, c.lag);
+    }),
+    ...dashboardRoutes({ aggregates: deps.aggregates, alerts: deps.alerts, lag, archive: deps.archiveFreshness }),
     {
       method: 'get',
       path: '/v1/log',
@@ -73,9 +90,7 @@ export function allRoutes(deps: AppDeps): Route[] {
       scope: 'read',
       responses: { 200: '{ kind, next, consumers: [{ name, committed, lag }] }' },
       handler: async (_req, res) => {
-        const next = await deps.log.next();
-        const consumers = (await deps.consumers()).map((c) => ({ ...c, lag: next - c.committed }));
-        res.json({ kind: deps.log.kind, next, consumers });
+        res.json({ kind: deps.log.kind, next: await deps.log.next(), consumers: await lag() });
       },
     },
   ];

@@ -4,7 +4,11 @@ import { lakeDir as lakeDirOf } from '../workbench/config.js';
 import { openOltp, type OltpStore } from '../workbench/oltp/index.js';
 import { createApp } from './app.js';
 import { KeyStore } from './auth/keys.js';
+import { AlertSink } from './observability/alerts.js';
+import type { AnomalyOptions } from './observability/anomaly.js';
 import type { Logger } from './observability/logger.js';
+import { Metrics } from './observability/metrics.js';
+import { Monitor } from './observability/monitor.js';
 import { DEFAULT_AGGREGATES, LiveAggregates } from './pipeline/aggregates.js';
 import { Archiver } from './pipeline/archiver.js';
 import { ConsumerRunner } from './pipeline/consumer.js';
@@ -24,16 +28,23 @@ export interface ServiceConfig {
   eventLog?: string;
   ingest?: Partial<IngestOptions>;
   bodyLimitBytes?: number;
+  /** URL that receives each alert as a JSON POST. */
+  alertWebhook?: string;
+  anomaly?: AnomalyOptions;
   logger: Logger;
   version?: string;
 }
 
 export interface RunningService {
   url: string;
+  ingest: Ingest;
   server: Server;
   log: EventLog;
   aggregates: LiveAggregates;
   archiver: Archiver;
+  monitor: Monitor;
+  alerts: AlertSink;
+  metrics: Metrics;
   runners: ConsumerRunner[];
   /** Stops taking requests, finishes the ones in flight, drains the consumers, closes everything. */
   stop(): Promise<void>;
@@ -49,10 +60,14 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const ingest = await Ingest.open(log, oltp, config.ingest);
   const aggregates = new LiveAggregates({ ...DEFAULT_AGGREGATES, snapshotPath: join(config.dataDir, 'consumers', 'aggregates.json') });
   const archiver = await Archiver.open(lakeDirOf(config.dataDir));
+  const metrics = new Metrics();
+  const alerts = new AlertSink(logger, config.alertWebhook);
+  const monitor = new Monitor(metrics, alerts, () => log.next(), { anomaly: config.anomaly });
   const onError = (err: unknown, consumer: string) => logger.error({ err, consumer }, 'consumer failed; retrying the batch');
   const runners = [
     new ConsumerRunner(log, aggregates, { batchSize: 5_000, maxWaitMs: 0, onError }),
     new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, onError }),
+    new ConsumerRunner(log, monitor, { batchSize: 2_000, maxWaitMs: 0, onError }),
   ];
   for (const r of runners) await r.start();
 
@@ -61,9 +76,12 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     ingest,
     log,
     aggregates,
+    metrics,
+    alerts,
     logger,
     notReady: () => notReady,
     consumers: async () => runners.map((r) => ({ name: r.consumer.name, committed: r.offset })),
+    archiveFreshness: () => archiver.freshness,
     limits: { bodyBytes: config.bodyLimitBytes },
     version: config.version,
   });
@@ -100,7 +118,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       logger.info('service stopped');
     })());
 
-  return { url, server, log, aggregates, archiver, runners, stop };
+  return { url, ingest, server, log, aggregates, archiver, monitor, alerts, metrics, runners, stop };
 }
 
 async function openEventLog(config: ServiceConfig): Promise<EventLog> {

@@ -15,7 +15,7 @@ describe('the wb command', () => {
   const dir = tempDir();
 
   it('has --help on every subcommand', () => {
-    const commands = [[], ['start'], ['lake'], ['lake', 'build'], ['lake', 'info'], ['lake', 'path'], ['app'], ['app', 'simulate'], ['nb'], ['nb', 'run'], ['nb', 'strip'], ['nb', 'check'], ['kernel'], ['kernel', 'install'], ['serve'], ['keys'], ['keys', 'create'], ['keys', 'list'], ['keys', 'revoke']];
+    const commands = [[], ['start'], ['lake'], ['lake', 'build'], ['lake', 'info'], ['lake', 'path'], ['app'], ['app', 'simulate'], ['nb'], ['nb', 'run'], ['nb', 'strip'], ['nb', 'check'], ['kernel'], ['kernel', 'install'], ['serve'], ['keys'], ['keys', 'create'], ['keys', 'list'], ['keys', 'revoke'], ['logs'], ['replay']];
     for (const c of commands) {
       const r = wb(...c, '--help');
       assert.equal(r.code, 0, `${c.join(' ')}: ${r.err}`);

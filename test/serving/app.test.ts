@@ -120,10 +120,29 @@ describe('the service over HTTP', () => {
     void allRoutes;
   });
 
+  it('exposes low-cardinality Prometheus metrics to a read key', async () => {
+    assert.equal((await t.call('/metrics')).status, 401);
+    await t.post('/v1/events', [event('metric-1', { user_id: 'u-metrics-secret', props: { country: 'NL', device: 'web' } })]);
+    const deadline = Date.now() + 10_000;
+    let text = '';
+    while (Date.now() < deadline) {
+      text = await (await t.call('/metrics', { key: t.keys.read })).text();
+      if (/wb_events_total\{event="login",country="NL",device="web"\} 1/.test(text)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(text, /wb_events_total\{event="login",country="NL",device="web"\} 1/);
+    assert.match(text, /wb_ingest_seconds_bucket\{le="0.005"\}/);
+    assert.match(text, /wb_ingest_batch_events_count \d+/);
+    assert.match(text, /wb_consumer_lag_events\{consumer="archiver"\} \d+/);
+    assert.match(text, /wb_http_requests_total\{method="POST",route="\/v1\/events",status="200"\} \d+/);
+    assert.match(text, /wb_http_requests_total\{method="GET",route="unmatched",status="404"\} \d+/);
+    assert.doesNotMatch(text, /u-metrics-secret|user_id/, 'user ids never become labels');
+  });
+
   it('shows the log and each consumer with its lag', async () => {
     const res = (await (await t.call('/v1/log', { key: t.keys.read })).json()) as { kind: string; next: number; consumers: { name: string; lag: number }[] };
     assert.equal(res.kind, 'file');
-    assert.deepEqual(res.consumers.map((c) => c.name).sort(), ['aggregates', 'archiver']);
+    assert.deepEqual(res.consumers.map((c) => c.name).sort(), ['aggregates', 'archiver', 'metrics']);
     for (const c of res.consumers) assert.ok(c.lag >= 0 && c.lag <= res.next);
   });
 });

@@ -2,10 +2,11 @@ import express, { type Request } from 'express';
 import { EventSchema } from '../../workbench/event.js';
 import { badRequest, HttpError } from '../errors.js';
 import { Unparsable, type Ingest } from '../pipeline/ingest.js';
+import type { Metrics } from '../observability/metrics.js';
 import type { Route } from './route.js';
 
 /** `POST /v1/events`: a JSON array (or one object) or NDJSON lines of events. */
-export function eventRoutes(ingest: Ingest, bodyLimitBytes: number): Route[] {
+export function eventRoutes(ingest: Ingest, metrics: Metrics, bodyLimitBytes: number): Route[] {
   return [
     {
       method: 'post',
@@ -33,7 +34,12 @@ export function eventRoutes(ingest: Ingest, bodyLimitBytes: number): Route[] {
         if (batch.length > ingest.options.maxEvents) {
           throw badRequest('batch_too_large', `the batch holds ${batch.length} events; the limit is ${ingest.options.maxEvents} per request`);
         }
+        const stopTimer = metrics.ingestSeconds.startTimer();
         const result = await ingest.ingest(batch);
+        stopTimer();
+        metrics.ingestBatchSize.observe(batch.length);
+        metrics.rejected.inc(result.rejected.length);
+        metrics.duplicates.inc(result.duplicates);
         if (result.accepted === 0 && result.duplicates === 0 && result.rejected.length > 0) {
           throw badRequest('invalid_events', `all ${result.rejected.length} events were rejected`, result);
         }

@@ -110,6 +110,11 @@ export class LiveAggregates implements Consumer {
     return out;
   }
 
+  /** The newest event time seen (ms), 0 before any. */
+  get newestEventTime(): number {
+    return this.newest;
+  }
+
   /** The log offset the aggregates reflect. */
   get position(): number {
     return this.offset;

@@ -1,0 +1,49 @@
+import type { RequestHandler } from 'express';
+import { z } from 'zod';
+import { badRequest } from '../errors.js';
+import type { AlertSink } from '../observability/alerts.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { Route } from './route.js';
+
+const AlertQuery = z.object({ since: z.iso.datetime({ offset: true }).optional() });
+
+/** `GET /metrics` (Prometheus exposition) and `GET /v1/alerts`. */
+export function observabilityRoutes(metrics: Metrics, alerts: AlertSink, beforeScrape: () => Promise<void>): Route[] {
+  return [
+    {
+      method: 'get',
+      path: '/metrics',
+      summary: 'Prometheus metrics: events by name, country and device; ingest latency and batch sizes; consumer lag; HTTP requests by route and status.',
+      scope: 'read',
+      responses: { 200: 'the Prometheus text exposition format' },
+      handler: async (_req, res) => {
+        await beforeScrape();
+        res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+      },
+    },
+    {
+      method: 'get',
+      path: '/v1/alerts',
+      summary: 'Anomaly alerts, newest first: a metric series (events by name and country or device) far from its seasonal baseline.',
+      scope: 'read',
+      query: AlertQuery,
+      responses: { 200: '{ alerts: [{ series, labels, direction, observed, expected, threshold, windowStart, windowEnd, detectedAt }] }', 400: 'a bad query parameter' },
+      handler: (req, res) => {
+        const q = AlertQuery.safeParse(req.query);
+        if (!q.success) throw badRequest('bad_query', `query parameter ${q.error.issues[0]!.path.join('.')}: ${q.error.issues[0]!.message}`);
+        res.json({ alerts: alerts.list(q.data.since ? Date.parse(q.data.since) : undefined) });
+      },
+    },
+  ];
+}
+
+/** Counts every request by method, matched route (never the raw path: ids would explode it) and status. */
+export function countRequests(metrics: Metrics): RequestHandler {
+  return (req, res, next) => {
+    res.on('finish', () => {
+      const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
+      metrics.http.inc({ method: req.method, route: metrics.label('route', route), status: String(res.statusCode) });
+    });
+    next();
+  };
+}

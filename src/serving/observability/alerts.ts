@@ -1,0 +1,48 @@
+import type { Logger } from './logger.js';
+import type { Alert } from './anomaly.js';
+
+/**
+ * Where alerts go: the log (a warning), a bounded list served by `GET /v1/alerts`, and an optional
+ * webhook (a JSON POST, retried a few times, never blocking the pipeline).
+ */
+export class AlertSink {
+  private readonly recent: Alert[] = [];
+  private readonly listeners = new Set<(alert: Alert) => void>();
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly webhook?: string,
+    private readonly keep = 1000,
+  ) {}
+
+  raise(alert: Alert): void {
+    this.recent.push(alert);
+    if (this.recent.length > this.keep) this.recent.shift();
+    this.logger.warn({ alert }, `anomaly: ${alert.series} ${alert.direction} (${alert.observed} events, expected ${Math.round(alert.expected)})`);
+    for (const l of this.listeners) l(alert);
+    if (this.webhook) void this.post(alert);
+  }
+
+  /** Newest first, optionally only those detected at or after `since` (event time). */
+  list(since?: number): Alert[] {
+    return this.recent.filter((a) => since === undefined || Date.parse(a.detectedAt) >= since).reverse();
+  }
+
+  onAlert(listener: (alert: Alert) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private async post(alert: Alert): Promise<void> {
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      try {
+        const res = await fetch(this.webhook!, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ alert }), signal: AbortSignal.timeout(5000) });
+        if (res.ok) return;
+        throw new Error(`status ${res.status}`);
+      } catch (err) {
+        if (attempt === 3) this.logger.error({ err, webhook: this.webhook, series: alert.series }, 'alert webhook failed');
+        else await new Promise((r) => setTimeout(r, 500 * attempt));
+      }
+    }
+  }
+}

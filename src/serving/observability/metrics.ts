@@ -1,0 +1,64 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Prometheus metrics of the service. Labels are low-cardinality by construction: a metric can only
+ * be declared with label names from `LabelName` (a user id is not one, so it cannot become a label),
+ * and each label keeps at most `MAX_VALUES` distinct values, later ones counted under `other`.
+ */
+export type LabelName = 'event' | 'country' | 'device' | 'tier' | 'method' | 'route' | 'status' | 'consumer' | 'kind';
+
+const MAX_VALUES = 200;
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly seen = new Map<LabelName, Set<string>>();
+
+  readonly events = new Counter({
+    name: 'wb_events_total',
+    help: 'Events in the log, by name, country and device of the user',
+    labelNames: ['event', 'country', 'device'] satisfies LabelName[],
+    registers: [this.registry],
+  });
+  readonly ingestBatchSize = new Histogram({
+    name: 'wb_ingest_batch_events',
+    help: 'Events per ingest request',
+    buckets: [1, 10, 50, 100, 500, 1000, 5000, 10000],
+    registers: [this.registry],
+  });
+  readonly ingestSeconds = new Histogram({
+    name: 'wb_ingest_seconds',
+    help: 'Time from request to durable acknowledgement of an ingest batch',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  readonly rejected = new Counter({ name: 'wb_ingest_rejected_total', help: 'Events rejected at ingest', registers: [this.registry] });
+  readonly duplicates = new Counter({ name: 'wb_ingest_duplicates_total', help: 'Retried events dropped at ingest', registers: [this.registry] });
+  readonly http = new Counter({
+    name: 'wb_http_requests_total',
+    help: 'HTTP requests by method, route and status',
+    labelNames: ['method', 'route', 'status'] satisfies LabelName[],
+    registers: [this.registry],
+  });
+  readonly consumerLag = new Gauge({
+    name: 'wb_consumer_lag_events',
+    help: 'Events in the log that a consumer has not handled yet',
+    labelNames: ['consumer'] satisfies LabelName[],
+    registers: [this.registry],
+  });
+  readonly alerts = new Counter({ name: 'wb_alerts_total', help: 'Anomaly alerts raised', labelNames: ['kind'] satisfies LabelName[], registers: [this.registry] });
+  readonly droppedSeries = new Gauge({ name: 'wb_timeseries_dropped_total', help: 'Points refused by the time-series store because of its series cap', registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'wb_process_' });
+  }
+
+  /** A label value, or `other` once the label already has MAX_VALUES distinct values. */
+  label(name: LabelName, value: string): string {
+    let values = this.seen.get(name);
+    if (!values) this.seen.set(name, (values = new Set()));
+    if (values.has(value)) return value;
+    if (values.size >= MAX_VALUES) return 'other';
+    values.add(value);
+    return value;
+  }
+}
