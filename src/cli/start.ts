@@ -1,20 +1,72 @@
 import type { Command } from 'commander';
-import { relative } from 'node:path';
+import { join, relative } from 'node:path';
+import { appSource, retailSource } from '../app/replay.js';
+import { KeyStore } from '../serving/auth/keys.js';
+import { createLogger } from '../serving/observability/logger.js';
+import { startService } from '../serving/service.js';
+import { consoleProgress, dataDir, oltpUrl } from '../workbench/index.js';
 import { addBuildOptions, printBuildReport, runBuild, type LakeBuildFlags } from './lake.js';
+import { intOption } from './main.js';
+import { runReplay } from './replay.js';
 
-/** `npm start`: the main job on embedded defaults. Builds the lakehouse and says what to open next. */
+const START_KEY_NAME = 'wb start (local)';
+
+/**
+ * `npm start`: the main job on embedded defaults. Builds the lakehouse, starts the service, replays
+ * the retail log and the simulated app through it, and prints the dashboard's address; runs until
+ * Ctrl-C. `--no-serve` stops after the build.
+ */
 export function registerStart(program: Command): void {
-  addBuildOptions(program.command('start').description('build the lakehouse on embedded defaults (no servers needed) and show what to open next')).action(
-    async (flags: LakeBuildFlags) => {
-      const report = await runBuild(flags, program.opts().dataDir);
-      printBuildReport(report);
-      const lake = relative(process.cwd(), report.lake) || '.';
-      console.log(`
-Next:
-  npx wb lake info                               what is in ${lake}, and its views
-  jupyter notebook notebooks/                    open the notebooks (kernel "TypeScript (plg-workbench)")
-  npx wb nb run notebooks/01-lakehouse-tour.ipynb   run a notebook headlessly; writes an HTML report
-  npm test                                       type checks, unit tests and every notebook`);
-    },
-  );
+  addBuildOptions(
+    program
+      .command('start')
+      .description('build the lakehouse, start the service and replay the data through it (no servers to install); Ctrl-C stops')
+      .option('--no-serve', 'only build the lakehouse')
+      .option('--port <n>', 'port of the service (env WB_PORT)', intOption('--port', 0), Number(process.env.WB_PORT ?? 8080))
+      .option('--speed <x>', 'replay speed in simulated seconds per second (86400: a day a second)', '86400'),
+  ).action(async (flags: LakeBuildFlags & { serve: boolean; port: number; speed: string }) => {
+    const data = dataDir(program.opts().dataDir);
+    const report = await runBuild(flags, program.opts().dataDir);
+    printBuildReport(report);
+    const lake = relative(process.cwd(), report.lake) || '.';
+    if (!flags.serve) {
+      console.log(`\nNext:\n  npx wb lake info                 what is in ${lake}, and its views\n  jupyter notebook notebooks/      open the notebooks (kernel "TypeScript (plg-workbench)")\n  npm start                        also start the service and its live dashboard`);
+      return;
+    }
+
+    // One local key for this run (ingest for the replay, read for the dashboard); the previous run's is revoked.
+    const keys = KeyStore.open(join(data, 'keys.json'));
+    for (const k of keys.list()) if (k.name === START_KEY_NAME && !k.revoked_at) keys.revoke(k.id);
+    const { key } = keys.create(START_KEY_NAME, ['ingest', 'read']);
+    const logger = createLogger(data, { quiet: true });
+    const service = await startService({ dataDir: data, port: flags.port, host: '127.0.0.1', oltpUrl: oltpUrl(flags.oltp), logger });
+    console.log(`
+The service is running (logs: ${relative(process.cwd(), join(data, 'logs')) || '.'}/, or \`npx wb logs\`).
+  dashboard:  ${service.url}/dashboard#key=${key}
+  API:        ${service.url}/v1/openapi.json  (key for this run: ${key})
+  lakehouse:  ${lake}  (npx wb lake info; live events appear in the live_events view)
+  notebooks:  jupyter notebook notebooks/   or   npx wb nb run notebooks/01-lakehouse-tour.ipynb
+Replaying the retail log and the simulated app through the service; Ctrl-C stops.
+`);
+    const stop = new AbortController();
+    process.once('SIGINT', () => stop.abort());
+    process.once('SIGTERM', () => stop.abort());
+    const speed = flags.speed === 'max' ? Number.POSITIVE_INFINITY : Number(flags.speed);
+    await runReplay({
+      url: service.url,
+      key,
+      sources: [retailSource(), appSource({ seed: flags.seed, users: flags.users, days: flags.days, start: flags.start })],
+      speed,
+      concurrency: 1,
+      progress: consoleProgress(),
+      signal: stop.signal,
+    }).catch((err: unknown) => console.error(`replay stopped: ${(err as Error).message}`));
+    if (!stop.signal.aborted) {
+      console.log(`\nThe replay is done; the service keeps running: ${service.url}/dashboard#key=${key} (Ctrl-C stops).`);
+      await new Promise((resolve) => stop.signal.addEventListener('abort', resolve));
+    }
+    console.log('stopping the service...');
+    await service.stop();
+    logger.flush();
+  });
 }

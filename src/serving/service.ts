@@ -15,6 +15,7 @@ import { ConsumerRunner } from './pipeline/consumer.js';
 import type { EventLog } from './pipeline/event-log.js';
 import { FileEventLog } from './pipeline/file-log.js';
 import { Ingest, type IngestOptions } from './pipeline/ingest.js';
+import { RecentEvents } from './pipeline/recent-events.js';
 import { JetStreamEventLog } from './pipeline/jetstream-log.js';
 
 export interface ServiceConfig {
@@ -57,7 +58,8 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const oltp: OltpStore = await openOltp(config.oltpUrl, config.dataDir);
   const log = await openEventLog(config);
   const keys = KeyStore.open(join(config.dataDir, 'keys.json'));
-  const ingest = await Ingest.open(log, oltp, config.ingest);
+  const recent = new RecentEvents();
+  const ingest = await Ingest.open(log, oltp, config.ingest, Date.now, recent);
   const aggregates = new LiveAggregates({ ...DEFAULT_AGGREGATES, snapshotPath: join(config.dataDir, 'consumers', 'aggregates.json') });
   const archiver = await Archiver.open(lakeDirOf(config.dataDir));
   const metrics = new Metrics();
@@ -65,9 +67,9 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const monitor = new Monitor(metrics, alerts, () => log.next(), { anomaly: config.anomaly });
   const onError = (err: unknown, consumer: string) => logger.error({ err, consumer }, 'consumer failed; retrying the batch');
   const runners = [
-    new ConsumerRunner(log, aggregates, { batchSize: 5_000, maxWaitMs: 0, onError }),
-    new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, onError }),
-    new ConsumerRunner(log, monitor, { batchSize: 2_000, maxWaitMs: 0, onError }),
+    new ConsumerRunner(log, aggregates, { batchSize: 5_000, maxWaitMs: 0, onError }, recent),
+    new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, onError }, recent),
+    new ConsumerRunner(log, monitor, { batchSize: 2_000, maxWaitMs: 0, onError }, recent),
   ];
   for (const r of runners) await r.start();
 

@@ -41,7 +41,7 @@ export class Monitor implements Consumer {
     return 0;
   }
 
-  async handle(events: EnrichedEvent[], entries: { offset: number }[]): Promise<void> {
+  async handle(events: EnrichedEvent[], first: number): Promise<void> {
     const m = this.metrics;
     const alerts: Alert[] = [];
     for (const e of events) {
@@ -69,7 +69,7 @@ export class Monitor implements Consumer {
     for (const hour of this.counted.keys()) if (hour < horizon) this.counted.delete(hour);
     m.droppedSeries.set(this.store.dropped);
     alerts.push(...this.detector.evaluate(this.store.now));
-    if (entries[entries.length - 1]!.offset + 1 < this.catchUpUntil) return;
+    if (first + events.length < this.catchUpUntil) return;
     for (const alert of alerts) {
       m.alerts.inc({ kind: alert.direction });
       this.alerts.raise(alert);

@@ -17,6 +17,7 @@ export type Dimension = (typeof DIMENSIONS)[number];
 
 export const WINDOWS = { '1m': 60_000, '1h': 3_600_000 } as const;
 export type WindowName = keyof typeof WINDOWS;
+const WINDOW_NAMES = Object.keys(WINDOWS) as WindowName[];
 
 export interface AggregateOptions {
   /** How long windows are kept, per window size, in ms. */
@@ -61,6 +62,7 @@ export class LiveAggregates implements Consumer {
   private newest = 0;
   private lastSnapshot = 0;
   private listeners = new Set<(events: EnrichedEvent[]) => void>();
+  private readonly weeks = new Map<string, string>();
 
   constructor(private readonly options: AggregateOptions) {}
 
@@ -77,9 +79,9 @@ export class LiveAggregates implements Consumer {
     return snap.offset;
   }
 
-  async handle(events: EnrichedEvent[], entries: { offset: number }[]): Promise<void> {
+  async handle(events: EnrichedEvent[], first: number): Promise<void> {
     for (const e of events) this.add(e);
-    this.offset = entries[entries.length - 1]!.offset + 1;
+    this.offset = first + events.length;
     this.evict();
     for (const listener of this.listeners) listener(events);
     if (Date.now() - this.lastSnapshot >= this.options.snapshotEveryMs) this.snapshot();
@@ -122,22 +124,23 @@ export class LiveAggregates implements Consumer {
 
   private add(e: EnrichedEvent): void {
     const time = Date.parse(e.time);
-    this.newest = Math.max(this.newest, time);
-    const values: [Dimension | 'all', string][] = [
-      ['all', 'all'],
-      ['tier', e.dims.tier],
-      ['country', e.dims.country],
-      ['device', e.dims.device],
-      ['first_seen_week', isoWeek(e.dims.first_seen)],
+    if (time > this.newest) this.newest = time;
+    const d = e.dims;
+    const values = [
+      `all\u0000all`,
+      `tier\u0000${d.tier}`,
+      `country\u0000${d.country}`,
+      `device\u0000${d.device}`,
+      `first_seen_week\u0000${this.week(d.first_seen)}`,
     ];
-    for (const w of Object.keys(WINDOWS) as WindowName[]) {
+    for (const w of WINDOW_NAMES) {
       const size = WINDOWS[w];
-      const start = Math.floor(time / size) * size;
+      const start = time - (time % size);
       if (start < this.newest - this.options.retention[w]) continue; // too late to matter
       let cells = this.windows[w].get(start);
       if (!cells) this.windows[w].set(start, (cells = new Map()));
-      for (const [dimension, value] of values) {
-        const key = `${e.event}\u0000${dimension}\u0000${value}`;
+      for (const value of values) {
+        const key = `${e.event}\u0000${value}`;
         let cell = cells.get(key);
         if (!cell) cells.set(key, (cell = { count: 0, sums: {} }));
         cell.count++;
@@ -147,6 +150,17 @@ export class LiveAggregates implements Consumer {
         }
       }
     }
+  }
+
+  /** isoWeek, remembered: a user's first_seen repeats on every one of their events. */
+  private week(firstSeen: string): string {
+    let w = this.weeks.get(firstSeen);
+    if (w === undefined) {
+      w = isoWeek(firstSeen);
+      if (this.weeks.size > 100_000) this.weeks.clear();
+      this.weeks.set(firstSeen, w);
+    }
+    return w;
   }
 
   private evict(): void {

@@ -21,8 +21,8 @@ export class Archiver implements Consumer {
     return Math.max(committed, this.writer.resumeAt());
   }
 
-  async handle(events: EnrichedEvent[], entries: { offset: number }[]): Promise<void> {
-    await this.writer.write(events, entries[0]!.offset, entries[entries.length - 1]!.offset);
+  async handle(events: EnrichedEvent[], first: number): Promise<void> {
+    await this.writer.write(events, first, first + events.length - 1);
     const newest = events.reduce((max, e) => (e.time > max ? e.time : max), events[0]!.time);
     this.lastWrite = { at: Date.now(), newestEvent: newest };
   }

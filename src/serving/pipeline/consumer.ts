@@ -1,5 +1,6 @@
 import type { EnrichedEvent } from '../../workbench/event.js';
-import type { EventLog, LogEntry } from './event-log.js';
+import type { EventLog } from './event-log.js';
+import type { RecentEvents } from './recent-events.js';
 
 /**
  * A consumer of the event log. The runner reads batches from where the consumer stands, hands them
@@ -13,7 +14,8 @@ export interface Consumer {
    * records its position (a snapshot, files named by offset) returns that instead.
    */
   resumeAt?(committed: number): Promise<number>;
-  handle(events: EnrichedEvent[], entries: LogEntry[]): Promise<void>;
+  /** Handles the events with offsets `first` to `first + events.length - 1`, in order. */
+  handle(events: EnrichedEvent[], first: number): Promise<void>;
   /** Called when the runner stops, after the last batch: persist what must survive a restart. */
   close?(): Promise<void>;
 }
@@ -36,6 +38,7 @@ export class ConsumerRunner {
     private readonly log: EventLog,
     readonly consumer: Consumer,
     private readonly options: RunnerOptions,
+    private readonly recent?: RecentEvents,
   ) {}
 
   /** The next offset this consumer will read. */
@@ -61,14 +64,12 @@ export class ConsumerRunner {
   }
 
   private async run(): Promise<void> {
-    const decoder = new TextDecoder();
     while (!this.stopping) {
       try {
-        const entries = await this.readBatch();
-        if (entries.length === 0) continue;
-        const events = entries.map((e) => JSON.parse(decoder.decode(e.payload)) as EnrichedEvent);
-        await this.consumer.handle(events, entries);
-        this.position = entries[entries.length - 1]!.offset + 1;
+        const events = await this.readBatch();
+        if (events.length === 0) continue;
+        await this.consumer.handle(events, this.position);
+        this.position += events.length;
         await this.log.commit(this.consumer.name, this.position);
         this.lastError = undefined;
       } catch (err) {
@@ -80,18 +81,25 @@ export class ConsumerRunner {
     }
   }
 
-  private async readBatch(): Promise<LogEntry[]> {
+  private async readBatch(): Promise<EnrichedEvent[]> {
     const { batchSize, maxWaitMs } = this.options;
     await this.wait(this.position, 250);
-    const entries = await this.log.read(this.position, batchSize);
+    const events = await this.read(this.position, batchSize);
     const deadline = Date.now() + maxWaitMs;
-    while (entries.length > 0 && entries.length < batchSize && Date.now() < deadline && !this.stopping) {
-      const next = entries[entries.length - 1]!.offset + 1;
+    while (events.length > 0 && events.length < batchSize && Date.now() < deadline && !this.stopping) {
+      const next = this.position + events.length;
       await this.wait(next, Math.min(250, deadline - Date.now()));
-      const more = await this.log.read(next, batchSize - entries.length);
-      entries.push(...more);
+      events.push(...(await this.read(next, batchSize - events.length)));
     }
-    return entries;
+    return events;
+  }
+
+  /** Events from the in-memory tail when it has them, else from the log. */
+  private async read(from: number, max: number): Promise<EnrichedEvent[]> {
+    const cached = this.recent?.take(from, max);
+    if (cached && cached.length > 0) return cached;
+    const decoder = new TextDecoder();
+    return (await this.log.read(from, max)).map((e) => JSON.parse(decoder.decode(e.payload)) as EnrichedEvent);
   }
 
   /**

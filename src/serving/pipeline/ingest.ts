@@ -1,6 +1,7 @@
 import { EventSchema, type EnrichedEvent, type Event, type UserDims } from '../../workbench/event.js';
 import type { OltpStore, User } from '../../workbench/oltp/store.js';
 import type { EventLog } from './event-log.js';
+import type { RecentEvents } from './recent-events.js';
 import { RecentIds } from './recent-ids.js';
 
 export interface IngestOptions {
@@ -64,13 +65,20 @@ export class Ingest {
     private readonly oltp: OltpStore,
     readonly options: IngestOptions,
     private readonly now: () => number,
+    private readonly tail?: RecentEvents,
   ) {
     this.recent = new RecentIds(options.dedupeWindowMs, options.maxDedupeIds);
   }
 
   /** Opens ingest over a log, remembering the ids of its most recent events so retries stay idempotent. */
-  static async open(log: EventLog, oltp: OltpStore, options: Partial<IngestOptions> = {}, now: () => number = Date.now): Promise<Ingest> {
-    const ingest = new Ingest(log, oltp, { ...DEFAULT_INGEST, ...options }, now);
+  static async open(
+    log: EventLog,
+    oltp: OltpStore,
+    options: Partial<IngestOptions> = {},
+    now: () => number = Date.now,
+    recent?: RecentEvents,
+  ): Promise<Ingest> {
+    const ingest = new Ingest(log, oltp, { ...DEFAULT_INGEST, ...options }, now, recent);
     const end = await log.next();
     const decoder = new TextDecoder();
     for (let offset = Math.max(0, end - ingest.options.maxDedupeIds); offset < end; ) {
@@ -125,11 +133,9 @@ export class Ingest {
       const dims = await this.dimsFor(fresh.map((f) => f.event));
       const receivedAt = new Date(now).toISOString();
       const encoder = new TextEncoder();
-      const payloads = fresh.map(({ event }) => {
-        const enriched: EnrichedEvent = { ...event, dims: dims.get(event.user_id)!, experiments: {}, received_at: receivedAt };
-        return encoder.encode(JSON.stringify(enriched));
-      });
-      const offsets = await this.log.append(payloads);
+      const enriched = fresh.map(({ event }): EnrichedEvent => ({ ...event, dims: dims.get(event.user_id)!, experiments: {}, received_at: receivedAt }));
+      const offsets = await this.log.append(enriched.map((e) => encoder.encode(JSON.stringify(e))));
+      this.tail?.put(offsets.first, enriched);
       return { accepted: fresh.length, duplicates, rejected, offsets };
     } catch (err) {
       for (const { event } of fresh) this.recent.delete(event.event_id);
@@ -160,16 +166,16 @@ export class Ingest {
     if (missing.size === 0) return out;
     const found = await this.oltp.getUsers([...missing]);
     const created: User[] = [];
+    const firstSeen = new Map<string, Event>();
     for (const e of events) {
-      if (out.has(e.user_id) || !missing.has(e.user_id)) continue;
-      let user = found.get(e.user_id);
-      if (!user) {
-        const firstSeen = events.filter((x) => x.user_id === e.user_id).reduce((min, x) => (x.time < min ? x.time : min), e.time);
-        user = { user_id: e.user_id, country: dimFrom(e.props.country), device: dimFrom(e.props.device), tier: 'free', first_seen: new Date(firstSeen).toISOString() };
-        created.push(user);
-      }
-      out.set(e.user_id, { country: user.country, device: user.device, tier: user.tier, first_seen: user.first_seen });
+      if (!missing.has(e.user_id) || found.has(e.user_id)) continue;
+      const seen = firstSeen.get(e.user_id);
+      if (!seen || e.time < seen.time) firstSeen.set(e.user_id, e);
     }
+    for (const [id, e] of firstSeen) {
+      created.push({ user_id: id, country: dimFrom(e.props.country), device: dimFrom(e.props.device), tier: 'free', first_seen: new Date(e.time).toISOString() });
+    }
+    for (const u of [...found.values(), ...created]) out.set(u.user_id, { country: u.country, device: u.device, tier: u.tier, first_seen: u.first_seen });
     if (created.length > 0) {
       await this.oltp.insertUsersIfAbsent(created);
       // Another request may have created some first: read back what the database kept.

@@ -68,11 +68,17 @@ export class LiveArchiveWriter {
       props VARCHAR, dims VARCHAR, experiments VARCHAR, received_at TIMESTAMP)`);
     for (const [date, rows] of byDate) {
       await this.db.run(sql`DELETE FROM live`);
-      await this.db.append(
-        'live',
-        COLUMNS.map(([, t]) => t),
-        rows.map((e) => [e.event_id, Date.parse(e.time), e.user_id, e.event, JSON.stringify(e.props), JSON.stringify(e.dims), JSON.stringify(e.experiments), Date.parse(e.received_at)]),
-      );
+      const appender = await this.db.appender('live', COLUMNS.map(([, t]) => t));
+      try {
+        for (let i = 0; i < rows.length; i++) {
+          const e = rows[i]!;
+          appender.append([e.event_id, Date.parse(e.time), e.user_id, e.event, JSON.stringify(e.props), JSON.stringify(e.dims), JSON.stringify(e.experiments), Date.parse(e.received_at)]);
+          // Let the service's other work in between: a large batch would hold the event loop for long.
+          if (i % 2000 === 1999) await new Promise((r) => setImmediate(r));
+        }
+      } finally {
+        appender.close();
+      }
       const dir = join(tmp, `date=${date}`);
       mkdirSync(dir, { recursive: true });
       await this.db.run(sql`COPY (
