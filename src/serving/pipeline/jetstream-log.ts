@@ -122,7 +122,7 @@ export class JetStreamEventLog implements EventLog {
       const reason = (failed.reason as { api_error?: { err_code?: number } }).api_error?.err_code === WRONG_LAST_SEQUENCE
         ? 'another writer appended to the stream at the same time (one writer per stream is supported)'
         : (failed.reason as Error).message;
-      throw new Error(`Append to JetStream stream ${this.stream} failed (${acked} of ${payloads.length} records acknowledged): ${reason}`, {
+      throw new Error(`Append to JetStream stream ${this.stream} failed (${acked} of ${payloads.length} records acknowledged, expected the stream to end at ${base}): ${reason}`, {
         cause: failed.reason,
       });
     }
@@ -167,7 +167,10 @@ export class JetStreamEventLog implements EventLog {
   }
 
   async next(): Promise<number> {
-    this.tail = Math.max(this.tail, await this.lastSeq());
+    // Read this.tail only after the await: an append may have moved it on meanwhile, and
+    // `Math.max(this.tail, await ...)` would write the stale value back over it.
+    const last = await this.lastSeq();
+    this.tail = Math.max(this.tail, last);
     return this.tail;
   }
 

@@ -75,6 +75,23 @@ export function eventLogConformance(name: string, open: () => Promise<EventLog |
       assert.equal(await log.next(), start + 200);
     });
 
+    it('keeps appends right while readers ask for the end of the log at the same time', async () => {
+      // A reader's next() racing an append once wrote a stale end back over a newer one.
+      const start = await log.next();
+      let reading = true;
+      const readers = Array.from({ length: 3 }, async () => {
+        while (reading) {
+          await log.next();
+          await new Promise((r) => setImmediate(r)); // let I/O in: an in-memory next() never yields
+        }
+      });
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => log.append(Array.from({ length: 50 }, (_, j) => enc(`race${i}-${j}`)))));
+      reading = false;
+      await Promise.all(readers);
+      assert.equal(await log.next(), start + 1000);
+      assert.deepEqual(results.map((r) => r.next - r.first), Array.from({ length: 20 }, () => 50));
+    });
+
     it('keeps a committed offset per consumer', async () => {
       await log.commit('archiver', 3);
       await log.commit('aggregates', 1);
