@@ -4,9 +4,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createGunzip } from 'node:zlib';
 import { InputError, NotFoundError } from '../workbench/errors.js';
 import type { Event } from '../workbench/event.js';
-import { CsvRecordSplitter } from '../workbench/lake/csv-records.js';
-import type { Rejected } from '../workbench/lake/csv.js';
-import { RETAIL_COLUMNS, retailSpec, type RetailRow } from '../workbench/lake/retail.js';
+import { CsvRecordSplitter } from '../workbench/lakehouse/csv-records.js';
+import type { Rejected } from '../workbench/lakehouse/csv.js';
+import { RETAIL_COLUMNS, retailSpec, type RetailRow } from '../workbench/lakehouse/retail.js';
 import { AppSimulator, SimulationConfigSchema, type SimulationConfig } from './simulator.js';
 
 /**

@@ -5,7 +5,7 @@ export { dataDir, lakeDir, oltpUrl } from './config.js';
 export { displayHtml, htmlTable, plotHtml, show, type Figure, type Tabular } from './display.js';
 export { IntegrityError, InputError, NotebookError, NotFoundError, SqlError, WorkbenchError } from './errors.js';
 export { EventSchema, type Event } from './event.js';
-export { buildLakehouse, fingerprintOf, type AppHistory, type BuildOptions, type BuildReport } from './lake/build.js';
+export { buildLakehouse, fingerprintOf, type AppHistory, type BuildOptions, type BuildReport } from './lakehouse/build.js';
 export { Lakehouse, type Row, type ViewInfo } from './lakehouse.js';
 export { openOltp, TABLE_NAMES, type OltpStore, type Prediction, type Tier, type User } from './oltp/index.js';
 export { consoleProgress, silentProgress, type Progress } from './progress.js';

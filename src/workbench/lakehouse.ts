@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { DuckDb, type ColumnarResult, type Scalar } from './duckdb.js';
 import { IntegrityError, NotFoundError } from './errors.js';
 import { sha256File } from './files.js';
-import { lakeLayout, type LakeLayout } from './lake/layout.js';
-import { emptyManifest, readManifest, type Manifest } from './lake/manifest.js';
+import { lakeLayout, type LakeLayout } from './lakehouse/layout.js';
+import { emptyManifest, readManifest, type Manifest } from './lakehouse/manifest.js';
 import { ident, sql, type Sql } from './sql.js';
 
 export type Row = Record<string, Scalar>;

@@ -16,8 +16,8 @@ import {
 import { simulateHistory } from '../../src/app/simulator.js';
 import { InputError, NotFoundError } from '../../src/workbench/errors.js';
 import { EventSchema, type Event } from '../../src/workbench/event.js';
-import { readCsv } from '../../src/workbench/lake/csv.js';
-import { retailSpec, type RetailRow } from '../../src/workbench/lake/retail.js';
+import { readCsv } from '../../src/workbench/lakehouse/csv.js';
+import { retailSpec, type RetailRow } from '../../src/workbench/lakehouse/retail.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const FIXTURE = join(__dirname, '..', 'fixtures', 'retail-small.csv');

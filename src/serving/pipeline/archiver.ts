@@ -1,5 +1,5 @@
 import type { EnrichedEvent } from '../../workbench/event.js';
-import { LiveArchiveWriter } from '../../workbench/lake/live.js';
+import { LiveArchiveWriter } from '../../workbench/lakehouse/live.js';
 import type { Consumer } from './consumer.js';
 
 /**

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parse } from 'csv-parse/sync';
-import { CsvRecordSplitter } from '../../../src/workbench/lake/csv-records.js';
+import { CsvRecordSplitter } from '../../../src/workbench/lakehouse/csv-records.js';
 import { Random } from '../../../src/app/random.js';
 
 interface Out {

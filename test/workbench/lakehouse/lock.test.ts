@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { lakeLayout } from '../../../src/workbench/lake/layout.js';
-import { acquireLock } from '../../../src/workbench/lake/lock.js';
+import { lakeLayout } from '../../../src/workbench/lakehouse/layout.js';
+import { acquireLock } from '../../../src/workbench/lakehouse/lock.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 describe('the build lock', () => {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { simulateIntoOltp } from '../../../src/app/history.js';
 import { IntegrityError, InputError, Lakehouse, buildLakehouse, openOltp, sql, type OltpStore } from '../../../src/workbench/index.js';
-import { readManifest } from '../../../src/workbench/lake/manifest.js';
+import { readManifest } from '../../../src/workbench/lakehouse/manifest.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 const RETAIL = 'test/fixtures/retail-small.csv';
