@@ -1,4 +1,5 @@
 import type { ErrorRequestHandler } from 'express';
+import type { z } from 'zod';
 import { WorkbenchError } from '../workbench/errors.js';
 
 /**
@@ -23,6 +24,14 @@ export const forbidden = (message: string) => new HttpError(403, 'forbidden', me
 export const notFound = (message: string) => new HttpError(404, 'not_found', message);
 export const payloadTooLarge = (message: string) => new HttpError(413, 'payload_too_large', message);
 export const unavailable = (message: string) => new HttpError(503, 'unavailable', message);
+
+/** A route's query parameters through its schema, or a 400 naming the parameter and what is wrong. */
+export function parseQuery<S extends z.ZodType>(schema: S, query: unknown): z.infer<S> {
+  const q = schema.safeParse(query);
+  if (q.success) return q.data;
+  const issue = q.error.issues[0]!;
+  throw badRequest('bad_query', `query parameter ${issue.path.join('.')}: ${issue.message}`);
+}
 
 export interface ErrorLogger {
   error(obj: object, msg: string): void;

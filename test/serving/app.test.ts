@@ -139,6 +139,15 @@ describe('the service over HTTP', () => {
     assert.doesNotMatch(text, /u-metrics-secret|user_id/, 'user ids never become labels');
   });
 
+  it('answers a bad query parameter with a 400 naming it', async () => {
+    const res = await t.call('/v1/aggregates?window=5m', { key: t.keys.read });
+    assert.equal(res.status, 400);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'bad_query');
+    assert.match(body.error.message, /^query parameter window: /);
+    assert.equal((await t.call('/v1/alerts?since=yesterday', { key: t.keys.read })).status, 400);
+  });
+
   it('shows the log and each consumer with its lag', async () => {
     const res = (await (await t.call('/v1/log', { key: t.keys.read })).json()) as { kind: string; next: number; consumers: { name: string; lag: number }[] };
     assert.equal(res.kind, 'file');

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { badRequest } from '../errors.js';
+import { parseQuery } from '../errors.js';
 import { DIMENSIONS, WINDOWS, type LiveAggregates } from '../pipeline/aggregates.js';
 import type { Route } from './route.js';
 
@@ -21,12 +21,7 @@ export function aggregateRoutes(aggregates: LiveAggregates): Route[] {
       query: Query,
       responses: { 200: '{ position, points: [{ window, start, event, dimension, value, count, sums }] }', 400: 'a bad query parameter' },
       handler: (req, res) => {
-        const q = Query.safeParse(req.query);
-        if (!q.success) {
-          const issue = q.error.issues[0]!;
-          throw badRequest('bad_query', `query parameter ${issue.path.join('.')}: ${issue.message}`);
-        }
-        const { window, event, dimension, since } = q.data;
+        const { window, event, dimension, since } = parseQuery(Query, req.query);
         res.json({ position: aggregates.position, points: aggregates.query(window, { event, dimension, fromMs: since ? Date.parse(since) : undefined }) });
       },
     },

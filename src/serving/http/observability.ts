@@ -1,6 +1,6 @@
 import type { RequestHandler } from 'express';
 import { z } from 'zod';
-import { badRequest } from '../errors.js';
+import { parseQuery } from '../errors.js';
 import type { AlertSink } from '../observability/alerts.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Route } from './route.js';
@@ -29,9 +29,8 @@ export function observabilityRoutes(metrics: Metrics, alerts: AlertSink, beforeS
       query: AlertQuery,
       responses: { 200: '{ alerts: [{ series, labels, direction, observed, expected, threshold, windowStart, windowEnd, detectedAt }] }', 400: 'a bad query parameter' },
       handler: (req, res) => {
-        const q = AlertQuery.safeParse(req.query);
-        if (!q.success) throw badRequest('bad_query', `query parameter ${q.error.issues[0]!.path.join('.')}: ${q.error.issues[0]!.message}`);
-        res.json({ alerts: alerts.list(q.data.since ? Date.parse(q.data.since) : undefined) });
+        const { since } = parseQuery(AlertQuery, req.query);
+        res.json({ alerts: alerts.list(since ? Date.parse(since) : undefined) });
       },
     },
   ];

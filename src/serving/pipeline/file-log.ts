@@ -2,6 +2,7 @@ import { mkdir, open, readdir, readFile, realpath, rename, unlink, writeFile, ty
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { EventLog, LogEntry } from './event-log.js';
+import { processAlive } from '../../workbench/files.js';
 
 /**
  * Record layout: CRC32 (u32 LE), payload length (u32 LE), payload. The CRC covers the length field
@@ -426,7 +427,7 @@ async function acquireLock(dir: string): Promise<void> {
       // taking it over could give the log two writers, so a person has to decide.
       throw new Error(`event log ${dir} has a LOCK file without a pid (${path}); remove it if no process is using the log`);
     }
-    if (pid !== process.pid && isAlive(pid)) throw new Error(`event log ${dir} is locked by running process ${pid} (${path})`);
+    if (pid !== process.pid && processAlive(pid)) throw new Error(`event log ${dir} is locked by running process ${pid} (${path})`);
     await unlink(path).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
   }
 }
@@ -437,11 +438,3 @@ async function releaseLock(dir: string): Promise<void> {
   if (Number(text.trim()) === process.pid) await unlink(path).catch(() => undefined);
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

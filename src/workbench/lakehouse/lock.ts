@@ -1,6 +1,7 @@
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { WorkbenchError } from '../errors.js';
 import type { LakeLayout } from './layout.js';
+import { processAlive } from '../files.js';
 
 /**
  * One build at a time per lakehouse: a lock file holding the builder's pid. A lock left by a build
@@ -16,7 +17,7 @@ export function acquireLock(layout: LakeLayout): () => void {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const pid = Number(readFileSync(layout.lock, 'utf8'));
-      if (pid && pid !== process.pid && isAlive(pid)) {
+      if (pid && pid !== process.pid && processAlive(pid)) {
         throw new WorkbenchError(`another lakehouse build (pid ${pid}) is running on ${layout.root}; wait for it to finish`);
       }
       rmSync(layout.lock, { force: true }); // left by a build that died
@@ -25,12 +26,4 @@ export function acquireLock(layout: LakeLayout): () => void {
   throw new WorkbenchError(`cannot take the build lock ${layout.lock}`);
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
