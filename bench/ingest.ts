@@ -11,7 +11,7 @@
  * The server runs in a child process, the load generator here. Ends with one JSON line.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +23,8 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 
 interface Run {
   eventsPerSecond: number;
+  /** Server CPU time (user + system, all threads) per acknowledged event, in µs. */
+  serverCpuMicrosPerEvent: number;
   ackP50: number;
   ackP99: number;
   dashboardP50?: number;
@@ -39,7 +41,9 @@ const quantile = (xs: number[], q: number) => {
 const round = (x: number) => Math.round(x * 10) / 10;
 
 function startChild(args: string[]): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // BENCH_PROFILE=<dir> writes a V8 CPU profile of each server process there (open in Chrome DevTools).
+  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+  const child = spawn(process.execPath, [...profile, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   return new Promise((resolve, reject) => {
     const onData = (d: Buffer) => {
@@ -75,7 +79,18 @@ function makeBodies(count: number, tag: string): string[] {
   );
 }
 
-async function load(url: string, key: string, bodies: string[], onAck?: (sentAt: number, next: number) => void): Promise<Run> {
+/** CPU seconds a process has used (Linux /proc; NaN elsewhere). */
+function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return Number.NaN;
+  }
+}
+
+async function load(url: string, key: string, bodies: string[], serverPid: number, onAck?: (sentAt: number, next: number) => void): Promise<Run> {
+  const cpuBefore = cpuSeconds(serverPid);
   const latencies: number[] = [];
   let index = 0;
   let acked = 0;
@@ -96,7 +111,8 @@ async function load(url: string, key: string, bodies: string[], onAck?: (sentAt:
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   const seconds = (performance.now() - started) / 1000;
-  return { eventsPerSecond: acked / seconds, ackP50: quantile(latencies, 0.5), ackP99: quantile(latencies, 0.99) };
+  const serverCpuMicrosPerEvent = ((cpuSeconds(serverPid) - cpuBefore) * 1e6) / acked;
+  return { eventsPerSecond: acked / seconds, serverCpuMicrosPerEvent, ackP50: quantile(latencies, 0.5), ackP99: quantile(latencies, 0.99) };
 }
 
 /** Follows the dashboard stream: for each acknowledged batch, the delay until a snapshot covers it. */
@@ -150,7 +166,7 @@ async function benchService(eventLog: string, bodies: string[]): Promise<Run> {
     const dash = followDashboard(url, key, dashPending, dashDelays);
     const stopWatch = watchArchive(join(dir, 'lake', 'archive', 'events', 'source=live'), archPending, archDelays);
     await new Promise((r) => setTimeout(r, 500));
-    const run = await load(url, key, bodies, (sentAt, next) => {
+    const run = await load(url, key, bodies, child.pid!, (sentAt, next) => {
       dashPending.push({ sentAt, next });
       archPending.push({ sentAt, next });
     });
@@ -190,13 +206,13 @@ async function main(): Promise<void> {
   const { child, url } = await startChild(['--import', 'tsx', 'bench/parse-only-server.ts']);
   let baseline: Run;
   try {
-    baseline = await load(url, 'none', makeBodies(maxBatches, 'base'));
+    baseline = await load(url, 'none', makeBodies(maxBatches, 'base'), child.pid!);
   } finally {
     child.kill('SIGTERM');
   }
-  console.log(`parse-only endpoint: ${Math.round(baseline.eventsPerSecond).toLocaleString('en-US')} events/s`);
+  console.log(`parse-only endpoint: ${Math.round(baseline.eventsPerSecond).toLocaleString('en-US')} events/s, server CPU ${round(baseline.serverCpuMicrosPerEvent)} µs/event`);
   const file = await benchService('file', makeBodies(maxBatches, 'file'));
-  console.log(`wb serve, file log: ${Math.round(file.eventsPerSecond).toLocaleString('en-US')} events/s, ack p50 ${round(file.ackP50)} ms p99 ${round(file.ackP99)} ms, to dashboard p99 ${file.dashboardP99} ms, to archive p99 ${file.archiveP99} ms`);
+  console.log(`wb serve, file log: ${Math.round(file.eventsPerSecond).toLocaleString('en-US')} events/s, server CPU ${round(file.serverCpuMicrosPerEvent)} µs/event, ack p50 ${round(file.ackP50)} ms p99 ${round(file.ackP99)} ms, to dashboard p99 ${file.dashboardP99} ms, to archive p99 ${file.archiveP99} ms`);
   let jetstream: Run | undefined;
   let jetstreamError: string | undefined;
   if (await reachable(4222)) {
@@ -218,6 +234,8 @@ async function main(): Promise<void> {
     parse_only_events_per_second: Math.round(baseline.eventsPerSecond),
     file_events_per_second: Math.round(file.eventsPerSecond),
     file_to_parse_only_ratio: Math.round((file.eventsPerSecond / baseline.eventsPerSecond) * 1000) / 1000,
+    parse_only_server_cpu_us_per_event: round(baseline.serverCpuMicrosPerEvent),
+    file_server_cpu_us_per_event: round(file.serverCpuMicrosPerEvent),
     file_ack_p50_ms: round(file.ackP50),
     file_ack_p99_ms: round(file.ackP99),
     event_to_dashboard_p50_ms: file.dashboardP50,

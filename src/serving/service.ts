@@ -66,10 +66,13 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const alerts = new AlertSink(logger, config.alertWebhook);
   const monitor = new Monitor(metrics, alerts, () => log.next(), { anomaly: config.anomaly });
   const onError = (err: unknown, consumer: string) => logger.error({ err, consumer }, 'consumer failed; retrying the batch');
+  // Each of these finds its own position on start (snapshot, archive file names, rebuild), so the
+  // committed offsets only show progress and need not be written after every batch.
+  const commitEveryMs = 1_000;
   const runners = [
-    new ConsumerRunner(log, aggregates, { batchSize: 5_000, maxWaitMs: 0, onError }, recent),
-    new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, onError }, recent),
-    new ConsumerRunner(log, monitor, { batchSize: 2_000, maxWaitMs: 0, onError }, recent),
+    new ConsumerRunner(log, aggregates, { batchSize: 5_000, maxWaitMs: 0, commitEveryMs, onError }, recent),
+    new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, commitEveryMs, onError }, recent),
+    new ConsumerRunner(log, monitor, { batchSize: 2_000, maxWaitMs: 0, commitEveryMs, onError }, recent),
   ];
   for (const r of runners) await r.start();
 
@@ -114,9 +117,12 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       await closed;
-      for (const r of runners) await r.stop();
-      await log.close();
-      await oltp.close();
+      // Everything is closed even when one part fails to stop, so the process can exit.
+      const failures: unknown[] = [];
+      for (const r of runners) await r.stop().catch((err: unknown) => failures.push(err));
+      await log.close().catch((err: unknown) => failures.push(err));
+      await oltp.close().catch((err: unknown) => failures.push(err));
+      for (const err of failures) logger.error({ err }, 'a part of the service failed to stop cleanly');
       logger.info('service stopped');
     })());
 

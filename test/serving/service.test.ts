@@ -24,9 +24,12 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
 describe('the service pipeline', { timeout: 120_000 }, () => {
   it('feeds live aggregates by cohort and the lakehouse archive within seconds, and resumes exactly once after a restart', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'wb-pipe-'));
-    after(() => rmSync(dir, { recursive: true, force: true }));
     let t = await startTestService({}, dir);
-    after(() => t.service.stop());
+    // One hook, in this order: the service writes its consumers' offsets as it stops.
+    after(async () => {
+      await t.service.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
     const minute = Math.floor((Date.now() - 120_000) / 60_000) * 60_000;
     const at = (s: number) => new Date(minute + s * 1000).toISOString();
     const batch = [
@@ -72,7 +75,6 @@ describe('the service pipeline', { timeout: 120_000 }, () => {
     // Restart on the same data dir: nothing is counted or archived twice, retries stay duplicates.
     await t.service.stop();
     t = await startTestService({}, dir);
-    after(() => t.service.stop());
     const retry = (await (await t.post('/v1/events', batch, t.keys.ingest)).json()) as { accepted: number; duplicates: number };
     assert.deepEqual([retry.accepted, retry.duplicates], [0, 5]);
     await t.post('/v1/events', [event('p6', { user_id: 'gb-ios', time: at(5) })]);

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { EnrichedEvent } from '../../workbench/event.js';
 import { writeFileAtomic } from '../../workbench/files.js';
-import type { Consumer } from './consumer.js';
+import type { EventConsumer } from './consumer.js';
 
 /**
  * Live aggregates for dashboards: per event name, and per event and cohort dimension (tier, country,
@@ -53,9 +53,21 @@ interface Cell {
   sums: Record<string, number>;
 }
 
+/** Events of one minute, name and user dimensions, summed within a batch. */
+interface Group {
+  minute: number;
+  event: string;
+  tier: string;
+  country: string;
+  device: string;
+  week: string;
+  count: number;
+  sums: Record<string, number>;
+}
+
 type Windows = Map<number, Map<string, Cell>>; // window start ms -> "event\u0000dimension\u0000value" -> cell
 
-export class LiveAggregates implements Consumer {
+export class LiveAggregates implements EventConsumer {
   readonly name = 'aggregates';
   private readonly windows: Record<WindowName, Windows> = { '1m': new Map(), '1h': new Map() };
   private offset = 0;
@@ -80,7 +92,25 @@ export class LiveAggregates implements Consumer {
   }
 
   async handle(events: EnrichedEvent[], first: number): Promise<void> {
-    for (const e of events) this.add(e);
+    // Events of one minute, name and cohort are summed first and fanned out to the cells once:
+    // a busy service sees many events per such group in each batch.
+    const groups = new Map<string, Group>();
+    for (const e of events) {
+      const time = Date.parse(e.time);
+      if (time > this.newest) this.newest = time;
+      const minute = time - (time % WINDOWS['1m']);
+      const d = e.dims;
+      const week = this.week(d.first_seen);
+      const key = `${minute}\u0000${e.event}\u0000${d.tier}\u0000${d.country}\u0000${d.device}\u0000${week}`;
+      let group = groups.get(key);
+      if (!group) groups.set(key, (group = { minute, event: e.event, tier: d.tier, country: d.country, device: d.device, week, count: 0, sums: {} }));
+      group.count++;
+      for (const prop of this.options.sumProps) {
+        const v = e.props[prop];
+        if (typeof v === 'number' && Number.isFinite(v)) group.sums[prop] = (group.sums[prop] ?? 0) + v;
+      }
+    }
+    for (const group of groups.values()) this.add(group);
     this.offset = first + events.length;
     this.evict();
     for (const listener of this.listeners) listener(events);
@@ -122,32 +152,20 @@ export class LiveAggregates implements Consumer {
     return this.offset;
   }
 
-  private add(e: EnrichedEvent): void {
-    const time = Date.parse(e.time);
-    if (time > this.newest) this.newest = time;
-    const d = e.dims;
-    const values = [
-      `all\u0000all`,
-      `tier\u0000${d.tier}`,
-      `country\u0000${d.country}`,
-      `device\u0000${d.device}`,
-      `first_seen_week\u0000${this.week(d.first_seen)}`,
-    ];
+  private add(g: Group): void {
+    const values = [`all\u0000all`, `tier\u0000${g.tier}`, `country\u0000${g.country}`, `device\u0000${g.device}`, `first_seen_week\u0000${g.week}`];
     for (const w of WINDOW_NAMES) {
       const size = WINDOWS[w];
-      const start = time - (time % size);
+      const start = g.minute - (g.minute % size);
       if (start < this.newest - this.options.retention[w]) continue; // too late to matter
       let cells = this.windows[w].get(start);
       if (!cells) this.windows[w].set(start, (cells = new Map()));
       for (const value of values) {
-        const key = `${e.event}\u0000${value}`;
+        const key = `${g.event}\u0000${value}`;
         let cell = cells.get(key);
         if (!cell) cells.set(key, (cell = { count: 0, sums: {} }));
-        cell.count++;
-        for (const prop of this.options.sumProps) {
-          const v = e.props[prop];
-          if (typeof v === 'number' && Number.isFinite(v)) cell.sums[prop] = (cell.sums[prop] ?? 0) + v;
-        }
+        cell.count += g.count;
+        for (const prop in g.sums) cell.sums[prop] = (cell.sums[prop] ?? 0) + g.sums[prop]!;
       }
     }
   }

@@ -1,14 +1,14 @@
-import type { EnrichedEvent } from '../../workbench/event.js';
 import { LiveArchiveWriter } from '../../workbench/lakehouse/live.js';
-import type { Consumer } from './consumer.js';
+import type { RecordConsumer } from './consumer.js';
 
 /**
- * The archiver: micro-batches of the event log into the lakehouse's Parquet archive. Its position is
+ * The archiver: micro-batches of the log's records, as they are, of the event log into the lakehouse's Parquet archive. Its position is
  * read from the archive's own file names (they carry offset ranges), not only from the log's
  * committed offset, so a crash between writing a batch and committing it never writes it twice.
  */
-export class Archiver implements Consumer {
+export class Archiver implements RecordConsumer {
   readonly name = 'archiver';
+  readonly input = 'records';
   private lastWrite: { at: number; newestEvent: string } | undefined;
 
   private constructor(private readonly writer: LiveArchiveWriter) {}
@@ -21,10 +21,9 @@ export class Archiver implements Consumer {
     return Math.max(committed, this.writer.resumeAt());
   }
 
-  async handle(events: EnrichedEvent[], first: number): Promise<void> {
-    await this.writer.write(events, first, first + events.length - 1);
-    const newest = events.reduce((max, e) => (e.time > max ? e.time : max), events[0]!.time);
-    this.lastWrite = { at: Date.now(), newestEvent: newest };
+  async handle(records: Uint8Array[], first: number): Promise<void> {
+    const { newestEvent } = await this.writer.write(records, first, first + records.length - 1);
+    this.lastWrite = { at: Date.now(), newestEvent };
   }
 
   /** When the archive last received a batch, and the newest event time in it (archive freshness). */

@@ -10,6 +10,9 @@ export interface LogEntry {
   payload: Uint8Array;
 }
 
+/** A record to append: bytes, or text stored as UTF-8 (ingest hands over JSON text as it is). */
+export type Payload = Uint8Array | string;
+
 export interface EventLog {
   /** `file` or `jetstream`. */
   readonly kind: string;
@@ -18,7 +21,7 @@ export interface EventLog {
    * the JetStream server), with the offset of its first record and the next free offset. Concurrent
    * calls are allowed and keep each batch contiguous.
    */
-  append(payloads: readonly Uint8Array[]): Promise<{ first: number; next: number }>;
+  append(payloads: readonly Payload[]): Promise<{ first: number; next: number }>;
   /** Up to `max` entries with offsets from `from` on, in offset order. */
   read(from: number, max: number): Promise<LogEntry[]>;
   /** The offset the next appended record will get: the number of records in the log. */

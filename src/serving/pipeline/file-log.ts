@@ -1,7 +1,7 @@
 import { mkdir, open, readdir, readFile, realpath, rename, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import type { EventLog, LogEntry } from './event-log.js';
+import type { EventLog, LogEntry, Payload } from './event-log.js';
 import { processAlive } from '../../workbench/files.js';
 
 /**
@@ -97,7 +97,7 @@ export class FileEventLog implements EventLog {
     }
   }
 
-  async append(payloads: readonly Uint8Array[]): Promise<{ first: number; next: number }> {
+  async append(payloads: readonly Payload[]): Promise<{ first: number; next: number }> {
     this.assertOpen();
     if (this.failure) throw this.failure;
     if (payloads.length === 0) return { first: this.durableNext, next: this.durableNext };
@@ -295,18 +295,24 @@ function checkConsumer(name: string): void {
   }
 }
 
-function encode(payloads: readonly Uint8Array[]): { data: Buffer; starts: number[] } {
+/** Frames the records into one buffer; text is written straight into it as UTF-8 (no copy per record). */
+function encode(payloads: readonly Payload[]): { data: Buffer; starts: number[] } {
   let total = 0;
-  for (const p of payloads) total += HEADER + p.length;
+  for (const p of payloads) total += HEADER + (typeof p === 'string' ? Buffer.byteLength(p) : p.length);
   const data = Buffer.allocUnsafe(total);
   const starts: number[] = [];
   let at = 0;
   for (const p of payloads) {
     starts.push(at);
-    data.writeUInt32LE(p.length, at + 4);
-    data.set(p, at + HEADER);
-    data.writeUInt32LE(crc32(data.subarray(at + 4, at + HEADER + p.length)), at);
-    at += HEADER + p.length;
+    let length: number;
+    if (typeof p === 'string') length = data.write(p, at + HEADER);
+    else {
+      data.set(p, at + HEADER);
+      length = p.length;
+    }
+    data.writeUInt32LE(length, at + 4);
+    data.writeUInt32LE(crc32(data.subarray(at + 4, at + HEADER + length)), at);
+    at += HEADER + length;
   }
   return { data, starts };
 }

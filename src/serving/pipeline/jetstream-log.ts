@@ -9,7 +9,7 @@ import {
   type NatsConnection,
   type StreamInfo,
 } from 'nats';
-import type { EventLog, LogEntry } from './event-log.js';
+import type { EventLog, LogEntry, Payload } from './event-log.js';
 
 export interface JetStreamEventLogOptions {
   /** Default `nats://127.0.0.1:4222`. */
@@ -45,7 +45,8 @@ export class JetStreamEventLog implements EventLog {
   readonly kind = 'jetstream';
   /** Highest stream sequence known to exist, which is also the next offset. */
   private tail: number;
-  private appending: Promise<unknown> = Promise.resolve();
+  private readonly queue: { payloads: readonly Payload[]; resolve(r: { first: number; next: number }): void; reject(e: unknown): void }[] = [];
+  private draining?: Promise<void>;
   private readonly waiters = new Set<() => void>();
 
   private constructor(
@@ -91,44 +92,71 @@ export class JetStreamEventLog implements EventLog {
     }
   }
 
-  append(payloads: readonly Uint8Array[]): Promise<{ first: number; next: number }> {
-    const batch = this.appending.then(() => this.publishBatch(payloads));
-    this.appending = batch.catch(() => undefined);
-    return batch;
+  append(payloads: readonly Payload[]): Promise<{ first: number; next: number }> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ payloads, resolve, reject });
+      this.draining ??= this.drain();
+    });
   }
 
   /**
-   * What keeps a batch contiguous: appends run one batch at a time (the `appending` chain), NATS
-   * delivers one connection's publishes in order and JetStream stores them in arrival order, so a
-   * batch lands on consecutive sequences. Record i also expects the stream's last sequence to be
-   * `tail + i`, so if another writer got in between, the server rejects the record instead of
-   * letting the batch be split, and the append fails loudly. The first record goes alone: were it
-   * rejected while the rest are in flight, a later one could match the other writer's sequence and
-   * be stored without it.
+   * Group append: batches that arrive while one is being published go out together as the next
+   * one, so concurrent callers share the round trips. Each caller gets its own contiguous range.
    */
-  private async publishBatch(payloads: readonly Uint8Array[]): Promise<{ first: number; next: number }> {
+  private async drain(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const group = this.queue.splice(0);
+        try {
+          const { first } = await this.publishBatch(group.flatMap((g) => g.payloads));
+          let at = first;
+          for (const g of group) g.resolve({ first: at, next: (at += g.payloads.length) });
+        } catch (err) {
+          for (const g of group) g.reject(err);
+        }
+      }
+    } finally {
+      this.draining = undefined;
+    }
+  }
+
+  /**
+   * What keeps a batch contiguous and durable: appends run one group at a time (`drain`), NATS
+   * delivers one connection's publishes in order and JetStream stores them in arrival order. The
+   * first record goes alone and expects the stream to end at `tail`, so another writer that got in
+   * before it fails the append loudly. The records in between are published without waiting for
+   * an acknowledgement each (a request per record costs more than the write); the last one expects
+   * the stream to end just before it, so its acknowledgement proves that every record of the batch
+   * was stored, in order, with nothing in between. If a record in between was refused, the last one
+   * is refused too and the append fails.
+   */
+  private async publishBatch(payloads: readonly Payload[]): Promise<{ first: number; next: number }> {
     const base = this.tail;
-    if (payloads.length === 0) return { first: base, next: base };
-    const publish = (i: number) => this.js.publish(this.subject, payloads[i]!, { expect: { lastSequence: base + i } });
-    const head = await Promise.allSettled([publish(0)]);
-    const acks = head[0]!.status === 'rejected'
-      ? head
-      : head.concat(await Promise.allSettled(payloads.slice(1).map((_, i) => publish(i + 1))));
-    const failed = acks.find((a): a is PromiseRejectedResult => a.status === 'rejected');
-    if (failed) {
+    const n = payloads.length;
+    if (n === 0) return { first: base, next: base };
+    let acked = 0;
+    try {
+      await this.js.publish(this.subject, payloads[0]!, { expect: { lastSequence: base } });
+      acked = 1;
+      if (n > 1) {
+        for (let i = 1; i < n - 1; i++) this.nc.publish(this.subject, payloads[i]!);
+        await this.js.publish(this.subject, payloads[n - 1]!, { expect: { lastSequence: base + n - 1 } });
+        acked = n;
+      }
+    } catch (err) {
       // Some records may be stored, and the server is the only one who knows which.
       this.tail = await this.lastSeq().catch(() => this.tail);
-      const acked = acks.filter((a) => a.status === 'fulfilled').length;
-      const reason = (failed.reason as { api_error?: { err_code?: number } }).api_error?.err_code === WRONG_LAST_SEQUENCE
-        ? 'another writer appended to the stream at the same time (one writer per stream is supported)'
-        : (failed.reason as Error).message;
-      throw new Error(`Append to JetStream stream ${this.stream} failed (${acked} of ${payloads.length} records acknowledged, expected the stream to end at ${base}): ${reason}`, {
-        cause: failed.reason,
+      const reason = (err as { api_error?: { err_code?: number } }).api_error?.err_code === WRONG_LAST_SEQUENCE
+        ? acked === 0
+          ? 'another writer appended to the stream at the same time (one writer per stream is supported)'
+          : 'the stream did not store every record of the batch in order (another writer, or a record refused by the server)'
+        : (err as Error).message;
+      throw new Error(`Append to JetStream stream ${this.stream} failed (${acked} of ${n} records confirmed, expected the stream to end at ${base}): ${reason}`, {
+        cause: err,
       });
     }
-    const seqs = acks.map((a) => (a as PromiseFulfilledResult<{ seq: number }>).value.seq);
-    this.tail = Math.max(this.tail, seqs[seqs.length - 1]!);
-    return { first: seqs[0]! - 1, next: seqs[seqs.length - 1]! };
+    this.tail = base + n;
+    return { first: base, next: base + n };
   }
 
   async read(from: number, max: number): Promise<LogEntry[]> {
@@ -226,7 +254,7 @@ export class JetStreamEventLog implements EventLog {
 
   async close(): Promise<void> {
     for (const stop of [...this.waiters]) stop();
-    await this.appending;
+    await this.draining;
     if (!this.nc.isClosed()) await this.nc.drain();
   }
 

@@ -1,8 +1,8 @@
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { DuckDb, type AppendType } from '../duckdb.js';
-import type { EnrichedEvent } from '../event.js';
-import { sql } from '../sql.js';
+import { writeFile } from 'node:fs/promises';
+import { DuckDb } from '../duckdb.js';
+import { raw, sql } from '../sql.js';
 import { lakeLayout, sourceDir } from './layout.js';
 
 /**
@@ -14,16 +14,9 @@ import { lakeLayout, sourceDir } from './layout.js';
  */
 export const LIVE_SOURCE = 'live';
 
-const COLUMNS: readonly (readonly [string, AppendType])[] = [
-  ['event_id', 'VARCHAR'],
-  ['time', 'TIMESTAMP'],
-  ['user_id', 'VARCHAR'],
-  ['event', 'VARCHAR'],
-  ['props', 'VARCHAR'],
-  ['dims', 'VARCHAR'],
-  ['experiments', 'VARCHAR'],
-  ['received_at', 'TIMESTAMP'],
-];
+/** The fields of a log record (an `EnrichedEvent` as JSON); times are ISO text in UTC, as ingest writes them. */
+const RECORD_COLUMNS = `{event_id: 'VARCHAR', time: 'VARCHAR', user_id: 'VARCHAR', event: 'VARCHAR', props: 'JSON', dims: 'JSON', experiments: 'JSON', received_at: 'VARCHAR'}`;
+const NEWLINE = Buffer.from('\n');
 
 const PART = /^part-(\d+)-(\d+)\.parquet$/;
 
@@ -54,43 +47,38 @@ export class LiveArchiveWriter {
     return next;
   }
 
-  /** Writes events with log offsets first..last (inclusive), one file per event date. */
-  async write(events: readonly EnrichedEvent[], first: number, last: number): Promise<{ files: number }> {
+  /**
+   * Writes the log records with offsets first..last (inclusive), one file per event date. The
+   * records are the log's JSON text as it is: DuckDB parses them on its own thread, so archiving
+   * costs the service's event loop little more than writing the bytes to a staging file.
+   * Returns the newest event time in the batch (ISO).
+   */
+  async write(records: readonly Uint8Array[], first: number, last: number): Promise<{ files: number; newestEvent: string }> {
     const name = `${pad(first)}-${pad(last)}`;
     const tmp = join(this.staging, `${name}.tmp`);
     rmSync(tmp, { recursive: true, force: true });
-    const byDate = new Map<string, EnrichedEvent[]>();
-    for (const e of events) {
-      const date = new Date(e.time).toISOString().slice(0, 10);
-      (byDate.get(date) ?? byDate.set(date, []).get(date)!).push(e);
-    }
-    await this.db.run(sql`CREATE OR REPLACE TEMP TABLE live (event_id VARCHAR, time TIMESTAMP, user_id VARCHAR, event VARCHAR,
-      props VARCHAR, dims VARCHAR, experiments VARCHAR, received_at TIMESTAMP)`);
-    for (const [date, rows] of byDate) {
-      await this.db.run(sql`DELETE FROM live`);
-      const appender = await this.db.appender('live', COLUMNS.map(([, t]) => t));
-      try {
-        for (let i = 0; i < rows.length; i++) {
-          const e = rows[i]!;
-          appender.append([e.event_id, Date.parse(e.time), e.user_id, e.event, JSON.stringify(e.props), JSON.stringify(e.dims), JSON.stringify(e.experiments), Date.parse(e.received_at)]);
-          // Let the service's other work in between: a large batch would hold the event loop for long.
-          if (i % 2000 === 1999) await new Promise((r) => setImmediate(r));
-        }
-      } finally {
-        appender.close();
-      }
+    mkdirSync(tmp, { recursive: true });
+    const input = join(tmp, 'records.ndjson');
+    await writeFile(input, Buffer.concat(records.flatMap((r) => [r, NEWLINE])));
+    await this.db.run(sql`CREATE OR REPLACE TEMP TABLE live AS
+      SELECT event_id, CAST(time AS TIMESTAMP) AS time, user_id, event, props, dims, experiments,
+             CAST(received_at AS TIMESTAMP) AS received_at
+      FROM read_json(${input}, format = 'newline_delimited', columns = ${raw(RECORD_COLUMNS)})`);
+    const dates = await this.db.query(sql`SELECT strftime(CAST(time AS DATE), '%Y-%m-%d') AS date, max(time) AS newest FROM live GROUP BY 1 ORDER BY 1`);
+    const [dateColumn, newestColumn] = dates.columns as [string[], Date[]];
+    for (const date of dateColumn) {
       const dir = join(tmp, `date=${date}`);
       mkdirSync(dir, { recursive: true });
       await this.db.run(sql`COPY (
-          SELECT event_id, time, user_id, event, CAST(props AS JSON) AS props, CAST(dims AS JSON) AS dims,
-                 CAST(experiments AS JSON) AS experiments, received_at
-          FROM live ORDER BY time, event_id
+          SELECT * FROM live WHERE CAST(time AS DATE) = CAST(${date} AS DATE) ORDER BY time, event_id
         ) TO ${join(dir, `part-${name}.parquet`)} (FORMAT parquet, COMPRESSION zstd)`);
     }
+    rmSync(input);
+    await this.db.run(sql`DROP TABLE live`);
     const ready = join(this.staging, `${name}.ready`);
     renameSync(tmp, ready);
     this.publish(ready);
-    return { files: byDate.size };
+    return { files: dateColumn.length, newestEvent: new Date(Math.max(...newestColumn.map(Number))).toISOString() };
   }
 
   close(): void {

@@ -60,6 +60,15 @@ export function eventLogConformance(name: string, open: () => Promise<EventLog |
       assert.equal(b!.payload.length, 200_000);
     });
 
+    it('stores text payloads as UTF-8, mixed with bytes in one batch', async () => {
+      const { first } = await log.append(['{"city":"Zürich ✓"}', enc('plain'), '']);
+      const [a, b, c] = await log.read(first, 3);
+      assert.equal(Buffer.from(a!.payload).toString('utf8'), '{"city":"Zürich ✓"}');
+      assert.equal(Buffer.from(a!.payload).length, Buffer.byteLength('{"city":"Zürich ✓"}'));
+      assert.equal(Buffer.from(b!.payload).toString('utf8'), 'plain');
+      assert.equal(c!.payload.length, 0);
+    });
+
     it('keeps concurrent batches contiguous and loses none', async () => {
       const start = await log.next();
       const results = await Promise.all(
