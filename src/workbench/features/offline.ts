@@ -1,0 +1,110 @@
+import { InputError } from '../errors.js';
+import type { Lakehouse, Row } from '../lakehouse.js';
+import { ident, join, raw, sql, type Sql } from '../sql.js';
+import { WINDOWS, type Feature } from './definition.js';
+
+/**
+ * The offline compiler: a feature set and a spine of (user_id, as_of, labels...) become one DuckDB
+ * query that computes every feature for every spine row from the events strictly before its as_of
+ * (point in time: no leakage from the future, nor from the instant itself), with the bucketed
+ * window of definition.ts. One row out per spine row, in spine order, spine columns first.
+ */
+export interface TrainingSetSource {
+  /** A table, view or subquery with `user_id` and `as_of` (TIMESTAMP, UTC); other columns are kept. */
+  spine: Sql;
+  /** The events: `event_id, time, user_id, event, props` (JSON). Default the lakehouse's `events` view. */
+  events?: Sql;
+}
+
+const NUMBER_TYPES = raw(`('BIGINT', 'UBIGINT', 'DOUBLE')`);
+const CATEGORY_TYPES = raw(`('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'BOOLEAN')`);
+const ROW = ident('__spine_row');
+
+export function trainingSetSql(features: readonly Feature[], source: TrainingSetSource): Sql {
+  if (features.length === 0) throw new InputError('a training set needs at least one feature');
+  const events = source.events ?? sql`events`;
+  const ctes = features.map((f, i) => sql`${ident(`__f${i}`)} AS (${featureQuery(f, events)})`);
+  const columns = features.map((f, i) => sql`COALESCE(${ident(`__f${i}`)}.v, ${defaultOf(f)}) AS ${ident(f.name)}`);
+  const joins = features.map((_, i) => sql`LEFT JOIN ${ident(`__f${i}`)} ON ${ident(`__f${i}`)}.${ROW} = s.${ROW}`);
+  return sql`WITH __spine AS MATERIALIZED (SELECT *, row_number() OVER () AS ${ROW} FROM ${source.spine}),
+    ${join(ctes, ',\n    ')}
+    SELECT s.* EXCLUDE (${ROW}), ${join(columns)}
+    FROM __spine s ${join(joins, ' ')}
+    ORDER BY s.${ROW}`;
+}
+
+/** Checks the spine (no missing user or time), then computes the training set. */
+export async function buildTrainingSet(lake: Lakehouse, features: readonly Feature[], source: TrainingSetSource): Promise<Row[]> {
+  const [check] = await lake.query<{ rows: number; no_user: number; no_time: number; first_bad: number | null }>(sql`
+    SELECT count(*) AS rows, count(*) FILTER (WHERE user_id IS NULL) AS no_user, count(*) FILTER (WHERE as_of IS NULL) AS no_time,
+           min(r) FILTER (WHERE user_id IS NULL OR as_of IS NULL) AS first_bad
+    FROM (SELECT user_id, as_of, row_number() OVER () AS r FROM ${source.spine})`);
+  if (check && (check.no_user > 0 || check.no_time > 0)) {
+    throw new InputError(
+      `the spine has ${check.no_time} rows without as_of and ${check.no_user} without user_id (of ${check.rows}; the first is row ${check.first_bad}): ` +
+        'every row needs the user and the time its features are computed at',
+    );
+  }
+  return lake.query(trainingSetSql(features, source));
+}
+
+function featureQuery(f: Feature, events: Sql): Sql {
+  const conditions: Sql[] = [sql`e.time < s.as_of`];
+  const { ms, bucketMs } = WINDOWS[f.window];
+  if (Number.isFinite(ms)) {
+    const bucketUs = bucketMs * 1000;
+    conditions.push(sql`e.time >= make_timestamp((epoch_us(s.as_of) // ${bucketUs}) * ${bucketUs} - ${ms * 1000})`);
+  }
+  if (f.source.event !== '*') conditions.push(sql`e.event = ${f.source.event}`);
+  for (const [prop, value] of Object.entries(f.source.where ?? {})) conditions.push(propEquals(prop, value));
+  let value: Sql | undefined;
+  if (f.prop !== undefined) {
+    const path = `$.${f.prop}`;
+    if (f.aggregation === 'distinct_count' || f.aggregation === 'last_n') {
+      conditions.push(sql`json_type(e.props, ${path}) IN ${CATEGORY_TYPES}`);
+      value = sql`json_extract_string(e.props, ${path})`;
+    } else {
+      conditions.push(sql`json_type(e.props, ${path}) IN ${NUMBER_TYPES}`);
+      value = sql`CAST(json_extract(e.props, ${path}) AS DOUBLE)`;
+    }
+  }
+  return sql`SELECT s.${ROW}, ${aggregate(f, value)} AS v
+    FROM __spine s JOIN ${events} e ON e.user_id = s.user_id
+    WHERE ${join(conditions, ' AND ')}
+    GROUP BY s.${ROW}`;
+}
+
+function aggregate(f: Feature, value: Sql | undefined): Sql {
+  switch (f.aggregation) {
+    case 'count':
+      return sql`CAST(count(*) AS DOUBLE)`;
+    case 'sum':
+      return sql`sum(${value!})`;
+    case 'mean':
+      return sql`avg(${value!})`;
+    case 'min':
+      return sql`min(${value!})`;
+    case 'max':
+      return sql`max(${value!})`;
+    case 'distinct_count':
+      return sql`CAST(count(DISTINCT ${value!}) AS DOUBLE)`;
+    case 'last_n':
+      return sql`list_slice(list(${value!} ORDER BY e.time DESC, e.event_id DESC), 1, ${f.n!})`;
+    case 'time_since_last':
+      return sql`(epoch_us(any_value(s.as_of)) - epoch_us(max(e.time))) / 1e6`;
+    case 'first_seen_age':
+      return sql`(epoch_us(any_value(s.as_of)) - epoch_us(min(e.time))) / 1e6`;
+  }
+}
+
+/** The same rule as `matchesWhere`: the prop has this JSON type and this value. */
+function propEquals(prop: string, value: string | number | boolean): Sql {
+  const path = `$.${prop}`;
+  if (typeof value === 'string') return sql`(json_type(e.props, ${path}) = 'VARCHAR' AND json_extract_string(e.props, ${path}) = ${value})`;
+  if (typeof value === 'number') return sql`(json_type(e.props, ${path}) IN ${NUMBER_TYPES} AND CAST(json_extract(e.props, ${path}) AS DOUBLE) = ${value})`;
+  return sql`(json_type(e.props, ${path}) = 'BOOLEAN' AND json_extract_string(e.props, ${path}) = ${String(value)})`;
+}
+
+function defaultOf(f: Feature): Sql {
+  return Array.isArray(f.default) ? sql`CAST(${f.default} AS VARCHAR[])` : sql`CAST(${f.default} AS DOUBLE)`;
+}

@@ -1,0 +1,218 @@
+import { matchesWhere, WINDOWS, windowStart, type Feature, type FeatureValue } from './definition.js';
+
+/**
+ * The online compiler: feature definitions become incremental state, updated one event at a time
+ * and read at any time. Per user and feature the state is a short list of time buckets (the
+ * window's bucket size), so memory per user is bounded by the window, and a bucket leaves exactly
+ * when the window no longer covers it. last_n keeps its n newest values instead of buckets.
+ */
+
+/** An event as the online state needs it; `time` in ms. */
+export interface FeatureEvent {
+  event_id: string;
+  time: number;
+  user_id: string;
+  event: string;
+  props: Record<string, unknown>;
+}
+
+/** One bucket's partial aggregate: which fields are used depends on the aggregation. */
+interface Bucket {
+  start: number;
+  n: number;
+  sum: number;
+  min: number;
+  max: number;
+  values?: string[];
+}
+
+interface LastN {
+  /** Newest last: [time, event_id, value]. */
+  items: [number, string, string][];
+}
+
+type Slot = Bucket[] | LastN;
+
+export interface FeatureRead {
+  values: Record<string, FeatureValue>;
+  /** Features that had no matching event in their window and show their declared default. */
+  defaulted: string[];
+}
+
+/** A user's state: one slot per feature of the set, in order. Plain data, so snapshots are JSON. */
+export type UserState = Slot[];
+
+/** Compiled incremental state for one feature set; holds no users itself (see FeatureStore). */
+export class OnlineFeatures {
+  private readonly byEvent = new Map<string, number[]>();
+  private readonly anyEvent: number[] = [];
+
+  constructor(readonly features: readonly Feature[]) {
+    features.forEach((f, i) => {
+      if (f.source.event === '*') this.anyEvent.push(i);
+      else (this.byEvent.get(f.source.event) ?? this.byEvent.set(f.source.event, []).get(f.source.event)!).push(i);
+    });
+  }
+
+  /** Whether any feature of the set reads this event name (a consumer skips the rest cheaply). */
+  reads(eventName: string): boolean {
+    return this.anyEvent.length > 0 || this.byEvent.has(eventName);
+  }
+
+  emptyState(): UserState {
+    return this.features.map((f) => (f.aggregation === 'last_n' ? { items: [] } : []));
+  }
+
+  /** Folds one event into a user's state. Returns whether any feature took it. */
+  update(state: UserState, e: FeatureEvent): boolean {
+    let took = false;
+    const named = this.byEvent.get(e.event);
+    if (named) for (const i of named) took = this.updateOne(state, i, e) || took;
+    for (const i of this.anyEvent) took = this.updateOne(state, i, e) || took;
+    return took;
+  }
+
+  /**
+   * Every feature's value at time `at` (ms), from the events folded in so far, which must all be
+   * before `at`: true when serving now, and in parity checks, which replay up to each sample time.
+   */
+  read(state: UserState | undefined, at: number): FeatureRead {
+    const values: Record<string, FeatureValue> = {};
+    const defaulted: string[] = [];
+    this.features.forEach((f, i) => {
+      const v = state ? valueOf(f, state[i]!, at) : undefined;
+      if (v === undefined) {
+        values[f.name] = Array.isArray(f.default) ? [...f.default] : f.default;
+        defaulted.push(f.name);
+      } else values[f.name] = v;
+    });
+    return { values, defaulted };
+  }
+
+  /** Drops buckets no window can cover any more at time `at`; returns whether the state is now empty. */
+  expire(state: UserState, at: number): boolean {
+    let empty = true;
+    this.features.forEach((f, i) => {
+      const slot = state[i]!;
+      const from = windowStart(f.window, at);
+      if (Array.isArray(slot)) {
+        let drop = 0;
+        while (drop < slot.length && slot[drop]!.start < from) drop++;
+        if (drop > 0) slot.splice(0, drop);
+        if (slot.length > 0) empty = false;
+      } else {
+        let drop = 0;
+        while (drop < slot.items.length && slot.items[drop]![0] < from) drop++;
+        if (drop > 0) slot.items.splice(0, drop);
+        if (slot.items.length > 0) empty = false;
+      }
+    });
+    return empty;
+  }
+
+  private updateOne(state: UserState, i: number, e: FeatureEvent): boolean {
+    const f = this.features[i]!;
+    if (!matchesWhere(f.source.where, e.props)) return false;
+    const slot = state[i]!;
+    let numeric = 0;
+    let text: string | undefined;
+    if (f.prop !== undefined) {
+      const v = e.props[f.prop];
+      if (f.aggregation === 'distinct_count' || f.aggregation === 'last_n') {
+        text = categorical(v);
+        if (text === undefined) return false;
+      } else {
+        if (typeof v !== 'number' || !Number.isFinite(v)) return false;
+        numeric = v;
+      }
+    }
+    if (!Array.isArray(slot)) {
+      insertNewest(slot, [e.time, e.event_id, text!], f.n!);
+      return true;
+    }
+    const bucketMs = WINDOWS[f.window].bucketMs;
+    const start = Number.isFinite(bucketMs) ? Math.floor(e.time / bucketMs) * bucketMs : Number.NEGATIVE_INFINITY;
+    // Events arrive mostly in time order: the bucket is nearly always the last one.
+    let at = slot.length - 1;
+    while (at >= 0 && slot[at]!.start > start) at--;
+    let bucket = at >= 0 ? slot[at] : undefined;
+    if (!bucket || bucket.start !== start) {
+      bucket = { start, n: 0, sum: 0, min: Number.POSITIVE_INFINITY, max: Number.NEGATIVE_INFINITY };
+      slot.splice(at + 1, 0, bucket);
+    }
+    bucket.n++;
+    if (f.aggregation === 'time_since_last' || f.aggregation === 'first_seen_age') numeric = e.time;
+    bucket.sum += numeric;
+    if (numeric < bucket.min) bucket.min = numeric;
+    if (numeric > bucket.max) bucket.max = numeric;
+    if (text !== undefined && !(bucket.values ??= []).includes(text)) bucket.values.push(text);
+    return true;
+  }
+}
+
+/** The text of a categorical prop value; objects, arrays and null are not categories. */
+function categorical(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' && Number.isFinite(v)) return String(v);
+  if (typeof v === 'boolean') return String(v);
+  return undefined;
+}
+
+/** Keeps the n newest items in (time, event_id) order. */
+function insertNewest(slot: LastN, item: [number, string, string], n: number): void {
+  const items = slot.items;
+  let at = items.length;
+  while (at > 0 && later(items[at - 1]!, item)) at--;
+  items.splice(at, 0, item);
+  if (items.length > n) items.splice(0, items.length - n);
+}
+
+const later = (a: [number, string, string], b: [number, string, string]) => a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
+
+function valueOf(f: Feature, slot: Slot, at: number): FeatureValue | undefined {
+  const from = windowStart(f.window, at);
+  if (!Array.isArray(slot)) {
+    const values: string[] = [];
+    for (let k = slot.items.length - 1; k >= 0 && values.length < f.n!; k--) {
+      const [time, , value] = slot.items[k]!;
+      if (time >= at) continue;
+      if (time < from) break;
+      values.push(value);
+    }
+    return values.length > 0 ? values : undefined;
+  }
+  let n = 0;
+  let sum = 0;
+  let min = Number.POSITIVE_INFINITY;
+  let max = Number.NEGATIVE_INFINITY;
+  let distinct: Set<string> | undefined;
+  for (const b of slot) {
+    if (b.start < from) continue;
+    n += b.n;
+    sum += b.sum;
+    if (b.min < min) min = b.min;
+    if (b.max > max) max = b.max;
+    if (b.values) for (const v of b.values) (distinct ??= new Set()).add(v);
+  }
+  if (n === 0) return undefined;
+  switch (f.aggregation) {
+    case 'count':
+      return n;
+    case 'sum':
+      return sum;
+    case 'mean':
+      return sum / n;
+    case 'min':
+      return min;
+    case 'max':
+      return max;
+    case 'distinct_count':
+      return distinct?.size ?? 0;
+    case 'time_since_last':
+      return (at - max) / 1000;
+    case 'first_seen_age':
+      return (at - min) / 1000;
+    case 'last_n':
+      return undefined; // kept as a list, above
+  }
+}
