@@ -19,11 +19,12 @@ export function registerServe(program: Command): void {
     .option('--port <n>', 'port to listen on (env WB_PORT)', intOption('--port', 0), Number(process.env.WB_PORT ?? 8080))
     .option('--host <host>', 'address to listen on (env WB_HOST)', process.env.WB_HOST ?? '127.0.0.1')
     .option('--event-log <spec>', 'file (embedded, default) or nats://host:4222[?stream=NAME] for JetStream (env WB_EVENT_LOG)', process.env.WB_EVENT_LOG ?? 'file')
+    .option('--feature-store <spec>', 'memory (embedded, default) or redis://host:6379[/db] for the online feature store (env WB_FEATURE_STORE)', process.env.WB_FEATURE_STORE ?? 'memory')
     .option('--oltp <url>', 'OLTP database: postgres://... or a SQLite file (env WB_OLTP_URL)')
     .option('--event-names <names>', 'accept only these event names, comma-separated (env WB_EVENT_NAMES; default: any)', process.env.WB_EVENT_NAMES)
     .option('--alert-webhook <url>', 'POST each anomaly alert as JSON to this URL (env WB_ALERT_WEBHOOK)', process.env.WB_ALERT_WEBHOOK)
     .option('--quiet', 'log to the files in <data-dir>/logs only, not to standard output')
-    .action(async (flags: { port: number; host: string; eventLog: string; oltp?: string; eventNames?: string; alertWebhook?: string; quiet?: boolean }) => {
+    .action(async (flags: { port: number; host: string; eventLog: string; featureStore: string; oltp?: string; eventNames?: string; alertWebhook?: string; quiet?: boolean }) => {
       const data = dataDir(program.opts().dataDir);
       const logger = createLogger(data, { quiet: flags.quiet });
       const eventNames = flags.eventNames ? new Set(flags.eventNames.split(',').map((s) => s.trim()).filter(Boolean)) : undefined;
@@ -33,6 +34,7 @@ export function registerServe(program: Command): void {
         host: flags.host,
         oltpUrl: oltpUrl(flags.oltp),
         eventLog: flags.eventLog,
+        featureStore: flags.featureStore,
         ingest: eventNames ? { eventNames } : {},
         alertWebhook: flags.alertWebhook,
         logger,

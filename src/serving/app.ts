@@ -5,6 +5,7 @@ import { requireScope } from './http/auth.js';
 import { aggregateRoutes } from './http/aggregates.js';
 import { dashboardRoutes } from './http/dashboard.js';
 import { eventRoutes } from './http/events.js';
+import { featureRoutes, type FeatureRouteDeps } from './http/features.js';
 import { countRequests, observabilityRoutes } from './http/observability.js';
 import { openApiDocument } from './http/openapi.js';
 import type { Route } from './http/route.js';
@@ -28,6 +29,7 @@ export interface AppDeps {
   consumers: () => Promise<{ name: string; committed: number }[]>;
   /** When the archive last received a batch, and the newest event time in it. */
   archiveFreshness: () => { at: number; newestEvent: string } | undefined;
+  features: FeatureRouteDeps;
   limits?: { bodyBytes?: number };
   version?: string;
 }
@@ -79,6 +81,7 @@ export function allRoutes(deps: AppDeps): Route[] {
     },
     ...eventRoutes(deps.ingest, deps.metrics, deps.limits?.bodyBytes ?? 5 * 1024 * 1024),
     ...aggregateRoutes(deps.aggregates),
+    ...featureRoutes(deps.features),
     ...observabilityRoutes(deps.metrics, deps.alerts, async () => {
       for (const c of await lag()) deps.metrics.consumerLag.set({ consumer: c.name }, c.lag);
     }),

@@ -16,6 +16,11 @@ import type { EventLog } from './pipeline/event-log.js';
 import { FileEventLog } from './pipeline/file-log.js';
 import { Ingest, type IngestOptions } from './pipeline/ingest.js';
 import { RecentEvents } from './pipeline/recent-events.js';
+import { MemoryOnlineStore } from './features/memory-store.js';
+import { RedisOnlineStore } from './features/redis-store.js';
+import { ServedFeatures } from './features/served.js';
+import type { OnlineStore } from './features/store.js';
+import { FeatureUpdater } from './features/updater.js';
 import { JetStreamEventLog } from './pipeline/jetstream-log.js';
 
 export interface ServiceConfig {
@@ -27,6 +32,8 @@ export interface ServiceConfig {
   oltpUrl?: string;
   /** `file` (default: segment files in the data dir) or a NATS URL `nats://host:4222` for JetStream. */
   eventLog?: string;
+  /** `memory` (default: in process, snapshotted in the data dir) or a Redis URL `redis://host:6379`. */
+  featureStore?: string;
   ingest?: Partial<IngestOptions>;
   bodyLimitBytes?: number;
   /** URL that receives each alert as a JSON POST. */
@@ -47,6 +54,7 @@ export interface RunningService {
   alerts: AlertSink;
   metrics: Metrics;
   runners: ConsumerRunner[];
+  features: FeatureUpdater;
   /** Stops taking requests, finishes the ones in flight, drains the consumers, closes everything. */
   stop(): Promise<void>;
 }
@@ -65,6 +73,9 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const metrics = new Metrics();
   const alerts = new AlertSink(logger, config.alertWebhook);
   const monitor = new Monitor(metrics, alerts, () => log.next(), { anomaly: config.anomaly });
+  const served = ServedFeatures.open(join(config.dataDir, 'features', 'served.json'));
+  const featureStore = await openFeatureStore(config);
+  const features = new FeatureUpdater(featureStore, served.features);
   const onError = (err: unknown, consumer: string) => logger.error({ err, consumer }, 'consumer failed; retrying the batch');
   // Each of these finds its own position on start (snapshot, archive file names, rebuild), so the
   // committed offsets only show progress and need not be written after every batch.
@@ -74,6 +85,8 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, commitEveryMs, onError }, recent),
     new ConsumerRunner(log, monitor, { batchSize: 2_000, maxWaitMs: 0, commitEveryMs, onError }, recent),
   ];
+  const featureRunner = new ConsumerRunner(log, features, { batchSize: 5_000, maxWaitMs: 0, commitEveryMs, onError }, recent);
+  runners.push(featureRunner);
   for (const r of runners) await r.start();
 
   const app = createApp({
@@ -87,6 +100,12 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     notReady: () => notReady,
     consumers: async () => runners.map((r) => ({ name: r.consumer.name, committed: r.offset })),
     archiveFreshness: () => archiver.freshness,
+    features: {
+      served,
+      updater: features,
+      apply: () => featureRunner.restart(),
+      lag: async () => (await log.next()) - featureRunner.offset,
+    },
     limits: { bodyBytes: config.bodyLimitBytes },
     version: config.version,
   });
@@ -121,12 +140,22 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       const failures: unknown[] = [];
       for (const r of runners) await r.stop().catch((err: unknown) => failures.push(err));
       await log.close().catch((err: unknown) => failures.push(err));
+      await featureStore.close().catch((err: unknown) => failures.push(err));
       await oltp.close().catch((err: unknown) => failures.push(err));
       for (const err of failures) logger.error({ err }, 'a part of the service failed to stop cleanly');
       logger.info('service stopped');
     })());
 
-  return { url, ingest, server, log, aggregates, archiver, monitor, alerts, metrics, runners, stop };
+  return { url, ingest, server, log, aggregates, archiver, monitor, alerts, metrics, runners, features, stop };
+}
+
+async function openFeatureStore(config: ServiceConfig): Promise<OnlineStore> {
+  const spec = config.featureStore ?? 'memory';
+  if (spec === 'memory') {
+    return MemoryOnlineStore.open(join(config.dataDir, 'features', 'online.snapshot'), { warn: (message) => config.logger.warn(message) });
+  }
+  if (/^rediss?:\/\//.test(spec)) return RedisOnlineStore.open(spec);
+  throw new Error(`unknown feature store ${JSON.stringify(spec)}: use "memory" or redis://host:6379[/db]`);
 }
 
 async function openEventLog(config: ServiceConfig): Promise<EventLog> {

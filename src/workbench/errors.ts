@@ -47,6 +47,12 @@ export class NotFoundError extends WorkbenchError {
   override readonly status: number = 404;
 }
 
+/** The input contradicts what already exists (a feature name with another definition). */
+export class ConflictError extends WorkbenchError {
+  override readonly code: string = 'conflict';
+  override readonly status: number = 409;
+}
+
 /** A file failed its integrity check: it was changed after it was written. */
 export class IntegrityError extends WorkbenchError {
   override readonly code: string = 'integrity';

@@ -33,6 +33,8 @@ interface LastN {
 
 type Slot = Bucket[] | LastN;
 
+const LIFETIME_START = Number.MIN_SAFE_INTEGER;
+
 export interface FeatureRead {
   values: Record<string, FeatureValue>;
   /** Features that had no matching event in their window and show their declared default. */
@@ -131,17 +133,18 @@ export class OnlineFeatures {
       return true;
     }
     const bucketMs = WINDOWS[f.window].bucketMs;
-    const start = Number.isFinite(bucketMs) ? Math.floor(e.time / bucketMs) * bucketMs : Number.NEGATIVE_INFINITY;
+    // Lifetime: one bucket with a finite start, since states travel as JSON (which has no Infinity).
+    const start = Number.isFinite(bucketMs) ? Math.floor(e.time / bucketMs) * bucketMs : LIFETIME_START;
     // Events arrive mostly in time order: the bucket is nearly always the last one.
     let at = slot.length - 1;
     while (at >= 0 && slot[at]!.start > start) at--;
     let bucket = at >= 0 ? slot[at] : undefined;
+    if (f.aggregation === 'time_since_last' || f.aggregation === 'first_seen_age') numeric = e.time;
     if (!bucket || bucket.start !== start) {
-      bucket = { start, n: 0, sum: 0, min: Number.POSITIVE_INFINITY, max: Number.NEGATIVE_INFINITY };
+      bucket = { start, n: 0, sum: 0, min: numeric, max: numeric };
       slot.splice(at + 1, 0, bucket);
     }
     bucket.n++;
-    if (f.aggregation === 'time_since_last' || f.aggregation === 'first_seen_age') numeric = e.time;
     bucket.sum += numeric;
     if (numeric < bucket.min) bucket.min = numeric;
     if (numeric > bucket.max) bucket.max = numeric;

@@ -27,14 +27,23 @@ async function offline(db: DuckDb, features: Feature[]): Promise<Record<string, 
   return Array.from({ length: r.rowCount }, (_, i) => Object.fromEntries(r.names.map((n, c) => [n, r.columns[c]![i]])));
 }
 
-/** Online values: every event before `at` folded in (in arrival order, shuffled), then read at `at`. */
+/**
+ * Online values: every event before `at` folded in, in log order (not time order), then read at
+ * `at`, expiring buckets as it goes. The state goes through JSON now and then, as in the stores.
+ */
 function online(features: Feature[], events: FeatureEvent[], user: string, at: number): Record<string, FeatureValue> {
   const compiled = new OnlineFeatures(features);
   let state: UserState | undefined;
+  let folded = 0;
+  let newest = -Infinity;
   for (const e of events) {
     if (e.user_id !== user || e.time >= at) continue;
     state ??= compiled.emptyState();
     compiled.update(state, e);
+    // As the features consumer does: expire as of the user's newest event so far.
+    newest = Math.max(newest, e.time);
+    if (compiled.expire(state, newest)) state = undefined;
+    if (state && ++folded % 50 === 0) state = JSON.parse(JSON.stringify(state)) as UserState;
   }
   return compiled.read(state, at).values;
 }

@@ -1,0 +1,100 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { UserState } from '../../workbench/features/online.js';
+import { writeFileAtomic } from '../../workbench/files.js';
+import type { OnlineStore, StorePosition } from './store.js';
+
+interface Snapshot {
+  setVersion: string;
+  offset: number;
+  users: [string, UserState][];
+}
+
+/**
+ * The embedded online store: states in a Map, snapshotted to one file (at most every
+ * `snapshotEveryMs`, and on flush) with the offset they reflect and a SHA-256 of the content on its
+ * last line. After a crash the store starts from the snapshot and the consumer replays the log from
+ * its offset, so nothing is lost or counted twice. A snapshot that fails its check is reported and
+ * set aside: the states are rebuilt from the log.
+ */
+export class MemoryOnlineStore implements OnlineStore {
+  readonly kind = 'memory';
+  private states = new Map<string, UserState>();
+  private pos: StorePosition | undefined;
+  private lastSnapshot = Date.now();
+  private dirty = false;
+
+  private constructor(
+    private readonly path: string,
+    private readonly snapshotEveryMs: number,
+  ) {}
+
+  static open(path: string, options: { snapshotEveryMs?: number; warn?: (message: string) => void } = {}): MemoryOnlineStore {
+    const store = new MemoryOnlineStore(path, options.snapshotEveryMs ?? 10_000);
+    if (!existsSync(path)) return store;
+    const text = readFileSync(path, 'utf8');
+    const cut = text.trimEnd().lastIndexOf('\n');
+    const body = text.slice(0, cut);
+    if (cut < 0 || sha256(body) !== text.slice(cut + 1).trim()) {
+      const aside = `${path}.corrupt-${Date.now()}`;
+      writeFileAtomic(aside, text);
+      options.warn?.(`the online feature snapshot ${path} fails its checksum; kept as ${aside}, rebuilding the states from the event log`);
+      return store;
+    }
+    const snap = JSON.parse(body) as Snapshot;
+    store.pos = { setVersion: snap.setVersion, offset: snap.offset };
+    store.states = new Map(snap.users);
+    return store;
+  }
+
+  async position(): Promise<StorePosition | undefined> {
+    return this.pos && { ...this.pos };
+  }
+
+  async reset(setVersion: string): Promise<void> {
+    this.states.clear();
+    this.pos = { setVersion, offset: 0 };
+    this.dirty = true;
+  }
+
+  async get(users: readonly string[]): Promise<Map<string, UserState>> {
+    const out = new Map<string, UserState>();
+    for (const u of users) {
+      const s = this.states.get(u);
+      // A copy: the caller updates it, and the store must only change in write().
+      if (s) out.set(u, structuredClone(s));
+    }
+    return out;
+  }
+
+  async write(states: ReadonlyMap<string, UserState | undefined>, offset: number): Promise<void> {
+    if (!this.pos) throw new Error('the online store was written before reset() chose its feature set');
+    for (const [user, state] of states) {
+      if (state) this.states.set(user, state);
+      else this.states.delete(user);
+    }
+    this.pos.offset = offset;
+    this.dirty = true;
+    if (Date.now() - this.lastSnapshot >= this.snapshotEveryMs) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (!this.dirty || !this.pos) return;
+    const body = JSON.stringify({ setVersion: this.pos.setVersion, offset: this.pos.offset, users: [...this.states] } satisfies Snapshot);
+    mkdirSync(dirname(this.path), { recursive: true });
+    writeFileAtomic(this.path, `${body}\n${sha256(body)}\n`);
+    this.lastSnapshot = Date.now();
+    this.dirty = false;
+  }
+
+  async size(): Promise<number> {
+    return this.states.size;
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+  }
+}
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');

@@ -1,0 +1,32 @@
+import type { UserState } from '../../workbench/features/online.js';
+
+/** Where an online store's states stand: the feature set they were built for, and the log offset after the last batch in them. */
+export interface StorePosition {
+  setVersion: string;
+  offset: number;
+}
+
+/**
+ * The online feature store: each user's incremental feature state, written by the features
+ * consumer and read by the feature and predict routes. The embedded one keeps states in memory and
+ * snapshots them to disk; the Redis one keeps them in a Redis hash. Both pass
+ * test/serving/features/conformance.ts.
+ */
+export interface OnlineStore {
+  /** `memory` or `redis`. */
+  readonly kind: string;
+  position(): Promise<StorePosition | undefined>;
+  /** Forgets every state and starts over for a feature set (the consumer then replays the log from 0). */
+  reset(setVersion: string): Promise<void>;
+  get(users: readonly string[]): Promise<Map<string, UserState>>;
+  /**
+   * Stores the states a batch changed (undefined: the user has nothing left in any window) together
+   * with the offset after the batch: after a crash the store is at a batch boundary, never half-way.
+   */
+  write(states: ReadonlyMap<string, UserState | undefined>, offset: number): Promise<void>;
+  /** Makes what was written survive a restart (the memory store writes its snapshot). */
+  flush(): Promise<void>;
+  /** Users held. */
+  size(): Promise<number>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { event, startTestService, type TestService } from '../../helpers/service.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+interface FeatureAnswer {
+  values: Record<string, number | string[]>;
+  defaulted: string[];
+  lag: number;
+  feature_set: string;
+}
+
+const definitions = [
+  { name: 'purchases_7d', source: { event: 'purchase' }, aggregation: 'count', window: '7d', default: 0 },
+  { name: 'spend_30d', source: { event: 'purchase' }, aggregation: 'sum', prop: 'amount', window: '30d', default: 0 },
+  { name: 'last_items', source: { event: 'purchase' }, aggregation: 'last_n', prop: 'item', n: 2, window: 'lifetime', default: [] },
+];
+
+describe('the online feature store in the service', { timeout: 60_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'wb-features-'));
+  let t: TestService;
+  after(async () => {
+    await t?.service.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const features = async (user: string) => {
+    const res = await t.call(`/v1/features/${encodeURIComponent(user)}`, { key: t.keys.read });
+    assert.equal(res.status, 200);
+    return (await res.json()) as FeatureAnswer;
+  };
+  const caughtUp = (user: string, check: (a: FeatureAnswer) => boolean) =>
+    until(`features of ${user}`, async () => {
+      const a = await features(user);
+      return a.lag === 0 && check(a) ? a : undefined;
+    });
+  const register = (body: unknown, key = t.keys.admin) =>
+    t.call('/v1/features', { method: 'POST', key, body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+
+  it('registers definitions with an admin key, refusing bad ones and conflicting names', async () => {
+    t = await startTestService({}, dir);
+    assert.equal((await register({ features: definitions }, t.keys.read)).status, 403);
+    const bad = await register({ features: [{ ...definitions[0], aggregation: 'median' }] });
+    assert.equal(bad.status, 400);
+    assert.match(((await bad.json()) as { error: { message: string } }).error.message, /feature purchases_7d: aggregation/);
+    const ok = await register({ features: definitions });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(((await ok.json()) as { added: string[] }).added, ['purchases_7d', 'spend_30d', 'last_items']);
+    const again = (await (await register({ features: definitions.slice(0, 1) })).json()) as { added: string[]; rebuilding: boolean };
+    assert.deepEqual([again.added, again.rebuilding], [[], false]);
+    const conflict = await register({ features: [{ ...definitions[0], window: '30d' }] });
+    assert.equal(conflict.status, 409);
+    assert.equal(((await conflict.json()) as { error: { code: string } }).error.code, 'conflict');
+    const listed = (await (await t.call('/v1/features', { key: t.keys.read })).json()) as { features: { name: string; version: string }[]; store: string };
+    assert.deepEqual(listed.features.map((f) => f.name), ['purchases_7d', 'spend_30d', 'last_items']);
+    assert.equal(listed.store, 'memory');
+  });
+
+  it('serves values updated by ingested events, with defaults reported for a user without events', async () => {
+    const now = Date.now();
+    const at = (msAgo: number) => new Date(now - msAgo).toISOString();
+    await t.post('/v1/events', [
+      event('f1', { user_id: 'buyer', event: 'purchase', time: at(60_000), props: { amount: 10, item: 'mug' } }),
+      event('f2', { user_id: 'buyer', event: 'purchase', time: at(30_000), props: { amount: 5.5, item: 'tea' } }),
+      event('f3', { user_id: 'buyer', event: 'login', time: at(20_000) }),
+    ]);
+    const a = await caughtUp('buyer', (x) => x.values.purchases_7d === 2);
+    assert.deepEqual(a.values, { purchases_7d: 2, spend_30d: 15.5, last_items: ['tea', 'mug'] });
+    assert.deepEqual(a.defaulted, []);
+    const nobody = await features('nobody');
+    assert.deepEqual(nobody.values, { purchases_7d: 0, spend_30d: 0, last_items: [] });
+    assert.deepEqual(nobody.defaulted.sort(), ['last_items', 'purchases_7d', 'spend_30d']);
+    const bad = await t.call(`/v1/features/buyer?at=yesterday`, { key: t.keys.read });
+    assert.equal(bad.status, 400);
+  });
+
+  it('resumes after a restart without counting an event twice, and rebuilds from the log for a new feature', async () => {
+    await t.service.stop();
+    t = await startTestService({}, dir);
+    await t.post('/v1/events', [event('f4', { user_id: 'buyer', event: 'purchase', time: new Date(Date.now() - 1000).toISOString(), props: { amount: 1, item: 'pen' } })]);
+    const a = await caughtUp('buyer', (x) => x.values.purchases_7d === 3);
+    assert.deepEqual(a.values, { purchases_7d: 3, spend_30d: 16.5, last_items: ['pen', 'tea'] });
+
+    // A feature registered now covers the history already in the log.
+    const res = (await (await register({ features: [{ name: 'logins_1h', source: { event: 'login' }, aggregation: 'count', window: '1h', default: 0 }] })).json()) as { rebuilding: boolean; version: string };
+    assert.equal(res.rebuilding, true);
+    const b = await caughtUp('buyer', (x) => x.feature_set === res.version && x.values.logins_1h === 1);
+    assert.deepEqual(b.values, { purchases_7d: 3, spend_30d: 16.5, last_items: ['pen', 'tea'], logins_1h: 1 });
+  });
+});
