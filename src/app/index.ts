@@ -2,7 +2,7 @@
  * The simulated product (stage 1): its users, their events, and the ground truth behind them.
  */
 export { simulateIntoOltp, SIMULATOR_VERSION } from './history.js';
-export { Random, logit, sigmoid } from './random.js';
+export { Random, logit, sigmoid } from '../workbench/random.js';
 export {
   AppSimulator,
   DEFAULT_SIMULATION,

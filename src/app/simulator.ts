@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import type { Event } from '../workbench/event.js';
 import type { Tier, User } from '../workbench/oltp/store.js';
-import { Random, logit, sigmoid } from './random.js';
+import { Random, logit, sigmoid } from '../workbench/random.js';
 
 /**
  * A simulated SaaS product. Each user has a latent engagement that drives how often they log in,

@@ -1,6 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { InputError, WorkbenchError } from '../workbench/errors.js';
 import { registerApp } from './app.js';
+import { registerFeatures } from './features.js';
 import { registerKernel } from './kernel.js';
 import { registerLake } from './lake.js';
 import { registerNotebooks } from './notebooks.js';
@@ -24,6 +25,7 @@ export async function main(argv: string[]): Promise<void> {
   registerServe(program);
   registerLogs(program);
   registerReplay(program);
+  registerFeatures(program);
 
   try {
     await program.parseAsync(argv);

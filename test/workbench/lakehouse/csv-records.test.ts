@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parse } from 'csv-parse/sync';
 import { CsvRecordSplitter } from '../../../src/workbench/lakehouse/csv-records.js';
-import { Random } from '../../../src/app/random.js';
+import { Random } from '../../../src/workbench/random.js';
 
 interface Out {
   records: { fields: string[]; line: number; raw: string }[];
