@@ -10,7 +10,7 @@ export interface ProgressTask {
 }
 
 export interface Progress {
-  task(label: string, total?: number, unit?: 'bytes' | 'rows' | 'files' | 'cells'): ProgressTask;
+  task(label: string, total?: number, unit?: 'bytes' | 'rows' | 'files' | 'cells' | 'epochs'): ProgressTask;
   log(message: string): void;
 }
 

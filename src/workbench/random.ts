@@ -56,6 +56,15 @@ export class Random {
     return mean + sd * r * Math.cos(2 * Math.PI * v);
   }
 
+  /** Shuffles in place (Fisher-Yates) and returns the array. */
+  shuffle<T>(items: T[]): T[] {
+    for (let i = items.length - 1; i > 0; i--) {
+      const j = Math.floor(this.next() * (i + 1));
+      [items[i], items[j]] = [items[j]!, items[i]!];
+    }
+    return items;
+  }
+
   int(maxExclusive: number): number {
     return Math.floor(this.next() * maxExclusive);
   }
