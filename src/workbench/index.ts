@@ -17,6 +17,24 @@ export {
 } from './features/definition.js';
 export { buildTrainingSet, trainingSetSql, type TrainingSetSource } from './features/offline.js';
 export { OnlineFeatures, type FeatureEvent, type FeatureRead, type UserState } from './features/online.js';
+export { appFeatures, retailFeatures } from './features/catalog.js';
+export { featureParity, type ParityReport } from './features/parity.js';
+export { BUNDLE_FORMAT, createBundle, loadClassifier, verifyBundle, type Lineage, type ModelBundle } from './models/bundle.js';
+export {
+  averagePrecision,
+  brierScore,
+  calibrationTable,
+  evaluate,
+  liftByDecile,
+  logLoss,
+  rocAuc,
+  stratifiedFolds,
+  type Evaluation,
+} from './models/evaluate.js';
+export { columnsFor, fitPreprocessing, transform, type ColumnSpec, type Preprocessing } from './models/preprocess.js';
+export { ModelRegistry, type AliasMove, type VersionInfo } from './models/registry.js';
+export { trainClassifier, type Classifier, type TrainOptions } from './models/train.js';
+export { Random } from './random.js';
 export { buildLakehouse, fingerprintOf, type AppHistory, type BuildOptions, type BuildReport } from './lakehouse/build.js';
 export { Lakehouse, type Row, type ViewInfo } from './lakehouse.js';
 export { openOltp, TABLE_NAMES, type OltpStore, type Prediction, type Tier, type User } from './oltp/index.js';

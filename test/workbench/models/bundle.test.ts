@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { featureSet } from '../../../src/workbench/features/definition.js';
+import { createBundle, loadClassifier, verifyBundle, type ModelBundle } from '../../../src/workbench/models/bundle.js';
+import { columnsFor } from '../../../src/workbench/models/preprocess.js';
+import { ModelRegistry } from '../../../src/workbench/models/registry.js';
+import { trainClassifier, type Classifier } from '../../../src/workbench/models/train.js';
+import { Random } from '../../../src/workbench/random.js';
+import { tempDir } from '../../helpers/tmp.js';
+
+const features = featureSet([
+  { name: 'logins_7d', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 },
+  { name: 'last_features', source: { event: 'feature_used' }, aggregation: 'last_n', prop: 'feature', n: 3, window: '30d', default: [] },
+]);
+const r = new Random(11);
+const rows = Array.from({ length: 600 }, () => {
+  const logins = r.int(10);
+  const last = ['reports', 'alerts', 'exports'].filter(() => r.bernoulli(0.4));
+  return { logins_7d: logins, last_features: last, churned: r.bernoulli(logins < 3 ? 0.6 : 0.2) ? 1 : 0 };
+});
+
+describe('model bundles and the registry', { timeout: 60_000 }, () => {
+  let trained: Classifier;
+  let bundle: ModelBundle;
+  before(async () => {
+    trained = await trainClassifier(rows, 'churned', columnsFor(features), { model: 'mlp', hidden: [4], seed: 2, maxEpochs: 20 });
+    bundle = await createBundle('app-churn', trained, features, { metrics: { rocAuc: 0.71 }, lineage: { source: 'notebooks/04-app-churn.ipynb', gitCommit: 'abc123', createdAt: '2026-11-27T00:00:00.000Z' } });
+  });
+  after(() => trained?.dispose());
+
+  it('is versioned by content: the same model and metadata give the same version, any change another', async () => {
+    const again = await createBundle('app-churn', trained, features, { metrics: { rocAuc: 0.71 }, lineage: { source: 'notebooks/04-app-churn.ipynb', gitCommit: 'abc123', createdAt: '2026-11-27T00:00:00.000Z' } });
+    assert.equal(again.version, bundle.version);
+    const other = await createBundle('app-churn', trained, features, { metrics: { rocAuc: 0.72 }, lineage: { createdAt: '2026-11-27T00:00:00.000Z' } });
+    assert.notEqual(other.version, bundle.version);
+    assert.deepEqual(bundle.signature.inputs, trained.preprocessing.inputs);
+  });
+
+  it('round-trips through the registry and scores exactly as the model it was made from', async () => {
+    const registry = ModelRegistry.open(tempDir('wb-registry-'));
+    registry.put(JSON.parse(JSON.stringify(bundle)));
+    const loaded = await loadClassifier(registry.get(bundle.version));
+    try {
+      assert.deepEqual([...loaded.predict(rows.slice(0, 40))], [...trained.predict(rows.slice(0, 40))]);
+    } finally {
+      loaded.dispose();
+    }
+  });
+
+  it('refuses a bundle changed after it was made, on upload and on disk', () => {
+    const tampered = JSON.parse(JSON.stringify(bundle)) as ModelBundle;
+    tampered.preprocessing.steps[0] = { ...(tampered.preprocessing.steps[0] as object), mean: 99 } as never;
+    assert.throws(() => verifyBundle(tampered), /hashes to [0-9a-f]{16}, not to its version .* refusing it/);
+    const dir = tempDir('wb-registry-');
+    const registry = ModelRegistry.open(dir);
+    registry.put(bundle);
+    const path = join(dir, 'bundles', `${bundle.version}.json`);
+    writeFileSync(path, readFileSync(path, 'utf8').replace(/"weights":"(.)/, (_, c: string) => `"weights":"${c === 'A' ? 'B' : 'A'}`));
+    assert.throws(() => registry.get(bundle.version), /the bundle was changed after it was made/);
+  });
+
+  it('refuses a bundle whose preprocessing reads a feature it does not carry', async () => {
+    await assert.rejects(createBundle('app-churn', trained, features.slice(0, 1)), /the model reads last_features, which is not one of the bundle's features/);
+    const { version: _v, ...body } = bundle;
+    assert.throws(() => verifyBundle({ ...body, format: 'other', version: bundle.version }), /format: Invalid input/);
+  });
+
+  it('moves aliases per model name, keeps their history, and refuses versions of another model', async () => {
+    const registry = ModelRegistry.open(tempDir('wb-registry-'));
+    registry.put(bundle);
+    const other = await createBundle('app-churn', trained, features, { lineage: { createdAt: '2026-11-28T00:00:00.000Z', parent: bundle.version } });
+    registry.put(other);
+    registry.setAlias('app-churn', 'champion', bundle.version, { by: 'test' });
+    registry.setAlias('app-churn', 'champion', other.version, { by: 'test', reason: 'better AUC' });
+    registry.setAlias('app-churn', 'champion', bundle.version, { by: 'test', reason: 'rollback' });
+    assert.equal(registry.resolve('app-churn', 'champion'), bundle.version);
+    assert.deepEqual(registry.history('app-churn').map((m) => [m.from, m.to, m.reason ?? null]), [
+      [null, bundle.version, null],
+      [bundle.version, other.version, 'better AUC'],
+      [other.version, bundle.version, 'rollback'],
+    ]);
+    assert.deepEqual(registry.list('app-churn').map((v) => [v.version, v.aliases]), [[other.version, []], [bundle.version, ['champion']]]);
+    assert.throws(() => registry.setAlias('other-model', 'champion', bundle.version), /is a version of app-churn, not of other-model/);
+    assert.throws(() => registry.setAlias('app-churn', 'champion', '0123456789abcdef'), /no model version 0123456789abcdef/);
+    assert.throws(() => registry.setAlias('app-churn', 'Bad Alias', bundle.version), /alias "Bad Alias"/);
+  });
+});
