@@ -5,7 +5,8 @@ import { requireScope } from './http/auth.js';
 import { aggregateRoutes } from './http/aggregates.js';
 import { dashboardRoutes } from './http/dashboard.js';
 import { eventRoutes } from './http/events.js';
-import { featureRoutes, type FeatureRouteDeps } from './http/features.js';
+import { featureRoutes } from './http/features.js';
+import { modelRoutes, type ModelRouteDeps } from './http/models.js';
 import { countRequests, observabilityRoutes } from './http/observability.js';
 import { openApiDocument } from './http/openapi.js';
 import type { Route } from './http/route.js';
@@ -29,7 +30,7 @@ export interface AppDeps {
   consumers: () => Promise<{ name: string; committed: number }[]>;
   /** When the archive last received a batch, and the newest event time in it. */
   archiveFreshness: () => { at: number; newestEvent: string } | undefined;
-  features: FeatureRouteDeps;
+  models: ModelRouteDeps;
   limits?: { bodyBytes?: number };
   version?: string;
 }
@@ -81,7 +82,8 @@ export function allRoutes(deps: AppDeps): Route[] {
     },
     ...eventRoutes(deps.ingest, deps.metrics, deps.limits?.bodyBytes ?? 5 * 1024 * 1024),
     ...aggregateRoutes(deps.aggregates),
-    ...featureRoutes(deps.features),
+    ...featureRoutes(deps.models.features),
+    ...modelRoutes(deps.models),
     ...observabilityRoutes(deps.metrics, deps.alerts, async () => {
       for (const c of await lag()) deps.metrics.consumerLag.set({ consumer: c.name }, c.lag);
     }),

@@ -18,9 +18,11 @@ import { Ingest, type IngestOptions } from './pipeline/ingest.js';
 import { RecentEvents } from './pipeline/recent-events.js';
 import { MemoryOnlineStore } from './features/memory-store.js';
 import { RedisOnlineStore } from './features/redis-store.js';
-import { ServedFeatures } from './features/served.js';
+import { FeatureServing } from './features/serving.js';
 import type { OnlineStore } from './features/store.js';
-import { FeatureUpdater } from './features/updater.js';
+import { ModelServer } from './models/model-server.js';
+import { PredictionLog } from './models/prediction-log.js';
+import { ModelRegistry } from '../workbench/models/registry.js';
 import { JetStreamEventLog } from './pipeline/jetstream-log.js';
 
 export interface ServiceConfig {
@@ -54,7 +56,8 @@ export interface RunningService {
   alerts: AlertSink;
   metrics: Metrics;
   runners: ConsumerRunner[];
-  features: FeatureUpdater;
+  features: FeatureServing;
+  models: ModelServer;
   /** Stops taking requests, finishes the ones in flight, drains the consumers, closes everything. */
   stop(): Promise<void>;
 }
@@ -73,9 +76,6 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const metrics = new Metrics();
   const alerts = new AlertSink(logger, config.alertWebhook);
   const monitor = new Monitor(metrics, alerts, () => log.next(), { anomaly: config.anomaly });
-  const served = ServedFeatures.open(join(config.dataDir, 'features', 'served.json'));
-  const featureStore = await openFeatureStore(config);
-  const features = new FeatureUpdater(featureStore, served.features);
   const onError = (err: unknown, consumer: string) => logger.error({ err, consumer }, 'consumer failed; retrying the batch');
   // Each of these finds its own position on start (snapshot, archive file names, rebuild), so the
   // committed offsets only show progress and need not be written after every batch.
@@ -85,8 +85,15 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, commitEveryMs, onError }, recent),
     new ConsumerRunner(log, monitor, { batchSize: 2_000, maxWaitMs: 0, commitEveryMs, onError }, recent),
   ];
-  const featureRunner = new ConsumerRunner(log, features, { batchSize: 5_000, maxWaitMs: 0, commitEveryMs, onError }, recent);
-  runners.push(featureRunner);
+  const features = await FeatureServing.start({
+    log,
+    recent,
+    dir: join(config.dataDir, 'features'),
+    openStore: (setVersion) => openFeatureStore(config, setVersion),
+    runner: { commitEveryMs, onError },
+  });
+  const models = new ModelServer(ModelRegistry.open(join(config.dataDir, 'registry')), (err) => logger.error({ err }, 'cannot re-read the model aliases; serving with the ones loaded'));
+  const predictions = new PredictionLog(ingest, (err) => logger.error({ err }, 'cannot log predictions'));
   for (const r of runners) await r.start();
 
   const app = createApp({
@@ -98,14 +105,9 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     alerts,
     logger,
     notReady: () => notReady,
-    consumers: async () => runners.map((r) => ({ name: r.consumer.name, committed: r.offset })),
+    consumers: async () => [...runners, ...features.runners].map((r) => ({ name: r.consumer.name, committed: r.offset })),
     archiveFreshness: () => archiver.freshness,
-    features: {
-      served,
-      updater: features,
-      apply: () => featureRunner.restart(),
-      lag: async () => (await log.next()) - featureRunner.offset,
-    },
+    models: { models, features, oltp, predictions, metrics },
     limits: { bodyBytes: config.bodyLimitBytes },
     version: config.version,
   });
@@ -138,23 +140,26 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       await closed;
       // Everything is closed even when one part fails to stop, so the process can exit.
       const failures: unknown[] = [];
+      await predictions.flush();
+      models.close();
       for (const r of runners) await r.stop().catch((err: unknown) => failures.push(err));
+      await features.stop().catch((err: unknown) => failures.push(err));
       await log.close().catch((err: unknown) => failures.push(err));
-      await featureStore.close().catch((err: unknown) => failures.push(err));
       await oltp.close().catch((err: unknown) => failures.push(err));
       for (const err of failures) logger.error({ err }, 'a part of the service failed to stop cleanly');
       logger.info('service stopped');
     })());
 
-  return { url, ingest, server, log, aggregates, archiver, monitor, alerts, metrics, runners, features, stop };
+  return { url, ingest, server, log, aggregates, archiver, monitor, alerts, metrics, runners, features, models, stop };
 }
 
-async function openFeatureStore(config: ServiceConfig): Promise<OnlineStore> {
+/** The online store of one feature set: its own snapshot file, or its own Redis key prefix. */
+async function openFeatureStore(config: ServiceConfig, setVersion: string): Promise<OnlineStore> {
   const spec = config.featureStore ?? 'memory';
   if (spec === 'memory') {
-    return MemoryOnlineStore.open(join(config.dataDir, 'features', 'online.snapshot'), { warn: (message) => config.logger.warn(message) });
+    return MemoryOnlineStore.open(join(config.dataDir, 'features', `online-${setVersion}.snapshot`), { warn: (message) => config.logger.warn(message) });
   }
-  if (/^rediss?:\/\//.test(spec)) return RedisOnlineStore.open(spec);
+  if (/^rediss?:\/\//.test(spec)) return RedisOnlineStore.open(spec, `wb:features:${setVersion}:`);
   throw new Error(`unknown feature store ${JSON.stringify(spec)}: use "memory" or redis://host:6379[/db]`);
 }
 

@@ -32,6 +32,7 @@ export {
   type Evaluation,
 } from './models/evaluate.js';
 export { columnsFor, fitPreprocessing, transform, type ColumnSpec, type Preprocessing } from './models/preprocess.js';
+export { publish, PublishError, type PublishOptions, type PublishResult } from './models/publish.js';
 export { ModelRegistry, type AliasMove, type VersionInfo } from './models/registry.js';
 export { trainClassifier, type Classifier, type TrainOptions } from './models/train.js';
 export { Random } from './random.js';

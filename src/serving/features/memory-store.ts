@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { UserState } from '../../workbench/features/online.js';
 import { writeFileAtomic } from '../../workbench/files.js';
@@ -94,6 +94,13 @@ export class MemoryOnlineStore implements OnlineStore {
 
   async close(): Promise<void> {
     await this.flush();
+  }
+
+  async drop(): Promise<void> {
+    this.states.clear();
+    this.pos = undefined;
+    this.dirty = false;
+    rmSync(this.path, { force: true });
   }
 }
 

@@ -85,6 +85,12 @@ export class RedisOnlineStore implements OnlineStore {
     return this.redis.hlen(this.usersKey);
   }
 
+  async drop(): Promise<void> {
+    await this.redis.del(this.usersKey, this.positionKey);
+    this.setVersion = undefined;
+    await this.close();
+  }
+
   async close(): Promise<void> {
     await this.redis.quit().catch(() => this.redis.disconnect());
   }

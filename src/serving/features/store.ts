@@ -29,4 +29,6 @@ export interface OnlineStore {
   /** Users held. */
   size(): Promise<number>;
   close(): Promise<void>;
+  /** Deletes every state and the position, and closes: the set is no longer served. */
+  drop(): Promise<void>;
 }

@@ -5,18 +5,19 @@ import type { EventConsumer } from '../pipeline/consumer.js';
 import type { OnlineStore } from './store.js';
 
 /**
- * The features consumer: folds every event into the online state of the served feature set. The
+ * The features consumer of one feature set: folds every event into the set's online state. The
  * store records the log offset with each batch's states, so after a restart the consumer resumes
- * where the store stands; when the feature set has changed it rebuilds from the start of the log.
+ * where the store stands; a store holding another set's states is reset and rebuilt from the
+ * start of the log.
  */
 export class FeatureUpdater implements EventConsumer {
-  readonly name = 'features';
-  private compiled: OnlineFeatures;
-  private version: string;
+  private readonly compiled: OnlineFeatures;
+  private readonly version: string;
 
   constructor(
     readonly store: OnlineStore,
     features: readonly Feature[],
+    readonly name = 'features',
   ) {
     this.compiled = new OnlineFeatures(features);
     this.version = featureSetVersion(features);
@@ -28,12 +29,6 @@ export class FeatureUpdater implements EventConsumer {
 
   get setVersion(): string {
     return this.version;
-  }
-
-  /** Serves another feature set from the next start (the runner restarts the consumer). */
-  setFeatures(features: readonly Feature[]): void {
-    this.compiled = new OnlineFeatures(features);
-    this.version = featureSetVersion(features);
   }
 
   async resumeAt(): Promise<number> {
@@ -64,9 +59,8 @@ export class FeatureUpdater implements EventConsumer {
 
   /** A user's feature values at a time (default now), with the features that fell back to defaults. */
   async read(userId: string, at = Date.now()): Promise<FeatureRead> {
-    const compiled = this.compiled;
     const states = await this.store.get([userId]);
-    return compiled.read(states.get(userId), at);
+    return this.compiled.read(states.get(userId), at);
   }
 
   async close(): Promise<void> {

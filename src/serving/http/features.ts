@@ -2,27 +2,15 @@ import express from 'express';
 import { z } from 'zod';
 import { FeatureDefinitionSchema } from '../../workbench/features/definition.js';
 import { badRequest, parseQuery } from '../errors.js';
-import type { FeatureUpdater } from '../features/updater.js';
-import type { ServedFeatures } from '../features/served.js';
+import type { FeatureServing } from '../features/serving.js';
 import type { Route } from './route.js';
-
-export interface FeatureRouteDeps {
-  served: ServedFeatures;
-  updater: FeatureUpdater;
-  /** Serves the registered set: the features consumer restarts and rebuilds the states from the log. */
-  apply(): Promise<void>;
-  /** Events in the log the features consumer has not folded in yet. */
-  lag(): Promise<number>;
-}
 
 const Register = z.object({ features: z.array(z.unknown()).min(1).max(1000) }).strict();
 const At = z.object({ at: z.iso.datetime({ offset: true }).optional() });
 const USER_ID = /^.{1,128}$/s;
 
 /** The online feature store over HTTP: the served definitions, registering more, a user's values. */
-export function featureRoutes(deps: FeatureRouteDeps): Route[] {
-  // One registration at a time: each may restart the consumer.
-  let registering: Promise<unknown> = Promise.resolve();
+export function featureRoutes(features: FeatureServing): Route[] {
   return [
     {
       method: 'get',
@@ -31,7 +19,7 @@ export function featureRoutes(deps: FeatureRouteDeps): Route[] {
       scope: 'read',
       responses: { 200: '{ version, features: [definition with version], store, users, lag }' },
       handler: async (_req, res) => {
-        res.json({ version: deps.served.version, features: deps.served.features, store: deps.updater.store.kind, users: await deps.updater.store.size(), lag: await deps.lag() });
+        res.json({ version: features.version, features: features.features, store: features.store.kind, users: await features.store.size(), lag: await features.lag() });
       },
     },
     {
@@ -39,25 +27,16 @@ export function featureRoutes(deps: FeatureRouteDeps): Route[] {
       path: '/v1/features',
       summary:
         'Register feature definitions with the online store. A definition already served is accepted as it is; a served name with another definition is a 409. ' +
-        'New features are computed from the whole event log (the store rebuilds; watch `lag` in GET /v1/features).',
+        'New features are computed from the whole event log beside the served ones, which keep serving; the answer comes once the new set is served.',
       scope: 'admin',
       body: { contentTypes: ['application/json'], schema: z.object({ features: z.array(FeatureDefinitionSchema) }), description: '{ features: [definition] }' },
-      responses: { 200: '{ version, added: [name], rebuilding }', 400: 'a definition that is not valid, naming the feature and field', 409: 'a served name with another definition' },
+      responses: { 200: '{ version, added: [name] }', 400: 'a definition that is not valid, naming the feature and field', 409: 'a served name with another definition' },
       before: [express.json({ limit: 1024 * 1024 })],
       handler: async (req, res) => {
         const body = Register.safeParse(req.body);
         if (!body.success) throw badRequest('bad_body', `body: ${body.error.issues[0]!.path.join('.') || 'body'}: ${body.error.issues[0]!.message} (send { "features": [definition, ...] })`);
-        const run = registering.then(async () => {
-          const added = deps.served.register(body.data.features as never[]);
-          if (added.length > 0) {
-            deps.updater.setFeatures(deps.served.features);
-            await deps.apply();
-          }
-          return added;
-        });
-        registering = run.catch(() => undefined);
-        const added = await run;
-        res.json({ version: deps.served.version, added: added.map((f) => f.name), rebuilding: added.length > 0 });
+        const added = await features.register(body.data.features as never[]);
+        res.json({ version: features.version, added: added.map((f) => f.name) });
       },
     },
     {
@@ -72,8 +51,8 @@ export function featureRoutes(deps: FeatureRouteDeps): Route[] {
         if (!USER_ID.test(userId)) throw badRequest('bad_user_id', 'user ids are 1 to 128 characters');
         const { at } = parseQuery(At, req.query);
         const when = at ? Date.parse(at) : Date.now();
-        const read = await deps.updater.read(userId, when);
-        res.json({ user_id: userId, at: new Date(when).toISOString(), feature_set: deps.updater.setVersion, ...read, lag: await deps.lag() });
+        const read = await features.read(userId, when);
+        res.json({ user_id: userId, at: new Date(when).toISOString(), feature_set: features.version, ...read, lag: await features.lag() });
       },
     },
   ];

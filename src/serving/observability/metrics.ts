@@ -5,7 +5,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
  * be declared with label names from `LabelName` (a user id is not one, so it cannot become a label),
  * and each label keeps at most `MAX_VALUES` distinct values, later ones counted under `other`.
  */
-export type LabelName = 'event' | 'country' | 'device' | 'tier' | 'method' | 'route' | 'status' | 'consumer' | 'kind';
+export type LabelName = 'event' | 'country' | 'device' | 'tier' | 'method' | 'route' | 'status' | 'consumer' | 'kind' | 'model';
 
 const MAX_VALUES = 200;
 
@@ -43,6 +43,12 @@ export class Metrics {
     name: 'wb_consumer_lag_events',
     help: 'Events in the log that a consumer has not handled yet',
     labelNames: ['consumer'] satisfies LabelName[],
+    registers: [this.registry],
+  });
+  readonly predictions = new Counter({
+    name: 'wb_predictions_total',
+    help: 'Predictions served, by model name',
+    labelNames: ['model'] satisfies LabelName[],
     registers: [this.registry],
   });
   readonly alerts = new Counter({ name: 'wb_alerts_total', help: 'Anomaly alerts raised', labelNames: ['kind'] satisfies LabelName[], registers: [this.registry] });

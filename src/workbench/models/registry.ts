@@ -101,6 +101,11 @@ export class ModelRegistry {
     return { ...(this.readAliases()[name] ?? {}) };
   }
 
+  /** Every model's aliases: name -> alias -> version. */
+  aliasTable(): Record<string, Record<string, string>> {
+    return this.readAliases();
+  }
+
   /** Points an alias of a model at a version of that model, and records the move. */
   setAlias(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): AliasMove {
     if (!ALIAS.test(alias)) throw new InputError(`alias ${JSON.stringify(alias)}: use lower-case letters, digits, _ and -, up to 32`);

@@ -59,8 +59,8 @@ describe('the online feature store in the service', { timeout: 60_000 }, () => {
     const ok = await register({ features: definitions });
     assert.equal(ok.status, 200);
     assert.deepEqual(((await ok.json()) as { added: string[] }).added, ['purchases_7d', 'spend_30d', 'last_items']);
-    const again = (await (await register({ features: definitions.slice(0, 1) })).json()) as { added: string[]; rebuilding: boolean };
-    assert.deepEqual([again.added, again.rebuilding], [[], false]);
+    const again = (await (await register({ features: definitions.slice(0, 1) })).json()) as { added: string[] };
+    assert.deepEqual(again.added, []);
     const conflict = await register({ features: [{ ...definitions[0], window: '30d' }] });
     assert.equal(conflict.status, 409);
     assert.equal(((await conflict.json()) as { error: { code: string } }).error.code, 'conflict');
@@ -94,10 +94,19 @@ describe('the online feature store in the service', { timeout: 60_000 }, () => {
     const a = await caughtUp('buyer', (x) => x.values.purchases_7d === 3);
     assert.deepEqual(a.values, { purchases_7d: 3, spend_30d: 16.5, last_items: ['pen', 'tea'] });
 
-    // A feature registered now covers the history already in the log.
-    const res = (await (await register({ features: [{ name: 'logins_1h', source: { event: 'login' }, aggregation: 'count', window: '1h', default: 0 }] })).json()) as { rebuilding: boolean; version: string };
-    assert.equal(res.rebuilding, true);
-    const b = await caughtUp('buyer', (x) => x.feature_set === res.version && x.values.logins_1h === 1);
+    // A feature registered now covers the history already in the log, and is served once the
+    // registration answers; the features served before kept their values throughout.
+    const before = a.feature_set;
+    const registering = register({ features: [{ name: 'logins_1h', source: { event: 'login' }, aggregation: 'count', window: '1h', default: 0 }] });
+    const during = await features('buyer');
+    assert.equal(during.values.purchases_7d, 3, 'the current set keeps serving while the new one is built');
+    const res = (await (await registering).json()) as { added: string[]; version: string };
+    assert.deepEqual(res.added, ['logins_1h']);
+    assert.notEqual(res.version, before);
+    const b = await features('buyer');
+    assert.equal(b.feature_set, res.version);
     assert.deepEqual(b.values, { purchases_7d: 3, spend_30d: 16.5, last_items: ['pen', 'tea'], logins_1h: 1 });
+    const log = (await (await t.call('/v1/log', { key: t.keys.read })).json()) as { consumers: { name: string }[] };
+    assert.deepEqual(log.consumers.map((c) => c.name).filter((n) => n.startsWith('features')), ['features']);
   });
 });

@@ -1,0 +1,138 @@
+import express from 'express';
+import { z } from 'zod';
+import { InputError, IntegrityError, NotFoundError } from '../../workbench/errors.js';
+import type { FeatureValue } from '../../workbench/features/definition.js';
+import type { OltpStore } from '../../workbench/oltp/store.js';
+import { badRequest } from '../errors.js';
+import type { FeatureServing } from '../features/serving.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { ModelServer } from '../models/model-server.js';
+import type { PredictionLog } from '../models/prediction-log.js';
+import type { Route } from './route.js';
+
+export interface ModelRouteDeps {
+  models: ModelServer;
+  features: FeatureServing;
+  oltp: OltpStore;
+  predictions: PredictionLog;
+  metrics: Metrics;
+}
+
+const NAME = z.string().regex(/^[a-z][a-z0-9-]{0,63}$/, 'model names are lower-case letters, digits and -');
+const ALIAS = z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/, 'aliases are lower-case letters, digits, _ and -');
+const VERSION = z.string().regex(/^[0-9a-f]{16}$/, 'a version is 16 hex digits');
+
+const Publish = z.object({ bundle: z.unknown(), alias: ALIAS.default('challenger'), reason: z.string().max(500).optional() }).strict();
+const MoveAlias = z.object({ version: VERSION, reason: z.string().max(500).optional() }).strict();
+const Predict = z
+  .object({
+    model: NAME,
+    alias: ALIAS.optional(),
+    version: VERSION.optional(),
+    user_id: z.string().min(1).max(128),
+    /** Request-time values (or overrides) of features, by name. */
+    values: z.record(z.string(), z.union([z.number(), z.array(z.string())])).optional(),
+  })
+  .strict()
+  .refine((p) => !(p.alias && p.version), { message: 'give an alias or a version, not both' });
+
+function body<S extends z.ZodType>(schema: S, input: unknown, hint: string): z.infer<S> {
+  const parsed = schema.safeParse(input);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  throw badRequest('bad_body', `${issue.path.join('.') || 'body'}: ${issue.message} (${hint})`);
+}
+
+/** The model registry, publishing and serving over HTTP. */
+export function modelRoutes(deps: ModelRouteDeps): Route[] {
+  const registry = deps.models.registry;
+  return [
+    {
+      method: 'get',
+      path: '/v1/models',
+      summary: 'Every model version in the registry, newest first, with its metrics and the aliases pointing at it.',
+      scope: 'read',
+      responses: { 200: '{ models: [{ name, version, kind, label, createdAt, source, parent, metrics, aliases }] }' },
+      handler: (_req, res) => void res.json({ models: registry.list() }),
+    },
+    {
+      method: 'get',
+      path: '/v1/models/:name',
+      summary: "One model's versions, its aliases and the history of every alias move.",
+      scope: 'read',
+      responses: { 200: '{ name, aliases, versions, history }', 404: 'no such model' },
+      handler: (req, res) => {
+        const name = String(req.params.name);
+        const versions = registry.list(name);
+        if (versions.length === 0) throw new NotFoundError(`no model named ${name} in the registry`);
+        res.json({ name, aliases: registry.aliases(name), versions, history: registry.history(name) });
+      },
+    },
+    {
+      method: 'post',
+      path: '/v1/models',
+      summary:
+        'Publish a model bundle: it is verified (content hash, features, a model that loads), stored, its features are registered with the online store, and the alias (default challenger) moves to it. ' +
+        'Requests keep being answered throughout: the new version is loaded before the alias moves.',
+      scope: 'admin',
+      body: { contentTypes: ['application/json'], description: '{ bundle, alias?, reason? }' },
+      responses: { 200: '{ name, version, alias, from, features_added }', 400: 'a bundle that is not valid, or changed after it was made (bundle_integrity)', 409: 'a feature name the service serves with another definition', 413: 'over 50 MB' },
+      before: [express.json({ limit: 50 * 1024 * 1024 })],
+      handler: async (req, res) => {
+        const p = body(Publish, req.body, 'send { "bundle": <model bundle>, "alias": "challenger" }');
+        // Verified and loaded first, then its features (a conflict refuses it before the alias moves).
+        const bundle = await deps.models.prepare(p.bundle).catch((err: unknown) => {
+          // On upload, a bundle that does not match its version is bad input, not a broken disk.
+          throw err instanceof IntegrityError ? badRequest('bundle_integrity', err.message) : err;
+        });
+        // New features are computed from the log before the alias moves, so the new version never
+        // answers with features the store does not have yet.
+        const added = await deps.features.register(bundle.features);
+        const move = await deps.models.activate(bundle, p.alias, { by: req.apiKey?.name, reason: p.reason });
+        res.json({ name: bundle.name, version: bundle.version, alias: p.alias, from: move.from, features_added: added.map((f) => f.name) });
+      },
+    },
+    {
+      method: 'put',
+      path: '/v1/models/:name/aliases/:alias',
+      summary: 'Point an alias at a stored version: promote a challenger, or roll back by moving the alias to the previous version.',
+      scope: 'admin',
+      body: { contentTypes: ['application/json'], schema: MoveAlias, description: '{ version, reason? }' },
+      responses: { 200: 'the move: { at, name, alias, from, to, by, reason }', 400: 'a bad alias or version', 404: 'no such version' },
+      before: [express.json({ limit: 64 * 1024 })],
+      handler: async (req, res) => {
+        const p = body(MoveAlias, req.body, 'send { "version": "<16 hex digits>" }');
+        const alias = body(ALIAS, req.params.alias, 'alias in the path');
+        res.json(await deps.models.moveAlias(String(req.params.name), alias, p.version, { by: req.apiKey?.name, reason: p.reason }));
+      },
+    },
+    {
+      method: 'post',
+      path: '/v1/predict',
+      summary:
+        "Score a user with a model (its champion by default, or an alias or a version): reads the user's online features, applies the bundle's preprocessing and model. " +
+        'Features without a value use their declared defaults and are listed in `defaulted`. Every prediction is logged as a `prediction` event.',
+      scope: 'read',
+      body: { contentTypes: ['application/json'], schema: Predict, description: '{ model, alias? | version?, user_id, values? }' },
+      responses: { 200: '{ score, model: { name, version, alias }, features, defaulted }', 400: 'a bad request', 404: 'an unknown model, alias, version or user' },
+      before: [express.json({ limit: 256 * 1024 })],
+      handler: async (req, res) => {
+        const p = body(Predict, req.body, 'send { "model": "<name>", "user_id": "<id>" }');
+        const loaded = await deps.models.resolve(p);
+        const online = await deps.features.read(p.user_id);
+        const missing = loaded.bundle.features.filter((f) => !(f.name in online.values) && !(p.values && f.name in p.values));
+        if (missing.length > 0) throw new InputError(`the online store does not serve ${missing.map((f) => f.name).join(', ')} (publish the model through the service so its features are registered)`);
+        const defaulted = online.defaulted.filter((n) => !(p.values && n in p.values));
+        if (defaulted.length === loaded.bundle.features.length && !(await deps.oltp.getUsers([p.user_id])).has(p.user_id)) {
+          throw new NotFoundError(`unknown user ${p.user_id}: no events and no OLTP record (send values for the features to score a new user)`);
+        }
+        const features: Record<string, FeatureValue> = {};
+        for (const f of loaded.bundle.features) features[f.name] = p.values?.[f.name] ?? online.values[f.name]!;
+        const scored = deps.models.score(loaded, features, defaulted.filter((n) => n in features));
+        deps.predictions.record(p.user_id, scored);
+        deps.metrics.predictions.inc({ model: deps.metrics.label('model', scored.model.name) });
+        res.json(scored);
+      },
+    },
+  ];
+}

@@ -1,0 +1,119 @@
+import { InputError, NotFoundError } from '../../workbench/errors.js';
+import type { FeatureValue } from '../../workbench/features/definition.js';
+import { loadClassifier, verifyBundle, type ModelBundle } from '../../workbench/models/bundle.js';
+import type { AliasMove, ModelRegistry } from '../../workbench/models/registry.js';
+import type { Classifier } from '../../workbench/models/train.js';
+
+interface Loaded {
+  bundle: ModelBundle;
+  classifier: Classifier;
+}
+
+export interface Scored {
+  score: number;
+  model: { name: string; version: string; alias?: string };
+  /** The feature values the model read (online values, overridden by request-time values). */
+  features: Record<string, FeatureValue>;
+  /** Features that had no value and used their declared default. */
+  defaulted: string[];
+}
+
+/**
+ * Serves the registry's models: resolves a name and alias (or a version) to a loaded model, kept in
+ * memory by version. Publishing loads the new version before the alias moves, so a request is
+ * answered by the old version or the new one, never by none (hot swap); rolling back is moving the
+ * alias back. Aliases are cached and re-read from the registry every few seconds, so `wb models`
+ * moves made outside the service take effect too.
+ */
+export class ModelServer {
+  private readonly loaded = new Map<string, Promise<Loaded>>();
+  private aliasCache = new Map<string, Record<string, string>>();
+  private readonly reloadTimer: NodeJS.Timeout;
+
+  constructor(
+    readonly registry: ModelRegistry,
+    private readonly onError: (err: unknown) => void = () => undefined,
+  ) {
+    this.reloadAliases();
+    this.reloadTimer = setInterval(() => {
+      try {
+        this.reloadAliases();
+      } catch (err) {
+        this.onError(err); // keep serving with the aliases already loaded
+      }
+    }, 5_000).unref();
+  }
+
+  /** Verifies a bundle and loads its model: a bundle that cannot serve is refused before anything changes. */
+  async prepare(input: unknown): Promise<ModelBundle> {
+    const bundle = verifyBundle(input);
+    await this.load(bundle.version, bundle);
+    return bundle;
+  }
+
+  /** Stores a prepared bundle and points the alias at it (the model is already loaded: a hot swap). */
+  async activate(bundle: ModelBundle, alias: string, meta: { by?: string; reason?: string } = {}): Promise<AliasMove> {
+    await this.load(bundle.version, bundle);
+    this.registry.put(bundle);
+    const move = this.registry.setAlias(bundle.name, alias, bundle.version, meta);
+    this.reloadAliases();
+    return move;
+  }
+
+  /** Moves an alias to a stored version (a rollback, a promotion), loading it first. */
+  async moveAlias(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): Promise<AliasMove> {
+    await this.load(version);
+    const move = this.registry.setAlias(name, alias, version, meta);
+    this.reloadAliases();
+    return move;
+  }
+
+  /** The loaded model for a name and alias, or a version. */
+  async resolve(target: { model: string; alias?: string; version?: string }): Promise<Loaded & { alias?: string }> {
+    if (target.version) {
+      const loaded = await this.load(target.version);
+      if (loaded.bundle.name !== target.model) throw new InputError(`version ${target.version} is a version of ${loaded.bundle.name}, not of ${target.model}`);
+      return loaded;
+    }
+    const alias = target.alias ?? 'champion';
+    const version = this.aliasCache.get(target.model)?.[alias];
+    if (!version) {
+      const known = Object.keys(this.aliasCache.get(target.model) ?? {});
+      throw new NotFoundError(
+        known.length > 0
+          ? `model ${target.model} has no alias ${alias} (it has: ${known.join(', ')})`
+          : `no model named ${target.model} has been published (publish one, or see GET /v1/models)`,
+      );
+    }
+    return { ...(await this.load(version)), alias };
+  }
+
+  /** Scores one row of feature values with a loaded model. */
+  score(loaded: Loaded & { alias?: string }, features: Record<string, FeatureValue>, defaulted: string[]): Scored {
+    const score = loaded.classifier.predict([features])[0]!;
+    return { score, model: { name: loaded.bundle.name, version: loaded.bundle.version, ...(loaded.alias ? { alias: loaded.alias } : {}) }, features, defaulted };
+  }
+
+  close(): void {
+    clearInterval(this.reloadTimer);
+    for (const p of this.loaded.values()) void p.then((l) => l.classifier.dispose()).catch(() => undefined);
+    this.loaded.clear();
+  }
+
+  private load(version: string, bundle?: ModelBundle): Promise<Loaded> {
+    let p = this.loaded.get(version);
+    if (!p) {
+      p = (async () => {
+        const b = bundle ?? this.registry.get(version);
+        return { bundle: b, classifier: await loadClassifier(b) };
+      })();
+      this.loaded.set(version, p);
+      p.catch(() => this.loaded.delete(version));
+    }
+    return p;
+  }
+
+  private reloadAliases(): void {
+    this.aliasCache = new Map(Object.entries(this.registry.aliasTable()));
+  }
+}

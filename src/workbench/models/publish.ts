@@ -1,0 +1,55 @@
+import { WorkbenchError } from '../errors.js';
+import type { ModelBundle } from './bundle.js';
+
+export interface PublishOptions {
+  /** The service; default WB_URL or http://127.0.0.1:8080. */
+  url?: string;
+  /** An admin key; default WB_ADMIN_KEY. */
+  key?: string;
+  /** The alias to move to the new version; default `challenger`. */
+  alias?: string;
+  reason?: string;
+}
+
+export interface PublishResult {
+  name: string;
+  version: string;
+  alias: string;
+  from: string | null;
+  features_added: string[];
+}
+
+/** A refusal from the service, with its HTTP status and stable error code. */
+export class PublishError extends WorkbenchError {
+  constructor(
+    override readonly status: number,
+    override readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Publishes a bundle to the serving service (from a notebook or a job): the service verifies it,
+ * registers its features with the online store and moves the alias. Resolves once the alias points
+ * at the new version.
+ */
+export async function publish(bundle: ModelBundle, options: PublishOptions = {}): Promise<PublishResult> {
+  const url = (options.url ?? process.env.WB_URL ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
+  const key = options.key ?? process.env.WB_ADMIN_KEY;
+  if (!key) throw new PublishError(401, 'unauthorized', 'publishing needs an admin key: pass { key } or set WB_ADMIN_KEY (create one with `wb keys create --scope admin`)');
+  let res: Response;
+  try {
+    res = await fetch(`${url}/v1/models`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ bundle, alias: options.alias ?? 'challenger', ...(options.reason ? { reason: options.reason } : {}) }),
+    });
+  } catch (err) {
+    throw new PublishError(503, 'unreachable', `cannot reach the service at ${url} (${(err as Error).message}): start it with \`npx wb serve\` or set WB_URL`);
+  }
+  const body = (await res.json().catch(() => ({}))) as PublishResult & { error?: { code: string; message: string } };
+  if (!res.ok) throw new PublishError(res.status, body.error?.code ?? 'error', `publishing ${bundle.name} ${bundle.version} failed (${res.status}): ${body.error?.message ?? res.statusText}`);
+  return body;
+}

@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { featureSet } from '../../../src/workbench/features/definition.js';
+import { createBundle, type ModelBundle } from '../../../src/workbench/models/bundle.js';
+import { columnsFor } from '../../../src/workbench/models/preprocess.js';
+import { publish } from '../../../src/workbench/models/publish.js';
+import { trainClassifier, type Classifier } from '../../../src/workbench/models/train.js';
+import { Random } from '../../../src/workbench/random.js';
+import { event, startTestService, type TestService } from '../../helpers/service.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const features = featureSet([
+  { name: 'logins_7d', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 },
+  { name: 'spend_30d', source: { event: 'purchase' }, aggregation: 'sum', prop: 'amount', window: '30d', default: 0 },
+]);
+const r = new Random(21);
+const rows = Array.from({ length: 800 }, () => {
+  const logins = r.int(8);
+  const spend = r.next() * 100;
+  return { logins_7d: logins, spend_30d: spend, bought: r.bernoulli(1 / (1 + Math.exp(-(0.5 * logins + 0.02 * spend - 2)))) ? 1 : 0 };
+});
+
+interface Prediction {
+  score: number;
+  model: { name: string; version: string; alias?: string };
+  features: Record<string, number>;
+  defaulted: string[];
+}
+
+describe('publishing models and serving predictions', { timeout: 120_000 }, () => {
+  let t: TestService;
+  let first: Classifier;
+  let second: Classifier;
+  let v1: ModelBundle;
+  let v2: ModelBundle;
+  before(async () => {
+    t = await startTestService();
+    first = await trainClassifier(rows, 'bought', columnsFor(features), { seed: 1, maxEpochs: 30 });
+    second = await trainClassifier(rows, 'bought', columnsFor(features), { model: 'mlp', hidden: [8], seed: 2, maxEpochs: 30 });
+    v1 = await createBundle('propensity', first, features, { lineage: { source: 'test' } });
+    v2 = await createBundle('propensity', second, features, { lineage: { source: 'test', parent: v1.version } });
+  });
+  after(async () => {
+    first?.dispose();
+    second?.dispose();
+    await t?.stop();
+  });
+  const predict = async (body: Record<string, unknown>, key = t.keys.read) => {
+    const res = await t.call('/v1/predict', { method: 'POST', key, body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+    return { status: res.status, body: (await res.json()) as Prediction & { error?: { code: string; message: string } } };
+  };
+
+  it('publishes with an admin key only, and refuses a tampered bundle', async () => {
+    await assert.rejects(publish(v1, { url: t.service.url, key: t.keys.read }), /failed \(403\)/);
+    const tampered = { ...v1, label: 'something else' };
+    await assert.rejects(publish(tampered, { url: t.service.url, key: t.keys.admin }), (err: Error & { code?: string }) => err.code === 'bundle_integrity' && /changed after it was made/.test(err.message));
+    const result = await publish(v1, { url: t.service.url, key: t.keys.admin, alias: 'champion' });
+    assert.deepEqual([result.version, result.alias, result.from], [v1.version, 'champion', null]);
+    assert.deepEqual(result.features_added.sort(), ['logins_7d', 'spend_30d']);
+  });
+
+  it("scores a user from the online features with the bundle's preprocessing, exactly as the notebook's model does", async () => {
+    const now = Date.now();
+    await t.post('/v1/events', [
+      event('p1', { user_id: 'alice', event: 'login', time: new Date(now - 5000).toISOString() }),
+      event('p2', { user_id: 'alice', event: 'login', time: new Date(now - 4000).toISOString() }),
+      event('p3', { user_id: 'alice', event: 'purchase', time: new Date(now - 3000).toISOString(), props: { amount: 42 } }),
+    ]);
+    let p: Prediction | undefined;
+    for (let i = 0; i < 100 && p?.features.logins_7d !== 2; i++) {
+      p = (await predict({ model: 'propensity', user_id: 'alice' })).body;
+      await sleep(50);
+    }
+    assert.deepEqual(p!.features, { logins_7d: 2, spend_30d: 42 });
+    assert.deepEqual(p!.model, { name: 'propensity', version: v1.version, alias: 'champion' });
+    assert.equal(p!.score, first.predict([{ logins_7d: 2, spend_30d: 42 }])[0]);
+    // Request-time values override the store; features without events use their defaults, reported.
+    const withValues = (await predict({ model: 'propensity', user_id: 'alice', values: { spend_30d: 0 } })).body;
+    assert.equal(withValues.score, first.predict([{ logins_7d: 2, spend_30d: 0 }])[0]);
+    await t.post('/v1/events', [event('p4', { user_id: 'bob', event: 'login' })]);
+    await sleep(300);
+    const bob = (await predict({ model: 'propensity', user_id: 'bob' })).body;
+    assert.deepEqual(bob.defaulted, ['spend_30d']);
+  });
+
+  it('answers unknown models, aliases, versions and users with a clear 404 or 400', async () => {
+    const unknownModel = await predict({ model: 'nope', user_id: 'alice' });
+    assert.equal(unknownModel.status, 404);
+    assert.match(unknownModel.body.error!.message, /no model named nope has been published/);
+    const unknownAlias = await predict({ model: 'propensity', alias: 'canary', user_id: 'alice' });
+    assert.equal(unknownAlias.status, 404);
+    assert.match(unknownAlias.body.error!.message, /has no alias canary \(it has: champion\)/);
+    assert.equal((await predict({ model: 'propensity', version: '0123456789abcdef', user_id: 'alice' })).status, 404);
+    const unknownUser = await predict({ model: 'propensity', user_id: 'never-seen' });
+    assert.equal(unknownUser.status, 404);
+    assert.match(unknownUser.body.error!.message, /unknown user never-seen/);
+    assert.equal((await predict({ model: 'propensity', user_id: 'alice', alias: 'champion', version: v1.version })).status, 400);
+    assert.equal((await predict({ model: 'propensity', user_id: 'alice' }, 'wb_bad_key')).status, 401);
+  });
+
+  it('swaps to a new version under load without a failed request, and rolls back by moving the alias', async () => {
+    let stop = false;
+    const seen: { version: string; at: number }[] = [];
+    let failures = 0;
+    const client = async () => {
+      while (!stop) {
+        const res = await predict({ model: 'propensity', user_id: 'alice' });
+        if (res.status !== 200) failures++;
+        else seen.push({ version: res.body.model.version, at: Date.now() });
+      }
+    };
+    const clients = [client(), client(), client(), client()];
+    await sleep(200);
+    const publishedAt = Date.now();
+    await publish(v2, { url: t.service.url, key: t.keys.admin, alias: 'champion', reason: 'mlp' });
+    const answeredAt = Date.now();
+    await sleep(300);
+    stop = true;
+    await Promise.all(clients);
+    assert.equal(failures, 0);
+    const firstNew = seen.find((s) => s.version === v2.version);
+    assert.ok(firstNew, 'the new version answered');
+    assert.ok(firstNew.at - publishedAt < 1000, `first prediction from the new version ${firstNew.at - publishedAt} ms after publishing`);
+    assert.ok(seen.filter((s) => s.at > answeredAt + 50).every((s) => s.version === v2.version), 'only the new version after the swap');
+
+    const rollback = await t.call('/v1/models/propensity/aliases/champion', { method: 'PUT', key: t.keys.admin, body: JSON.stringify({ version: v1.version, reason: 'rollback' }), headers: { 'content-type': 'application/json' } });
+    assert.equal(rollback.status, 200);
+    assert.equal((await predict({ model: 'propensity', user_id: 'alice' })).body.model.version, v1.version);
+    const model = (await (await t.call('/v1/models/propensity', { key: t.keys.read })).json()) as { history: { from: string | null; to: string; reason?: string }[] };
+    assert.deepEqual(model.history.map((h) => h.reason ?? null), [null, 'mlp', 'rollback']);
+  });
+
+  it('logs every prediction as an event', async () => {
+    const before = (await (await t.call('/v1/log', { key: t.keys.read })).json()) as { next: number };
+    for (let i = 0; i < 5; i++) await predict({ model: 'propensity', user_id: 'alice' });
+    let points: { event: string; count: number }[] = [];
+    for (let i = 0; i < 50; i++) {
+      const res = (await (await t.call('/v1/aggregates?window=1h&event=prediction&dimension=all', { key: t.keys.read })).json()) as { points: { event: string; count: number }[] };
+      points = res.points;
+      const log = (await (await t.call('/v1/log', { key: t.keys.read })).json()) as { next: number };
+      if (log.next >= before.next + 5) break;
+      await sleep(50);
+    }
+    assert.ok(points.reduce((n, p) => n + p.count, 0) >= 5, JSON.stringify(points));
+  });
+});
