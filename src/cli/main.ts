@@ -4,6 +4,7 @@ import { registerApp } from './app.js';
 import { registerFeatures } from './features.js';
 import { registerKernel } from './kernel.js';
 import { registerLake } from './lake.js';
+import { registerModels } from './models.js';
 import { registerNotebooks } from './notebooks.js';
 import { registerReplay } from './replay.js';
 import { registerLogs, registerServe } from './serve.js';
@@ -26,6 +27,7 @@ export async function main(argv: string[]): Promise<void> {
   registerLogs(program);
   registerReplay(program);
   registerFeatures(program);
+  registerModels(program);
 
   try {
     await program.parseAsync(argv);

@@ -28,9 +28,11 @@ export {
   liftByDecile,
   logLoss,
   rocAuc,
+  rocCurve,
   stratifiedFolds,
   type Evaluation,
 } from './models/evaluate.js';
+export { crossValidate, type CrossValidation, type FoldResult } from './models/cross-validate.js';
 export { columnsFor, fitPreprocessing, transform, type ColumnSpec, type Preprocessing } from './models/preprocess.js';
 export { publish, PublishError, type PublishOptions, type PublishResult } from './models/publish.js';
 export { ModelRegistry, type AliasMove, type VersionInfo } from './models/registry.js';

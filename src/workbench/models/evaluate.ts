@@ -31,6 +31,26 @@ export function rocAuc(labels: ArrayLike<number>, scores: ArrayLike<number>): nu
   return (rankSumPositives - (positives * (positives + 1)) / 2) / (positives * negatives);
 }
 
+/** The ROC curve: (false positive rate, true positive rate) at each distinct score, from the top. */
+export function rocCurve(labels: ArrayLike<number>, scores: ArrayLike<number>): { fpr: number; tpr: number; threshold: number }[] {
+  const n = check(labels, scores);
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => scores[b]! - scores[a]!);
+  let positives = 0;
+  for (let i = 0; i < n; i++) positives += labels[i] === 1 ? 1 : 0;
+  const negatives = n - positives;
+  const points = [{ fpr: 0, tpr: 0, threshold: Number.POSITIVE_INFINITY }];
+  let tp = 0;
+  let fp = 0;
+  for (let i = 0; i < n; ) {
+    let j = i;
+    while (j + 1 < n && scores[order[j + 1]!] === scores[order[i]!]) j++;
+    for (let k = i; k <= j; k++) labels[order[k]!] === 1 ? tp++ : fp++;
+    points.push({ fpr: negatives > 0 ? fp / negatives : 0, tpr: positives > 0 ? tp / positives : 0, threshold: scores[order[i]!]! });
+    i = j + 1;
+  }
+  return points;
+}
+
 /**
  * PR AUC as average precision: sum over thresholds of (R_k - R_{k-1}) * P_k, thresholds at the
  * distinct scores from high to low (the definition scikit-learn's average_precision_score uses; no

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { averagePrecision, brierScore, calibrationTable, evaluate, liftByDecile, logLoss, rocAuc, stratifiedFolds } from '../../../src/workbench/models/evaluate.js';
+import { averagePrecision, brierScore, calibrationTable, evaluate, liftByDecile, logLoss, rocAuc, rocCurve, stratifiedFolds } from '../../../src/workbench/models/evaluate.js';
 import { Random } from '../../../src/workbench/random.js';
 
 const near = (a: number, b: number, tol = 1e-12) => assert.ok(Math.abs(a - b) <= tol, `${a} vs ${b}`);
@@ -51,6 +51,15 @@ describe('evaluation against a second method', () => {
       lastRecall = tp / positives;
     }
     near(averagePrecision(labels, scores), ap);
+  });
+
+  it('the ROC curve runs from (0, 0) to (1, 1), and its trapezoid area is the ROC AUC', () => {
+    const { labels, scores } = sample(500, 6);
+    const curve = rocCurve(labels, scores);
+    assert.deepEqual([curve[0]!.fpr, curve[0]!.tpr, curve.at(-1)!.fpr, curve.at(-1)!.tpr], [0, 0, 1, 1]);
+    let area = 0;
+    for (let i = 1; i < curve.length; i++) area += ((curve[i]!.fpr - curve[i - 1]!.fpr) * (curve[i]!.tpr + curve[i - 1]!.tpr)) / 2;
+    near(area, rocAuc(labels, scores), 1e-12);
   });
 
   it('lift deciles: equal sizes, capture reaching 1, mean lift 1; a perfect score puts every positive first', () => {

@@ -1,0 +1,41 @@
+import type { Command } from 'commander';
+import { join } from 'node:path';
+import { dataDir } from '../workbench/config.js';
+import { ModelRegistry } from '../workbench/models/registry.js';
+
+/** `wb models`: the registry in the data dir (the service re-reads aliases within seconds). */
+export function registerModels(program: Command): void {
+  const models = program.command('models').description('the model registry: versions, metrics, aliases and their history');
+  const registry = () => ModelRegistry.open(join(dataDir(program.opts().dataDir), 'registry'));
+
+  models
+    .command('list')
+    .description('model versions, newest first, with their metrics and aliases')
+    .option('--name <model>', 'only this model')
+    .option('--json', 'print JSON')
+    .action((flags: { name?: string; json?: boolean }) => {
+      const list = registry().list(flags.name);
+      if (flags.json) return void console.log(JSON.stringify(list, null, 2));
+      if (list.length === 0) return void console.log('no models in the registry yet: publish one from a notebook or `wb jobs run`');
+      for (const v of list) {
+        const metrics = Object.entries(v.metrics).map(([k, x]) => `${k} ${Number.isInteger(x) ? x : x.toFixed(4)}`).join(', ');
+        console.log(`${v.name.padEnd(24)} ${v.version}  ${v.createdAt.slice(0, 19)}  ${v.kind.padEnd(8)} ${(v.aliases.join(',') || '-').padEnd(20)} ${metrics}`);
+      }
+    });
+
+  models
+    .command('history <name>')
+    .description('every alias move of a model')
+    .action((name: string) => {
+      for (const m of registry().history(name)) console.log(`${m.at}  ${m.alias.padEnd(12)} ${m.from ?? '(none)'} -> ${m.to}${m.by ? `  by ${m.by}` : ''}${m.reason ? `  (${m.reason})` : ''}`);
+    });
+
+  models
+    .command('alias <name> <alias> <version>')
+    .description('point an alias at a version (promote, or roll back by moving it to the previous version)')
+    .option('--reason <text>', 'why, kept in the history')
+    .action((name: string, alias: string, version: string, flags: { reason?: string }) => {
+      const move = registry().setAlias(name, alias, version, { by: process.env.USER ?? 'wb', reason: flags.reason });
+      console.log(`${name} ${alias}: ${move.from ?? '(none)'} -> ${move.to}`);
+    });
+}
