@@ -7,7 +7,8 @@ import type { Scalar } from './duckdb.js';
  * the HTML report `wb nb run` writes. Outside a kernel (a job, a script) the same calls print text.
  */
 
-type Rows = readonly Record<string, unknown>[];
+/** Rows of any object type (interfaces too, which have no index signature). */
+type Rows = readonly object[];
 /** danfo's DataFrame, by shape: danfo's types are not visible to tslab (see DEPENDENCIES.md). */
 interface FrameLike {
   columns: string[];
@@ -107,7 +108,7 @@ function normalise(data: Tabular): { columns: string[]; rows: unknown[][] } {
   if (!Array.isArray(data) && 'columns' in data && 'values' in data) {
     return { columns: [...data.columns], rows: data.values.map((r) => (Array.isArray(r) ? r : [r])) };
   }
-  const rows = data as Rows;
+  const rows = data as readonly Record<string, unknown>[];
   const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
   return { columns, rows: rows.map((r) => columns.map((c) => r[c])) };
 }
