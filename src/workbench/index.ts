@@ -34,6 +34,7 @@ export {
 } from './models/evaluate.js';
 export { crossValidate, type CrossValidation, type FoldResult } from './models/cross-validate.js';
 export { columnsFor, fitPreprocessing, transform, type ColumnSpec, type Preprocessing } from './models/preprocess.js';
+export { dataSnapshot, lineageOf } from './models/lineage.js';
 export { publish, PublishError, type PublishOptions, type PublishResult } from './models/publish.js';
 export { ModelRegistry, type AliasMove, type VersionInfo } from './models/registry.js';
 export { trainClassifier, type Classifier, type TrainOptions } from './models/train.js';
