@@ -85,14 +85,26 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, commitEveryMs, onError }, recent),
     new ConsumerRunner(log, monitor, { batchSize: 2_000, maxWaitMs: 0, commitEveryMs, onError }, recent),
   ];
+  const registry = ModelRegistry.open(join(config.dataDir, 'registry'));
+  // Models saved to the registry outside the service (a notebook, `wb models alias`) are served too.
+  const aliased = [...new Set(Object.values(registry.aliasTable()).flatMap((aliases) => Object.values(aliases)))];
   const features = await FeatureServing.start({
     log,
     recent,
     dir: join(config.dataDir, 'features'),
     openStore: (setVersion) => openFeatureStore(config, setVersion),
     runner: { commitEveryMs, onError },
+    required: aliased.flatMap((version) => {
+      try {
+        return [registry.get(version).features];
+      } catch (err) {
+        logger.error({ err, version }, 'a model version in the registry cannot be read; it is not served');
+        return [];
+      }
+    }),
+    onConflict: (err) => logger.error({ err }, 'a model in the registry needs a feature defined differently by another; its predictions will fail until one is renamed'),
   });
-  const models = new ModelServer(ModelRegistry.open(join(config.dataDir, 'registry')), (err) => logger.error({ err }, 'cannot re-read the model aliases; serving with the ones loaded'));
+  const models = new ModelServer(registry, (err) => logger.error({ err }, 'cannot re-read the model aliases; serving with the ones loaded'));
   const predictions = new PredictionLog(ingest, (err) => logger.error({ err }, 'cannot log predictions'));
   for (const r of runners) await r.start();
 

@@ -19,6 +19,10 @@ export interface FeatureServingOptions {
   runner: Omit<RunnerOptions, 'batchSize' | 'maxWaitMs'>;
   /** How long registering waits for new features to be computed from the log before giving up. */
   buildTimeoutMs?: number;
+  /** Feature sets that must be served from the start: those of the models the registry's aliases point at. */
+  required?: readonly (readonly Feature[])[];
+  /** Told about a required set that cannot be served (a name defined differently by another model). */
+  onConflict?: (err: unknown) => void;
 }
 
 /**
@@ -39,6 +43,13 @@ export class FeatureServing {
 
   static async start(options: FeatureServingOptions): Promise<FeatureServing> {
     const serving = new FeatureServing(options);
+    for (const set of options.required ?? []) {
+      try {
+        serving.served.register(set);
+      } catch (err) {
+        options.onConflict?.(err);
+      }
+    }
     serving.removeStaleSnapshots();
     const updater = new FeatureUpdater(await options.openStore(serving.served.version), serving.served.features);
     serving.current = { updater, runner: serving.runner(updater) };

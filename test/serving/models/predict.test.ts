@@ -144,3 +144,36 @@ describe('publishing models and serving predictions', { timeout: 120_000 }, () =
     assert.ok(points.reduce((n, p) => n + p.count, 0) >= 5, JSON.stringify(points));
   });
 });
+
+describe('a service started over a registry with models in it', { timeout: 60_000 }, () => {
+  it('serves the features of every aliased model, so a model saved by a notebook predicts at once', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { ModelRegistry } = await import('../../../src/workbench/models/registry.js');
+    const dir = mkdtempSync(join(tmpdir(), 'wb-registry-start-'));
+    const model = await trainClassifier(rows, 'bought', columnsFor(features), { seed: 1, maxEpochs: 5 });
+    const bundle = await createBundle('offline-saved', model, features);
+    const registry = ModelRegistry.open(join(dir, 'registry'));
+    registry.put(bundle);
+    registry.setAlias('offline-saved', 'champion', bundle.version);
+    const t = await startTestService({}, dir);
+    try {
+      await t.post('/v1/events', [event('s1', { user_id: 'carol', event: 'login' })]);
+      let res: Response | undefined;
+      for (let i = 0; i < 50; i++) {
+        res = await t.call('/v1/predict', { method: 'POST', key: t.keys.read, body: JSON.stringify({ model: 'offline-saved', user_id: 'carol' }), headers: { 'content-type': 'application/json' } });
+        const body = (await res.clone().json()) as Prediction;
+        if (res.status === 200 && body.features.logins_7d === 1) break;
+        await sleep(50);
+      }
+      const body = (await res!.json()) as Prediction;
+      assert.equal(res!.status, 200, JSON.stringify(body));
+      assert.equal(body.score, model.predict([{ logins_7d: 1, spend_30d: 0 }])[0]);
+    } finally {
+      model.dispose();
+      await t.service.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

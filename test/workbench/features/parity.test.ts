@@ -5,7 +5,7 @@ import { simulateIntoOltp } from '../../../src/app/history.js';
 import { appFeatures } from '../../../src/workbench/features/catalog.js';
 import { OnlineFeatures } from '../../../src/workbench/features/online.js';
 import { featureParity } from '../../../src/workbench/features/parity.js';
-import { buildLakehouse, Lakehouse, openOltp } from '../../../src/workbench/index.js';
+import { buildLakehouse, buildTrainingSet, Lakehouse, openOltp, sql } from '../../../src/workbench/index.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 describe('featureParity on a lakehouse', { timeout: 120_000 }, () => {
@@ -41,6 +41,13 @@ describe('featureParity on a lakehouse', { timeout: 120_000 }, () => {
     assert.equal(drifted.largestDifference, 2);
     assert.equal((drifted.example!.online as number) - (drifted.example!.offline as number), 2);
     assert.equal(report.mismatches, 50, 'only that feature');
+  });
+
+  it('refuses a spine with missing times or users, naming the first bad row', async () => {
+    const spine = sql`(SELECT * FROM (VALUES ('u000001', TIMESTAMP '2025-03-10'), ('u000002', NULL), (NULL, TIMESTAMP '2025-03-11')) AS v(user_id, as_of))`;
+    await assert.rejects(buildTrainingSet(lake, appFeatures, { spine }), /the spine has 1 rows without as_of and 1 without user_id \(of 3; the first is row 2\)/);
+    const ok = await buildTrainingSet(lake, appFeatures, { spine: sql`(SELECT 'u000001' AS user_id, TIMESTAMP '2025-03-10' AS as_of)` });
+    assert.equal(ok.length, 1);
   });
 
   it('says when the lakehouse has no events of the source', async () => {
