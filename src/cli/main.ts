@@ -2,6 +2,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { InputError, WorkbenchError } from '../workbench/errors.js';
 import { registerApp } from './app.js';
 import { registerFeatures } from './features.js';
+import { registerJobs } from './jobs.js';
 import { registerKernel } from './kernel.js';
 import { registerLake } from './lake.js';
 import { registerModels } from './models.js';
@@ -28,6 +29,7 @@ export async function main(argv: string[]): Promise<void> {
   registerReplay(program);
   registerFeatures(program);
   registerModels(program);
+  registerJobs(program);
 
   try {
     await program.parseAsync(argv);

@@ -1,0 +1,180 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { InputError, NotFoundError } from '../errors.js';
+import { writeFileAtomic } from '../files.js';
+import { silentProgress, type Progress } from '../progress.js';
+
+/**
+ * Jobs and DAGs: the same training code as the notebooks, run as steps that depend on each other,
+ * each step's outcome recorded. A step hands small JSON outputs to the run record (what people read)
+ * and large objects (a lakehouse handle, a trained model) to later steps through `state`.
+ */
+export interface JobContext {
+  dataDir: string;
+  /** `--param key=value` given to the run. */
+  params: Readonly<Record<string, string>>;
+  /** Outputs of the steps this one needs, by step name. */
+  inputs: Readonly<Record<string, Record<string, unknown>>>;
+  /** Objects shared between the steps of one run. */
+  state: Map<string, unknown>;
+  progress: Progress;
+}
+
+export interface Job {
+  name: string;
+  needs?: string[];
+  run(ctx: JobContext): Promise<Record<string, unknown> | void>;
+}
+
+export interface Dag {
+  name: string;
+  description: string;
+  jobs: Job[];
+  /** Releases what steps left in `state` (open files, models); called after every run. */
+  cleanup?(state: Map<string, unknown>): Promise<void> | void;
+}
+
+export type StepStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'skipped';
+
+export interface StepRecord {
+  job: string;
+  status: StepStatus;
+  started_at?: string;
+  ended_at?: string;
+  outputs?: Record<string, unknown>;
+  error?: string;
+}
+
+export interface RunRecord {
+  run_id: string;
+  dag: string;
+  status: 'running' | 'succeeded' | 'failed';
+  started_at: string;
+  ended_at?: string;
+  params: Record<string, string>;
+  /** Who started it: `cli`, `schedule`, `api:<key name>`. */
+  trigger: string;
+  steps: StepRecord[];
+}
+
+/** The steps in an order where each comes after what it needs; refuses unknown needs and cycles. */
+export function topologicalOrder(dag: Dag): Job[] {
+  const byName = new Map(dag.jobs.map((j) => [j.name, j]));
+  const order: Job[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = (job: Job, path: string[]) => {
+    if (state.get(job.name) === 'done') return;
+    if (state.get(job.name) === 'visiting') throw new InputError(`DAG ${dag.name} has a cycle: ${[...path, job.name].join(' -> ')}`);
+    state.set(job.name, 'visiting');
+    for (const need of job.needs ?? []) {
+      const dep = byName.get(need);
+      if (!dep) throw new InputError(`DAG ${dag.name}: step ${job.name} needs ${need}, which is not a step (steps: ${[...byName.keys()].join(', ')})`);
+      visit(dep, [...path, job.name]);
+    }
+    state.set(job.name, 'done');
+    order.push(job);
+  };
+  for (const job of dag.jobs) visit(job, []);
+  return order;
+}
+
+/** Where run records live: one JSON file per run, rewritten as steps progress. */
+export class RunStore {
+  constructor(readonly dir: string) {}
+
+  static forDataDir(dataDir: string): RunStore {
+    return new RunStore(join(dataDir, 'jobs', 'runs'));
+  }
+
+  save(run: RunRecord): void {
+    mkdirSync(this.dir, { recursive: true });
+    writeFileAtomic(join(this.dir, `${run.run_id}.json`), `${JSON.stringify(run, null, 2)}\n`);
+  }
+
+  get(runId: string): RunRecord {
+    if (!/^[a-z0-9-]{1,100}$/.test(runId)) throw new InputError(`${JSON.stringify(runId)} is not a run id`);
+    const path = join(this.dir, `${runId}.json`);
+    if (!existsSync(path)) throw new NotFoundError(`no job run ${runId}`);
+    return JSON.parse(readFileSync(path, 'utf8')) as RunRecord;
+  }
+
+  /** Runs, newest first. */
+  list(filter: { dag?: string; limit?: number } = {}): RunRecord[] {
+    if (!existsSync(this.dir)) return [];
+    const runs = readdirSync(this.dir)
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => JSON.parse(readFileSync(join(this.dir, f), 'utf8')) as RunRecord)
+      .filter((r) => !filter.dag || r.dag === filter.dag)
+      .sort((a, b) => (a.started_at < b.started_at ? 1 : a.started_at > b.started_at ? -1 : 0));
+    return runs.slice(0, filter.limit ?? 50);
+  }
+}
+
+export function newRunId(dag: string): string {
+  return `${dag}-${new Date().toISOString().replace(/[-:.TZ]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
+}
+
+/**
+ * Runs a DAG's steps in order, recording each; a failed step fails the run and skips what depends
+ * on it (and everything after: a run stops at its first failure).
+ */
+export async function runDag(
+  dag: Dag,
+  options: { dataDir: string; params?: Record<string, string>; progress?: Progress; trigger?: string; runId?: string; store?: RunStore },
+): Promise<RunRecord> {
+  const order = topologicalOrder(dag);
+  const store = options.store ?? RunStore.forDataDir(options.dataDir);
+  const progress = options.progress ?? silentProgress;
+  const run: RunRecord = {
+    run_id: options.runId ?? newRunId(dag.name),
+    dag: dag.name,
+    status: 'running',
+    started_at: new Date().toISOString(),
+    params: { ...options.params },
+    trigger: options.trigger ?? 'cli',
+    steps: order.map((j) => ({ job: j.name, status: 'pending' })),
+  };
+  store.save(run);
+  const outputs: Record<string, Record<string, unknown>> = {};
+  const state = new Map<string, unknown>();
+  try {
+    for (const [i, job] of order.entries()) {
+      const step = run.steps[i]!;
+      if (run.status === 'failed') {
+        step.status = 'skipped';
+        continue;
+      }
+      step.status = 'running';
+      step.started_at = new Date().toISOString();
+      store.save(run);
+      progress.log(`[${dag.name}] ${job.name}...`);
+      try {
+        const inputs = Object.fromEntries((job.needs ?? []).map((n) => [n, outputs[n] ?? {}]));
+        const out = (await job.run({ dataDir: options.dataDir, params: run.params, inputs, state, progress })) ?? {};
+        outputs[job.name] = out;
+        step.outputs = JSON.parse(JSON.stringify(out)) as Record<string, unknown>;
+        step.status = 'succeeded';
+        progress.log(`[${dag.name}] ${job.name}: ${summary(out)}`);
+      } catch (err) {
+        step.status = 'failed';
+        step.error = (err as Error).message ?? String(err);
+        run.status = 'failed';
+        progress.log(`[${dag.name}] ${job.name} FAILED: ${step.error}`);
+      }
+      step.ended_at = new Date().toISOString();
+      store.save(run);
+    }
+  } finally {
+    await dag.cleanup?.(state);
+  }
+  if (run.status === 'running') run.status = 'succeeded';
+  run.ended_at = new Date().toISOString();
+  store.save(run);
+  return run;
+}
+
+function summary(out: Record<string, unknown>): string {
+  const parts = Object.entries(out).map(([k, v]) => `${k}=${typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(4) : typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
+  return parts.join(', ') || 'done';
+}

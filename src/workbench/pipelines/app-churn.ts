@@ -1,0 +1,73 @@
+import { appFeatures } from '../features/catalog.js';
+import type { Feature } from '../features/definition.js';
+import { buildTrainingSet } from '../features/offline.js';
+import type { Lakehouse, Row } from '../lakehouse.js';
+import { evaluate, type Evaluation } from '../models/evaluate.js';
+import { columnsFor } from '../models/preprocess.js';
+import { trainClassifier, type Classifier, type TrainOptions } from '../models/train.js';
+import type { Progress } from '../progress.js';
+import { sql } from '../sql.js';
+
+/**
+ * Churn on the simulated app, the code notebook 04 and the `app-churn` job share: one row per user
+ * and moment (users signed up at least a week before, not churned yet); the label is churning within
+ * the horizon; `true_p` is the simulator's true probability of that, for checking (never an input).
+ */
+export interface AppChurnOptions {
+  horizonDays?: number;
+  stepDays?: number;
+  /** Share of the moments (the earliest) to train on. */
+  trainShare?: number;
+  progress?: Progress;
+}
+
+export interface AppChurnData {
+  features: readonly Feature[];
+  train: Row[];
+  test: Row[];
+  buildSeconds: number;
+}
+
+/** The very short windows say nothing at moments chosen by the calendar. */
+export const APP_CHURN_FEATURES: readonly Feature[] = appFeatures.filter((f) => !['events_10m', 'events_1h'].includes(f.name));
+
+export async function appChurnData(lake: Lakehouse, options: AppChurnOptions = {}): Promise<AppChurnData> {
+  const horizon = options.horizonDays ?? 14;
+  const step = options.stepDays ?? 2;
+  const [span] = await lake.query<{ first: Date; last: Date }>(sql`SELECT min(time) AS first, max(time) AS last FROM app_events`);
+  const spine = sql`(
+    WITH moments AS (
+      SELECT unnest(generate_series(CAST(${span!.first} AS TIMESTAMP) + INTERVAL 14 DAY, CAST(${span!.last} AS TIMESTAMP) - to_days(${horizon}), to_days(${step}))) AS as_of)
+    SELECT u.user_id, m.as_of,
+           CAST(t.churned_at IS NOT NULL AND CAST(t.churned_at AS TIMESTAMP) < m.as_of + to_days(${horizon}) AS INTEGER) AS churned,
+           1 - power(1 - CASE WHEN t.upgraded_at IS NOT NULL AND CAST(t.upgraded_at AS TIMESTAMP) < m.as_of
+                              THEN 1 / (1 + exp(1.0 - ln(t.churn_hazard / (1 - t.churn_hazard)))) ELSE t.churn_hazard END, ${horizon}) AS true_p
+    FROM moments m
+    JOIN users u ON CAST(u.first_seen AS TIMESTAMP) < m.as_of - INTERVAL 7 DAY
+    JOIN app_truth t USING (user_id)
+    WHERE t.churned_at IS NULL OR CAST(t.churned_at AS TIMESTAMP) >= m.as_of)`;
+  const started = Date.now();
+  options.progress?.log(`building the training set: ${APP_CHURN_FEATURES.length} features every ${step} days, horizon ${horizon} days`);
+  const rows = await buildTrainingSet(lake, APP_CHURN_FEATURES, { spine, events: sql`(SELECT * FROM events WHERE source = 'app')` });
+  const moments = [...new Set(rows.map((r) => (r.as_of as Date).getTime()))].sort((a, b) => a - b);
+  const cut = moments[Math.floor(moments.length * (options.trainShare ?? 0.5))] ?? Number.POSITIVE_INFINITY;
+  return {
+    features: APP_CHURN_FEATURES,
+    train: rows.filter((r) => (r.as_of as Date).getTime() < cut),
+    test: rows.filter((r) => (r.as_of as Date).getTime() >= cut),
+    buildSeconds: (Date.now() - started) / 1000,
+  };
+}
+
+export interface AppChurnModel {
+  model: Classifier;
+  evaluation: Evaluation;
+  /** The true probabilities as scores: the best any model could do on these labels. */
+  oracle: Evaluation;
+}
+
+export async function trainAppChurn(data: AppChurnData, options: TrainOptions = {}): Promise<AppChurnModel> {
+  const model = await trainClassifier(data.train, 'churned', columnsFor(data.features), { seed: 1, learningRate: 0.03, patience: 8, ...options });
+  const labels = data.test.map((r) => r.churned as number);
+  return { model, evaluation: evaluate(labels, model.predict(data.test)), oracle: evaluate(labels, data.test.map((r) => r.true_p as number)) };
+}
