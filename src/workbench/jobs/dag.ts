@@ -151,7 +151,8 @@ export async function runDag(
       progress.log(`[${dag.name}] ${job.name}...`);
       try {
         const inputs = Object.fromEntries((job.needs ?? []).map((n) => [n, outputs[n] ?? {}]));
-        const out = (await job.run({ dataDir: options.dataDir, params: run.params, inputs, state, progress })) ?? {};
+        // (Written for the TypeScript of tslab too, which types `void ?? {}` as void.)
+        const out = ((await job.run({ dataDir: options.dataDir, params: run.params, inputs, state, progress })) || {}) as Record<string, unknown>;
         outputs[job.name] = out;
         step.outputs = JSON.parse(JSON.stringify(out)) as Record<string, unknown>;
         step.status = 'succeeded';
