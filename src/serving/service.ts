@@ -38,6 +38,8 @@ export interface ServiceConfig {
   featureStore?: string;
   ingest?: Partial<IngestOptions>;
   bodyLimitBytes?: number;
+  /** How often the registry's aliases are re-read (ms); default 5000. */
+  modelRefreshMs?: number;
   /** URL that receives each alert as a JSON POST. */
   alertWebhook?: string;
   anomaly?: AnomalyOptions;
@@ -104,7 +106,11 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     }),
     onConflict: (err) => logger.error({ err }, 'a model in the registry needs a feature defined differently by another; its predictions will fail until one is renamed'),
   });
-  const models = new ModelServer(registry, (err) => logger.error({ err }, 'cannot re-read the model aliases; serving with the ones loaded'));
+  const models = await ModelServer.open(registry, {
+    ready: (bundle) => features.register(bundle.features),
+    onError: (err) => logger.error({ err }, 'cannot follow a model alias; it keeps answering with the version it had'),
+    refreshMs: config.modelRefreshMs,
+  });
   const predictions = new PredictionLog(ingest, (err) => logger.error({ err }, 'cannot log predictions'));
   for (const r of runners) await r.start();
 

@@ -22,26 +22,63 @@ export interface Scored {
  * Serves the registry's models: resolves a name and alias (or a version) to a loaded model, kept in
  * memory by version. Publishing loads the new version before the alias moves, so a request is
  * answered by the old version or the new one, never by none (hot swap); rolling back is moving the
- * alias back. Aliases are cached and re-read from the registry every few seconds, so `wb models`
- * moves made outside the service take effect too.
+ * alias back. Aliases are re-read from the registry every few seconds, so moves made outside the
+ * service (a training job, `wb models alias`) take effect too: a version is loaded and made ready
+ * (`ready`: its features served) before the alias is followed, and one that cannot be is reported
+ * while the alias keeps answering with the version it had.
  */
 export class ModelServer {
   private readonly loaded = new Map<string, Promise<Loaded>>();
   private aliasCache = new Map<string, Record<string, string>>();
-  private readonly reloadTimer: NodeJS.Timeout;
+  private reloadTimer: NodeJS.Timeout | undefined;
+  private refreshing: Promise<void> | undefined;
 
-  constructor(
+  private constructor(
     readonly registry: ModelRegistry,
-    private readonly onError: (err: unknown) => void = () => undefined,
-  ) {
-    this.reloadAliases();
-    this.reloadTimer = setInterval(() => {
-      try {
-        this.reloadAliases();
-      } catch (err) {
-        this.onError(err); // keep serving with the aliases already loaded
+    private readonly ready: (bundle: ModelBundle) => Promise<unknown>,
+    private readonly onError: (err: unknown) => void,
+  ) {}
+
+  static async open(registry: ModelRegistry, options: { ready?: (bundle: ModelBundle) => Promise<unknown>; onError?: (err: unknown) => void; refreshMs?: number } = {}): Promise<ModelServer> {
+    const server = new ModelServer(registry, options.ready ?? (async () => undefined), options.onError ?? (() => undefined));
+    await server.refresh();
+    server.reloadTimer = setInterval(() => void server.refresh(), options.refreshMs ?? 5_000).unref();
+    return server;
+  }
+
+  /** Follows the registry's aliases; resolves when done (concurrent calls share one pass). */
+  refresh(): Promise<void> {
+    return (this.refreshing ??= this.followAliases().finally(() => (this.refreshing = undefined)));
+  }
+
+  private async followAliases(): Promise<void> {
+    let table: Record<string, Record<string, string>>;
+    try {
+      table = this.registry.aliasTable();
+    } catch (err) {
+      return this.onError(err); // keep serving with the aliases already followed
+    }
+    const next = new Map<string, Record<string, string>>();
+    for (const [name, aliases] of Object.entries(table)) {
+      const entry: Record<string, string> = {};
+      for (const [alias, version] of Object.entries(aliases)) {
+        const current = this.aliasCache.get(name)?.[alias];
+        if (current === version) {
+          entry[alias] = version;
+          continue;
+        }
+        try {
+          const loaded = await this.load(version);
+          await this.ready(loaded.bundle);
+          entry[alias] = version;
+        } catch (err) {
+          this.onError(err);
+          if (current) entry[alias] = current;
+        }
       }
-    }, 5_000).unref();
+      next.set(name, entry);
+    }
+    this.aliasCache = next;
   }
 
   /** Verifies a bundle and loads its model: a bundle that cannot serve is refused before anything changes. */
@@ -56,16 +93,21 @@ export class ModelServer {
     await this.load(bundle.version, bundle);
     this.registry.put(bundle);
     const move = this.registry.setAlias(bundle.name, alias, bundle.version, meta);
-    this.reloadAliases();
+    this.follow(bundle.name, alias, bundle.version);
     return move;
   }
 
   /** Moves an alias to a stored version (a rollback, a promotion), loading it first. */
   async moveAlias(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): Promise<AliasMove> {
-    await this.load(version);
+    const loaded = await this.load(version);
+    await this.ready(loaded.bundle);
     const move = this.registry.setAlias(name, alias, version, meta);
-    this.reloadAliases();
+    this.follow(name, alias, version);
     return move;
+  }
+
+  private follow(name: string, alias: string, version: string): void {
+    this.aliasCache.set(name, { ...this.aliasCache.get(name), [alias]: version });
   }
 
   /** The loaded model for a name and alias, or a version. */
@@ -113,7 +155,4 @@ export class ModelServer {
     return p;
   }
 
-  private reloadAliases(): void {
-    this.aliasCache = new Map(Object.entries(this.registry.aliasTable()));
-  }
 }

@@ -177,3 +177,35 @@ describe('a service started over a registry with models in it', { timeout: 60_00
     }
   });
 });
+
+describe('a model saved to the registry while the service runs', { timeout: 60_000 }, () => {
+  it('is followed within the refresh interval, with its new features computed from the log first', async () => {
+    const t = await startTestService({ modelRefreshMs: 200 });
+    const wide = featureSet([...features, { name: 'logins_lifetime', source: { event: 'login' }, aggregation: 'count', window: 'lifetime', default: 0 }]);
+    const wideRows = rows.map((r) => ({ ...r, logins_lifetime: r.logins_7d * 2 }));
+    const model = await trainClassifier(wideRows, 'bought', columnsFor(wide), { seed: 1, maxEpochs: 5 });
+    try {
+      await t.post('/v1/events', [event('j1', { user_id: 'dave', event: 'login' }), event('j2', { user_id: 'dave', event: 'login', time: new Date(Date.now() - 2000).toISOString() })]);
+      const bundle = await createBundle('job-made', model, wide, { lineage: { source: 'job:test' } });
+      const { ModelRegistry } = await import('../../../src/workbench/models/registry.js');
+      const { join } = await import('node:path');
+      const registry = ModelRegistry.open(join(t.dataDir, 'registry'));
+      registry.put(bundle);
+      registry.setAlias('job-made', 'champion', bundle.version, { by: 'a job' });
+      let body: Prediction | undefined;
+      for (let i = 0; i < 100; i++) {
+        const res = await t.call('/v1/predict', { method: 'POST', key: t.keys.read, body: JSON.stringify({ model: 'job-made', user_id: 'dave' }), headers: { 'content-type': 'application/json' } });
+        if (res.status === 200) {
+          body = (await res.json()) as Prediction;
+          if (body.features.logins_lifetime === 2) break;
+        }
+        await sleep(50);
+      }
+      assert.deepEqual(body?.features, { logins_7d: 2, spend_30d: 0, logins_lifetime: 2 });
+      assert.equal(body!.score, model.predict([{ logins_7d: 2, spend_30d: 0, logins_lifetime: 2 }])[0]);
+    } finally {
+      model.dispose();
+      await t.stop();
+    }
+  });
+});
