@@ -6,7 +6,9 @@ import { aggregateRoutes } from './http/aggregates.js';
 import { dashboardRoutes } from './http/dashboard.js';
 import { eventRoutes } from './http/events.js';
 import { featureRoutes } from './http/features.js';
+import { jobRoutes } from './http/jobs.js';
 import { modelRoutes, type ModelRouteDeps } from './http/models.js';
+import type { JobScheduler } from './jobs/scheduler.js';
 import { countRequests, observabilityRoutes } from './http/observability.js';
 import { openApiDocument } from './http/openapi.js';
 import type { Route } from './http/route.js';
@@ -31,6 +33,7 @@ export interface AppDeps {
   /** When the archive last received a batch, and the newest event time in it. */
   archiveFreshness: () => { at: number; newestEvent: string } | undefined;
   models: ModelRouteDeps;
+  jobs: JobScheduler;
   limits?: { bodyBytes?: number };
   version?: string;
 }
@@ -84,6 +87,7 @@ export function allRoutes(deps: AppDeps): Route[] {
     ...aggregateRoutes(deps.aggregates),
     ...featureRoutes(deps.models.features),
     ...modelRoutes(deps.models),
+    ...jobRoutes(deps.jobs),
     ...observabilityRoutes(deps.metrics, deps.alerts, async () => {
       for (const c of await lag()) deps.metrics.consumerLag.set({ consumer: c.name }, c.lag);
     }),

@@ -20,6 +20,7 @@ import { MemoryOnlineStore } from './features/memory-store.js';
 import { RedisOnlineStore } from './features/redis-store.js';
 import { FeatureServing } from './features/serving.js';
 import type { OnlineStore } from './features/store.js';
+import { JobScheduler, type ScheduleEntry } from './jobs/scheduler.js';
 import { ModelServer } from './models/model-server.js';
 import { PredictionLog } from './models/prediction-log.js';
 import { ModelRegistry } from '../workbench/models/registry.js';
@@ -38,6 +39,8 @@ export interface ServiceConfig {
   featureStore?: string;
   ingest?: Partial<IngestOptions>;
   bodyLimitBytes?: number;
+  /** Training DAGs to run on a schedule, each in its own process. */
+  schedule?: ScheduleEntry[];
   /** How often the registry's aliases are re-read (ms); default 5000. */
   modelRefreshMs?: number;
   /** URL that receives each alert as a JSON POST. */
@@ -60,6 +63,7 @@ export interface RunningService {
   runners: ConsumerRunner[];
   features: FeatureServing;
   models: ModelServer;
+  jobs: JobScheduler;
   /** Stops taking requests, finishes the ones in flight, drains the consumers, closes everything. */
   stop(): Promise<void>;
 }
@@ -111,6 +115,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     onError: (err) => logger.error({ err }, 'cannot follow a model alias; it keeps answering with the version it had'),
     refreshMs: config.modelRefreshMs,
   });
+  const jobs = new JobScheduler(config.dataDir, config.schedule ?? [], logger);
   const predictions = new PredictionLog(ingest, (err) => logger.error({ err }, 'cannot log predictions'));
   for (const r of runners) await r.start();
 
@@ -126,6 +131,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     consumers: async () => [...runners, ...features.runners].map((r) => ({ name: r.consumer.name, committed: r.offset })),
     archiveFreshness: () => archiver.freshness,
     models: { models, features, oltp, predictions, metrics },
+    jobs,
     limits: { bodyBytes: config.bodyLimitBytes },
     version: config.version,
   });
@@ -158,6 +164,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       await closed;
       // Everything is closed even when one part fails to stop, so the process can exit.
       const failures: unknown[] = [];
+      await jobs.stop();
       await predictions.flush();
       models.close();
       for (const r of runners) await r.stop().catch((err: unknown) => failures.push(err));
@@ -168,7 +175,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       logger.info('service stopped');
     })());
 
-  return { url, ingest, server, log, aggregates, archiver, monitor, alerts, metrics, runners, features, models, stop };
+  return { url, ingest, server, log, aggregates, archiver, monitor, alerts, metrics, runners, features, models, jobs, stop };
 }
 
 /** The online store of one feature set: its own snapshot file, or its own Redis key prefix. */
