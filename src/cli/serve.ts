@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KeyStore } from '../serving/auth/keys.js';
 import { parseSchedule } from '../serving/jobs/scheduler.js';
+import { parsePrecompute } from '../serving/models/precompute.js';
 import { LEVELS, searchLogs, type LevelName } from '../serving/observability/log-search.js';
 import { createLogger } from '../serving/observability/logger.js';
 import { startService } from '../serving/service.js';
@@ -20,13 +21,14 @@ export function registerServe(program: Command): void {
     .option('--port <n>', 'port to listen on (env WB_PORT)', intOption('--port', 0), Number(process.env.WB_PORT ?? 8080))
     .option('--host <host>', 'address to listen on (env WB_HOST)', process.env.WB_HOST ?? '127.0.0.1')
     .option('--event-log <spec>', 'file (embedded, default) or nats://host:4222[?stream=NAME] for JetStream (env WB_EVENT_LOG)', process.env.WB_EVENT_LOG ?? 'file')
+    .option('--precompute <spec>', 'on an event, score its user and write the score to OLTP predictions, e.g. login=app-churn (env WB_PRECOMPUTE)', process.env.WB_PRECOMPUTE ?? '')
     .option('--schedule <spec>', 'training DAGs to run on a schedule, e.g. retail-propensity=24h,app-churn=6h (env WB_SCHEDULE)', process.env.WB_SCHEDULE ?? '')
     .option('--feature-store <spec>', 'memory (embedded, default) or redis://host:6379[/db] for the online feature store (env WB_FEATURE_STORE)', process.env.WB_FEATURE_STORE ?? 'memory')
     .option('--oltp <url>', 'OLTP database: postgres://... or a SQLite file (env WB_OLTP_URL)')
     .option('--event-names <names>', 'accept only these event names, comma-separated (env WB_EVENT_NAMES; default: any)', process.env.WB_EVENT_NAMES)
     .option('--alert-webhook <url>', 'POST each anomaly alert as JSON to this URL (env WB_ALERT_WEBHOOK)', process.env.WB_ALERT_WEBHOOK)
     .option('--quiet', 'log to the files in <data-dir>/logs only, not to standard output')
-    .action(async (flags: { port: number; host: string; eventLog: string; featureStore: string; schedule: string; oltp?: string; eventNames?: string; alertWebhook?: string; quiet?: boolean }) => {
+    .action(async (flags: { port: number; host: string; eventLog: string; featureStore: string; schedule: string; precompute: string; oltp?: string; eventNames?: string; alertWebhook?: string; quiet?: boolean }) => {
       const data = dataDir(program.opts().dataDir);
       const logger = createLogger(data, { quiet: flags.quiet });
       const eventNames = flags.eventNames ? new Set(flags.eventNames.split(',').map((s) => s.trim()).filter(Boolean)) : undefined;
@@ -38,6 +40,7 @@ export function registerServe(program: Command): void {
         eventLog: flags.eventLog,
         featureStore: flags.featureStore,
         schedule: parseSchedule(flags.schedule),
+        precompute: parsePrecompute(flags.precompute),
         ingest: eventNames ? { eventNames } : {},
         alertWebhook: flags.alertWebhook,
         logger,

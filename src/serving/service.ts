@@ -23,6 +23,7 @@ import type { OnlineStore } from './features/store.js';
 import { JobScheduler, type ScheduleEntry } from './jobs/scheduler.js';
 import { ModelServer } from './models/model-server.js';
 import { PredictionLog } from './models/prediction-log.js';
+import { Precompute, type PrecomputeRule } from './models/precompute.js';
 import { ModelRegistry } from '../workbench/models/registry.js';
 import { JetStreamEventLog } from './pipeline/jetstream-log.js';
 
@@ -39,6 +40,8 @@ export interface ServiceConfig {
   featureStore?: string;
   ingest?: Partial<IngestOptions>;
   bodyLimitBytes?: number;
+  /** Score a user on these events and write the score to the OLTP predictions table. */
+  precompute?: PrecomputeRule[];
   /** Training DAGs to run on a schedule, each in its own process. */
   schedule?: ScheduleEntry[];
   /** How often the registry's aliases are re-read (ms); default 5000. */
@@ -115,6 +118,12 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     onError: (err) => logger.error({ err }, 'cannot follow a model alias; it keeps answering with the version it had'),
     refreshMs: config.modelRefreshMs,
   });
+  if (config.precompute?.length) {
+    const precompute = new Precompute(config.precompute, models, features, oltp, () => features.runners[0]!.offset, () => log.next(), (err, message) => logger.warn({ err }, message));
+    const runner = new ConsumerRunner(log, precompute, { batchSize: 1_000, maxWaitMs: 0, onError }, recent);
+    await runner.start();
+    runners.push(runner);
+  }
   const jobs = new JobScheduler(config.dataDir, config.schedule ?? [], logger);
   const predictions = new PredictionLog(ingest, (err) => logger.error({ err }, 'cannot log predictions'));
   for (const r of runners) await r.start();

@@ -209,3 +209,30 @@ describe('a model saved to the registry while the service runs', { timeout: 60_0
     }
   });
 });
+
+describe('precomputed predictions', { timeout: 60_000 }, () => {
+  it('scores a user on login and writes the score to the OLTP predictions table', async () => {
+    const t = await startTestService({ precompute: [{ event: 'login', model: 'precomputed' }] });
+    const model = await trainClassifier(rows, 'bought', columnsFor(features), { seed: 1, maxEpochs: 5 });
+    const { openOltp } = await import('../../../src/workbench/oltp/index.js');
+    const oltp = await openOltp(undefined, t.dataDir);
+    try {
+      const bundle = await createBundle('precomputed', model, features);
+      await publish(bundle, { url: t.service.url, key: t.keys.admin, alias: 'champion' });
+      await t.post('/v1/events', [event('pc1', { user_id: 'erin', event: 'purchase', props: { amount: 30 } }), event('pc2', { user_id: 'erin', event: 'login' }), event('pc3', { user_id: 'frank', event: 'purchase', props: { amount: 5 } })]);
+      let found: { user_id: string; score: number; version: string; model: string }[] = [];
+      for (let i = 0; i < 100 && found.length === 0; i++) {
+        await sleep(50);
+        found = [];
+        for await (const batch of oltp.scan('predictions')) found.push(...batch);
+      }
+      assert.deepEqual(found.map((p) => [p.model, p.user_id, p.version]), [['precomputed', 'erin', bundle.version]], 'only the user who logged in');
+      // Scored with the login itself folded in: logins_7d = 1, spend_30d = 30.
+      assert.equal(found[0]!.score, model.predict([{ logins_7d: 1, spend_30d: 30 }])[0]);
+    } finally {
+      model.dispose();
+      await oltp.close();
+      await t.stop();
+    }
+  });
+});

@@ -1,0 +1,77 @@
+import { InputError } from '../../workbench/errors.js';
+import type { EnrichedEvent } from '../../workbench/event.js';
+import type { FeatureValue } from '../../workbench/features/definition.js';
+import type { OltpStore, Prediction } from '../../workbench/oltp/store.js';
+import type { FeatureServing } from '../features/serving.js';
+import type { EventConsumer } from '../pipeline/consumer.js';
+import type { ModelServer } from './model-server.js';
+
+export interface PrecomputeRule {
+  /** The event that triggers scoring its user, e.g. `login`. */
+  event: string;
+  model: string;
+  alias?: string;
+}
+
+/**
+ * Precomputed predictions, as the seed article describes: when a user does the trigger event, the
+ * service scores them and writes the score to the OLTP `predictions` table, where the app reads it
+ * without calling the model. Scores use the user's features with that very event folded in (the
+ * consumer waits for the features consumer to pass the batch). Writes are upserts, so a batch
+ * handled again after a restart changes nothing.
+ */
+export class Precompute implements EventConsumer {
+  readonly name = 'precompute';
+  private lastWarning = 0;
+
+  constructor(
+    private readonly rules: readonly PrecomputeRule[],
+    private readonly models: ModelServer,
+    private readonly features: FeatureServing,
+    private readonly oltp: OltpStore,
+    private readonly featuresOffset: () => number,
+    private readonly logEnd: () => Promise<number>,
+    private readonly warn: (err: unknown, message: string) => void,
+  ) {}
+
+  /** Where it stopped; the first time, the end of the log: history is not rescored. */
+  async resumeAt(committed: number): Promise<number> {
+    return committed > 0 ? committed : this.logEnd();
+  }
+
+  async handle(events: EnrichedEvent[], first: number): Promise<void> {
+    const end = first + events.length;
+    for (let waited = 0; this.featuresOffset() < end && waited < 30_000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+    for (const rule of this.rules) {
+      const users = [...new Set(events.filter((e) => e.event === rule.event).map((e) => e.user_id))];
+      if (users.length === 0) continue;
+      let loaded;
+      try {
+        loaded = await this.models.resolve({ model: rule.model, alias: rule.alias });
+      } catch (err) {
+        // Not published yet: say so now and then, and keep consuming.
+        if (Date.now() - this.lastWarning > 60_000) {
+          this.lastWarning = Date.now();
+          this.warn(err, `precompute on ${rule.event}: model ${rule.model} cannot be resolved; no scores written`);
+        }
+        continue;
+      }
+      const rows: Record<string, FeatureValue>[] = [];
+      for (const user of users) rows.push((await this.features.read(user)).values);
+      const scores = loaded.classifier.predict(rows);
+      const now = new Date().toISOString();
+      const predictions: Prediction[] = users.map((user_id, i) => ({ model: rule.model, version: loaded.bundle.version, user_id, score: scores[i]!, created_at: now }));
+      await this.oltp.upsertPredictions(predictions);
+    }
+  }
+}
+
+/** `login=app-churn` or `login=app-churn@challenger`, comma-separated. */
+export function parsePrecompute(spec: string): PrecomputeRule[] {
+  if (!spec.trim()) return [];
+  return spec.split(',').map((part) => {
+    const m = /^\s*([a-z][a-z0-9_]*)\s*=\s*([a-z][a-z0-9-]*)(?:@([a-z][a-z0-9_-]*))?\s*$/.exec(part);
+    if (!m) throw new InputError(`precompute ${JSON.stringify(part.trim())}: write event=model or event=model@alias, e.g. login=app-churn`);
+    return { event: m[1]!, model: m[2]!, ...(m[3] ? { alias: m[3] } : {}) };
+  });
+}
