@@ -4,6 +4,10 @@ import { InputError } from '../workbench/errors.js';
 import { appFeatures, retailFeatures } from '../workbench/features/catalog.js';
 import { featureSet, type Feature } from '../workbench/features/definition.js';
 import { featureParity } from '../workbench/features/parity.js';
+import { skewReport } from '../workbench/features/skew.js';
+import { ModelRegistry } from '../workbench/models/registry.js';
+import { dataDir } from '../workbench/config.js';
+import { join } from 'node:path';
 import { consoleProgress, lakeDir, Lakehouse } from '../workbench/index.js';
 import { intOption } from './main.js';
 
@@ -59,6 +63,30 @@ export function registerFeatures(program: Command): void {
             console.log(`${f.name.padEnd(24)} ${String(f.compared).padStart(8)} ${String(f.mismatches).padStart(10)} ${f.largestDifference}${f.example ? `  e.g. ${f.example.user_id} at ${f.example.as_of}: offline ${JSON.stringify(f.example.offline)}, online ${JSON.stringify(f.example.online)}` : ''}`);
           }
           console.log(`\n${report.source}: ${report.samples} samples x ${report.features.length} features over ${report.events.toLocaleString('en-US')} events: ${report.mismatches} mismatches (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+        }
+        if (report.mismatches > 0) process.exitCode = 1;
+      } finally {
+        lake.close();
+      }
+    });
+
+  features
+    .command('skew')
+    .description("training/serving skew: the feature values served with a model's logged predictions against the offline values at the same times; exits 1 on any difference")
+    .requiredOption('--model <name>', 'the model whose predictions to check')
+    .option('--limit <n>', 'the most recent predictions to check', intOption('--limit', 1), 1000)
+    .option('--json', 'print the report as JSON')
+    .action(async (flags: { model: string; limit: number; json?: boolean }) => {
+      const dir = dataDir(program.opts().dataDir);
+      const lake = await Lakehouse.open(lakeDir(dir));
+      try {
+        const report = await skewReport(lake, ModelRegistry.open(join(dir, 'registry')), { model: flags.model, limit: flags.limit });
+        if (flags.json) console.log(JSON.stringify(report));
+        else {
+          for (const f of report.features) {
+            console.log(`${f.name.padEnd(24)} ${String(f.compared).padStart(8)} compared ${String(f.mismatches).padStart(6)} differ, largest ${f.largestDifference}${f.example ? `  e.g. ${f.example.user_id} at ${f.example.as_of}: served ${JSON.stringify(f.example.online)}, offline ${JSON.stringify(f.example.offline)}` : ''}`);
+          }
+          console.log(`${report.model}: ${report.predictions} predictions, ${report.mismatches} served values differ from the offline recomputation`);
         }
         if (report.mismatches > 0) process.exitCode = 1;
       } finally {

@@ -19,6 +19,7 @@ export { buildTrainingSet, trainingSetSql, type TrainingSetSource } from './feat
 export { OnlineFeatures, type FeatureEvent, type FeatureRead, type UserState } from './features/online.js';
 export { appFeatures, retailFeatures } from './features/catalog.js';
 export { featureParity, type ParityReport } from './features/parity.js';
+export { skewReport, type SkewReport } from './features/skew.js';
 export { BUNDLE_FORMAT, createBundle, loadClassifier, verifyBundle, type Lineage, type ModelBundle } from './models/bundle.js';
 export {
   averagePrecision,

@@ -129,7 +129,7 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
         const features: Record<string, FeatureValue> = {};
         for (const f of loaded.bundle.features) features[f.name] = p.values?.[f.name] ?? online.values[f.name]!;
         const scored = deps.models.score(loaded, features, defaulted.filter((n) => n in features));
-        deps.predictions.record(p.user_id, scored);
+        deps.predictions.record(p.user_id, scored, Object.keys(p.values ?? {}).filter((n) => n in features));
         deps.metrics.predictions.inc({ model: deps.metrics.label('model', scored.model.name) });
         res.json(scored);
       },

@@ -20,13 +20,14 @@ export class PredictionLog {
     private readonly maxBatch = 1000,
   ) {}
 
-  record(userId: string, scored: Scored): void {
+  /** `overrides`: features whose value came with the request rather than from the store. */
+  record(userId: string, scored: Scored, overrides: string[] = []): void {
     this.buffer.push({
       event_id: `prediction-${randomUUID()}`,
       time: new Date().toISOString(),
       user_id: userId,
       event: 'prediction',
-      props: { model: scored.model.name, version: scored.model.version, alias: scored.model.alias ?? null, score: scored.score, features: scored.features, defaulted: scored.defaulted },
+      props: { model: scored.model.name, version: scored.model.version, alias: scored.model.alias ?? null, score: scored.score, features: scored.features, defaulted: scored.defaulted, overrides },
     });
     if (this.buffer.length >= this.maxBatch) void this.flush();
     else this.timer ??= setTimeout(() => void this.flush(), this.maxWaitMs);
