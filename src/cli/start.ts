@@ -4,7 +4,7 @@ import { appSource, retailSource } from '../app/replay.js';
 import { KeyStore } from '../serving/auth/keys.js';
 import { createLogger } from '../serving/observability/logger.js';
 import { startService } from '../serving/service.js';
-import { consoleProgress, dataDir, oltpUrl } from '../workbench/index.js';
+import { consoleProgress, dataDir, findDag, oltpUrl, runDag } from '../workbench/index.js';
 import { addBuildOptions, printBuildReport, runBuild, type LakeBuildFlags } from './lake.js';
 import { intOption } from './main.js';
 import { runReplay } from './replay.js';
@@ -21,13 +21,26 @@ export function registerStart(program: Command): void {
     program
       .command('start')
       .description('build the lakehouse, start the service and replay the data through it (no servers to install); Ctrl-C stops')
-      .option('--no-serve', 'only build the lakehouse')
+      .option('--no-serve', 'only build the lakehouse (and train)')
+      .option('--no-train', 'do not run the training jobs before starting the service')
       .option('--port <n>', 'port of the service (env WB_PORT)', intOption('--port', 0), Number(process.env.WB_PORT ?? 8080))
       .option('--speed <x>', 'replay speed in simulated seconds per second (86400: a day a second)', '86400'),
-  ).action(async (flags: LakeBuildFlags & { serve: boolean; port: number; speed: string }) => {
+  ).action(async (flags: LakeBuildFlags & { serve: boolean; train: boolean; port: number; speed: string }) => {
     const data = dataDir(program.opts().dataDir);
     const report = await runBuild(flags, program.opts().dataDir);
     printBuildReport(report);
+    if (flags.train) {
+      // The training jobs, as `wb jobs run` would: each publishes to the registry past its gate.
+      for (const name of ['app-churn', 'retail-propensity']) {
+        const run = await runDag(findDag(name), { dataDir: data, progress: consoleProgress(), trigger: 'wb start', params: flags.oltp ? { oltp: flags.oltp } : {} });
+        const trained = run.steps.find((s) => s.job === 'train')?.outputs;
+        const published = run.steps.find((s) => s.job === 'publish')?.outputs;
+        console.log(
+          `${name}: ${run.status}${trained ? `, test ROC AUC ${Number(trained.roc_auc).toFixed(3)}` : ''}` +
+            `${published ? (published.published ? `, published ${published.version} as ${published.alias}` : `, not published (${published.reason})`) : ''}`,
+        );
+      }
+    }
     const lake = relative(process.cwd(), report.lake) || '.';
     if (!flags.serve) {
       console.log(`\nNext:\n  npx wb lake info                 what is in ${lake}, and its views\n  jupyter notebook notebooks/      open the notebooks (kernel "TypeScript (plg-workbench)")\n  npm start                        also start the service and its live dashboard`);
@@ -39,13 +52,16 @@ export function registerStart(program: Command): void {
     for (const k of keys.list()) if (k.name === START_KEY_NAME && !k.revoked_at) keys.revoke(k.id);
     const { key } = keys.create(START_KEY_NAME, ['ingest', 'read']);
     const logger = createLogger(data, { quiet: true });
-    const service = await startService({ dataDir: data, port: flags.port, host: '127.0.0.1', oltpUrl: oltpUrl(flags.oltp), logger });
+    // Every login of the app is scored with the churn model and the score written to OLTP (precompute).
+    const service = await startService({ dataDir: data, port: flags.port, host: '127.0.0.1', oltpUrl: oltpUrl(flags.oltp), logger, precompute: [{ event: 'login', model: 'app-churn' }] });
     console.log(`
 The service is running (logs: ${relative(process.cwd(), join(data, 'logs')) || '.'}/, or \`npx wb logs\`).
   dashboard:  ${service.url}/dashboard#key=${key}
   API:        ${service.url}/v1/openapi.json  (key for this run: ${key})
   lakehouse:  ${lake}  (npx wb lake info; live events appear in the live_events view)
   notebooks:  jupyter notebook notebooks/   or   npx wb nb run notebooks/01-lakehouse-tour.ipynb
+  models:     npx wb models list; logins are scored with app-churn into the OLTP predictions table
+  predict:    curl -s ${service.url}/v1/predict -H "Authorization: Bearer ${key}" -H 'content-type: application/json' -d '{"model":"app-churn","user_id":"u000001"}'
 Replaying the retail log and the simulated app through the service; Ctrl-C stops.
 `);
     const stop = new AbortController();

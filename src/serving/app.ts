@@ -91,7 +91,16 @@ export function allRoutes(deps: AppDeps): Route[] {
     ...observabilityRoutes(deps.metrics, deps.alerts, async () => {
       for (const c of await lag()) deps.metrics.consumerLag.set({ consumer: c.name }, c.lag);
     }),
-    ...dashboardRoutes({ aggregates: deps.aggregates, alerts: deps.alerts, lag, archive: deps.archiveFreshness }),
+    ...dashboardRoutes({
+      aggregates: deps.aggregates,
+      alerts: deps.alerts,
+      lag,
+      archive: deps.archiveFreshness,
+      models: async () => {
+        const served = new Map((await deps.metrics.predictions.get()).values.map((v) => [String(v.labels.model), v.value]));
+        return Object.entries(deps.models.models.aliases()).map(([name, aliases]) => ({ name, aliases, predictions: served.get(name) ?? 0 }));
+      },
+    }),
     {
       method: 'get',
       path: '/v1/log',

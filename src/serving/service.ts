@@ -119,7 +119,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     refreshMs: config.modelRefreshMs,
   });
   if (config.precompute?.length) {
-    const precompute = new Precompute(config.precompute, models, features, oltp, () => features.runners[0]!.offset, () => log.next(), (err, message) => logger.warn({ err }, message));
+    const precompute = new Precompute(config.precompute, models, features, oltp, () => features.runners[0]!.offset, () => log.next(), (err, message) => logger.warn({ err }, message), (model, count) => metrics.predictions.inc({ model: metrics.label('model', model) }, count));
     const runner = new ConsumerRunner(log, precompute, { batchSize: 1_000, maxWaitMs: 0, onError }, recent);
     await runner.start();
     runners.push(runner);

@@ -41,6 +41,29 @@ describe('the live dashboard in headless Chromium', { timeout: 120_000 }, () => 
     console.log(`# the burst was on the page ${shownAfter} ms after it was sent`);
   });
 
+  it('shows the models served and counts their predictions', async (ctx: TestContext) => {
+    if (typeof browser === 'string') return ctx.skip(browser);
+    const { featureSet } = await import('../../src/workbench/features/definition.js');
+    const { createBundle } = await import('../../src/workbench/models/bundle.js');
+    const { columnsFor } = await import('../../src/workbench/models/preprocess.js');
+    const { publish } = await import('../../src/workbench/models/publish.js');
+    const { trainClassifier } = await import('../../src/workbench/models/train.js');
+    const features = featureSet([{ name: 'logins_7d', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 }]);
+    const model = await trainClassifier(Array.from({ length: 60 }, (_, i) => ({ logins_7d: i % 6, y: i % 2 })), 'y', columnsFor(features), { maxEpochs: 2 });
+    const bundle = await createBundle('dash-model', model, features);
+    model.dispose();
+    await publish(bundle, { url: t.service.url, key: t.keys.admin, alias: 'champion' });
+    const page = await browser.newPage();
+    await page.goto(`${t.service.url}/dashboard#key=${encodeURIComponent(t.keys.read)}`);
+    await page.waitForSelector('td[data-model="dash-model"]', { timeout: 10_000 });
+    for (let i = 0; i < 3; i++) {
+      const res = await t.call('/v1/predict', { method: 'POST', key: t.keys.read, body: JSON.stringify({ model: 'dash-model', user_id: 'u1' }), headers: { 'content-type': 'application/json' } });
+      assert.equal(res.status, 200);
+    }
+    await page.waitForFunction("document.querySelector('td[data-model=\"dash-model\"]').textContent === '3'", undefined, { timeout: 10_000 });
+    assert.match((await page.textContent('#models')) ?? '', new RegExp(`champion ${bundle.version.slice(0, 8)}`));
+  });
+
   it('asks for a key when the one given is not valid', async (ctx: TestContext) => {
     if (typeof browser === 'string') return ctx.skip(browser);
     const page = await browser.newPage();

@@ -12,6 +12,8 @@ export interface DashboardSources {
   lag: () => Promise<{ name: string; committed: number; lag: number }[]>;
   /** When the archive last received a batch and the newest event time in it. */
   archive: () => { at: number; newestEvent: string } | undefined;
+  /** The models with aliases, and the predictions each has served since the service started. */
+  models: () => Promise<{ name: string; aliases: Record<string, string>; predictions: number }[]>;
 }
 
 const DIMENSIONS = ['country', 'device', 'tier', 'first_seen_week'] as const;
@@ -43,7 +45,7 @@ export function dashboardRoutes(sources: DashboardSources): Route[] {
     {
       method: 'get',
       path: '/v1/stream',
-      summary: 'Server-sent events (text/event-stream): `snapshot` events with events per minute by cohort for the last hour, alerts, consumer lag and archive freshness.',
+      summary: 'Server-sent events (text/event-stream): `snapshot` events with events per minute by cohort for the last hour, alerts, consumer lag, archive freshness and the models served.',
       scope: 'read',
       responses: { 200: 'an event stream that stays open' },
       handler: (req, res) => stream(req, res, sources),
@@ -104,6 +106,7 @@ async function snapshot(sources: DashboardSources) {
     perEvent,
     alerts: sources.alerts.list().slice(0, 20),
     consumers: await sources.lag(),
+    models: await sources.models(),
     archive: archive ? { lastWrite: new Date(archive.at).toISOString(), newestEvent: archive.newestEvent, secondsAgo: (Date.now() - archive.at) / 1000 } : null,
   };
 }

@@ -106,6 +106,11 @@ export class ModelServer {
     return move;
   }
 
+  /** The aliases being followed: model name -> alias -> version. */
+  aliases(): Record<string, Record<string, string>> {
+    return Object.fromEntries([...this.aliasCache].map(([name, a]) => [name, { ...a }]));
+  }
+
   private follow(name: string, alias: string, version: string): void {
     this.aliasCache.set(name, { ...this.aliasCache.get(name), [alias]: version });
   }

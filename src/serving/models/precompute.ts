@@ -32,6 +32,7 @@ export class Precompute implements EventConsumer {
     private readonly featuresOffset: () => number,
     private readonly logEnd: () => Promise<number>,
     private readonly warn: (err: unknown, message: string) => void,
+    private readonly onScored: (model: string, count: number) => void = () => undefined,
   ) {}
 
   /** Where it stopped; the first time, the end of the log: history is not rescored. */
@@ -62,6 +63,7 @@ export class Precompute implements EventConsumer {
       const now = new Date().toISOString();
       const predictions: Prediction[] = users.map((user_id, i) => ({ model: rule.model, version: loaded.bundle.version, user_id, score: scores[i]!, created_at: now }));
       await this.oltp.upsertPredictions(predictions);
+      this.onScored(rule.model, predictions.length);
     }
   }
 }
