@@ -117,6 +117,7 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
       responses: { 200: '{ score, model: { name, version, alias }, features, defaulted }', 400: 'a bad request', 404: 'an unknown model, alias, version or user' },
       before: [express.json({ limit: 256 * 1024 })],
       handler: async (req, res) => {
+        const started = performance.now();
         const p = body(Predict, req.body, 'send { "model": "<name>", "user_id": "<id>" }');
         const loaded = await deps.models.resolve(p);
         const online = await deps.features.read(p.user_id);
@@ -131,6 +132,8 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
         const scored = deps.models.score(loaded, features, defaulted.filter((n) => n in features));
         deps.predictions.record(p.user_id, scored, Object.keys(p.values ?? {}).filter((n) => n in features));
         deps.metrics.predictions.inc({ model: deps.metrics.label('model', scored.model.name) });
+        // Time spent in the handler (features, model, logging), for clients and benchmarks.
+        res.set('Server-Timing', `predict;dur=${(performance.now() - started).toFixed(3)}`);
         res.json(scored);
       },
     },
