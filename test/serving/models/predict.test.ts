@@ -123,6 +123,12 @@ describe('publishing models and serving predictions', { timeout: 120_000 }, () =
     assert.ok(firstNew.at - publishedAt < 1000, `first prediction from the new version ${firstNew.at - publishedAt} ms after publishing`);
     assert.ok(seen.filter((s) => s.at > answeredAt + 50).every((s) => s.version === v2.version), 'only the new version after the swap');
 
+    // A refused publish (a changed bundle, a feature that conflicts) leaves the champion serving.
+    const conflicting = await createBundle('propensity', first, featureSet([{ ...features[0]!, window: '30d' }, features[1]!]));
+    await assert.rejects(publish(conflicting, { url: t.service.url, key: t.keys.admin, alias: 'champion' }), /failed \(409\).*logins_7d is already served with another definition/);
+    await assert.rejects(publish({ ...v1, kind: 'mlp' }, { url: t.service.url, key: t.keys.admin, alias: 'champion' }), /failed \(400\)/);
+    assert.equal((await predict({ model: 'propensity', user_id: 'alice' })).body.model.version, v2.version);
+
     const rollback = await t.call('/v1/models/propensity/aliases/champion', { method: 'PUT', key: t.keys.admin, body: JSON.stringify({ version: v1.version, reason: 'rollback' }), headers: { 'content-type': 'application/json' } });
     assert.equal(rollback.status, 200);
     assert.equal((await predict({ model: 'propensity', user_id: 'alice' })).body.model.version, v1.version);
