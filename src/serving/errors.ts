@@ -33,6 +33,14 @@ export function parseQuery<S extends z.ZodType>(schema: S, query: unknown): z.in
   throw badRequest('bad_query', `query parameter ${issue.path.join('.')}: ${issue.message}`);
 }
 
+/** A request body (or path part) through its schema, or a 400 naming the field, what is wrong and what to send. */
+export function parseBody<S extends z.ZodType>(schema: S, input: unknown, hint: string): z.infer<S> {
+  const parsed = schema.safeParse(input);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  throw badRequest('bad_body', `${issue.path.join('.') || 'body'}: ${issue.message} (${hint})`);
+}
+
 export interface ErrorLogger {
   error(obj: object, msg: string): void;
 }

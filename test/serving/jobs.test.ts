@@ -7,8 +7,7 @@ import { simulateIntoOltp } from '../../src/app/history.js';
 import { parseSchedule } from '../../src/serving/jobs/scheduler.js';
 import { buildLakehouse, openOltp } from '../../src/workbench/index.js';
 import { startTestService, type TestService } from '../helpers/service.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from '../helpers/wait.js';
 
 interface Run {
   run_id: string;

@@ -8,18 +8,7 @@ import { KeyStore } from '../../src/serving/auth/keys.js';
 import { Lakehouse } from '../../src/workbench/lakehouse.js';
 import { sql } from '../../src/workbench/sql.js';
 import { event, startTestService } from '../helpers/service.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
+import { sleep, until } from '../helpers/wait.js';
 
 describe('the service pipeline', { timeout: 120_000 }, () => {
   it('feeds live aggregates by cohort and the lakehouse archive within seconds, and resumes exactly once after a restart', async () => {

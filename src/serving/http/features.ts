@@ -1,7 +1,7 @@
 import express from 'express';
 import { z } from 'zod';
 import { FeatureDefinitionSchema } from '../../workbench/features/definition.js';
-import { badRequest, parseQuery } from '../errors.js';
+import { badRequest, parseBody, parseQuery } from '../errors.js';
 import type { FeatureServing } from '../features/serving.js';
 import type { Route } from './route.js';
 
@@ -33,9 +33,8 @@ export function featureRoutes(features: FeatureServing): Route[] {
       responses: { 200: '{ version, added: [name] }', 400: 'a definition that is not valid, naming the feature and field', 409: 'a served name with another definition' },
       before: [express.json({ limit: 1024 * 1024 })],
       handler: async (req, res) => {
-        const body = Register.safeParse(req.body);
-        if (!body.success) throw badRequest('bad_body', `body: ${body.error.issues[0]!.path.join('.') || 'body'}: ${body.error.issues[0]!.message} (send { "features": [definition, ...] })`);
-        const added = await features.register(body.data.features as never[]);
+        const body = parseBody(Register, req.body, 'send { "features": [definition, ...] }');
+        const added = await features.register(body.features as never[]);
         res.json({ version: features.version, added: added.map((f) => f.name) });
       },
     },

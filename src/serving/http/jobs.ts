@@ -1,7 +1,7 @@
 import express from 'express';
 import { z } from 'zod';
 import { TRAINING_DAGS } from '../../workbench/jobs/training.js';
-import { badRequest, parseQuery } from '../errors.js';
+import { parseBody, parseQuery } from '../errors.js';
 import type { JobScheduler } from '../jobs/scheduler.js';
 import type { Route } from './route.js';
 
@@ -53,9 +53,8 @@ export function jobRoutes(scheduler: JobScheduler): Route[] {
       responses: { 202: '{ run_id }', 400: 'an unknown DAG or bad params', 409: 'a run of this DAG is in progress' },
       before: [express.json({ limit: 64 * 1024 })],
       handler: (req, res) => {
-        const body = Trigger.safeParse(req.body ?? {});
-        if (!body.success) throw badRequest('bad_body', `${body.error.issues[0]!.path.join('.') || 'body'}: ${body.error.issues[0]!.message}`);
-        res.status(202).json({ run_id: scheduler.start(String(req.params.dag), `api:${req.apiKey?.name ?? '?'}`, body.data.params) });
+        const body = parseBody(Trigger, req.body ?? {}, 'send { "params": { "minAuc": "0.7" } } or {}');
+        res.status(202).json({ run_id: scheduler.start(String(req.params.dag), `api:${req.apiKey?.name ?? '?'}`, body.params) });
       },
     },
   ];

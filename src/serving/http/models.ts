@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { InputError, IntegrityError, NotFoundError } from '../../workbench/errors.js';
 import type { FeatureValue } from '../../workbench/features/definition.js';
 import type { OltpStore } from '../../workbench/oltp/store.js';
-import { badRequest } from '../errors.js';
+import { badRequest, parseBody as body } from '../errors.js';
 import type { FeatureServing } from '../features/serving.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ModelServer } from '../models/model-server.js';
@@ -35,13 +35,6 @@ const Predict = z
   })
   .strict()
   .refine((p) => !(p.alias && p.version), { message: 'give an alias or a version, not both' });
-
-function body<S extends z.ZodType>(schema: S, input: unknown, hint: string): z.infer<S> {
-  const parsed = schema.safeParse(input);
-  if (parsed.success) return parsed.data;
-  const issue = parsed.error.issues[0]!;
-  throw badRequest('bad_body', `${issue.path.join('.') || 'body'}: ${issue.message} (${hint})`);
-}
 
 /** The model registry, publishing and serving over HTTP. */
 export function modelRoutes(deps: ModelRouteDeps): Route[] {

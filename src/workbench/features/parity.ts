@@ -99,15 +99,23 @@ export async function featureParity(lake: Lakehouse, features: readonly Feature[
     features.forEach((f, i) => {
       const a = offline[k]![f.name]!;
       const b = online[k]![f.name]!;
-      const r = report[i]!;
-      r.compared++;
-      const difference = typeof a === 'number' && typeof b === 'number' ? Math.abs(a - b) : undefined;
-      const same = difference !== undefined ? difference <= 1e-9 * Math.max(1, Math.abs(a as number)) : JSON.stringify(a) === JSON.stringify(b);
-      if (same) return;
-      r.mismatches++;
-      if (difference !== undefined) r.largestDifference = Math.max(r.largestDifference, difference);
-      r.example ??= { user_id: s.user_id, as_of: new Date(s.as_of).toISOString(), offline: a, online: b };
+      tally(report[i]!, { user_id: s.user_id, as_of: new Date(s.as_of).toISOString(), offline: a, online: b });
     });
   });
   return { source, samples: samples.length, events: events.length, mismatches: report.reduce((n, r) => n + r.mismatches, 0), features: report };
+}
+
+/**
+ * Counts one comparison of an offline and an online value into a feature's row: numbers agree up to
+ * a relative 1e-9 (float sums in another order), lists exactly. Shared by parity and skew reports.
+ */
+export function tally(row: FeatureParity, compared: NonNullable<FeatureParity['example']>): void {
+  const { offline, online } = compared;
+  row.compared++;
+  const difference = typeof offline === 'number' && typeof online === 'number' ? Math.abs(offline - online) : undefined;
+  const same = difference !== undefined ? difference <= 1e-9 * Math.max(1, Math.abs(offline as number)) : JSON.stringify(offline) === JSON.stringify(online);
+  if (same) return;
+  row.mismatches++;
+  if (difference !== undefined) row.largestDifference = Math.max(row.largestDifference, difference);
+  row.example ??= compared;
 }

@@ -4,7 +4,7 @@ import type { ModelRegistry } from '../models/registry.js';
 import { join, sql } from '../sql.js';
 import type { Feature, FeatureValue } from './definition.js';
 import { trainingSetSql } from './offline.js';
-import type { FeatureParity } from './parity.js';
+import { tally, type FeatureParity } from './parity.js';
 
 export interface SkewReport {
   model: string;
@@ -40,14 +40,7 @@ export async function skewReport(lake: Lakehouse, registry: ModelRegistry, optio
     for (const [name, value] of Object.entries(served)) {
       const r = report.get(name);
       if (!r || overridden.has(name)) continue;
-      const expected = offline[k]![name]!;
-      r.compared++;
-      const difference = typeof value === 'number' && typeof expected === 'number' ? Math.abs(value - expected) : undefined;
-      const same = difference !== undefined ? difference <= 1e-9 * Math.max(1, Math.abs(expected as number)) : JSON.stringify(value) === JSON.stringify(expected);
-      if (same) continue;
-      r.mismatches++;
-      if (difference !== undefined) r.largestDifference = Math.max(r.largestDifference, difference);
-      r.example ??= { user_id: p.user_id, as_of: p.time.toISOString(), offline: expected, online: value };
+      tally(r, { user_id: p.user_id, as_of: p.time.toISOString(), offline: offline[k]![name]!, online: value });
     }
   });
   const rows = [...report.values()];

@@ -7,8 +7,8 @@ import { publish } from '../../../src/workbench/models/publish.js';
 import { trainClassifier, type Classifier } from '../../../src/workbench/models/train.js';
 import { Random } from '../../../src/workbench/random.js';
 import { event, startTestService, type TestService } from '../../helpers/service.js';
+import { sleep } from '../../helpers/wait.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const features = featureSet([
   { name: 'logins_7d', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 },
   { name: 'spend_30d', source: { event: 'purchase' }, aggregation: 'sum', prop: 'amount', window: '30d', default: 0 },

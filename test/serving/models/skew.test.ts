@@ -11,8 +11,8 @@ import { ModelRegistry } from '../../../src/workbench/models/registry.js';
 import { trainClassifier } from '../../../src/workbench/models/train.js';
 import { sql } from '../../../src/workbench/sql.js';
 import { event, startTestService } from '../../helpers/service.js';
+import { sleep } from '../../helpers/wait.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const features = featureSet([
   { name: 'logins_7d', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 },
   { name: 'spend_30d', source: { event: 'purchase' }, aggregation: 'sum', prop: 'amount', window: '30d', default: 0 },
