@@ -1,6 +1,7 @@
 import * as arrow from 'apache-arrow';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { ASSIGNMENT_MACROS } from './experiments/macros.js';
 import { DuckDb, type ColumnarResult, type Scalar } from './duckdb.js';
 import { IntegrityError, NotFoundError } from './errors.js';
 import { sha256File } from './files.js';
@@ -63,6 +64,8 @@ export class Lakehouse {
     const db = await DuckDb.open(':memory:', { threads: options.threads });
     try {
       const views = await defineViews(db, layout, manifest);
+      // Experiment assignment as SQL (wb_hash, wb_arm), so notebooks can recompute who saw what.
+      for (const macro of ASSIGNMENT_MACROS) await db.run(macro);
       return new Lakehouse(db, layout, manifest, views);
     } catch (err) {
       db.close();

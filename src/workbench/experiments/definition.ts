@@ -1,0 +1,131 @@
+import { z } from 'zod';
+import { InputError } from '../errors.js';
+import { bucketRanges, chooseArm, hashBucket, inRange, type HashVersion } from './hash.js';
+
+/**
+ * Experiments and their metrics, as plain data shared by notebooks and the service. Creation is
+ * strict where the SDK is lenient: weights must add up to 1, coverage must be within [0, 1], every
+ * metric named must exist, and two running experiments may not overlap in a namespace.
+ */
+const KEY = /^[a-z][a-z0-9_-]{0,63}$/;
+const WEIGHT_TOLERANCE = 1e-6;
+
+export const MetricSchema = z
+  .object({
+    key: z.string().regex(KEY, 'metric keys are lower-case letters, digits, _ and -'),
+    description: z.string().max(500).optional(),
+    /**
+     * conversion: did the user do `event` within `windowDays` after exposure (0/1 per user);
+     * mean: the sum of `prop` of `event` per user in the window; ratio: sum of `prop` over the sum
+     * of `denominator.prop` (or counts) across users.
+     */
+    kind: z.enum(['conversion', 'mean', 'ratio']),
+    event: z.string().regex(/^[a-z][a-z0-9_]*$/),
+    prop: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/).optional(),
+    denominator: z.object({ event: z.string().regex(/^[a-z][a-z0-9_]*$/), prop: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/).optional() }).optional(),
+    windowDays: z.number().positive().max(365).default(14),
+    /** Days before exposure whose value is the CUPED covariate (0: no CUPED). */
+    preExposureDays: z.number().min(0).max(365).default(14),
+  })
+  .strict()
+  .superRefine((m, ctx) => {
+    if (m.kind === 'mean' && !m.prop) ctx.addIssue({ code: 'custom', path: ['prop'], message: 'a mean metric sums a prop per user: name it' });
+    if (m.kind === 'ratio' && !m.denominator) ctx.addIssue({ code: 'custom', path: ['denominator'], message: 'a ratio metric needs a denominator' });
+    if (m.kind !== 'ratio' && m.denominator) ctx.addIssue({ code: 'custom', path: ['denominator'], message: 'only ratio metrics have a denominator' });
+  });
+
+export type Metric = z.output<typeof MetricSchema>;
+
+const ArmSchema = z
+  .object({
+    key: z.string().regex(KEY, 'arm keys are lower-case letters, digits, _ and -'),
+    weight: z.number().min(0).max(1),
+    /** The model this arm serves: predictions for its users use this alias. */
+    model: z.object({ name: z.string().regex(/^[a-z][a-z0-9-]{0,63}$/), alias: z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/) }).optional(),
+  })
+  .strict();
+
+export const STATUSES = ['draft', 'running', 'stopped', 'shipped', 'rolled_back'] as const;
+export type ExperimentStatus = (typeof STATUSES)[number];
+
+export const ExperimentSchema = z
+  .object({
+    key: z.string().regex(KEY, 'experiment keys are lower-case letters, digits, _ and -'),
+    hypothesis: z.string().min(1).max(2000),
+    arms: z.array(ArmSchema).min(2).max(20),
+    coverage: z.number().min(0, 'coverage is a share of users, from 0 to 1').max(1, 'coverage is a share of users, from 0 to 1').default(1),
+    seed: z.string().min(1).max(128).optional(),
+    hashVersion: z.union([z.literal(1), z.literal(2)]).default(2),
+    /** Only users whose dimensions are among these values. */
+    targeting: z.object({ country: z.array(z.string()).optional(), device: z.array(z.string()).optional(), tier: z.array(z.string()).optional() }).strict().default({}),
+    /** Mutually exclusive experiments share a namespace and take disjoint ranges of it. */
+    namespace: z.object({ name: z.string().regex(KEY), range: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]) }).optional(),
+    objective: z.string().regex(KEY),
+    guardrails: z.array(z.object({ metric: z.string().regex(KEY), bad: z.enum(['increase', 'decrease']), tolerance: z.number().min(0).max(10) }).strict()).default([]),
+    /** Minimum detectable effect, relative (0.05: 5%). */
+    mde: z.number().positive().max(10),
+    minRunDays: z.number().min(0).max(365).default(7),
+    status: z.enum(STATUSES).default('draft'),
+    /** `auto` acts on its own; `recommend` only says what it would do. */
+    decisions: z.object({ ship: z.enum(['auto', 'recommend']).default('recommend'), rollback: z.enum(['auto', 'recommend']).default('auto') }).strict().default({ ship: 'recommend', rollback: 'auto' }),
+  })
+  .strict()
+  .superRefine((e, ctx) => {
+    const total = e.arms.reduce((s, a) => s + a.weight, 0);
+    if (Math.abs(total - 1) > WEIGHT_TOLERANCE) ctx.addIssue({ code: 'custom', path: ['arms'], message: `arm weights add up to ${total}, not 1` });
+    const keys = e.arms.map((a) => a.key);
+    if (new Set(keys).size !== keys.length) ctx.addIssue({ code: 'custom', path: ['arms'], message: `arm keys repeat: ${keys.join(', ')}` });
+    if (e.namespace && !(e.namespace.range[0] < e.namespace.range[1])) ctx.addIssue({ code: 'custom', path: ['namespace', 'range'], message: 'a namespace range is [start, end) with start < end' });
+  });
+
+export type ExperimentInput = z.input<typeof ExperimentSchema>;
+export type Experiment = z.output<typeof ExperimentSchema>;
+
+/**
+ * Checks an experiment against its schema and the context it is created in: the metrics that exist
+ * and the other experiments (a running one in the same namespace must not overlap its range).
+ */
+export function checkExperiment(input: unknown, context: { metrics: ReadonlySet<string>; others?: readonly Experiment[] }): Experiment {
+  const parsed = ExperimentSchema.safeParse(input);
+  const name = typeof (input as { key?: unknown })?.key === 'string' ? (input as { key: string }).key : '(no key)';
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new InputError(`experiment ${name}: ${issue.path.join('.') || 'experiment'}: ${issue.message}`);
+  }
+  const e = parsed.data;
+  for (const metric of [e.objective, ...e.guardrails.map((g) => g.metric)]) {
+    if (!context.metrics.has(metric)) throw new InputError(`experiment ${e.key}: unknown metric ${metric} (metrics: ${[...context.metrics].join(', ') || 'none defined'})`);
+  }
+  if (e.namespace) {
+    for (const other of context.others ?? []) {
+      if (other.key === e.key || other.status !== 'running' || other.namespace?.name !== e.namespace.name) continue;
+      const [a, b] = e.namespace.range;
+      const [c, d] = other.namespace.range;
+      if (a < d && c < b) throw new InputError(`experiment ${e.key}: namespace ${e.namespace.name} range [${a}, ${b}) overlaps running experiment ${other.key} [${c}, ${d})`);
+    }
+  }
+  return e;
+}
+
+export interface UserForAssignment {
+  user_id: string;
+  dims?: { country?: string; device?: string; tier?: string };
+}
+
+/**
+ * The arm of a user, a pure function of the experiment and the user: the arm key, or undefined
+ * when the user is not in the experiment (not running, not targeted, outside the namespace range,
+ * outside coverage).
+ */
+export function assign(e: Experiment, user: UserForAssignment): string | undefined {
+  if (e.status !== 'running') return undefined;
+  for (const dim of ['country', 'device', 'tier'] as const) {
+    const allowed = e.targeting[dim];
+    if (allowed && !allowed.includes(user.dims?.[dim] ?? '')) return undefined;
+  }
+  // GrowthBook's namespaces: hash version 1 of the user under "__" + the namespace name.
+  if (e.namespace && !inRange(hashBucket(`__${e.namespace.name}`, user.user_id, 1)!, e.namespace.range)) return undefined;
+  const bucket = hashBucket(e.seed ?? e.key, user.user_id, e.hashVersion as HashVersion)!;
+  const arm = chooseArm(bucket, bucketRanges(e.arms.length, e.coverage, e.arms.map((a) => a.weight)));
+  return arm === -1 ? undefined : e.arms[arm]!.key;
+}
