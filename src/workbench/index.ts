@@ -43,6 +43,11 @@ export { APP_CHURN_FEATURES, appChurnData, trainAppChurn, type AppChurnData, typ
 export { retailPropensityData, trainRetailPropensity, type RetailPropensityData, type RetailPropensityModel } from './pipelines/retail-propensity.js';
 export { findDag, TRAINING_DAGS } from './jobs/training.js';
 export { runDag, RunStore, type Dag, type Job, type RunRecord } from './jobs/dag.js';
+export { assign, checkExperiment, ExperimentSchema, MetricSchema, type Experiment, type ExperimentInput, type Metric } from './experiments/definition.js';
+export { bucketRanges, chooseArm, fnv1a32, hashBucket } from './experiments/hash.js';
+export { chiSquareSf, normalCdf, normalQuantile, tCdf, tQuantile } from './stats/distributions.js';
+export { daysToDecision, powerForSize, sampleSizePerArm } from './stats/power.js';
+export { benjaminiHochberg, holm, moments, relativeLift, sampleRatioMismatch, welch, type Estimate, type Moments, type Sums } from './stats/two-sample.js';
 export { Random } from './random.js';
 export { buildLakehouse, fingerprintOf, type AppHistory, type BuildOptions, type BuildReport } from './lakehouse/build.js';
 export { Lakehouse, type Row, type ViewInfo } from './lakehouse.js';

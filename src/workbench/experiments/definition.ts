@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { InputError } from '../errors.js';
-import { bucketRanges, chooseArm, hashBucket, inRange, type HashVersion } from './hash.js';
+import { bucketRanges, chooseArm, hashBucket, inRange, type HashVersion, type Range } from './hash.js';
 
 /**
  * Experiments and their metrics, as plain data shared by notebooks and the service. Creation is
@@ -126,6 +126,14 @@ export function assign(e: Experiment, user: UserForAssignment): string | undefin
   // GrowthBook's namespaces: hash version 1 of the user under "__" + the namespace name.
   if (e.namespace && !inRange(hashBucket(`__${e.namespace.name}`, user.user_id, 1)!, e.namespace.range)) return undefined;
   const bucket = hashBucket(e.seed ?? e.key, user.user_id, e.hashVersion as HashVersion)!;
-  const arm = chooseArm(bucket, bucketRanges(e.arms.length, e.coverage, e.arms.map((a) => a.weight)));
+  const arm = chooseArm(bucket, rangesOf(e));
   return arm === -1 ? undefined : e.arms[arm]!.key;
+}
+
+/** An experiment's arm ranges, computed once per experiment object (assignment runs per request; experiments are values: a change makes a new object). */
+const ranges = new WeakMap<Experiment, Range[]>();
+function rangesOf(e: Experiment): Range[] {
+  let r = ranges.get(e);
+  if (!r) ranges.set(e, (r = bucketRanges(e.arms.length, e.coverage, e.arms.map((a) => a.weight))));
+  return r;
 }
