@@ -27,6 +27,14 @@ describe('two-sample tests', () => {
     near(r.ci![0], 0, 1e-9); // the interval's edge touches 0 exactly at p = 0.05
   });
 
+  it("matches GrowthBook's published two-sided t-test case (gbstats tests/frequentist/test_tests.py)", () => {
+    // stat_a = Statistic(value=0.41, stddev=3.9, n=3407), stat_b = (0.7, 6.2, 3461): expected 0.29,
+    // ci [0.04538, 0.53462], p_value 0.02016, rounded to 5 decimals.
+    const r = welch({ n: 3407, mean: 0.41, variance: 3.9 ** 2 }, { n: 3461, mean: 0.7, variance: 6.2 ** 2 });
+    const round5 = (x: number) => Math.round(x * 1e5) / 1e5;
+    assert.deepEqual([round5(r.estimate!), round5(r.ci![0]), round5(r.ci![1]), round5(r.pValue!)], [0.29, 0.04538, 0.53462, 0.02016]);
+  });
+
   it('moments from sums match the definitions', () => {
     const m = moments({ n: 4, sum: 10, sumSquares: 30 }); // 1, 2, 3, 4
     near(m.mean, 2.5);
