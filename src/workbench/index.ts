@@ -46,7 +46,9 @@ export { runDag, RunStore, type Dag, type Job, type RunRecord } from './jobs/dag
 export { assign, checkExperiment, ExperimentSchema, MetricSchema, type Experiment, type ExperimentInput, type Metric } from './experiments/definition.js';
 export { bucketRanges, chooseArm, fnv1a32, hashBucket } from './experiments/hash.js';
 export { chiSquareSf, normalCdf, normalQuantile, tCdf, tQuantile } from './stats/distributions.js';
+export { cuped, type CovariateSums, type CupedResult } from './stats/cuped.js';
 export { daysToDecision, powerForSize, sampleSizePerArm } from './stats/power.js';
+export { sequential, sequentialHalfwidth } from './stats/sequential.js';
 export { benjaminiHochberg, holm, moments, relativeLift, sampleRatioMismatch, welch, type Estimate, type Moments, type Sums } from './stats/two-sample.js';
 export { Random } from './random.js';
 export { buildLakehouse, fingerprintOf, type AppHistory, type BuildOptions, type BuildReport } from './lakehouse/build.js';
