@@ -99,8 +99,8 @@ export function checkExperiment(input: unknown, context: { metrics: ReadonlySet<
   if (e.namespace) {
     for (const other of context.others ?? []) {
       if (other.key === e.key || other.status !== 'running' || other.namespace?.name !== e.namespace.name) continue;
-      const [a, b] = e.namespace.range;
-      const [c, d] = other.namespace.range;
+      const [a, b] = namespaceRange(e.namespace);
+      const [c, d] = namespaceRange(other.namespace);
       if (a < d && c < b) throw new InputError(`experiment ${e.key}: namespace ${e.namespace.name} range [${a}, ${b}) overlaps running experiment ${other.key} [${c}, ${d})`);
     }
   }
@@ -124,10 +124,15 @@ export function assign(e: Experiment, user: UserForAssignment): string | undefin
     if (allowed && !allowed.includes(user.dims?.[dim] ?? '')) return undefined;
   }
   // GrowthBook's namespaces: hash version 1 of the user under "__" + the namespace name.
-  if (e.namespace && !inRange(hashBucket(`__${e.namespace.name}`, user.user_id, 1)!, e.namespace.range)) return undefined;
+  if (e.namespace && !inRange(hashBucket(`__${e.namespace.name}`, user.user_id, 1)!, namespaceRange(e.namespace))) return undefined;
   const bucket = hashBucket(e.seed ?? e.key, user.user_id, e.hashVersion as HashVersion)!;
   const arm = chooseArm(bucket, rangesOf(e));
   return arm === -1 ? undefined : e.arms[arm]!.key;
+}
+
+/** A namespace's [start, end), typed the same by every TypeScript version (tslab compiles with 5.0). */
+function namespaceRange(ns: { range: readonly unknown[] }): Range {
+  return [Number(ns.range[0]), Number(ns.range[1])];
 }
 
 /** An experiment's arm ranges, computed once per experiment object (assignment runs per request; experiments are values: a change makes a new object). */
