@@ -48,6 +48,7 @@ export { bucketRanges, chooseArm, fnv1a32, hashBucket } from './experiments/hash
 export { chiSquareSf, normalCdf, normalQuantile, tCdf, tQuantile } from './stats/distributions.js';
 export { cuped, type CovariateSums, type CupedResult } from './stats/cuped.js';
 export { daysToDecision, powerForSize, sampleSizePerArm } from './stats/power.js';
+export { bayesianSummary, ratioDifference, ratioMoments, type RatioSums } from './stats/ratio.js';
 export { sequential, sequentialHalfwidth } from './stats/sequential.js';
 export { benjaminiHochberg, holm, moments, relativeLift, sampleRatioMismatch, welch, type Estimate, type Moments, type Sums } from './stats/two-sample.js';
 export { Random } from './random.js';
