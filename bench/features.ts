@@ -16,8 +16,8 @@ import { trainingSetSql } from '../src/workbench/features/offline.js';
 import { OnlineFeatures, type FeatureEvent, type UserState } from '../src/workbench/features/online.js';
 import { Lakehouse } from '../src/workbench/lakehouse.js';
 import { sql } from '../src/workbench/sql.js';
+import { round } from './support.js';
 
-const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
 async function main(): Promise<void> {
   if (!existsSync('.wb/ci/lake/manifest.json')) {

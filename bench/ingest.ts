@@ -10,7 +10,7 @@
  *   - the same load on the NATS JetStream event log, when a server is reachable on 127.0.0.1:4222.
  * The server runs in a child process, the load generator here. Ends with one JSON line.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { quantile, round, startServer, stopServer } from './support.js';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -31,30 +31,6 @@ interface Run {
   dashboardP99?: number;
   archiveP50?: number;
   archiveP99?: number;
-}
-
-const quantile = (xs: number[], q: number) => {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-};
-const round = (x: number) => Math.round(x * 10) / 10;
-
-function startChild(args: string[]): Promise<{ child: ChildProcess; url: string }> {
-  // BENCH_PROFILE=<dir> writes a V8 CPU profile of each server process there (open in Chrome DevTools).
-  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
-  const child = spawn(process.execPath, [...profile, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  return new Promise((resolve, reject) => {
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      const m = /(?:listening|service on) (http:\/\/[\d.:]+)/.exec(out);
-      if (m) resolve({ child, url: m[1]! });
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`server exited (${code}): ${out}`)));
-  });
 }
 
 /** Pre-serialised batches with unique ids, so the load generator spends its time sending. */
@@ -157,7 +133,7 @@ function watchArchive(dir: string, pending: { sentAt: number; next: number }[], 
 async function benchService(eventLog: string, bodies: string[]): Promise<Run> {
   const dir = mkdtempSync(join(tmpdir(), 'wb-bench-ingest-'));
   const key = KeyStore.open(join(dir, 'keys.json')).create('bench', ['ingest', 'read']).key;
-  const { child, url } = await startChild(['bin/wb.cjs', '--data-dir', dir, 'serve', '--port', '0', '--quiet', '--event-log', eventLog]);
+  const { child, url } = await startServer(['bin/wb.cjs', '--data-dir', dir, 'serve', '--port', '0', '--quiet', '--event-log', eventLog]);
   try {
     const dashPending: { sentAt: number; next: number }[] = [];
     const archPending: { sentAt: number; next: number }[] = [];
@@ -176,10 +152,7 @@ async function benchService(eventLog: string, bodies: string[]): Promise<Run> {
     stopWatch();
     return { ...run, dashboardP50: quantile(dashDelays, 0.5), dashboardP99: quantile(dashDelays, 0.99), archiveP50: quantile(archDelays, 0.5), archiveP99: quantile(archDelays, 0.99) };
   } finally {
-    child.kill('SIGTERM');
-    const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(null) : child.once('exit', r)));
-    clearTimeout(killer);
+    await stopServer(child);
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -203,12 +176,12 @@ const reachable = (port: number) =>
 async function main(): Promise<void> {
   const maxBatches = Math.ceil((SECONDS * 150_000) / BATCH);
   console.log(`${CONCURRENCY} clients, batches of ${BATCH}, ${SECONDS} s per run`);
-  const { child, url } = await startChild(['--import', 'tsx', 'bench/parse-only-server.ts']);
+  const { child, url } = await startServer(['--import', 'tsx', 'bench/parse-only-server.ts']);
   let baseline: Run;
   try {
     baseline = await load(url, 'none', makeBodies(maxBatches, 'base'), child.pid!);
   } finally {
-    child.kill('SIGTERM');
+    await stopServer(child);
   }
   console.log(`parse-only endpoint: ${Math.round(baseline.eventsPerSecond).toLocaleString('en-US')} events/s, server CPU ${round(baseline.serverCpuMicrosPerEvent)} µs/event`);
   const file = await benchService('file', makeBodies(maxBatches, 'file'));

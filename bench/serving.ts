@@ -7,8 +7,8 @@
  *     prediction from it, and the requests that failed meanwhile (goal: under 1 s, none).
  * Ends with one JSON line.
  */
-import { spawn } from 'node:child_process';
 import http from 'node:http';
+import { quantile, round, startServer, stopServer } from './support.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,12 +22,6 @@ import { trainClassifier } from '../src/workbench/models/train.js';
 const RATE = Number(process.env.BENCH_RATE ?? 1000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const USERS = 1000;
-
-const quantile = (xs: number[], q: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? Number.NaN;
-};
-const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
 interface LoadResult {
   latencies: number[];
@@ -95,19 +89,8 @@ async function main(): Promise<void> {
   const store = KeyStore.open(join(dir, 'keys.json'));
   const admin = store.create('bench-admin', ['admin']).key;
   const read = store.create('bench-read', ['read', 'ingest']).key;
-  const child = spawn(process.execPath, ['bin/wb.cjs', '--data-dir', dir, 'serve', '--port', '0', '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const { child, url } = await startServer(['bin/wb.cjs', '--data-dir', dir, 'serve', '--port', '0', '--quiet']);
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      const onData = (d: Buffer) => {
-        out += d.toString();
-        const m = /service on (http:\/\/[\d.:]+)/.exec(out);
-        if (m) resolve(m[1]!);
-      };
-      child.stdout!.on('data', onData);
-      child.stderr!.on('data', onData);
-      child.once('exit', (code) => reject(new Error(`the service exited (${code}): ${out}`)));
-    });
     // A model on four features, and a week of events for 1,000 users.
     const features = featureSet([
       { name: 'logins_7d', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 },
@@ -135,8 +118,8 @@ async function main(): Promise<void> {
     await openLoop(2, predict); // warm up
     const base = await openLoop(SECONDS, noop);
     const served = await openLoop(SECONDS, predict);
-    console.log(`no-op route at ${RATE}/s: p50 ${round(quantile(base.latencies, 0.5))} ms, p99 ${round(quantile(base.latencies, 0.99))} ms`);
-    console.log(`/v1/predict at ${RATE}/s: p50 ${round(quantile(served.latencies, 0.5))} ms, p99 ${round(quantile(served.latencies, 0.99))} ms, ${served.failures} failed; in the handler (Server-Timing): p50 ${round(quantile(served.server, 0.5), 3)} ms, p99 ${round(quantile(served.server, 0.99), 3)} ms`);
+    console.log(`no-op route at ${RATE}/s: p50 ${round(quantile(base.latencies, 0.5), 2)} ms, p99 ${round(quantile(base.latencies, 0.99), 2)} ms`);
+    console.log(`/v1/predict at ${RATE}/s: p50 ${round(quantile(served.latencies, 0.5), 2)} ms, p99 ${round(quantile(served.latencies, 0.99), 2)} ms, ${served.failures} failed; in the handler (Server-Timing): p50 ${round(quantile(served.server, 0.5), 3)} ms, p99 ${round(quantile(served.server, 0.99), 3)} ms`);
 
     // Deploy under load: publish v2 a second into a 4-second run.
     let firstNew = Number.NaN;
@@ -156,11 +139,11 @@ async function main(): Promise<void> {
       bench: 'serving',
       rate_per_second: RATE,
       seconds: SECONDS,
-      predict_p50_ms: round(quantile(served.latencies, 0.5)),
-      predict_p99_ms: round(quantile(served.latencies, 0.99)),
-      noop_p50_ms: round(quantile(base.latencies, 0.5)),
-      noop_p99_ms: round(quantile(base.latencies, 0.99)),
-      predict_to_noop_p99_ratio: round(quantile(served.latencies, 0.99) / quantile(base.latencies, 0.99)),
+      predict_p50_ms: round(quantile(served.latencies, 0.5), 2),
+      predict_p99_ms: round(quantile(served.latencies, 0.99), 2),
+      noop_p50_ms: round(quantile(base.latencies, 0.5), 2),
+      noop_p99_ms: round(quantile(base.latencies, 0.99), 2),
+      predict_to_noop_p99_ratio: round(quantile(served.latencies, 0.99) / quantile(base.latencies, 0.99), 2),
       predict_handler_p50_ms: round(quantile(served.server, 0.5), 3),
       predict_handler_p99_ms: round(quantile(served.server, 0.99), 3),
       predict_failures: served.failures,
@@ -170,8 +153,7 @@ async function main(): Promise<void> {
     };
     console.log(JSON.stringify(figures));
   } finally {
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
+    await stopServer(child);
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -6,8 +6,7 @@ import { featureSet, type Feature } from '../workbench/features/definition.js';
 import { featureParity } from '../workbench/features/parity.js';
 import { skewReport } from '../workbench/features/skew.js';
 import { ModelRegistry } from '../workbench/models/registry.js';
-import { dataDir } from '../workbench/config.js';
-import { join } from 'node:path';
+import { dataDir, registryDir } from '../workbench/config.js';
 import { consoleProgress, lakeDir, Lakehouse } from '../workbench/index.js';
 import { intOption } from './main.js';
 
@@ -80,7 +79,7 @@ export function registerFeatures(program: Command): void {
       const dir = dataDir(program.opts().dataDir);
       const lake = await Lakehouse.open(lakeDir(dir));
       try {
-        const report = await skewReport(lake, ModelRegistry.open(join(dir, 'registry')), { model: flags.model, limit: flags.limit });
+        const report = await skewReport(lake, ModelRegistry.open(registryDir(dir)), { model: flags.model, limit: flags.limit });
         if (flags.json) console.log(JSON.stringify(report));
         else {
           for (const f of report.features) {

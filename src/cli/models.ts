@@ -1,12 +1,11 @@
 import type { Command } from 'commander';
-import { join } from 'node:path';
-import { dataDir } from '../workbench/config.js';
+import { registryDir } from '../workbench/config.js';
 import { ModelRegistry } from '../workbench/models/registry.js';
 
 /** `wb models`: the registry in the data dir (the service re-reads aliases within seconds). */
 export function registerModels(program: Command): void {
   const models = program.command('models').description('the model registry: versions, metrics, aliases and their history');
-  const registry = () => ModelRegistry.open(join(dataDir(program.opts().dataDir), 'registry'));
+  const registry = () => ModelRegistry.open(registryDir(program.opts().dataDir));
 
   models
     .command('list')

@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import { join } from 'node:path';
-import { lakeDir as lakeDirOf } from '../workbench/config.js';
+import { lakeDir as lakeDirOf, registryDir } from '../workbench/config.js';
 import { openOltp, type OltpStore } from '../workbench/oltp/index.js';
 import { createApp } from './app.js';
 import { KeyStore } from './auth/keys.js';
@@ -94,7 +94,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, commitEveryMs, onError }, recent),
     new ConsumerRunner(log, monitor, { batchSize: 2_000, maxWaitMs: 0, commitEveryMs, onError }, recent),
   ];
-  const registry = ModelRegistry.open(join(config.dataDir, 'registry'));
+  const registry = ModelRegistry.open(registryDir(config.dataDir));
   // Models saved to the registry outside the service (a notebook, `wb models alias`) are served too.
   const aliased = [...new Set(Object.values(registry.aliasTable()).flatMap((aliases) => Object.values(aliases)))];
   const features = await FeatureServing.start({
@@ -119,10 +119,11 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     refreshMs: config.modelRefreshMs,
   });
   if (config.precompute?.length) {
-    const precompute = new Precompute(config.precompute, models, features, oltp, () => features.runners[0]!.offset, () => log.next(), (err, message) => logger.warn({ err }, message), (model, count) => metrics.predictions.inc({ model: metrics.label('model', model) }, count));
-    const runner = new ConsumerRunner(log, precompute, { batchSize: 1_000, maxWaitMs: 0, onError }, recent);
-    await runner.start();
-    runners.push(runner);
+    const precompute = new Precompute(config.precompute, models, features, oltp, () => log.next(), {
+      warn: (err, message) => logger.warn({ err }, message),
+      scored: (model, count) => metrics.predictions.inc({ model: metrics.label('model', model) }, count),
+    });
+    runners.push(new ConsumerRunner(log, precompute, { batchSize: 1_000, maxWaitMs: 0, onError }, recent));
   }
   const jobs = new JobScheduler(config.dataDir, config.schedule ?? [], logger);
   const predictions = new PredictionLog(ingest, (err) => logger.error({ err }, 'cannot log predictions'));

@@ -1,7 +1,7 @@
 /**
  * The workbench: what notebooks, jobs and the service import. One line per concept.
  */
-export { dataDir, lakeDir, oltpUrl } from './config.js';
+export { dataDir, lakeDir, oltpUrl, registryDir } from './config.js';
 export { displayHtml, htmlTable, plotHtml, show, type Figure, type Tabular } from './display.js';
 export { ConflictError, IntegrityError, InputError, NotebookError, NotFoundError, SqlError, WorkbenchError } from './errors.js';
 export { EventSchema, type Event } from './event.js';

@@ -68,6 +68,10 @@ export class MemoryOnlineStore implements OnlineStore {
     return out;
   }
 
+  async peek(user: string): Promise<UserState | undefined> {
+    return this.states.get(user);
+  }
+
   async write(states: ReadonlyMap<string, UserState | undefined>, offset: number): Promise<void> {
     if (!this.pos) throw new Error('the online store was written before reset() chose its feature set');
     for (const [user, state] of states) {

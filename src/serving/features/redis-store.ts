@@ -59,6 +59,11 @@ export class RedisOnlineStore implements OnlineStore {
     return out;
   }
 
+  async peek(user: string): Promise<UserState | undefined> {
+    const v = await this.redis.hget(this.usersKey, user);
+    return v === null ? undefined : (JSON.parse(v) as UserState);
+  }
+
   async write(states: ReadonlyMap<string, UserState | undefined>, offset: number): Promise<void> {
     const setVersion = this.setVersion ?? (await this.position())?.setVersion;
     if (!setVersion) throw new Error('the online store was written before reset() chose its feature set');

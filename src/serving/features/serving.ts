@@ -78,9 +78,14 @@ export class FeatureServing {
     return this.current.updater.read(userId, at);
   }
 
+  /** The log offset the served state has reached. */
+  get offset(): number {
+    return this.current.runner.offset;
+  }
+
   /** Events in the log not yet folded into the served state. */
   async lag(): Promise<number> {
-    return (await this.o.log.next()) - this.current.runner.offset;
+    return (await this.o.log.next()) - this.offset;
   }
 
   /**

@@ -18,7 +18,10 @@ export interface OnlineStore {
   position(): Promise<StorePosition | undefined>;
   /** Forgets every state and starts over for a feature set (the consumer then replays the log from 0). */
   reset(setVersion: string): Promise<void>;
+  /** States the caller may change (the store itself changes only in write()). */
   get(users: readonly string[]): Promise<Map<string, UserState>>;
+  /** One user's state to read, not to change: no copy is made (the predict path). */
+  peek(user: string): Promise<UserState | undefined>;
   /**
    * Stores the states a batch changed (undefined: the user has nothing left in any window) together
    * with the offset after the batch: after a crash the store is at a batch boundary, never half-way.

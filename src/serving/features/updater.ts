@@ -59,8 +59,7 @@ export class FeatureUpdater implements EventConsumer {
 
   /** A user's feature values at a time (default now), with the features that fell back to defaults. */
   async read(userId: string, at = Date.now()): Promise<FeatureRead> {
-    const states = await this.store.get([userId]);
-    return this.compiled.read(states.get(userId), at);
+    return this.compiled.read(await this.store.peek(userId), at);
   }
 
   async close(): Promise<void> {

@@ -29,10 +29,8 @@ export class Precompute implements EventConsumer {
     private readonly models: ModelServer,
     private readonly features: FeatureServing,
     private readonly oltp: OltpStore,
-    private readonly featuresOffset: () => number,
     private readonly logEnd: () => Promise<number>,
-    private readonly warn: (err: unknown, message: string) => void,
-    private readonly onScored: (model: string, count: number) => void = () => undefined,
+    private readonly report: { warn(err: unknown, message: string): void; scored?(model: string, count: number): void },
   ) {}
 
   /** Where it stopped; the first time, the end of the log: history is not rescored. */
@@ -42,7 +40,7 @@ export class Precompute implements EventConsumer {
 
   async handle(events: EnrichedEvent[], first: number): Promise<void> {
     const end = first + events.length;
-    for (let waited = 0; this.featuresOffset() < end && waited < 30_000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+    for (let waited = 0; this.features.offset < end && waited < 30_000; waited += 20) await new Promise((r) => setTimeout(r, 20));
     for (const rule of this.rules) {
       const users = [...new Set(events.filter((e) => e.event === rule.event).map((e) => e.user_id))];
       if (users.length === 0) continue;
@@ -53,7 +51,7 @@ export class Precompute implements EventConsumer {
         // Not published yet: say so now and then, and keep consuming.
         if (Date.now() - this.lastWarning > 60_000) {
           this.lastWarning = Date.now();
-          this.warn(err, `precompute on ${rule.event}: model ${rule.model} cannot be resolved; no scores written`);
+          this.report.warn(err, `precompute on ${rule.event}: model ${rule.model} cannot be resolved; no scores written`);
         }
         continue;
       }
@@ -63,7 +61,7 @@ export class Precompute implements EventConsumer {
       const now = new Date().toISOString();
       const predictions: Prediction[] = users.map((user_id, i) => ({ model: rule.model, version: loaded.bundle.version, user_id, score: scores[i]!, created_at: now }));
       await this.oltp.upsertPredictions(predictions);
-      this.onScored(rule.model, predictions.length);
+      this.report.scored?.(rule.model, predictions.length);
     }
   }
 }

@@ -90,13 +90,6 @@ export class ConsumerRunner {
     }
   }
 
-  /** Stops after the batch in hand, then starts again from where the consumer says it resumes. */
-  async restart(): Promise<void> {
-    await this.stop();
-    this.stopping = false;
-    await this.start();
-  }
-
   private async commit(): Promise<void> {
     await this.log.commit(this.consumer.name, this.position);
     this.committedAt = Date.now();

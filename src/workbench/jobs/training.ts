@@ -1,5 +1,4 @@
-import { join } from 'node:path';
-import { lakeDir, oltpUrl } from '../config.js';
+import { lakeDir, oltpUrl, registryDir } from '../config.js';
 import { InputError } from '../errors.js';
 import type { Feature } from '../features/definition.js';
 import { Lakehouse, type Row } from '../lakehouse.js';
@@ -81,7 +80,7 @@ function trainingDag(spec: TrainingSpec): Dag {
           const { evaluation } = state.get('trained') as Awaited<ReturnType<TrainingSpec['train']>>;
           const data = state.get('data') as { test: Row[] };
           const minAuc = params.minAuc !== undefined ? Number(params.minAuc) : spec.minAuc;
-          const registry = ModelRegistry.open(join(dataDir, 'registry'));
+          const registry = ModelRegistry.open(registryDir(dataDir));
           const championVersion = registry.resolve(spec.model, 'champion');
           let championAuc: number | null = null;
           if (championVersion) {
@@ -115,7 +114,7 @@ function trainingDag(spec: TrainingSpec): Dag {
             metrics: { rocAuc: evaluation.rocAuc, prAuc: evaluation.prAuc, logLoss: evaluation.logLoss, [`${baselineName}RocAuc`]: baseline.rocAuc, trainRows: data.train.length, testRows: data.test.length },
             lineage: lineageOf(`job:${spec.dag}`, state.get('lake') as Lakehouse, gate.championVersion),
           });
-          const registry = ModelRegistry.open(join(dataDir, 'registry'));
+          const registry = ModelRegistry.open(registryDir(dataDir));
           const alias = params.alias ?? (gate.championVersion ? 'challenger' : 'champion');
           const url = params.url ?? process.env.WB_URL;
           const key = params.key ?? process.env.WB_ADMIN_KEY;

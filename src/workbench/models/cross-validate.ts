@@ -1,8 +1,7 @@
-import { InputError } from '../errors.js';
 import type { Progress } from '../progress.js';
 import { evaluate, stratifiedFolds, type Evaluation } from './evaluate.js';
 import type { ColumnSpec, Row } from './preprocess.js';
-import { trainClassifier, type TrainOptions } from './train.js';
+import { labelsOf, trainClassifier, type TrainOptions } from './train.js';
 
 export interface FoldResult {
   fold: number;
@@ -33,12 +32,7 @@ export async function crossValidate(
   options: TrainOptions & { folds?: number } = {},
 ): Promise<CrossValidation> {
   const k = options.folds ?? 5;
-  const labels = rows.map((r, i) => {
-    const v = r[label];
-    const y = v === true ? 1 : v === false ? 0 : v;
-    if (y !== 0 && y !== 1) throw new InputError(`row ${i}: label ${label} is ${JSON.stringify(String(v))}; labels are 0 or 1 (or true/false)`);
-    return y;
-  });
+  const labels = labelsOf(rows, label);
   const fold = stratifiedFolds(labels, k, options.seed ?? 1);
   const scores = new Float32Array(rows.length);
   const results: FoldResult[] = [];

@@ -150,7 +150,8 @@ function buildModel(kind: ModelKind, width: number, hidden: number[], l2: number
   return model;
 }
 
-function labelsOf(rows: readonly Row[], label: string): Float32Array {
+/** The label column as 0/1, refusing anything else with the row and value. */
+export function labelsOf(rows: readonly Row[], label: string): Float32Array {
   if (rows.length === 0) throw new InputError('no rows to train on');
   if (!(label in rows[0]!)) throw new InputError(`the label column ${label} is not in the rows (they have: ${Object.keys(rows[0]!).join(', ')})`);
   return Float32Array.from(rows, (r, i) => {

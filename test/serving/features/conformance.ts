@@ -62,6 +62,12 @@ export function onlineStoreConformance(name: string, open: () => Promise<OnlineS
       assert.equal(await store.size(), 2);
     });
 
+    it('peeks at one state without copying, and answers undefined for an unknown user', async () => {
+      await store.write(new Map([['u1', stateOf('a', 'b')]]), 1);
+      assert.deepEqual(compiled.read(await store.peek('u1'), T + 60_000).values, { views_1h: 2, last_items: ['b', 'a'] });
+      assert.equal(await store.peek('nobody'), undefined);
+    });
+
     it('does not change a stored state until it is written back', async () => {
       await store.write(new Map([['u1', stateOf('a')]]), 1);
       const s = (await store.get(['u1'])).get('u1')!;

@@ -235,6 +235,10 @@ describe('precomputed predictions', { timeout: 60_000 }, () => {
       assert.deepEqual(found.map((p) => [p.model, p.user_id, p.version]), [['precomputed', 'erin', bundle.version]], 'only the user who logged in');
       // Scored with the login itself folded in: logins_7d = 1, spend_30d = 30.
       assert.equal(found[0]!.score, model.predict([{ logins_7d: 1, spend_30d: 30 }])[0]);
+      // Scored once: one precompute consumer, counted once in the metrics.
+      await sleep(300);
+      const metricsText = await (await t.call('/metrics', { key: t.keys.read })).text();
+      assert.match(metricsText, /wb_predictions_total\{model="precomputed"\} 1\n/);
     } finally {
       model.dispose();
       await oltp.close();

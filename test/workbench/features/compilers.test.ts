@@ -4,6 +4,7 @@ import { DuckDb } from '../../../src/workbench/duckdb.js';
 import { featureSet, WINDOWS, type Feature, type FeatureInput, type FeatureValue } from '../../../src/workbench/features/definition.js';
 import { trainingSetSql } from '../../../src/workbench/features/offline.js';
 import { OnlineFeatures, type FeatureEvent, type UserState } from '../../../src/workbench/features/online.js';
+import { Random } from '../../../src/workbench/random.js';
 import { sql } from '../../../src/workbench/sql.js';
 
 const T0 = Date.UTC(2026, 0, 5, 0, 0, 0); // a Monday, midnight
@@ -191,14 +192,9 @@ describe('the offline and online compilers on a hand-made log', () => {
 });
 
 describe('offline, online and a direct reference agree on random logs', () => {
-  /** A seeded generator (mulberry32), so a failure can be replayed. */
-  const rng = (seed: number) => () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const random = rng(20261127);
+  // Seeded, so that a failure can be replayed.
+  const seeded = new Random(20261127);
+  const random = () => seeded.next();
   const users = ['a', 'b', 'c', 'd'];
   const names = ['view', 'purchase', 'login'];
   const events: FeatureEvent[] = Array.from({ length: 3000 }, (_, i) => {
