@@ -200,6 +200,8 @@ async function defineViews(db: DuckDb, layout: LakeLayout, manifest: Manifest): 
   }
   const predictions = table('predictions');
   if (predictions) await view('predictions', 'replica of the OLTP predictions table', sql`SELECT * FROM read_parquet(${predictions})`);
+  const assignments = table('assignments');
+  if (assignments) await view('assignments', "replica of the OLTP assignments table: each user's sticky arm per experiment and exposure time", sql`SELECT * FROM read_parquet(${assignments})`);
   const telco = table('telco_customers');
   if (telco) await view('telco_customers', 'the IBM Telco customer table, typed, with the churn label', sql`SELECT * FROM read_parquet(${telco})`);
   const truth = table('app_truth');

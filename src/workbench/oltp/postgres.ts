@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { ident, join, sql, type Sql } from '../sql.js';
-import { TABLE_COLUMNS, isoInstant, type OltpStore, type Prediction, type TableName, type TableRows, type User } from './store.js';
+import { ConflictError } from '../errors.js';
+import { TABLE_COLUMNS, isoInstant, versionConflict, type Assignment, type ExperimentChange, type ExperimentRecord, type OltpStore, type Prediction, type TableName, type TableRows, type User } from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS users (
@@ -18,11 +19,35 @@ CREATE TABLE IF NOT EXISTS predictions (
   created_at TIMESTAMPTZ NOT NULL,
   PRIMARY KEY (model, user_id)
 );
+CREATE TABLE IF NOT EXISTS assignments (
+  experiment  TEXT NOT NULL,
+  user_id     TEXT NOT NULL,
+  arm         TEXT NOT NULL,
+  assigned_at TIMESTAMPTZ NOT NULL,
+  PRIMARY KEY (experiment, user_id)
+);
+CREATE TABLE IF NOT EXISTS experiments (
+  key        TEXT PRIMARY KEY,
+  version    INTEGER NOT NULL,
+  definition TEXT NOT NULL,
+  updated_at TIMESTAMPTZ NOT NULL,
+  updated_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS experiment_changes (
+  key        TEXT NOT NULL,
+  version    INTEGER NOT NULL,
+  definition TEXT NOT NULL,
+  updated_at TIMESTAMPTZ NOT NULL,
+  updated_by TEXT NOT NULL,
+  change     TEXT NOT NULL,
+  PRIMARY KEY (key, version)
+);
 `;
 
 const KEY_COLUMNS: Record<TableName, readonly string[]> = {
   users: ['user_id'],
   predictions: ['model', 'user_id'],
+  assignments: ['experiment', 'user_id'],
 };
 
 /**
@@ -97,6 +122,63 @@ export class PostgresOltp implements OltpStore {
     });
   }
 
+  async insertAssignmentsIfAbsent(rows: readonly Assignment[]): Promise<Assignment[]> {
+    if (rows.length === 0) return [];
+    await this.inChunks(rows, (chunk) => {
+      const values = chunk.map((a) => sql`(${a.experiment}, ${a.user_id}, ${a.arm}, ${isoInstant(a.assigned_at)}::timestamptz)`);
+      return sql`INSERT INTO assignments (experiment, user_id, arm, assigned_at) VALUES ${join(values)} ON CONFLICT (experiment, user_id) DO NOTHING`;
+    });
+    const stored = new Map<string, Assignment>();
+    for (const experiment of new Set(rows.map((r) => r.experiment))) {
+      for (const a of await this.getAssignments(experiment, rows.filter((r) => r.experiment === experiment).map((r) => r.user_id))) stored.set(`${a.experiment}\u0000${a.user_id}`, a);
+    }
+    return rows.map((r) => stored.get(`${r.experiment}\u0000${r.user_id}`)!);
+  }
+
+  async getAssignments(experiment: string, userIds?: readonly string[]): Promise<Assignment[]> {
+    const { rows } = userIds
+      ? await this.pool.query('SELECT * FROM assignments WHERE experiment = $1 AND user_id = ANY($2::text[]) ORDER BY user_id', [experiment, [...new Set(userIds)]])
+      : await this.pool.query('SELECT * FROM assignments WHERE experiment = $1 ORDER BY user_id', [experiment]);
+    return rows.map(toAssignment);
+  }
+
+  async saveExperiment(record: ExperimentRecord, change: string): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      // The row lock (or, for a new key, the primary key) makes the version check and the write one step.
+      const { rows } = await client.query('SELECT version FROM experiments WHERE key = $1 FOR UPDATE', [record.key]);
+      const stored = rows[0]?.version as number | undefined;
+      if ((stored ?? 0) !== record.version - 1) throw new ConflictError(versionConflict(record.key, record.version, stored));
+      const at = isoInstant(record.updated_at);
+      const params = [record.key, record.version, record.definition, at, record.updated_by];
+      await client.query(
+        `INSERT INTO experiments (key, version, definition, updated_at, updated_by) VALUES ($1, $2, $3, $4::timestamptz, $5)
+         ON CONFLICT (key) DO UPDATE SET version = excluded.version, definition = excluded.definition, updated_at = excluded.updated_at, updated_by = excluded.updated_by`,
+        params,
+      );
+      await client.query('INSERT INTO experiment_changes (key, version, definition, updated_at, updated_by, change) VALUES ($1, $2, $3, $4::timestamptz, $5, $6)', [...params, change]);
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      // Two creations of one new key race on the primary key rather than the row lock.
+      if ((err as { code?: string }).code === '23505') throw new ConflictError(versionConflict(record.key, record.version, record.version));
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  async getExperiments(): Promise<ExperimentRecord[]> {
+    const { rows } = await this.pool.query('SELECT key, version, definition, updated_at, updated_by FROM experiments ORDER BY key');
+    return rows.map((r) => ({ ...r, updated_at: isoInstant(r.updated_at as Date) }) as ExperimentRecord);
+  }
+
+  async experimentHistory(key: string): Promise<ExperimentChange[]> {
+    const { rows } = await this.pool.query('SELECT key, version, definition, updated_at, updated_by, change FROM experiment_changes WHERE key = $1 ORDER BY version', [key]);
+    return rows.map((r) => ({ ...r, updated_at: isoInstant(r.updated_at as Date) }) as ExperimentChange);
+  }
+
   async count(table: TableName): Promise<number> {
     const { rows } = await this.pool.query(sql`SELECT count(*)::int AS n FROM ${tableIdent(table)}`.toString());
     return rows[0].n as number;
@@ -112,7 +194,7 @@ export class PostgresOltp implements OltpStore {
       const { text, params } = q.toParameterized('dollar');
       const { rows } = await this.pool.query(text, params);
       if (rows.length === 0) return;
-      yield rows.map((r) => (table === 'users' ? toUser(r) : toPrediction(r))) as TableRows[T][];
+      yield rows.map((r) => (table === 'users' ? toUser(r) : table === 'predictions' ? toPrediction(r) : toAssignment(r))) as TableRows[T][];
       const last = rows[rows.length - 1];
       after = KEY_COLUMNS[table].map((k) => last[k]);
       if (rows.length < batchSize) return;
@@ -165,4 +247,8 @@ function toPrediction(r: Record<string, unknown>): Prediction {
     score: Number(r.score),
     created_at: isoInstant(r.created_at as Date),
   };
+}
+
+function toAssignment(r: Record<string, unknown>): Assignment {
+  return { experiment: r.experiment as string, user_id: r.user_id as string, arm: r.arm as string, assigned_at: isoInstant(r.assigned_at as Date) };
 }

@@ -2,7 +2,8 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ident, sql, type Sql } from '../sql.js';
-import { TABLE_COLUMNS, isoInstant, type OltpStore, type Prediction, type TableName, type TableRows, type User } from './store.js';
+import { ConflictError } from '../errors.js';
+import { TABLE_COLUMNS, isoInstant, versionConflict, type Assignment, type ExperimentChange, type ExperimentRecord, type OltpStore, type Prediction, type TableName, type TableRows, type User } from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS users (
@@ -20,11 +21,35 @@ CREATE TABLE IF NOT EXISTS predictions (
   created_at TEXT NOT NULL,
   PRIMARY KEY (model, user_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS assignments (
+  experiment  TEXT NOT NULL,
+  user_id     TEXT NOT NULL,
+  arm         TEXT NOT NULL,
+  assigned_at TEXT NOT NULL,
+  PRIMARY KEY (experiment, user_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS experiments (
+  key        TEXT PRIMARY KEY,
+  version    INTEGER NOT NULL,
+  definition TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  updated_by TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS experiment_changes (
+  key        TEXT NOT NULL,
+  version    INTEGER NOT NULL,
+  definition TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  updated_by TEXT NOT NULL,
+  change     TEXT NOT NULL,
+  PRIMARY KEY (key, version)
+) WITHOUT ROWID;
 `;
 
 const KEY_ORDER: Record<TableName, Sql> = {
   users: sql`ORDER BY user_id`,
   predictions: sql`ORDER BY model, user_id`,
+  assignments: sql`ORDER BY experiment, user_id`,
 };
 
 /** The embedded OLTP database: one SQLite file (WAL mode) through better-sqlite3. */
@@ -83,6 +108,48 @@ export class SqliteOltp implements OltpStore {
     this.db.transaction((batch: readonly Prediction[]) => {
       for (const p of batch) stmt.run(p.model, p.user_id, p.version, p.score, isoInstant(p.created_at));
     })(rows);
+  }
+
+  async insertAssignmentsIfAbsent(rows: readonly Assignment[]): Promise<Assignment[]> {
+    const insert = this.db.prepare('INSERT INTO assignments (experiment, user_id, arm, assigned_at) VALUES (?, ?, ?, ?) ON CONFLICT (experiment, user_id) DO NOTHING');
+    const read = this.db.prepare('SELECT experiment, user_id, arm, assigned_at FROM assignments WHERE experiment = ? AND user_id = ?');
+    return this.db.transaction((batch: readonly Assignment[]) =>
+      batch.map((a) => {
+        insert.run(a.experiment, a.user_id, a.arm, isoInstant(a.assigned_at));
+        return read.get(a.experiment, a.user_id) as Assignment;
+      }),
+    )(rows);
+  }
+
+  async getAssignments(experiment: string, userIds?: readonly string[]): Promise<Assignment[]> {
+    if (!userIds) return this.db.prepare('SELECT experiment, user_id, arm, assigned_at FROM assignments WHERE experiment = ? ORDER BY user_id').all(experiment) as Assignment[];
+    const read = this.db.prepare('SELECT experiment, user_id, arm, assigned_at FROM assignments WHERE experiment = ? AND user_id = ?');
+    return [...new Set(userIds)].sort().flatMap((id) => (read.get(experiment, id) as Assignment | undefined) ?? []);
+  }
+
+  async saveExperiment(record: ExperimentRecord, change: string): Promise<void> {
+    const current = this.db.prepare('SELECT version FROM experiments WHERE key = ?');
+    const upsert = this.db.prepare(
+      `INSERT INTO experiments (key, version, definition, updated_at, updated_by) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (key) DO UPDATE SET version = excluded.version, definition = excluded.definition, updated_at = excluded.updated_at, updated_by = excluded.updated_by`,
+    );
+    const history = this.db.prepare('INSERT INTO experiment_changes (key, version, definition, updated_at, updated_by, change) VALUES (?, ?, ?, ?, ?, ?)');
+    // better-sqlite3 transactions are synchronous: no other write can come between the check and the write.
+    this.db.transaction(() => {
+      const stored = (current.get(record.key) as { version: number } | undefined)?.version;
+      if ((stored ?? 0) !== record.version - 1) throw new ConflictError(versionConflict(record.key, record.version, stored));
+      const at = isoInstant(record.updated_at);
+      upsert.run(record.key, record.version, record.definition, at, record.updated_by);
+      history.run(record.key, record.version, record.definition, at, record.updated_by, change);
+    })();
+  }
+
+  async getExperiments(): Promise<ExperimentRecord[]> {
+    return this.db.prepare('SELECT key, version, definition, updated_at, updated_by FROM experiments ORDER BY key').all() as ExperimentRecord[];
+  }
+
+  async experimentHistory(key: string): Promise<ExperimentChange[]> {
+    return this.db.prepare('SELECT key, version, definition, updated_at, updated_by, change FROM experiment_changes WHERE key = ? ORDER BY version').all(key) as ExperimentChange[];
   }
 
   async count(table: TableName): Promise<number> {

@@ -24,9 +24,34 @@ export interface Prediction {
   created_at: string;
 }
 
+/** A user's arm in an experiment, kept once given (sticky): later changes of weights move nobody. */
+export interface Assignment {
+  experiment: string;
+  user_id: string;
+  arm: string;
+  /** ISO-8601 UTC instant of the user's exposure (their first assignment). */
+  assigned_at: string;
+}
+
+/** An experiment's current definition (JSON text), with an optimistic-concurrency version. */
+export interface ExperimentRecord {
+  key: string;
+  /** 1 on creation, +1 on every change: a change names the version it was made against. */
+  version: number;
+  definition: string;
+  updated_at: string;
+  updated_by: string;
+}
+
+/** One entry of an experiment's change history: who, when, what, and the definition it produced. */
+export interface ExperimentChange extends ExperimentRecord {
+  change: string;
+}
+
 export interface TableRows {
   users: User;
   predictions: Prediction;
+  assignments: Assignment;
 }
 export type TableName = keyof TableRows;
 
@@ -34,6 +59,7 @@ export type TableName = keyof TableRows;
 export const TABLE_COLUMNS: { [T in TableName]: Record<keyof TableRows[T], 'VARCHAR' | 'DOUBLE' | 'TIMESTAMP'> } = {
   users: { user_id: 'VARCHAR', country: 'VARCHAR', device: 'VARCHAR', tier: 'VARCHAR', first_seen: 'TIMESTAMP' },
   predictions: { model: 'VARCHAR', version: 'VARCHAR', user_id: 'VARCHAR', score: 'DOUBLE', created_at: 'TIMESTAMP' },
+  assignments: { experiment: 'VARCHAR', user_id: 'VARCHAR', arm: 'VARCHAR', assigned_at: 'TIMESTAMP' },
 };
 export const TABLE_NAMES = Object.keys(TABLE_COLUMNS) as TableName[];
 
@@ -55,6 +81,19 @@ export interface OltpStore {
   getUsers(ids: readonly string[]): Promise<Map<string, User>>;
   /** Inserts predictions, replacing the one per (model, user_id) that exists, in one transaction. */
   upsertPredictions(rows: readonly Prediction[]): Promise<void>;
+  /** Keeps the assignments of users that have none in that experiment yet; returns what is stored for every row's (experiment, user). */
+  insertAssignmentsIfAbsent(rows: readonly Assignment[]): Promise<Assignment[]>;
+  /** An experiment's assignments, of the given users or of all. */
+  getAssignments(experiment: string, userIds?: readonly string[]): Promise<Assignment[]>;
+  /**
+   * Writes an experiment's definition and appends the change to its history, in one transaction.
+   * `record.version` must be one more than the stored version (1 for a new key); otherwise nothing
+   * is written and a ConflictError names the version that is stored.
+   */
+  saveExperiment(record: ExperimentRecord, change: string): Promise<void>;
+  getExperiments(): Promise<ExperimentRecord[]>;
+  /** Every change of one experiment, oldest first. */
+  experimentHistory(key: string): Promise<ExperimentChange[]>;
   count(table: TableName): Promise<number>;
   /** Every row of a table, in primary-key order, in batches: what the lakehouse replica reads. */
   scan<T extends TableName>(table: T, batchSize?: number): AsyncIterable<TableRows[T][]>;
@@ -66,4 +105,13 @@ export function isoInstant(value: string | Date): string {
   const d = value instanceof Date ? value : new Date(value);
   if (Number.isNaN(d.getTime())) throw new TypeError(`not a timestamp: ${String(value)}`);
   return d.toISOString();
+}
+
+/** The message of a refused experiment write: the same from every implementation. */
+export function versionConflict(key: string, wanted: number, stored: number | undefined): string {
+  return stored === undefined
+    ? `experiment ${key} does not exist (a change names version ${wanted - 1}; create it first)`
+    : wanted === 1
+      ? `experiment ${key} already exists (version ${stored})`
+      : `experiment ${key} was changed by someone else: it is at version ${stored}, this change was made against version ${wanted - 1}; read it again and retry`;
 }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it, type TestContext } from 'node:test';
-import type { OltpStore, Prediction, User } from '../../../src/workbench/oltp/index.js';
+import { ConflictError } from '../../../src/workbench/errors.js';
+import type { Assignment, ExperimentRecord, OltpStore, Prediction, User } from '../../../src/workbench/oltp/index.js';
 
 const user = (id: string, over: Partial<User> = {}): User => ({
   user_id: id,
@@ -98,6 +99,42 @@ export function oltpConformance(name: string, open: () => Promise<OltpStore | st
       assert.equal(new Set(seen).size, total);
       assert.deepEqual(seen, [...seen].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
       assert.ok(batches >= 5);
+    });
+
+    it('keeps the first assignment of a user in an experiment (sticky) and returns what is stored', async () => {
+      const a = (user_id: string, arm: string, at = '2025-03-01T10:00:00.000Z'): Assignment => ({ experiment: 'exp-1', user_id, arm, assigned_at: at });
+      const first = await store.insertAssignmentsIfAbsent([a('u1', 'control'), a('u2', 'treatment')]);
+      assert.deepEqual(first, [a('u1', 'control'), a('u2', 'treatment')]);
+      const again = await store.insertAssignmentsIfAbsent([a('u1', 'treatment', '2025-03-02T00:00:00.000Z'), a('u3', 'control')]);
+      assert.deepEqual(again, [a('u1', 'control'), a('u3', 'control')], 'u1 keeps its first arm and exposure time');
+      await store.insertAssignmentsIfAbsent([{ ...a('u1', 'treatment'), experiment: 'exp-2' }]);
+      assert.deepEqual(await store.getAssignments('exp-1', ['u3', 'nobody', 'u1']), [a('u1', 'control'), a('u3', 'control')]);
+      assert.deepEqual((await store.getAssignments('exp-1')).map((x) => x.user_id), ['u1', 'u2', 'u3']);
+      assert.equal(await store.count('assignments'), 4);
+      const scanned: Assignment[] = [];
+      for await (const batch of store.scan('assignments')) scanned.push(...batch);
+      assert.deepEqual(scanned.map((x) => `${x.experiment}/${x.user_id}`), ['exp-1/u1', 'exp-1/u2', 'exp-1/u3', 'exp-2/u1']);
+    });
+
+    it('writes experiments only against the version they were read at, with a history of every change', async () => {
+      const rec = (version: number, by: string, definition = `{"v":${version}}`): ExperimentRecord => ({ key: 'checkout', version, definition, updated_at: `2025-03-0${version}T00:00:00.000Z`, updated_by: by });
+      await store.saveExperiment(rec(1, 'ana'), 'created');
+      await assert.rejects(store.saveExperiment(rec(1, 'bo'), 'created'), (err: unknown) => err instanceof ConflictError && /already exists/.test(err.message));
+      await store.saveExperiment(rec(2, 'bo'), 'status running');
+      // A second editor who read version 1 is refused, and nothing of theirs is written.
+      await assert.rejects(store.saveExperiment(rec(2, 'cy', '{"lost":true}'), 'weights'), (err: unknown) => err instanceof ConflictError && /at version 2/.test(err.message));
+      await assert.rejects(store.saveExperiment({ ...rec(3, 'cy'), key: 'nope' }, 'x'), ConflictError);
+      // Concurrent writers against one version: exactly one wins.
+      const results = await Promise.allSettled([store.saveExperiment(rec(3, 'p'), 'a'), store.saveExperiment(rec(3, 'q'), 'b'), store.saveExperiment(rec(3, 'r'), 'c')]);
+      assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+      const [stored] = await store.getExperiments();
+      assert.equal(stored!.version, 3);
+      const history = await store.experimentHistory('checkout');
+      assert.deepEqual(history.map((h) => [h.version, h.updated_by, h.change]).slice(0, 2), [[1, 'ana', 'created'], [2, 'bo', 'status running']]);
+      assert.equal(history.length, 3);
+      assert.equal(history[2]!.updated_by, stored!.updated_by);
+      assert.equal(history[1]!.updated_at, '2025-03-02T00:00:00.000Z');
+      assert.deepEqual(await store.experimentHistory('nope'), []);
     });
   });
 }
