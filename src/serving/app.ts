@@ -5,7 +5,9 @@ import { requireScope } from './http/auth.js';
 import { aggregateRoutes } from './http/aggregates.js';
 import { dashboardRoutes } from './http/dashboard.js';
 import { eventRoutes } from './http/events.js';
+import { experimentRoutes } from './http/experiments.js';
 import { featureRoutes } from './http/features.js';
+import type { ExperimentPlatform } from './experiments/platform.js';
 import { jobRoutes } from './http/jobs.js';
 import { modelRoutes, type ModelRouteDeps } from './http/models.js';
 import type { JobScheduler } from './jobs/scheduler.js';
@@ -34,6 +36,7 @@ export interface AppDeps {
   archiveFreshness: () => { at: number; newestEvent: string } | undefined;
   models: ModelRouteDeps;
   jobs: JobScheduler;
+  experiments: ExperimentPlatform;
   limits?: { bodyBytes?: number };
   version?: string;
 }
@@ -88,6 +91,7 @@ export function allRoutes(deps: AppDeps): Route[] {
     ...featureRoutes(deps.models.features),
     ...modelRoutes(deps.models),
     ...jobRoutes(deps.jobs),
+    ...experimentRoutes(deps.experiments),
     ...observabilityRoutes(deps.metrics, deps.alerts, async () => {
       for (const c of await lag()) deps.metrics.consumerLag.set({ consumer: c.name }, c.lag);
     }),
@@ -100,6 +104,14 @@ export function allRoutes(deps: AppDeps): Route[] {
         const served = new Map((await deps.metrics.predictions.get()).values.map((v) => [String(v.labels.model), v.value]));
         return Object.entries(deps.models.models.aliases()).map(([name, aliases]) => ({ name, aliases, predictions: served.get(name) ?? 0 }));
       },
+      experiments: () =>
+        deps.experiments.experiments.list().map((s) => ({
+          key: s.experiment.key,
+          status: s.experiment.status,
+          winner: s.experiment.winner,
+          exposures: deps.experiments.tracker.exposures(s.experiment.key),
+          decision: deps.experiments.decider.decision(s.experiment.key),
+        })),
     }),
     {
       method: 'get',

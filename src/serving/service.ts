@@ -26,6 +26,7 @@ import { PredictionLog } from './models/prediction-log.js';
 import { Precompute, type PrecomputeRule } from './models/precompute.js';
 import { ModelRegistry } from '../workbench/models/registry.js';
 import { JetStreamEventLog } from './pipeline/jetstream-log.js';
+import { ExperimentPlatform } from './experiments/platform.js';
 
 export interface ServiceConfig {
   dataDir: string;
@@ -46,6 +47,8 @@ export interface ServiceConfig {
   schedule?: ScheduleEntry[];
   /** How often the registry's aliases are re-read (ms); default 5000. */
   modelRefreshMs?: number;
+  /** How often running experiments are evaluated for automatic decisions (ms); default 2000. */
+  decideEveryMs?: number;
   /** URL that receives each alert as a JSON POST. */
   alertWebhook?: string;
   anomaly?: AnomalyOptions;
@@ -67,6 +70,7 @@ export interface RunningService {
   features: FeatureServing;
   models: ModelServer;
   jobs: JobScheduler;
+  experiments: ExperimentPlatform;
   /** Stops taking requests, finishes the ones in flight, drains the consumers, closes everything. */
   stop(): Promise<void>;
 }
@@ -79,11 +83,24 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const log = await openEventLog(config);
   const keys = KeyStore.open(join(config.dataDir, 'keys.json'));
   const recent = new RecentEvents();
-  const ingest = await Ingest.open(log, oltp, config.ingest, Date.now, recent);
+  const alerts = new AlertSink(logger, config.alertWebhook);
+  const registry = ModelRegistry.open(registryDir(config.dataDir));
+  // Models are opened after ingest (they need its prediction log), so the shipping of a model arm reaches them late-bound.
+  let models: ModelServer | undefined;
+  const experiments = await ExperimentPlatform.open({
+    oltp,
+    alerts,
+    logger,
+    dataDir: config.dataDir,
+    models: {
+      versionOf: async (model, alias) => (await models!.resolve({ model, alias })).bundle.version,
+      moveAlias: (model, alias, version, meta) => models!.moveAlias(model, alias, version, meta),
+    },
+  });
+  const ingest = await Ingest.open(log, oltp, config.ingest, Date.now, recent, experiments.assigner);
   const aggregates = new LiveAggregates({ ...DEFAULT_AGGREGATES, snapshotPath: join(config.dataDir, 'consumers', 'aggregates.json') });
   const archiver = await Archiver.open(lakeDirOf(config.dataDir));
   const metrics = new Metrics();
-  const alerts = new AlertSink(logger, config.alertWebhook);
   const monitor = new Monitor(metrics, alerts, () => log.next(), { anomaly: config.anomaly });
   const onError = (err: unknown, consumer: string) => logger.error({ err, consumer }, 'consumer failed; retrying the batch');
   // Each of these finds its own position on start (snapshot, archive file names, rebuild), so the
@@ -93,8 +110,8 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     new ConsumerRunner(log, aggregates, { batchSize: 5_000, maxWaitMs: 0, commitEveryMs, onError }, recent),
     new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, commitEveryMs, onError }, recent),
     new ConsumerRunner(log, monitor, { batchSize: 2_000, maxWaitMs: 0, commitEveryMs, onError }, recent),
+    new ConsumerRunner(log, experiments.tracker, { batchSize: 5_000, maxWaitMs: 0, commitEveryMs, onError }, recent),
   ];
-  const registry = ModelRegistry.open(registryDir(config.dataDir));
   // Models saved to the registry outside the service (a notebook, `wb models alias`) are served too.
   const aliased = [...new Set(Object.values(registry.aliasTable()).flatMap((aliases) => Object.values(aliases)))];
   const features = await FeatureServing.start({
@@ -113,7 +130,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     }),
     onConflict: (err) => logger.error({ err }, 'a model in the registry needs a feature defined differently by another; its predictions will fail until one is renamed'),
   });
-  const models = await ModelServer.open(registry, {
+  models = await ModelServer.open(registry, {
     ready: (bundle) => features.register(bundle.features),
     onError: (err) => logger.error({ err }, 'cannot follow a model alias; it keeps answering with the version it had'),
     refreshMs: config.modelRefreshMs,
@@ -128,6 +145,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const jobs = new JobScheduler(config.dataDir, config.schedule ?? [], logger);
   const predictions = new PredictionLog(ingest, (err) => logger.error({ err }, 'cannot log predictions'));
   for (const r of runners) await r.start();
+  experiments.start((events) => ingest.ingest(events), config.decideEveryMs);
 
   const app = createApp({
     keys,
@@ -140,8 +158,9 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     notReady: () => notReady,
     consumers: async () => [...runners, ...features.runners].map((r) => ({ name: r.consumer.name, committed: r.offset })),
     archiveFreshness: () => archiver.freshness,
-    models: { models, features, oltp, predictions, metrics },
+    models: { models, features, oltp, predictions, metrics, experiments },
     jobs,
+    experiments,
     limits: { bodyBytes: config.bodyLimitBytes },
     version: config.version,
   });
@@ -175,6 +194,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       // Everything is closed even when one part fails to stop, so the process can exit.
       const failures: unknown[] = [];
       await jobs.stop();
+      await experiments.stop();
       await predictions.flush();
       models.close();
       for (const r of runners) await r.stop().catch((err: unknown) => failures.push(err));
@@ -185,7 +205,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       logger.info('service stopped');
     })());
 
-  return { url, ingest, server, log, aggregates, archiver, monitor, alerts, metrics, runners, features, models, jobs, stop };
+  return { url, ingest, server, log, aggregates, archiver, monitor, alerts, metrics, runners, features, models, jobs, experiments, stop };
 }
 
 /** The online store of one feature set: its own snapshot file, or its own Redis key prefix. */

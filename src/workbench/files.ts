@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 
 /**
@@ -42,4 +42,24 @@ export function processAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * A snapshot file: the text, then its SHA-256 on the last line, written atomically. Reading gives
+ * the text, `undefined` when there is no file, or `corrupt` (the file is set aside beside itself and
+ * its new name returned) when the check fails, so the caller rebuilds instead of trusting it.
+ */
+export function writeCheckedSnapshot(path: string, body: string): void {
+  writeFileAtomic(path, `${body}\n${createHash('sha256').update(body).digest('hex')}\n`);
+}
+
+export function readCheckedSnapshot(path: string): { body: string } | { corrupt: string } | undefined {
+  if (!existsSync(path)) return undefined;
+  const text = readFileSync(path, 'utf8');
+  const cut = text.trimEnd().lastIndexOf('\n');
+  const body = text.slice(0, cut);
+  if (cut >= 0 && createHash('sha256').update(body).digest('hex') === text.slice(cut + 1).trim()) return { body };
+  const aside = `${path}.corrupt-${Date.now()}`;
+  writeFileAtomic(aside, text);
+  return { corrupt: aside };
 }

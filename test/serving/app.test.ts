@@ -151,7 +151,7 @@ describe('the service over HTTP', () => {
   it('shows the log and each consumer with its lag', async () => {
     const res = (await (await t.call('/v1/log', { key: t.keys.read })).json()) as { kind: string; next: number; consumers: { name: string; lag: number }[] };
     assert.equal(res.kind, 'file');
-    assert.deepEqual(res.consumers.map((c) => c.name).sort(), ['aggregates', 'archiver', 'features', 'metrics']);
+    assert.deepEqual(res.consumers.map((c) => c.name).sort(), ['aggregates', 'archiver', 'experiments', 'features', 'metrics']);
     for (const c of res.consumers) assert.ok(c.lag >= 0 && c.lag <= res.next);
   });
 });

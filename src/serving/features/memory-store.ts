@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { UserState } from '../../workbench/features/online.js';
-import { writeFileAtomic } from '../../workbench/files.js';
+import { readCheckedSnapshot, writeCheckedSnapshot } from '../../workbench/files.js';
 import type { OnlineStore, StorePosition } from './store.js';
 
 interface Snapshot {
@@ -32,17 +31,13 @@ export class MemoryOnlineStore implements OnlineStore {
 
   static open(path: string, options: { snapshotEveryMs?: number; warn?: (message: string) => void } = {}): MemoryOnlineStore {
     const store = new MemoryOnlineStore(path, options.snapshotEveryMs ?? 10_000);
-    if (!existsSync(path)) return store;
-    const text = readFileSync(path, 'utf8');
-    const cut = text.trimEnd().lastIndexOf('\n');
-    const body = text.slice(0, cut);
-    if (cut < 0 || sha256(body) !== text.slice(cut + 1).trim()) {
-      const aside = `${path}.corrupt-${Date.now()}`;
-      writeFileAtomic(aside, text);
-      options.warn?.(`the online feature snapshot ${path} fails its checksum; kept as ${aside}, rebuilding the states from the event log`);
+    const read = readCheckedSnapshot(path);
+    if (!read) return store;
+    if ('corrupt' in read) {
+      options.warn?.(`the online feature snapshot ${path} fails its checksum; kept as ${read.corrupt}, rebuilding the states from the event log`);
       return store;
     }
-    const snap = JSON.parse(body) as Snapshot;
+    const snap = JSON.parse(read.body) as Snapshot;
     store.pos = { setVersion: snap.setVersion, offset: snap.offset };
     store.states = new Map(snap.users);
     return store;
@@ -87,7 +82,7 @@ export class MemoryOnlineStore implements OnlineStore {
     if (!this.dirty || !this.pos) return;
     const body = JSON.stringify({ setVersion: this.pos.setVersion, offset: this.pos.offset, users: [...this.states] } satisfies Snapshot);
     mkdirSync(dirname(this.path), { recursive: true });
-    writeFileAtomic(this.path, `${body}\n${sha256(body)}\n`);
+    writeCheckedSnapshot(this.path, body);
     this.lastSnapshot = Date.now();
     this.dirty = false;
   }
@@ -107,5 +102,3 @@ export class MemoryOnlineStore implements OnlineStore {
     rmSync(this.path, { force: true });
   }
 }
-
-const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');

@@ -14,6 +14,8 @@ export interface DashboardSources {
   archive: () => { at: number; newestEvent: string } | undefined;
   /** The models with aliases, and the predictions each has served since the service started. */
   models: () => Promise<{ name: string; aliases: Record<string, string>; predictions: number }[]>;
+  /** Experiments, their users per arm and latest decision (the experiment page has the rest). */
+  experiments: () => { key: string; status: string; winner?: string; exposures: Record<string, number>; decision?: { action: string; reason: string; mode: string; acted: boolean } }[];
 }
 
 const DIMENSIONS = ['country', 'device', 'tier', 'first_seen_week'] as const;
@@ -107,6 +109,7 @@ async function snapshot(sources: DashboardSources) {
     alerts: sources.alerts.list().slice(0, 20),
     consumers: await sources.lag(),
     models: await sources.models(),
+    experiments: sources.experiments(),
     archive: archive ? { lastWrite: new Date(archive.at).toISOString(), newestEvent: archive.newestEvent, secondsAgo: (Date.now() - archive.at) / 1000 } : null,
   };
 }

@@ -16,6 +16,8 @@ export interface ModelRouteDeps {
   oltp: OltpStore;
   predictions: PredictionLog;
   metrics: Metrics;
+  /** Experiments whose arms serve models: a user's arm picks the alias. */
+  experiments?: { modelArm(model: string, user_id: string): Promise<{ experiment: string; arm: string; alias: string } | undefined> };
 }
 
 const NAME = z.string().regex(/^[a-z][a-z0-9-]{0,63}$/, 'model names are lower-case letters, digits and -');
@@ -112,7 +114,9 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
       handler: async (req, res) => {
         const started = performance.now();
         const p = body(Predict, req.body, 'send { "model": "<name>", "user_id": "<id>" }');
-        const loaded = await deps.models.resolve(p);
+        // Without an explicit alias or version, an experiment on this model chooses the user's alias.
+        const arm = p.alias || p.version ? undefined : await deps.experiments?.modelArm(p.model, p.user_id);
+        const loaded = await deps.models.resolve(arm ? { ...p, alias: arm.alias } : p);
         const online = await deps.features.read(p.user_id);
         const missing = loaded.bundle.features.filter((f) => !(f.name in online.values) && !(p.values && f.name in p.values));
         if (missing.length > 0) throw new InputError(`the online store does not serve ${missing.map((f) => f.name).join(', ')} (publish the model through the service so its features are registered)`);
@@ -127,7 +131,7 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
         deps.metrics.predictions.inc({ model: deps.metrics.label('model', scored.model.name) });
         // Time spent in the handler (features, model, logging), for clients and benchmarks.
         res.set('Server-Timing', `predict;dur=${(performance.now() - started).toFixed(3)}`);
-        res.json(scored);
+        res.json(arm ? { ...scored, experiment: { key: arm.experiment, arm: arm.arm } } : scored);
       },
     },
   ];

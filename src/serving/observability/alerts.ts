@@ -1,5 +1,24 @@
 import type { Logger } from './logger.js';
-import type { Alert } from './anomaly.js';
+import type { Alert as AnomalyAlert } from './anomaly.js';
+
+/** An automatic experiment decision that operators must hear about (a rollback, a ship). */
+export interface DecisionAlert {
+  kind: 'decision';
+  series: string;
+  labels: { experiment: string };
+  direction: 'rollback' | 'ship';
+  reason: string;
+  /** Event time at which it was decided. */
+  detectedAt: string;
+}
+
+export type Alert = AnomalyAlert | DecisionAlert;
+
+function describe(alert: Alert): string {
+  return 'kind' in alert
+    ? `experiment ${alert.labels.experiment}: ${alert.direction}: ${alert.reason}`
+    : `anomaly: ${alert.series} ${alert.direction} (${alert.observed} events, expected ${Math.round(alert.expected)})`;
+}
 
 /**
  * Where alerts go: the log (a warning), a bounded list served by `GET /v1/alerts`, and an optional
@@ -18,7 +37,7 @@ export class AlertSink {
   raise(alert: Alert): void {
     this.recent.push(alert);
     if (this.recent.length > this.keep) this.recent.shift();
-    this.logger.warn({ alert }, `anomaly: ${alert.series} ${alert.direction} (${alert.observed} events, expected ${Math.round(alert.expected)})`);
+    this.logger.warn({ alert }, describe(alert));
     for (const l of this.listeners) l(alert);
     if (this.webhook) void this.post(alert);
   }

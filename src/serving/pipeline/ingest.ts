@@ -4,6 +4,11 @@ import type { EventLog } from './event-log.js';
 import type { RecentEvents } from './recent-events.js';
 import { RecentIds } from './recent-ids.js';
 
+/** Adds each event's experiment arms at ingest (the experimentation platform's Assigner). */
+export interface Tagger {
+  tagBatch(events: readonly Event[], dims: (user: string) => UserDims | undefined): Promise<{ tags: Record<string, string>[]; exposures: Map<number, Event[]> }>;
+}
+
 export interface IngestOptions {
   /** Most events in one batch. */
   maxEvents: number;
@@ -48,6 +53,8 @@ export class Unparsable {
 }
 
 const USER_CACHE_TTL_MS = 60_000;
+/** The arms of an event in no experiment: one shared object, written as `{}`. */
+const NO_ARMS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 /** A user's dimensions, and the same as JSON text, spliced into each of their events' log records. */
 interface UserEntry {
@@ -76,6 +83,7 @@ export class Ingest {
     readonly options: IngestOptions,
     private readonly now: () => number,
     private readonly tail?: RecentEvents,
+    private readonly tagger?: Tagger,
   ) {
     this.recent = new RecentIds(options.dedupeWindowMs, options.maxDedupeIds);
   }
@@ -87,8 +95,9 @@ export class Ingest {
     options: Partial<IngestOptions> = {},
     now: () => number = Date.now,
     recent?: RecentEvents,
+    tagger?: Tagger,
   ): Promise<Ingest> {
-    const ingest = new Ingest(log, oltp, { ...DEFAULT_INGEST, ...options }, now, recent);
+    const ingest = new Ingest(log, oltp, { ...DEFAULT_INGEST, ...options }, now, recent, tagger);
     const end = await log.next();
     const decoder = new TextDecoder();
     for (let offset = Math.max(0, end - ingest.options.maxDedupeIds); offset < end; ) {
@@ -138,23 +147,36 @@ export class Ingest {
     });
     if (fresh.length === 0) return { accepted: 0, duplicates, rejected };
 
+    const exposed: Event[] = [];
     try {
       const dims = await this.dimsFor(fresh);
+      const tagged = this.tagger ? await this.tagger.tagBatch(fresh, (user) => dims.get(user)?.dims) : undefined;
       const receivedAt = new Date(now).toISOString();
       const enriched: EnrichedEvent[] = [];
       const payloads: string[] = [];
-      for (const event of fresh) {
-        const user = dims.get(event.user_id)!;
+      const push = (event: Event, user: UserEntry, experiments: Record<string, string>) => {
         // A literal of one shape (not a spread) and JSON spliced from the user's cached dims text:
-        // this loop runs for every event the service takes.
-        enriched.push({ event_id: event.event_id, time: event.time, user_id: event.user_id, event: event.event, props: event.props, dims: user.dims, experiments: {}, received_at: receivedAt });
-        payloads.push(`${JSON.stringify(event).slice(0, -1)},"dims":${user.json},"experiments":{},"received_at":"${receivedAt}"}`);
-      }
+        // this runs for every event the service takes.
+        enriched.push({ event_id: event.event_id, time: event.time, user_id: event.user_id, event: event.event, props: event.props, dims: user.dims, experiments, received_at: receivedAt });
+        const arms = experiments === NO_ARMS ? '{}' : JSON.stringify(experiments);
+        payloads.push(`${JSON.stringify(event).slice(0, -1)},"dims":${user.json},"experiments":${arms},"received_at":"${receivedAt}"}`);
+      };
+      fresh.forEach((event, i) => {
+        const user = dims.get(event.user_id)!;
+        for (const exposure of tagged?.exposures.get(i) ?? []) {
+          if (this.recent.has(exposure.event_id)) continue;
+          this.recent.add(exposure.event_id, now);
+          exposed.push(exposure);
+          push(exposure, user, { [String(exposure.props.experiment)]: String(exposure.props.arm) });
+        }
+        const arms = tagged?.tags[i];
+        push(event, user, arms && Object.keys(arms).length > 0 ? arms : NO_ARMS);
+      });
       const offsets = await this.log.append(payloads);
       this.tail?.put(offsets.first, enriched);
       return { accepted: fresh.length, duplicates, rejected, offsets };
     } catch (err) {
-      for (const event of fresh) this.recent.delete(event.event_id);
+      for (const event of [...fresh, ...exposed]) this.recent.delete(event.event_id);
       throw err;
     }
   }

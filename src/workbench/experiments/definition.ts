@@ -16,8 +16,8 @@ export const MetricSchema = z
     description: z.string().max(500).optional(),
     /**
      * conversion: did the user do `event` within `windowDays` after exposure (0/1 per user);
-     * mean: the sum of `prop` of `event` per user in the window; ratio: sum of `prop` over the sum
-     * of `denominator.prop` (or counts) across users.
+     * mean: the sum of `prop` of `event` per user in the window (the count of `event` without a
+     * prop); ratio: sum of `prop` (or counts) over the sum of `denominator.prop` (or counts).
      */
     kind: z.enum(['conversion', 'mean', 'ratio']),
     event: z.string().regex(/^[a-z][a-z0-9_]*$/),
@@ -29,7 +29,6 @@ export const MetricSchema = z
   })
   .strict()
   .superRefine((m, ctx) => {
-    if (m.kind === 'mean' && !m.prop) ctx.addIssue({ code: 'custom', path: ['prop'], message: 'a mean metric sums a prop per user: name it' });
     if (m.kind === 'ratio' && !m.denominator) ctx.addIssue({ code: 'custom', path: ['denominator'], message: 'a ratio metric needs a denominator' });
     if (m.kind !== 'ratio' && m.denominator) ctx.addIssue({ code: 'custom', path: ['denominator'], message: 'only ratio metrics have a denominator' });
   });
@@ -60,12 +59,18 @@ export const ExperimentSchema = z
     targeting: z.object({ country: z.array(z.string()).optional(), device: z.array(z.string()).optional(), tier: z.array(z.string()).optional() }).strict().default({}),
     /** Mutually exclusive experiments share a namespace and take disjoint ranges of it. */
     namespace: z.object({ name: z.string().regex(KEY), range: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]) }).optional(),
+    /** Users enter at their first such event while the experiment runs; without it, only through the assignment API. */
+    exposureEvent: z.string().regex(/^[a-z][a-z0-9_]*$/).optional(),
     objective: z.string().regex(KEY),
+    /** Which way the objective should move. */
+    objectiveGoal: z.enum(['increase', 'decrease']).default('increase'),
     guardrails: z.array(z.object({ metric: z.string().regex(KEY), bad: z.enum(['increase', 'decrease']), tolerance: z.number().min(0).max(10) }).strict()).default([]),
     /** Minimum detectable effect, relative (0.05: 5%). */
     mde: z.number().positive().max(10),
     minRunDays: z.number().min(0).max(365).default(7),
     status: z.enum(STATUSES).default('draft'),
+    /** The arm everyone gets once the experiment is shipped. */
+    winner: z.string().regex(KEY).optional(),
     /** `auto` acts on its own; `recommend` only says what it would do. */
     decisions: z.object({ ship: z.enum(['auto', 'recommend']).default('recommend'), rollback: z.enum(['auto', 'recommend']).default('auto') }).strict().default({ ship: 'recommend', rollback: 'auto' }),
   })
@@ -75,6 +80,7 @@ export const ExperimentSchema = z
     if (Math.abs(total - 1) > WEIGHT_TOLERANCE) ctx.addIssue({ code: 'custom', path: ['arms'], message: `arm weights add up to ${total}, not 1` });
     const keys = e.arms.map((a) => a.key);
     if (new Set(keys).size !== keys.length) ctx.addIssue({ code: 'custom', path: ['arms'], message: `arm keys repeat: ${keys.join(', ')}` });
+    if (e.status === 'shipped' && !keys.includes(e.winner ?? '')) ctx.addIssue({ code: 'custom', path: ['winner'], message: `a shipped experiment names its winning arm (one of ${keys.join(', ')})` });
     if (e.namespace && !(e.namespace.range[0] < e.namespace.range[1])) ctx.addIssue({ code: 'custom', path: ['namespace', 'range'], message: 'a namespace range is [start, end) with start < end' });
   });
 

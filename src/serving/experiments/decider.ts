@@ -1,0 +1,95 @@
+import { decide, type Decision } from '../../workbench/experiments/decide.js';
+import type { Experiment } from '../../workbench/experiments/definition.js';
+import { experimentResults, type ExperimentResults } from '../../workbench/experiments/results.js';
+import type { AlertSink } from '../observability/alerts.js';
+import type { Logger } from '../observability/logger.js';
+import type { Experiments } from './experiments.js';
+import type { ExperimentTracker } from './tracker.js';
+
+export interface DecisionRecord extends Decision {
+  experiment: string;
+  /** Event time of the results it was made on. */
+  asOf?: string;
+  /** Whether the service acted on it (auto mode), or only recommends it. */
+  acted: boolean;
+}
+
+/** What moving a model alias needs: the version an alias points to, and the move. */
+export interface AliasMover {
+  versionOf(model: string, alias: string): Promise<string>;
+  moveAlias(model: string, alias: string, version: string, meta: { by: string; reason: string }): Promise<unknown>;
+}
+
+const DECIDER = 'wb-decider';
+const DAY_MS = 86_400_000;
+
+/**
+ * Evaluates every running experiment's results and acts on the decision when its mode is `auto`:
+ * a rollback stops the experiment (its users get control from then on), a ship records the winner
+ * (everyone gets it) and, for an arm that serves a model, moves the control arm's alias to the
+ * winner's version. Each action is a recorded change of the experiment (who: wb-decider, with the
+ * reason and the numbers behind it), a log line and an alert.
+ */
+export class Decider {
+  private readonly latest = new Map<string, DecisionRecord>();
+
+  constructor(
+    private readonly experiments: Experiments,
+    private readonly tracker: ExperimentTracker,
+    private readonly alerts: AlertSink,
+    private readonly logger: Logger,
+    private readonly models?: AliasMover,
+  ) {}
+
+  results(e: Experiment): ExperimentResults {
+    return experimentResults(e, this.experiments.metrics, this.tracker.stats(e.key));
+  }
+
+  /** The latest decision on an experiment (made on its last evaluation while it ran). */
+  decision(key: string): DecisionRecord | undefined {
+    return this.latest.get(key);
+  }
+
+  async evaluate(): Promise<void> {
+    for (const stored of this.experiments.list()) {
+      const e = stored.experiment;
+      if (e.status !== 'running') continue;
+      const results = this.results(e);
+      const elapsedDays = results.asOf && results.firstExposure ? (Date.parse(results.asOf) - Date.parse(results.firstExposure)) / DAY_MS : 0;
+      const decision = decide(e, results, elapsedDays);
+      const acts = decision.action !== 'continue' && decision.mode === 'auto';
+      const previous = this.latest.get(e.key);
+      const record: DecisionRecord = { ...decision, experiment: e.key, ...(results.asOf ? { asOf: results.asOf } : {}), acted: false };
+      this.latest.set(e.key, record);
+      if (!acts) {
+        if (decision.action !== 'continue' && (previous?.action !== decision.action || previous.arm !== decision.arm)) {
+          this.logger.info({ experiment: e.key, decision }, `experiment ${e.key}: recommends ${decision.action}${decision.arm ? ` of ${decision.arm}` : ''} (recommend-only): ${decision.reason}`);
+        }
+        continue;
+      }
+      try {
+        await this.act(e, stored.version, decision);
+        record.acted = true;
+      } catch (err) {
+        this.logger.error({ err, experiment: e.key, decision }, `experiment ${e.key}: could not ${decision.action}`);
+      }
+    }
+  }
+
+  private async act(e: Experiment, version: number, d: Decision): Promise<void> {
+    const numbers = JSON.stringify(d.evidence);
+    if (d.action === 'rollback') {
+      await this.experiments.setStatus(e.key, 'rolled_back', version, DECIDER, `${d.reason} ${numbers}`);
+    } else {
+      const winner = e.arms.find((a) => a.key === d.arm)!;
+      const control = e.arms[0]!;
+      if (winner.model && control.model && this.models) {
+        const to = await this.models.versionOf(winner.model.name, winner.model.alias);
+        await this.models.moveAlias(control.model.name, control.model.alias, to, { by: `${DECIDER} (experiment ${e.key})`, reason: d.reason });
+      }
+      await this.experiments.setStatus(e.key, 'shipped', version, DECIDER, `${d.reason} ${numbers}`, d.arm);
+    }
+    this.logger.warn({ experiment: e.key, decision: d }, `experiment ${e.key}: ${d.action === 'rollback' ? 'rolled back' : `shipped ${d.arm}`}: ${d.reason}`);
+    this.alerts.raise({ kind: 'decision', series: `experiment:${e.key}`, labels: { experiment: e.key }, direction: d.action === 'rollback' ? 'rollback' : 'ship', reason: d.reason, detectedAt: new Date().toISOString() });
+  }
+}

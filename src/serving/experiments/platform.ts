@@ -1,0 +1,130 @@
+import { join } from 'node:path';
+import type { Experiment, Metric } from '../../workbench/experiments/definition.js';
+import { experimentResults, type ExperimentResults } from '../../workbench/experiments/results.js';
+import { metricCatalog } from '../../workbench/experiments/metrics.js';
+import type { Event, UserDims } from '../../workbench/event.js';
+import type { OltpStore } from '../../workbench/oltp/store.js';
+import type { AlertSink } from '../observability/alerts.js';
+import type { Logger } from '../observability/logger.js';
+import { Assigner, type ArmAnswer } from './assigner.js';
+import { Decider, type AliasMover, type DecisionRecord } from './decider.js';
+import { Experiments } from './experiments.js';
+import { ExperimentTracker } from './tracker.js';
+
+export interface ExperimentReport {
+  results: ExperimentResults;
+  decision?: DecisionRecord;
+  /** Each metric's lift per arm over time (event time): the sequential interval at each point. */
+  timeline: { at: string; users: Record<string, number>; lifts: { metric: string; arm: string; lift?: number; ci?: [number, number] }[] }[];
+}
+
+/**
+ * The experimentation platform inside the service: definitions (OLTP), sticky assignment and
+ * exposure, tagging at ingest, live statistics (a log consumer), results and decisions.
+ */
+export class ExperimentPlatform {
+  readonly assigner: Assigner;
+  readonly tracker: ExperimentTracker;
+  readonly decider: Decider;
+  private logEvents: (events: Event[]) => Promise<unknown> = async () => undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private evaluating: Promise<void> | undefined;
+
+  private constructor(
+    readonly experiments: Experiments,
+    private readonly oltp: OltpStore,
+    alerts: AlertSink,
+    private readonly logger: Logger,
+    dataDir: string,
+    models?: AliasMover,
+  ) {
+    this.assigner = new Assigner(experiments, oltp);
+    const definition = (key: string) => {
+      try {
+        return experiments.get(key).experiment;
+      } catch {
+        return undefined;
+      }
+    };
+    this.tracker = new ExperimentTracker(definition, experiments.metrics, { snapshotPath: join(dataDir, 'consumers', 'experiments.snapshot'), warn: (m) => logger.warn(m) });
+    this.decider = new Decider(experiments, this.tracker, alerts, logger, models);
+  }
+
+  static async open(options: { oltp: OltpStore; alerts: AlertSink; logger: Logger; dataDir: string; metrics?: readonly Metric[]; models?: AliasMover }): Promise<ExperimentPlatform> {
+    const experiments = await Experiments.open(options.oltp, metricCatalog(options.metrics));
+    return new ExperimentPlatform(experiments, options.oltp, options.alerts, options.logger, options.dataDir, options.models);
+  }
+
+  /** Where exposures from the API are logged (the service's ingest), and the decision loop's pace. */
+  start(logEvents: (events: Event[]) => Promise<unknown>, decideEveryMs = 2_000): void {
+    this.logEvents = logEvents;
+    this.timer = setInterval(() => void this.evaluate(), decideEveryMs);
+    this.timer.unref();
+  }
+
+  /** Re-reads definitions (other processes change them too) and evaluates every running experiment once. */
+  evaluate(): Promise<void> {
+    this.evaluating ??= (async () => {
+      try {
+        await this.experiments.refresh();
+        await this.decider.evaluate();
+      } catch (err) {
+        this.logger.error({ err }, 'experiment evaluation failed; retrying on the next tick');
+      } finally {
+        this.evaluating = undefined;
+      }
+    })();
+    return this.evaluating;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.evaluating;
+  }
+
+  /**
+   * A user's arms: in one experiment, or in every experiment that is not a draft. Users enter
+   * running experiments here (sticky, exposure logged); stopped and rolled-back experiments answer
+   * control, shipped ones their winner.
+   */
+  async assign(user: { user_id: string; dims?: Partial<UserDims> }, key?: string): Promise<ArmAnswer[]> {
+    const list = key ? [this.experiments.get(key).experiment] : this.experiments.list().map((s) => s.experiment);
+    const known = user.dims ?? (await this.oltp.getUsers([user.user_id])).get(user.user_id);
+    const answers: ArmAnswer[] = [];
+    const exposures: Event[] = [];
+    for (const e of list) {
+      const { answer, exposure } = await this.assigner.armFor(e, { user_id: user.user_id, ...(known ? { dims: known } : {}) });
+      if (answer) answers.push(answer);
+      if (exposure) exposures.push(exposure);
+    }
+    if (exposures.length > 0) await this.logEvents(exposures);
+    return answers;
+  }
+
+  /** The alias of a model that a user gets through an experiment whose arms serve that model, if any. */
+  async modelArm(model: string, user_id: string): Promise<{ experiment: string; arm: string; alias: string } | undefined> {
+    const e = this.experiments
+      .list()
+      .map((s) => s.experiment)
+      .find((x) => x.status !== 'draft' && x.arms.some((a) => a.model?.name === model));
+    if (!e) return undefined;
+    const [answer] = await this.assign({ user_id }, e.key);
+    const arm = answer && e.arms.find((a) => a.key === answer.arm);
+    return arm?.model ? { experiment: e.key, arm: arm.key, alias: arm.model.alias } : undefined;
+  }
+
+  report(key: string): ExperimentReport {
+    const e: Experiment = this.experiments.get(key).experiment;
+    const results = this.decider.results(e);
+    const timeline = this.tracker.timeline(key).map((stats) => {
+      const r = experimentResults(e, this.experiments.metrics, stats);
+      return {
+        at: stats.asOf!,
+        users: Object.fromEntries(r.arms.map((a) => [a.arm, a.users])),
+        lifts: r.metrics.flatMap((m) => m.comparisons.map((c) => ({ metric: m.metric, arm: c.arm, ...(c.sequential.estimate !== undefined ? { lift: c.sequential.estimate } : {}), ...(c.sequential.ci ? { ci: c.sequential.ci } : {}) }))),
+      };
+    });
+    const decision = this.decider.decision(key);
+    return { results, ...(decision ? { decision } : {}), timeline };
+  }
+}

@@ -1,0 +1,235 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Experiment, Metric } from '../../workbench/experiments/definition.js';
+import type { ArmStats, ExperimentStats, MetricSums } from '../../workbench/experiments/results.js';
+import type { EnrichedEvent } from '../../workbench/event.js';
+import { readCheckedSnapshot, writeCheckedSnapshot } from '../../workbench/files.js';
+import type { EventConsumer } from '../pipeline/consumer.js';
+import { EXPOSURE_EVENT } from './assigner.js';
+
+const DAY_MS = 86_400_000;
+/** Most metric events kept per user for pre-exposure covariates. */
+const HISTORY_PER_USER = 2_000;
+/** Most points of an experiment's timeline; beyond it every other point is dropped. */
+const TIMELINE_POINTS = 400;
+
+/** A user in an experiment: arm, exposure time, and per metric its value Y and covariate (or denominator) X. */
+interface Member {
+  arm: string;
+  exposedAt: number;
+  y: number[];
+  x: number[];
+}
+
+interface ArmState {
+  users: number;
+  sums: MetricSums[];
+}
+
+interface ExperimentState {
+  metrics: string[];
+  arms: Record<string, ArmState>;
+  members: Record<string, Member>;
+  firstExposure?: number;
+  asOf?: number;
+  nextPointAt?: number;
+  timeline: { at: number; arms: Record<string, ArmState> }[];
+}
+
+/** One metric-relevant event of a user: time, metric, numerator and denominator contributions. */
+type Trace = [time: number, metric: string, num: number, den: number];
+
+interface Snapshot {
+  offset: number;
+  experiments: Record<string, ExperimentState>;
+  history: [string, Trace[]][];
+}
+
+const emptySums = (): MetricSums => ({ n: 0, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 });
+
+/**
+ * The experiments' live statistics: a consumer of the event log that keeps, per experiment, arm and
+ * metric, the sufficient statistics the stats engine needs (n, sums and sums of squares of the
+ * metric and of its pre-exposure value, and their cross products), updated event by event. A user
+ * enters at their `experiment_exposure` event; from then on their events tagged with the experiment
+ * and within each metric's window change their values, and the arm's sums change by the difference.
+ * The state is snapshotted with its log offset (and a checksum), so a restart resumes without loss
+ * or double counting; without a snapshot it is rebuilt from the start of the log.
+ */
+export class ExperimentTracker implements EventConsumer {
+  readonly name = 'experiments';
+  private state: Snapshot = { offset: 0, experiments: {}, history: [] };
+  private history = new Map<string, Trace[]>();
+  private lastSnapshot = 0;
+  private readonly maxPreMs: number;
+
+  constructor(
+    private readonly definition: (key: string) => Experiment | undefined,
+    private readonly metrics: ReadonlyMap<string, Metric>,
+    private readonly options: { snapshotPath: string; snapshotEveryMs?: number; warn?: (message: string) => void },
+  ) {
+    this.maxPreMs = Math.max(0, ...[...metrics.values()].map((m) => m.preExposureDays)) * DAY_MS;
+  }
+
+  async resumeAt(): Promise<number> {
+    const read = readCheckedSnapshot(this.options.snapshotPath);
+    if (read && 'corrupt' in read) this.options.warn?.(`the experiment statistics snapshot fails its checksum; kept as ${read.corrupt}, rebuilding from the event log`);
+    if (!read || 'corrupt' in read) return 0;
+    this.state = JSON.parse(read.body) as Snapshot;
+    this.history = new Map(this.state.history);
+    return this.state.offset;
+  }
+
+  async handle(events: EnrichedEvent[], first: number): Promise<void> {
+    for (const e of events) this.apply(e);
+    this.state.offset = first + events.length;
+    if (Date.now() - this.lastSnapshot >= (this.options.snapshotEveryMs ?? 10_000)) this.snapshot();
+  }
+
+  async close(): Promise<void> {
+    this.snapshot();
+  }
+
+  /** The sufficient statistics of one experiment now, or at each point of its timeline. */
+  stats(key: string): ExperimentStats {
+    const s = this.state.experiments[key];
+    if (!s) return { arms: [] };
+    return toStats(s, s.arms, s.asOf);
+  }
+
+  timeline(key: string): ExperimentStats[] {
+    const s = this.state.experiments[key];
+    return s ? s.timeline.map((p) => toStats(s, p.arms, p.at)) : [];
+  }
+
+  /** Users in the experiment, by arm. */
+  exposures(key: string): Record<string, number> {
+    const s = this.state.experiments[key];
+    return Object.fromEntries(Object.entries(s?.arms ?? {}).map(([arm, a]) => [arm, a.users]));
+  }
+
+  private apply(e: EnrichedEvent): void {
+    const t = Date.parse(e.time);
+    if (e.event === EXPOSURE_EVENT) {
+      const key = String(e.props.experiment);
+      const def = this.definition(key);
+      if (def && typeof e.props.arm === 'string') this.expose(def, e.user_id, e.props.arm, t);
+      return;
+    }
+    const traces = this.trace(e, t);
+    for (const key in e.experiments) {
+      const s = this.state.experiments[key];
+      const member = s?.members[e.user_id];
+      if (!s || !member || t < member.exposedAt) continue;
+      s.metrics.forEach((metricKey, i) => {
+        const m = this.metrics.get(metricKey);
+        const tr = traces.find((x) => x[1] === metricKey);
+        if (!m || !tr || t >= member.exposedAt + m.windowDays * DAY_MS) return;
+        this.add(s.arms[member.arm]!.sums[i]!, m, member, i, tr[2], tr[3]);
+      });
+      this.advance(key, s, t);
+    }
+  }
+
+  private expose(def: Experiment, user: string, arm: string, t: number): void {
+    const s = (this.state.experiments[def.key] ??= { metrics: [def.objective, ...def.guardrails.map((g) => g.metric)], arms: {}, members: {}, timeline: [] });
+    if (s.members[user]) return;
+    const pre = this.history.get(user) ?? [];
+    const x = s.metrics.map((key) => {
+      const m = this.metrics.get(key);
+      if (!m || m.kind === 'ratio' || m.preExposureDays === 0) return 0;
+      const from = t - m.preExposureDays * DAY_MS;
+      const values = pre.filter((tr) => tr[1] === key && tr[0] >= from && tr[0] < t);
+      return m.kind === 'conversion' ? (values.length > 0 ? 1 : 0) : values.reduce((sum, tr) => sum + tr[2], 0);
+    });
+    const member: Member = { arm, exposedAt: t, y: s.metrics.map(() => 0), x };
+    s.members[user] = member;
+    const a = (s.arms[arm] ??= { users: 0, sums: s.metrics.map(emptySums) });
+    a.users++;
+    a.sums.forEach((sums, i) => {
+      sums.n++;
+      sums.sumX += x[i]!;
+      sums.sumX2 += x[i]! * x[i]!;
+    });
+    s.firstExposure = Math.min(s.firstExposure ?? t, t);
+    this.advance(def.key, s, t);
+  }
+
+  /** Changes a member's value of metric i by its numerator and denominator contributions, and the arm's sums by the difference. */
+  private add(sums: MetricSums, m: Metric, member: Member, i: number, num: number, den: number): void {
+    const y0 = member.y[i]!;
+    const x0 = member.x[i]!;
+    let y1 = y0;
+    let x1 = x0;
+    if (m.kind === 'conversion') y1 = num !== 0 ? 1 : y0;
+    else if (m.kind === 'mean') y1 = y0 + num;
+    else {
+      y1 = y0 + num;
+      x1 = x0 + den;
+    }
+    if (y1 === y0 && x1 === x0) return;
+    sums.sumY += y1 - y0;
+    sums.sumY2 += y1 * y1 - y0 * y0;
+    sums.sumX += x1 - x0;
+    sums.sumX2 += x1 * x1 - x0 * x0;
+    sums.sumXY += y1 * x1 - y0 * x0;
+    member.y[i] = y1;
+    member.x[i] = x1;
+  }
+
+  /** The event's contributions to each metric it counts for; also kept for later pre-exposure covariates. */
+  private trace(e: EnrichedEvent, t: number): Trace[] {
+    const out: Trace[] = [];
+    for (const m of this.metrics.values()) {
+      const num = e.event === m.event ? valueOf(e, m.prop) : 0;
+      const den = m.kind === 'ratio' && e.event === m.denominator!.event ? valueOf(e, m.denominator!.prop) : 0;
+      if (num !== 0 || den !== 0) out.push([t, m.key, num, den]);
+    }
+    if (out.length > 0 && this.maxPreMs > 0) {
+      let list = this.history.get(e.user_id);
+      if (!list) this.history.set(e.user_id, (list = []));
+      list.push(...out);
+      // Older than the longest pre-exposure period, or beyond the per-user bound: no longer needed.
+      const horizon = t - this.maxPreMs;
+      let drop = 0;
+      while (drop < list.length && (list[drop]![0] < horizon || list.length - drop > HISTORY_PER_USER)) drop++;
+      if (drop > 0) list.splice(0, drop);
+    }
+    return out;
+  }
+
+  /** Moves the experiment's clock, and adds a timeline point every 1/14 of its minimum run time (at least a second, at most a day). */
+  private advance(key: string, s: ExperimentState, t: number): void {
+    if (s.asOf !== undefined && t <= s.asOf) return;
+    s.asOf = t;
+    if (s.nextPointAt !== undefined && t < s.nextPointAt) return;
+    s.timeline.push({ at: t, arms: structuredClone(s.arms) });
+    if (s.timeline.length > TIMELINE_POINTS) s.timeline = s.timeline.filter((_, i) => i % 2 === 1);
+    const def = this.definition(key);
+    const every = Math.min(DAY_MS, Math.max(1000, ((def?.minRunDays ?? 14) * DAY_MS) / 14));
+    s.nextPointAt = t + every;
+  }
+
+  private snapshot(): void {
+    this.state.history = [...this.history];
+    mkdirSync(dirname(this.options.snapshotPath), { recursive: true });
+    writeCheckedSnapshot(this.options.snapshotPath, JSON.stringify(this.state));
+    this.state.history = [];
+    this.lastSnapshot = Date.now();
+  }
+}
+
+function valueOf(e: EnrichedEvent, prop: string | undefined): number {
+  if (!prop) return 1;
+  const v = Number(e.props[prop]);
+  return Number.isFinite(v) ? v : 0;
+}
+
+function toStats(s: ExperimentState, arms: Record<string, ArmState>, asOf: number | undefined): ExperimentStats {
+  const out: ArmStats[] = Object.entries(arms).map(([arm, a]) => ({ arm, users: a.users, metrics: Object.fromEntries(s.metrics.map((m, i) => [m, { ...a.sums[i]! }])) }));
+  return {
+    arms: out,
+    ...(s.firstExposure !== undefined ? { firstExposure: new Date(s.firstExposure).toISOString() } : {}),
+    ...(asOf !== undefined ? { asOf: new Date(asOf).toISOString() } : {}),
+  };
+}

@@ -1,0 +1,96 @@
+import type { Experiment } from './definition.js';
+import type { Comparison, ExperimentResults } from './results.js';
+
+/**
+ * What to do with a running experiment, from its results. The rules, in order:
+ * 1. A sample ratio mismatch blocks every automatic decision: the numbers cannot be trusted.
+ * 2. Roll back when, for some treatment arm, a guard-rail is worse beyond its tolerance with
+ *    sequential significance (the always-valid interval lies wholly past the tolerance).
+ * 3. Ship the arm with the largest objective lift among those whose objective is better with
+ *    sequential significance and none of whose guard-rails is significantly worse, once the
+ *    minimum run time has passed.
+ * 4. Otherwise continue, saying what is missing.
+ * `mode` is the experiment's setting for that action: `auto` acts, `recommend` only says.
+ */
+export interface Decision {
+  action: 'ship' | 'rollback' | 'continue';
+  /** The arm shipped, or the arm whose guard-rail failed. */
+  arm?: string;
+  mode: 'auto' | 'recommend';
+  reason: string;
+  /** The numbers behind it: the comparison that decided, as the results had it. */
+  evidence?: { metric: string; arm: string; lift?: number; interval?: [number, number]; pValue?: number; srmPValue?: number };
+}
+
+const pct = (x: number | undefined) => (x === undefined ? 'n/a' : `${x >= 0 ? '+' : ''}${(100 * x).toFixed(2)}%`);
+const interval = (c: Comparison) => (c.sequential.ci ? `[${pct(c.sequential.ci[0])}, ${pct(c.sequential.ci[1])}]` : '(no interval)');
+
+/** `elapsedDays`: event time since the experiment started running. */
+export function decide(e: Experiment, results: ExperimentResults, elapsedDays: number): Decision {
+  if (results.srm.mismatch) {
+    return {
+      action: 'continue',
+      mode: 'recommend',
+      reason: `sample ratio mismatch (p = ${results.srm.pValue.toExponential(2)}, users ${results.arms.map((a) => `${a.arm} ${a.users}`).join(', ')}): no automatic decision until assignment or logging is fixed`,
+      evidence: { metric: '(srm)', arm: results.control, srmPValue: results.srm.pValue },
+    };
+  }
+  for (const m of results.metrics.filter((r) => r.role === 'guardrail')) {
+    const tolerance = m.tolerance ?? 0;
+    for (const c of m.comparisons) {
+      const ci = c.sequential.ci;
+      if (!ci) continue;
+      const beyond = m.goal === 'increase' ? ci[1] < -tolerance : ci[0] > tolerance;
+      if (beyond) {
+        return {
+          action: 'rollback',
+          arm: c.arm,
+          mode: e.decisions.rollback,
+          reason: `guard-rail ${m.metric} is worse in ${c.arm} beyond its tolerance of ${pct(m.goal === 'increase' ? -tolerance : tolerance)}: lift ${pct(c.sequential.estimate)}, always-valid 95% interval ${interval(c)}`,
+          evidence: evidence(m.metric, c),
+        };
+      }
+    }
+  }
+  const objective = results.metrics.find((r) => r.role === 'objective')!;
+  const guardrailWorse = (arm: string) => results.metrics.filter((r) => r.role === 'guardrail').find((r) => r.comparisons.some((c) => c.arm === arm && c.verdict === 'worse'));
+  const winners = objective.comparisons
+    .filter((c) => c.verdict === 'better' && !guardrailWorse(c.arm))
+    .sort((a, b) => Math.abs(b.sequential.estimate ?? 0) - Math.abs(a.sequential.estimate ?? 0));
+  const best = winners[0];
+  if (best && elapsedDays >= e.minRunDays) {
+    return {
+      action: 'ship',
+      arm: best.arm,
+      mode: e.decisions.ship,
+      reason: `objective ${objective.metric} is better in ${best.arm}: lift ${pct(best.sequential.estimate)}, always-valid 95% interval ${interval(best)}; no guard-rail worse, no sample ratio mismatch, ${fmtDays(elapsedDays)} run (minimum ${fmtDays(e.minRunDays)})`,
+      evidence: evidence(objective.metric, best),
+    };
+  }
+  if (best) return { action: 'continue', mode: e.decisions.ship, reason: `${best.arm} is better on ${objective.metric} (${pct(best.sequential.estimate)} ${interval(best)}) but the minimum run time has not passed (${fmtDays(elapsedDays)} of ${fmtDays(e.minRunDays)})` };
+  const blocked = objective.comparisons.find((c) => c.verdict === 'better');
+  if (blocked) return { action: 'continue', mode: e.decisions.ship, reason: `${blocked.arm} is better on ${objective.metric} but guard-rail ${guardrailWorse(blocked.arm)!.metric} is significantly worse` };
+  const first = objective.comparisons[0]!;
+  return {
+    action: 'continue',
+    mode: e.decisions.ship,
+    reason:
+      first.verdict === 'no estimate'
+        ? `no estimate yet for ${objective.metric}: ${first.sequential.reason ?? 'not enough data'}`
+        : `${objective.metric} not yet conclusive: ${first.arm} ${pct(first.sequential.estimate)} ${interval(first)}` +
+          (results.plan.daysToDecision !== undefined ? `; about ${fmtDays(results.plan.daysToDecision)} more at the current rate for the ${pct(e.mde)} minimum detectable effect` : ''),
+  };
+}
+
+function evidence(metric: string, c: Comparison): Decision['evidence'] {
+  return { metric, arm: c.arm, ...(c.sequential.estimate !== undefined ? { lift: c.sequential.estimate } : {}), ...(c.sequential.ci ? { interval: c.sequential.ci } : {}), ...(c.sequential.pValue !== undefined ? { pValue: c.sequential.pValue } : {}) };
+}
+
+/** Days, or hours/minutes/seconds when the experiment runs on a compressed clock (a replay). */
+export function fmtDays(days: number): string {
+  if (days >= 1) return `${days.toFixed(1)} days`;
+  const s = days * 86_400;
+  if (s >= 3600) return `${(s / 3600).toFixed(1)} h`;
+  if (s >= 60) return `${(s / 60).toFixed(1)} min`;
+  return `${s.toFixed(1)} s`;
+}

@@ -1,0 +1,178 @@
+import { cuped, type CovariateSums } from '../stats/cuped.js';
+import { sampleSizePerArm } from '../stats/power.js';
+import { bayesianSummary, ratioDifference } from '../stats/ratio.js';
+import { sequential } from '../stats/sequential.js';
+import { moments, relativeLift, sampleRatioMismatch, welch, type Estimate } from '../stats/two-sample.js';
+import type { Experiment, ExperimentStatus, Metric } from './definition.js';
+
+/**
+ * An experiment's results from per-arm sufficient statistics: what the service's live consumer keeps
+ * and what a notebook computes from the lakehouse with one GROUP BY, so both read the same numbers.
+ * The first arm is the control. Each treatment arm is compared with it on every metric:
+ * - fixed horizon: Welch's test on the difference and the delta-method relative lift;
+ * - CUPED (conversion and mean metrics): the relative lift of the covariate-adjusted means;
+ * - always valid: the sequential interval of the relative lift (CUPED-adjusted when available),
+ *   which is what decisions use, since the results are watched continuously.
+ */
+
+/** Per-arm sums of one metric: Y the value per user and X its pre-exposure value (for a ratio metric, X is the denominator). */
+export type MetricSums = CovariateSums;
+
+export interface ArmStats {
+  arm: string;
+  users: number;
+  metrics: Record<string, MetricSums>;
+}
+
+export interface ExperimentStats {
+  arms: ArmStats[];
+  /** Event time of the first exposure, and of the newest event counted (ISO-8601). */
+  firstExposure?: string;
+  asOf?: string;
+}
+
+export const ALPHA = 0.05;
+/** p-value under which the split of users is declared broken (GrowthBook's default). */
+export const SRM_THRESHOLD = 0.001;
+/** The sample size at which the always-valid interval is tightest (GrowthBook's default). */
+export const SEQUENTIAL_TUNING = 5000;
+
+export type Verdict = 'better' | 'worse' | 'inconclusive' | 'no estimate';
+
+export interface Comparison {
+  arm: string;
+  control: { users: number; mean?: number };
+  treatment: { users: number; mean?: number };
+  absolute: Estimate;
+  relative: Estimate;
+  cuped?: { relative: Estimate; varianceReduction: number; theta: number };
+  /** Always-valid interval and p-value of the relative lift (CUPED-adjusted when available). */
+  sequential: Estimate;
+  /** Chance the treatment is better for the metric's goal, and the expected relative loss of shipping it. */
+  chanceToWin?: number;
+  expectedLoss?: number;
+  /** By the sequential interval, for the metric's goal. */
+  verdict: Verdict;
+}
+
+export interface MetricResult {
+  metric: string;
+  kind: Metric['kind'];
+  role: 'objective' | 'guardrail';
+  /** The direction that is good for this metric. */
+  goal: 'increase' | 'decrease';
+  /** Guard-rails: the relative change in the bad direction that is tolerated. */
+  tolerance?: number;
+  comparisons: Comparison[];
+}
+
+export interface ExperimentResults {
+  experiment: string;
+  status: ExperimentStatus;
+  control: string;
+  asOf?: string;
+  firstExposure?: string;
+  arms: { arm: string; weight: number; users: number }[];
+  srm: { pValue: number; chiSquare: number; mismatch: boolean };
+  metrics: MetricResult[];
+  /** Users per arm a fixed-horizon test needs for the MDE at 80% power (CUPED-adjusted), and the days (of event time) until the smallest arm has them at the current rate. */
+  plan: { usersPerArm?: number; daysToDecision?: number; reason?: string };
+}
+
+const EMPTY: MetricSums = { n: 0, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 };
+
+export function experimentResults(e: Experiment, metrics: ReadonlyMap<string, Metric>, stats: ExperimentStats): ExperimentResults {
+  const byArm = new Map(stats.arms.map((a) => [a.arm, a]));
+  const arms = e.arms.map((a) => ({ arm: a.key, weight: a.weight, users: byArm.get(a.key)?.users ?? 0 }));
+  const srm = sampleRatioMismatch(
+    arms.map((a) => a.users),
+    arms.map((a) => a.weight),
+  );
+  const roles = [
+    { metric: e.objective, role: 'objective' as const, goal: e.objectiveGoal, tolerance: undefined },
+    ...e.guardrails.map((g) => ({ metric: g.metric, role: 'guardrail' as const, goal: g.bad === 'decrease' ? ('increase' as const) : ('decrease' as const), tolerance: g.tolerance })),
+  ];
+  const sumsOf = (arm: string, metric: string) => byArm.get(arm)?.metrics[metric] ?? { ...EMPTY, n: byArm.get(arm)?.users ?? 0 };
+  const control = e.arms[0]!.key;
+  const results: MetricResult[] = roles.map(({ metric, role, goal, tolerance }) => {
+    const m = metrics.get(metric);
+    if (!m) throw new Error(`experiment ${e.key}: metric ${metric} is not defined`);
+    const comparisons = e.arms.slice(1).map((a) => compare(m, a.key, sumsOf(control, metric), sumsOf(a.key, metric), goal));
+    return { metric, kind: m.kind, role, goal, ...(tolerance !== undefined ? { tolerance } : {}), comparisons };
+  });
+  return {
+    experiment: e.key,
+    status: e.status,
+    control,
+    ...(stats.asOf ? { asOf: stats.asOf } : {}),
+    ...(stats.firstExposure ? { firstExposure: stats.firstExposure } : {}),
+    arms,
+    srm: { ...srm, mismatch: srm.pValue < SRM_THRESHOLD },
+    metrics: results,
+    plan: plan(e, metrics.get(e.objective)!, sumsOf(control, e.objective), results[0]!, stats),
+  };
+}
+
+function compare(m: Metric, arm: string, c: MetricSums, t: MetricSums, goal: 'increase' | 'decrease'): Comparison {
+  let absolute: Estimate;
+  let relative: Estimate;
+  let adjusted: Comparison['cuped'];
+  let cMean: number | undefined;
+  let tMean: number | undefined;
+  if (m.kind === 'ratio') {
+    const ratio = (s: MetricSums) => ({ n: s.n, sumM: s.sumY, sumM2: s.sumY2, sumD: s.sumX, sumD2: s.sumX2, sumMD: s.sumXY });
+    absolute = ratioDifference(ratio(c), ratio(t));
+    relative = ratioDifference(ratio(c), ratio(t), { relative: true });
+    cMean = c.sumX !== 0 ? c.sumY / c.sumX : undefined;
+    tMean = t.sumX !== 0 ? t.sumY / t.sumX : undefined;
+  } else {
+    const mc = moments({ n: c.n, sum: c.sumY, sumSquares: c.sumY2 });
+    const mt = moments({ n: t.n, sum: t.sumY, sumSquares: t.sumY2 });
+    absolute = welch(mc, mt, ALPHA);
+    relative = relativeLift(mc, mt, ALPHA);
+    cMean = c.n > 0 ? mc.mean : undefined;
+    tMean = t.n > 0 ? mt.mean : undefined;
+    if (m.preExposureDays > 0) {
+      const res = cuped([c, t]);
+      adjusted = { relative: relativeLift(res.arms[0]!, res.arms[1]!, ALPHA), varianceReduction: res.varianceReduction, theta: res.theta };
+    }
+  }
+  // CUPED only where it has an estimate; otherwise the unadjusted one, which has the same reason when it has none.
+  const basis = adjusted?.relative.estimate !== undefined ? adjusted.relative : relative;
+  const seq = sequential(basis, c.n + t.n, ALPHA, SEQUENTIAL_TUNING);
+  const bayes = bayesianSummary(basis, goal === 'increase' ? 'higher' : 'lower');
+  return {
+    arm,
+    control: { users: c.n, ...(cMean !== undefined ? { mean: cMean } : {}) },
+    treatment: { users: t.n, ...(tMean !== undefined ? { mean: tMean } : {}) },
+    absolute,
+    relative,
+    ...(adjusted ? { cuped: adjusted } : {}),
+    sequential: seq,
+    ...(bayes.chanceToWin !== undefined ? { chanceToWin: bayes.chanceToWin, expectedLoss: bayes.expectedLossTreatment } : {}),
+    verdict: verdict(seq, goal),
+  };
+}
+
+function verdict(seq: Estimate, goal: 'increase' | 'decrease'): Verdict {
+  if (!seq.ci) return 'no estimate';
+  const [lo, hi] = seq.ci;
+  if (lo > 0) return goal === 'increase' ? 'better' : 'worse';
+  if (hi < 0) return goal === 'increase' ? 'worse' : 'better';
+  return 'inconclusive';
+}
+
+function plan(e: Experiment, m: Metric, control: MetricSums, objective: MetricResult, stats: ExperimentStats): ExperimentResults['plan'] {
+  if (m.kind === 'ratio') return { reason: 'planning covers conversion and mean metrics' };
+  const mc = moments({ n: control.n, sum: control.sumY, sumSquares: control.sumY2 });
+  if (mc.n < 2 || mc.mean === 0 || mc.variance === 0) return { reason: 'the control arm has too little data to plan from' };
+  const reduction = Math.max(0, ...objective.comparisons.map((c) => c.cuped?.varianceReduction ?? 0));
+  const usersPerArm = sampleSizePerArm({ mean: mc.mean, sd: Math.sqrt(mc.variance * (1 - reduction)), mde: e.mde, alpha: ALPHA });
+  const users = stats.arms.reduce((s, a) => s + a.users, 0);
+  const elapsedDays = stats.firstExposure && stats.asOf ? (Date.parse(stats.asOf) - Date.parse(stats.firstExposure)) / 86_400_000 : 0;
+  if (!(elapsedDays > 0)) return { usersPerArm };
+  // Users per arm scale with the arm's weight; the smallest arm sets the pace.
+  const minWeight = Math.min(...e.arms.map((a) => a.weight));
+  const needed = usersPerArm / minWeight;
+  return { usersPerArm, daysToDecision: Math.max(0, (needed - users) / (users / elapsedDays)) };
+}

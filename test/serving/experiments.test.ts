@@ -1,0 +1,187 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { assign, ExperimentSchema, type ExperimentInput } from '../../src/workbench/experiments/definition.js';
+import { openOltp } from '../../src/workbench/oltp/index.js';
+import { Random } from '../../src/workbench/random.js';
+import { event, startTestService, type TestService } from '../helpers/service.js';
+import { until } from '../helpers/wait.js';
+
+const checkout = (over: Partial<ExperimentInput> = {}): ExperimentInput => ({
+  key: 'checkout',
+  hypothesis: 'A shorter checkout makes users come back more often',
+  arms: [
+    { key: 'control', weight: 0.5 },
+    { key: 'short', weight: 0.5 },
+  ],
+  exposureEvent: 'login',
+  objective: 'logins',
+  guardrails: [{ metric: 'cancellation', bad: 'increase', tolerance: 0.5 }],
+  mde: 0.05,
+  minRunDays: 0,
+  ...over,
+});
+
+interface Results {
+  results: {
+    arms: { arm: string; users: number }[];
+    srm: { mismatch: boolean };
+    metrics: { metric: string; comparisons: { arm: string; control: { mean: number }; treatment: { mean: number }; absolute: { estimate: number }; sequential: { ci: [number, number] }; verdict: string }[] }[];
+  };
+  decision?: { action: string; acted: boolean; reason: string };
+  timeline: { at: string; lifts: unknown[] }[];
+}
+
+describe('experiments in the service', () => {
+  let t: TestService;
+  const put = (path: string, body: unknown, version?: number | string, method = 'PUT') =>
+    t.call(path, { method, key: t.keys.admin, body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...(version !== undefined ? { 'if-match': `"${version}"` } : {}) } });
+  const json = async <T>(res: Response | Promise<Response>) => (await (await res).json()) as T;
+
+  before(async () => {
+    t = await startTestService({ decideEveryMs: 200 });
+  });
+  after(async () => {
+    await t?.stop();
+  });
+
+  it('refuses bad definitions with a 400 naming the problem, and writes only with the admin scope', async () => {
+    const bad = async (over: Partial<ExperimentInput>, pattern: RegExp) => {
+      const res = await t.post('/v1/experiments', checkout(over), t.keys.admin);
+      assert.equal(res.status, 400);
+      assert.match((await json<{ error: { message: string } }>(res)).error.message, pattern);
+    };
+    await bad({ arms: [{ key: 'a', weight: 0.5 }, { key: 'b', weight: 0.6 }] }, /arm weights add up to 1\.1/);
+    await bad({ coverage: 1.5 }, /coverage is a share of users/);
+    await bad({ objective: 'happiness' }, /unknown metric happiness/);
+    assert.equal((await t.post('/v1/experiments', checkout(), t.keys.read)).status, 403);
+  });
+
+  it('records who changed what and when, and refuses a change made against an old version', async () => {
+    const created = await t.post('/v1/experiments', checkout({ key: 'edits' }), t.keys.admin);
+    assert.equal(created.status, 201);
+    assert.equal(created.headers.get('etag'), '"1"');
+    assert.equal((await put('/v1/experiments/edits', checkout({ key: 'edits', mde: 0.1 }))).status, 428, 'no If-Match');
+    assert.equal((await put('/v1/experiments/edits', checkout({ key: 'edits', mde: 0.1 }), 1)).status, 200);
+    const stale = await put('/v1/experiments/edits', checkout({ key: 'edits', mde: 0.2 }), 1);
+    assert.equal(stale.status, 409);
+    assert.match((await json<{ error: { message: string } }>(stale)).error.message, /at version 2/);
+    const history = await json<{ history: { version: number; updated_by: string; change: string; updated_at: string }[] }>(t.call('/v1/experiments/edits/history', { key: t.keys.read }));
+    assert.deepEqual(history.history.map((h) => [h.version, h.updated_by, h.change]), [
+      [1, 'test-admin', 'created'],
+      [2, 'test-admin', 'changed mde'],
+    ]);
+    assert.ok(Date.parse(history.history[1]!.updated_at) > Date.now() - 60_000);
+    const got = await t.call('/v1/experiments/edits', { key: t.keys.read });
+    assert.equal(got.headers.get('etag'), '"2"');
+    assert.equal((await json<{ mde: number }>(got)).mde, 0.1);
+    // A status change the lifecycle does not allow.
+    const ship = await put('/v1/experiments/edits/status', { status: 'shipped', winner: 'short' }, 2, 'POST');
+    assert.equal(ship.status, 409);
+    assert.match((await json<{ error: { message: string } }>(ship)).error.message, /is draft: it can become running/);
+    assert.equal((await t.call('/v1/experiments/nope/results', { key: t.keys.read })).status, 404);
+  });
+
+  it('assigns users on exposure (sticky, logged once), tags their events, keeps live statistics and ships the winner', async () => {
+    const created = await t.post('/v1/experiments', checkout({ decisions: { ship: 'auto', rollback: 'auto' } }), t.keys.admin);
+    assert.equal(created.status, 201);
+    assert.equal((await put('/v1/experiments/checkout/status', { status: 'running', reason: 'go' }, 1, 'POST')).status, 200);
+    const e = ExperimentSchema.parse({ ...checkout(), status: 'running' });
+    const r = new Random(7);
+    const users = Array.from({ length: 300 }, (_, i) => `exp-u${i}`);
+    const expected = new Map<string, number>();
+    const events = [];
+    let n = 0;
+    for (const user of users) {
+      const arm = assign(e, { user_id: user })!;
+      // The treatment's users log in more: 8 + Poisson-ish noise against 5.
+      const logins = (arm === 'short' ? 8 : 5) + r.int(4);
+      expected.set(user, logins);
+      for (let k = 0; k < logins; k++) events.push(event(`x${n++}`, { user_id: user, time: new Date(Date.now() - 60_000 + k * 1000).toISOString() }));
+    }
+    for (let i = 0; i < events.length; i += 1000) assert.equal((await t.post('/v1/events', events.slice(i, i + 1000))).status, 200);
+
+    // Tagged in the log, one exposure per user, sticky in OLTP.
+    const records = (await t.service.log.read(0, 100_000)).map((x) => JSON.parse(new TextDecoder().decode(x.payload)) as { event: string; user_id: string; experiments: Record<string, string>; props: Record<string, unknown> });
+    const exposures = records.filter((x) => x.event === 'experiment_exposure');
+    assert.equal(exposures.length, users.length);
+    for (const x of records.filter((x) => x.user_id.startsWith('exp-u'))) assert.equal(x.experiments.checkout, assign(e, { user_id: x.user_id }));
+    const oltp = await openOltp(undefined, t.dataDir);
+    assert.equal((await oltp.getAssignments('checkout')).length, users.length);
+    await oltp.close();
+
+    // The live statistics match the events sent (computed here independently).
+    const report = await until('the experiment consumer to count every login', async () => {
+      const res = await json<Results>(t.call('/v1/experiments/checkout/results', { key: t.keys.read }));
+      return res.results.arms.reduce((s, a) => s + a.users, 0) === users.length && res.results.metrics[0]!.comparisons[0]!.treatment.mean !== undefined ? res : undefined;
+    });
+    const mean = (arm: string) => {
+      const xs = users.filter((u) => assign(e, { user_id: u }) === arm).map((u) => expected.get(u)!);
+      return xs.reduce((s, x) => s + x, 0) / xs.length;
+    };
+    const logins = report.results.metrics.find((m) => m.metric === 'logins')!.comparisons[0]!;
+    assert.ok(Math.abs(logins.control.mean - mean('control')) < 1e-9, `control ${logins.control.mean} vs ${mean('control')}`);
+    assert.ok(Math.abs(logins.treatment.mean - mean('short')) < 1e-9);
+    assert.equal(logins.verdict, 'better');
+    assert.equal(report.results.srm.mismatch, false);
+    assert.ok(report.timeline.length >= 1);
+
+    // The decider ships the winner on its own, records why, and raises an alert.
+    const shipped = await until('the automatic ship', async () => {
+      const res = await json<{ status: string; winner?: string }>(t.call('/v1/experiments/checkout', { key: t.keys.read }));
+      return res.status === 'shipped' ? res : undefined;
+    });
+    assert.equal(shipped.winner, 'short');
+    const history = await json<{ history: { updated_by: string; change: string }[] }>(t.call('/v1/experiments/checkout/history', { key: t.keys.read }));
+    assert.equal(history.history.at(-1)!.updated_by, 'wb-decider');
+    assert.match(history.history.at(-1)!.change, /status running -> shipped: objective logins is better in short: lift \+\d/);
+    const alerts = await json<{ alerts: { series: string; direction: string }[] }>(t.call('/v1/alerts', { key: t.keys.read }));
+    assert.ok(alerts.alerts.some((a) => a.series === 'experiment:checkout' && a.direction === 'ship'));
+    // Everyone gets the winner now, assigned or not.
+    const answer = await json<{ arms: { arm: string; reason: string }[] }>(t.post('/v1/assignments', { user_id: 'someone-new', experiment: 'checkout' }));
+    assert.deepEqual(answer.arms, [{ experiment: 'checkout', arm: 'short', reason: 'shipped' }]);
+  });
+
+  it('rolls back a variant that hurts a guard-rail, and its users return to control', async () => {
+    const paywall = checkout({ key: 'paywall', objective: 'upgrade', guardrails: [{ metric: 'logins', bad: 'decrease', tolerance: 0.05 }], arms: [{ key: 'control', weight: 0.5 }, { key: 'nag', weight: 0.5 }] });
+    assert.equal((await t.post('/v1/experiments', { ...paywall, status: 'running' }, t.keys.admin)).status, 201);
+    const e = ExperimentSchema.parse({ ...paywall, status: 'running' });
+    const events = [];
+    let n = 0;
+    for (let i = 0; i < 300; i++) {
+      const user = `pw-u${i}`;
+      const logins = assign(e, { user_id: user }) === 'nag' ? 2 + (i % 2) : 6 + (i % 3);
+      for (let k = 0; k < logins; k++) events.push(event(`pw${n++}`, { user_id: user, time: new Date(Date.now() - 30_000 + k * 100).toISOString() }));
+    }
+    assert.equal((await t.post('/v1/events', events)).status, 200);
+    const rolled = await until('the automatic rollback', async () => {
+      const res = await json<{ status: string }>(t.call('/v1/experiments/paywall', { key: t.keys.read }));
+      return res.status === 'rolled_back' ? res : undefined;
+    });
+    assert.equal(rolled.status, 'rolled_back');
+    const report = await json<Results>(t.call('/v1/experiments/paywall/results', { key: t.keys.read }));
+    assert.equal(report.decision?.action, 'rollback');
+    assert.equal(report.decision?.acted, true);
+    assert.match(report.decision!.reason, /guard-rail logins is worse in nag beyond its tolerance of -5\.00%/);
+    const nagUser = Array.from({ length: 300 }, (_, i) => `pw-u${i}`).find((u) => assign(e, { user_id: u }) === 'nag')!;
+    const answer = await json<{ arms: { arm: string; reason: string }[] }>(t.post('/v1/assignments', { user_id: nagUser, experiment: 'paywall' }));
+    assert.deepEqual(answer.arms, [{ experiment: 'paywall', arm: 'control', reason: 'rolled_back' }]);
+    // Events after the rollback are no longer tagged with it.
+    await t.post('/v1/events', [event('after-rollback', { user_id: nagUser })]);
+    const last = (await t.service.log.read((await t.service.log.next()) - 1, 1)).map((x) => JSON.parse(new TextDecoder().decode(x.payload)) as { experiments: Record<string, string> });
+    assert.equal(last[0]!.experiments.paywall, undefined);
+  });
+
+  it('resumes its statistics after a restart without counting anything twice', async () => {
+    const before = await json<Results>(t.call('/v1/experiments/checkout/results', { key: t.keys.read }));
+    const dir = t.dataDir;
+    await t.service.stop();
+    const again = await startTestService({ decideEveryMs: 200 }, dir);
+    try {
+      const after = await json<Results>(again.call('/v1/experiments/checkout/results', { key: again.keys.read }));
+      assert.deepEqual(after.results.arms, before.results.arms);
+      assert.deepEqual(after.results.metrics[0]!.comparisons[0]!.absolute, before.results.metrics[0]!.comparisons[0]!.absolute);
+    } finally {
+      await again.service.stop();
+    }
+  });
+});
