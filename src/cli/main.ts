@@ -2,6 +2,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { InputError, WorkbenchError } from '../workbench/errors.js';
 import { registerApp } from './app.js';
 import { registerFeatures } from './features.js';
+import { registerExperiments } from './experiments.js';
 import { registerJobs } from './jobs.js';
 import { registerKernel } from './kernel.js';
 import { registerLake } from './lake.js';
@@ -30,6 +31,7 @@ export async function main(argv: string[]): Promise<void> {
   registerFeatures(program);
   registerModels(program);
   registerJobs(program);
+  registerExperiments(program);
 
   try {
     await program.parseAsync(argv);

@@ -15,7 +15,7 @@ describe('the wb command', () => {
   const dir = tempDir();
 
   it('has --help on every subcommand', () => {
-    const commands = [[], ['start'], ['lake'], ['lake', 'build'], ['lake', 'info'], ['lake', 'path'], ['app'], ['app', 'simulate'], ['nb'], ['nb', 'run'], ['nb', 'strip'], ['nb', 'check'], ['kernel'], ['kernel', 'install'], ['serve'], ['keys'], ['keys', 'create'], ['keys', 'list'], ['keys', 'revoke'], ['logs'], ['replay']];
+    const commands = [[], ['start'], ['lake'], ['lake', 'build'], ['lake', 'info'], ['lake', 'path'], ['app'], ['app', 'simulate'], ['nb'], ['nb', 'run'], ['nb', 'strip'], ['nb', 'check'], ['kernel'], ['kernel', 'install'], ['serve'], ['keys'], ['keys', 'create'], ['keys', 'list'], ['keys', 'revoke'], ['logs'], ['replay'], ['experiments'], ['experiments', 'create'], ['experiments', 'status'], ['experiments', 'results']];
     for (const c of commands) {
       const r = wb(...c, '--help');
       assert.equal(r.code, 0, `${c.join(' ')}: ${r.err}`);
@@ -50,6 +50,30 @@ describe('the wb command', () => {
     assert.match(dirty.err, /dirty\.ipynb: cells 1 hold outputs or execution counts/);
     assert.equal(wb('nb', 'strip', nb).code, 0);
     assert.equal(wb('nb', 'check', nb).code, 0);
+  });
+
+  it('creates, starts and tracks an experiment, with its history, refusing a stale version and bad definitions', () => {
+    const data = join(dir, 'exp');
+    const file = join(dir, 'onboarding.json');
+    const def = { key: 'onboarding', hypothesis: 'a checklist helps', arms: [{ key: 'control', weight: 0.5 }, { key: 'checklist', weight: 0.5 }], objective: 'logins', mde: 0.05 };
+    writeFileSync(file, JSON.stringify(def));
+    const created = wb('--data-dir', data, 'experiments', 'create', file);
+    assert.equal(created.code, 0, created.err);
+    assert.match(created.out, /created onboarding \(version 1, draft\)/);
+    writeFileSync(file, JSON.stringify({ ...def, mde: 0.1 }));
+    assert.equal(wb('--data-dir', data, 'experiments', 'update', file, '--version', '1').code, 0);
+    const stale = wb('--data-dir', data, 'experiments', 'update', file, '--version', '1');
+    assert.notEqual(stale.code, 0);
+    assert.match(stale.err, /was changed by someone else: it is at version 2/);
+    const started = wb('--data-dir', data, 'experiments', 'status', 'onboarding', 'running', '--reason', 'launch');
+    assert.match(started.out, /onboarding: running \(version 3\)/);
+    const history = wb('--data-dir', data, 'experiments', 'history', 'onboarding');
+    assert.match(history.out, /v1 .* created\n.*v2 .* changed mde\n.*v3 .* status draft -> running: launch/);
+    writeFileSync(file, JSON.stringify({ ...def, key: 'other', arms: [{ key: 'a', weight: 0.7 }, { key: 'b', weight: 0.7 }] }));
+    const bad = wb('--data-dir', data, 'experiments', 'create', file);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.err, /arm weights add up to 1\.4, not 1/);
+    assert.match(wb('--data-dir', data, 'experiments', 'list').out, /onboarding\s+running\s+v3/);
   });
 
   it('writes the simulated app as NDJSON events', () => {
