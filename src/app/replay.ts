@@ -150,13 +150,20 @@ export function retailSource(options: RetailSourceOptions = {}): RetailSource {
 }
 
 /** The simulated app, one day at a time (a day of events is the most it holds). */
-export function appSource(config: Partial<SimulationConfig> = {}): ReplaySource {
+export function appSource(config: Partial<SimulationConfig> = {}, options: { beforeDay?: (day: number, sim: AppSimulator) => Promise<void> } = {}): ReplaySource {
   const { start } = SimulationConfigSchema.parse(config);
   return {
     name: 'app',
     origin: Date.parse(`${start}T00:00:00Z`),
     async *events() {
-      for (const day of new AppSimulator(config).days()) yield* day.events;
+      const sim = new AppSimulator(config);
+      // Days are simulated as the replay reaches them, so the hook sees the service's state of that moment.
+      for (;;) {
+        await options.beforeDay?.(sim.day, sim);
+        const next = sim.days().next();
+        if (next.done) return;
+        yield* next.value.events;
+      }
     },
   };
 }

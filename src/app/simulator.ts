@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import type { Event } from '../workbench/event.js';
 import type { Tier, User } from '../workbench/oltp/store.js';
+import { assign, type Experiment } from '../workbench/experiments/definition.js';
 import { Random, logit, sigmoid } from '../workbench/random.js';
 
 /**
@@ -105,6 +106,29 @@ interface SimUser {
   rng: Random;
   signupDay: number;
   churned: boolean;
+  /** Experiment key -> the effect the user got at exposure (undefined: exposed, no effect). */
+  exposed: Map<string, TreatmentEffect | undefined>;
+}
+
+/** How an exposed user's behaviour changes: shifts of log-odds, added to the user's own. */
+export interface TreatmentEffect {
+  churnLogOdds?: number;
+  loginLogOdds?: number;
+  upgradeLogOdds?: number;
+  /** Only users whose model score (as the app reads it from OLTP) is at least this get the effect. */
+  minScore?: number;
+}
+
+/**
+ * An experiment the simulated product runs: users are assigned exactly as the platform assigns
+ * them (the same definition and hash) at their first login from `fromDay`, and each arm changes the
+ * behaviour of its exposed users by a known amount: the truth the platform's results are checked
+ * against.
+ */
+export interface Treatment {
+  experiment: Experiment;
+  fromDay: number;
+  effects: Record<string, TreatmentEffect>;
 }
 
 export class AppSimulator {
@@ -112,6 +136,9 @@ export class AppSimulator {
   private readonly users: SimUser[];
   private readonly startMs: number;
   private simulatedDays = 0;
+  private treatments: Treatment[] = [];
+  private readonly ended = new Set<string>();
+  private scores: ReadonlyMap<string, number> = new Map();
 
   constructor(config: Partial<SimulationConfig> = {}) {
     this.config = SimulationConfigSchema.parse(config);
@@ -131,6 +158,26 @@ export class AppSimulator {
       this.simulatedDays = day + 1;
       yield { date: isoDate(this.startMs + day * DAY_MS), events };
     }
+  }
+
+  /** Experiments to run from now on (see Treatment). */
+  runTreatments(treatments: readonly Treatment[]): void {
+    this.treatments = [...treatments];
+  }
+
+  /** Stops an experiment's effects (the platform rolled it back: its users return to control). */
+  endTreatment(key: string): void {
+    this.ended.add(key);
+  }
+
+  /** The scores the app can read (the OLTP predictions the service precomputes), by user. */
+  setScores(scores: ReadonlyMap<string, number>): void {
+    this.scores = scores;
+  }
+
+  /** The days simulated so far. */
+  get day(): number {
+    return this.simulatedDays;
   }
 
   /** Every user as the OLTP database holds them now (tier reflects upgrades simulated so far). */
@@ -183,7 +230,32 @@ export class AppSimulator {
       rng,
       signupDay,
       churned: false,
+      exposed: new Map(),
     };
+  }
+
+  /** At a login: enters the user into each running experiment they are not in yet, as the platform would. */
+  private expose(u: SimUser, day: number): void {
+    for (const t of this.treatments) {
+      if (day < t.fromDay || this.ended.has(t.experiment.key) || u.exposed.has(t.experiment.key)) continue;
+      const arm = assign(t.experiment, { user_id: u.user.user_id, dims: u.user });
+      if (arm === undefined) continue;
+      const effect = t.effects[arm];
+      const eligible = effect && (effect.minScore === undefined || (this.scores.get(u.user.user_id) ?? -1) >= effect.minScore);
+      u.exposed.set(t.experiment.key, eligible ? effect : undefined);
+    }
+  }
+
+  /** The sum of the effects a user has now (experiments rolled back no longer count). */
+  private effectOf(u: SimUser): Required<Omit<TreatmentEffect, 'minScore'>> {
+    const total = { churnLogOdds: 0, loginLogOdds: 0, upgradeLogOdds: 0 };
+    for (const [key, effect] of u.exposed) {
+      if (!effect || this.ended.has(key)) continue;
+      total.churnLogOdds += effect.churnLogOdds ?? 0;
+      total.loginLogOdds += effect.loginLogOdds ?? 0;
+      total.upgradeLogOdds += effect.upgradeLogOdds ?? 0;
+    }
+    return total;
   }
 
   private simulateUserDay(u: SimUser, day: number, out: Event[]): void {
@@ -220,9 +292,19 @@ export class AppSimulator {
       loggedIn = rng.bernoulli(pLogin);
       at = dayStart + sessionOffsetMs(rng);
     }
+    const before = this.effectOf(u);
+    if (!loggedIn && before.loginLogOdds && day !== u.signupDay) {
+      // A treatment that brings users back: a second chance at the day's login, with the shifted odds.
+      const weekend = [0, 6].includes(new Date(dayStart).getUTCDay());
+      const p0 = sigmoid(-0.2 + 1.2 * truth.engagement) * (weekend ? 0.55 : 1);
+      const p1 = sigmoid(logit(Math.min(0.999, p0)) + before.loginLogOdds);
+      loggedIn = p1 > p0 && rng.bernoulli((p1 - p0) / (1 - p0));
+    }
     if (loggedIn) {
       emit(at, 'login', { device: user.device });
-      let upgradeLogOdds = UPGRADE_BASE_LOG_ODDS + UPGRADE_ENGAGEMENT * truth.engagement;
+      this.expose(u, day);
+      const effect = this.effectOf(u);
+      let upgradeLogOdds = UPGRADE_BASE_LOG_ODDS + UPGRADE_ENGAGEMENT * truth.engagement + (effect.upgradeLogOdds ?? 0);
       for (const f of FEATURES) {
         if (!rng.bernoulli(truth.usage[f])) continue;
         at += 30_000 + rng.int(15 * 60_000);
@@ -237,7 +319,9 @@ export class AppSimulator {
       }
     }
     // Churn is decided at the end of the day; a churned user is never seen again.
-    const hazard = user.tier === 'pro' ? sigmoid(logit(truth.churn_hazard) + CHURN_PRO) : truth.churn_hazard;
+    const shift = this.effectOf(u).churnLogOdds ?? 0;
+    const base = user.tier === 'pro' ? sigmoid(logit(truth.churn_hazard) + CHURN_PRO) : truth.churn_hazard;
+    const hazard = shift === 0 ? base : sigmoid(logit(base) + shift);
     if (day > u.signupDay && rng.bernoulli(hazard)) {
       u.churned = true;
       const churnAt = dayStart + DAY_MS - 1;
@@ -245,6 +329,13 @@ export class AppSimulator {
       if (user.tier === 'pro') emit(Math.max(at, dayStart + 23 * 3_600_000), 'subscription_cancelled', { plan: 'pro', mrr: PRO_MRR });
     }
   }
+}
+
+/** Everything the simulator is told about its experiments, applied to one user. */
+export interface SimulatorTreatments {
+  runTreatments(treatments: readonly Treatment[]): void;
+  endTreatment(key: string): void;
+  setScores(scores: ReadonlyMap<string, number>): void;
 }
 
 /** The whole history at once: what `wb lake build` archives. */

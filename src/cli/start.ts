@@ -8,6 +8,8 @@ import { consoleProgress, dataDir, findDag, oltpUrl, runDag } from '../workbench
 import { addBuildOptions, printBuildReport, runBuild, type LakeBuildFlags } from './lake.js';
 import { intOption } from './main.js';
 import { runReplay } from './replay.js';
+import { prepareDemoExperiments, scaledMetrics } from './start-experiments.js';
+import { openOltp } from '../workbench/oltp/index.js';
 
 const START_KEY_NAME = 'wb start (local)';
 
@@ -53,7 +55,20 @@ export function registerStart(program: Command): void {
     const { key } = keys.create(START_KEY_NAME, ['ingest', 'read']);
     const logger = createLogger(data, { quiet: true });
     // Every login of the app is scored with the churn model and the score written to OLTP (precompute).
-    const service = await startService({ dataDir: data, port: flags.port, host: '127.0.0.1', oltpUrl: oltpUrl(flags.oltp), logger, precompute: [{ event: 'login', model: 'app-churn' }] });
+    const speed = flags.speed === 'max' ? Number.POSITIVE_INFINITY : Number(flags.speed);
+    // Experiment durations are simulated days; on the replay's clock a day lasts 1/speed of one.
+    const scale = Number.isFinite(speed) && speed > 0 ? 1 / speed : 1 / 86_400;
+    const service = await startService({
+      dataDir: data,
+      port: flags.port,
+      host: '127.0.0.1',
+      oltpUrl: oltpUrl(flags.oltp),
+      logger,
+      precompute: [{ event: 'login', model: 'app-churn' }],
+      metrics: scaledMetrics(scale),
+    });
+    const oltp = await openOltp(oltpUrl(flags.oltp), data);
+    const beforeDay = await prepareDemoExperiments(service.experiments, oltp, scale, (line) => console.log(line));
     console.log(`
 The service is running (logs: ${relative(process.cwd(), join(data, 'logs')) || '.'}/, or \`npx wb logs\`).
   dashboard:  ${service.url}/dashboard#key=${key}
@@ -61,17 +76,17 @@ The service is running (logs: ${relative(process.cwd(), join(data, 'logs')) || '
   lakehouse:  ${lake}  (npx wb lake info; live events appear in the live_events view)
   notebooks:  jupyter notebook notebooks/   or   npx wb nb run notebooks/01-lakehouse-tour.ipynb
   models:     npx wb models list; logins are scored with app-churn into the OLTP predictions table
+  experiments: ${service.url}/experiments/churn-offer#key=${key}  and  upgrade-nag (npx wb experiments list)
   predict:    curl -s ${service.url}/v1/predict -H "Authorization: Bearer ${key}" -H 'content-type: application/json' -d '{"model":"app-churn","user_id":"u000001"}'
 Replaying the retail log and the simulated app through the service; Ctrl-C stops.
 `);
     const stop = new AbortController();
     process.once('SIGINT', () => stop.abort());
     process.once('SIGTERM', () => stop.abort());
-    const speed = flags.speed === 'max' ? Number.POSITIVE_INFINITY : Number(flags.speed);
     await runReplay({
       url: service.url,
       key,
-      sources: [retailSource(), appSource({ seed: flags.seed, users: flags.users, days: flags.days, start: flags.start })],
+      sources: [retailSource(), appSource({ seed: flags.seed, users: flags.users, days: flags.days, start: flags.start }, beforeDay ? { beforeDay } : {})],
       speed,
       concurrency: 1,
       progress: consoleProgress(),
@@ -82,6 +97,7 @@ Replaying the retail log and the simulated app through the service; Ctrl-C stops
       await new Promise((resolve) => stop.signal.addEventListener('abort', resolve));
     }
     console.log('stopping the service...');
+    await oltp.close();
     await service.stop();
     logger.flush();
   });

@@ -27,6 +27,7 @@ import { Precompute, type PrecomputeRule } from './models/precompute.js';
 import { ModelRegistry } from '../workbench/models/registry.js';
 import { JetStreamEventLog } from './pipeline/jetstream-log.js';
 import { ExperimentPlatform } from './experiments/platform.js';
+import type { Metric } from '../workbench/experiments/definition.js';
 
 export interface ServiceConfig {
   dataDir: string;
@@ -47,6 +48,8 @@ export interface ServiceConfig {
   schedule?: ScheduleEntry[];
   /** How often the registry's aliases are re-read (ms); default 5000. */
   modelRefreshMs?: number;
+  /** Metrics experiments may name, beside (or replacing, by key) the catalog's. */
+  metrics?: Metric[];
   /** How often running experiments are evaluated for automatic decisions (ms); default 2000. */
   decideEveryMs?: number;
   /** URL that receives each alert as a JSON POST. */
@@ -92,6 +95,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     alerts,
     logger,
     dataDir: config.dataDir,
+    ...(config.metrics ? { metrics: config.metrics } : {}),
     models: {
       versionOf: async (model, alias) => (await models!.resolve({ model, alias })).bundle.version,
       moveAlias: (model, alias, version, meta) => models!.moveAlias(model, alias, version, meta),

@@ -71,4 +71,44 @@ describe('the live dashboard in headless Chromium', { timeout: 120_000 }, () => 
     await page.waitForSelector('#login:not([hidden])', { timeout: 10_000 });
     assert.match((await page.textContent('#status')) ?? '', /API key is not valid/);
   });
+
+  it("shows an experiment's page: arms, users, each metric's lift over time, sample ratio and the decision", async (ctx: TestContext) => {
+    if (typeof browser === 'string') return ctx.skip(browser);
+    const { assign, ExperimentSchema } = await import('../../src/workbench/experiments/definition.js');
+    const def = {
+      key: 'page-test',
+      hypothesis: 'the page shows what happens',
+      arms: [{ key: 'control', weight: 0.5 }, { key: 'bold', weight: 0.5 }],
+      exposureEvent: 'login',
+      objective: 'logins',
+      guardrails: [{ metric: 'cancellation', bad: 'increase', tolerance: 0.5 }],
+      mde: 0.05,
+      minRunDays: 0,
+      status: 'running',
+    };
+    assert.equal((await t.post('/v1/experiments', def, t.keys.admin)).status, 201);
+    const e = ExperimentSchema.parse(def);
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    await page.goto(`${t.service.url}/experiments/page-test#key=${encodeURIComponent(t.keys.read)}`);
+    await page.waitForSelector('#arms td[data-arm="control"]', { timeout: 10_000 });
+    // Two waves of traffic, so the lift has points over time.
+    for (const wave of [0, 1]) {
+      const events = [];
+      for (let i = 0; i < 120; i++) {
+        const user = `page-u${i}`;
+        const n = (assign(e, { user_id: user }) === 'bold' ? 4 : 2) + (i % 3);
+        for (let k = 0; k < n; k++) events.push(event(`page-${wave}-${i}-${k}`, { user_id: user, time: new Date(Date.now() - (wave ? 2_000 : 8_000) + k * 10).toISOString() }));
+      }
+      assert.equal((await t.post('/v1/events', events)).status, 200);
+      await new Promise((r) => setTimeout(r, 1_200));
+    }
+    await page.waitForFunction("Number(document.querySelector('#arms td[data-arm=\"control\"]').textContent) + Number(document.querySelector('#arms td[data-arm=\"bold\"]').textContent) === 120", undefined, { timeout: 15_000 });
+    await page.waitForSelector('#chart-logins .main-svg', { timeout: 10_000 });
+    await page.waitForFunction("document.querySelector('#metrics tr[data-metric=\"logins\"] td:last-child').textContent === 'better'", undefined, { timeout: 10_000 });
+    assert.equal(await page.textContent('#srm-status'), 'ok');
+    assert.match((await page.textContent('#decision')) ?? '', /objective logins is better in bold|ship/);
+    assert.deepEqual(errors, []);
+  });
 });

@@ -28,6 +28,7 @@ const MINUTES = 60;
  */
 export function dashboardRoutes(sources: DashboardSources): Route[] {
   const page = readFileSync(join(__dirname, 'dashboard.html'), 'utf8');
+  const experimentPage = readFileSync(join(__dirname, 'experiment.html'), 'utf8');
   const plotly = require.resolve('plotly.js-dist-min');
   return [
     {
@@ -36,6 +37,13 @@ export function dashboardRoutes(sources: DashboardSources): Route[] {
       summary: 'The live dashboard page: events per minute by cohort, alerts, consumer lag, archive freshness (data comes from /v1/stream with a read key).',
       responses: { 200: 'an HTML page' },
       handler: (_req, res) => void res.type('html').set('Cache-Control', 'no-store').send(page),
+    },
+    {
+      method: 'get',
+      path: '/experiments/:key',
+      summary: "An experiment's page: arms, exposures, each metric's lift with its interval over time, sample ratio, the decision and its reason (data from /v1/experiments/:key with a read key).",
+      responses: { 200: 'an HTML page' },
+      handler: (_req, res) => void res.type('html').set('Cache-Control', 'no-store').send(experimentPage),
     },
     {
       method: 'get',
