@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AppSimulator, FEATURES, simulateHistory, streamSimulation } from '../../src/app/simulator.js';
-import { EventSchema } from '../../src/workbench/event.js';
+import { EventSchema, type Event } from '../../src/workbench/event.js';
 
 describe('the simulated app', () => {
   it('is reproducible: the same seed gives the same data, another seed other data', () => {
@@ -94,5 +94,40 @@ describe('the simulated app', () => {
     const first = await wall.next();
     assert.ok(Math.abs(Date.parse(first.value!.time) - Date.now()) < 1000, 'wall clock stamps events now');
     await wall.return(undefined);
+  });
+});
+
+describe('experiments in the simulator', () => {
+  it('changes only exposed treatment users, by the stated effect, assigning them as the platform does', async () => {
+    const { ExperimentSchema, assign } = await import('../../src/workbench/experiments/definition.js');
+    const e = ExperimentSchema.parse({ key: 'sim-exp', hypothesis: 'h', arms: [{ key: 'control', weight: 0.5 }, { key: 'keep', weight: 0.5 }], exposureEvent: 'login', objective: 'logins', mde: 0.05, status: 'running' });
+    const run = (treated: boolean) => {
+      const sim = new AppSimulator({ users: 600, days: 60, seed: 5 });
+      if (treated) sim.runTreatments([{ experiment: e, fromDay: 20, effects: { keep: { churnLogOdds: -3, loginLogOdds: 1 } } }]);
+      const events: Event[] = [];
+      for (const day of sim.days()) events.push(...day.events);
+      return events;
+    };
+    const plain = run(false);
+    const treated = run(true);
+    const byUser = (events: Event[]) => {
+      const m = new Map<string, string[]>();
+      for (const x of events) m.set(x.user_id, [...(m.get(x.user_id) ?? []), x.event_id]);
+      return m;
+    };
+    const a = byUser(plain);
+    const b = byUser(treated);
+    let controlUsers = 0;
+    let keepLogins = [0, 0];
+    for (const [user, ids] of a) {
+      if (assign(e, { user_id: user }) === 'control') {
+        controlUsers++;
+        assert.deepEqual(b.get(user), ids, `control user ${user} is untouched`);
+      } else {
+        keepLogins = [keepLogins[0]! + plain.filter((x) => x.user_id === user && x.event === 'login').length, keepLogins[1]! + treated.filter((x) => x.user_id === user && x.event === 'login').length];
+      }
+    }
+    assert.ok(controlUsers > 200);
+    assert.ok(keepLogins[1]! > keepLogins[0]! * 1.1, `treated users log in more: ${keepLogins[0]} -> ${keepLogins[1]}`);
   });
 });
