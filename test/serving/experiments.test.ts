@@ -171,6 +171,40 @@ describe('experiments in the service', () => {
     assert.equal(last[0]!.experiments.paywall, undefined);
   });
 
+  it('agrees with a recomputation in the lakehouse (one SQL query over the archive, arms recomputed with the hash macro)', async () => {
+    const { Lakehouse } = await import('../../src/workbench/lakehouse.js');
+    const { lakeDir } = await import('../../src/workbench/config.js');
+    const { experimentStatsFromLake } = await import('../../src/workbench/experiments/lakehouse-stats.js');
+    const { metricCatalog } = await import('../../src/workbench/experiments/metrics.js');
+    await until('the archiver and the experiment consumer to reach the end of the log', async () => {
+      const log = await json<{ consumers: { name: string; lag: number }[] }>(t.call('/v1/log', { key: t.keys.read }));
+      return log.consumers.filter((c) => c.name === 'archiver' || c.name === 'experiments').every((c) => c.lag === 0) ? true : undefined;
+    });
+    await t.service.runners.find((r) => r.consumer.name === 'experiments')!.stop();
+    const lake = await Lakehouse.open(lakeDir(t.dataDir));
+    try {
+      for (const key of ['checkout', 'paywall']) {
+        const stored = t.service.experiments.experiments.get(key).experiment;
+        const live = t.service.experiments.tracker.stats(key);
+        const recomputed = await experimentStatsFromLake(lake, stored, metricCatalog());
+        assert.equal(recomputed.rehashMismatches, 0, 'every logged arm is the one the hash macro gives');
+        assert.deepEqual(recomputed.arms.map((a) => [a.arm, a.users]), live.arms.map((a) => [a.arm, a.users]).sort());
+        for (const arm of live.arms) {
+          const other = recomputed.arms.find((a) => a.arm === arm.arm)!;
+          for (const [metric, sums] of Object.entries(arm.metrics)) {
+            for (const [field, value] of Object.entries(sums)) {
+              const theirs = other.metrics[metric]![field as keyof typeof sums];
+              assert.ok(Math.abs(theirs - value) <= 1e-9 * Math.max(1, Math.abs(value)), `${key} ${arm.arm} ${metric} ${field}: live ${value}, lakehouse ${theirs}`);
+            }
+          }
+        }
+        assert.equal(recomputed.firstExposure, live.firstExposure);
+      }
+    } finally {
+      lake.close();
+    }
+  });
+
   it('resumes its statistics after a restart without counting anything twice', async () => {
     const before = await json<Results>(t.call('/v1/experiments/checkout/results', { key: t.keys.read }));
     const dir = t.dataDir;

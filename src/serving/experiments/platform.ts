@@ -1,22 +1,16 @@
 import { join } from 'node:path';
 import type { Experiment, Metric } from '../../workbench/experiments/definition.js';
-import { experimentResults, type ExperimentResults } from '../../workbench/experiments/results.js';
+import { experimentResults, type ExperimentReport } from '../../workbench/experiments/results.js';
 import { metricCatalog } from '../../workbench/experiments/metrics.js';
 import type { Event, UserDims } from '../../workbench/event.js';
 import type { OltpStore } from '../../workbench/oltp/store.js';
 import type { AlertSink } from '../observability/alerts.js';
 import type { Logger } from '../observability/logger.js';
 import { Assigner, type ArmAnswer } from './assigner.js';
-import { Decider, type AliasMover, type DecisionRecord } from './decider.js';
+import { Decider, type AliasMover } from './decider.js';
 import { Experiments } from './experiments.js';
 import { ExperimentTracker } from './tracker.js';
 
-export interface ExperimentReport {
-  results: ExperimentResults;
-  decision?: DecisionRecord;
-  /** Each metric's lift per arm over time (event time): the sequential interval at each point. */
-  timeline: { at: string; users: Record<string, number>; lifts: { metric: string; arm: string; lift?: number; ci?: [number, number] }[] }[];
-}
 
 /**
  * The experimentation platform inside the service: definitions (OLTP), sticky assignment and

@@ -3,6 +3,7 @@ import { sampleSizePerArm } from '../stats/power.js';
 import { bayesianSummary, ratioDifference } from '../stats/ratio.js';
 import { sequential } from '../stats/sequential.js';
 import { moments, relativeLift, sampleRatioMismatch, welch, type Estimate } from '../stats/two-sample.js';
+import type { Decision } from './decide.js';
 import type { Experiment, ExperimentStatus, Metric } from './definition.js';
 
 /**
@@ -77,6 +78,14 @@ export interface ExperimentResults {
   metrics: MetricResult[];
   /** Users per arm a fixed-horizon test needs for the MDE at 80% power (CUPED-adjusted), and the days (of event time) until the smallest arm has them at the current rate. */
   plan: { usersPerArm?: number; daysToDecision?: number; reason?: string };
+}
+
+/** What the service answers for an experiment's results (GET /v1/experiments/:key/results). */
+export interface ExperimentReport {
+  results: ExperimentResults;
+  decision?: Decision & { experiment: string; asOf?: string; acted: boolean };
+  /** Each metric's lift per arm over time (event time): the always-valid interval at each point. */
+  timeline: { at: string; users: Record<string, number>; lifts: { metric: string; arm: string; lift?: number; ci?: [number, number] }[] }[];
 }
 
 const EMPTY: MetricSums = { n: 0, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 };

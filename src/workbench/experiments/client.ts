@@ -1,0 +1,73 @@
+import { InputError, NotFoundError, WorkbenchError } from '../errors.js';
+import { ExperimentSchema, type Experiment, type ExperimentInput, type ExperimentStatus } from './definition.js';
+import type { ExperimentReport } from './results.js';
+
+/** An experiment as the service stores it: the definition, its version and who changed it last. */
+export type StoredExperimentView = Experiment & { version: number; updated_at: string; updated_by: string };
+
+/** The service refused a request: its status and stable code travel with the message. */
+export class ServiceError extends WorkbenchError {
+  constructor(
+    override readonly status: number,
+    override readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The experiment API from a notebook or a job, with typed answers: create and change experiments
+ * (admin key), read their definitions and live results (read key).
+ */
+export class ExperimentClient {
+  private readonly base: string;
+  constructor(
+    url: string,
+    private readonly key: string,
+  ) {
+    if (!/^https?:\/\//.test(url)) throw new InputError(`the service URL must start with http:// or https://, not ${JSON.stringify(url)}`);
+    this.base = url.replace(/\/$/, '');
+  }
+
+  async list(): Promise<StoredExperimentView[]> {
+    return (await this.call<{ experiments: StoredExperimentView[] }>('GET', '/v1/experiments')).experiments.map(view);
+  }
+
+  async get(key: string): Promise<StoredExperimentView> {
+    return view(await this.call<StoredExperimentView>('GET', `/v1/experiments/${encodeURIComponent(key)}`));
+  }
+
+  async create(experiment: ExperimentInput): Promise<StoredExperimentView> {
+    return view(await this.call<StoredExperimentView>('POST', '/v1/experiments', experiment));
+  }
+
+  async setStatus(key: string, status: ExperimentStatus, options: { reason?: string; winner?: string; version?: number } = {}): Promise<StoredExperimentView> {
+    const version = options.version ?? (await this.get(key)).version;
+    const body = { status, reason: options.reason ?? '', ...(options.winner ? { winner: options.winner } : {}) };
+    return view(await this.call<StoredExperimentView>('POST', `/v1/experiments/${encodeURIComponent(key)}/status`, body, version));
+  }
+
+  async results(key: string): Promise<ExperimentReport> {
+    return this.call<ExperimentReport>('GET', `/v1/experiments/${encodeURIComponent(key)}/results`);
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown, version?: number): Promise<T> {
+    const res = await fetch(`${this.base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${this.key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(version !== undefined ? { 'if-match': `"${version}"` } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    const answer = (await res.json().catch(() => ({}))) as T & { error?: { code: string; message: string } };
+    if (res.status === 404) throw new NotFoundError(answer.error?.message ?? `${path}: not found`);
+    if (!res.ok) throw new ServiceError(res.status, answer.error?.code ?? 'service_error', `${method} ${path}: ${res.status} ${answer.error?.message ?? ''}`);
+    return answer;
+  }
+}
+
+/** The definition part parsed again, so its fields have their types and defaults. */
+function view(v: StoredExperimentView): StoredExperimentView {
+  const { version, updated_at, updated_by, ...rest } = v as StoredExperimentView & Record<string, unknown>;
+  const definition = ExperimentSchema.parse(Object.fromEntries(Object.entries(rest).filter(([k]) => k in ExperimentSchema.shape)));
+  return { ...definition, version, updated_at, updated_by };
+}
