@@ -10,7 +10,7 @@ export interface ProgressTask {
 }
 
 export interface Progress {
-  task(label: string, total?: number, unit?: 'bytes' | 'rows' | 'files' | 'cells' | 'epochs'): ProgressTask;
+  task(label: string, total?: number, unit?: 'bytes' | 'rows' | 'files' | 'cells' | 'epochs' | 'days'): ProgressTask;
   log(message: string): void;
 }
 

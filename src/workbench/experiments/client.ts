@@ -1,5 +1,5 @@
 import { InputError, NotFoundError, WorkbenchError } from '../errors.js';
-import { ExperimentSchema, type Experiment, type ExperimentInput, type ExperimentStatus } from './definition.js';
+import { ExperimentSchema, MetricSchema, type Experiment, type ExperimentInput, type ExperimentStatus, type Metric } from './definition.js';
 import type { ExperimentReport } from './results.js';
 
 /** An experiment as the service stores it: the definition, its version and who changed it last. */
@@ -46,6 +46,23 @@ export class ExperimentClient {
     const version = options.version ?? (await this.get(key)).version;
     const body = { status, reason: options.reason ?? '', ...(options.winner ? { winner: options.winner } : {}) };
     return view(await this.call<StoredExperimentView>('POST', `/v1/experiments/${encodeURIComponent(key)}/status`, body, version));
+  }
+
+  /** The metric definitions the service computes with (a notebook recomputing results needs the same). */
+  async metrics(): Promise<Metric[]> {
+    return (await this.call<{ metrics: unknown[] }>('GET', '/v1/metrics')).metrics.map((m) => MetricSchema.parse(m));
+  }
+
+  /** Waits until these consumers have read to the end of the event log (what was sent is counted and archived). */
+  async waitForConsumers(names: readonly string[], timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const log = await this.call<{ consumers: { name: string; lag: number }[] }>('GET', '/v1/log');
+      const behind = log.consumers.filter((c) => names.includes(c.name) && c.lag > 0);
+      if (behind.length === 0) return;
+      if (Date.now() > deadline) throw new ServiceError(504, 'timeout', `consumers still behind after ${timeoutMs / 1000} s: ${behind.map((c) => `${c.name} ${c.lag}`).join(', ')}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 
   async results(key: string): Promise<ExperimentReport> {
