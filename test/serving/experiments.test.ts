@@ -79,10 +79,21 @@ describe('experiments in the service', () => {
     assert.equal(ship.status, 409);
     assert.match((await json<{ error: { message: string } }>(ship)).error.message, /is draft: it can become running/);
     assert.equal((await t.call('/v1/experiments/nope/results', { key: t.keys.read })).status, 404);
+    // Once users may be assigned, what would move them between arms (or restart a metric) is refused.
+    assert.equal((await put('/v1/experiments/edits/status', { status: 'running' }, 2, 'POST')).status, 200);
+    for (const [change, pattern] of [[{ seed: 'other' }, /seed cannot change/], [{ objective: 'upgrade' }, /metrics cannot change/], [{ arms: [{ key: 'control', weight: 0.5 }, { key: 'long', weight: 0.5 }] }, /arms cannot be renamed/]] as const) {
+      const res = await put('/v1/experiments/edits', { ...checkout({ key: 'edits', mde: 0.1 }), status: 'running', ...change }, 3);
+      assert.equal(res.status, 400);
+      assert.match((await json<{ error: { message: string } }>(res)).error.message, pattern);
+    }
+    const tolerance = await put('/v1/experiments/edits', { ...checkout({ key: 'edits', mde: 0.1 }), status: 'running', guardrails: [{ metric: 'cancellation', bad: 'increase', tolerance: 0.2 }] }, 3);
+    assert.equal(tolerance.status, 200, 'a tolerance may change');
+    assert.equal((await put('/v1/experiments/edits/status', { status: 'stopped', reason: 'done' }, 4, 'POST')).status, 200);
   });
 
   it('assigns users on exposure (sticky, logged once), tags their events, keeps live statistics and ships the winner', async () => {
-    const created = await t.post('/v1/experiments', checkout({ decisions: { ship: 'auto', rollback: 'auto' } }), t.keys.admin);
+    // Recommend-only until every event is in: the decider must not ship half-way through the sending.
+    const created = await t.post('/v1/experiments', checkout({ decisions: { ship: 'recommend', rollback: 'auto' } }), t.keys.admin);
     assert.equal(created.status, 201);
     assert.equal((await put('/v1/experiments/checkout/status', { status: 'running', reason: 'go' }, 1, 'POST')).status, 200);
     const e = ExperimentSchema.parse({ ...checkout(), status: 'running' });
@@ -103,7 +114,7 @@ describe('experiments in the service', () => {
     // Tagged in the log, one exposure per user, sticky in OLTP.
     const records = (await t.service.log.read(0, 100_000)).map((x) => JSON.parse(new TextDecoder().decode(x.payload)) as { event: string; user_id: string; experiments: Record<string, string>; props: Record<string, unknown> });
     const exposures = records.filter((x) => x.event === 'experiment_exposure');
-    assert.equal(exposures.length, users.length);
+    assert.equal(exposures.length, users.length, JSON.stringify({ records: records.length, byExp: exposures.reduce((m, x) => ({ ...m, [String(x.props.experiment)]: (m[String(x.props.experiment)] ?? 0) + 1 }), {} as Record<string, number>) }));
     for (const x of records.filter((x) => x.user_id.startsWith('exp-u'))) assert.equal(x.experiments.checkout, assign(e, { user_id: x.user_id }));
     const oltp = await openOltp(undefined, t.dataDir);
     assert.equal((await oltp.getAssignments('checkout')).length, users.length);
@@ -125,7 +136,15 @@ describe('experiments in the service', () => {
     assert.equal(report.results.srm.mismatch, false);
     assert.ok(report.timeline.length >= 1);
 
-    // The decider ships the winner on its own, records why, and raises an alert.
+    // Recommend-only: the decider says it would ship, and does not.
+    const recommended = await until('a recommendation', async () => {
+      const res = await json<Results>(t.call('/v1/experiments/checkout/results', { key: t.keys.read }));
+      return res.decision?.action === 'ship' ? res.decision : undefined;
+    });
+    assert.equal(recommended.acted, false);
+    assert.equal((await json<{ status: string }>(t.call('/v1/experiments/checkout', { key: t.keys.read }))).status, 'running');
+    // Switched to automatic, the decider ships the winner on its own, records why, and raises an alert.
+    assert.equal((await put('/v1/experiments/checkout', { ...checkout({ decisions: { ship: 'auto', rollback: 'auto' } }), status: 'running' }, 2)).status, 200);
     const shipped = await until('the automatic ship', async () => {
       const res = await json<{ status: string; winner?: string }>(t.call('/v1/experiments/checkout', { key: t.keys.read }));
       return res.status === 'shipped' ? res : undefined;

@@ -108,6 +108,9 @@ export class Experiments {
       }
       const arms = (x: Experiment) => x.arms.map((a) => a.key).join(',');
       if (arms(e) !== arms(current.experiment)) throw new InputError(`experiment ${key} has assigned users: its arms cannot be renamed, added or removed`);
+      // The live statistics are kept per metric from each user's exposure: a metric added later would start mid-way.
+      const metricsOf = (x: Experiment) => [x.objective, ...x.guardrails.map((g) => g.metric)].join(',');
+      if (metricsOf(e) !== metricsOf(current.experiment)) throw new InputError(`experiment ${key} has assigned users: its objective and guard-rail metrics cannot change (tolerances and directions can)`);
     }
     const changed = Object.keys(e).filter((k) => JSON.stringify(e[k as keyof Experiment]) !== JSON.stringify(current.experiment[k as keyof Experiment]));
     return this.save(e, version + 1, by, `changed ${changed.join(', ') || 'nothing'}`);
