@@ -293,12 +293,19 @@ export class AppSimulator {
       at = dayStart + sessionOffsetMs(rng);
     }
     const before = this.effectOf(u);
-    if (!loggedIn && before.loginLogOdds && day !== u.signupDay) {
+    if (!loggedIn && before.loginLogOdds > 0 && day !== u.signupDay) {
       // A treatment that brings users back: a second chance at the day's login, with the shifted odds.
       const weekend = [0, 6].includes(new Date(dayStart).getUTCDay());
       const p0 = sigmoid(-0.2 + 1.2 * truth.engagement) * (weekend ? 0.55 : 1);
       const p1 = sigmoid(logit(Math.min(0.999, p0)) + before.loginLogOdds);
       loggedIn = p1 > p0 && rng.bernoulli((p1 - p0) / (1 - p0));
+    }
+    if (loggedIn && before.loginLogOdds < 0 && day !== u.signupDay) {
+      // A treatment that keeps users away: the day's login is lost with the shifted odds.
+      const weekend = [0, 6].includes(new Date(dayStart).getUTCDay());
+      const p0 = sigmoid(-0.2 + 1.2 * truth.engagement) * (weekend ? 0.55 : 1);
+      const p1 = sigmoid(logit(Math.max(0.001, Math.min(0.999, p0))) + before.loginLogOdds);
+      loggedIn = !rng.bernoulli(1 - p1 / p0);
     }
     if (loggedIn) {
       emit(at, 'login', { device: user.device });

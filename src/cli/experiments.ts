@@ -20,7 +20,7 @@ export function registerExperiments(program: Command): void {
     const oltp = await openOltp(oltpUrl(flags.oltp), dataDir(program.opts().dataDir));
     try {
       await oltp.migrate();
-      return await fn(await Experiments.open(oltp, metricCatalog()));
+      return await fn(await Experiments.open(oltp, metricCatalog(), (message) => console.error(`warning: ${message}`)));
     } finally {
       await oltp.close();
     }

@@ -131,3 +131,20 @@ describe('experiments in the simulator', () => {
     assert.ok(keepLogins[1]! > keepLogins[0]! * 1.1, `treated users log in more: ${keepLogins[0]} -> ${keepLogins[1]}`);
   });
 });
+
+describe('a harmful treatment in the simulator', () => {
+  it('takes logins away from its exposed users', async () => {
+    const { ExperimentSchema, assign } = await import('../../src/workbench/experiments/definition.js');
+    const e = ExperimentSchema.parse({ key: 'nag', hypothesis: 'h', arms: [{ key: 'control', weight: 0.5 }, { key: 'nag', weight: 0.5 }], exposureEvent: 'login', objective: 'logins', mde: 0.05, status: 'running' });
+    const logins = (treated: boolean) => {
+      const sim = new AppSimulator({ users: 400, days: 40, seed: 9 });
+      if (treated) sim.runTreatments([{ experiment: e, fromDay: 10, effects: { nag: { loginLogOdds: -1.5 } } }]);
+      let n = 0;
+      for (const day of sim.days()) n += day.events.filter((x) => x.event === 'login' && assign(e, { user_id: x.user_id }) === 'nag' && Date.parse(x.time) >= Date.parse('2025-01-12T00:00:00Z')).length;
+      return n;
+    };
+    const before = logins(false);
+    const after = logins(true);
+    assert.ok(after < before * 0.85, `nagged users log in less: ${before} -> ${after}`);
+  });
+});

@@ -81,13 +81,19 @@ export class Decider {
     if (d.action === 'rollback') {
       await this.experiments.setStatus(e.key, 'rolled_back', version, DECIDER, `${d.reason} ${numbers}`);
     } else {
+      // The decision is recorded first: if the status cannot change (a concurrent edit), no alias has moved.
+      await this.experiments.setStatus(e.key, 'shipped', version, DECIDER, `${d.reason} ${numbers}`, d.arm);
       const winner = e.arms.find((a) => a.key === d.arm)!;
       const control = e.arms[0]!;
       if (winner.model && control.model && this.models) {
-        const to = await this.models.versionOf(winner.model.name, winner.model.alias);
-        await this.models.moveAlias(control.model.name, control.model.alias, to, { by: `${DECIDER} (experiment ${e.key})`, reason: d.reason });
+        try {
+          const to = await this.models.versionOf(winner.model.name, winner.model.alias);
+          await this.models.moveAlias(control.model.name, control.model.alias, to, { by: `${DECIDER} (experiment ${e.key})`, reason: d.reason });
+        } catch (err) {
+          this.logger.error({ err, experiment: e.key }, `experiment ${e.key} shipped ${d.arm}, but its model alias could not be moved: move ${control.model.name}@${control.model.alias} by hand (wb models alias)`);
+          this.alerts.raise({ kind: 'decision', series: `experiment:${e.key}`, labels: { experiment: e.key }, direction: 'ship', reason: `shipped ${d.arm}, but moving ${control.model.name}@${control.model.alias} failed: ${(err as Error).message}`, detectedAt: new Date().toISOString() });
+        }
       }
-      await this.experiments.setStatus(e.key, 'shipped', version, DECIDER, `${d.reason} ${numbers}`, d.arm);
     }
     this.logger.warn({ experiment: e.key, decision: d }, `experiment ${e.key}: ${d.action === 'rollback' ? 'rolled back' : `shipped ${d.arm}`}: ${d.reason}`);
     this.alerts.raise({ kind: 'decision', series: `experiment:${e.key}`, labels: { experiment: e.key }, direction: d.action === 'rollback' ? 'rollback' : 'ship', reason: d.reason, detectedAt: new Date().toISOString() });

@@ -32,13 +32,17 @@ export class Experiments {
   private cache = new Map<string, StoredExperiment>();
   private listeners: ((e: StoredExperiment) => void)[] = [];
 
+  private readonly reported = new Set<string>();
+
   private constructor(
     private readonly oltp: OltpStore,
     readonly metrics: ReadonlyMap<string, Metric>,
+    private readonly warn: (message: string) => void,
   ) {}
 
-  static async open(oltp: OltpStore, metrics: ReadonlyMap<string, Metric>): Promise<Experiments> {
-    const experiments = new Experiments(oltp, metrics);
+  /** `warn` hears of stored definitions that cannot be read here (a metric this process does not define): they are left out, not fatal. */
+  static async open(oltp: OltpStore, metrics: ReadonlyMap<string, Metric>, warn: (message: string) => void = () => undefined): Promise<Experiments> {
+    const experiments = new Experiments(oltp, metrics, warn);
     await experiments.refresh();
     return experiments;
   }
@@ -57,8 +61,15 @@ export class Experiments {
         continue;
       }
       // Stored definitions were checked when written; parse again so defaults of newer fields apply.
-      const stored = { experiment: checkExperiment(JSON.parse(r.definition), { metrics: new Set(this.metrics.keys()) }), version: r.version, updated_at: r.updated_at, updated_by: r.updated_by };
-      next.set(r.key, stored);
+      try {
+        const stored = { experiment: checkExperiment(JSON.parse(r.definition), { metrics: new Set(this.metrics.keys()) }), version: r.version, updated_at: r.updated_at, updated_by: r.updated_by };
+        next.set(r.key, stored);
+      } catch (err) {
+        if (known) next.set(r.key, known);
+        const message = `experiment ${r.key} version ${r.version} cannot be read here, ${known ? `keeping version ${known.version}` : 'left out'}: ${(err as Error).message}`;
+        if (!this.reported.has(message)) this.warn(message);
+        this.reported.add(message);
+      }
     }
     const changed = [...next.values()].filter((s) => this.cache.get(s.experiment.key)?.version !== s.version);
     this.cache = next;
@@ -108,6 +119,9 @@ export class Experiments {
       }
       const arms = (x: Experiment) => x.arms.map((a) => a.key).join(',');
       if (arms(e) !== arms(current.experiment)) throw new InputError(`experiment ${key} has assigned users: its arms cannot be renamed, added or removed`);
+      // The sample-ratio check compares users with the weights: changed weights would flag a mismatch and block every decision.
+      const weights = (x: Experiment) => x.arms.map((a) => a.weight).join(',');
+      if (weights(e) !== weights(current.experiment)) throw new InputError(`experiment ${key} has assigned users: its weights cannot change (coverage can grow)`);
       // The live statistics are kept per metric from each user's exposure: a metric added later would start mid-way.
       const metricsOf = (x: Experiment) => [x.objective, ...x.guardrails.map((g) => g.metric)].join(',');
       if (metricsOf(e) !== metricsOf(current.experiment)) throw new InputError(`experiment ${key} has assigned users: its objective and guard-rail metrics cannot change (tolerances and directions can)`);

@@ -20,7 +20,7 @@ export class ExperimentPlatform {
   readonly assigner: Assigner;
   readonly tracker: ExperimentTracker;
   readonly decider: Decider;
-  private logEvents: (events: Event[]) => Promise<unknown> = async () => undefined;
+  private logEvents: (events: Event[]) => Promise<{ rejected: { reason: string }[] }> = async () => ({ rejected: [] });
   private timer: NodeJS.Timeout | undefined;
   private evaluating: Promise<void> | undefined;
 
@@ -45,12 +45,12 @@ export class ExperimentPlatform {
   }
 
   static async open(options: { oltp: OltpStore; alerts: AlertSink; logger: Logger; dataDir: string; metrics?: readonly Metric[]; models?: AliasMover }): Promise<ExperimentPlatform> {
-    const experiments = await Experiments.open(options.oltp, metricCatalog(options.metrics));
+    const experiments = await Experiments.open(options.oltp, metricCatalog(options.metrics), (message) => options.logger.warn(message));
     return new ExperimentPlatform(experiments, options.oltp, options.alerts, options.logger, options.dataDir, options.models);
   }
 
   /** Where exposures from the API are logged (the service's ingest), and the decision loop's pace. */
-  start(logEvents: (events: Event[]) => Promise<unknown>, decideEveryMs = 2_000): void {
+  start(logEvents: (events: Event[]) => Promise<{ rejected: { reason: string }[] }>, decideEveryMs = 2_000): void {
     this.logEvents = logEvents;
     this.timer = setInterval(() => void this.evaluate(), decideEveryMs);
     this.timer.unref();
@@ -78,8 +78,8 @@ export class ExperimentPlatform {
 
   /**
    * A user's arms: in one experiment, or in every experiment that is not a draft. Users enter
-   * running experiments here (sticky, exposure logged); stopped and rolled-back experiments answer
-   * control, shipped ones their winner.
+   * running experiments here (sticky; the exposure is logged before the answer); stopped and
+   * rolled-back experiments answer control, shipped ones their winner.
    */
   async assign(user: { user_id: string; dims?: Partial<UserDims> }, key?: string): Promise<ArmAnswer[]> {
     const list = key ? [this.experiments.get(key).experiment] : this.experiments.list().map((s) => s.experiment);
@@ -87,24 +87,32 @@ export class ExperimentPlatform {
     const answers: ArmAnswer[] = [];
     const exposures: Event[] = [];
     for (const e of list) {
-      const { answer, exposure } = await this.assigner.armFor(e, { user_id: user.user_id, ...(known ? { dims: known } : {}) });
+      const { answer, exposure } = await this.assigner.armFor(e, { user_id: user.user_id, ...(known ? { dims: known } : {}) }, { enroll: true });
       if (answer) answers.push(answer);
       if (exposure) exposures.push(exposure);
     }
-    if (exposures.length > 0) await this.logEvents(exposures);
+    if (exposures.length > 0) {
+      const result = await this.logEvents(exposures);
+      if (result.rejected.length > 0) throw new Error(`the exposure of ${user.user_id} could not be logged: ${result.rejected[0]!.reason}`);
+      for (const x of exposures) this.assigner.logged(x);
+    }
     return answers;
   }
 
-  /** The alias of a model that a user gets through an experiment whose arms serve that model, if any. */
+  /**
+   * The alias of `model` that a user gets through a running experiment whose arms serve that
+   * model, from the user's existing assignment (predictions do not enroll users: exposure comes
+   * from the experiment's exposureEvent or the assignment API). Shipped experiments moved the alias
+   * already; stopped and rolled-back ones answer the default alias.
+   */
   async modelArm(model: string, user_id: string): Promise<{ experiment: string; arm: string; alias: string } | undefined> {
-    const e = this.experiments
-      .list()
-      .map((s) => s.experiment)
-      .find((x) => x.status !== 'draft' && x.arms.some((a) => a.model?.name === model));
-    if (!e) return undefined;
-    const [answer] = await this.assign({ user_id }, e.key);
-    const arm = answer && e.arms.find((a) => a.key === answer.arm);
-    return arm?.model ? { experiment: e.key, arm: arm.key, alias: arm.model.alias } : undefined;
+    for (const e of this.experiments.running()) {
+      if (!e.arms.some((a) => a.model?.name === model)) continue;
+      const { answer } = await this.assigner.armFor(e, { user_id }, { enroll: false });
+      const arm = answer && e.arms.find((a) => a.key === answer.arm);
+      if (arm?.model?.name === model) return { experiment: e.key, arm: arm.key, alias: arm.model.alias };
+    }
+    return undefined;
   }
 
   report(key: string): ExperimentReport {

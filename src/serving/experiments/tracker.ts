@@ -61,6 +61,7 @@ export class ExperimentTracker implements EventConsumer {
   private state: Snapshot = { offset: 0, experiments: {}, history: [] };
   private history = new Map<string, Trace[]>();
   private lastSnapshot = 0;
+  private newestTrace = 0;
   private readonly maxPreMs: number;
 
   constructor(
@@ -81,9 +82,18 @@ export class ExperimentTracker implements EventConsumer {
   }
 
   async handle(events: EnrichedEvent[], first: number): Promise<void> {
-    for (const e of events) this.apply(e);
-    this.state.offset = first + events.length;
-    if (Date.now() - this.lastSnapshot >= (this.options.snapshotEveryMs ?? 10_000)) this.snapshot();
+    // A batch handed again (the runner retries after a failure) is applied only from where the state stands.
+    for (let i = Math.max(0, this.state.offset - first); i < events.length; i++) this.apply(events[i]!);
+    this.state.offset = Math.max(this.state.offset, first + events.length);
+    if (Date.now() - this.lastSnapshot >= (this.options.snapshotEveryMs ?? 10_000)) {
+      try {
+        this.snapshot();
+      } catch (err) {
+        // The state in memory is right; the snapshot is tried again later, and a restart replays from the last good one.
+        this.lastSnapshot = Date.now();
+        this.options.warn?.(`cannot write the experiment statistics snapshot: ${(err as Error).message}`);
+      }
+    }
   }
 
   async close(): Promise<void> {
@@ -185,6 +195,7 @@ export class ExperimentTracker implements EventConsumer {
       const den = m.kind === 'ratio' && e.event === m.denominator!.event ? valueOf(e, m.denominator!.prop) : 0;
       if (num !== 0 || den !== 0) out.push([t, m.key, num, den]);
     }
+    if (out.length > 0 && t > this.newestTrace) this.newestTrace = t;
     if (out.length > 0 && this.maxPreMs > 0) {
       let list = this.history.get(e.user_id);
       if (!list) this.history.set(e.user_id, (list = []));
@@ -211,6 +222,9 @@ export class ExperimentTracker implements EventConsumer {
   }
 
   private snapshot(): void {
+    // Users with nothing inside the longest pre-exposure period are forgotten.
+    const newest = Math.max(0, ...Object.values(this.state.experiments).map((x) => x.asOf ?? 0), this.newestTrace);
+    for (const [user, list] of this.history) if (list.length === 0 || list[list.length - 1]![0] < newest - this.maxPreMs) this.history.delete(user);
     this.state.history = [...this.history];
     mkdirSync(dirname(this.options.snapshotPath), { recursive: true });
     writeCheckedSnapshot(this.options.snapshotPath, JSON.stringify(this.state));
@@ -219,11 +233,14 @@ export class ExperimentTracker implements EventConsumer {
   }
 }
 
+/** A prop's value as a number: numbers, and text that is a number; anything else counts 0 (as TRY_CAST does in the lakehouse). */
 function valueOf(e: EnrichedEvent, prop: string | undefined): number {
   if (!prop) return 1;
-  const v = Number(e.props[prop]);
-  return Number.isFinite(v) ? v : 0;
+  const v = e.props[prop];
+  const n = typeof v === 'number' ? v : typeof v === 'string' && NUMBER.test(v) ? Number(v) : 0;
+  return Number.isFinite(n) ? n : 0;
 }
+const NUMBER = /^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/;
 
 function toStats(s: ExperimentState, arms: Record<string, ArmState>, asOf: number | undefined): ExperimentStats {
   const out: ArmStats[] = Object.entries(arms).map(([arm, a]) => ({ arm, users: a.users, metrics: Object.fromEntries(s.metrics.map((m, i) => [m, { ...a.sums[i]! }])) }));

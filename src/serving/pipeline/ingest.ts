@@ -6,8 +6,14 @@ import { RecentIds } from './recent-ids.js';
 
 /** Adds each event's experiment arms at ingest (the experimentation platform's Assigner). */
 export interface Tagger {
-  tagBatch(events: readonly Event[], dims: (user: string) => UserDims | undefined): Promise<{ tags: Record<string, string>[]; exposures: Map<number, Event[]> }>;
+  tagBatch(
+    events: readonly Event[],
+    dims: (user: string) => UserDims | undefined,
+  ): Promise<{ tags: Record<string, string>[]; exposures: Map<number, Event[]>; after: Promise<void>[]; settle(appended: boolean): void }>;
 }
+
+/** Event names only the service itself writes (the platform's own records). */
+const RESERVED_EVENTS = new Map([['experiment_exposure', 'experiment_exposure is written by the experimentation platform: assign users with POST /v1/assignments or an exposureEvent']]);
 
 export interface IngestOptions {
   /** Most events in one batch. */
@@ -117,7 +123,8 @@ export class Ingest {
     return this.recent.size;
   }
 
-  async ingest(batch: readonly unknown[]): Promise<IngestResult> {
+  /** `internal`: the service's own events (exposures), which may use reserved names. */
+  async ingest(batch: readonly unknown[], options: { internal?: boolean } = {}): Promise<IngestResult> {
     const now = this.now();
     this.recent.expire(now);
     const rejected: Rejection[] = [];
@@ -134,7 +141,7 @@ export class Ingest {
         return void rejected.push({ index, ...(typeof id === 'string' ? { event_id: id } : {}), reason: `${issue.path.join('.') || 'event'}: ${issue.message}` });
       }
       const event = parsed.data;
-      const problem = this.checkEvent(event, now);
+      const problem = (!options.internal && RESERVED_EVENTS.get(event.event)) || this.checkEvent(event, now);
       if (problem) return void rejected.push({ index, event_id: event.event_id, reason: problem });
       if (this.recent.has(event.event_id)) {
         duplicates++;
@@ -172,7 +179,16 @@ export class Ingest {
         const arms = tagged?.tags[i];
         push(event, user, arms && Object.keys(arms).length > 0 ? arms : NO_ARMS);
       });
-      const offsets = await this.log.append(payloads);
+      let offsets: { first: number; next: number };
+      try {
+        // Events tagged here whose user's exposure another batch is appending go after it.
+        if (tagged?.after.length) await Promise.all(tagged.after);
+        offsets = await this.log.append(payloads);
+      } catch (err) {
+        tagged?.settle(false);
+        throw err;
+      }
+      tagged?.settle(true);
       this.tail?.put(offsets.first, enriched);
       return { accepted: fresh.length, duplicates, rejected, offsets };
     } catch (err) {

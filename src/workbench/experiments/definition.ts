@@ -80,6 +80,9 @@ export const ExperimentSchema = z
     if (Math.abs(total - 1) > WEIGHT_TOLERANCE) ctx.addIssue({ code: 'custom', path: ['arms'], message: `arm weights add up to ${total}, not 1` });
     const keys = e.arms.map((a) => a.key);
     if (new Set(keys).size !== keys.length) ctx.addIssue({ code: 'custom', path: ['arms'], message: `arm keys repeat: ${keys.join(', ')}` });
+    const models = new Set(e.arms.filter((a) => a.model).map((a) => a.model!.name));
+    if (models.size > 1) ctx.addIssue({ code: 'custom', path: ['arms'], message: `the arms serve different models (${[...models].join(', ')}): a model experiment compares aliases of one model` });
+    if (models.size === 1 && !e.arms.every((a) => a.model)) ctx.addIssue({ code: 'custom', path: ['arms'], message: 'in a model experiment every arm names its alias of the model' });
     if (e.status === 'shipped' && !keys.includes(e.winner ?? '')) ctx.addIssue({ code: 'custom', path: ['winner'], message: `a shipped experiment names its winning arm (one of ${keys.join(', ')})` });
     if (e.namespace && !(e.namespace.range[0] < e.namespace.range[1])) ctx.addIssue({ code: 'custom', path: ['namespace', 'range'], message: 'a namespace range is [start, end) with start < end' });
   });

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { assign, ExperimentSchema, type ExperimentInput } from '../../src/workbench/experiments/definition.js';
-import { openOltp } from '../../src/workbench/oltp/index.js';
-import { Random } from '../../src/workbench/random.js';
-import { event, startTestService, type TestService } from '../helpers/service.js';
-import { until } from '../helpers/wait.js';
+import { assign, ExperimentSchema, type ExperimentInput } from '../../../src/workbench/experiments/definition.js';
+import { openOltp } from '../../../src/workbench/oltp/index.js';
+import { Random } from '../../../src/workbench/random.js';
+import { event, startTestService, type TestService } from '../../helpers/service.js';
+import { until } from '../../helpers/wait.js';
 
 const checkout = (over: Partial<ExperimentInput> = {}): ExperimentInput => ({
   key: 'checkout',
@@ -81,7 +81,7 @@ describe('experiments in the service', () => {
     assert.equal((await t.call('/v1/experiments/nope/results', { key: t.keys.read })).status, 404);
     // Once users may be assigned, what would move them between arms (or restart a metric) is refused.
     assert.equal((await put('/v1/experiments/edits/status', { status: 'running' }, 2, 'POST')).status, 200);
-    for (const [change, pattern] of [[{ seed: 'other' }, /seed cannot change/], [{ objective: 'upgrade' }, /metrics cannot change/], [{ arms: [{ key: 'control', weight: 0.5 }, { key: 'long', weight: 0.5 }] }, /arms cannot be renamed/]] as const) {
+    for (const [change, pattern] of [[{ seed: 'other' }, /seed cannot change/], [{ arms: [{ key: 'control', weight: 0.4 }, { key: 'short', weight: 0.6 }] }, /weights cannot change/], [{ objective: 'upgrade' }, /metrics cannot change/], [{ arms: [{ key: 'control', weight: 0.5 }, { key: 'long', weight: 0.5 }] }, /arms cannot be renamed/]] as const) {
       const res = await put('/v1/experiments/edits', { ...checkout({ key: 'edits', mde: 0.1 }), status: 'running', ...change }, 3);
       assert.equal(res.status, 400);
       assert.match((await json<{ error: { message: string } }>(res)).error.message, pattern);
@@ -190,11 +190,70 @@ describe('experiments in the service', () => {
     assert.equal(last[0]!.experiments.paywall, undefined);
   });
 
+  it('keeps the exposure event to itself, and assigns users with long ids through the API', async () => {
+    const forged = await json<{ error: { code: string; details: { rejected: { reason: string }[] } } }>(t.post('/v1/events', [event('forged', { event: 'experiment_exposure', props: { experiment: 'paywall', arm: 'nag' } })]));
+    assert.equal(forged.error.code, 'invalid_events');
+    assert.match(forged.error.details.rejected[0]!.reason, /written by the experimentation platform/);
+    assert.equal((await t.post('/v1/experiments', checkout({ key: 'long-ids', exposureEvent: undefined, status: 'running' }), t.keys.admin)).status, 201);
+    const user = `user-${'x'.repeat(120)}`;
+    const first = await json<{ arms: { experiment: string; arm: string; reason: string }[] }>(t.post('/v1/assignments', { user_id: user, experiment: 'long-ids' }));
+    assert.equal(first.arms[0]!.reason, 'assigned');
+    const again = await json<{ arms: { arm: string; reason: string }[] }>(t.post('/v1/assignments', { user_id: user, experiment: 'long-ids' }));
+    assert.deepEqual(again.arms.map((a) => [a.arm, a.reason]), [[first.arms[0]!.arm, 'existing']]);
+    const records = (await t.service.log.read(0, 200_000)).map((x) => JSON.parse(new TextDecoder().decode(x.payload)) as { event: string; user_id: string; experiments: Record<string, string> });
+    const exposures = records.filter((x) => x.event === 'experiment_exposure' && x.user_id === user);
+    assert.equal(exposures.length, 1, 'logged once');
+    assert.equal(exposures[0]!.experiments['long-ids'], first.arms[0]!.arm);
+    assert.equal((await put('/v1/experiments/long-ids/status', { status: 'stopped' }, 1, 'POST')).status, 200);
+  });
+
+  it('tests a challenger model as an experiment: each user is answered by their arm, and shipping moves the alias', async () => {
+    const { featureSet } = await import('../../../src/workbench/features/definition.js');
+    const { createBundle } = await import('../../../src/workbench/models/bundle.js');
+    const { columnsFor } = await import('../../../src/workbench/models/preprocess.js');
+    const { publish } = await import('../../../src/workbench/models/publish.js');
+    const { trainClassifier } = await import('../../../src/workbench/models/train.js');
+    const features = featureSet([{ name: 'logins_7d', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 }]);
+    const versions: string[] = [];
+    for (const [alias, flip] of [['champion', false], ['challenger', true]] as const) {
+      const model = await trainClassifier(Array.from({ length: 60 }, (_, i) => ({ logins_7d: i % 6, y: (i % 6 > 2) !== flip ? 1 : 0 })), 'y', columnsFor(features), { maxEpochs: 3 });
+      const bundle = await createBundle('exp-model', model, features);
+      model.dispose();
+      versions.push(bundle.version);
+      await publish(bundle, { url: t.service.url, key: t.keys.admin, alias });
+    }
+    const def = checkout({
+      key: 'model-test',
+      arms: [{ key: 'control', weight: 0.5, model: { name: 'exp-model', alias: 'champion' } }, { key: 'challenger', weight: 0.5, model: { name: 'exp-model', alias: 'challenger' } }],
+      decisions: { ship: 'recommend', rollback: 'auto' },
+      status: 'running',
+    });
+    assert.equal((await t.post('/v1/experiments', def, t.keys.admin)).status, 201);
+    const e = ExperimentSchema.parse(def);
+    const users = Array.from({ length: 200 }, (_, i) => `model-u${i}`);
+    const events = users.flatMap((u, i) => Array.from({ length: (assign(e, { user_id: u }) === 'challenger' ? 6 : 3) + (i % 2) }, (_, k) => event(`mt-${i}-${k}`, { user_id: u, time: new Date(Date.now() - 20_000 + k * 100).toISOString() })));
+    assert.equal((await t.post('/v1/events', events)).status, 200);
+    for (const u of users.slice(0, 6)) {
+      const res = await json<{ model: { alias: string; version: string }; experiment?: { key: string; arm: string } }>(t.post('/v1/predict', { model: 'exp-model', user_id: u }, t.keys.read));
+      const arm = assign(e, { user_id: u })!;
+      assert.deepEqual(res.experiment, { key: 'model-test', arm });
+      assert.equal(res.model.version, versions[arm === 'control' ? 0 : 1]);
+    }
+    const stranger = await json<{ model: { version: string }; experiment?: unknown }>(t.post('/v1/predict', { model: 'exp-model', user_id: 'model-u-never-seen', values: { logins_7d: 1 } }, t.keys.read));
+    assert.equal(stranger.experiment, undefined, 'predictions do not enroll users');
+    assert.equal(stranger.model.version, versions[0]);
+    await until('a ship recommendation', async () => ((await json<Results>(t.call('/v1/experiments/model-test/results', { key: t.keys.read }))).decision?.action === 'ship' ? true : undefined));
+    assert.equal((await put('/v1/experiments/model-test', { ...def, decisions: { ship: 'auto', rollback: 'auto' } }, 1)).status, 200);
+    await until('the automatic ship', async () => ((await json<{ status: string }>(t.call('/v1/experiments/model-test', { key: t.keys.read }))).status === 'shipped' ? true : undefined));
+    const aliases = await json<{ aliases: Record<string, string> }>(t.call('/v1/models/exp-model', { key: t.keys.read }));
+    assert.equal(aliases.aliases.champion, versions[1], 'the control arm alias now points at the winner');
+  });
+
   it('agrees with a recomputation in the lakehouse (one SQL query over the archive, arms recomputed with the hash macro)', async () => {
-    const { Lakehouse } = await import('../../src/workbench/lakehouse.js');
-    const { lakeDir } = await import('../../src/workbench/config.js');
-    const { experimentStatsFromLake } = await import('../../src/workbench/experiments/lakehouse-stats.js');
-    const { metricCatalog } = await import('../../src/workbench/experiments/metrics.js');
+    const { Lakehouse } = await import('../../../src/workbench/lakehouse.js');
+    const { lakeDir } = await import('../../../src/workbench/config.js');
+    const { experimentStatsFromLake } = await import('../../../src/workbench/experiments/lakehouse-stats.js');
+    const { metricCatalog } = await import('../../../src/workbench/experiments/metrics.js');
     await until('the archiver and the experiment consumer to reach the end of the log', async () => {
       const log = await json<{ consumers: { name: string; lag: number }[] }>(t.call('/v1/log', { key: t.keys.read }));
       return log.consumers.filter((c) => c.name === 'archiver' || c.name === 'experiments').every((c) => c.lag === 0) ? true : undefined;
