@@ -45,6 +45,7 @@ interface Snapshot {
   history: [string, Trace[]][];
 }
 
+const NO_TRACES: Trace[] = [];
 const emptySums = (): MetricSums => ({ n: 0, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 });
 
 /**
@@ -63,6 +64,8 @@ export class ExperimentTracker implements EventConsumer {
   private lastSnapshot = 0;
   private newestTrace = 0;
   private readonly maxPreMs: number;
+  /** The metrics each event name counts for: most events count for none and cost one lookup. */
+  private readonly byEvent = new Map<string, Metric[]>();
 
   constructor(
     private readonly definition: (key: string) => Experiment | undefined,
@@ -70,6 +73,13 @@ export class ExperimentTracker implements EventConsumer {
     private readonly options: { snapshotPath: string; snapshotEveryMs?: number; warn?: (message: string) => void },
   ) {
     this.maxPreMs = Math.max(0, ...[...metrics.values()].map((m) => m.preExposureDays)) * DAY_MS;
+    for (const m of metrics.values()) {
+      for (const name of m.kind === 'ratio' ? [m.event, m.denominator!.event] : [m.event]) {
+        const list = this.byEvent.get(name) ?? [];
+        if (!list.includes(m)) list.push(m);
+        this.byEvent.set(name, list);
+      }
+    }
   }
 
   async resumeAt(): Promise<number> {
@@ -189,8 +199,10 @@ export class ExperimentTracker implements EventConsumer {
 
   /** The event's contributions to each metric it counts for; also kept for later pre-exposure covariates. */
   private trace(e: EnrichedEvent, t: number): Trace[] {
+    const relevant = this.byEvent.get(e.event);
+    if (!relevant) return NO_TRACES;
     const out: Trace[] = [];
-    for (const m of this.metrics.values()) {
+    for (const m of relevant) {
       const num = e.event === m.event ? valueOf(e, m.prop) : 0;
       const den = m.kind === 'ratio' && e.event === m.denominator!.event ? valueOf(e, m.denominator!.prop) : 0;
       if (num !== 0 || den !== 0) out.push([t, m.key, num, den]);
