@@ -54,6 +54,11 @@ describe('experiments in the service', () => {
     await bad({ coverage: 1.5 }, /coverage is a share of users/);
     await bad({ objective: 'happiness' }, /unknown metric happiness/);
     assert.equal((await t.post('/v1/experiments', checkout(), t.keys.read)).status, 403);
+    // Mutually exclusive experiments: a range that overlaps a running one in the same namespace.
+    const ns = (key: string, range: [number, number]) => checkout({ key, exposureEvent: undefined, namespace: { name: 'pricing', range }, status: 'running' });
+    assert.equal((await t.post('/v1/experiments', ns('ns-a', [0, 0.5]), t.keys.admin)).status, 201);
+    await bad(ns('ns-b', [0.4, 0.9]), /namespace pricing range \[0\.4, 0\.9\) overlaps running experiment ns-a \[0, 0\.5\)/);
+    assert.equal((await t.post('/v1/experiments', ns('ns-c', [0.5, 1]), t.keys.admin)).status, 201);
   });
 
   it('records who changed what and when, and refuses a change made against an old version', async () => {

@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { decide } from '../../../src/workbench/experiments/decide.js';
+import { ExperimentSchema, type ExperimentInput } from '../../../src/workbench/experiments/definition.js';
+import { metricCatalog } from '../../../src/workbench/experiments/metrics.js';
+import { experimentResults, type ArmStats, type MetricSums } from '../../../src/workbench/experiments/results.js';
+import { Random } from '../../../src/workbench/random.js';
+import { moments, relativeLift, welch } from '../../../src/workbench/stats/two-sample.js';
+
+const metrics = metricCatalog();
+const experiment = (over: Partial<ExperimentInput> = {}) =>
+  ExperimentSchema.parse({
+    key: 'e',
+    hypothesis: 'h',
+    arms: [{ key: 'control', weight: 0.5 }, { key: 'b', weight: 0.5 }],
+    objective: 'logins',
+    guardrails: [{ metric: 'feature_uses', bad: 'decrease', tolerance: 0.05 }],
+    mde: 0.05,
+    minRunDays: 7,
+    status: 'running',
+    decisions: { ship: 'auto', rollback: 'auto' },
+    ...over,
+  });
+
+/** n users whose metric is normal(mean, sd), with a pre-period covariate correlated 0.7. */
+function sums(r: Random, n: number, mean: number, sd = 2): MetricSums {
+  const s: MetricSums = { n, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 };
+  for (let i = 0; i < n; i++) {
+    const x = r.normal(10, sd);
+    const y = mean + 0.7 * (x - 10) + Math.sqrt(1 - 0.49) * r.normal(0, sd);
+    s.sumY += y;
+    s.sumY2 += y * y;
+    s.sumX += x;
+    s.sumX2 += x * x;
+    s.sumXY += x * y;
+  }
+  return s;
+}
+const arm = (name: string, users: number, logins: MetricSums, features: MetricSums): ArmStats => ({ arm: name, users, metrics: { logins, feature_uses: features } });
+const stats = (arms: ArmStats[], days = 10) => ({ arms, firstExposure: '2026-01-01T00:00:00.000Z', asOf: new Date(Date.parse('2026-01-01T00:00:00.000Z') + days * 86_400_000).toISOString() });
+
+describe('experiment results', () => {
+  it('compare each arm with the first, by the engine functions, from the sums', () => {
+    const r = new Random(3);
+    const e = experiment();
+    const c = sums(r, 3000, 10);
+    const b = sums(r, 3000, 10.5);
+    const res = experimentResults(e, metrics, stats([arm('control', 3000, c, sums(r, 3000, 5)), arm('b', 3000, b, sums(r, 3000, 5))]));
+    const logins = res.metrics[0]!.comparisons[0]!;
+    const m = (s: MetricSums) => moments({ n: s.n, sum: s.sumY, sumSquares: s.sumY2 });
+    assert.deepEqual(logins.absolute, welch(m(c), m(b)));
+    assert.deepEqual(logins.relative, relativeLift(m(c), m(b)));
+    // CUPED removes about rho^2 = 0.49 of the variance and narrows the always-valid interval accordingly.
+    assert.ok(Math.abs(logins.cuped!.varianceReduction - 0.49) < 0.05);
+    assert.equal(logins.verdict, 'better');
+    assert.equal(res.control, 'control');
+    assert.equal(res.srm.mismatch, false);
+    assert.ok(res.plan.usersPerArm! > 0);
+  });
+
+  it('give no estimate and a reason for an arm without users, and flag the split', () => {
+    const r = new Random(4);
+    const e = experiment();
+    const res = experimentResults(e, metrics, stats([arm('control', 500, sums(r, 500, 10), sums(r, 500, 5))]));
+    const c = res.metrics[0]!.comparisons[0]!;
+    assert.equal(c.verdict, 'no estimate');
+    assert.match(c.sequential.reason!, /fewer than 2 users \(500 and 0\)/);
+    assert.equal(res.srm.mismatch, true);
+    assert.equal(decide(e, res, 10).action, 'continue');
+  });
+});
+
+describe('decisions', () => {
+  const r = new Random(5);
+  const base = (objectiveLift: number, guardLift: number, users = 4000) =>
+    stats([arm('control', users, sums(r, users, 10), sums(r, users, 5)), arm('b', users, sums(r, users, 10 * (1 + objectiveLift)), sums(r, users, 5 * (1 + guardLift)))]);
+
+  it('ship a clearly better arm once the minimum run time has passed, and not before', () => {
+    const e = experiment();
+    const s = base(0.08, 0);
+    const early = decide(e, experimentResults(e, metrics, s), 3);
+    assert.equal(early.action, 'continue');
+    assert.match(early.reason, /minimum run time has not passed \(3\.0 days of 7\.0 days\)/);
+    const ship = decide(e, experimentResults(e, metrics, s), 10);
+    assert.deepEqual([ship.action, ship.arm, ship.mode], ['ship', 'b', 'auto']);
+    assert.ok(ship.evidence!.interval![0] > 0);
+    assert.equal(decide(experiment({ decisions: { ship: 'recommend', rollback: 'auto' } }), experimentResults(e, metrics, s), 10).mode, 'recommend');
+  });
+
+  it('roll back when a guard-rail is worse beyond its tolerance, even while the objective looks better', () => {
+    const e = experiment();
+    const d = decide(e, experimentResults(e, metrics, base(0.08, -0.3)), 1);
+    assert.deepEqual([d.action, d.arm], ['rollback', 'b']);
+    assert.match(d.reason, /guard-rail feature_uses is worse in b beyond its tolerance of -5\.00%/);
+    // Worse, but within the tolerance: no rollback, and no ship either (a guard-rail is significantly worse).
+    const within = decide(e, experimentResults(e, metrics, base(0.08, -0.03, 40_000)), 10);
+    assert.equal(within.action, 'continue');
+    assert.match(within.reason, /guard-rail feature_uses is significantly worse/);
+  });
+
+  it('for an objective meant to go down, ship the arm that lowers it', () => {
+    const e = experiment({ objectiveGoal: 'decrease', guardrails: [] });
+    const d = decide(e, experimentResults(e, metrics, base(-0.08, 0)), 10);
+    assert.deepEqual([d.action, d.arm], ['ship', 'b']);
+    assert.equal(decide(e, experimentResults(e, metrics, base(0.08, 0)), 10).action, 'continue');
+  });
+
+  it('never act on a sample ratio mismatch', () => {
+    const e = experiment();
+    const s = stats([arm('control', 5000, sums(r, 5000, 10), sums(r, 5000, 5)), arm('b', 4000, sums(r, 4000, 12), sums(r, 4000, 1))]);
+    const d = decide(e, experimentResults(e, metrics, s), 10);
+    assert.equal(d.action, 'continue');
+    assert.match(d.reason, /sample ratio mismatch/);
+  });
+});
