@@ -39,6 +39,7 @@ describe('the experiments of npm start', { timeout: 240_000 }, () => {
       for (const key of ['churn-offer', 'upgrade-nag']) {
         const history = (await (await t.call(`/v1/experiments/${key}/history`, { key: t.keys.read })).json()) as { history: { updated_by: string; change: string }[] };
         assert.equal(history.history.at(-1)!.updated_by, 'wb-decider', `${key} was decided by the platform: ${history.history.at(-1)!.change}`);
+        console.log(`${key}: ${history.history.at(-1)!.change.replace(/ \{.*$/, '')}`);
       }
     } finally {
       await oltp.close();
