@@ -149,7 +149,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const jobs = new JobScheduler(config.dataDir, config.schedule ?? [], logger);
   const predictions = new PredictionLog(ingest, (err) => logger.error({ err }, 'cannot log predictions'));
   for (const r of runners) await r.start();
-  experiments.start((events) => ingest.ingest(events, { internal: true }), config.decideEveryMs);
+  experiments.start((keys) => ingest.ingest([], { internal: true, expose: keys }), config.decideEveryMs);
 
   const app = createApp({
     keys,

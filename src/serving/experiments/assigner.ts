@@ -16,39 +16,63 @@ export interface ArmAnswer {
   reason: 'assigned' | 'existing' | 'rolled_back' | 'stopped' | 'shipped';
 }
 
+/** A user entering an experiment, to be logged. */
+export interface ExposureKey {
+  experiment: string;
+  user_id: string;
+}
+
 export interface TaggedBatch {
   /** Per event of the batch: its user's arms in running experiments (`{}` for none). */
   tags: Record<string, string>[];
+  /** Exposure events to log before all of the batch's events (users entering through the API). */
+  head: Event[];
   /** Exposure events to log just before the event at that index. */
   exposures: Map<number, Event[]>;
-  /** Exposures of other batches that must be in the log before this batch is appended (their users' events are tagged here). */
+  /** Exposures other batches are appending that must be in the log before this batch (their users' events are tagged here). */
   after: Promise<void>[];
-  /** Called once the batch is in the log (true) or could not be appended (false). */
-  settle(appended: boolean): void;
+  /**
+   * Called once the batch is in the log, with the exposure ids that are now in it (appended, or
+   * found there already), or with `false` when it could not be appended. Stores the batch's new
+   * assignments in OLTP.
+   */
+  settle(logged: ReadonlySet<string> | false): Promise<void>;
+}
+
+interface Claim {
+  exposure: Event;
+  assignment?: Assignment;
 }
 
 /**
- * Sticky assignment: the first arm a user gets in an experiment is kept in OLTP (and here), so a
- * later change of coverage moves nobody; the arm itself is the pure hash assignment. Entering an
- * experiment is logged as an `experiment_exposure` event with a deterministic event_id, so it is
- * logged once. Until its exposure is in the log, a user's assignment counts as unlogged: the next
- * batch that tags the user logs the exposure again (an append can fail after the assignment was
- * stored), and a batch tagging a user whose exposure another batch is appending waits for that
- * append, so no tagged event reaches the log before its user's exposure.
- * One service instance per OLTP database assigns (assignments made elsewhere are read on start).
+ * Sticky assignment and exposure. A user's arm is the pure hash assignment, given once and kept
+ * (here, and in the OLTP `assignments` table), so later changes of coverage move nobody. Entering
+ * an experiment is logged as an `experiment_exposure` event with a deterministic event_id.
+ *
+ * One rule keeps the log in order: only the Assigner decides which batch carries an exposure. A
+ * user's exposure is "unlogged" from the moment they are assigned until a batch carrying it is in
+ * the log; the first batch that tags the user claims it (it goes in just before the user's first
+ * event there), and any other batch tagging the user meanwhile waits for that append. Claims are
+ * made in one synchronous step, so a batch only ever waits for batches tagged before it (no cycle).
+ * If the carrier fails, the exposure stays unlogged and the next batch carries it. The assignment
+ * is stored in OLTP once the exposure is in the log; should the process die in between, the user
+ * is assigned again on their next exposure event, to the same arm (weights are fixed while users
+ * are assigned), and the repeated exposure is recognised by its id.
+ * One service instance assigns per OLTP database (stored assignments are read on start).
  */
 export class Assigner {
   /** experiment -> user -> arm, for experiments that run or ran. */
   private readonly sticky = new Map<string, Map<string, string>>();
   private readonly loading = new Map<string, Promise<void>>();
-  /** Assignments whose exposure is not in the log yet: key -> the exposure event. */
-  private readonly unlogged = new Map<string, Event>();
-  /** Exposures being appended by some batch: key -> resolves when that append ends (rejects when it failed). */
+  /** Users assigned whose exposure is not in the log yet. */
+  private readonly unlogged = new Map<string, Claim>();
+  /** Exposures being appended by some batch: resolves when that append ends, rejects when it failed. */
   private readonly inFlight = new Map<string, Promise<void>>();
 
   constructor(
     private readonly experiments: Experiments,
     private readonly oltp: OltpStore,
+    private readonly warn: (err: unknown, message: string) => void = () => undefined,
   ) {}
 
   /** Loads the stored assignments of an experiment once (they only grow, and only through here). */
@@ -60,6 +84,7 @@ export class Assigner {
       pending = this.oltp.getAssignments(key).then((rows) => {
         if (!this.sticky.has(key)) this.sticky.set(key, new Map(rows.map((a) => [a.user_id, a.arm])));
       });
+      pending.catch(() => this.loading.delete(key));
       this.loading.set(key, pending);
     }
     await pending;
@@ -68,112 +93,110 @@ export class Assigner {
 
   /**
    * Tags a batch at ingest: each event gets its user's arms in running experiments; a user's first
-   * `exposureEvent` of an experiment assigns them (stored before the batch is appended), and the
-   * exposure is logged just before that event.
+   * `exposureEvent` of an experiment assigns them. `expose` names users the API assigned, whose
+   * exposure this batch should carry.
    */
-  async tagBatch(events: readonly Event[], dims: (user: string) => UserDims | undefined): Promise<TaggedBatch> {
+  async tagBatch(events: readonly Event[], dims: (user: string) => UserDims | undefined, expose: readonly ExposureKey[] = []): Promise<TaggedBatch> {
     const running = this.experiments.running();
+    // Every await first; from here to the return nothing else runs, so claims cannot interleave.
+    const maps = await Promise.all(running.map((e) => this.load(e.key)));
     const tags: Record<string, string>[] = events.map(() => ({}));
+    const head: Event[] = [];
     const exposures = new Map<number, Event[]>();
-    const mine = new Set<string>();
+    const mine = new Map<string, Claim>();
     const after = new Set<Promise<void>>();
-    const none: TaggedBatch = { tags, exposures, after: [], settle: () => undefined };
-    if (running.length === 0) return none;
-    for (const e of running) {
-      const users = await this.load(e.key);
-      // New users first, stored in one round trip; the stored arm wins (another request may have been first).
-      const fresh = new Map<string, Assignment>();
-      events.forEach((event) => {
-        if (event.event !== e.exposureEvent || users.has(event.user_id) || fresh.has(event.user_id)) return;
-        const arm = assign(e, { user_id: event.user_id, dims: dims(event.user_id) });
-        if (arm !== undefined) fresh.set(event.user_id, { experiment: e.key, user_id: event.user_id, arm, assigned_at: event.time });
-      });
-      for (const stored of fresh.size > 0 ? await this.persist([...fresh.values()]) : []) {
-        this.unlogged.set(keyOf(e.key, stored.user_id), exposureEvent(e.key, stored.user_id, stored.arm, stored.assigned_at));
-      }
+    const claim = (key: string): Claim | undefined => {
+      if (mine.has(key)) return undefined;
+      const flying = this.inFlight.get(key);
+      if (flying) return void after.add(flying);
+      const c = this.unlogged.get(key);
+      if (c) mine.set(key, c);
+      return c;
+    };
+    for (const x of expose) {
+      const c = claim(keyOf(x.experiment, x.user_id));
+      if (c) head.push(c.exposure);
+    }
+    running.forEach((e, k) => {
+      const users = maps[k]!;
       events.forEach((event, i) => {
-        if (event.event === EXPOSURE_EVENT) {
-          // An exposure logged by the assignment API: tagged with its own arm.
-          if (event.props.experiment === e.key && typeof event.props.arm === 'string') tags[i]![e.key] = event.props.arm;
-          return;
+        let arm = users.get(event.user_id);
+        if (arm === undefined && event.event === e.exposureEvent) {
+          arm = assign(e, { user_id: event.user_id, dims: dims(event.user_id) });
+          if (arm !== undefined) this.enter(e.key, users, { experiment: e.key, user_id: event.user_id, arm, assigned_at: event.time });
         }
-        const arm = users.get(event.user_id);
         if (arm === undefined) return;
         tags[i]![e.key] = arm;
-        const key = keyOf(e.key, event.user_id);
-        const flying = this.inFlight.get(key);
-        if (flying && !mine.has(key)) return void after.add(flying);
-        const exposure = this.unlogged.get(key);
-        if (!exposure || mine.has(key)) return;
-        mine.add(key);
+        const c = claim(keyOf(e.key, event.user_id));
+        if (!c) return;
         const list = exposures.get(i) ?? [];
-        list.push(exposure);
+        list.push(c.exposure);
         exposures.set(i, list);
       });
-    }
-    if (mine.size === 0) return { ...none, tags, after: [...after] };
-    let settle!: (appended: boolean) => void;
+    });
+    let settleDone!: (ok: boolean) => void;
     const done = new Promise<void>((resolve, reject) => {
-      settle = (appended) => (appended ? resolve() : reject(unavailable('a batch carrying exposures of these users was not appended; send this batch again')));
+      settleDone = (ok) => (ok ? resolve() : reject(unavailable('a batch carrying exposures of these users was not appended; send this batch again')));
     });
     done.catch(() => undefined);
-    for (const key of mine) this.inFlight.set(key, done);
+    for (const key of mine.keys()) this.inFlight.set(key, done);
     return {
       tags,
+      head,
       exposures,
       after: [...after],
-      settle: (appended) => {
-        for (const key of mine) {
+      settle: async (logged) => {
+        const stored: Assignment[] = [];
+        for (const [key, c] of mine) {
           if (this.inFlight.get(key) === done) this.inFlight.delete(key);
-          if (appended) this.unlogged.delete(key);
+          if (logged && logged.has(c.exposure.event_id)) {
+            this.unlogged.delete(key);
+            if (c.assignment) stored.push(c.assignment);
+          }
         }
-        settle(appended);
+        settleDone(logged !== false);
+        if (stored.length > 0) {
+          // The events are durable already: a failure here is reported, and the hash gives the same arm again.
+          await this.oltp.insertAssignmentsIfAbsent(stored).catch((err: unknown) => this.warn(err, `could not store ${stored.length} experiment assignments; they are in the event log`));
+        }
       },
     };
   }
 
   /**
    * The arm the service answers for a user in one experiment. `enroll` assigns a user of a running
-   * experiment who has none yet (stored; the caller logs the returned exposure); without it only an
-   * existing assignment is answered.
+   * experiment who has none yet (the caller then has the exposure logged: `unloggedExposure`);
+   * without it only an existing assignment is answered.
    */
-  async armFor(e: Experiment, user: { user_id: string; dims?: Partial<UserDims> }, options: { enroll: boolean; now?: Date }): Promise<{ answer?: ArmAnswer; exposure?: Event }> {
+  async armFor(e: Experiment, user: { user_id: string; dims?: Partial<UserDims> }, options: { enroll: boolean; now?: Date }): Promise<ArmAnswer | undefined> {
     const control = e.arms[0]!.key;
-    if (e.status === 'rolled_back' || e.status === 'stopped') return { answer: { experiment: e.key, arm: control, reason: e.status } };
-    if (e.status === 'shipped') return { answer: { experiment: e.key, arm: e.winner ?? control, reason: 'shipped' } };
-    if (e.status !== 'running') return {};
+    if (e.status === 'rolled_back' || e.status === 'stopped') return { experiment: e.key, arm: control, reason: e.status };
+    if (e.status === 'shipped') return { experiment: e.key, arm: e.winner ?? control, reason: 'shipped' };
+    if (e.status !== 'running') return undefined;
     const users = await this.load(e.key);
     const existing = users.get(user.user_id);
-    const key = keyOf(e.key, user.user_id);
-    if (existing !== undefined) {
-      const unlogged = options.enroll ? this.unlogged.get(key) : undefined;
-      return { answer: { experiment: e.key, arm: existing, reason: 'existing' }, ...(unlogged && !this.inFlight.has(key) ? { exposure: unlogged } : {}) };
-    }
-    if (!options.enroll) return {};
+    if (existing !== undefined) return { experiment: e.key, arm: existing, reason: 'existing' };
+    if (!options.enroll) return undefined;
     const arm = assign(e, user);
-    if (arm === undefined) return {};
-    const [stored] = await this.persist([{ experiment: e.key, user_id: user.user_id, arm, assigned_at: (options.now ?? new Date()).toISOString() }]);
-    const exposure = exposureEvent(e.key, user.user_id, stored!.arm, stored!.assigned_at);
-    this.unlogged.set(key, exposure);
-    return { answer: { experiment: e.key, arm: stored!.arm, reason: 'assigned' }, exposure };
+    if (arm === undefined) return undefined;
+    this.enter(e.key, users, { experiment: e.key, user_id: user.user_id, arm, assigned_at: (options.now ?? new Date()).toISOString() });
+    return { experiment: e.key, arm, reason: 'assigned' };
   }
 
-  /** The API logged this exposure itself (through ingest): it is in the log. */
-  logged(exposure: Event): void {
-    this.unlogged.delete(keyOf(String(exposure.props.experiment), exposure.user_id));
+  /** Whether a user's exposure still has to reach the log. */
+  isUnlogged(x: ExposureKey): boolean {
+    return this.unlogged.has(keyOf(x.experiment, x.user_id));
   }
 
-  /** Stores new assignments; another request may have assigned some first, and what it stored wins. */
-  private async persist(rows: Assignment[]): Promise<Assignment[]> {
-    const stored = await this.oltp.insertAssignmentsIfAbsent(rows);
-    for (const a of stored) this.sticky.get(a.experiment)?.set(a.user_id, a.arm);
-    return stored;
+  private enter(experiment: string, users: Map<string, string>, a: Assignment): void {
+    users.set(a.user_id, a.arm);
+    this.unlogged.set(keyOf(experiment, a.user_id), { exposure: exposureEvent(experiment, a.user_id, a.arm, a.assigned_at), assignment: a });
   }
 }
 
 const keyOf = (experiment: string, user: string) => `${experiment}\u0000${user}`;
 
-/** Deterministic, so a retry is recognised as the same exposure, and short whatever the user id's length. */
+/** Deterministic, so a repeat is recognised as the same exposure, and short whatever the user id's length. */
 function exposureEvent(experiment: string, user_id: string, arm: string, time: string): Event {
   const id = createHash('sha256').update(`${experiment}\u0000${user_id}`).digest('hex').slice(0, 40);
   return { event_id: `exposure-${id}`, time, user_id, event: EXPOSURE_EVENT, props: { experiment, arm } };

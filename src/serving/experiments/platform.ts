@@ -2,11 +2,12 @@ import { join } from 'node:path';
 import type { Experiment, Metric } from '../../workbench/experiments/definition.js';
 import { experimentResults, type ExperimentReport } from '../../workbench/experiments/results.js';
 import { metricCatalog } from '../../workbench/experiments/metrics.js';
-import type { Event, UserDims } from '../../workbench/event.js';
+import type { UserDims } from '../../workbench/event.js';
 import type { OltpStore } from '../../workbench/oltp/store.js';
 import type { AlertSink } from '../observability/alerts.js';
 import type { Logger } from '../observability/logger.js';
-import { Assigner, type ArmAnswer } from './assigner.js';
+import { Assigner, type ArmAnswer, type ExposureKey } from './assigner.js';
+import { unavailable } from '../errors.js';
 import { Decider, type AliasMover } from './decider.js';
 import { Experiments } from './experiments.js';
 import { ExperimentTracker } from './tracker.js';
@@ -20,7 +21,7 @@ export class ExperimentPlatform {
   readonly assigner: Assigner;
   readonly tracker: ExperimentTracker;
   readonly decider: Decider;
-  private logEvents: (events: Event[]) => Promise<{ rejected: { reason: string }[] }> = async () => ({ rejected: [] });
+  private logExposures: (keys: ExposureKey[]) => Promise<unknown> = async () => undefined;
   private timer: NodeJS.Timeout | undefined;
   private evaluating: Promise<void> | undefined;
 
@@ -32,7 +33,7 @@ export class ExperimentPlatform {
     dataDir: string,
     models?: AliasMover,
   ) {
-    this.assigner = new Assigner(experiments, oltp);
+    this.assigner = new Assigner(experiments, oltp, (err, message) => logger.error({ err }, message));
     const definition = (key: string) => {
       try {
         return experiments.get(key).experiment;
@@ -49,9 +50,9 @@ export class ExperimentPlatform {
     return new ExperimentPlatform(experiments, options.oltp, options.alerts, options.logger, options.dataDir, options.models);
   }
 
-  /** Where exposures from the API are logged (the service's ingest), and the decision loop's pace. */
-  start(logEvents: (events: Event[]) => Promise<{ rejected: { reason: string }[] }>, decideEveryMs = 2_000): void {
-    this.logEvents = logEvents;
+  /** How exposures of users assigned through the API reach the log (the service's ingest), and the decision loop's pace. */
+  start(logExposures: (keys: ExposureKey[]) => Promise<unknown>, decideEveryMs = 2_000): void {
+    this.logExposures = logExposures;
     this.timer = setInterval(() => void this.evaluate(), decideEveryMs);
     this.timer.unref();
   }
@@ -85,16 +86,16 @@ export class ExperimentPlatform {
     const list = key ? [this.experiments.get(key).experiment] : this.experiments.list().map((s) => s.experiment);
     const known = user.dims ?? (await this.oltp.getUsers([user.user_id])).get(user.user_id);
     const answers: ArmAnswer[] = [];
-    const exposures: Event[] = [];
     for (const e of list) {
-      const { answer, exposure } = await this.assigner.armFor(e, { user_id: user.user_id, ...(known ? { dims: known } : {}) }, { enroll: true });
+      const answer = await this.assigner.armFor(e, { user_id: user.user_id, ...(known ? { dims: known } : {}) }, { enroll: true });
       if (answer) answers.push(answer);
-      if (exposure) exposures.push(exposure);
     }
-    if (exposures.length > 0) {
-      const result = await this.logEvents(exposures);
-      if (result.rejected.length > 0) throw new Error(`the exposure of ${user.user_id} could not be logged: ${result.rejected[0]!.reason}`);
-      for (const x of exposures) this.assigner.logged(x);
+    // Users just assigned (or whose exposure an earlier, failed append was carrying) are exposed before the answer.
+    const pending = answers.map((a) => ({ experiment: a.experiment, user_id: user.user_id })).filter((x) => this.assigner.isUnlogged(x));
+    if (pending.length > 0) {
+      await this.logExposures(pending);
+      const lost = pending.filter((x) => this.assigner.isUnlogged(x));
+      if (lost.length > 0) throw unavailable(`the exposure of ${user.user_id} to ${lost.map((x) => x.experiment).join(', ')} could not be logged yet; ask again`);
     }
     return answers;
   }
@@ -108,7 +109,7 @@ export class ExperimentPlatform {
   async modelArm(model: string, user_id: string): Promise<{ experiment: string; arm: string; alias: string } | undefined> {
     for (const e of this.experiments.running()) {
       if (!e.arms.some((a) => a.model?.name === model)) continue;
-      const { answer } = await this.assigner.armFor(e, { user_id }, { enroll: false });
+      const answer = await this.assigner.armFor(e, { user_id }, { enroll: false });
       const arm = answer && e.arms.find((a) => a.key === answer.arm);
       if (arm?.model?.name === model) return { experiment: e.key, arm: arm.key, alias: arm.model.alias };
     }

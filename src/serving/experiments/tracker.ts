@@ -8,6 +8,8 @@ import type { EventConsumer } from '../pipeline/consumer.js';
 import { EXPOSURE_EVENT } from './assigner.js';
 
 const DAY_MS = 86_400_000;
+/** How late an event may arrive (ingest takes events up to 30 days old): history is kept that much longer. */
+const LATE_EVENTS_MS = 30 * DAY_MS;
 /** Most metric events kept per user for pre-exposure covariates. */
 const HISTORY_PER_USER = 2_000;
 /** Most points of an experiment's timeline; beyond it every other point is dropped. */
@@ -92,9 +94,11 @@ export class ExperimentTracker implements EventConsumer {
   }
 
   async handle(events: EnrichedEvent[], first: number): Promise<void> {
-    // A batch handed again (the runner retries after a failure) is applied only from where the state stands.
-    for (let i = Math.max(0, this.state.offset - first); i < events.length; i++) this.apply(events[i]!);
-    this.state.offset = Math.max(this.state.offset, first + events.length);
+    // A batch handed again (the runner retries after a failure, even one part-way through) is applied only from where the state stands.
+    for (let i = Math.max(0, this.state.offset - first); i < events.length; i++) {
+      this.apply(events[i]!);
+      this.state.offset = first + i + 1;
+    }
     if (Date.now() - this.lastSnapshot >= (this.options.snapshotEveryMs ?? 10_000)) {
       try {
         this.snapshot();
@@ -234,13 +238,16 @@ export class ExperimentTracker implements EventConsumer {
   }
 
   private snapshot(): void {
-    // Users with nothing inside the longest pre-exposure period are forgotten.
+    // Users with nothing inside the longest pre-exposure period (plus the lateness ingest allows) are forgotten.
     const newest = Math.max(0, ...Object.values(this.state.experiments).map((x) => x.asOf ?? 0), this.newestTrace);
-    for (const [user, list] of this.history) if (list.length === 0 || list[list.length - 1]![0] < newest - this.maxPreMs) this.history.delete(user);
+    for (const [user, list] of this.history) if (list.length === 0 || list[list.length - 1]![0] < newest - this.maxPreMs - LATE_EVENTS_MS) this.history.delete(user);
     this.state.history = [...this.history];
-    mkdirSync(dirname(this.options.snapshotPath), { recursive: true });
-    writeCheckedSnapshot(this.options.snapshotPath, JSON.stringify(this.state));
-    this.state.history = [];
+    try {
+      mkdirSync(dirname(this.options.snapshotPath), { recursive: true });
+      writeCheckedSnapshot(this.options.snapshotPath, JSON.stringify(this.state));
+    } finally {
+      this.state.history = [];
+    }
     this.lastSnapshot = Date.now();
   }
 }

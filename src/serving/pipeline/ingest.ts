@@ -9,7 +9,8 @@ export interface Tagger {
   tagBatch(
     events: readonly Event[],
     dims: (user: string) => UserDims | undefined,
-  ): Promise<{ tags: Record<string, string>[]; exposures: Map<number, Event[]>; after: Promise<void>[]; settle(appended: boolean): void }>;
+    expose?: readonly { experiment: string; user_id: string }[],
+  ): Promise<{ tags: Record<string, string>[]; head: Event[]; exposures: Map<number, Event[]>; after: Promise<void>[]; settle(logged: ReadonlySet<string> | false): Promise<void> }>;
 }
 
 /** Event names only the service itself writes (the platform's own records). */
@@ -123,8 +124,11 @@ export class Ingest {
     return this.recent.size;
   }
 
-  /** `internal`: the service's own events (exposures), which may use reserved names. */
-  async ingest(batch: readonly unknown[], options: { internal?: boolean } = {}): Promise<IngestResult> {
+  /**
+   * `internal`: the service's own events, which may use reserved names. `expose`: users the
+   * experimentation platform assigned, whose exposure this call logs (with or without events).
+   */
+  async ingest(batch: readonly unknown[], options: { internal?: boolean; expose?: readonly { experiment: string; user_id: string }[] } = {}): Promise<IngestResult> {
     const now = this.now();
     this.recent.expire(now);
     const rejected: Rejection[] = [];
@@ -152,12 +156,15 @@ export class Ingest {
       this.recent.add(event.event_id, now);
       fresh.push(event);
     });
-    if (fresh.length === 0) return { accepted: 0, duplicates, rejected };
+    const expose = options.expose ?? [];
+    if (fresh.length === 0 && expose.length === 0) return { accepted: 0, duplicates, rejected };
 
     const exposed: Event[] = [];
     try {
-      const dims = await this.dimsFor(fresh);
-      const tagged = this.tagger ? await this.tagger.tagBatch(fresh, (user) => dims.get(user)?.dims) : undefined;
+      // Users exposed through the API may have no event yet: they are created as on a first event.
+      const receivedIso = new Date(now).toISOString();
+      const dims = await this.dimsFor([...fresh, ...expose.map((x) => ({ event_id: '', time: receivedIso, user_id: x.user_id, event: 'experiment_exposure', props: {} }))]);
+      const tagged = this.tagger ? await this.tagger.tagBatch(fresh, (user) => dims.get(user)?.dims, expose) : undefined;
       const receivedAt = new Date(now).toISOString();
       const enriched: EnrichedEvent[] = [];
       const payloads: string[] = [];
@@ -168,27 +175,31 @@ export class Ingest {
         const arms = experiments === NO_ARMS ? '{}' : JSON.stringify(experiments);
         payloads.push(`${JSON.stringify(event).slice(0, -1)},"dims":${user.json},"experiments":${arms},"received_at":"${receivedAt}"}`);
       };
+      // Exposure ids now in the log: appended here, or already there (a repeat after a restart).
+      const logged = new Set<string>();
+      const pushExposure = (exposure: Event) => {
+        logged.add(exposure.event_id);
+        if (this.recent.has(exposure.event_id)) return;
+        this.recent.add(exposure.event_id, now);
+        exposed.push(exposure);
+        push(exposure, dims.get(exposure.user_id)!, { [String(exposure.props.experiment)]: String(exposure.props.arm) });
+      };
+      for (const exposure of tagged?.head ?? []) pushExposure(exposure);
       fresh.forEach((event, i) => {
-        const user = dims.get(event.user_id)!;
-        for (const exposure of tagged?.exposures.get(i) ?? []) {
-          if (this.recent.has(exposure.event_id)) continue;
-          this.recent.add(exposure.event_id, now);
-          exposed.push(exposure);
-          push(exposure, user, { [String(exposure.props.experiment)]: String(exposure.props.arm) });
-        }
+        for (const exposure of tagged?.exposures.get(i) ?? []) pushExposure(exposure);
         const arms = tagged?.tags[i];
-        push(event, user, arms && Object.keys(arms).length > 0 ? arms : NO_ARMS);
+        push(event, dims.get(event.user_id)!, arms && Object.keys(arms).length > 0 ? arms : NO_ARMS);
       });
       let offsets: { first: number; next: number };
       try {
         // Events tagged here whose user's exposure another batch is appending go after it.
         if (tagged?.after.length) await Promise.all(tagged.after);
-        offsets = await this.log.append(payloads);
+        offsets = payloads.length > 0 ? await this.log.append(payloads) : { first: await this.log.next(), next: await this.log.next() };
       } catch (err) {
-        tagged?.settle(false);
+        await tagged?.settle(false);
         throw err;
       }
-      tagged?.settle(true);
+      await tagged?.settle(logged);
       this.tail?.put(offsets.first, enriched);
       return { accepted: fresh.length, duplicates, rejected, offsets };
     } catch (err) {

@@ -58,6 +58,8 @@ export class ExperimentClient {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const log = await this.call<{ consumers: { name: string; lag: number }[] }>('GET', '/v1/log');
+      const unknown = names.filter((n) => !log.consumers.some((c) => c.name === n));
+      if (unknown.length > 0) throw new InputError(`the service has no consumer ${unknown.join(', ')} (it has: ${log.consumers.map((c) => c.name).join(', ')})`);
       const behind = log.consumers.filter((c) => names.includes(c.name) && c.lag > 0);
       if (behind.length === 0) return;
       if (Date.now() > deadline) throw new ServiceError(504, 'timeout', `consumers still behind after ${timeoutMs / 1000} s: ${behind.map((c) => `${c.name} ${c.lag}`).join(', ')}`);

@@ -83,6 +83,10 @@ export const ExperimentSchema = z
     const models = new Set(e.arms.filter((a) => a.model).map((a) => a.model!.name));
     if (models.size > 1) ctx.addIssue({ code: 'custom', path: ['arms'], message: `the arms serve different models (${[...models].join(', ')}): a model experiment compares aliases of one model` });
     if (models.size === 1 && !e.arms.every((a) => a.model)) ctx.addIssue({ code: 'custom', path: ['arms'], message: 'in a model experiment every arm names its alias of the model' });
+    // Shipping moves the control arm's alias, and default traffic is served by the champion.
+    if (models.size === 1 && e.arms[0]!.model?.alias !== 'champion') ctx.addIssue({ code: 'custom', path: ['arms', 0, 'model', 'alias'], message: 'in a model experiment the control (first) arm serves the champion alias: shipping moves it to the winner' });
+    // A prediction is logged after it is served: enrolling on it would serve the first one from the wrong arm.
+    if (models.size === 1 && e.exposureEvent === 'prediction') ctx.addIssue({ code: 'custom', path: ['exposureEvent'], message: 'a model experiment cannot enroll users on their predictions (logged after they are served): use an earlier event or POST /v1/assignments' });
     if (e.status === 'shipped' && !keys.includes(e.winner ?? '')) ctx.addIssue({ code: 'custom', path: ['winner'], message: `a shipped experiment names its winning arm (one of ${keys.join(', ')})` });
     if (e.namespace && !(e.namespace.range[0] < e.namespace.range[1])) ctx.addIssue({ code: 'custom', path: ['namespace', 'range'], message: 'a namespace range is [start, end) with start < end' });
   });

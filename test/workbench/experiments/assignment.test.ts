@@ -30,6 +30,16 @@ describe('experiment definitions', () => {
     assert.equal(make({ key: 'third', namespace: { name: 'pricing', range: [0.5, 1] } }, [first]).key, 'third');
     assert.equal(make({ key: 'fourth', namespace: { name: 'pricing', range: [0.2, 0.6] } }, [{ ...first, status: 'stopped' }]).key, 'fourth', 'a stopped experiment frees its range');
   });
+
+  it('make a model experiment compare aliases of one model, with the champion as control, not enrolling on predictions', () => {
+    const arms = (control: string, other = 'churn') => [{ key: 'control', weight: 0.5, model: { name: 'churn', alias: control } }, { key: 'challenger', weight: 0.5, model: { name: other, alias: 'challenger' } }];
+    assert.equal(make({ arms: arms('champion') }).arms[1]!.model?.alias, 'challenger');
+    assert.throws(() => make({ arms: arms('champion', 'propensity') }), /the arms serve different models \(churn, propensity\)/);
+    assert.throws(() => make({ arms: arms('stable') }), /the control \(first\) arm serves the champion alias/);
+    assert.throws(() => make({ arms: [arms('champion')[0]!, { key: 'plain', weight: 0.5 }] }), /every arm names its alias/);
+    assert.throws(() => make({ arms: arms('champion'), exposureEvent: 'prediction' }), /cannot enroll users on their predictions/);
+    assert.throws(() => make({ status: 'shipped' }), /a shipped experiment names its winning arm/);
+  });
 });
 
 describe('assignment', () => {
