@@ -2,7 +2,7 @@ import { cuped, type CovariateSums } from '../stats/cuped.js';
 import { sampleSizePerArm } from '../stats/power.js';
 import { bayesianSummary, ratioDifference } from '../stats/ratio.js';
 import { sequential } from '../stats/sequential.js';
-import { moments, relativeLift, sampleRatioMismatch, welch, type Estimate } from '../stats/two-sample.js';
+import { holm, moments, relativeLift, sampleRatioMismatch, welch, type Estimate } from '../stats/two-sample.js';
 import type { Decision } from './decide.js';
 import type { Experiment, ExperimentStatus, Metric } from './definition.js';
 
@@ -13,7 +13,8 @@ import type { Experiment, ExperimentStatus, Metric } from './definition.js';
  * - fixed horizon: Welch's test on the difference and the delta-method relative lift;
  * - CUPED (conversion and mean metrics): the relative lift of the covariate-adjusted means;
  * - always valid: the sequential interval of the relative lift (CUPED-adjusted when available),
- *   which is what decisions use, since the results are watched continuously.
+ *   which is what decisions use, since the results are watched continuously; with more than one
+ *   treatment arm at alpha / (arms - 1), and the fixed-horizon p-values Holm-adjusted across arms.
  */
 
 /** Per-arm sums of one metric: Y the value per user and X its pre-exposure value (for a ratio metric, X is the denominator). */
@@ -47,8 +48,10 @@ export interface Comparison {
   absolute: Estimate;
   relative: Estimate;
   cuped?: { relative: Estimate; varianceReduction: number; theta: number };
-  /** Always-valid interval and p-value of the relative lift (CUPED-adjusted when available). */
+  /** Always-valid interval and p-value of the relative lift (CUPED-adjusted when available), at alpha / (treatment arms). */
   sequential: Estimate;
+  /** The fixed-horizon relative lift's p-value, Holm-adjusted across this metric's treatment arms. */
+  holmPValue?: number;
   /** Chance the treatment is better for the metric's goal, and the expected relative loss of shipping it. */
   chanceToWin?: number;
   expectedLoss?: number;
@@ -106,7 +109,14 @@ export function experimentResults(e: Experiment, metrics: ReadonlyMap<string, Me
   const results: MetricResult[] = roles.map(({ metric, role, goal, tolerance }) => {
     const m = metrics.get(metric);
     if (!m) throw new Error(`experiment ${e.key}: metric ${metric} is not defined`);
-    const comparisons = e.arms.slice(1).map((a) => compare(m, a.key, sumsOf(control, metric), sumsOf(a.key, metric), goal));
+    // With several treatment arms, each always-valid interval is at alpha / (arms - 1) (Bonferroni), so
+    // the chance that some useless arm looks better (and is shipped) stays at alpha.
+    const alpha = ALPHA / Math.max(1, e.arms.length - 1);
+    const comparisons = e.arms.slice(1).map((a) => compare(m, a.key, sumsOf(control, metric), sumsOf(a.key, metric), goal, alpha));
+    const adjusted = holm(comparisons.map((c) => c.relative.pValue ?? 1));
+    comparisons.forEach((c, i) => {
+      if (c.relative.pValue !== undefined) c.holmPValue = adjusted[i]!;
+    });
     return { metric, kind: m.kind, role, goal, ...(tolerance !== undefined ? { tolerance } : {}), comparisons };
   });
   return {
@@ -122,7 +132,7 @@ export function experimentResults(e: Experiment, metrics: ReadonlyMap<string, Me
   };
 }
 
-function compare(m: Metric, arm: string, c: MetricSums, t: MetricSums, goal: 'increase' | 'decrease'): Comparison {
+function compare(m: Metric, arm: string, c: MetricSums, t: MetricSums, goal: 'increase' | 'decrease', sequentialAlpha: number): Comparison {
   let absolute: Estimate;
   let relative: Estimate;
   let adjusted: Comparison['cuped'];
@@ -148,7 +158,7 @@ function compare(m: Metric, arm: string, c: MetricSums, t: MetricSums, goal: 'in
   }
   // CUPED only where it has an estimate; otherwise the unadjusted one, which has the same reason when it has none.
   const basis = adjusted?.relative.estimate !== undefined ? adjusted.relative : relative;
-  const seq = sequential(basis, c.n + t.n, ALPHA, SEQUENTIAL_TUNING);
+  const seq = sequential(basis, c.n + t.n, sequentialAlpha, SEQUENTIAL_TUNING);
   const bayes = bayesianSummary(basis, goal === 'increase' ? 'higher' : 'lower');
   return {
     arm,

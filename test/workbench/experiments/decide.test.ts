@@ -113,3 +113,39 @@ describe('decisions', () => {
     assert.match(d.reason, /sample ratio mismatch/);
   });
 });
+
+describe('experiments with several treatment arms', () => {
+  it('keep the chance of shipping a useless arm at 5%: Bonferroni across arms, checked by an A/A/A/A simulation', () => {
+    const r = new Random(17);
+    const e = experiment({ arms: [{ key: 'control', weight: 0.25 }, { key: 'b', weight: 0.25 }, { key: 'c', weight: 0.25 }, { key: 'd', weight: 0.25 }], guardrails: [] });
+    const runs = 400;
+    let shipped = 0;
+    let anyRawBetter = 0;
+    for (let k = 0; k < runs; k++) {
+      const arms = ['control', 'b', 'c', 'd'].map((a) => arm(a, 400, sums(r, 400, 10), sums(r, 400, 5)));
+      const res = experimentResults(e, metrics, stats(arms));
+      if (decide(e, res, 10).action === 'ship') shipped++;
+      // Without the correction: any arm whose uncorrected fixed-horizon p-value is under 5% and better.
+      if (res.metrics[0]!.comparisons.some((c) => (c.relative.pValue ?? 1) < 0.05 && (c.relative.estimate ?? 0) > 0)) anyRawBetter++;
+    }
+    console.log(`A/A/A/A: ${shipped} of ${runs} shipped; uncorrected, some arm better in ${anyRawBetter}`);
+    assert.ok(shipped / runs <= 0.05 + 3 * Math.sqrt((0.05 * 0.95) / runs), `false ships ${shipped}/${runs}`);
+    assert.ok(anyRawBetter / runs > 0.05, `uncorrected, some arm looks better in ${anyRawBetter}/${runs} runs`);
+  });
+
+  it('report Holm-adjusted p-values across arms, as R p.adjust gives them', () => {
+    const r = new Random(18);
+    const e = experiment({ arms: [{ key: 'control', weight: 0.25 }, { key: 'b', weight: 0.25 }, { key: 'c', weight: 0.25 }, { key: 'd', weight: 0.25 }], guardrails: [] });
+    const res = experimentResults(e, metrics, stats(['control', 'b', 'c', 'd'].map((a, i) => arm(a, 1000, sums(r, 1000, 10 + 0.1 * i), sums(r, 1000, 5)))));
+    const raw = res.metrics[0]!.comparisons.map((c) => c.relative.pValue!);
+    // p.adjust(p, "holm"): sorted ascending, p_(i) * (m - i + 1), running maximum, capped at 1.
+    const order = raw.map((p, i) => [p, i] as const).sort((a, b) => a[0] - b[0]);
+    const expected: number[] = [];
+    let running = 0;
+    order.forEach(([p, i], k) => {
+      running = Math.max(running, Math.min(1, (raw.length - k) * p));
+      expected[i] = running;
+    });
+    assert.deepEqual(res.metrics[0]!.comparisons.map((c) => c.holmPValue), expected);
+  });
+});
