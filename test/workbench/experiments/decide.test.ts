@@ -5,6 +5,7 @@ import { ExperimentSchema, type ExperimentInput } from '../../../src/workbench/e
 import { metricCatalog } from '../../../src/workbench/experiments/metrics.js';
 import { experimentResults, type ArmStats, type MetricSums } from '../../../src/workbench/experiments/results.js';
 import { Random } from '../../../src/workbench/random.js';
+import { correlatedSums } from '../../helpers/stats.js';
 import { moments, relativeLift, welch } from '../../../src/workbench/stats/two-sample.js';
 
 const metrics = metricCatalog();
@@ -23,19 +24,7 @@ const experiment = (over: Partial<ExperimentInput> = {}) =>
   });
 
 /** n users whose metric is normal(mean, sd), with a pre-period covariate correlated 0.7. */
-function sums(r: Random, n: number, mean: number, sd = 2): MetricSums {
-  const s: MetricSums = { n, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 };
-  for (let i = 0; i < n; i++) {
-    const x = r.normal(10, sd);
-    const y = mean + 0.7 * (x - 10) + Math.sqrt(1 - 0.49) * r.normal(0, sd);
-    s.sumY += y;
-    s.sumY2 += y * y;
-    s.sumX += x;
-    s.sumX2 += x * x;
-    s.sumXY += x * y;
-  }
-  return s;
-}
+const sums = (r: Random, n: number, mean: number, sd = 2): MetricSums => correlatedSums(r, n, 0.7, mean, sd);
 const arm = (name: string, users: number, logins: MetricSums, features: MetricSums): ArmStats => ({ arm: name, users, metrics: { logins, feature_uses: features } });
 const stats = (arms: ArmStats[], days = 10) => ({ arms, firstExposure: '2026-01-01T00:00:00.000Z', asOf: new Date(Date.parse('2026-01-01T00:00:00.000Z') + days * 86_400_000).toISOString() });
 

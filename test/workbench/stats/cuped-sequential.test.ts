@@ -1,24 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Random } from '../../../src/workbench/random.js';
+import { correlatedSums } from '../../helpers/stats.js';
 import { cuped, type CovariateSums } from '../../../src/workbench/stats/cuped.js';
 import { sequential, sequentialHalfwidth } from '../../../src/workbench/stats/sequential.js';
 import { moments, welch } from '../../../src/workbench/stats/two-sample.js';
 
 /** Users whose metric Y has correlation rho with its pre-period value X; Y is shifted by `effect`. */
-function arm(r: Random, n: number, rho: number, effect = 0): CovariateSums {
-  const s: CovariateSums = { n, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 };
-  for (let i = 0; i < n; i++) {
-    const x = r.normal(10, 2);
-    const y = 10 + effect + rho * (x - 10) + Math.sqrt(1 - rho * rho) * r.normal(0, 2);
-    s.sumY += y;
-    s.sumY2 += y * y;
-    s.sumX += x;
-    s.sumX2 += x * x;
-    s.sumXY += x * y;
-  }
-  return s;
-}
+const arm = (r: Random, n: number, rho: number, effect = 0): CovariateSums => correlatedSums(r, n, rho, 10 + effect);
 const plain = (s: CovariateSums) => moments({ n: s.n, sum: s.sumY, sumSquares: s.sumY2 });
 const within = (rate: number, p: number, runs: number) => Math.abs(rate - p) < 3 * Math.sqrt((p * (1 - p)) / runs);
 
