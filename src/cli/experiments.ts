@@ -4,7 +4,7 @@ import { userInfo } from 'node:os';
 import { Experiments } from '../serving/experiments/experiments.js';
 import { dataDir, oltpUrl } from '../workbench/config.js';
 import { STATUSES, type ExperimentStatus } from '../workbench/experiments/definition.js';
-import { fmtDays } from '../workbench/experiments/decide.js';
+import { fmtDays, fmtLift } from '../workbench/experiments/decide.js';
 import { metricCatalog } from '../workbench/experiments/metrics.js';
 import { InputError } from '../workbench/errors.js';
 import { openOltp } from '../workbench/oltp/index.js';
@@ -118,8 +118,8 @@ export function registerExperiments(program: Command): void {
       console.log(`users: ${r.arms.map((a) => `${a.arm} ${a.users}`).join(', ')}; sample ratio ${r.srm.mismatch ? 'MISMATCH' : 'ok'} (p = ${r.srm.pValue.toPrecision(3)})`);
       for (const m of r.metrics) {
         for (const c of m.comparisons) {
-          const ci = c.sequential.ci ? `[${pct(c.sequential.ci[0])}, ${pct(c.sequential.ci[1])}]` : `(${c.sequential.reason ?? 'no estimate'})`;
-          console.log(`  ${m.role.padEnd(9)} ${m.metric.padEnd(14)} ${c.arm.padEnd(10)} lift ${pct(c.sequential.estimate).padStart(8)} ${ci}  ${c.verdict}`);
+          const ci = c.sequential.ci ? `[${fmtLift(c.sequential.ci[0])}, ${fmtLift(c.sequential.ci[1])}]` : `(${c.sequential.reason ?? 'no estimate'})`;
+          console.log(`  ${m.role.padEnd(9)} ${m.metric.padEnd(14)} ${c.arm.padEnd(10)} lift ${fmtLift(c.sequential.estimate).padStart(8)} ${ci}  ${c.verdict}`);
         }
       }
       if (r.plan.usersPerArm) console.log(`plan: ${r.plan.usersPerArm} users per arm for the MDE${r.plan.daysToDecision !== undefined ? `, about ${fmtDays(r.plan.daysToDecision)} more` : ''}`);
@@ -140,7 +140,6 @@ interface ResultsBody {
   decision?: { action: string; acted: boolean; reason: string };
 }
 
-const pct = (x: number | undefined) => (x === undefined ? 'n/a' : `${x >= 0 ? '+' : ''}${(100 * x).toFixed(2)}%`);
 
 function readJson(file: string): unknown {
   try {

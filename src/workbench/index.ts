@@ -46,7 +46,7 @@ export { runDag, RunStore, type Dag, type Job, type RunRecord } from './jobs/dag
 export { assign, checkExperiment, ExperimentSchema, MetricSchema, type Experiment, type ExperimentInput, type Metric } from './experiments/definition.js';
 export { bucketRanges, chooseArm, fnv1a32, hashBucket } from './experiments/hash.js';
 export { ExperimentClient, ServiceError, type StoredExperimentView } from './experiments/client.js';
-export { decide, fmtDays, type Decision } from './experiments/decide.js';
+export { decide, fmtDays, fmtLift, type Decision, type DecisionRecord } from './experiments/decide.js';
 export { experimentStatsFromLake, experimentStatsSql, type LakehouseExperimentStats } from './experiments/lakehouse-stats.js';
 export { METRICS, metricCatalog } from './experiments/metrics.js';
 export { experimentResults, type ArmStats, type Comparison, type ExperimentReport, type ExperimentResults, type ExperimentStats, type MetricResult, type MetricSums } from './experiments/results.js';

@@ -23,8 +23,8 @@ export interface ExposureKey {
 }
 
 export interface TaggedBatch {
-  /** Per event of the batch: its user's arms in running experiments (`{}` for none). */
-  tags: Record<string, string>[];
+  /** Per event of the batch: its user's arms in running experiments (no entry for none). */
+  tags: (Record<string, string> | undefined)[];
   /** Exposure events to log before all of the batch's events (users entering through the API). */
   head: Event[];
   /** Exposure events to log just before the event at that index. */
@@ -98,9 +98,11 @@ export class Assigner {
    */
   async tagBatch(events: readonly Event[], dims: (user: string) => UserDims | undefined, expose: readonly ExposureKey[] = []): Promise<TaggedBatch> {
     const running = this.experiments.running();
+    // The common case, on ingest's path for every batch: nothing to tag or expose.
+    if (running.length === 0 && expose.length === 0) return NOTHING_TO_TAG;
     // Every await first; from here to the return nothing else runs, so claims cannot interleave.
     const maps = await Promise.all(running.map((e) => this.load(e.key)));
-    const tags: Record<string, string>[] = events.map(() => ({}));
+    const tags: (Record<string, string> | undefined)[] = [];
     const head: Event[] = [];
     const exposures = new Map<number, Event[]>();
     const mine = new Map<string, Claim>();
@@ -126,7 +128,7 @@ export class Assigner {
           if (arm !== undefined) this.enter(e.key, users, { experiment: e.key, user_id: event.user_id, arm, assigned_at: event.time });
         }
         if (arm === undefined) return;
-        tags[i]![e.key] = arm;
+        (tags[i] ??= {})[e.key] = arm;
         const c = claim(keyOf(e.key, event.user_id));
         if (!c) return;
         const list = exposures.get(i) ?? [];
@@ -193,6 +195,8 @@ export class Assigner {
     this.unlogged.set(keyOf(experiment, a.user_id), { exposure: exposureEvent(experiment, a.user_id, a.arm, a.assigned_at), assignment: a });
   }
 }
+
+const NOTHING_TO_TAG: TaggedBatch = Object.freeze({ tags: [], head: [], exposures: new Map(), after: [], settle: async () => undefined });
 
 const keyOf = (experiment: string, user: string) => `${experiment}\u0000${user}`;
 

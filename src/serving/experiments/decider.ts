@@ -1,18 +1,10 @@
-import { decide, type Decision } from '../../workbench/experiments/decide.js';
+import { decide, type Decision, type DecisionRecord } from '../../workbench/experiments/decide.js';
 import type { Experiment } from '../../workbench/experiments/definition.js';
 import { experimentResults, type ExperimentResults } from '../../workbench/experiments/results.js';
 import type { AlertSink } from '../observability/alerts.js';
 import type { Logger } from '../observability/logger.js';
 import type { Experiments } from './experiments.js';
 import type { ExperimentTracker } from './tracker.js';
-
-export interface DecisionRecord extends Decision {
-  experiment: string;
-  /** Event time of the results it was made on. */
-  asOf?: string;
-  /** Whether the service acted on it (auto mode), or only recommends it. */
-  acted: boolean;
-}
 
 /** What moving a model alias needs: the version an alias points to, and the move. */
 export interface AliasMover {

@@ -10,7 +10,7 @@ export interface Tagger {
     events: readonly Event[],
     dims: (user: string) => UserDims | undefined,
     expose?: readonly { experiment: string; user_id: string }[],
-  ): Promise<{ tags: Record<string, string>[]; head: Event[]; exposures: Map<number, Event[]>; after: Promise<void>[]; settle(logged: ReadonlySet<string> | false): Promise<void> }>;
+  ): Promise<{ tags: readonly (Record<string, string> | undefined)[]; head: readonly Event[]; exposures: Map<number, Event[]>; after: Promise<void>[]; settle(logged: ReadonlySet<string> | false): Promise<void> }>;
 }
 
 /** Event names only the service itself writes (the platform's own records). */
@@ -163,7 +163,7 @@ export class Ingest {
     try {
       // Users exposed through the API may have no event yet: they are created as on a first event.
       const receivedIso = new Date(now).toISOString();
-      const dims = await this.dimsFor([...fresh, ...expose.map((x) => ({ event_id: '', time: receivedIso, user_id: x.user_id, event: 'experiment_exposure', props: {} }))]);
+      const dims = await this.dimsFor(expose.length === 0 ? fresh : [...fresh, ...expose.map((x) => ({ event_id: '', time: receivedIso, user_id: x.user_id, event: 'experiment_exposure', props: {} }))]);
       const tagged = this.tagger ? await this.tagger.tagBatch(fresh, (user) => dims.get(user)?.dims, expose) : undefined;
       const receivedAt = new Date(now).toISOString();
       const enriched: EnrichedEvent[] = [];
@@ -187,8 +187,7 @@ export class Ingest {
       for (const exposure of tagged?.head ?? []) pushExposure(exposure);
       fresh.forEach((event, i) => {
         for (const exposure of tagged?.exposures.get(i) ?? []) pushExposure(exposure);
-        const arms = tagged?.tags[i];
-        push(event, dims.get(event.user_id)!, arms && Object.keys(arms).length > 0 ? arms : NO_ARMS);
+        push(event, dims.get(event.user_id)!, tagged?.tags[i] ?? NO_ARMS);
       });
       let offsets: { first: number; next: number };
       try {

@@ -22,8 +22,17 @@ export interface Decision {
   evidence?: { metric: string; arm: string; lift?: number; interval?: [number, number]; pValue?: number; srmPValue?: number };
 }
 
-const pct = (x: number | undefined) => (x === undefined ? 'n/a' : `${x >= 0 ? '+' : ''}${(100 * x).toFixed(2)}%`);
-const interval = (c: Comparison) => (c.sequential.ci ? `[${pct(c.sequential.ci[0])}, ${pct(c.sequential.ci[1])}]` : '(no interval)');
+/** A decision as the service records it: on which experiment, on results of when, and whether it was acted on (auto) or only recommended. */
+export interface DecisionRecord extends Decision {
+  experiment: string;
+  /** Event time of the results it was made on. */
+  asOf?: string;
+  acted: boolean;
+}
+
+/** A relative change as a signed percentage: +1.23%. */
+export const fmtLift = (x: number | undefined) => (x === undefined ? 'n/a' : `${x >= 0 ? '+' : ''}${(100 * x).toFixed(2)}%`);
+const interval = (c: Comparison) => (c.sequential.ci ? `[${fmtLift(c.sequential.ci[0])}, ${fmtLift(c.sequential.ci[1])}]` : '(no interval)');
 
 /** `elapsedDays`: event time since the experiment started running. */
 export function decide(e: Experiment, results: ExperimentResults, elapsedDays: number): Decision {
@@ -46,7 +55,7 @@ export function decide(e: Experiment, results: ExperimentResults, elapsedDays: n
           action: 'rollback',
           arm: c.arm,
           mode: e.decisions.rollback,
-          reason: `guard-rail ${m.metric} is worse in ${c.arm} beyond its tolerance of ${pct(m.goal === 'increase' ? -tolerance : tolerance)}: lift ${pct(c.sequential.estimate)}, always-valid 95% interval ${interval(c)}`,
+          reason: `guard-rail ${m.metric} is worse in ${c.arm} beyond its tolerance of ${fmtLift(m.goal === 'increase' ? -tolerance : tolerance)}: lift ${fmtLift(c.sequential.estimate)}, always-valid 95% interval ${interval(c)}`,
           evidence: evidence(m.metric, c),
         };
       }
@@ -63,11 +72,11 @@ export function decide(e: Experiment, results: ExperimentResults, elapsedDays: n
       action: 'ship',
       arm: best.arm,
       mode: e.decisions.ship,
-      reason: `objective ${objective.metric} is better in ${best.arm}: lift ${pct(best.sequential.estimate)}, always-valid 95% interval ${interval(best)}; no guard-rail worse, no sample ratio mismatch, ${fmtDays(elapsedDays)} run (minimum ${fmtDays(e.minRunDays)})`,
+      reason: `objective ${objective.metric} is better in ${best.arm}: lift ${fmtLift(best.sequential.estimate)}, always-valid 95% interval ${interval(best)}; no guard-rail worse, no sample ratio mismatch, ${fmtDays(elapsedDays)} run (minimum ${fmtDays(e.minRunDays)})`,
       evidence: evidence(objective.metric, best),
     };
   }
-  if (best) return { action: 'continue', mode: e.decisions.ship, reason: `${best.arm} is better on ${objective.metric} (${pct(best.sequential.estimate)} ${interval(best)}) but the minimum run time has not passed (${fmtDays(elapsedDays)} of ${fmtDays(e.minRunDays)})` };
+  if (best) return { action: 'continue', mode: e.decisions.ship, reason: `${best.arm} is better on ${objective.metric} (${fmtLift(best.sequential.estimate)} ${interval(best)}) but the minimum run time has not passed (${fmtDays(elapsedDays)} of ${fmtDays(e.minRunDays)})` };
   const blocked = objective.comparisons.find((c) => c.verdict === 'better');
   if (blocked) return { action: 'continue', mode: e.decisions.ship, reason: `${blocked.arm} is better on ${objective.metric} but guard-rail ${guardrailWorse(blocked.arm)!.metric} is significantly worse` };
   const first = objective.comparisons[0]!;
@@ -77,8 +86,8 @@ export function decide(e: Experiment, results: ExperimentResults, elapsedDays: n
     reason:
       first.verdict === 'no estimate'
         ? `no estimate yet for ${objective.metric}: ${first.sequential.reason ?? 'not enough data'}`
-        : `${objective.metric} not yet conclusive: ${first.arm} ${pct(first.sequential.estimate)} ${interval(first)}` +
-          (results.plan.daysToDecision !== undefined ? `; about ${fmtDays(results.plan.daysToDecision)} more at the current rate for the ${pct(e.mde)} minimum detectable effect` : ''),
+        : `${objective.metric} not yet conclusive: ${first.arm} ${fmtLift(first.sequential.estimate)} ${interval(first)}` +
+          (results.plan.daysToDecision !== undefined ? `; about ${fmtDays(results.plan.daysToDecision)} more at the current rate for the ${fmtLift(e.mde)} minimum detectable effect` : ''),
   };
 }
 

@@ -3,7 +3,7 @@ import { sampleSizePerArm } from '../stats/power.js';
 import { bayesianSummary, ratioDifference } from '../stats/ratio.js';
 import { sequential } from '../stats/sequential.js';
 import { holm, moments, relativeLift, sampleRatioMismatch, welch, type Estimate } from '../stats/two-sample.js';
-import type { Decision } from './decide.js';
+import type { DecisionRecord } from './decide.js';
 import type { Experiment, ExperimentStatus, Metric } from './definition.js';
 
 /**
@@ -86,7 +86,7 @@ export interface ExperimentResults {
 /** What the service answers for an experiment's results (GET /v1/experiments/:key/results). */
 export interface ExperimentReport {
   results: ExperimentResults;
-  decision?: Decision & { experiment: string; asOf?: string; acted: boolean };
+  decision?: DecisionRecord;
   /** Each metric's lift per arm over time (event time): the always-valid interval at each point. */
   timeline: { at: string; users: Record<string, number>; lifts: { metric: string; arm: string; lift?: number; ci?: [number, number] }[] }[];
 }
