@@ -16,6 +16,8 @@ export interface LakeBuildFlags {
   start: string;
   force?: boolean;
   oltp?: string;
+  /** Only `wb lake build` offers it: `wb start` always refuses a CSV that yields no row. */
+  allowEmpty?: boolean;
 }
 
 export const DATA_FILES = {
@@ -53,7 +55,16 @@ export async function runBuild(flags: LakeBuildFlags, dataDirFlag: string): Prom
   const oltp = await openOltp(oltpUrl(flags.oltp), data);
   try {
     const app = await simulateIntoOltp(config.data, oltp);
-    return await buildLakehouse({ lakeDir: lakeDir(data), retail: flags.retail, telco: flags.telco, app, oltp, force: flags.force, progress });
+    return await buildLakehouse({
+      lakeDir: lakeDir(data),
+      retail: flags.retail,
+      telco: flags.telco,
+      app,
+      oltp,
+      force: flags.force,
+      allowEmpty: flags.allowEmpty,
+      progress,
+    });
   } finally {
     await oltp.close();
   }
@@ -61,9 +72,11 @@ export async function runBuild(flags: LakeBuildFlags, dataDirFlag: string): Prom
 
 export function printBuildReport(report: BuildReport): void {
   console.log(`\nlakehouse: ${relative(process.cwd(), report.lake) || '.'} (${report.seconds.toFixed(1)} s)`);
+  // `read` carries its unit: a CSV source counts the lines after its header, so read can be checked
+  // against `wc -l` and a quote that runs on can no longer hide lost lines inside one record.
   const rows = report.sources.map((s) => [
     s.name,
-    s.read.toLocaleString('en-US'),
+    `${s.read.toLocaleString('en-US')} ${s.unit}`,
     s.accepted.toLocaleString('en-US'),
     s.quarantined.toLocaleString('en-US'),
     s.accepted + s.quarantined === s.read ? 'yes' : 'NO',
@@ -72,9 +85,13 @@ export function printBuildReport(report: BuildReport): void {
   const header = ['source', 'read', 'accepted', 'quarantined', 'accepted + quarantined = read', 'status'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const r of [header, ...rows]) console.log(r.map((c, i) => (i === 0 || i === 5 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
+  for (const s of report.sources.filter((x) => x.unit === 'lines' && x.accepted === 0)) {
+    const why = s.read === 0 ? 'it has no data lines' : `all ${s.read.toLocaleString('en-US')} of its lines were quarantined`;
+    console.log(`\n${s.name} has 0 rows: ${why} (${s.input}; written empty because of --allow-empty)`);
+  }
   const quarantined = report.sources.filter((s) => s.quarantined > 0).map((s) => s.name);
   if (quarantined.length > 0) {
-    console.log(`\nrows that could not be loaded, with the reason: ${relative(process.cwd(), join(report.lake, 'quarantine')) || '.'}/ (or the quarantine view)`);
+    console.log(`\nlines that could not be loaded, with the line number and the reason: ${relative(process.cwd(), join(report.lake, 'quarantine')) || '.'}/ (or the quarantine view)`);
   }
 }
 
@@ -84,7 +101,8 @@ export function registerLake(program: Command): void {
   addBuildOptions(
     lake
       .command('build')
-      .description('build the lakehouse from the shipped data and the simulated app; rebuilding unchanged inputs changes nothing'),
+      .description('build the lakehouse from the shipped data and the simulated app; rebuilding unchanged inputs changes nothing')
+      .option('--allow-empty', 'accept a CSV that yields no row (empty, header only, or every line quarantined) and write its table empty; refused by default'),
   ).action(async (flags: LakeBuildFlags) => {
     const report = await runBuild(flags, program.opts().dataDir);
     printBuildReport(report);
@@ -100,7 +118,8 @@ export function registerLake(program: Command): void {
       try {
         console.log(`lakehouse: ${root}\nbuilt: ${lh.manifest.built_at}${flags.verify ? ' (all files match their checksums)' : ''}\n`);
         for (const [name, s] of Object.entries(lh.manifest.sources)) {
-          console.log(`events/${name}: ${s.accepted.toLocaleString('en-US')} events, ${s.first_time?.slice(0, 10)} .. ${s.last_time?.slice(0, 10)}, ${s.files.length} files, ${s.quarantined.toLocaleString('en-US')} quarantined (from ${s.input})`);
+          const unit = name === 'retail' ? 'lines' : 'events'; // the retail log is a CSV: its counts are lines
+          console.log(`events/${name}: ${s.accepted.toLocaleString('en-US')} events, ${s.first_time?.slice(0, 10)} .. ${s.last_time?.slice(0, 10)}, ${s.files.length} files, ${s.quarantined.toLocaleString('en-US')} of ${s.read.toLocaleString('en-US')} ${unit} quarantined (from ${s.input})`);
         }
         for (const [name, t] of Object.entries(lh.manifest.tables)) {
           console.log(`table ${name}: ${t.accepted.toLocaleString('en-US')} rows, snapshot ${t.file.sha256.slice(0, 12)} (from ${t.input})`);

@@ -47,6 +47,16 @@ export function swapDirectory(staged: string, target: string, aside: string): vo
   rmSync(aside, { recursive: true, force: true });
 }
 
+/**
+ * Takes `target` away as a swap would (so a crash leaves the old directory or none), for a source
+ * that now holds no event: an empty source directory would break every glob over the archive.
+ */
+export function retireDirectory(target: string, aside: string): void {
+  rmSync(aside, { recursive: true, force: true });
+  if (existsSync(target)) renameSync(target, aside);
+  rmSync(aside, { recursive: true, force: true });
+}
+
 /** Undoes a swap that a crash interrupted: the old directory comes back if the new one never arrived. */
 export function recoverSwap(target: string, aside: string): void {
   if (existsSync(aside) && !existsSync(target)) renameSync(aside, target);

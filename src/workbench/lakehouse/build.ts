@@ -8,7 +8,7 @@ import { sha256File, writeFileAtomic } from '../files.js';
 import { TABLE_COLUMNS, TABLE_NAMES, type OltpStore } from '../oltp/store.js';
 import { silentProgress, type Progress } from '../progress.js';
 import { ident, join as joinSql, raw, sql, type RawSql, type Sql } from '../sql.js';
-import { EVENT_COLUMNS, createEventTable, listParquet, recoverSwap, swapDirectory, writeEventPartitions } from './archive.js';
+import { EVENT_COLUMNS, createEventTable, listParquet, recoverSwap, retireDirectory, swapDirectory, writeEventPartitions } from './archive.js';
 import { readCsv, type CsvCounts } from './csv.js';
 import { acquireLock } from './lock.js';
 import { QuarantineWriter } from './quarantine.js';
@@ -18,7 +18,7 @@ import { RETAIL_TABLE, retailSpec } from './retail.js';
 import { TELCO_TABLE, telcoSpec } from './telco.js';
 
 /** Bumped when a loader changes what it writes, so that a rebuild does not keep stale output. */
-const LOADER_VERSION = { retail: 2, telco: 1, app: 1 } as const;
+const LOADER_VERSION = { retail: 3, telco: 2, app: 1 } as const;
 
 /** The simulated app's history, produced lazily: a build whose inputs are unchanged never asks. */
 export interface AppHistory {
@@ -42,11 +42,24 @@ export interface BuildOptions {
   progress?: Progress;
   /** Rows dated after this are quarantined. */
   now?: Date;
+  /**
+   * Build a CSV source that yields no row (empty file, header only, every line quarantined) as an
+   * empty table. Without it such a file is refused and the source's existing output kept.
+   */
+  allowEmpty?: boolean;
 }
+
+/**
+ * What a source's read / accepted / quarantined count: lines of a CSV file after its header
+ * (blank ones included, so that read is the file's line count minus one), events of the app's
+ * history, or rows of a table.
+ */
+export type CountUnit = 'lines' | 'events' | 'rows';
 
 export interface SourceReport {
   name: string;
   input: string;
+  unit: CountUnit;
   read: number;
   accepted: number;
   quarantined: number;
@@ -80,7 +93,7 @@ export async function buildLakehouse(options: BuildOptions): Promise<BuildReport
     mkdirSync(layout.staging, { recursive: true });
     for (const source of ['retail', 'app']) recoverSwap(sourceDir(layout, source), join(layout.staging, `aside-${source}`));
     const manifest = readManifest(layout.manifest) ?? emptyManifest();
-    const ctx: Ctx = { db, layout, manifest, progress, force: Boolean(options.force), now: options.now ?? new Date() };
+    const ctx: Ctx = { db, layout, manifest, progress, force: Boolean(options.force), now: options.now ?? new Date(), allowEmpty: Boolean(options.allowEmpty) };
     const reports: SourceReport[] = [];
 
     if (options.retail) reports.push(...(await buildRetail(ctx, options.retail)));
@@ -106,11 +119,12 @@ interface Ctx {
   progress: Progress;
   force: boolean;
   now: Date;
+  allowEmpty: boolean;
 }
 
 async function buildRetail(ctx: Ctx, file: string): Promise<SourceReport[]> {
   const fingerprint = `v${LOADER_VERSION.retail}:${await sha256File(requireFile(file))}`;
-  const kept = keptSource(ctx, 'retail', fingerprint, file);
+  const kept = keptSource(ctx, 'retail', fingerprint, file, 'lines');
   if (kept) {
     // The derived tables follow the archive: they are rebuilt only if missing.
     const lines = keptTable(ctx, 'retail_lines', fingerprint) ?? (await writeRetailLines(ctx, retailLinesFromArchive(ctx), fingerprint));
@@ -128,17 +142,17 @@ async function buildRetail(ctx: Ctx, file: string): Promise<SourceReport[]> {
       onRow: (row) => appender.append(row),
       onReject: (r) => quarantine.add(r),
       onBytes: (b) => task.update(b),
-    });
+    }, { allowEmpty: ctx.allowEmpty });
   } finally {
     appender.close();
     quarantine.close();
   }
-  task.finish(`${counts.read.toLocaleString('en-US')} rows read`);
+  task.finish(`${counts.read.toLocaleString('en-US')} lines read`);
   const events = sql`SELECT event_id, time, user_id, event,
       json_object('invoice', invoice, 'stock_code', stock_code, 'description', description, 'quantity', quantity,
                   'unit_price', unit_price, 'amount', amount, 'country', country) AS props
     FROM retail`;
-  const report = await archiveSource(ctx, 'retail', events, file, fingerprint, counts, quarantine);
+  const report = await archiveSource(ctx, 'retail', events, file, fingerprint, counts, 'lines', quarantine);
   const lines = await writeRetailLines(
     ctx,
     sql`SELECT event_id, time, user_id AS customer_id, event = 'return' AS is_return, invoice, stock_code, description,
@@ -182,7 +196,7 @@ async function writeRetailCustomers(ctx: Ctx, fingerprint: string): Promise<Sour
 
 async function buildApp(ctx: Ctx, app: AppHistory): Promise<SourceReport> {
   const fingerprint = `v${LOADER_VERSION.app}:${app.fingerprint}`;
-  const kept = keptSource(ctx, 'app', fingerprint, app.describe);
+  const kept = keptSource(ctx, 'app', fingerprint, app.describe, 'events');
   if (kept) return kept;
 
   const task = ctx.progress.task('loading the app history', undefined, 'rows');
@@ -218,18 +232,19 @@ async function buildApp(ctx: Ctx, app: AppHistory): Promise<SourceReport> {
     quarantine.close();
   }
   task.finish(`${counts.read.toLocaleString('en-US')} events`);
-  const report = await archiveSource(ctx, 'app', sql`SELECT * FROM app`, app.describe, fingerprint, counts, quarantine);
+  const report = await archiveSource(ctx, 'app', sql`SELECT * FROM app`, app.describe, fingerprint, counts, 'events', quarantine);
   await ctx.db.run(sql`DROP TABLE app`);
   await writeTruth(ctx, history.truthUsers, history.truthMeta, fingerprint);
   return report;
 }
 
-async function archiveSource(ctx: Ctx, name: string, events: Sql, input: string, fingerprint: string, counts: CsvCounts, quarantine: QuarantineWriter): Promise<SourceReport> {
+async function archiveSource(ctx: Ctx, name: string, events: Sql, input: string, fingerprint: string, counts: CsvCounts, unit: CountUnit, quarantine: QuarantineWriter): Promise<SourceReport> {
   const task = ctx.progress.task(`writing the ${name} archive`);
   const staged = join(ctx.layout.staging, `source=${name}`);
   await writeEventPartitions(ctx.db, events, staged);
   const span = await ctx.db.query(sql`SELECT min(time) AS first, max(time) AS last FROM (${events})`);
-  swapDirectory(staged, sourceDir(ctx.layout, name), join(ctx.layout.staging, `aside-${name}`));
+  if (readdirSync(staged).length > 0) swapDirectory(staged, sourceDir(ctx.layout, name), join(ctx.layout.staging, `aside-${name}`));
+  else retireDirectory(sourceDir(ctx.layout, name), join(ctx.layout.staging, `aside-${name}`)); // no event: an empty input let through by allowEmpty
   quarantine.commit();
   const files = await listParquet(sourceDir(ctx.layout, name), ctx.layout.root);
   const iso = (v: unknown) => (v instanceof Date ? v.toISOString() : null);
@@ -246,12 +261,12 @@ async function archiveSource(ctx: Ctx, name: string, events: Sql, input: string,
   // Committed at once: a build that dies later still leaves a manifest that matches the files.
   writeManifest(ctx.layout.manifest, ctx.manifest);
   task.finish(`${files.length} date partitions`);
-  return { name, input, ...counts, upToDate: false };
+  return { name, input, unit, ...counts, upToDate: false };
 }
 
 async function buildTelco(ctx: Ctx, file: string): Promise<SourceReport> {
   const fingerprint = `v${LOADER_VERSION.telco}:${await sha256File(requireFile(file))}`;
-  const kept = keptTable(ctx, 'telco_customers', fingerprint);
+  const kept = keptTable(ctx, 'telco_customers', fingerprint, 'lines');
   if (kept) return kept;
   const task = ctx.progress.task(`reading ${relative(process.cwd(), file) || file}`, statSync(file).size, 'bytes');
   await createTable(ctx.db, 'telco', TELCO_TABLE);
@@ -263,13 +278,13 @@ async function buildTelco(ctx: Ctx, file: string): Promise<SourceReport> {
       onRow: (r) => rows.push(r),
       onReject: (r) => quarantine.add(r),
       onBytes: (b) => task.update(b),
-    });
+    }, { allowEmpty: ctx.allowEmpty });
     await ctx.db.append('telco', TELCO_TABLE.map(([, t]) => t), rows);
   } finally {
     quarantine.close();
   }
-  task.finish(`${counts.read.toLocaleString('en-US')} rows read`);
-  const report = await writeTable(ctx, 'telco_customers', ctx.layout.replica, sql`SELECT * FROM telco ORDER BY customer_id`, file, counts, fingerprint);
+  task.finish(`${counts.read.toLocaleString('en-US')} lines read`);
+  const report = await writeTable(ctx, 'telco_customers', ctx.layout.replica, sql`SELECT * FROM telco ORDER BY customer_id`, file, counts, fingerprint, 'lines');
   quarantine.commit();
   return report;
 }
@@ -317,7 +332,7 @@ async function writeTruth(ctx: Ctx, users: readonly Record<string, unknown>[], m
 }
 
 /** Writes a query's result as a content-addressed snapshot `<dir>/<name>/<sha256>.parquet`. */
-async function writeTable(ctx: Ctx, name: string, dir: string, select: Sql, input: string, counts: CsvCounts, fingerprint?: string): Promise<SourceReport> {
+async function writeTable(ctx: Ctx, name: string, dir: string, select: Sql, input: string, counts: CsvCounts, fingerprint?: string, unit: CountUnit = 'rows'): Promise<SourceReport> {
   const staged = join(ctx.layout.staging, `${name}.parquet`);
   await ctx.db.run(sql`COPY (${select}) TO ${staged} (FORMAT parquet, COMPRESSION zstd)`);
   const sha256 = await sha256File(staged);
@@ -328,31 +343,33 @@ async function writeTable(ctx: Ctx, name: string, dir: string, select: Sql, inpu
   else renameSync(staged, target);
   const rows = Number((await ctx.db.query(sql`SELECT count(*) AS n FROM read_parquet(${target})`)).columns[0]?.[0] ?? 0);
   const file: FileEntry = { path: relative(ctx.layout.root, target), sha256, bytes: statSync(target).size };
-  const read = counts.read || rows;
+  // A CSV source's counts are its lines; a derived or replicated table's are its rows.
+  const read = unit === 'lines' ? counts.read : counts.read || rows;
+  const accepted = unit === 'lines' ? counts.accepted : counts.accepted || rows;
   ctx.manifest.tables[name] = {
     kind: 'table',
     fingerprint: fingerprint ?? sha256,
     input,
     read,
-    accepted: counts.accepted || rows,
+    accepted,
     quarantined: counts.quarantined,
     file,
     built_at: unchanged ? ctx.manifest.tables[name]!.built_at : new Date().toISOString(),
   };
-  return { name, input, read, accepted: counts.accepted || rows, quarantined: counts.quarantined, upToDate: unchanged };
+  return { name, input, unit, read, accepted, quarantined: counts.quarantined, upToDate: unchanged };
 }
 
-function keptTable(ctx: Ctx, name: string, fingerprint: string): SourceReport | undefined {
+function keptTable(ctx: Ctx, name: string, fingerprint: string, unit: CountUnit = 'rows'): SourceReport | undefined {
   const existing = ctx.manifest.tables[name];
   if (ctx.force || existing?.fingerprint !== fingerprint || !existsSync(join(ctx.layout.root, existing.file.path))) return undefined;
-  return { name, input: existing.input, read: existing.read, accepted: existing.accepted, quarantined: existing.quarantined, upToDate: true };
+  return { name, input: existing.input, unit, read: existing.read, accepted: existing.accepted, quarantined: existing.quarantined, upToDate: true };
 }
 
-function keptSource(ctx: Ctx, name: string, fingerprint: string, input: string): SourceReport | undefined {
+function keptSource(ctx: Ctx, name: string, fingerprint: string, input: string, unit: CountUnit): SourceReport | undefined {
   const existing = ctx.manifest.sources[name];
   if (ctx.force || existing?.fingerprint !== fingerprint) return undefined;
   if (!existing.files.every((f) => existsSync(join(ctx.layout.root, f.path)))) return undefined;
-  return { name, input, read: existing.read, accepted: existing.accepted, quarantined: existing.quarantined, upToDate: true };
+  return { name, input, unit, read: existing.read, accepted: existing.accepted, quarantined: existing.quarantined, upToDate: true };
 }
 
 async function createTable(db: DuckDb, table: string, columns: readonly (readonly [string, string])[]): Promise<void> {

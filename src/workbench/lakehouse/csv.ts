@@ -19,22 +19,38 @@ export interface CsvSpec<T> {
   parse(fields: Record<string, string>, line: number): T | string;
 }
 
+/**
+ * Counted in lines of the file after the header (blank ones included): every line is either
+ * accepted or quarantined, so accepted + quarantined = read always holds and read is the file's
+ * line count minus one.
+ */
 export interface CsvCounts {
   read: number;
   accepted: number;
   quarantined: number;
 }
 
+export interface ReadCsvOptions {
+  /**
+   * Accept a file that yields no row (empty, header only, or every line quarantined). Off by
+   * default: such a file is far more often a truncated export than a table that really emptied,
+   * and loading it would silently replace the table with 0 rows.
+   */
+  allowEmpty?: boolean;
+}
+
 /**
- * Streams a CSV file (gzip if it ends in .gz) through a spec. A header that is not exactly the
- * spec's columns, or an empty file, is an error naming the file and the column; a row that cannot
- * be loaded (wrong field count, broken quoting, a value the spec refuses) is handed to `onReject`
- * with its line number. `onBytes` reports progress in bytes of the file on disk.
+ * Streams a CSV file (gzip if it ends in .gz) through a spec, line by line (see csv-records.ts for
+ * the dialect). A header that is not exactly the spec's columns is an error naming the file and the
+ * column, and so is a file that yields no row unless `allowEmpty`; a line that cannot be loaded
+ * (wrong field count, broken quoting, a blank line, a value the spec refuses) is handed to
+ * `onReject` with its line number. `onBytes` reports progress in bytes of the file on disk.
  */
 export async function readCsv<T>(
   file: string,
   spec: CsvSpec<T>,
   handlers: { onRow(row: T): void; onReject(r: Rejected): void; onBytes?(read: number, total: number): void },
+  options: ReadCsvOptions = {},
 ): Promise<CsvCounts> {
   let size: number;
   try {
@@ -42,13 +58,18 @@ export async function readCsv<T>(
   } catch {
     throw new NotFoundError(`${file}: no such file (expected the dataset there; see data/README.md)`);
   }
-  if (size === 0) throw new InputError('the file is empty: expected a header line and rows', { file });
-
   const counts: CsvCounts = { read: 0, accepted: 0, quarantined: 0 };
+  if (size === 0) {
+    if (options.allowEmpty) return counts;
+    throw new InputError(`the file is empty: expected a header line and data lines; ${REFUSE_EMPTY}`, { file });
+  }
+
   let header: string[] | undefined;
+  let firstReject: Rejected | undefined;
   const reject = (r: Rejected) => {
     counts.read++;
     counts.quarantined++;
+    firstReject ??= r;
     handlers.onReject(r);
   };
   const splitter = new CsvRecordSplitter({
@@ -92,9 +113,18 @@ export async function readCsv<T>(
   } finally {
     source.destroy();
   }
-  if (!header) throw new InputError('the file is empty: expected a header line and rows', { file });
+  if (counts.accepted === 0 && !options.allowEmpty) {
+    if (!header) throw new InputError(`the file is empty: expected a header line and data lines; ${REFUSE_EMPTY}`, { file });
+    if (counts.read === 0) throw new InputError(`the file has a header but no data lines; ${REFUSE_EMPTY}`, { file });
+    throw new InputError(
+      `no row could be loaded: ${counts.read === 1 ? 'its only data line was' : `all ${counts.read} data lines were`} quarantined (the first, line ${firstReject!.line}: ${firstReject!.reason}); ${REFUSE_EMPTY}`,
+      { file },
+    );
+  }
   return counts;
 }
+
+const REFUSE_EMPTY = 'refusing to replace the table with 0 rows (pass --allow-empty to accept an empty table)';
 
 function checkHeader(file: string, header: readonly string[], expected: readonly string[]): void {
   const unknown = header.filter((h) => !expected.includes(h));
