@@ -104,6 +104,6 @@ describe('a build killed half-way', { timeout: 120_000 }, () => {
 
     const next = wb('--data-dir', dir, 'lake', 'build', '--users', '50', '--days', '10');
     assert.equal(next.code, 0, next.err);
-    assert.match(next.out, /retail +541,909 +406,829 +135,080 +yes/);
+    assert.match(next.out, /retail +541,909 lines +406,829 +135,080 +yes/);
   });
 });
