@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { dict } from '../../workbench/dict.js';
 import { assign, type Experiment } from '../../workbench/experiments/definition.js';
 import type { Event, UserDims } from '../../workbench/event.js';
 import type { Assignment, OltpStore } from '../../workbench/oltp/store.js';
@@ -128,7 +129,7 @@ export class Assigner {
           if (arm !== undefined) this.enter(e.key, users, { experiment: e.key, user_id: event.user_id, arm, assigned_at: event.time });
         }
         if (arm === undefined) return;
-        (tags[i] ??= {})[e.key] = arm;
+        (tags[i] ??= dict())[e.key] = arm;
         const c = claim(keyOf(e.key, event.user_id));
         if (!c) return;
         const list = exposures.get(i) ?? [];

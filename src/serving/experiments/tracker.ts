@@ -1,8 +1,9 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Experiment, Metric } from '../../workbench/experiments/definition.js';
 import type { ArmStats, ExperimentStats, MetricSums } from '../../workbench/experiments/results.js';
 import type { EnrichedEvent } from '../../workbench/event.js';
+import { dict, hasOwn, toDict } from '../../workbench/dict.js';
 import { readCheckedSnapshot, writeCheckedSnapshot } from '../../workbench/files.js';
 import type { EventConsumer } from '../pipeline/consumer.js';
 import { EXPOSURE_EVENT } from './assigner.js';
@@ -28,6 +29,7 @@ interface ArmState {
   sums: MetricSums[];
 }
 
+/** Experiment, arm and user keys come from outside: every object keyed by them has no prototype (see dict.ts). */
 interface ExperimentState {
   metrics: string[];
   arms: Record<string, ArmState>;
@@ -61,7 +63,7 @@ const emptySums = (): MetricSums => ({ n: 0, sumY: 0, sumY2: 0, sumX: 0, sumX2: 
  */
 export class ExperimentTracker implements EventConsumer {
   readonly name = 'experiments';
-  private state: Snapshot = { offset: 0, experiments: {}, history: [] };
+  private state: Snapshot = { offset: 0, experiments: dict(), history: [] };
   private history = new Map<string, Trace[]>();
   private lastSnapshot = 0;
   private newestTrace = 0;
@@ -88,9 +90,18 @@ export class ExperimentTracker implements EventConsumer {
     const read = readCheckedSnapshot(this.options.snapshotPath);
     if (read && 'corrupt' in read) this.options.warn?.(`the experiment statistics snapshot fails its checksum; kept as ${read.corrupt}, rebuilding from the event log`);
     if (!read || 'corrupt' in read) return 0;
-    this.state = JSON.parse(read.body) as Snapshot;
+    this.state = revive(JSON.parse(read.body) as Snapshot);
     this.history = new Map(this.state.history);
     return this.state.offset;
+  }
+
+  /** The log lost records this state counted: it is dropped, its snapshot too, and rebuilt from the start of the log. */
+  async rewind(): Promise<number> {
+    rmSync(this.options.snapshotPath, { force: true });
+    this.state = { offset: 0, experiments: dict(), history: [] };
+    this.history = new Map();
+    this.newestTrace = 0;
+    return 0;
   }
 
   async handle(events: EnrichedEvent[], first: number): Promise<void> {
@@ -141,7 +152,7 @@ export class ExperimentTracker implements EventConsumer {
       return;
     }
     const traces = this.trace(e, t);
-    for (const key in e.experiments) {
+    for (const key of Object.keys(e.experiments)) {
       const s = this.state.experiments[key];
       const member = s?.members[e.user_id];
       if (!s || !member || t < member.exposedAt) continue;
@@ -156,7 +167,7 @@ export class ExperimentTracker implements EventConsumer {
   }
 
   private expose(def: Experiment, user: string, arm: string, t: number): void {
-    const s = (this.state.experiments[def.key] ??= { metrics: [def.objective, ...def.guardrails.map((g) => g.metric)], arms: {}, members: {}, timeline: [] });
+    const s = (this.state.experiments[def.key] ??= { metrics: [def.objective, ...def.guardrails.map((g) => g.metric)], arms: dict(), members: dict(), timeline: [] });
     if (s.members[user]) return;
     const pre = this.history.get(user) ?? [];
     const x = s.metrics.map((key) => {
@@ -230,7 +241,7 @@ export class ExperimentTracker implements EventConsumer {
     if (s.asOf !== undefined && t <= s.asOf) return;
     s.asOf = t;
     if (s.nextPointAt !== undefined && t < s.nextPointAt) return;
-    s.timeline.push({ at: t, arms: structuredClone(s.arms) });
+    s.timeline.push({ at: t, arms: cloneArms(s.arms) });
     if (s.timeline.length > TIMELINE_POINTS) s.timeline = s.timeline.filter((_, i) => i % 2 === 1);
     const def = this.definition(key);
     const every = Math.min(DAY_MS, Math.max(1000, ((def?.minRunDays ?? 14) * DAY_MS) / 14));
@@ -255,17 +266,31 @@ export class ExperimentTracker implements EventConsumer {
 /** A prop's value as a number: numbers, and text that is a number; anything else counts 0 (as TRY_CAST does in the lakehouse). */
 function valueOf(e: EnrichedEvent, prop: string | undefined): number {
   if (!prop) return 1;
-  const v = e.props[prop];
+  const v = hasOwn(e.props, prop) ? e.props[prop] : undefined;
   const n = typeof v === 'number' ? v : typeof v === 'string' && NUMBER.test(v) ? Number(v) : 0;
   return Number.isFinite(n) ? n : 0;
 }
 const NUMBER = /^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/;
 
 function toStats(s: ExperimentState, arms: Record<string, ArmState>, asOf: number | undefined): ExperimentStats {
-  const out: ArmStats[] = Object.entries(arms).map(([arm, a]) => ({ arm, users: a.users, metrics: Object.fromEntries(s.metrics.map((m, i) => [m, { ...a.sums[i]! }])) }));
+  const out: ArmStats[] = Object.entries(arms).map(([arm, a]) => ({ arm, users: a.users, metrics: dict(s.metrics.map((m, i) => [m, { ...a.sums[i]! }])) }));
   return {
     arms: out,
     ...(s.firstExposure !== undefined ? { firstExposure: new Date(s.firstExposure).toISOString() } : {}),
     ...(asOf !== undefined ? { asOf: new Date(asOf).toISOString() } : {}),
   };
+}
+
+/** A copy of the arms for a timeline point (structuredClone would give them Object.prototype back). */
+function cloneArms(arms: Record<string, ArmState>): Record<string, ArmState> {
+  return dict(Object.entries(arms).map(([arm, a]) => [arm, { users: a.users, sums: a.sums.map((x) => ({ ...x })) }]));
+}
+
+/** A parsed snapshot with its keyed objects (experiments, arms, members) made prototype-free again. */
+function revive(snap: Snapshot): Snapshot {
+  const experiments = dict<ExperimentState>();
+  for (const [key, s] of Object.entries(snap.experiments)) {
+    experiments[key] = { ...s, arms: toDict(s.arms), members: toDict(s.members), timeline: s.timeline.map((p) => ({ at: p.at, arms: toDict(p.arms) })) };
+  }
+  return { ...snap, experiments };
 }

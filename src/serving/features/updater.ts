@@ -38,6 +38,16 @@ export class FeatureUpdater implements EventConsumer {
     return 0;
   }
 
+  /**
+   * The log lost events these states hold: they are dropped and rebuilt from the start of the log.
+   * The reset is flushed at once, so a crash cannot bring back a position past the end.
+   */
+  async rewind(_end: number): Promise<number> {
+    await this.store.reset(this.version);
+    await this.store.flush();
+    return 0;
+  }
+
   async handle(events: EnrichedEvent[], first: number): Promise<void> {
     const compiled = this.compiled;
     const relevant = events.filter((e) => compiled.reads(e.event));

@@ -1,6 +1,7 @@
 import type { Request, Response } from 'express';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { dict } from '../../workbench/dict.js';
 import type { AlertSink } from '../observability/alerts.js';
 import type { LiveAggregates } from '../pipeline/aggregates.js';
 import type { Route } from './route.js';
@@ -98,11 +99,12 @@ async function snapshot(sources: DashboardSources) {
   const from = Math.floor(newest / 60_000) * 60_000 - (MINUTES - 1) * 60_000;
   const points = sources.aggregates.query('1m', { fromMs: from });
   // Events per minute, summed over event names, per value of each cohort dimension.
-  const byDimension: Record<string, Record<string, Record<string, number>>> = { all: {} };
-  for (const d of DIMENSIONS) byDimension[d] = {};
-  const perEvent: Record<string, number> = {};
+  // Cohort values and event names come from outside: prototype-free objects, so `__proto__` or `constructor` are ordinary keys.
+  const byDimension = dict<Record<string, Record<string, number>>>([['all', dict()]]);
+  for (const d of DIMENSIONS) byDimension[d] = dict();
+  const perEvent = dict<number>();
   for (const p of points) {
-    const series = (byDimension[p.dimension]![p.value] ??= {});
+    const series = (byDimension[p.dimension]![p.value] ??= dict());
     series[p.start] = (series[p.start] ?? 0) + p.count;
     if (p.dimension === 'all') perEvent[p.event] = (perEvent[p.event] ?? 0) + p.count;
   }

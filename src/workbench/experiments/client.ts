@@ -1,3 +1,4 @@
+import { hasOwn } from '../dict.js';
 import { InputError, NotFoundError, WorkbenchError } from '../errors.js';
 import { ExperimentSchema, MetricSchema, type Experiment, type ExperimentInput, type ExperimentStatus, type Metric } from './definition.js';
 import type { ExperimentReport } from './results.js';
@@ -87,6 +88,6 @@ export class ExperimentClient {
 /** The definition part parsed again, so its fields have their types and defaults. */
 function view(v: StoredExperimentView): StoredExperimentView {
   const { version, updated_at, updated_by, ...rest } = v as StoredExperimentView & Record<string, unknown>;
-  const definition = ExperimentSchema.parse(Object.fromEntries(Object.entries(rest).filter(([k]) => k in ExperimentSchema.shape)));
+  const definition = ExperimentSchema.parse(Object.fromEntries(Object.entries(rest).filter(([k]) => hasOwn(ExperimentSchema.shape, k))));
   return { ...definition, version, updated_at, updated_by };
 }

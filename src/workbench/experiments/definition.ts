@@ -8,11 +8,15 @@ import { bucketRanges, chooseArm, hashBucket, inRange, type HashVersion, type Ra
  * metric named must exist, and two running experiments may not overlap in a namespace.
  */
 const KEY = /^[a-z][a-z0-9_-]{0,63}$/;
+/** `__proto__` is no prop name: validation at every edge drops that key from parsed JSON, so no event can carry it. */
+const PROP = /^(?!__proto__$)[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+const PROP_RULE = 'prop names are letters, digits and _ (not __proto__)';
+const METRIC_RULE = 'metric keys are lower-case letters, digits, _ and -';
 const WEIGHT_TOLERANCE = 1e-6;
 
 export const MetricSchema = z
   .object({
-    key: z.string().regex(KEY, 'metric keys are lower-case letters, digits, _ and -'),
+    key: z.string().regex(KEY, METRIC_RULE),
     description: z.string().max(500).optional(),
     /**
      * conversion: did the user do `event` within `windowDays` after exposure (0/1 per user);
@@ -21,8 +25,8 @@ export const MetricSchema = z
      */
     kind: z.enum(['conversion', 'mean', 'ratio']),
     event: z.string().regex(/^[a-z][a-z0-9_]*$/),
-    prop: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/).optional(),
-    denominator: z.object({ event: z.string().regex(/^[a-z][a-z0-9_]*$/), prop: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/).optional() }).optional(),
+    prop: z.string().regex(PROP, PROP_RULE).optional(),
+    denominator: z.object({ event: z.string().regex(/^[a-z][a-z0-9_]*$/), prop: z.string().regex(PROP, PROP_RULE).optional() }).optional(),
     windowDays: z.number().positive().max(365).default(14),
     /** Days before exposure whose value is the CUPED covariate (0: no CUPED). */
     preExposureDays: z.number().min(0).max(365).default(14),
@@ -58,19 +62,19 @@ export const ExperimentSchema = z
     /** Only users whose dimensions are among these values. */
     targeting: z.object({ country: z.array(z.string()).optional(), device: z.array(z.string()).optional(), tier: z.array(z.string()).optional() }).strict().default({}),
     /** Mutually exclusive experiments share a namespace and take disjoint ranges of it. */
-    namespace: z.object({ name: z.string().regex(KEY), range: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]) }).optional(),
+    namespace: z.object({ name: z.string().regex(KEY, 'namespace names are lower-case letters, digits, _ and -'), range: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]) }).optional(),
     /** Users enter at their first such event while the experiment runs; without it, only through the assignment API. */
     exposureEvent: z.string().regex(/^[a-z][a-z0-9_]*$/).optional(),
-    objective: z.string().regex(KEY),
+    objective: z.string().regex(KEY, METRIC_RULE),
     /** Which way the objective should move. */
     objectiveGoal: z.enum(['increase', 'decrease']).default('increase'),
-    guardrails: z.array(z.object({ metric: z.string().regex(KEY), bad: z.enum(['increase', 'decrease']), tolerance: z.number().min(0).max(10) }).strict()).default([]),
+    guardrails: z.array(z.object({ metric: z.string().regex(KEY, METRIC_RULE), bad: z.enum(['increase', 'decrease']), tolerance: z.number().min(0).max(10) }).strict()).default([]),
     /** Minimum detectable effect, relative (0.05: 5%). */
     mde: z.number().positive().max(10),
     minRunDays: z.number().min(0).max(365).default(7),
     status: z.enum(STATUSES).default('draft'),
     /** The arm everyone gets once the experiment is shipped. */
-    winner: z.string().regex(KEY).optional(),
+    winner: z.string().regex(KEY, 'arm keys are lower-case letters, digits, _ and -').optional(),
     /** `auto` acts on its own; `recommend` only says what it would do. */
     decisions: z.object({ ship: z.enum(['auto', 'recommend']).default('recommend'), rollback: z.enum(['auto', 'recommend']).default('auto') }).strict().default({ ship: 'recommend', rollback: 'auto' }),
   })

@@ -1,3 +1,4 @@
+import { own } from '../dict.js';
 import { cuped, type CovariateSums } from '../stats/cuped.js';
 import { sampleSizePerArm } from '../stats/power.js';
 import { bayesianSummary, ratioDifference } from '../stats/ratio.js';
@@ -104,7 +105,8 @@ export function experimentResults(e: Experiment, metrics: ReadonlyMap<string, Me
     { metric: e.objective, role: 'objective' as const, goal: e.objectiveGoal, tolerance: undefined },
     ...e.guardrails.map((g) => ({ metric: g.metric, role: 'guardrail' as const, goal: g.bad === 'decrease' ? ('increase' as const) : ('decrease' as const), tolerance: g.tolerance })),
   ];
-  const sumsOf = (arm: string, metric: string) => byArm.get(arm)?.metrics[metric] ?? { ...EMPTY, n: byArm.get(arm)?.users ?? 0 };
+  // Metric keys are the user's (`constructor` is one): only an own entry is the metric's sums.
+  const sumsOf = (arm: string, metric: string) => own(byArm.get(arm)?.metrics, metric) ?? { ...EMPTY, n: byArm.get(arm)?.users ?? 0 };
   const control = e.arms[0]!.key;
   const results: MetricResult[] = roles.map(({ metric, role, goal, tolerance }) => {
     const m = metrics.get(metric);

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { hasOwn, own } from '../dict.js';
 import { InputError } from '../errors.js';
 
 /**
@@ -39,7 +40,9 @@ export const AGGREGATIONS = {
 export type Aggregation = keyof typeof AGGREGATIONS;
 
 const NAME = /^[a-z][a-z0-9_]{0,63}$/;
-const PROP = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+/** `__proto__` is no prop name: validation at every edge drops that key from parsed JSON, so no event can carry it. */
+const PROP = /^(?!__proto__$)[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+const PROP_RULE = 'prop names are letters, digits and _ (not __proto__)';
 const MAX_LAST_N = 1000;
 
 export const FeatureDefinitionSchema = z
@@ -51,11 +54,11 @@ export const FeatureDefinitionSchema = z
       /** An event name, or `*` for every event. */
       event: z.string().regex(/^(\*|[a-z][a-z0-9_]*)$/, 'an event name (lower_snake_case) or "*"'),
       /** Props that must equal these values (same JSON type and value). */
-      where: z.record(z.string().regex(PROP, 'prop names are letters, digits and _'), z.union([z.string(), z.number(), z.boolean()])).optional(),
+      where: z.record(z.string().regex(PROP, PROP_RULE), z.union([z.string(), z.number(), z.boolean()])).optional(),
     }),
     aggregation: z.enum(Object.keys(AGGREGATIONS) as [Aggregation, ...Aggregation[]]),
     /** The numeric (sum, mean, min, max) or categorical (distinct_count, last_n) prop aggregated. */
-    prop: z.string().regex(PROP, 'prop names are letters, digits and _').optional(),
+    prop: z.string().regex(PROP, PROP_RULE).optional(),
     /** How many values last_n keeps. */
     n: z.number().int().min(1).max(MAX_LAST_N).optional(),
     window: z.enum(Object.keys(WINDOWS) as [WindowName, ...WindowName[]]),
@@ -87,8 +90,10 @@ export interface Feature extends FeatureDefinition {
 /** Checks one definition; the error names the feature and the field that is wrong. */
 export function feature(input: FeatureInput): Feature {
   const parsed = FeatureDefinitionSchema.safeParse(input);
+  const name = typeof (input as { name?: unknown })?.name === 'string' ? (input as { name: string }).name : '(unnamed)';
+  // The schema drops a `__proto__` key without a word: a filter on it would silently match every event.
+  if (hasOwn((input as { source?: { where?: object } })?.source?.where, '__proto__')) throw new InputError(`feature ${name}: source.where.__proto__: ${PROP_RULE}`);
   if (!parsed.success) {
-    const name = typeof (input as { name?: unknown })?.name === 'string' ? (input as { name: string }).name : '(unnamed)';
     const issues = parsed.error.issues.map((i) => `${i.path.join('.') || 'definition'}: ${i.message}`).join('; ');
     throw new InputError(`feature ${name}: ${issues}`);
   }
@@ -151,6 +156,7 @@ export function windowStart(window: WindowName, t: number): number {
  */
 export function matchesWhere(where: FeatureDefinition['source']['where'], props: Record<string, unknown>): boolean {
   if (!where) return true;
-  for (const key in where) if (props[key] !== where[key]) return false;
+  // Props are the sender's: only an own prop counts (an event without `constructor` has none, whatever Object has).
+  for (const key of Object.keys(where)) if (own(props, key) !== where[key]) return false;
   return true;
 }

@@ -1,3 +1,4 @@
+import { dict, own } from '../dict.js';
 import { matchesWhere, WINDOWS, windowStart, type Feature, type FeatureValue } from './definition.js';
 
 /**
@@ -79,7 +80,7 @@ export class OnlineFeatures {
    * before `at`: true when serving now, and in parity checks, which replay up to each sample time.
    */
   read(state: UserState | undefined, at: number): FeatureRead {
-    const values: Record<string, FeatureValue> = {};
+    const values = dict<FeatureValue>();
     const defaulted: string[] = [];
     this.features.forEach((f, i) => {
       const v = state ? valueOf(f, state[i]!, at) : undefined;
@@ -119,7 +120,7 @@ export class OnlineFeatures {
     let numeric = 0;
     let text: string | undefined;
     if (f.prop !== undefined) {
-      const v = e.props[f.prop];
+      const v = own(e.props, f.prop);
       if (f.aggregation === 'distinct_count' || f.aggregation === 'last_n') {
         text = categorical(v);
         if (text === undefined) return false;

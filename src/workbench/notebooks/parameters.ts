@@ -1,3 +1,4 @@
+import { dict, hasOwn } from '../dict.js';
 import { InputError } from '../errors.js';
 import { cellSource, cellTags, type Cell, type Notebook } from './notebook.js';
 
@@ -48,7 +49,8 @@ export function injectParameters(nb: Notebook, params: Record<string, string | P
   if (!cell) throw new InputError(`--param ${names[0]} given, but the notebook has no cell tagged "parameters"`, { file });
   const lines: string[] = [];
   for (const name of names) {
-    if (!(name in cell.defaults)) {
+    // Only the notebook's own parameters: `--param constructor=x` is unknown, not found on Object.prototype.
+    if (!hasOwn(cell.defaults, name)) {
       throw new InputError(`unknown parameter ${JSON.stringify(name)}: the notebook's parameters are ${Object.keys(cell.defaults).join(', ') || '(none)'}`, {
         file,
         cell: cell.index + 1,
@@ -74,7 +76,7 @@ export function injectParameters(nb: Notebook, params: Record<string, string | P
 
 /** Parses `key=value` flags, refusing anything else with the flag named. */
 export function parseParamFlags(flags: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out = dict<string>();
   for (const flag of flags) {
     const eq = flag.indexOf('=');
     if (eq <= 0) throw new InputError(`--param ${JSON.stringify(flag)} is not key=value`);
