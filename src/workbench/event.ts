@@ -34,3 +34,132 @@ export interface EnrichedEvent extends Event {
   /** ISO-8601 instant the service accepted the event. */
   received_at: string;
 }
+
+/**
+ * Bounds on one event, so that every stage after ingest can store and walk it: DuckDB (the archive)
+ * refuses text holding a lone surrogate, and the log, the consumers and the dashboard handle each
+ * event whole, so one event must stay small and shallow.
+ */
+export interface EventLimits {
+  /** Most levels of objects and arrays in `props`, `props` itself being the first. */
+  maxPropsDepth: number;
+  /** Most keys of one object, or items of one array, in `props`. */
+  maxPropsEntries: number;
+  /** Longest string value in `props`, in UTF-16 code units. */
+  maxPropsString: number;
+  /** Longest key in `props`. */
+  maxPropsKey: number;
+  /** Largest event, as the JSON text stored in the log, in UTF-8 bytes. */
+  maxEventBytes: number;
+}
+
+export const DEFAULT_EVENT_LIMITS: EventLimits = {
+  maxPropsDepth: 8,
+  maxPropsEntries: 256,
+  maxPropsString: 4_096,
+  maxPropsKey: 128,
+  maxEventBytes: 32 * 1024,
+};
+
+/** Where an event breaks a limit: the field's path (`props.a.0.b`), what is wrong, and which limit. */
+export interface LimitViolation {
+  field: string;
+  message: string;
+  limit?: { name: keyof EventLimits; value: number };
+}
+
+/** Whether a string is well-formed UTF-16 (no lone surrogate): natively where the runtime can. */
+export const isWellFormed: (s: string) => boolean =
+  typeof (String.prototype as { isWellFormed?: unknown }).isWellFormed === 'function'
+    ? (s) => (s as unknown as { isWellFormed(): boolean }).isWellFormed()
+    : (s) => !/[\uD800-\uDFFF]/u.test(s);
+
+const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$-]*$/;
+
+interface Frame {
+  value: unknown;
+  depth: number;
+  parent: Frame | undefined;
+  key: string | number;
+}
+
+/**
+ * The first way an event breaks the limits (malformed Unicode in `event_id`, `user_id`, `event`, or
+ * in any key or string of `props`; `props` too deep or too wide), or undefined. Takes any value, as
+ * parsed from a request: the walk keeps its own stack, so no depth of nesting can overflow it, and it
+ * stops at the first problem. Types are not judged here (EventSchema does that); the size of the
+ * whole event is judged on its JSON text, once it is known to be shallow enough to serialise.
+ */
+export function eventLimitViolation(item: unknown, limits: EventLimits = DEFAULT_EVENT_LIMITS): LimitViolation | undefined {
+  if (typeof item !== 'object' || item === null) return undefined;
+  const fields = item as Record<string, unknown>;
+  for (const name of ['event_id', 'user_id', 'event', 'time'] as const) {
+    const value = Object.hasOwn(fields, name) ? fields[name] : undefined;
+    if (typeof value !== 'string') continue;
+    if (!isWellFormed(value)) return { field: name, message: malformedUnicode(value) };
+    // PostgreSQL (one of the OLTP stores) cannot hold U+0000 in text, and ids have no use for it.
+    if (name !== 'time' && value.includes('\u0000')) return { field: name, message: `holds a NUL character (U+0000) at code unit ${value.indexOf('\u0000')}, which ids may not` };
+  }
+  if (!Object.hasOwn(fields, 'props')) return undefined;
+  const stack: Frame[] = [{ value: fields.props, depth: 1, parent: undefined, key: 'props' }];
+  for (let frame = stack.pop(); frame; frame = stack.pop()) {
+    const { value, depth } = frame;
+    if (typeof value === 'string') {
+      if (!isWellFormed(value)) return { field: pathOf(frame), message: malformedUnicode(value) };
+      if (value.length > limits.maxPropsString) {
+        return { field: pathOf(frame), message: `a string of ${value.length} characters is over the limit of ${limits.maxPropsString}`, limit: { name: 'maxPropsString', value: limits.maxPropsString } };
+      }
+      continue;
+    }
+    if (typeof value !== 'object' || value === null) continue;
+    if (depth > limits.maxPropsDepth) {
+      return { field: pathOf(frame), message: `props are nested deeper than the limit of ${limits.maxPropsDepth} levels`, limit: { name: 'maxPropsDepth', value: limits.maxPropsDepth } };
+    }
+    if (Array.isArray(value)) {
+      if (value.length > limits.maxPropsEntries) {
+        return { field: pathOf(frame), message: `an array of ${value.length} items is over the limit of ${limits.maxPropsEntries}`, limit: { name: 'maxPropsEntries', value: limits.maxPropsEntries } };
+      }
+      for (let i = value.length - 1; i >= 0; i--) stack.push({ value: value[i], depth: depth + 1, parent: frame, key: i });
+      continue;
+    }
+    const keys = Object.keys(value);
+    if (keys.length > limits.maxPropsEntries) {
+      return { field: pathOf(frame), message: `an object of ${keys.length} keys is over the limit of ${limits.maxPropsEntries}`, limit: { name: 'maxPropsEntries', value: limits.maxPropsEntries } };
+    }
+    for (let i = keys.length - 1; i >= 0; i--) {
+      const key = keys[i]!;
+      const child: Frame = { value: (value as Record<string, unknown>)[key], depth: depth + 1, parent: frame, key };
+      if (!isWellFormed(key)) return { field: pathOf(frame), message: `a key ${malformedUnicode(key)}` };
+      if (key.length > limits.maxPropsKey) {
+        return { field: pathOf(child), message: `a key of ${key.length} characters is over the limit of ${limits.maxPropsKey}`, limit: { name: 'maxPropsKey', value: limits.maxPropsKey } };
+      }
+      stack.push(child);
+    }
+  }
+  return undefined;
+}
+
+function malformedUnicode(s: string): string {
+  return `is not well-formed Unicode (a lone surrogate at code unit ${loneSurrogateAt(s)}): send text as UTF-8, or escape a character beyond U+FFFF as a pair \\uD8xx\\uDCxx`;
+}
+
+function loneSurrogateAt(s: string): number {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0xd800 || c > 0xdfff) continue;
+    const next = s.charCodeAt(i + 1);
+    if (c <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) i++;
+    else return i;
+  }
+  return -1;
+}
+
+/** `props.a.0.b` as zod writes paths; a key that is not a plain name is quoted (and cut at 64 characters). */
+function pathOf(frame: Frame): string {
+  const parts: string[] = [];
+  for (let f: Frame | undefined = frame; f; f = f.parent) {
+    const key = f.key;
+    parts.push(typeof key === 'number' || IDENTIFIER.test(key) ? String(key) : JSON.stringify(key.length > 64 ? `${key.slice(0, 64)}…` : key));
+  }
+  return parts.reverse().join('.');
+}

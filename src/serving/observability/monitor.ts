@@ -74,7 +74,7 @@ export class Monitor implements EventConsumer {
     // Hours well behind the newest event will not see more of their events.
     const horizon = Math.floor(this.store.now / 3_600_000) - 2;
     for (const hour of this.counted.keys()) if (hour < horizon) this.counted.delete(hour);
-    m.droppedSeries.set(this.store.dropped);
+    m.countDroppedSeries(this.store.dropped);
     alerts.push(...this.detector.evaluate(this.store.now));
     if (first + events.length < this.catchUpUntil) return;
     for (const alert of alerts) {

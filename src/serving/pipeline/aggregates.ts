@@ -1,8 +1,9 @@
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { EnrichedEvent } from '../../workbench/event.js';
 import { writeFileAtomic } from '../../workbench/files.js';
 import type { EventConsumer } from './consumer.js';
+import { RESERVED_EVENTS } from './ingest.js';
 
 /**
  * Live aggregates for dashboards: per event name, and per event and cohort dimension (tier, country,
@@ -91,6 +92,15 @@ export class LiveAggregates implements EventConsumer {
     return snap.offset;
   }
 
+  /** The log lost events these counts include: they are dropped, the snapshot too, and rebuilt from the start of the log. */
+  async rewind(_end: number): Promise<number> {
+    rmSync(this.options.snapshotPath, { force: true });
+    for (const w of WINDOW_NAMES) this.windows[w].clear();
+    this.offset = 0;
+    this.newest = 0;
+    return 0;
+  }
+
   async handle(events: EnrichedEvent[], first: number): Promise<void> {
     // Events of one minute, name and cohort are summed first and fanned out to the cells once:
     // a busy service sees many events per such group in each batch.
@@ -133,7 +143,9 @@ export class LiveAggregates implements EventConsumer {
     const starts = [...this.windows[window].keys()].filter((s) => s >= (filter.fromMs ?? 0)).sort((a, b) => a - b);
     for (const start of starts) {
       for (const [key, cell] of this.windows[window].get(start)!) {
-        const [event, dimension, value] = key.split('\u0000') as [string, Dimension | 'all', string];
+        // A cohort value is the sender's text and may itself hold \u0000: it is everything after the second separator.
+        const [event, dimension, ...rest] = key.split('\u0000') as [string, Dimension | 'all', ...string[]];
+        const value = rest.join('\u0000');
         if (filter.event !== undefined && event !== filter.event) continue;
         if (filter.dimension !== undefined && dimension !== filter.dimension) continue;
         out.push({ window, start: new Date(start).toISOString(), event, dimension, value, count: cell.count, sums: { ...cell.sums } });
@@ -153,7 +165,11 @@ export class LiveAggregates implements EventConsumer {
   }
 
   private add(g: Group): void {
-    const values = [`all\u0000all`, `tier\u0000${g.tier}`, `country\u0000${g.country}`, `device\u0000${g.device}`, `first_seen_week\u0000${g.week}`];
+    // The service's own events (predictions, exposures) are not product activity of a cohort, and may
+    // concern users the OLTP database does not know: they count per event name only.
+    const values = RESERVED_EVENTS.has(g.event)
+      ? [`all\u0000all`]
+      : [`all\u0000all`, `tier\u0000${g.tier}`, `country\u0000${g.country}`, `device\u0000${g.device}`, `first_seen_week\u0000${g.week}`];
     for (const w of WINDOW_NAMES) {
       const size = WINDOWS[w];
       const start = g.minute - (g.minute % size);

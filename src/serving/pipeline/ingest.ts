@@ -1,4 +1,5 @@
-import { EventSchema, type EnrichedEvent, type Event, type UserDims } from '../../workbench/event.js';
+import { performance } from 'node:perf_hooks';
+import { DEFAULT_EVENT_LIMITS, EventSchema, eventLimitViolation, type EnrichedEvent, type Event, type EventLimits, type UserDims } from '../../workbench/event.js';
 import type { OltpStore, User } from '../../workbench/oltp/store.js';
 import type { EventLog } from './event-log.js';
 import type { RecentEvents } from './recent-events.js';
@@ -13,8 +14,14 @@ export interface Tagger {
   ): Promise<{ tags: readonly (Record<string, string> | undefined)[]; head: readonly Event[]; exposures: Map<number, Event[]>; after: Promise<void>[]; settle(logged: ReadonlySet<string> | false): Promise<void> }>;
 }
 
-/** Event names only the service itself writes (the platform's own records). */
-const RESERVED_EVENTS = new Map([['experiment_exposure', 'experiment_exposure is written by the experimentation platform: assign users with POST /v1/assignments or an exposureEvent']]);
+/**
+ * Event names only the service itself writes (through `ingest(..., { internal: true })`): a client's
+ * event of the same name would mix with the service's own records and be counted as one of them.
+ */
+export const RESERVED_EVENTS: ReadonlyMap<string, string> = new Map([
+  ['experiment_exposure', 'experiment_exposure is the service\'s own event name (written by the experimentation platform): assign users with POST /v1/assignments or an exposureEvent'],
+  ['prediction', 'prediction is the service\'s own event name (every POST /v1/predict is logged as one): name your event otherwise'],
+]);
 
 export interface IngestOptions {
   /** Most events in one batch. */
@@ -23,8 +30,10 @@ export interface IngestOptions {
   maxFutureMs: number;
   /** How old an event's time may be, in ms. */
   maxAgeMs: number;
-  /** When set, event names outside it are rejected; when absent, any well-formed name is accepted. */
+  /** When set, event names outside it are rejected; when absent, any well-formed name is accepted. The service's own (RESERVED_EVENTS) need not be listed. */
   eventNames?: ReadonlySet<string>;
+  /** Bounds on one event (Unicode, depth and size of props, size of the whole). */
+  limits: EventLimits;
   /** How long, and for how many ids, a retried event is recognised as a duplicate. */
   dedupeWindowMs: number;
   maxDedupeIds: number;
@@ -36,12 +45,44 @@ export const DEFAULT_INGEST: IngestOptions = {
   maxAgeMs: 30 * 86_400_000,
   dedupeWindowMs: 24 * 3_600_000,
   maxDedupeIds: 2_000_000,
+  limits: DEFAULT_EVENT_LIMITS,
 };
+
+/** Ingest options as configured: any of them, and any of the event limits. */
+export type IngestSettings = Partial<Omit<IngestOptions, 'limits'>> & { limits?: Partial<EventLimits> };
+
+/** How long ingest runs before it gives the event loop back, in ms: no request holds it for longer. */
+export const SLICE_MS = 2;
+
+/**
+ * Long synchronous work split in slices: `pause()` is undefined while the current slice has time
+ * left, and otherwise a promise that resolves once the event loop has turned (setImmediate lets
+ * other requests' I/O in). A promise only when one is needed: awaiting on every item would cost more
+ * than the work on small items.
+ */
+export class TimeSlices {
+  private since = performance.now();
+  constructor(private readonly budgetMs = SLICE_MS) {}
+
+  pause(): Promise<void> | undefined {
+    if (performance.now() - this.since < this.budgetMs) return undefined;
+    return new Promise((resolve) =>
+      setImmediate(() => {
+        this.since = performance.now();
+        resolve();
+      }),
+    );
+  }
+}
 
 export interface Rejection {
   index: number;
   event_id?: string;
   reason: string;
+  /** The field at fault, when one is (`props.a.b`). */
+  field?: string;
+  /** The limit the event broke, when it broke one (see IngestOptions.limits). */
+  limit?: { name: keyof EventLimits; value: number };
 }
 
 export interface IngestResult {
@@ -54,9 +95,13 @@ export interface IngestResult {
   offsets?: { first: number; next: number };
 }
 
-/** A batch item that could not even be parsed (NDJSON line with broken JSON). */
+/** A batch item that could not even be parsed (NDJSON line with broken JSON, or one too large to parse). */
 export class Unparsable {
-  constructor(readonly reason: string) {}
+  constructor(
+    readonly reason: string,
+    /** What is known of the item without parsing it: its event_id, the field at fault, the limit broken. */
+    readonly known: Pick<Rejection, 'event_id' | 'field' | 'limit'> = {},
+  ) {}
 }
 
 const USER_CACHE_TTL_MS = 60_000;
@@ -73,6 +118,8 @@ interface CachedUser extends UserEntry {
   until: number;
 }
 const USER_CACHE_MAX = 100_000;
+/** Users looked up or created per OLTP call: small enough that an embedded database answers within a slice. */
+const OLTP_CHUNK = 500;
 
 /**
  * Ingest: validates each event of a batch on its own (good ones go in, bad ones are reported by
@@ -99,20 +146,22 @@ export class Ingest {
   static async open(
     log: EventLog,
     oltp: OltpStore,
-    options: Partial<IngestOptions> = {},
+    options: IngestSettings = {},
     now: () => number = Date.now,
     recent?: RecentEvents,
     tagger?: Tagger,
   ): Promise<Ingest> {
-    const ingest = new Ingest(log, oltp, { ...DEFAULT_INGEST, ...options }, now, recent, tagger);
+    const ingest = new Ingest(log, oltp, { ...DEFAULT_INGEST, ...options, limits: { ...DEFAULT_EVENT_LIMITS, ...options.limits } }, now, recent, tagger);
     const end = await log.next();
     const decoder = new TextDecoder();
     for (let offset = Math.max(0, end - ingest.options.maxDedupeIds); offset < end; ) {
       const entries = await log.read(offset, 10_000);
       if (entries.length === 0) break;
       for (const entry of entries) {
-        const e = JSON.parse(decoder.decode(entry.payload)) as Pick<EnrichedEvent, 'event_id' | 'received_at'>;
-        ingest.recent.add(e.event_id, Date.parse(e.received_at));
+        // A record that is not an event (written before ingest checked as much, or damaged) cannot be
+        // a retry's original: the consumers set it aside as a dead letter; here it is only skipped.
+        const e = parseLoggedId(decoder.decode(entry.payload));
+        if (e) ingest.recent.add(e.event_id, e.receivedAt);
       }
       offset = entries[entries.length - 1]!.offset + 1;
     }
@@ -125,37 +174,73 @@ export class Ingest {
   }
 
   /**
-   * `internal`: the service's own events, which may use reserved names. `expose`: users the
-   * experimentation platform assigned, whose exposure this call logs (with or without events).
+   * `internal`: the service's own events, which may use reserved names and never create users.
+   * `expose`: users the experimentation platform assigned, whose exposure this call logs (with or
+   * without events). Each event is checked in turn, in time slices (SLICE_MS), so that a large or
+   * hostile batch never holds the event loop for long.
    */
   async ingest(batch: readonly unknown[], options: { internal?: boolean; expose?: readonly { experiment: string; user_id: string }[] } = {}): Promise<IngestResult> {
     const now = this.now();
     this.recent.expire(now);
     const rejected: Rejection[] = [];
     const fresh: Event[] = [];
+    /** Each fresh event's JSON text, measured against the size limit and spliced into its log record. */
+    const texts: string[] = [];
     let duplicates = 0;
-
-    batch.forEach((item, index) => {
-      const reason = item instanceof Unparsable ? item.reason : undefined;
-      if (reason) return void rejected.push({ index, reason });
-      const parsed = EventSchema.safeParse(item);
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0]!;
+    const slices = new TimeSlices();
+    try {
+      for (let index = 0; index < batch.length; index++) {
+        const pause = slices.pause();
+        if (pause) await pause;
+        const item = batch[index];
+        if (item instanceof Unparsable) {
+          const { event_id, field, limit } = item.known;
+          rejected.push({ index, ...(event_id === undefined ? {} : { event_id }), reason: item.reason, ...(field === undefined ? {} : { field }), ...(limit ? { limit } : {}) });
+          continue;
+        }
         const id = (item as { event_id?: unknown } | null)?.event_id;
-        return void rejected.push({ index, ...(typeof id === 'string' ? { event_id: id } : {}), reason: `${issue.path.join('.') || 'event'}: ${issue.message}` });
+        const named = typeof id === 'string' && id.length <= 128 ? { event_id: id } : {};
+        // Limits first: they hold for any value, and a refused event is never copied or serialised.
+        const violation = eventLimitViolation(item, this.options.limits);
+        if (violation) {
+          // A malformed id is not echoed back: the answer must be storable JSON too.
+          const echo = violation.field === 'event_id' ? {} : named;
+          rejected.push({ index, ...echo, reason: `${violation.field}: ${violation.message}`, field: violation.field, ...(violation.limit ? { limit: violation.limit } : {}) });
+          continue;
+        }
+        const parsed = EventSchema.safeParse(item);
+        if (!parsed.success) {
+          const issue = parsed.error.issues[0]!;
+          rejected.push({ index, ...named, reason: `${issue.path.join('.') || 'event'}: ${issue.message}` });
+          continue;
+        }
+        const event = parsed.data;
+        const problem = this.checkEvent(event, now, options.internal === true);
+        if (problem) {
+          rejected.push({ index, event_id: event.event_id, reason: problem });
+          continue;
+        }
+        if (this.recent.has(event.event_id)) {
+          duplicates++;
+          continue;
+        }
+        const text = JSON.stringify(event);
+        const bytes = Buffer.byteLength(text);
+        const { maxEventBytes } = this.options.limits;
+        if (bytes > maxEventBytes) {
+          rejected.push({ index, event_id: event.event_id, reason: `event: ${bytes} bytes as JSON is over the limit of ${maxEventBytes}`, field: 'event', limit: { name: 'maxEventBytes', value: maxEventBytes } });
+          continue;
+        }
+        // Reserved at once: a second copy in this batch, or a retry of it that arrives while this
+        // one awaits the log, is a duplicate. Released again if the append fails.
+        this.recent.add(event.event_id, now);
+        fresh.push(event);
+        texts.push(text);
       }
-      const event = parsed.data;
-      const problem = (!options.internal && RESERVED_EVENTS.get(event.event)) || this.checkEvent(event, now);
-      if (problem) return void rejected.push({ index, event_id: event.event_id, reason: problem });
-      if (this.recent.has(event.event_id)) {
-        duplicates++;
-        return;
-      }
-      // Reserved at once: a second copy in this batch, or a retry of it that arrives while this
-      // one awaits the log, is a duplicate. Released again if the append fails.
-      this.recent.add(event.event_id, now);
-      fresh.push(event);
-    });
+    } catch (err) {
+      for (const event of fresh) this.recent.delete(event.event_id);
+      throw err;
+    }
     const expose = options.expose ?? [];
     if (fresh.length === 0 && expose.length === 0) return { accepted: 0, duplicates, rejected };
 
@@ -163,17 +248,17 @@ export class Ingest {
     try {
       // Users exposed through the API may have no event yet: they are created as on a first event.
       const receivedIso = new Date(now).toISOString();
-      const dims = await this.dimsFor(expose.length === 0 ? fresh : [...fresh, ...expose.map((x) => ({ event_id: '', time: receivedIso, user_id: x.user_id, event: 'experiment_exposure', props: {} }))]);
+      const dims = await this.dimsFor(expose.length === 0 ? fresh : [...fresh, ...expose.map((x) => ({ event_id: '', time: receivedIso, user_id: x.user_id, event: 'experiment_exposure', props: {} }))], options.internal === true);
       const tagged = this.tagger ? await this.tagger.tagBatch(fresh, (user) => dims.get(user)?.dims, expose) : undefined;
       const receivedAt = new Date(now).toISOString();
       const enriched: EnrichedEvent[] = [];
       const payloads: string[] = [];
-      const push = (event: Event, user: UserEntry, experiments: Record<string, string>) => {
-        // A literal of one shape (not a spread) and JSON spliced from the user's cached dims text:
-        // this runs for every event the service takes.
+      const push = (event: Event, text: string, user: UserEntry, experiments: Record<string, string>) => {
+        // A literal of one shape (not a spread) and JSON spliced from the event's and the user's
+        // JSON text: this runs for every event the service takes.
         enriched.push({ event_id: event.event_id, time: event.time, user_id: event.user_id, event: event.event, props: event.props, dims: user.dims, experiments, received_at: receivedAt });
         const arms = experiments === NO_ARMS ? '{}' : JSON.stringify(experiments);
-        payloads.push(`${JSON.stringify(event).slice(0, -1)},"dims":${user.json},"experiments":${arms},"received_at":"${receivedAt}"}`);
+        payloads.push(`${text.slice(0, -1)},"dims":${user.json},"experiments":${arms},"received_at":"${receivedAt}"}`);
       };
       // Exposure ids now in the log: appended here, or already there (a repeat after a restart).
       const logged = new Set<string>();
@@ -182,13 +267,16 @@ export class Ingest {
         if (this.recent.has(exposure.event_id)) return;
         this.recent.add(exposure.event_id, now);
         exposed.push(exposure);
-        push(exposure, dims.get(exposure.user_id)!, { [String(exposure.props.experiment)]: String(exposure.props.arm) });
+        push(exposure, JSON.stringify(exposure), dims.get(exposure.user_id)!, { [String(exposure.props.experiment)]: String(exposure.props.arm) });
       };
       for (const exposure of tagged?.head ?? []) pushExposure(exposure);
-      fresh.forEach((event, i) => {
+      // No added pause between tagging and the append: the tagger orders exposures across concurrent
+      // batches by what it saw when tagging, and this stretch stays as short as it was.
+      for (let i = 0; i < fresh.length; i++) {
+        const event = fresh[i]!;
         for (const exposure of tagged?.exposures.get(i) ?? []) pushExposure(exposure);
-        push(event, dims.get(event.user_id)!, tagged?.tags[i] ?? NO_ARMS);
-      });
+        push(event, texts[i]!, dims.get(event.user_id)!, tagged?.tags[i] ?? NO_ARMS);
+      }
       let offsets: { first: number; next: number };
       try {
         // Events tagged here whose user's exposure another batch is appending go after it.
@@ -199,7 +287,8 @@ export class Ingest {
         throw err;
       }
       await tagged?.settle(logged);
-      this.tail?.put(offsets.first, enriched);
+      // Bounded by bytes too: a burst of large events must not keep hundreds of MB decoded.
+      this.tail?.put(offsets.first, enriched, payloads.map((p) => p.length));
       return { accepted: fresh.length, duplicates, rejected, offsets };
     } catch (err) {
       for (const event of [...fresh, ...exposed]) this.recent.delete(event.event_id);
@@ -208,11 +297,13 @@ export class Ingest {
   }
 
   /** Why an event cannot be taken, if it cannot; else writes its time in one form (UTC, ms) and returns nothing. */
-  private checkEvent(event: Event, now: number): string | undefined {
+  private checkEvent(event: Event, now: number, internal: boolean): string | undefined {
+    const reserved = RESERVED_EVENTS.get(event.event);
+    if (reserved && !internal) return reserved;
     const time = Date.parse(event.time);
     if (time > now + this.options.maxFutureMs) return `time ${event.time} is in the future (more than ${this.options.maxFutureMs / 60_000} minutes ahead of the server)`;
     if (time < now - this.options.maxAgeMs) return `time ${event.time} is older than ${Math.round(this.options.maxAgeMs / 86_400_000)} days`;
-    if (this.options.eventNames && !this.options.eventNames.has(event.event)) {
+    if (this.options.eventNames && !this.options.eventNames.has(event.event) && !reserved) {
       return `unknown event name ${JSON.stringify(event.event)} (this service accepts: ${[...this.options.eventNames].join(', ')})`;
     }
     // One form in the log, so that consumers may compare times as text and the archive parses one format.
@@ -220,8 +311,12 @@ export class Ingest {
     return undefined;
   }
 
-  /** Dimensions of every user in the batch: from a short-lived cache, the OLTP database, or new users. */
-  private async dimsFor(events: readonly Event[]): Promise<Map<string, UserEntry>> {
+  /**
+   * Dimensions of every user in the batch: from a short-lived cache, the OLTP database, or new users.
+   * `internal` events (predictions, exposures) are not a user's activity: a user unknown to the
+   * database gets placeholder dims for them, and is neither created nor cached.
+   */
+  private async dimsFor(events: readonly Event[], internal: boolean): Promise<Map<string, UserEntry>> {
     const now = this.now();
     const out = new Map<string, UserEntry>();
     const missing = new Set<string>();
@@ -231,7 +326,13 @@ export class Ingest {
       else missing.add(e.user_id);
     }
     if (missing.size === 0) return out;
-    const found = await this.oltp.getUsers([...missing]);
+    const found = new Map<string, User>();
+    // In chunks, each its own slice: an embedded database answers synchronously.
+    const ids = [...missing];
+    for (let i = 0; i < ids.length; i += OLTP_CHUNK) {
+      if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      for (const [id, u] of await this.oltp.getUsers(ids.slice(i, i + OLTP_CHUNK))) found.set(id, u);
+    }
     const created: User[] = [];
     const firstSeen = new Map<string, Event>();
     for (const e of events) {
@@ -239,15 +340,24 @@ export class Ingest {
       const seen = firstSeen.get(e.user_id);
       if (!seen || e.time < seen.time) firstSeen.set(e.user_id, e);
     }
+    if (internal) {
+      for (const [id, e] of firstSeen) {
+        const dims: UserDims = { country: 'unknown', device: 'unknown', tier: 'free', first_seen: e.time };
+        out.set(id, { dims, json: JSON.stringify(dims) });
+      }
+      firstSeen.clear();
+    }
     for (const [id, e] of firstSeen) {
       created.push({ user_id: id, country: dimFrom(e.props.country), device: dimFrom(e.props.device), tier: 'free', first_seen: e.time });
     }
     const fetched = new Map<string, User>(found);
     for (const u of created) fetched.set(u.user_id, u);
-    if (created.length > 0) {
-      await this.oltp.insertUsersIfAbsent(created);
+    for (let i = 0; i < created.length; i += OLTP_CHUNK) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      const chunk = created.slice(i, i + OLTP_CHUNK);
+      await this.oltp.insertUsersIfAbsent(chunk);
       // Another request may have created some first: read back what the database kept.
-      for (const [id, u] of await this.oltp.getUsers(created.map((u) => u.user_id))) fetched.set(id, u);
+      for (const [id, u] of await this.oltp.getUsers(chunk.map((u) => u.user_id))) fetched.set(id, u);
     }
     for (const [id, u] of fetched) {
       const dims: UserDims = { country: u.country, device: u.device, tier: u.tier, first_seen: u.first_seen };
@@ -261,7 +371,19 @@ export class Ingest {
   }
 }
 
-/** A dimension taken from an event's props when a new user is created: short text, or `unknown`. */
+/** A dimension taken from an event's props when a new user is created: short text without control characters (PostgreSQL refuses U+0000), or `unknown`. */
 function dimFrom(value: unknown): string {
-  return typeof value === 'string' && value.length > 0 && value.length <= 64 ? value : 'unknown';
+  return typeof value === 'string' && value.length > 0 && value.length <= 64 && !CONTROL.test(value) ? value : 'unknown';
+}
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/** The id and receipt time of a logged record, or undefined for a record that is not a logged event. */
+function parseLoggedId(text: string): { event_id: string; receivedAt: number } | undefined {
+  try {
+    const e = JSON.parse(text) as { event_id?: unknown; received_at?: unknown } | null;
+    if (typeof e?.event_id !== 'string' || typeof e.received_at !== 'string') return undefined;
+    return { event_id: e.event_id, receivedAt: Date.parse(e.received_at) };
+  } catch {
+    return undefined;
+  }
 }

@@ -5,22 +5,45 @@ import type { EnrichedEvent } from '../../workbench/event.js';
  * durable, and consumers that keep up take their batches from here instead of reading and
  * parsing the log again (three consumers would otherwise parse every event three times).
  * A consumer that falls behind the ring reads the log as usual.
+ *
+ * The ring is bounded by count and, when ingest says how large each event's record is, by bytes:
+ * a count alone let a burst of large events (props near their size limit) keep hundreds of MB
+ * alive after every consumer had read them (issue 10: a hostile burst left the service at 700 MB).
  */
 export class RecentEvents {
   private readonly events: (EnrichedEvent | undefined)[];
   private readonly offsets: Float64Array;
+  private readonly sizes: Float64Array;
+  private bytes = 0;
+  /** The oldest offset the ring may still hold; eviction moves it forward. */
+  private oldest = -1;
 
-  constructor(readonly capacity = 200_000) {
+  /** `maxBytes` bounds the sum of the record sizes given to `put` (records' JSON text, in UTF-16 units). */
+  constructor(
+    readonly capacity = 200_000,
+    readonly maxBytes = 48 * 1024 * 1024,
+  ) {
     this.events = new Array(capacity);
     this.offsets = new Float64Array(capacity).fill(-1);
+    this.sizes = new Float64Array(capacity);
   }
 
-  put(first: number, events: readonly EnrichedEvent[]): void {
+  /** Events from offset `first` on; `sizes` (their records' lengths) lets the ring keep to its byte bound. */
+  put(first: number, events: readonly EnrichedEvent[], sizes?: readonly number[]): void {
+    if (this.oldest < 0) this.oldest = first;
     for (let i = 0; i < events.length; i++) {
-      const slot = (first + i) % this.capacity;
+      const offset = first + i;
+      // A batch that arrives after the ring evicted past it is left to the log.
+      if (offset < this.oldest) continue;
+      const slot = offset % this.capacity;
+      if (this.offsets[slot]! >= 0) this.bytes -= this.sizes[slot]!;
       this.events[slot] = events[i];
-      this.offsets[slot] = first + i;
+      this.offsets[slot] = offset;
+      this.sizes[slot] = sizes?.[i] ?? 0;
+      this.bytes += this.sizes[slot]!;
     }
+    this.oldest = Math.max(this.oldest, first + events.length - this.capacity);
+    while (this.bytes > this.maxBytes && this.oldest < first + events.length) this.evictOldest();
   }
 
   /** Up to `max` consecutive events from offset `from`, as far as the ring holds them. */
@@ -32,5 +55,21 @@ export class RecentEvents {
       out.push(this.events[slot]!);
     }
     return out;
+  }
+
+  /** The sum of the sizes of the records held (0 when ingest gives none). */
+  get heldBytes(): number {
+    return this.bytes;
+  }
+
+  private evictOldest(): void {
+    const slot = this.oldest % this.capacity;
+    if (this.offsets[slot] === this.oldest) {
+      this.bytes -= this.sizes[slot]!;
+      this.events[slot] = undefined;
+      this.offsets[slot] = -1;
+      this.sizes[slot] = 0;
+    }
+    this.oldest++;
   }
 }
