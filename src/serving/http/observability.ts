@@ -24,7 +24,7 @@ export function observabilityRoutes(metrics: Metrics, alerts: AlertSink, beforeS
     {
       method: 'get',
       path: '/v1/alerts',
-      summary: 'Anomaly alerts, newest first: a metric series (events by name and country or device) far from its seasonal baseline.',
+      summary: 'Alerts, newest first: anomalies (a metric series far from its seasonal baseline), experiment decisions, event log recoveries and dead letters (each with its kind).',
       scope: 'read',
       query: AlertQuery,
       responses: { 200: '{ alerts: [{ series, labels, direction, observed, expected, threshold, windowStart, windowEnd, detectedAt }] }', 400: 'a bad query parameter' },

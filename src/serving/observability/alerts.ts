@@ -12,9 +12,35 @@ export interface DecisionAlert {
   detectedAt: string;
 }
 
-export type Alert = AnomalyAlert | DecisionAlert;
+/** The event log was repaired at startup: a damaged tail cut, consumers moved back to its end. */
+export interface LogRecoveryAlert {
+  kind: 'log_recovery';
+  series: 'event_log';
+  labels: { log: string };
+  /** What was cut and which offsets were lost, in words. */
+  reason: string;
+  /** The first offset cut or lost: the log's end after the repair. */
+  end: number;
+  detectedAt: string;
+}
+
+/** A consumer could not apply a record: it was set aside in the dead-letter store and the consumer went on. */
+export interface DeadLetterAlert {
+  kind: 'dead_letter';
+  series: string;
+  labels: { consumer: string };
+  /** The letter (`wb dlq show <id>`) and the record's log offset. */
+  id: string;
+  offset: number;
+  reason: string;
+  detectedAt: string;
+}
+
+export type Alert = AnomalyAlert | DecisionAlert | LogRecoveryAlert | DeadLetterAlert;
 
 function describe(alert: Alert): string {
+  if ('kind' in alert && alert.kind === 'log_recovery') return `event log recovery: ${alert.reason}`;
+  if ('kind' in alert && alert.kind === 'dead_letter') return `dead letter ${alert.id}: ${alert.labels.consumer} set record ${alert.offset} aside: ${alert.reason}`;
   return 'kind' in alert
     ? `experiment ${alert.labels.experiment}: ${alert.direction}: ${alert.reason}`
     : `anomaly: ${alert.series} ${alert.direction} (${alert.observed} events, expected ${Math.round(alert.expected)})`;

@@ -1,9 +1,12 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { labelVocabulary, type VocabularyLabel } from './label-vocabulary.js';
 
 /**
  * Prometheus metrics of the service. Labels are low-cardinality by construction: a metric can only
- * be declared with label names from `LabelName` (a user id is not one, so it cannot become a label),
- * and each label keeps at most `MAX_VALUES` distinct values, later ones counted under `other`.
+ * be declared with label names from `LabelName` (a user id is not one, so it cannot become a label);
+ * the values of `event`, `country`, `device` and `tier`, which clients choose, must be known to the
+ * project (label-vocabulary.ts) or are counted under `other`; and each label keeps at most
+ * `MAX_VALUES` distinct values, later ones counted under `other`.
  */
 export type LabelName = 'event' | 'country' | 'device' | 'tier' | 'method' | 'route' | 'status' | 'consumer' | 'kind' | 'model';
 
@@ -12,6 +15,8 @@ const MAX_VALUES = 200;
 export class Metrics {
   readonly registry = new Registry();
   private readonly seen = new Map<LabelName, Set<string>>();
+  private readonly vocabulary: ReadonlyMap<VocabularyLabel, ReadonlySet<string>>;
+  private droppedSeriesReported = 0;
 
   readonly events = new Counter({
     name: 'wb_events_total',
@@ -52,14 +57,30 @@ export class Metrics {
     registers: [this.registry],
   });
   readonly alerts = new Counter({ name: 'wb_alerts_total', help: 'Anomaly alerts raised', labelNames: ['kind'] satisfies LabelName[], registers: [this.registry] });
-  readonly droppedSeries = new Gauge({ name: 'wb_timeseries_dropped_total', help: 'Points refused by the time-series store because of its series cap', registers: [this.registry] });
+  readonly deadLetters = new Counter({ name: 'wb_dead_letters_total', help: 'Records a consumer could not apply, set aside in the dead-letter store', labelNames: ['consumer'] satisfies LabelName[], registers: [this.registry] });
+  readonly openDeadLetters = new Gauge({ name: 'wb_dead_letters_open', help: 'Dead letters not yet retried successfully', labelNames: ['consumer'] satisfies LabelName[], registers: [this.registry] });
+  readonly logRecoveries = new Counter({ name: 'wb_log_recoveries_total', help: 'Repairs of the event log at startup: a damaged tail cut, or consumers moved back to its end', registers: [this.registry] });
+  readonly droppedSeries = new Counter({ name: 'wb_timeseries_dropped_total', help: 'Points refused by the time-series store because of its series cap', registers: [this.registry] });
 
-  constructor() {
+  /** `eventNames`: the event names the service is configured to accept (IngestOptions.eventNames), which take label slots too. */
+  constructor(options: { eventNames?: Iterable<string> } = {}) {
+    this.vocabulary = labelVocabulary(options.eventNames);
     collectDefaultMetrics({ register: this.registry, prefix: 'wb_process_' });
+    // prom-client names these gauges like counters, which `promtool check metrics` refuses; the same
+    // numbers remain by type in wb_process_nodejs_active_{handles,requests,resources}.
+    for (const name of ['handles', 'requests', 'resources']) this.registry.removeSingleMetric(`wb_process_nodejs_active_${name}_total`);
   }
 
-  /** A label value, or `other` once the label already has MAX_VALUES distinct values. */
+  /** The time-series store's running count of refused points (it only grows while the process lives), as the counter. */
+  countDroppedSeries(total: number): void {
+    if (total > this.droppedSeriesReported) this.droppedSeries.inc(total - this.droppedSeriesReported);
+    this.droppedSeriesReported = Math.max(this.droppedSeriesReported, total);
+  }
+
+  /** A label value; `other` when it is not in the label's vocabulary, or once the label already has MAX_VALUES distinct values. */
   label(name: LabelName, value: string): string {
+    const known = this.vocabulary.get(name as VocabularyLabel);
+    if (known && !known.has(value)) return 'other';
     let values = this.seen.get(name);
     if (!values) this.seen.set(name, (values = new Set()));
     if (values.has(value)) return value;
