@@ -1,6 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { InputError, WorkbenchError } from '../workbench/errors.js';
 import { registerApp } from './app.js';
+import { registerDlq } from './dlq.js';
 import { registerFeatures } from './features.js';
 import { registerExperiments } from './experiments.js';
 import { registerJobs } from './jobs.js';
@@ -32,6 +33,7 @@ export async function main(argv: string[]): Promise<void> {
   registerModels(program);
   registerJobs(program);
   registerExperiments(program);
+  registerDlq(program);
 
   try {
     await program.parseAsync(argv);

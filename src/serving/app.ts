@@ -4,6 +4,7 @@ import { errorHandler, notFound, unavailable, type ErrorLogger } from './errors.
 import { requireScope } from './http/auth.js';
 import { aggregateRoutes } from './http/aggregates.js';
 import { dashboardRoutes } from './http/dashboard.js';
+import { deadLetterRoutes } from './http/dead-letters.js';
 import { eventRoutes } from './http/events.js';
 import { experimentRoutes } from './http/experiments.js';
 import { featureRoutes } from './http/features.js';
@@ -17,6 +18,7 @@ import type { Route } from './http/route.js';
 import type { AlertSink } from './observability/alerts.js';
 import type { Metrics } from './observability/metrics.js';
 import type { LiveAggregates } from './pipeline/aggregates.js';
+import type { DeadLetterStore } from './pipeline/dead-letters.js';
 import type { EventLog } from './pipeline/event-log.js';
 import type { Ingest } from './pipeline/ingest.js';
 
@@ -39,6 +41,8 @@ export interface AppDeps {
   experiments: ExperimentPlatform;
   limits?: { bodyBytes?: number };
   version?: string;
+  /** Records the consumers could not apply, set aside. */
+  deadLetters?: DeadLetterStore;
 }
 
 /**
@@ -92,6 +96,7 @@ export function allRoutes(deps: AppDeps): Route[] {
     ...modelRoutes(deps.models),
     ...jobRoutes(deps.jobs),
     ...experimentRoutes(deps.experiments),
+    ...(deps.deadLetters ? deadLetterRoutes(deps.deadLetters) : []),
     ...observabilityRoutes(deps.metrics, deps.alerts, async () => {
       for (const c of await lag()) deps.metrics.consumerLag.set({ consumer: c.name }, c.lag);
     }),
