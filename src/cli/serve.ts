@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KeyStore } from '../serving/auth/keys.js';
@@ -27,8 +27,12 @@ export function registerServe(program: Command): void {
     .option('--oltp <url>', 'OLTP database: postgres://... or a SQLite file (env WB_OLTP_URL)')
     .option('--event-names <names>', 'accept only these event names, comma-separated (env WB_EVENT_NAMES; default: any)', process.env.WB_EVENT_NAMES)
     .option('--alert-webhook <url>', 'POST each anomaly alert as JSON to this URL (env WB_ALERT_WEBHOOK)', process.env.WB_ALERT_WEBHOOK)
+    .option('--drain-seconds <s>', 'on stop, how long requests in flight may finish before their connections are closed (env WB_DRAIN_SECONDS)', secondsOption('--drain-seconds'))
+    .option('--headers-timeout-seconds <s>', 'a client must send its request head within this time (env WB_HEADERS_TIMEOUT_SECONDS)', secondsOption('--headers-timeout-seconds'))
+    .option('--request-timeout-seconds <s>', 'a client must send its whole request, head and body, within this time (env WB_REQUEST_TIMEOUT_SECONDS)', secondsOption('--request-timeout-seconds'))
+    .option('--repair-log', 'start even when a corrupt record in the event log is followed by intact records: cut them (kept aside, reported)')
     .option('--quiet', 'log to the files in <data-dir>/logs only, not to standard output')
-    .action(async (flags: { port: number; host: string; eventLog: string; featureStore: string; schedule: string; precompute: string; oltp?: string; eventNames?: string; alertWebhook?: string; quiet?: boolean }) => {
+    .action(async (flags: { port: number; host: string; eventLog: string; featureStore: string; schedule: string; precompute: string; oltp?: string; eventNames?: string; alertWebhook?: string; drainSeconds?: number; headersTimeoutSeconds?: number; requestTimeoutSeconds?: number; repairLog?: boolean; quiet?: boolean }) => {
       const data = dataDir(program.opts().dataDir);
       const logger = createLogger(data, { quiet: flags.quiet });
       const eventNames = flags.eventNames ? new Set(flags.eventNames.split(',').map((s) => s.trim()).filter(Boolean)) : undefined;
@@ -43,6 +47,12 @@ export function registerServe(program: Command): void {
         precompute: parsePrecompute(flags.precompute),
         ingest: eventNames ? { eventNames } : {},
         alertWebhook: flags.alertWebhook,
+        drainMs: (flags.drainSeconds ?? seconds('WB_DRAIN_SECONDS', 10)) * 1000,
+        timeouts: {
+          headersMs: (flags.headersTimeoutSeconds ?? seconds('WB_HEADERS_TIMEOUT_SECONDS', 10)) * 1000,
+          requestMs: (flags.requestTimeoutSeconds ?? seconds('WB_REQUEST_TIMEOUT_SECONDS', 60)) * 1000,
+        },
+        repairLog: flags.repairLog === true,
         logger,
         version: version(),
       });
@@ -121,6 +131,24 @@ export function registerLogs(program: Command): void {
       }
       console.error(`${records.length} records from ${files} log files${unreadable ? ` (${unreadable} lines were not JSON and were skipped)` : ''}`);
     });
+}
+
+/** A non-negative number of seconds (fractions allowed). */
+const isSeconds = (text: string): boolean => text.trim() !== '' && Number.isFinite(Number(text)) && Number(text) >= 0;
+
+function secondsOption(name: string) {
+  return (value: string): number => {
+    if (!isSeconds(value)) throw new InvalidArgumentError(`${name} must be a number of seconds of at least 0, got ${JSON.stringify(value)}`);
+    return Number(value);
+  };
+}
+
+/** A seconds setting from the environment (when its option is not given). */
+function seconds(env: string, fallback: number): number {
+  const text = process.env[env];
+  if (text === undefined) return fallback;
+  if (!isSeconds(text)) throw new InputError(`${env} must be a number of seconds of at least 0, got ${JSON.stringify(text)}`);
+  return Number(text);
 }
 
 /** An ISO instant, or a duration back from now (`90s`, `15m`, `2h`, `3d`). */

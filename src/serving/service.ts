@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { lakeDir as lakeDirOf, registryDir } from '../workbench/config.js';
 import { openOltp, type OltpStore } from '../workbench/oltp/index.js';
 import { createApp } from './app.js';
+import { httpLimits, httpServer } from './http/server.js';
+import { reportLogRecovery } from './pipeline/recovery-report.js';
 import { KeyStore } from './auth/keys.js';
 import { AlertSink } from './observability/alerts.js';
 import type { AnomalyOptions } from './observability/anomaly.js';
@@ -12,9 +14,10 @@ import { Monitor } from './observability/monitor.js';
 import { DEFAULT_AGGREGATES, LiveAggregates } from './pipeline/aggregates.js';
 import { Archiver } from './pipeline/archiver.js';
 import { ConsumerRunner } from './pipeline/consumer.js';
+import { openDeadLetterStore, reportDeadLetters, type DeadLetterStore } from './pipeline/dead-letters.js';
 import type { EventLog } from './pipeline/event-log.js';
 import { FileEventLog } from './pipeline/file-log.js';
-import { Ingest, type IngestOptions } from './pipeline/ingest.js';
+import { Ingest, type IngestSettings } from './pipeline/ingest.js';
 import { RecentEvents } from './pipeline/recent-events.js';
 import { MemoryOnlineStore } from './features/memory-store.js';
 import { RedisOnlineStore } from './features/redis-store.js';
@@ -40,7 +43,8 @@ export interface ServiceConfig {
   eventLog?: string;
   /** `memory` (default: in process, snapshotted in the data dir) or a Redis URL `redis://host:6379`. */
   featureStore?: string;
-  ingest?: Partial<IngestOptions>;
+  /** Ingest's options, the event limits among them (any left out keep their defaults). */
+  ingest?: IngestSettings;
   bodyLimitBytes?: number;
   /** Score a user on these events and write the score to the OLTP predictions table. */
   precompute?: PrecomputeRule[];
@@ -55,6 +59,19 @@ export interface ServiceConfig {
   /** URL that receives each alert as a JSON POST. */
   alertWebhook?: string;
   anomaly?: AnomalyOptions;
+  /** How long stop() lets requests in flight finish before it closes the connections left (ms); default 10000. */
+  drainMs?: number;
+  /**
+   * Limits against slow clients (ms): for the request head (default 10000), for the whole request,
+   * head and body (default 60000; slower clients get a 408 and the connection is closed), and for an
+   * idle keep-alive connection (default 5000).
+   */
+  timeouts?: { headersMs?: number; requestMs?: number; keepAliveMs?: number };
+  /**
+   * Cut a corrupt record in the file log's last segment even when intact records follow it (they are
+   * lost; kept aside and reported). Without it the service refuses to start in that case.
+   */
+  repairLog?: boolean;
   logger: Logger;
   version?: string;
 }
@@ -70,6 +87,8 @@ export interface RunningService {
   alerts: AlertSink;
   metrics: Metrics;
   runners: ConsumerRunner[];
+  /** Records the consumers could not apply, set aside (`wb dlq`). */
+  deadLetters: DeadLetterStore;
   features: FeatureServing;
   models: ModelServer;
   jobs: JobScheduler;
@@ -81,6 +100,7 @@ export interface RunningService {
 /** Opens every part of the service from its configuration and starts listening. */
 export async function startService(config: ServiceConfig): Promise<RunningService> {
   const { logger } = config;
+  const limits = httpLimits(config);
   let notReady: string | undefined = 'starting';
   const oltp: OltpStore = await openOltp(config.oltpUrl, config.dataDir);
   const log = await openEventLog(config);
@@ -104,17 +124,21 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const ingest = await Ingest.open(log, oltp, config.ingest, Date.now, recent, experiments.assigner);
   const aggregates = new LiveAggregates({ ...DEFAULT_AGGREGATES, snapshotPath: join(config.dataDir, 'consumers', 'aggregates.json') });
   const archiver = await Archiver.open(lakeDirOf(config.dataDir));
-  const metrics = new Metrics();
+  const metrics = new Metrics({ eventNames: ingest.options.eventNames });
   const monitor = new Monitor(metrics, alerts, () => log.next(), { anomaly: config.anomaly });
   const onError = (err: unknown, consumer: string) => logger.error({ err, consumer }, 'consumer failed; retrying the batch');
+  // A record a consumer keeps failing on is set aside there, and the consumer goes on.
+  const deadLetterStore = await openDeadLetterStore(config.dataDir, config.eventLog, { warn: (message) => logger.warn(message) });
+  const deadLetterReports = reportDeadLetters({ store: deadLetterStore, alerts, metrics, logger });
+  const deadLetters = { store: deadLetterStore, ...deadLetterReports };
   // Each of these finds its own position on start (snapshot, archive file names, rebuild), so the
   // committed offsets only show progress and need not be written after every batch.
   const commitEveryMs = 1_000;
   const runners = [
-    new ConsumerRunner(log, aggregates, { batchSize: 5_000, maxWaitMs: 0, commitEveryMs, onError }, recent),
-    new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, commitEveryMs, onError }, recent),
-    new ConsumerRunner(log, monitor, { batchSize: 2_000, maxWaitMs: 0, commitEveryMs, onError }, recent),
-    new ConsumerRunner(log, experiments.tracker, { batchSize: 5_000, maxWaitMs: 0, commitEveryMs, onError }, recent),
+    new ConsumerRunner(log, aggregates, { batchSize: 5_000, maxWaitMs: 0, commitEveryMs, onError, deadLetters }, recent),
+    new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, commitEveryMs, onError, deadLetters }, recent),
+    new ConsumerRunner(log, monitor, { batchSize: 2_000, maxWaitMs: 0, commitEveryMs, onError, deadLetters }, recent),
+    new ConsumerRunner(log, experiments.tracker, { batchSize: 5_000, maxWaitMs: 0, commitEveryMs, onError, deadLetters }, recent),
   ];
   // Models saved to the registry outside the service (a notebook, `wb models alias`) are served too.
   const aliased = [...new Set(Object.values(registry.aliasTable()).flatMap((aliases) => Object.values(aliases)))];
@@ -123,7 +147,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     recent,
     dir: join(config.dataDir, 'features'),
     openStore: (setVersion) => openFeatureStore(config, setVersion),
-    runner: { commitEveryMs, onError },
+    runner: { commitEveryMs, onError, deadLetters },
     required: aliased.flatMap((version) => {
       try {
         return [registry.get(version).features];
@@ -144,11 +168,13 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       warn: (err, message) => logger.warn({ err }, message),
       scored: (model, count) => metrics.predictions.inc({ model: metrics.label('model', model) }, count),
     });
-    runners.push(new ConsumerRunner(log, precompute, { batchSize: 1_000, maxWaitMs: 0, onError }, recent));
+    runners.push(new ConsumerRunner(log, precompute, { batchSize: 1_000, maxWaitMs: 0, onError, deadLetters }, recent));
   }
   const jobs = new JobScheduler(config.dataDir, config.schedule ?? [], logger);
   const predictions = new PredictionLog(ingest, (err) => logger.error({ err }, 'cannot log predictions'));
   for (const r of runners) await r.start();
+  void deadLetterReports.refreshOpen();
+  await reportLogRecovery(log, [...runners, ...features.runners], archiver, { logger, alerts, metrics });
   experiments.start((keys) => ingest.ingest([], { internal: true, expose: keys }), config.decideEveryMs);
 
   const app = createApp({
@@ -167,10 +193,13 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     experiments,
     limits: { bodyBytes: config.bodyLimitBytes },
     version: config.version,
+    deadLetters: deadLetterStore,
   });
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = app.listen(config.port, config.host, () => resolve(s));
-    s.once('error', reject);
+  const { server, inFlight } = httpServer(app, limits);
+  const { drainMs } = limits;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
@@ -191,10 +220,23 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     (stopping ??= (async () => {
       notReady = 'shutting down';
       clearInterval(reloadKeys);
-      // close() stops new connections and resolves once in-flight requests (and their appends) end.
+      // close() stops new connections and resolves once in-flight requests (and their appends) end,
+      // or at the drain deadline, when the connections left are closed: a slow client cannot hold the stop.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Event streams never end by themselves; a browser reconnects (to the next instance).
+      for (const res of inFlight) if (String(res.getHeader('content-type') ?? '').startsWith('text/event-stream')) res.end();
+      // Keep-alive connections whose request ends while draining go idle: they are closed then too.
+      const closeIdle = setInterval(() => server.closeIdleConnections(), 50);
       server.closeIdleConnections();
-      await closed;
+      let deadline: NodeJS.Timeout | undefined;
+      const drained = await Promise.race([closed.then(() => true), new Promise<false>((resolve) => (deadline = setTimeout(() => resolve(false), drainMs)))]);
+      clearInterval(closeIdle);
+      clearTimeout(deadline);
+      if (!drained) {
+        logger.warn({ drainMs, requests: inFlight.size }, 'requests still in flight at the drain deadline: closing their connections');
+        server.closeAllConnections();
+        await closed;
+      }
       // Everything is closed even when one part fails to stop, so the process can exit.
       const failures: unknown[] = [];
       await jobs.stop();
@@ -204,12 +246,13 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       for (const r of runners) await r.stop().catch((err: unknown) => failures.push(err));
       await features.stop().catch((err: unknown) => failures.push(err));
       await log.close().catch((err: unknown) => failures.push(err));
+      await deadLetterStore.close().catch((err: unknown) => failures.push(err));
       await oltp.close().catch((err: unknown) => failures.push(err));
       for (const err of failures) logger.error({ err }, 'a part of the service failed to stop cleanly');
       logger.info('service stopped');
     })());
 
-  return { url, ingest, server, log, aggregates, archiver, monitor, alerts, metrics, runners, features, models, jobs, experiments, stop };
+  return { url, ingest, server, log, aggregates, archiver, monitor, alerts, metrics, runners, deadLetters: deadLetterStore, features, models, jobs, experiments, stop };
 }
 
 /** The online store of one feature set: its own snapshot file, or its own Redis key prefix. */
@@ -224,7 +267,7 @@ async function openFeatureStore(config: ServiceConfig, setVersion: string): Prom
 
 async function openEventLog(config: ServiceConfig): Promise<EventLog> {
   const spec = config.eventLog ?? 'file';
-  if (spec === 'file') return FileEventLog.open(join(config.dataDir, 'log'));
+  if (spec === 'file') return FileEventLog.open(join(config.dataDir, 'log'), { repairTail: config.repairLog });
   if (/^nats:\/\//.test(spec)) {
     const url = new URL(spec);
     const stream = url.searchParams.get('stream') ?? 'WB_EVENTS';

@@ -13,9 +13,49 @@ export interface LogEntry {
 /** A record to append: bytes, or text stored as UTF-8 (ingest hands over JSON text as it is). */
 export type Payload = Uint8Array | string;
 
+/**
+ * The damaged tail of the last segment that opening cut off. The bytes are kept aside (`savedAs`)
+ * so an operator can look at what was lost.
+ */
+export interface TailCut {
+  /** The segment file. */
+  readonly file: string;
+  /** Where in it the first bad record started. */
+  readonly byte: number;
+  /** Bytes cut, from `byte` to the end of the file. */
+  readonly bytes: number;
+  /** The first offset cut: the log's end after the repair. */
+  readonly offset: number;
+  /**
+   * Whole records framed in the cut bytes, when their length fields lead exactly to the end of the
+   * file (a damaged payload); null when the tail is torn or garbled, so its record count is unknown.
+   */
+  readonly records: number | null;
+  /** Records after the damage that still pass their CRC and were cut too (only when repair was asked for). */
+  readonly intactRecords: number;
+  /** Where the cut bytes were copied before the file was truncated. */
+  readonly savedAs: string;
+}
+
+/** What opening the log repaired; the service logs, alerts and counts it whenever it is not clean. */
+export interface LogRecovery {
+  /** The log's end (its next offset) once opened. */
+  readonly end: number;
+  /** Bytes cut from a torn or corrupt tail (0: none). */
+  readonly truncatedBytes: number;
+  readonly cut?: TailCut;
+  /**
+   * Consumers whose committed offset lay past the end (their records are gone), with the offset
+   * they had committed: each was rewritten to the end.
+   */
+  readonly rewound: readonly { readonly consumer: string; readonly committed: number }[];
+}
+
 export interface EventLog {
   /** `file` or `jetstream`. */
   readonly kind: string;
+  /** What opening repaired, for a log that can repair itself (the file log). */
+  readonly recovered?: LogRecovery;
   /**
    * Appends a batch; resolves once the whole batch is durable (on disk, fsynced; or acknowledged by
    * the JetStream server), with the offset of its first record and the next free offset. Concurrent

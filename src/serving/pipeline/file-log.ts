@@ -1,7 +1,8 @@
 import { mkdir, open, readdir, readFile, realpath, rename, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import type { EventLog, LogEntry, Payload } from './event-log.js';
+import type { EventLog, LogEntry, LogRecovery, Payload, TailCut } from './event-log.js';
+import { IntegrityError } from '../../workbench/errors.js';
 import { processAlive } from '../../workbench/files.js';
 
 /**
@@ -14,6 +15,8 @@ const SEGMENT_NAME = /^\d{20}\.log$/;
 const CONSUMER_NAME = /^[a-z0-9_.-]{1,64}$/i;
 const SCAN_CHUNK = 1 << 20;
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Where the bytes cut from a damaged tail are kept, inside the log directory. */
+const DAMAGED_DIR = 'damaged';
 
 /** Directories opened by a FileEventLog in this process: the LOCK file cannot tell them apart. */
 const openDirs = new Set<string>();
@@ -61,8 +64,8 @@ export class FileEventLog implements EventLog {
     private readonly segmentBytes: number,
     private readonly segments: Segment[],
     private writer: FileHandle,
-    /** What opening had to repair: the bytes cut from a torn or corrupt tail of the last segment. */
-    readonly recovered: { readonly truncatedBytes: number },
+    /** What opening had to repair: a torn or corrupt tail cut, committed offsets past the end rewritten. */
+    readonly recovered: LogRecovery,
   ) {
     const last = segments[segments.length - 1]!;
     this.durableNext = this.reservedNext = last.base + last.positions.length;
@@ -73,7 +76,11 @@ export class FileEventLog implements EventLog {
     return { ...this.counters };
   }
 
-  static async open(dir: string, options: { segmentBytes?: number } = {}): Promise<FileEventLog> {
+  /**
+   * `repairTail`: also cut a corrupt record of the last segment that intact records follow (they are
+   * lost, kept aside and reported); without it opening refuses, since a crash cannot cause that.
+   */
+  static async open(dir: string, options: { segmentBytes?: number; repairTail?: boolean } = {}): Promise<FileEventLog> {
     const segmentBytes = options.segmentBytes ?? 64 * 1024 * 1024;
     if (!Number.isSafeInteger(segmentBytes) || segmentBytes <= 0) {
       throw new RangeError(`segmentBytes must be a positive integer, got ${segmentBytes}`);
@@ -88,8 +95,17 @@ export class FileEventLog implements EventLog {
     try {
       await acquireLock(root);
       locked = true;
-      const { segments, writer, truncatedBytes } = await recover(root);
-      return new FileEventLog(root, segmentBytes, segments, writer, { truncatedBytes });
+      const { segments, writer, cut } = await recover(root, options.repairTail ?? false);
+      const last = segments[segments.length - 1]!;
+      const end = last.base + last.positions.length;
+      let rewound: LogRecovery['rewound'];
+      try {
+        rewound = await rewindCommitted(root, end);
+      } catch (err) {
+        await writer.close();
+        throw err;
+      }
+      return new FileEventLog(root, segmentBytes, segments, writer, { end, truncatedBytes: cut?.bytes ?? 0, ...(cut ? { cut } : {}), rewound });
     } catch (err) {
       if (locked) await releaseLock(root);
       openDirs.delete(root);
@@ -266,23 +282,48 @@ export class FileEventLog implements EventLog {
   }
 
   private offsetFile(consumer: string): string {
-    return join(this.dir, 'consumers', `${consumer}.offset`);
+    return offsetFile(this.dir, consumer);
   }
 
   private async writeCommitted(consumer: string, offset: number): Promise<void> {
-    const file = this.offsetFile(consumer);
-    const tmp = `${file}.tmp`;
-    const handle = await open(tmp, 'w');
-    try {
-      await handle.writeFile(`${offset}\n`);
-      await handle.datasync();
-    } finally {
-      await handle.close();
-    }
-    await rename(tmp, file);
-    await syncDir(join(this.dir, 'consumers'));
+    await writeOffsetFile(this.dir, consumer, offset);
     this.offsets.set(consumer, offset);
   }
+}
+
+const offsetFile = (dir: string, consumer: string): string => join(dir, 'consumers', `${consumer}.offset`);
+
+async function writeOffsetFile(dir: string, consumer: string, offset: number): Promise<void> {
+  const file = offsetFile(dir, consumer);
+  const tmp = `${file}.tmp`;
+  const handle = await open(tmp, 'w');
+  try {
+    await handle.writeFile(`${offset}\n`);
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  await rename(tmp, file);
+  await syncDir(join(dir, 'consumers'));
+}
+
+/**
+ * Rewrites every committed offset past `end` to `end`: the records before it were lost (a cut tail,
+ * a missing last segment), and a consumer standing past the end would skip the records that take
+ * those offsets next. Returns the consumers rewound, with the offset each had committed.
+ */
+async function rewindCommitted(dir: string, end: number): Promise<{ consumer: string; committed: number }[]> {
+  const rewound: { consumer: string; committed: number }[] = [];
+  for (const name of (await readdir(join(dir, 'consumers'))).sort()) {
+    const consumer = name.endsWith('.offset') ? name.slice(0, -'.offset'.length) : '';
+    if (!CONSUMER_NAME.test(consumer)) continue;
+    // An unreadable file is reported by committed(), with its name, when its consumer starts.
+    const committed = Number((await readFile(offsetFile(dir, consumer), 'utf8')).trim());
+    if (!Number.isSafeInteger(committed) || committed <= end) continue;
+    await writeOffsetFile(dir, consumer, end);
+    rewound.push({ consumer, committed });
+  }
+  return rewound;
 }
 
 function segmentName(base: number): string {
@@ -318,21 +359,32 @@ function encode(payloads: readonly Payload[]): { data: Buffer; starts: number[] 
 }
 
 /**
- * Scans every segment. A bad record in the last one is a write torn by a crash (nothing after it
- * was acknowledged) and is cut off; anywhere else it would mean losing acknowledged data, so opening
- * fails instead.
+ * Scans every segment, refusing (with the file, byte and offset) any damage that cutting would turn
+ * into a silent loss of records after it: a bad record in an older segment, a segment missing
+ * between others, a bad record in the last segment that intact records follow (unless
+ * `repairTail`). A bad record with nothing intact after it is the tail: a write torn by a crash, or
+ * bytes damaged at the end. It is cut, its bytes kept aside and reported.
  */
-async function recover(dir: string): Promise<{ segments: Segment[]; writer: FileHandle; truncatedBytes: number }> {
+async function recover(dir: string, repairTail: boolean): Promise<{ segments: Segment[]; writer: FileHandle; cut?: TailCut }> {
   const names = (await readdir(dir)).filter((n) => SEGMENT_NAME.test(n)).sort();
   const segments: Segment[] = [];
-  let truncatedBytes = 0;
+  let cut: TailCut | undefined;
   let writer: FileHandle | undefined;
   try {
     for (const [i, name] of names.entries()) {
       const file = join(dir, name);
       const base = Number(name.slice(0, 20));
-      const expected = segments.length ? segments[segments.length - 1]!.base + segments[segments.length - 1]!.positions.length : 0;
-      if (base !== expected) throw new Error(`event log ${dir}: ${name} should start at offset ${expected}`);
+      const previous = segments[segments.length - 1];
+      const expected = previous ? previous.base + previous.positions.length : 0;
+      if (base > expected) {
+        throw new IntegrityError(
+          `event log ${dir}: offsets ${expected} to ${base - 1} are missing: there is no segment file ${segmentName(expected)} ` +
+            `${previous ? `between ${names[i - 1]} and ${name}` : `before ${name}`}; restore it from a backup (the log refuses to start rather than lose the records after the gap)`,
+        );
+      }
+      if (base < expected) {
+        throw new IntegrityError(`event log ${dir}: segment ${name} starts at offset ${base}, but ${names[i - 1]} before it holds records up to offset ${expected - 1}; one of them does not belong to this log`);
+      }
       const last = i === names.length - 1;
       const handle = await open(file, last ? 'r+' : 'r');
       if (last) writer = handle;
@@ -340,10 +392,25 @@ async function recover(dir: string): Promise<{ segments: Segment[]; writer: File
         const size = (await handle.stat()).size;
         const { positions, valid } = await scan(handle, size);
         if (valid < size) {
-          if (!last) throw new Error(`corrupt record in ${file} at byte ${valid} (offset ${base + positions.length})`);
+          const offset = base + positions.length;
+          const where = `${file} at byte ${valid} (offset ${offset})`;
+          const tail = inspectTail(await readAt(handle, valid, size - valid));
+          if (!last) {
+            throw new IntegrityError(
+              `corrupt record in ${where}: ${size - valid} bytes of this segment (${tail.intact} intact records) and ${names.length - 1 - i} later segment(s) follow it, ` +
+                `which cutting would lose; restore ${name} from a backup (the log refuses to start)`,
+            );
+          }
+          if (tail.intact > 0 && !repairTail) {
+            throw new IntegrityError(
+              `corrupt record in ${where}, followed by ${tail.intact} intact record(s) that cutting the tail would lose; ` +
+                `restore ${name} from a backup, or start with --repair-log to cut them (their bytes are then kept in ${join(dir, DAMAGED_DIR)})`,
+            );
+          }
+          const savedAs = await keepAside(dir, name, valid, tail.bytes);
           await handle.truncate(valid);
           await handle.datasync();
-          truncatedBytes = size - valid;
+          cut = { file, byte: valid, bytes: size - valid, offset, records: tail.records, intactRecords: tail.intact, savedAs };
         }
         segments.push({ base, file, positions, size: valid });
       } finally {
@@ -356,11 +423,56 @@ async function recover(dir: string): Promise<{ segments: Segment[]; writer: File
       await syncDir(dir);
       segments.push({ base: 0, file, positions: [], size: 0 });
     }
-    return { segments, writer, truncatedBytes };
+    return { segments, writer, ...(cut ? { cut } : {}) };
   } catch (err) {
     await writer?.close();
     throw err;
   }
+}
+
+/**
+ * What the bytes from a bad record on hold: how many whole records their length fields frame (null
+ * when they do not lead exactly to the end: torn or garbled), and how many records in them still
+ * pass their CRC, searched at every byte since a damaged length field hides where the next starts.
+ */
+function inspectTail(bytes: Buffer): { bytes: Buffer; records: number | null; intact: number } {
+  let records: number | null = 0;
+  for (let at = 0; at < bytes.length; records++) {
+    const length = at + HEADER <= bytes.length ? bytes.readUInt32LE(at + 4) : -1;
+    // An all-zero header is a zero-filled tail, not an empty record.
+    if (length < 0 || at + HEADER + length > bytes.length || (length === 0 && bytes.readUInt32LE(at) === 0)) {
+      records = null;
+      break;
+    }
+    at += HEADER + length;
+  }
+  let intact = 0;
+  for (let at = 1; at + HEADER <= bytes.length; ) {
+    const end = at + HEADER + bytes.readUInt32LE(at + 4);
+    if (end <= bytes.length && bytes.readUInt32LE(at) === crc32(bytes.subarray(at + 4, end))) {
+      intact++;
+      at = end;
+    } else at++;
+  }
+  return { bytes, records, intact };
+}
+
+/** Copies the bytes about to be cut to `damaged/<segment>@<byte>.<ms>` (durably) for an operator to look at. */
+async function keepAside(dir: string, segment: string, byte: number, bytes: Buffer): Promise<string> {
+  const damaged = join(dir, DAMAGED_DIR);
+  await mkdir(damaged, { recursive: true });
+  // The time keeps an earlier cut at the same byte (the log grew and was damaged again) from being overwritten.
+  const file = join(damaged, `${segment}@${byte}.${Date.now()}`);
+  const handle = await open(file, 'w');
+  try {
+    await writeAt(handle, bytes, 0);
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  await syncDir(damaged);
+  await syncDir(dir);
+  return file;
 }
 
 /** Positions of the valid records from the start of a segment, and where the first bad one starts. */

@@ -59,16 +59,20 @@ describe('FileEventLog', () => {
     }
   });
 
-  it('truncates the last segment at a CRC mismatch, keeping the records before it', async () => {
+  it('refuses a CRC mismatch in the last segment that intact records follow, and cuts it only when asked', async () => {
     const dir = join(root, 'crc-last');
     await writeRecords(dir, 10);
     const file = join(dir, segmentFiles(dir).at(-1)!);
     const size = statSync(file).size;
     flipByteOf(file, 'record-5-');
-    const log = await FileEventLog.open(dir);
+    await assert.rejects(FileEventLog.open(dir), /corrupt record in .*00000000000000000000\.log at byte \d+ \(offset 5\), followed by 4 intact record\(s\).*--repair-log/);
+    assert.equal(statSync(file).size, size, 'nothing is cut when opening refuses');
+    const log = await FileEventLog.open(dir, { repairTail: true });
     try {
       assert.equal(await log.next(), 5);
       assert.equal(log.recovered.truncatedBytes, size / 2, 'records 5 to 9 are cut: half of ten equal records');
+      assert.deepEqual([log.recovered.cut?.offset, log.recovered.cut?.records, log.recovered.cut?.intactRecords], [5, 5, 4]);
+      assert.equal(readFileSync(log.recovered.cut!.savedAs).length, size / 2, 'the cut bytes are kept aside');
       assert.deepEqual((await log.read(0, 100)).map((e) => dec(e.payload).split('-')[1]), ['0', '1', '2', '3', '4']);
     } finally {
       await log.close();
