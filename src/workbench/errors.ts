@@ -59,6 +59,30 @@ export class IntegrityError extends WorkbenchError {
   override readonly status: number = 500;
 }
 
+/** A model bundle, intact, whose model cannot be built: a topology tfjs cannot read, weights that do not fit it. */
+export class UnloadableBundleError extends WorkbenchError {
+  override readonly code: string = 'bundle_unloadable';
+  override readonly status: number = 400;
+}
+
+/** A model bundle holding a weight, or scoring its features' default values, as NaN or an infinity. */
+export class NonFiniteBundleError extends WorkbenchError {
+  override readonly code: string = 'bundle_non_finite';
+  override readonly status: number = 400;
+}
+
+/** An alias cannot move to a stored version (changed, unreadable, of another model, cannot load): it stays where it was. */
+export class AliasRefusedError extends WorkbenchError {
+  override readonly code: string = 'alias_refused';
+  override readonly status: number = 409;
+}
+
+/** A served model gave a score that is not a finite number; the service answers an error, never `score: null`. */
+export class NonFiniteScoreError extends WorkbenchError {
+  override readonly code: string = 'score_non_finite';
+  override readonly status: number = 500;
+}
+
 /** A SQL statement failed; the statement travels with the error so the user sees what ran. */
 export class SqlError extends WorkbenchError {
   override readonly code: string = 'sql';

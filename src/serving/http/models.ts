@@ -1,9 +1,10 @@
 import express from 'express';
 import { z } from 'zod';
-import { InputError, IntegrityError, NotFoundError } from '../../workbench/errors.js';
+import { dict, hasOwn, own } from '../../workbench/dict.js';
+import { InputError, IntegrityError, NonFiniteScoreError, NotFoundError } from '../../workbench/errors.js';
 import type { FeatureValue } from '../../workbench/features/definition.js';
 import type { OltpStore } from '../../workbench/oltp/store.js';
-import { badRequest, parseBody as body } from '../errors.js';
+import { badRequest, HttpError, parseBody as body } from '../errors.js';
 import type { FeatureServing } from '../features/serving.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ModelServer } from '../models/model-server.js';
@@ -47,7 +48,7 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
       path: '/v1/models',
       summary: 'Every model version in the registry, newest first, with its metrics and the aliases pointing at it.',
       scope: 'read',
-      responses: { 200: '{ models: [{ name, version, kind, label, createdAt, source, parent, metrics, aliases }] }' },
+      responses: { 200: '{ models: [{ name, version, kind, label, createdAt, source, parent, metrics, aliases }] }; a stored version that cannot be read is { version, name?, aliases, error } after the others' },
       handler: (_req, res) => void res.json({ models: registry.list() }),
     },
     {
@@ -71,7 +72,12 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
         'Requests keep being answered throughout: the new version is loaded before the alias moves.',
       scope: 'admin',
       body: { contentTypes: ['application/json'], description: '{ bundle, alias?, reason? }' },
-      responses: { 200: '{ name, version, alias, from, features_added }', 400: 'a bundle that is not valid, or changed after it was made (bundle_integrity)', 409: 'a feature name the service serves with another definition', 413: 'over 50 MB' },
+      responses: {
+        200: '{ name, version, alias, from, features_added }',
+        400: 'a bundle that is not valid (bad_input), changed after it was made (bundle_integrity), whose model cannot be built from its topology and weights (bundle_unloadable), or with a NaN or infinite weight or default-value score (bundle_non_finite); the message names the layer or weight',
+        409: 'a feature name the service serves with another definition',
+        413: 'over 50 MB',
+      },
       before: [express.json({ limit: 50 * 1024 * 1024 })],
       handler: async (req, res) => {
         const p = body(Publish, req.body, 'send { "bundle": <model bundle>, "alias": "challenger" }');
@@ -93,7 +99,7 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
       summary: 'Point an alias at a stored version: promote a challenger, or roll back by moving the alias to the previous version.',
       scope: 'admin',
       body: { contentTypes: ['application/json'], schema: MoveAlias, description: '{ version, reason? }' },
-      responses: { 200: 'the move: { at, name, alias, from, to, by, reason }', 400: 'a bad alias or version', 404: 'no such version' },
+      responses: { 200: 'the move: { at, name, alias, from, to, by, reason }', 400: 'a bad alias or version', 404: 'no such version', 409: 'a version that is changed, unreadable, of another model or cannot load (alias_refused), or whose features conflict: the alias stays' },
       before: [express.json({ limit: 64 * 1024 })],
       handler: async (req, res) => {
         const p = body(MoveAlias, req.body, 'send { "version": "<16 hex digits>" }');
@@ -109,7 +115,13 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
         'Features without a value use their declared defaults and are listed in `defaulted`. Every prediction is logged as a `prediction` event.',
       scope: 'read',
       body: { contentTypes: ['application/json'], schema: Predict, description: '{ model, alias? | version?, user_id, values? }' },
-      responses: { 200: '{ score, model: { name, version, alias }, features, defaulted }', 400: 'a bad request', 404: 'an unknown model, alias, version or user' },
+      responses: {
+        200: '{ score, model: { name, version, alias }, features, defaulted }: score is always a finite number',
+        400: 'a bad request',
+        404: 'an unknown model, alias, version or user (a user with no events and no OLTP record, unless values holds every feature the model reads)',
+        422: 'the values sent make the model score NaN or infinity (score_non_finite)',
+        500: 'the model scores this user as NaN or infinity (score_non_finite, logged)',
+      },
       before: [express.json({ limit: 256 * 1024 })],
       handler: async (req, res) => {
         const started = performance.now();
@@ -118,16 +130,32 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
         const arm = p.alias || p.version ? undefined : await deps.experiments?.modelArm(p.model, p.user_id);
         const loaded = await deps.models.resolve(arm ? { ...p, alias: arm.alias } : p);
         const online = await deps.features.read(p.user_id);
-        const missing = loaded.bundle.features.filter((f) => !(f.name in online.values) && !(p.values && f.name in p.values));
+        // Feature names are the user's (`constructor` is one): only own entries of values count, never Object's.
+        const missing = loaded.bundle.features.filter((f) => !hasOwn(online.values, f.name) && !hasOwn(p.values, f.name));
         if (missing.length > 0) throw new InputError(`the online store does not serve ${missing.map((f) => f.name).join(', ')} (publish the model through the service so its features are registered)`);
-        const defaulted = online.defaulted.filter((n) => !(p.values && n in p.values));
-        if (defaulted.length === loaded.bundle.features.length && !(await deps.oltp.getUsers([p.user_id])).has(p.user_id)) {
-          throw new NotFoundError(`unknown user ${p.user_id}: no events and no OLTP record (send values for the features to score a new user)`);
+        const defaulted = online.defaulted.filter((n) => !hasOwn(p.values, n));
+        // A user is known by a value in the online store (any served feature) or an OLTP record. An
+        // unknown one is scored only on request values for every feature the model reads: never on
+        // defaults, and never created (the prediction event is internal and creates no user).
+        const unsent = loaded.bundle.features.filter((f) => !hasOwn(p.values, f.name)).map((f) => f.name);
+        if (unsent.length > 0 && online.defaulted.length === Object.keys(online.values).length && !(await deps.oltp.getUsers([p.user_id])).has(p.user_id)) {
+          throw new NotFoundError(`unknown user ${p.user_id}: no events in the online store and no OLTP record; to score a new user, send values for every feature the model reads (missing: ${unsent.join(', ')})`);
         }
-        const features: Record<string, FeatureValue> = {};
-        for (const f of loaded.bundle.features) features[f.name] = p.values?.[f.name] ?? online.values[f.name]!;
-        const scored = deps.models.score(loaded, features, defaulted.filter((n) => n in features));
-        deps.predictions.record(p.user_id, scored, Object.keys(p.values ?? {}).filter((n) => n in features));
+        const features = dict<FeatureValue>();
+        for (const f of loaded.bundle.features) features[f.name] = own(p.values, f.name) ?? online.values[f.name]!;
+        const sent = Object.keys(p.values ?? {}).filter((n) => hasOwn(features, n));
+        let scored;
+        try {
+          scored = deps.models.score(loaded, features, defaulted.filter((n) => hasOwn(features, n)));
+        } catch (err) {
+          if (!(err instanceof NonFiniteScoreError)) throw err;
+          // Values sent with the request can push any model past float32 (a 422: change the values);
+          // without them the model itself cannot score this user (a 500, logged: roll the alias back).
+          throw sent.length > 0
+            ? new HttpError(422, err.code, `${err.message}; the request's values for ${sent.join(', ')} take the model outside what it can score: send values like those it was trained on`)
+            : new HttpError(500, err.code, `${err.message}; the model cannot score this user: move its alias back (PUT /v1/models/${loaded.bundle.name}/aliases/<alias>)`);
+        }
+        deps.predictions.record(p.user_id, scored, sent);
         deps.metrics.predictions.inc({ model: deps.metrics.label('model', scored.model.name) });
         // Time spent in the handler (features, model, logging), for clients and benchmarks.
         res.set('Server-Timing', `predict;dur=${(performance.now() - started).toFixed(3)}`);

@@ -1,4 +1,5 @@
-import { InputError, NotFoundError } from '../../workbench/errors.js';
+import { dict, toDict } from '../../workbench/dict.js';
+import { InputError, NonFiniteScoreError, NotFoundError } from '../../workbench/errors.js';
 import type { FeatureValue } from '../../workbench/features/definition.js';
 import { loadClassifier, verifyBundle, type ModelBundle } from '../../workbench/models/bundle.js';
 import type { AliasMove, ModelRegistry } from '../../workbench/models/registry.js';
@@ -60,7 +61,7 @@ export class ModelServer {
     }
     const next = new Map<string, Record<string, string>>();
     for (const [name, aliases] of Object.entries(table)) {
-      const entry: Record<string, string> = {};
+      const entry = dict<string>();
       for (const [alias, version] of Object.entries(aliases)) {
         const current = this.aliasCache.get(name)?.[alias];
         if (current === version) {
@@ -99,7 +100,11 @@ export class ModelServer {
 
   /** Moves an alias to a stored version (a rollback, a promotion), loading it first. */
   async moveAlias(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): Promise<AliasMove> {
-    const loaded = await this.load(version);
+    // Read from disk again even when loaded: a file changed since is refused (409), and the alias stays.
+    const bundle = this.registry.usableVersion(name, alias, version);
+    const loaded = await this.load(version, bundle).catch((err: unknown) => {
+      throw this.registry.refusal(name, alias, version, err);
+    });
     await this.ready(loaded.bundle);
     const move = this.registry.setAlias(name, alias, version, meta);
     this.follow(name, alias, version);
@@ -108,11 +113,12 @@ export class ModelServer {
 
   /** The aliases being followed: model name -> alias -> version. */
   aliases(): Record<string, Record<string, string>> {
-    return Object.fromEntries([...this.aliasCache].map(([name, a]) => [name, { ...a }]));
+    return dict([...this.aliasCache].map(([name, a]) => [name, toDict(a)]));
   }
 
   private follow(name: string, alias: string, version: string): void {
-    this.aliasCache.set(name, { ...this.aliasCache.get(name), [alias]: version });
+    // Aliases are the user's (`constructor` is one): a table without a prototype, so `resolve` finds only real ones.
+    this.aliasCache.set(name, dict([...Object.entries(this.aliasCache.get(name) ?? {}), [alias, version]]));
   }
 
   /** The loaded model for a name and alias, or a version. */
@@ -138,6 +144,12 @@ export class ModelServer {
   /** Scores one row of feature values with a loaded model. */
   score(loaded: Loaded & { alias?: string }, features: Record<string, FeatureValue>, defaulted: string[]): Scored {
     const score = loaded.classifier.predict([features])[0]!;
+    if (!Number.isFinite(score)) {
+      // Never `score: null` in an answer or a prediction event: an error naming the version, logged.
+      const err = new NonFiniteScoreError(`model ${loaded.bundle.name} version ${loaded.bundle.version} gave a score of ${score} for ${abbreviated(JSON.stringify(features))}`);
+      this.onError(err);
+      throw err;
+    }
     return { score, model: { name: loaded.bundle.name, version: loaded.bundle.version, ...(loaded.alias ? { alias: loaded.alias } : {}) }, features, defaulted };
   }
 
@@ -160,4 +172,8 @@ export class ModelServer {
     return p;
   }
 
+}
+
+function abbreviated(text: string, max = 300): string {
+  return text.length > max ? `${text.slice(0, max)}...` : text;
 }

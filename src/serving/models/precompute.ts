@@ -1,4 +1,4 @@
-import { InputError } from '../../workbench/errors.js';
+import { InputError, NonFiniteScoreError } from '../../workbench/errors.js';
 import type { EnrichedEvent } from '../../workbench/event.js';
 import type { FeatureValue } from '../../workbench/features/definition.js';
 import type { OltpStore, Prediction } from '../../workbench/oltp/store.js';
@@ -44,7 +44,7 @@ export class Precompute implements EventConsumer {
     for (const rule of this.rules) {
       const users = [...new Set(events.filter((e) => e.event === rule.event).map((e) => e.user_id))];
       if (users.length === 0) continue;
-      let loaded;
+      let loaded: Awaited<ReturnType<ModelServer['resolve']>>;
       try {
         loaded = await this.models.resolve({ model: rule.model, alias: rule.alias });
       } catch (err) {
@@ -59,7 +59,19 @@ export class Precompute implements EventConsumer {
       for (const user of users) rows.push((await this.features.read(user)).values);
       const scores = loaded.classifier.predict(rows);
       const now = new Date().toISOString();
-      const predictions: Prediction[] = users.map((user_id, i) => ({ model: rule.model, version: loaded.bundle.version, user_id, score: scores[i]!, created_at: now }));
+      const version = loaded.bundle.version;
+      const predictions: Prediction[] = [];
+      const unscored: string[] = [];
+      users.forEach((user_id, i) => {
+        const score = scores[i]!;
+        if (Number.isFinite(score)) predictions.push({ model: rule.model, version, user_id, score, created_at: now });
+        else unscored.push(user_id);
+      });
+      // A score that is not a number is never written for the app to read: the user keeps the last one.
+      if (unscored.length > 0) {
+        this.report.warn(new NonFiniteScoreError(`model ${rule.model} version ${version} scored ${unscored.length} users as NaN or infinite (first: ${unscored[0]})`), `precompute on ${rule.event}: scores not written`);
+      }
+      if (predictions.length === 0) continue;
       await this.oltp.upsertPredictions(predictions);
       this.report.scored?.(rule.model, predictions.length);
     }

@@ -42,9 +42,11 @@ export class PredictionLog {
     if (batch.length === 0) return this.flushing;
     this.flushing = this.flushing.then(async () => {
       try {
-        const result = await this.ingest.ingest(batch);
+        // Internal: the service's own event name, and a prediction never creates a user (an unknown
+        // user scored on request values stays unknown).
+        const result = await this.ingest.ingest(batch, { internal: true });
         if (result.rejected.length > 0) {
-          this.onError(new Error(`${result.rejected.length} prediction events were refused by ingest (first: ${result.rejected[0]!.reason}); if the service accepts a fixed set of event names, add "prediction"`));
+          this.onError(new Error(`${result.rejected.length} prediction events were refused by ingest (first: ${result.rejected[0]!.reason})`));
         }
       } catch (err) {
         this.onError(err);

@@ -1,6 +1,7 @@
 import type { io, LayersModel } from '@tensorflow/tfjs';
 import { z } from 'zod';
-import { IntegrityError, InputError } from '../errors.js';
+import { dict } from '../dict.js';
+import { IntegrityError, InputError, NonFiniteBundleError, UnloadableBundleError, WorkbenchError } from '../errors.js';
 import { canonicalJson, contentHash, featureSet, type Feature } from '../features/definition.js';
 import type { Evaluation } from './evaluate.js';
 import type { Preprocessing } from './preprocess.js';
@@ -91,7 +92,9 @@ export async function createBundle(
     metrics: JSON.parse(JSON.stringify(extra.metrics ?? {})) as ModelBundle['metrics'],
     lineage: { ...extra.lineage, createdAt: extra.lineage?.createdAt ?? new Date().toISOString() },
   };
-  return { ...body, version: contentHash(body) };
+  // The checks the service makes on upload, made here: a notebook hears of NaN weights (a diverged
+  // training) or a model that does not load before it saves or publishes anything.
+  return checkBundle({ ...body, version: contentHash(body) }, `bundle of ${name}`);
 }
 
 /**
@@ -99,6 +102,9 @@ export async function createBundle(
  * content still hashes to its version. Returns it typed; throws IntegrityError on a changed bundle.
  */
 export function verifyBundle(input: unknown, where = 'bundle'): ModelBundle {
+  // Hashing recurses into the document: a hostile depth would overflow the stack before any check.
+  const deep = deeperThan(input, MAX_DEPTH);
+  if (deep) throw new InputError(`${where}: ${deep} is nested deeper than ${MAX_DEPTH} levels; a model bundle is not`);
   const shape = BundleShape.safeParse(input);
   if (!shape.success) {
     const issue = shape.error.issues[0]!;
@@ -112,21 +118,211 @@ export function verifyBundle(input: unknown, where = 'bundle'): ModelBundle {
   for (const step of body.preprocessing.steps as { name: string }[]) {
     if (!names.has(step.name)) throw new InputError(`${where}: the preprocessing reads ${step.name}, which is not among the bundle's features`);
   }
+  modelArtifacts(body.model, where);
   return shape.data as ModelBundle;
 }
 
-/** The bundle's model, ready to score rows of feature values. */
-export async function loadClassifier(bundle: ModelBundle): Promise<Classifier> {
+/**
+ * Verifies a bundle (`verifyBundle`) and builds its model once, as the service does before it takes
+ * one: a topology tfjs cannot read, weights that do not fit it, or a non-finite score of the
+ * features' default values is refused here with the reason. Returns the bundle, typed.
+ */
+export async function checkBundle(input: unknown, where = 'bundle'): Promise<ModelBundle> {
+  const bundle = verifyBundle(input, where);
+  (await loadClassifier(bundle, where)).dispose();
+  return bundle;
+}
+
+/**
+ * The bundle's model, ready to score rows of feature values. Built in steps so that a bundle that
+ * cannot serve says why (UnloadableBundleError, NonFiniteBundleError, both 400s): the topology
+ * alone, then each weight matched by name and shape against it, then a score of the features'
+ * default values, which must be a finite number.
+ */
+export async function loadClassifier(bundle: ModelBundle, where = `bundle ${bundle.version}`): Promise<Classifier> {
   await tensorflow();
-  const bytes = Buffer.from(bundle.model.weights, 'base64');
-  const weightData = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-  const model: LayersModel = await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: bundle.model.topology as object, weightSpecs: bundle.model.weightSpecs, weightData }));
-  const width = (model.inputs[0]?.shape[1] as number | undefined) ?? -1;
-  if (width !== bundle.preprocessing.inputs.length) {
-    model.dispose();
-    throw new InputError(`bundle ${bundle.version}: the model takes ${width} inputs but the preprocessing makes ${bundle.preprocessing.inputs.length}`);
+  const { specs, data } = modelArtifacts(bundle.model, where);
+  let model: LayersModel;
+  try {
+    model = await tf.models.modelFromJSON({ modelTopology: bundle.model.topology } as Parameters<typeof tf.models.modelFromJSON>[0]);
+  } catch (err) {
+    throw new UnloadableBundleError(`${where}: tfjs cannot build a model from model.topology: ${firstLine(err)}`);
   }
-  return classifier(bundle.kind, model, bundle.preprocessing, bundle.label);
+  try {
+    matchWeights(model, specs, where);
+    const decoded = tf.io.decodeWeights(data, specs);
+    try {
+      model.loadWeights(decoded);
+    } finally {
+      tf.dispose(Object.values(decoded));
+    }
+    const width = (model.inputs[0]?.shape[1] as number | undefined) ?? -1;
+    if (width !== bundle.preprocessing.inputs.length) throw new UnloadableBundleError(`${where}: the model takes ${width} inputs but the preprocessing makes ${bundle.preprocessing.inputs.length}`);
+    const loaded = classifier(bundle.kind, model, bundle.preprocessing, bundle.label);
+    const defaults = dict(bundle.features.map((f) => [f.name, Array.isArray(f.default) ? [...f.default] : f.default] as const));
+    const score = loaded.predict([defaults])[0];
+    if (score === undefined || !Number.isFinite(score)) {
+      const shown = bundle.features.map((f) => `${f.name}=${JSON.stringify(f.default)}`).join(', ');
+      throw new NonFiniteBundleError(`${where}: the model scores the features' default values (${shown}) as ${score}; a served score must be a finite number`);
+    }
+    return loaded;
+  } catch (err) {
+    model.dispose();
+    if (err instanceof UnloadableBundleError || err instanceof NonFiniteBundleError) throw err;
+    const reason = err instanceof WorkbenchError ? err.message : firstLine(err);
+    throw new UnloadableBundleError(`${where}: its model does not load: ${reason}`);
+  }
+}
+
+const MAX_DEPTH = 64;
+/** Elements of a single weight past which a bundle is refused unread (the 50 MB upload holds far fewer). */
+const MAX_WEIGHT_VALUES = 64 * 1024 * 1024;
+/** Layer sizes in a topology: tfjs allocates what they say before any weight is compared. */
+const SIZE_KEYS = new Set(['units', 'filters', 'input_dim', 'output_dim', 'inputDim', 'outputDim']);
+const SHAPE_KEYS = new Set(['batch_input_shape', 'batchInputShape', 'input_shape', 'inputShape', 'batch_shape', 'batchShape']);
+
+const WeightSpec = z.object({
+  name: z.string().min(1, 'a weight needs a name'),
+  shape: z.array(z.number().int().nonnegative()).max(8),
+  dtype: z.literal('float32', { message: 'bundles carry float32 weights' }),
+  group: z.string().optional(),
+  quantization: z.undefined({ message: 'quantized weights are not supported' }).optional(),
+});
+
+/**
+ * What a bundle's model must be before tfjs sees it, checked without building anything: a topology
+ * object whose layer sizes fit the weights the bundle carries (tfjs allocates a layer's weights
+ * before it compares them: `units: 1e9` would take the process's memory), float32 weight specs, the
+ * weight bytes exactly as long as the specs say, and every weight a finite number.
+ */
+function modelArtifacts(model: ModelBundle['model'], where: string): { specs: io.WeightsManifestEntry[]; data: ArrayBuffer } {
+  const topology = model.topology;
+  if (!isRecord(topology) || typeof topology.class_name !== 'string' || !isRecord(topology.config)) {
+    throw new UnloadableBundleError(`${where}: model.topology is ${describe(topology)}, not a tfjs model topology (an object with class_name and config)`);
+  }
+  const specs: io.WeightsManifestEntry[] = [];
+  const names = new Set<string>();
+  let values = 0;
+  model.weightSpecs.forEach((input, i) => {
+    const spec = WeightSpec.safeParse(input);
+    const name = isRecord(input) && typeof input.name === 'string' ? ` (${input.name})` : '';
+    if (!spec.success) {
+      const issue = spec.error.issues[0]!;
+      throw new UnloadableBundleError(`${where}: model.weightSpecs[${i}]${name}: ${issue.path.join('.') || 'spec'}: ${issue.message}`);
+    }
+    if (names.has(spec.data.name)) throw new UnloadableBundleError(`${where}: model.weightSpecs[${i}]: the weight ${spec.data.name} appears twice`);
+    names.add(spec.data.name);
+    const size = spec.data.shape.reduce((a, b) => a * b, 1);
+    if (size > MAX_WEIGHT_VALUES) throw new UnloadableBundleError(`${where}: model.weightSpecs[${i}]${name}: shape [${spec.data.shape.join(',')}] is over ${MAX_WEIGHT_VALUES} values`);
+    values += size;
+    specs.push({ name: spec.data.name, shape: spec.data.shape, dtype: 'float32' });
+  });
+  const bytes = Buffer.from(model.weights, 'base64');
+  if (bytes.toString('base64') !== model.weights) throw new UnloadableBundleError(`${where}: model.weights is not base64 text`);
+  if (bytes.length !== values * 4) {
+    throw new UnloadableBundleError(`${where}: model.weights holds ${bytes.length} bytes, but model.weightSpecs describe ${values} float32 values (${values * 4} bytes)`);
+  }
+  const oversized = oversizedLayer(topology, Math.max(values, 1));
+  if (oversized) throw new UnloadableBundleError(`${where}: model.topology: ${oversized}, more than the ${values} weight values the bundle carries`);
+  const data = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+  const floats = new Float32Array(data);
+  let offset = 0;
+  for (const spec of specs) {
+    const size = spec.shape.reduce((a, b) => a * b, 1);
+    for (let j = 0; j < size; j++) {
+      const v = floats[offset + j]!;
+      if (Number.isFinite(v)) continue;
+      let others = 0;
+      for (let k = offset + j + 1; k < floats.length; k++) if (!Number.isFinite(floats[k]!)) others++;
+      throw new NonFiniteBundleError(
+        `${where}: the weight ${spec.name} holds ${v} at [${indexIn(spec.shape, j).join(',')}]${others > 0 ? ` (and ${others} more non-finite values after it)` : ''}; every weight must be a finite number (a training that diverged?)`,
+      );
+    }
+    offset += size;
+  }
+  return { specs, data };
+}
+
+/** Each weight of the built model matched to the bundle's, by name and shape, with the difference named. */
+function matchWeights(model: LayersModel, specs: readonly io.WeightsManifestEntry[], where: string): void {
+  const expected = new Map(model.weights.map((w) => [w.originalName, w.shape]));
+  for (const spec of specs) {
+    const shape = expected.get(spec.name);
+    if (!shape) throw new UnloadableBundleError(`${where}: the weight ${spec.name} is not a weight of the model in model.topology (it has: ${[...expected.keys()].join(', ')})`);
+    if (shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i])) {
+      throw new UnloadableBundleError(`${where}: the weight ${spec.name} has shape [${spec.shape.join(',')}] in model.weightSpecs, but the topology makes it [${shape.join(',')}]`);
+    }
+  }
+  const given = new Set(specs.map((s) => s.name));
+  const absent = [...expected.keys()].filter((n) => !given.has(n));
+  if (absent.length > 0) throw new UnloadableBundleError(`${where}: the model in model.topology has weights the bundle does not carry: ${absent.join(', ')}`);
+}
+
+/**
+ * A layer whose declared size could not fit `values` weights, described; or undefined. Any size
+ * field over the count is one; in a sequential stack of Dense layers (what `trainClassifier`
+ * makes) so is a kernel of inputs x units over it.
+ */
+function oversizedLayer(topology: Record<string, unknown>, values: number): string | undefined {
+  const stack: { node: unknown; at: string }[] = [{ node: topology, at: 'topology' }];
+  while (stack.length > 0) {
+    const { node, at } = stack.pop()!;
+    if (!node || typeof node !== 'object') continue;
+    for (const [key, value] of Object.entries(node)) {
+      if (SIZE_KEYS.has(key) && typeof value === 'number' && value > values) return `${at}.${key} is ${value}`;
+      if (SHAPE_KEYS.has(key) && Array.isArray(value) && value.some((d) => typeof d === 'number' && d > values)) return `${at}.${key} is ${JSON.stringify(value)}`;
+      if (value && typeof value === 'object') stack.push({ node: value, at: `${at}.${key}` });
+    }
+  }
+  const layers = isRecord(topology.config) ? topology.config.layers : undefined;
+  if (topology.class_name !== 'Sequential' || !Array.isArray(layers)) return undefined;
+  let width: number | undefined;
+  for (const [i, layer] of layers.entries()) {
+    const config = isRecord(layer) && isRecord(layer.config) ? layer.config : undefined;
+    const shape = config?.batch_input_shape ?? config?.batchInputShape;
+    if (Array.isArray(shape) && typeof shape.at(-1) === 'number') width = shape.at(-1) as number;
+    if (!isRecord(layer) || layer.class_name !== 'Dense' || typeof config?.units !== 'number' || width === undefined) return undefined;
+    if (width * config.units > values) return `layer ${i} (Dense) takes ${width} inputs to ${config.units} units, a kernel of ${width * config.units} values`;
+    width = config.units;
+  }
+  return undefined;
+}
+
+/** The path of the first value nested deeper than `limit`, or undefined (iterative: any depth is safe to ask about). */
+function deeperThan(input: unknown, limit: number): string | undefined {
+  const stack: { node: unknown; depth: number; at: string }[] = [{ node: input, depth: 0, at: 'bundle' }];
+  while (stack.length > 0) {
+    const { node, depth, at } = stack.pop()!;
+    if (!node || typeof node !== 'object') continue;
+    if (depth >= limit) return at;
+    for (const [key, value] of Object.entries(node)) if (value && typeof value === 'object') stack.push({ node: value, depth: depth + 1, at: `${at}.${key}` });
+  }
+  return undefined;
+}
+
+function indexIn(shape: readonly number[], flat: number): number[] {
+  const index = shape.map(() => 0);
+  for (let d = shape.length - 1; d >= 0; d--) {
+    index[d] = flat % shape[d]!;
+    flat = Math.floor(flat / shape[d]!);
+  }
+  return index;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') return 'an object without a string class_name and an object config';
+  const text = JSON.stringify(value) ?? String(value);
+  return `${typeof value === 'string' ? 'the string' : `the ${typeof value}`} ${text.length > 40 ? `${text.slice(0, 40)}...` : text}`;
+}
+
+function firstLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
 }
 
 /** The bundle as canonical JSON (what is stored and sent). */

@@ -1,5 +1,5 @@
-import { WorkbenchError } from '../errors.js';
-import type { ModelBundle } from './bundle.js';
+import { IntegrityError, WorkbenchError } from '../errors.js';
+import { checkBundle, type ModelBundle } from './bundle.js';
 
 export interface PublishOptions {
   /** The service; default WB_URL or http://127.0.0.1:8080. */
@@ -36,6 +36,14 @@ export class PublishError extends WorkbenchError {
  * at the new version.
  */
 export async function publish(bundle: ModelBundle, options: PublishOptions = {}): Promise<PublishResult> {
+  // The service's own checks, made here first: a bundle it would refuse is refused before the upload,
+  // with the status and code the service would answer (a changed bundle: bundle_integrity).
+  try {
+    await checkBundle(bundle);
+  } catch (err) {
+    if (!(err instanceof WorkbenchError) || (err.status !== 400 && !(err instanceof IntegrityError))) throw err;
+    throw new PublishError(400, err instanceof IntegrityError ? 'bundle_integrity' : err.code, `publishing ${bundle?.name} ${bundle?.version} refused before upload (400): ${err.message}`);
+  }
   const url = (options.url ?? process.env.WB_URL ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
   const key = options.key ?? process.env.WB_ADMIN_KEY;
   if (!key) throw new PublishError(401, 'unauthorized', 'publishing needs an admin key: pass { key } or set WB_ADMIN_KEY (create one with `wb keys create --scope admin`)');

@@ -1,9 +1,10 @@
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { InputError, NotFoundError } from '../errors.js';
+import { dict, toDict } from '../dict.js';
+import { AliasRefusedError, InputError, IntegrityError, NotFoundError, WorkbenchError } from '../errors.js';
 import { writeFileAtomic } from '../files.js';
-import { bundleJson, verifyBundle, type ModelBundle } from './bundle.js';
+import { bundleJson, checkBundle, loadClassifier, verifyBundle, type ModelBundle } from './bundle.js';
 
 /**
  * The model registry over a folder: immutable bundles named by version, and per model name a set
@@ -23,6 +24,18 @@ export interface VersionInfo {
   metrics: Record<string, number>;
   aliases: string[];
 }
+
+/** A stored version that cannot be read: listed with why, so one damaged file never hides the others. */
+export interface UnreadableVersion {
+  version: string;
+  /** The model's name, when the file still says it or one of that model's aliases points at it. */
+  name?: string;
+  aliases: string[];
+  /** Why, prefixed by the error's code: `integrity: ...` (changed after it was written), `unreadable: ...` (not JSON). */
+  error: string;
+}
+
+export type VersionEntry = VersionInfo | UnreadableVersion;
 
 export interface AliasMove {
   at: string;
@@ -46,7 +59,12 @@ export class ModelRegistry {
     return new ModelRegistry(root);
   }
 
-  /** Stores a bundle (verified first); storing the same version again changes nothing. */
+  /** Stores a bundle after building its model once (`checkBundle`): what a notebook or a job should call. */
+  async save(input: unknown): Promise<ModelBundle> {
+    return this.put(await checkBundle(input));
+  }
+
+  /** Stores a bundle (verified first, without building its model); storing the same version again changes nothing. */
   put(input: unknown): ModelBundle {
     const bundle = verifyBundle(input);
     const path = this.bundlePath(bundle.version);
@@ -59,8 +77,8 @@ export class ModelRegistry {
     if (!VERSION.test(version)) throw new InputError(`${JSON.stringify(version)} is not a model version (16 hex digits)`);
     const path = this.bundlePath(version);
     if (!existsSync(path)) throw new NotFoundError(`no model version ${version} in the registry ${this.root}`);
-    const bundle = verifyBundle(JSON.parse(readFileSync(path, 'utf8')), path);
-    if (bundle.version !== version) throw new InputError(`${path} holds version ${bundle.version}, not ${version}`);
+    const bundle = verifyBundle(readJson(path), path);
+    if (bundle.version !== version) throw new IntegrityError(`${path} holds version ${bundle.version}, not ${version}`);
     return bundle;
   }
 
@@ -68,13 +86,26 @@ export class ModelRegistry {
     return VERSION.test(version) && existsSync(this.bundlePath(version));
   }
 
-  /** Versions, newest first, optionally of one model name. */
-  list(name?: string): VersionInfo[] {
+  /**
+   * Versions, newest first, optionally of one model name; each verified as `get` does. A version
+   * that cannot be read (damaged, changed, not a bundle) is an entry with its `error`, after the
+   * others: one bad file never hides the rest.
+   */
+  list(name?: string): VersionEntry[] {
     const aliases = this.readAliases();
     const out: VersionInfo[] = [];
+    const unreadable: UnreadableVersion[] = [];
     for (const file of readdirSync(join(this.root, 'bundles'))) {
-      if (!file.endsWith('.json')) continue;
-      const b = JSON.parse(readFileSync(join(this.root, 'bundles', file), 'utf8')) as ModelBundle;
+      if (!file.endsWith('.json') || file.startsWith('.')) continue;
+      const version = file.slice(0, -'.json'.length);
+      let b: ModelBundle;
+      try {
+        b = this.get(version);
+      } catch (err) {
+        const entry = this.unreadable(version, err, aliases);
+        if (name === undefined || entry.name === name) unreadable.push(entry);
+        continue;
+      }
       if (name !== undefined && b.name !== name) continue;
       const named = aliases[b.name] ?? {};
       out.push({
@@ -89,7 +120,22 @@ export class ModelRegistry {
         aliases: Object.keys(named).filter((a) => named[a] === b.version).sort(),
       });
     }
-    return out.sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
+    out.sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
+    return [...out, ...unreadable.sort((a, b) => (a.version < b.version ? -1 : 1))];
+  }
+
+  /** A version that cannot be read, with what can still be said about it: its name, the aliases on it. */
+  private unreadable(version: string, err: unknown, aliases: Record<string, Record<string, string>>): UnreadableVersion {
+    let name: string | undefined;
+    try {
+      const claimed = (JSON.parse(readFileSync(this.bundlePath(version), 'utf8')) as { name?: unknown } | null)?.name;
+      if (typeof claimed === 'string' && NAME.test(claimed)) name = claimed;
+    } catch {
+      // not JSON: the aliases may still say whose it is
+    }
+    const pointing = Object.entries(aliases).flatMap(([model, named]) => Object.keys(named).filter((a) => named[a] === version).map((alias) => ({ model, alias })));
+    name ??= pointing[0]?.model;
+    return { version, ...(name ? { name } : {}), aliases: pointing.filter((p) => p.model === name).map((p) => p.alias).sort(), error: describeFailure(err) };
   }
 
   /** The version an alias of a model points at, or undefined. */
@@ -98,7 +144,7 @@ export class ModelRegistry {
   }
 
   aliases(name: string): Record<string, string> {
-    return { ...(this.readAliases()[name] ?? {}) };
+    return toDict(this.readAliases()[name]);
   }
 
   /** Every model's aliases: name -> alias -> version. */
@@ -109,15 +155,52 @@ export class ModelRegistry {
   /** Points an alias of a model at a version of that model, and records the move. */
   setAlias(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): AliasMove {
     if (!ALIAS.test(alias)) throw new InputError(`alias ${JSON.stringify(alias)}: use lower-case letters, digits, _ and -, up to 32`);
-    const bundle = this.get(version);
-    if (bundle.name !== name) throw new InputError(`version ${version} is a version of ${bundle.name}, not of ${name}`);
+    this.usableVersion(name, alias, version);
     const all = this.readAliases();
-    const named = (all[name] ??= {});
+    const named = (all[name] ??= dict());
     const move: AliasMove = { at: new Date().toISOString(), name, alias, from: named[alias] ?? null, to: version, ...meta };
     named[alias] = version;
     writeFileAtomic(join(this.root, 'aliases.json'), `${JSON.stringify(all, null, 2)}\n`);
     appendFileSync(join(this.root, 'alias-history.jsonl'), `${JSON.stringify(move)}\n`);
     return move;
+  }
+
+  /** `setAlias` after building the version's model once: what `wb models alias` runs (the service builds it itself). */
+  async moveAlias(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): Promise<AliasMove> {
+    const bundle = this.usableVersion(name, alias, version);
+    const model = await loadClassifier(bundle).catch((err: unknown) => {
+      throw this.refusal(name, alias, version, err);
+    });
+    model.dispose();
+    return this.setAlias(name, alias, version, meta);
+  }
+
+  /**
+   * The stored bundle an alias of `name` may point at. A version that is changed, unreadable or of
+   * another model is refused with AliasRefusedError (409) saying why; an absent one is a NotFoundError.
+   */
+  usableVersion(name: string, alias: string, version: string): ModelBundle {
+    let bundle: ModelBundle;
+    try {
+      bundle = this.get(version);
+    } catch (err) {
+      if (err instanceof NotFoundError || !VERSION.test(version)) throw err;
+      throw this.refusal(name, alias, version, err);
+    }
+    if (bundle.name !== name) throw this.refusal(name, alias, version, `it is a version of ${bundle.name}, not of ${name}`);
+    return bundle;
+  }
+
+  /** Why an alias does not move, and where it stays. */
+  refusal(name: string, alias: string, version: string, why: unknown): AliasRefusedError {
+    let current: string | undefined;
+    try {
+      current = this.resolve(name, alias);
+    } catch {
+      // an unreadable alias table: the refusal still says why the version cannot be used
+    }
+    const reason = typeof why === 'string' ? why : describeFailure(why);
+    return new AliasRefusedError(`cannot point ${name} ${alias} at ${version}: ${reason}; ${alias} stays ${current ? `at ${current}` : 'unset'}`);
   }
 
   /** Every alias move, oldest first, optionally of one model. */
@@ -137,9 +220,27 @@ export class ModelRegistry {
 
   private readAliases(): Record<string, Record<string, string>> {
     const path = join(this.root, 'aliases.json');
-    if (!existsSync(path)) return {};
+    if (!existsSync(path)) return dict();
     const parsed = Aliases.safeParse(JSON.parse(readFileSync(path, 'utf8')));
     if (!parsed.success) throw new InputError(`${path} is not an alias table: ${parsed.error.issues[0]!.message}`);
-    return parsed.data;
+    // Model names and aliases are the user's (`constructor` is one): tables without a prototype, so a lookup finds only what is there.
+    return dict(Object.entries(parsed.data).map(([model, aliases]) => [model, toDict(aliases)]));
   }
+}
+
+const NAME = /^[a-z][a-z0-9-]{0,63}$/;
+
+/** A stored file's JSON; a file that is not JSON (cut short, overwritten) was damaged after it was written. */
+function readJson(path: string): unknown {
+  const text = readFileSync(path, 'utf8');
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new IntegrityError(`${path} is not valid JSON (${(err as Error).message}): the file was damaged after it was written`);
+  }
+}
+
+/** An error as `code: message`, the form listings and refusals show. */
+function describeFailure(err: unknown): string {
+  return err instanceof WorkbenchError ? `${err.code}: ${err.message}` : `unreadable: ${err instanceof Error ? err.message : String(err)}`;
 }

@@ -98,6 +98,41 @@ describe('publishing models and serving predictions', { timeout: 120_000 }, () =
     assert.equal((await predict({ model: 'propensity', user_id: 'alice' }, 'wb_bad_key')).status, 401);
   });
 
+  it('scores an unknown user only on values for every feature, answers 404 otherwise, and never creates the user', async () => {
+    const all = { logins_7d: 3, spend_30d: 12.5 };
+    const bare = await predict({ model: 'propensity', user_id: 'newbie' });
+    assert.equal(bare.status, 404);
+    assert.match(bare.body.error!.message, /unknown user newbie: .*send values for every feature the model reads \(missing: logins_7d, spend_30d\)/);
+    const partial = await predict({ model: 'propensity', user_id: 'newbie', values: { logins_7d: 3 } });
+    assert.equal(partial.status, 404, 'a default for the rest is no score');
+    assert.match(partial.body.error!.message, /unknown user newbie: .*\(missing: spend_30d\)/);
+
+    const logBefore = (await (await t.call('/v1/log', { key: t.keys.read })).json()) as { next: number };
+    const scored = await predict({ model: 'propensity', user_id: 'newbie', values: all });
+    assert.equal(scored.status, 200, JSON.stringify(scored.body));
+    assert.equal(scored.body.score, first.predict([all])[0]);
+    assert.deepEqual(scored.body.defaulted, []);
+    // The prediction event reaches the log and the aggregates (the dashboard's source)...
+    let position = 0;
+    for (let i = 0; i < 100 && position <= logBefore.next; i++) {
+      await sleep(50);
+      position = ((await (await t.call('/v1/aggregates?window=1h&dimension=country', { key: t.keys.read })).json()) as { position: number }).position;
+    }
+    assert.ok(position > logBefore.next, `the aggregates reached ${position}, past the prediction at ${logBefore.next}`);
+    // ...without creating the user: not in OLTP, not counted as a country `unknown` on the dashboard.
+    const { openOltp } = await import('../../../src/workbench/oltp/index.js');
+    const oltp = await openOltp(undefined, t.dataDir);
+    try {
+      assert.equal((await oltp.getUsers(['newbie'])).size, 0, 'a prediction created an OLTP user');
+    } finally {
+      await oltp.close();
+    }
+    const snapshot = await dashboardSnapshot(t);
+    assert.ok(!('unknown' in (snapshot.perMinute.country ?? {})), `the dashboard counts country unknown: ${JSON.stringify(snapshot.perMinute.country)}`);
+    // Still unknown: the next prediction without values is a 404 again.
+    assert.equal((await predict({ model: 'propensity', user_id: 'newbie' })).status, 404);
+  });
+
   it('swaps to a new version under load without a failed request, and rolls back by moving the alias', async () => {
     let stop = false;
     const seen: { version: string; at: number }[] = [];
@@ -126,7 +161,7 @@ describe('publishing models and serving predictions', { timeout: 120_000 }, () =
     // A refused publish (a changed bundle, a feature that conflicts) leaves the champion serving.
     const conflicting = await createBundle('propensity', first, featureSet([{ ...features[0]!, window: '30d' }, features[1]!]));
     await assert.rejects(publish(conflicting, { url: t.service.url, key: t.keys.admin, alias: 'champion' }), /failed \(409\).*logins_7d is already served with another definition/);
-    await assert.rejects(publish({ ...v1, kind: 'mlp' }, { url: t.service.url, key: t.keys.admin, alias: 'champion' }), /failed \(400\)/);
+    await assert.rejects(publish({ ...v1, kind: 'mlp' }, { url: t.service.url, key: t.keys.admin, alias: 'champion' }), /refused before upload \(400\).*changed after it was made/);
     assert.equal((await predict({ model: 'propensity', user_id: 'alice' })).body.model.version, v2.version);
 
     const rollback = await t.call('/v1/models/propensity/aliases/champion', { method: 'PUT', key: t.keys.admin, body: JSON.stringify({ version: v1.version, reason: 'rollback' }), headers: { 'content-type': 'application/json' } });
@@ -150,6 +185,26 @@ describe('publishing models and serving predictions', { timeout: 120_000 }, () =
     assert.ok(points.reduce((n, p) => n + p.count, 0) >= 5, JSON.stringify(points));
   });
 });
+
+/** The dashboard's first snapshot from `/v1/stream` (what the page draws). */
+async function dashboardSnapshot(t: TestService): Promise<{ perMinute: Record<string, Record<string, unknown>> }> {
+  const abort = new AbortController();
+  const res = await t.call('/v1/stream', { key: t.keys.read, signal: abort.signal });
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let text = '';
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the stream ended before a snapshot: ${text}`);
+      text += decoder.decode(value, { stream: true });
+      const m = /event: snapshot\ndata: (.*)\n\n/.exec(text);
+      if (m) return JSON.parse(m[1]!) as { perMinute: Record<string, Record<string, unknown>> };
+    }
+  } finally {
+    abort.abort();
+  }
+}
 
 describe('a service started over a registry with models in it', { timeout: 60_000 }, () => {
   it('serves the features of every aliased model, so a model saved by a notebook predicts at once', async () => {

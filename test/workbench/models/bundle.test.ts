@@ -1,14 +1,16 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { featureSet } from '../../../src/workbench/features/definition.js';
-import { createBundle, loadClassifier, verifyBundle, type ModelBundle } from '../../../src/workbench/models/bundle.js';
+import { checkBundle, createBundle, loadClassifier, verifyBundle, type ModelBundle } from '../../../src/workbench/models/bundle.js';
+import { publish } from '../../../src/workbench/models/publish.js';
 import { columnsFor } from '../../../src/workbench/models/preprocess.js';
 import { ModelRegistry } from '../../../src/workbench/models/registry.js';
 import { trainClassifier, type Classifier } from '../../../src/workbench/models/train.js';
 import { Random } from '../../../src/workbench/random.js';
 import { tempDir } from '../../helpers/tmp.js';
+import { hostileBundles, rehashed, withWeight } from './hostile.js';
 
 const features = featureSet([
   { name: 'logins_7d', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 },
@@ -85,5 +87,70 @@ describe('model bundles and the registry', { timeout: 60_000 }, () => {
     assert.throws(() => registry.setAlias('other-model', 'champion', bundle.version), /is a version of app-churn, not of other-model/);
     assert.throws(() => registry.setAlias('app-churn', 'champion', '0123456789abcdef'), /no model version 0123456789abcdef/);
     assert.throws(() => registry.setAlias('app-churn', 'Bad Alias', bundle.version), /alias "Bad Alias"/);
+  });
+});
+
+describe('a bundle that cannot serve is refused before it is stored or published', { timeout: 60_000 }, () => {
+  const small = featureSet([
+    { name: 'logins_7d', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 },
+    { name: 'spend_30d', source: { event: 'purchase' }, aggregation: 'sum', prop: 'amount', window: '30d', default: 0 },
+  ]);
+  const smallRows = rows.map((r, i) => ({ logins_7d: r.logins_7d, spend_30d: (i * 7) % 50, churned: r.churned }));
+  let model: Classifier;
+  let good: ModelBundle;
+  before(async () => {
+    model = await trainClassifier(smallRows, 'churned', columnsFor(small), { seed: 3, maxEpochs: 5 });
+    good = await createBundle('small', model, small, { lineage: { createdAt: '2026-11-27T00:00:00.000Z' } });
+  });
+  after(() => model?.dispose());
+
+  it('names the layer, weight or value at fault, and stores nothing', async () => {
+    const dir = tempDir('wb-registry-');
+    const registry = ModelRegistry.open(dir);
+    for (const h of hostileBundles(good)) {
+      const input: unknown = h.json ? JSON.parse(h.json) : h.bundle;
+      const started = Date.now();
+      await assert.rejects(registry.save(input), (err: Error & { code?: string; status?: number }) => {
+        assert.equal(err.code, h.code, `${h.what}: ${err.message}`);
+        assert.equal(err.status, 400, h.what);
+        assert.match(err.message, h.message, h.what);
+        return true;
+      });
+      assert.ok(Date.now() - started < 1000, `${h.what}: refused in ${Date.now() - started} ms`);
+    }
+    assert.deepEqual(readdirSync(join(dir, 'bundles')), [], 'nothing stored');
+    // The checks that need no model (shape, weights, topology) refuse a bundle on `put` as well.
+    assert.throws(() => registry.put(withWeight(good, 0, Number.NaN)), /holds NaN/);
+    assert.equal((await registry.save(good)).version, good.version);
+  });
+
+  it('refuses a model whose score of the default values is not finite, and a trained model with NaN weights', async () => {
+    // Linear layers and weights near float32's largest: finite weights, an infinite score.
+    const overflowing = rehashed(good, (b) => {
+      b.model.topology.config.layers.at(-1).config.activation = 'linear';
+      const bytes = Buffer.from(b.model.weights, 'base64');
+      for (let i = 0; i < bytes.length / 4; i++) bytes.writeFloatLE(3e38, i * 4);
+      b.model.weights = bytes.toString('base64');
+    });
+    await assert.rejects(checkBundle(overflowing), (err: Error & { code?: string }) => err.code === 'bundle_non_finite' && /scores the features' default values \(logins_7d=0, spend_30d=0\) as (-)?Infinity/.test(err.message));
+    const diverged = await trainClassifier(smallRows, 'churned', columnsFor(small), { seed: 3, maxEpochs: 1 });
+    try {
+      const weights = diverged.model.getWeights();
+      diverged.model.setWeights(weights.map((w, i) => (i === 0 ? w.mul(Number.NaN) : w)));
+      await assert.rejects(createBundle('small', diverged, small), (err: Error & { code?: string }) => err.code === 'bundle_non_finite' && /the weight \S+ holds NaN at \[0,0\] \(and \d+ more/.test(err.message));
+    } finally {
+      diverged.dispose();
+    }
+  });
+
+  it('is refused by publish() before the upload, with the code the service would answer', async () => {
+    // Nothing listens on port 9: a refusal that were not local would be `unreachable` (503).
+    for (const h of hostileBundles(good).filter((x) => x.bundle)) {
+      await assert.rejects(publish(h.bundle!, { url: 'http://127.0.0.1:9', key: 'wb_any' }), (err: Error & { code?: string; status?: number }) => {
+        assert.deepEqual([err.status, err.code], [400, h.code], `${h.what}: ${err.message}`);
+        assert.match(err.message, /refused before upload \(400\)/);
+        return true;
+      });
+    }
   });
 });
