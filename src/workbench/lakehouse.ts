@@ -209,7 +209,7 @@ async function defineViews(db: DuckDb, layout: LakeLayout, manifest: Manifest): 
   if (existsSync(layout.quarantine) && readdirSync(layout.quarantine).some((f) => f.endsWith('.csv'))) {
     await view(
       'quarantine',
-      'rows the build could not load, with the source file line and the reason',
+      'lines the build could not load, with the source file line number and the reason',
       sql`SELECT regexp_extract(filename, '([^/]+)\\.csv$', 1) AS source, line, reason, record
           FROM read_csv(${join(layout.quarantine, '*.csv')}, header = true, delim = ',', quote = '"', escape = '"', filename = true,
                         columns = {'line': 'VARCHAR', 'reason': 'VARCHAR', 'record': 'VARCHAR'})`,
