@@ -207,11 +207,20 @@ export class ModelRegistry {
   history(name?: string): AliasMove[] {
     const path = join(this.root, 'alias-history.jsonl');
     if (!existsSync(path)) return [];
-    return readFileSync(path, 'utf8')
-      .split('\n')
-      .filter((l) => l.trim() !== '')
-      .map((l) => JSON.parse(l) as AliasMove)
-      .filter((m) => name === undefined || m.name === name);
+    const lines = readFileSync(path, 'utf8').split('\n');
+    const moves: AliasMove[] = [];
+    lines.forEach((line, i) => {
+      if (line.trim() === '') return;
+      try {
+        moves.push(JSON.parse(line) as AliasMove);
+      } catch (err) {
+        // A last line cut short is an append a crash interrupted: the move itself is in aliases.json
+        // (written first, atomically), only its record is incomplete. Anything else is damage.
+        if (i === lines.length - 1) return;
+        throw new IntegrityError(`${path}:${i + 1} is not a JSON alias move (${(err as Error).message}): the file was damaged after it was written`);
+      }
+    });
+    return moves.filter((m) => name === undefined || m.name === name);
   }
 
   private bundlePath(version: string): string {

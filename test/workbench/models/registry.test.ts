@@ -111,4 +111,18 @@ describe('a registry with damaged files', { timeout: 60_000 }, () => {
     assert.match(unloadableMove.err, /Unknown layer: NoSuchLayer.*champion stays at/s);
     assert.equal(ModelRegistry.open(join(dataDir, 'registry')).resolve('propensity', 'champion'), good.version);
   });
+
+  it('reads an alias history whose last append a crash cut short, and names a damaged line elsewhere', () => {
+    const path = join(dataDir, 'registry', 'alias-history.jsonl');
+    const intact = readFileSync(path, 'utf8');
+    const moves = registry.history().length;
+    try {
+      writeFileSync(path, `${intact}{"at":"2026-11-29T00:0`);
+      assert.equal(registry.history().length, moves, 'the torn last line is not a move');
+      writeFileSync(path, `{"at":"2026-11-29T00:0\n${intact}`);
+      assert.throws(() => registry.history(), (err: Error & { code?: string }) => err.code === 'integrity' && /alias-history\.jsonl:1 is not a JSON alias move/.test(err.message));
+    } finally {
+      writeFileSync(path, intact);
+    }
+  });
 });
