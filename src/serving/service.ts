@@ -9,6 +9,7 @@ import { KeyStore } from './auth/keys.js';
 import { AlertSink } from './observability/alerts.js';
 import type { AnomalyOptions } from './observability/anomaly.js';
 import type { Logger } from './observability/logger.js';
+import { labelVocabulary } from './observability/label-vocabulary.js';
 import { Metrics } from './observability/metrics.js';
 import { Monitor } from './observability/monitor.js';
 import { DEFAULT_AGGREGATES, LiveAggregates } from './pipeline/aggregates.js';
@@ -122,9 +123,15 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     },
   });
   const ingest = await Ingest.open(log, oltp, config.ingest, Date.now, recent, experiments.assigner);
-  const aggregates = new LiveAggregates({ ...DEFAULT_AGGREGATES, snapshotPath: join(config.dataDir, 'consumers', 'aggregates.json') });
-  const archiver = await Archiver.open(lakeDirOf(config.dataDir));
   const metrics = new Metrics({ eventNames: ingest.options.eventNames });
+  const aggregates = new LiveAggregates({
+    ...DEFAULT_AGGREGATES,
+    snapshotPath: join(config.dataDir, 'consumers', 'aggregates.json'),
+    // The dashboard's cohorts follow /metrics: known values always, the sender's text within limits.
+    known: labelVocabulary(ingest.options.eventNames),
+    onDropped: (events) => metrics.droppedCohortEvents.inc(events),
+  });
+  const archiver = await Archiver.open(lakeDirOf(config.dataDir));
   const monitor = new Monitor(metrics, alerts, () => log.next(), { anomaly: config.anomaly });
   const onError = (err: unknown, consumer: string) => logger.error({ err, consumer }, 'consumer failed; retrying the batch');
   // A record a consumer keeps failing on is set aside there, and the consumer goes on.

@@ -29,6 +29,20 @@ export interface AggregateOptions {
   snapshotPath: string;
   /** Snapshot at most this often (and always on close). */
   snapshotEveryMs: number;
+  /**
+   * Values of the event name and of the tier, country and device known to the project (the labels'
+   * vocabulary): they always get cells of their own. Others are the sender's text: each window
+   * admits `maxUnknownPerWindow` of them per dimension, first come, and counts the rest as `other`.
+   * Without it every value is unknown.
+   */
+  known?: ReadonlyMap<string, ReadonlySet<string>>;
+  maxUnknownPerWindow?: number;
+  /**
+   * Most cells kept over every window (memory, and the snapshot written on the event loop): past it,
+   * new cohort cells are not made and their events count per event name only (`onDropped`).
+   */
+  maxCells?: number;
+  onDropped?: (events: number) => void;
 }
 
 export const DEFAULT_AGGREGATES: Omit<AggregateOptions, 'snapshotPath'> = {
@@ -76,6 +90,9 @@ export class LiveAggregates implements EventConsumer {
   private lastSnapshot = 0;
   private listeners = new Set<(events: EnrichedEvent[]) => void>();
   private readonly weeks = new Map<string, string>();
+  /** Per window (`1m:<start>`) and dimension, the unknown values that window admitted. */
+  private readonly admitted = new Map<string, Map<string, Set<string>>>();
+  private cells = 0;
 
   constructor(private readonly options: AggregateOptions) {}
 
@@ -86,7 +103,16 @@ export class LiveAggregates implements EventConsumer {
     this.offset = snap.offset;
     this.newest = snap.newest;
     for (const w of Object.keys(WINDOWS) as WindowName[]) {
-      for (const [start, cells] of snap.windows[w]) this.windows[w].set(start, new Map(cells));
+      for (const [start, cells] of snap.windows[w]) {
+        this.windows[w].set(start, new Map(cells));
+        this.cells += cells.length;
+        // What each window admitted is in its keys: the same limits hold after a restart.
+        for (const [key] of cells) {
+          const [event, dimension, ...rest] = key.split('\u0000') as [string, string, ...string[]];
+          this.admit(w, start, 'event', event);
+          if (dimension !== 'all') this.admit(w, start, dimension, rest.join('\u0000'));
+        }
+      }
     }
     // The snapshot is the truth: events after it are applied again, events before it never are.
     return snap.offset;
@@ -96,6 +122,8 @@ export class LiveAggregates implements EventConsumer {
   async rewind(_end: number): Promise<number> {
     rmSync(this.options.snapshotPath, { force: true });
     for (const w of WINDOW_NAMES) this.windows[w].clear();
+    this.admitted.clear();
+    this.cells = 0;
     this.offset = 0;
     this.newest = 0;
     return 0;
@@ -167,23 +195,56 @@ export class LiveAggregates implements EventConsumer {
   private add(g: Group): void {
     // The service's own events (predictions, exposures) are not product activity of a cohort, and may
     // concern users the OLTP database does not know: they count per event name only.
-    const values = RESERVED_EVENTS.has(g.event)
-      ? [`all\u0000all`]
-      : [`all\u0000all`, `tier\u0000${g.tier}`, `country\u0000${g.country}`, `device\u0000${g.device}`, `first_seen_week\u0000${g.week}`];
+    const cohort = !RESERVED_EVENTS.has(g.event);
+    const maxCells = this.options.maxCells ?? 200_000;
+    let dropped = false;
     for (const w of WINDOW_NAMES) {
       const size = WINDOWS[w];
       const start = g.minute - (g.minute % size);
       if (start < this.newest - this.options.retention[w]) continue; // too late to matter
       let cells = this.windows[w].get(start);
       if (!cells) this.windows[w].set(start, (cells = new Map()));
+      const event = this.admit(w, start, 'event', g.event);
+      const values = cohort
+        ? [
+            'all\u0000all',
+            `tier\u0000${this.admit(w, start, 'tier', g.tier)}`,
+            `country\u0000${this.admit(w, start, 'country', g.country)}`,
+            `device\u0000${this.admit(w, start, 'device', g.device)}`,
+            `first_seen_week\u0000${g.week}`,
+          ]
+        : ['all\u0000all'];
       for (const value of values) {
-        const key = `${g.event}\u0000${value}`;
+        const key = `${event}\u0000${value}`;
         let cell = cells.get(key);
-        if (!cell) cells.set(key, (cell = { count: 0, sums: {} }));
+        if (!cell) {
+          // The per-event totals are bounded by the events admitted; cohort cells by the budget.
+          if (this.cells >= maxCells && value !== 'all\u0000all') {
+            dropped = true;
+            continue;
+          }
+          cells.set(key, (cell = { count: 0, sums: {} }));
+          this.cells++;
+        }
         cell.count += g.count;
         for (const prop in g.sums) cell.sums[prop] = (cell.sums[prop] ?? 0) + g.sums[prop]!;
       }
     }
+    if (dropped) this.options.onDropped?.(g.count);
+  }
+
+  /** The value itself when it is known or the window still admits it, else `other`. */
+  private admit(w: WindowName, start: number, dimension: string, value: string): string {
+    if (this.options.known?.get(dimension)?.has(value)) return value;
+    const window = `${w}:${start}`;
+    let byDimension = this.admitted.get(window);
+    if (!byDimension) this.admitted.set(window, (byDimension = new Map()));
+    let values = byDimension.get(dimension);
+    if (!values) byDimension.set(dimension, (values = new Set()));
+    if (values.has(value)) return value;
+    if (values.size >= (this.options.maxUnknownPerWindow ?? 20)) return 'other';
+    values.add(value);
+    return value;
   }
 
   /** isoWeek, remembered: a user's first_seen repeats on every one of their events. */
@@ -200,7 +261,12 @@ export class LiveAggregates implements EventConsumer {
   private evict(): void {
     for (const w of Object.keys(WINDOWS) as WindowName[]) {
       const cutoff = this.newest - this.options.retention[w];
-      for (const start of this.windows[w].keys()) if (start < cutoff) this.windows[w].delete(start);
+      for (const [start, cells] of this.windows[w]) {
+        if (start >= cutoff) continue;
+        this.windows[w].delete(start);
+        this.admitted.delete(`${w}:${start}`);
+        this.cells -= cells.size;
+      }
     }
   }
 
