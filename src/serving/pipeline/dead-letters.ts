@@ -253,7 +253,8 @@ class JournaledStore implements DeadLetterStore {
 
   recordRetry(id: string, outcome: RetryOutcome): Promise<DeadLetter> {
     return this.serial(async () => {
-      const op: Op = outcome.ok ? { op: 'retried', id, ok: true, at: now() } : { op: 'retried', id, ok: false, error: errorInfo(outcome.error), at: now() };
+      // `in`, not `.ok`: tslab's TypeScript runs without strictNullChecks, where a boolean discriminant does not narrow.
+      const op: Op = 'error' in outcome ? { op: 'retried', id, ok: false, error: errorInfo(outcome.error), at: now() } : { op: 'retried', id, ok: true, at: now() };
       await this.write(op);
       return this.letter(id);
     });
