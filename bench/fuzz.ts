@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { KeyStore } from '../src/serving/auth/keys.js';
+import { openDeadLetterStore } from '../src/serving/pipeline/dead-letters.js';
 import { FileEventLog } from '../src/serving/pipeline/file-log.js';
 import { featureSet } from '../src/workbench/features/definition.js';
 import { createBundle, type ModelBundle } from '../src/workbench/models/bundle.js';
@@ -67,6 +68,8 @@ interface RunFigures {
   audit?: LogAudit;
   serverErrors: Map<string, number>;
   logNext?: number;
+  /** Records the consumers set aside: id and error. */
+  deadLetters: string[];
 }
 
 async function trainedBundle(): Promise<ModelBundle> {
@@ -191,7 +194,11 @@ async function run(label: string, generator: (routes: ApiRoute[]) => fc.Arbitrar
     } catch (err) {
       console.log(`  ${label}: cannot audit the log: ${(err as Error).message}`);
     }
-    return { requests: tally.sent, tally, seconds, crashed, stuck, rssBeforeKb, rssPeakKb, rssAfterKb, cpuMicrosPerRequest, audit, serverErrors: serverErrors(dir), logNext };
+    // A dead letter is a record ingest took that a consumer cannot apply: a hole in the edge's checks.
+    const letters = await openDeadLetterStore(dir, undefined, { warn: (m) => console.log(`  ${label}: ${m}`) });
+    const deadLetters = (await letters.list()).map((l) => `${l.id}: ${l.error.message.slice(0, 160)}`);
+    await letters.close();
+    return { requests: tally.sent, tally, seconds, crashed, stuck, rssBeforeKb, rssPeakKb, rssAfterKb, cpuMicrosPerRequest, audit, serverErrors: serverErrors(dir), logNext, deadLetters };
   } finally {
     stopping = true;
     await stopServer(child as ChildProcess);
@@ -206,7 +213,8 @@ function print(label: string, f: RunFigures): void {
       `no answer ${t.count('no answer')}, resets (expected) ${t.count('reset (expected)')}; ${t.accepted.toLocaleString('en-US')} events accepted`,
   );
   console.log(`  server RSS ${mb(f.rssBeforeKb)} MB before, ${mb(f.rssPeakKb)} MB peak, ${mb(f.rssAfterKb)} MB after ${IDLE_SECONDS} s idle; CPU ${round(f.cpuMicrosPerRequest)} µs/request`);
-  console.log(`  crashed: ${f.crashed ? 'yes' : 'no'}; stuck consumers: ${f.stuck.length === 0 ? 'none' : f.stuck.map((s) => `${s.name} (lag ${s.lag})`).join(', ')}`);
+  console.log(`  crashed: ${f.crashed ? 'yes' : 'no'}; stuck consumers: ${f.stuck.length === 0 ? 'none' : f.stuck.map((s) => `${s.name} (lag ${s.lag})`).join(', ')}; dead letters: ${f.deadLetters.length}`);
+  for (const letter of f.deadLetters.slice(0, 5)) console.log(`  dead letter ${letter}`);
   if (f.audit) {
     const a = f.audit;
     console.log(
@@ -240,6 +248,7 @@ async function main(): Promise<void> {
     contract_failures: [...hostile.tally.failures.values()].reduce((s, v) => s + v.count, 0),
     events_accepted: hostile.tally.accepted,
     stuck_consumers: hostile.stuck.length,
+    dead_letters: hostile.deadLetters.length,
     crashes: hostile.crashed ? 1 : 0,
     log_consistent: hostile.audit ? hostile.audit.clientRecords === hostile.tally.accepted && hostile.audit.repeatedIds.length === 0 && hostile.audit.strangers.length === 0 : null,
     rss_before_mb: mb(hostile.rssBeforeKb),
@@ -252,9 +261,9 @@ async function main(): Promise<void> {
     baseline_server_cpu_us_per_request: round(baseline.cpuMicrosPerRequest),
     rss_growth_ratio_to_baseline: round(growth(hostile) / Math.max(1024, growth(baseline)), 2),
     cpu_ratio_to_baseline: round(hostile.cpuMicrosPerRequest / baseline.cpuMicrosPerRequest, 2),
-    goals_met: { no_5xx: hostile.tally.count('5xx') === 0, none_stuck: hostile.stuck.length === 0, no_crash: !hostile.crashed },
+    goals_met: { no_5xx: hostile.tally.count('5xx') === 0, none_stuck: hostile.stuck.length === 0, no_crash: !hostile.crashed, no_dead_letter: hostile.deadLetters.length === 0 },
   };
-  console.log('goal: 0 5xx, 0 stuck, 0 crashes');
+  console.log('goal: 0 5xx, 0 stuck, 0 crashes, 0 dead letters');
   console.log(JSON.stringify(figures));
 }
 

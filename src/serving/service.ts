@@ -212,6 +212,11 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const port = typeof address === 'object' && address ? address.port : config.port;
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
   // Keys created or revoked by `wb keys` while the service runs take effect within seconds.
+  // The ring of recent events keeps only what some consumer has yet to read.
+  const releaseRecent = setInterval(() => {
+    const positions = [...runners, ...features.runners].map((r) => r.offset);
+    if (positions.length > 0) recent.release(Math.min(...positions));
+  }, 1_000).unref();
   const reloadKeys = setInterval(() => {
     try {
       keys.reload();
@@ -227,6 +232,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     (stopping ??= (async () => {
       notReady = 'shutting down';
       clearInterval(reloadKeys);
+      clearInterval(releaseRecent);
       // close() stops new connections and resolves once in-flight requests (and their appends) end,
       // or at the drain deadline, when the connections left are closed: a slow client cannot hold the stop.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -74,6 +74,17 @@ export const isWellFormed: (s: string) => boolean =
     ? (s) => (s as unknown as { isWellFormed(): boolean }).isWellFormed()
     : (s) => !/[\uD800-\uDFFF]/u.test(s);
 
+/**
+ * A user id from outside the event body (an assignment, a prediction): the same rules as an event's
+ * `user_id`, since it reaches the log and the archive in the service's own events.
+ */
+export const UserIdSchema = z
+  .string()
+  .min(1)
+  .max(128)
+  .refine(isWellFormed, 'must be well-formed Unicode (no lone surrogate)')
+  .refine((s) => !s.includes('\u0000'), 'may not hold a NUL character (U+0000)');
+
 const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$-]*$/;
 
 interface Frame {

@@ -150,6 +150,8 @@ describe('fuzzing the service with hostile input', { timeout: 600_000 }, () => {
       { why: 'the results of experiment "fz-exp"', request: to('GET /v1/experiments/{key}/results', { params: { key: 'fz-exp' } }), expect: [200] },
       { why: 'a lone surrogate in props', request: to('POST /v1/events', { body: json([ev([], [['country', 'GB'], ['note', 'a\ud800b']])]) }), expect: [400] },
       { why: 'a lone surrogate as user_id', request: to('POST /v1/events', { body: json([ev([['user_id', '\udfff']])]) }), expect: [400] },
+      { why: 'a lone surrogate as an assigned user_id (its exposure would reach the archive)', request: to('POST /v1/assignments', { body: json(new Obj([['user_id', 'a\udfffb']])) }), expect: [400] },
+      { why: 'a lone surrogate as a predicted user_id', request: to('POST /v1/predict', { body: json(new Obj([['model', 'fz-model'], ['user_id', 'a\ud800']])) }), expect: [400] },
       { why: 'props nested 10,000 deep', request: to('POST /v1/events', { body: json([ev([], [['nested', new Deep(10_000, 'object')]])]) }), expect: [400] },
       { why: 'a client "prediction" event (reserved)', request: to('POST /v1/events', { body: json([ev([['event', 'prediction']])]) }), expect: [400] },
       { why: 'a client "experiment_exposure" event (reserved)', request: to('POST /v1/events', { body: json([ev([['event', 'experiment_exposure']])]) }), expect: [400] },
@@ -235,6 +237,11 @@ describe('fuzzing the service with hostile input', { timeout: 600_000 }, () => {
       const why = stuck.map((c) => `${c.name} (lag ${c.lag}): ${[...new Set(logged.filter((l) => l.consumer === c.name).map((l) => l.err?.message ?? l.msg))].slice(0, 3).join(' | ') || 'no error logged'}`);
       assert.fail(`consumers stuck 30 s after the run:\n  ${why.join('\n  ')}`);
     }
+  });
+
+  it('sets no record aside: every event the service took, every consumer could apply', async () => {
+    const letters = await t.service.deadLetters.list({});
+    assert.deepEqual(letters.map((l) => `${l.id}: ${l.error.message.slice(0, 200)}`), [], 'dead letters: ingest took records a consumer cannot apply');
   });
 
   it('keeps offsets consistent: nothing past the end, every accepted event in the log exactly once, no reserved name from a client', async () => {

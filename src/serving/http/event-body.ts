@@ -70,11 +70,28 @@ async function ndjsonItems(text: string, maxEvents: number, limits: EventLimits,
     }
     start = end + 1;
   }
+  // A line that is not JSON is rejected on its own: the other lines stand.
+  return parseSpans(text, lines, limits, slices, (i) => `line ${lines[i]![2]}`, (i, err) => new Unparsable(`line ${lines[i]![2]} is not valid JSON: ${err.message}`));
+}
+
+/**
+ * Each span of the text parsed on its own, in time slices; one over the limits is refused unparsed.
+ * `unparsable` says what a span that is not JSON becomes (or throws, failing the whole body).
+ */
+async function parseSpans(
+  text: string,
+  spans: readonly (readonly [start: number, end: number, ...rest: number[]])[],
+  limits: EventLimits,
+  slices: TimeSlices,
+  name: (i: number) => string,
+  unparsable: (i: number, err: Error) => Unparsable,
+): Promise<unknown[]> {
   const items: unknown[] = [];
-  for (const [start, end, line] of lines) {
+  for (let i = 0; i < spans.length; i++) {
     const pause = slices.pause();
     if (pause) await pause;
-    const refused = refusedUnparsed(text, start, end, limits, `line ${line}`);
+    const [start, end] = spans[i]!;
+    const refused = refusedUnparsed(text, start, end, limits, name(i));
     if (refused) {
       items.push(refused);
       continue;
@@ -82,7 +99,7 @@ async function ndjsonItems(text: string, maxEvents: number, limits: EventLimits,
     try {
       items.push(JSON.parse(text.slice(start, end)) as unknown);
     } catch (err) {
-      items.push(new Unparsable(`line ${line} is not valid JSON: ${(err as Error).message}`));
+      items.push(unparsable(i, err as Error));
     }
   }
   return items;
@@ -155,23 +172,10 @@ async function jsonItems(text: string, maxEvents: number, limits: EventLimits, s
   const after = skipBlank(text, closedAt + 1);
   if (after !== text.length) throw malformed(`unexpected ${describe(text, after)} after the end of the JSON value`);
   if (spans.length > maxEvents) throw tooLarge(spans.length, maxEvents);
-  const items: unknown[] = [];
-  for (let i = 0; i < spans.length; i++) {
-    const pause = slices.pause();
-    if (pause) await pause;
-    const [start, end] = spans[i]!;
-    const refused = refusedUnparsed(text, start, end, limits, `item ${i}`);
-    if (refused) {
-      items.push(refused);
-      continue;
-    }
-    try {
-      items.push(JSON.parse(text.slice(start, end)) as unknown);
-    } catch (err) {
-      throw malformed(`item ${i} (at position ${start}): ${(err as Error).message}`);
-    }
-  }
-  return items;
+  // The array was scanned whole, so an item that does not parse means the body is not JSON.
+  return parseSpans(text, spans, limits, slices, (i) => `item ${i}`, (i, err) => {
+    throw malformed(`item ${i} (at position ${spans[i]![0]}): ${err.message}`);
+  });
 }
 
 /** The position of the quote that closes the string opening at `open`, or -1. */

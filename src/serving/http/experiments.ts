@@ -1,5 +1,6 @@
 import express, { type Request } from 'express';
 import { z } from 'zod';
+import { UserIdSchema } from '../../workbench/event.js';
 import { STATUSES } from '../../workbench/experiments/definition.js';
 import { HttpError, parseBody as body } from '../errors.js';
 import type { ExperimentPlatform } from '../experiments/platform.js';
@@ -10,7 +11,7 @@ const KEY = z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, 'experiment keys are low
 const SetStatus = z.object({ status: z.enum(STATUSES), reason: z.string().max(2000).default(''), winner: KEY.optional() }).strict();
 const Assign = z
   .object({
-    user_id: z.string().min(1).max(128),
+    user_id: UserIdSchema,
     experiment: KEY.optional(),
     dims: z.object({ country: z.string().max(64).optional(), device: z.string().max(64).optional(), tier: z.string().max(64).optional() }).strict().optional(),
   })

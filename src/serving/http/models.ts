@@ -1,6 +1,7 @@
 import express from 'express';
 import { z } from 'zod';
 import { dict, hasOwn, own } from '../../workbench/dict.js';
+import { UserIdSchema } from '../../workbench/event.js';
 import { InputError, IntegrityError, NonFiniteScoreError, NotFoundError } from '../../workbench/errors.js';
 import type { FeatureValue } from '../../workbench/features/definition.js';
 import type { OltpStore } from '../../workbench/oltp/store.js';
@@ -32,7 +33,7 @@ const Predict = z
     model: NAME,
     alias: ALIAS.optional(),
     version: VERSION.optional(),
-    user_id: z.string().min(1).max(128),
+    user_id: UserIdSchema,
     /** Request-time values (or overrides) of features, by name. */
     values: z.record(z.string(), z.union([z.number(), z.array(z.string())])).optional(),
   })

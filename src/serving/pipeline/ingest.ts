@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
-import { DEFAULT_EVENT_LIMITS, EventSchema, eventLimitViolation, type EnrichedEvent, type Event, type EventLimits, type UserDims } from '../../workbench/event.js';
+import { DEFAULT_EVENT_LIMITS, EventSchema, eventLimitViolation, UserIdSchema, type EnrichedEvent, type Event, type EventLimits, type UserDims } from '../../workbench/event.js';
+import { InputError } from '../../workbench/errors.js';
 import type { OltpStore, User } from '../../workbench/oltp/store.js';
 import type { EventLog } from './event-log.js';
 import type { RecentEvents } from './recent-events.js';
@@ -242,6 +243,12 @@ export class Ingest {
       throw err;
     }
     const expose = options.expose ?? [];
+    // Exposures become records of the service's own, unchecked by the loop above: a user id the
+    // archive cannot store must have been refused where it came in (the routes use UserIdSchema).
+    for (const x of expose) {
+      const id = UserIdSchema.safeParse(x.user_id);
+      if (!id.success) throw new InputError(`cannot log the exposure of user ${JSON.stringify(x.user_id)}: user_id ${id.error.issues[0]!.message}`);
+    }
     if (fresh.length === 0 && expose.length === 0) return { accepted: 0, duplicates, rejected };
 
     const exposed: Event[] = [];

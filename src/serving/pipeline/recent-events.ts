@@ -17,6 +17,8 @@ export class RecentEvents {
   private bytes = 0;
   /** The oldest offset the ring may still hold; eviction moves it forward. */
   private oldest = -1;
+  /** One past the newest offset put. */
+  private end = 0;
 
   /** `maxBytes` bounds the sum of the record sizes given to `put` (records' JSON text, in UTF-16 units). */
   constructor(
@@ -42,6 +44,7 @@ export class RecentEvents {
       this.sizes[slot] = sizes?.[i] ?? 0;
       this.bytes += this.sizes[slot]!;
     }
+    this.end = Math.max(this.end, first + events.length);
     this.oldest = Math.max(this.oldest, first + events.length - this.capacity);
     while (this.bytes > this.maxBytes && this.oldest < first + events.length) this.evictOldest();
   }
@@ -55,6 +58,15 @@ export class RecentEvents {
       out.push(this.events[slot]!);
     }
     return out;
+  }
+
+  /**
+   * Drops the events before `offset`, which every consumer has read: the ring holds what consumers
+   * have yet to take, so memory falls back once a burst is handled.
+   */
+  release(offset: number): void {
+    const until = Math.min(offset, this.end);
+    while (this.oldest >= 0 && this.oldest < until) this.evictOldest();
   }
 
   /** The sum of the sizes of the records held (0 when ingest gives none). */

@@ -28,4 +28,17 @@ describe('the ring of recent events', () => {
     ring.put(4, events(4, 2), [10, 10]);
     assert.deepEqual(ring.take(4, 10).map((e) => e.event_id), ['e4', 'e5']);
   });
+
+  it('releases what every consumer has read, so memory falls back after a burst', () => {
+    const ring = new RecentEvents(1_000, 1_000_000);
+    ring.put(0, events(0, 10), new Array(10).fill(100));
+    ring.release(7);
+    assert.equal(ring.heldBytes, 300);
+    assert.deepEqual(ring.take(6, 10), [], 'released offsets are read from the log');
+    assert.deepEqual(ring.take(7, 10).map((e) => e.event_id), ['e7', 'e8', 'e9']);
+    ring.release(1e12);
+    assert.equal(ring.heldBytes, 0, 'a release past the end drops everything, at once');
+    ring.put(10, events(10, 2), [100, 100]);
+    assert.deepEqual(ring.take(10, 10).map((e) => e.event_id), ['e10', 'e11'], 'later events are held again');
+  });
 });
