@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
 import type { EnrichedEvent } from '../../../src/workbench/event.js';
 import { openOltp, type OltpStore } from '../../../src/workbench/oltp/index.js';
@@ -121,9 +121,13 @@ describe('ingest limits', { timeout: 120_000 }, () => {
       ['JSON, 300 events with 1,000 props each', `[${Array.from({ length: 300 }, (_, i) => raw(`wide-${i}`, `{${Array.from({ length: 1000 }, (_, k) => `"k${k}":${k}`).join(',')}}`)).join(',')}]`, 'application/json'],
     ];
     for (const [what, body, type] of hostile) {
-      // The least of three tries: a loaded machine can stall any one of them, a real block stalls all.
+      // The least of five tries: a loaded machine can stall any one of them, a real block stalls all.
+      // The bound stretches by how much the machine stretches CPU work right now (other processes on
+      // its two cores), measured just before: the old code held the loop for 150 ms to 33 s.
       let least = Infinity;
-      for (let attempt = 0; attempt < 3 && least > MAX_BLOCK_MS; attempt++) {
+      let bound = MAX_BLOCK_MS;
+      for (let attempt = 0; attempt < 5 && least > bound; attempt++) {
+        bound = MAX_BLOCK_MS * Math.min(4, Math.max(1, stretch()));
         const delay = monitorEventLoopDelay({ resolution: 1 });
         delay.enable();
         const { status } = await send(body, type);
@@ -131,8 +135,8 @@ describe('ingest limits', { timeout: 120_000 }, () => {
         assert.ok(status >= 400 && status < 500, `${what}: a 4xx, got ${status}`);
         least = Math.min(least, delay.max / 1e6);
       }
-      ctx.diagnostic(`${what}: the event loop was held for at most ${least.toFixed(1)} ms`);
-      assert.ok(least <= MAX_BLOCK_MS, `${what}: held the event loop for ${least.toFixed(1)} ms (at most ${MAX_BLOCK_MS})`);
+      ctx.diagnostic(`${what}: the event loop was held for at most ${least.toFixed(1)} ms (bound ${bound.toFixed(0)} ms)`);
+      assert.ok(least <= bound, `${what}: held the event loop for ${least.toFixed(1)} ms (at most ${bound.toFixed(0)})`);
     }
   });
 
@@ -210,3 +214,13 @@ describe('ingest over a log and an OLTP database', () => {
     assert.equal((await oltp.getUsers(['ghost2'])).size, 0);
   });
 });
+
+/** Wall time over CPU time of 20 ms of busy work: 1 on an idle machine, more when others share its cores. */
+function stretch(): number {
+  const wall = performance.now();
+  const cpu = process.cpuUsage();
+  let x = 0;
+  while (performance.now() - wall < 20) x += Math.sqrt(x + 1);
+  const used = process.cpuUsage(cpu);
+  return x > 0 ? (performance.now() - wall) / Math.max(1, (used.user + used.system) / 1000) : 1;
+}
