@@ -5,11 +5,12 @@ import { registerDlq } from './dlq.js';
 import { registerFeatures } from './features.js';
 import { registerExperiments } from './experiments.js';
 import { registerJobs } from './jobs.js';
-import { registerKernel } from './kernel.js';
+import { registerJupyter, registerKernel } from './kernel.js';
 import { registerLake } from './lake.js';
 import { registerModels } from './models.js';
 import { registerNotebooks } from './notebooks.js';
 import { registerReplay } from './replay.js';
+import { registerSql } from './sql.js';
 import { registerLogs, registerServe } from './serve.js';
 import { registerStart } from './start.js';
 
@@ -26,6 +27,7 @@ export async function main(argv: string[]): Promise<void> {
   registerApp(program);
   registerNotebooks(program);
   registerKernel(program);
+  registerJupyter(program);
   registerServe(program);
   registerLogs(program);
   registerReplay(program);
@@ -34,6 +36,7 @@ export async function main(argv: string[]): Promise<void> {
   registerJobs(program);
   registerExperiments(program);
   registerDlq(program);
+  registerSql(program);
 
   try {
     await program.parseAsync(argv);

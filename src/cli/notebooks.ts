@@ -1,11 +1,14 @@
 import type { Command } from 'commander';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { consoleProgress, dataDir } from '../workbench/index.js';
 import { InputError } from '../workbench/errors.js';
-import { cellsWithOutputs, readNotebook, stripNotebook, writeNotebook } from '../workbench/notebooks/notebook.js';
+import { diffNotebooks, notebookAtHead } from '../workbench/notebooks/diff.js';
+import { cellsWithOutputs, cleanNotebookFile, readNotebook } from '../workbench/notebooks/notebook.js';
 import { parseParamFlags } from '../workbench/notebooks/parameters.js';
 import { runNotebook } from '../workbench/notebooks/run.js';
+import { publishReport } from '../workbench/notebooks/gallery.js';
+import { lineageOf } from '../workbench/models/lineage.js';
 import { collect, intOption } from './main.js';
 
 interface RunFlags {
@@ -14,7 +17,13 @@ interface RunFlags {
   timeout: number;
   out?: string;
   reportCode?: boolean;
+  publish?: boolean;
 }
+
+const isClean = (file: string): boolean => {
+  const { text, clean } = cleanNotebookFile(file);
+  return text === clean;
+};
 
 const defaultNotebooks = () =>
   readdirSync('notebooks')
@@ -33,6 +42,7 @@ export function registerNotebooks(program: Command): void {
     .option('--timeout <seconds>', 'longest a single cell may run', intOption('--timeout', 1), 300)
     .option('--out <dir>', 'where executed notebooks and reports go (default <data-dir>/runs)')
     .option('--report-code', 'show code in the HTML report (default: text, tables and charts only)')
+    .option('--publish', "add each run's report to the gallery in the data dir (served at /reports), failed runs too")
     .action(async (files: string[], flags: RunFlags) => {
       const params = parseParamFlags(flags.param);
       const outDir = resolve(flags.out ?? join(dataDir(program.opts().dataDir), 'runs'));
@@ -40,8 +50,13 @@ export function registerNotebooks(program: Command): void {
       const failures: string[] = [];
       const started = Date.now();
       for (const file of files) {
+        const runStarted = new Date();
         const result = await runNotebook(file, { params, ci: flags.ci, cellTimeout: flags.timeout, outDir, reportCode: flags.reportCode, progress });
         console.log(`${result.ok ? 'ok    ' : 'FAILED'} ${file} (${result.seconds.toFixed(1)} s) -> ${relative(process.cwd(), result.report)}`);
+        if (flags.publish) {
+          const published = publishReport(dataDir(program.opts().dataDir), { result, startedAt: runStarted, gitCommit: lineageOf(file).gitCommit });
+          console.log(`       published to the gallery: /reports/${published.id}`);
+        }
         if (result.error) {
           console.error(`\n${result.error.message}\n`);
           failures.push(file);
@@ -52,14 +67,24 @@ export function registerNotebooks(program: Command): void {
     });
 
   nb.command('strip')
-    .description('remove outputs and execution counts, so that git diffs of notebooks stay readable')
+    .description('remove outputs, execution counts and volatile metadata (what the git filter does on commit)')
     .argument('[notebooks...]', 'notebook files (default: notebooks/*.ipynb)')
-    .action((files: string[]) => {
+    .option('--stdin', 'read a notebook on stdin and write the clean one to stdout')
+    .action((files: string[], flags: { stdin?: boolean }) => {
+      if (flags.stdin) {
+        const { cleanNotebookText } = require('../../scripts/notebook-clean.cjs') as { cleanNotebookText: (text: string) => string };
+        try {
+          process.stdout.write(cleanNotebookText(readFileSync(0, 'utf8')));
+        } catch (err) {
+          throw new InputError(`stdin: ${(err as Error).message}`);
+        }
+        return;
+      }
       for (const file of files.length > 0 ? files : defaultNotebooks()) {
-        const before = readNotebook(file);
-        const dirty = cellsWithOutputs(before).length;
-        if (dirty > 0) writeNotebook(file, stripNotebook(before));
-        console.log(`${file}: ${dirty > 0 ? `stripped ${dirty} cells` : 'already clean'}`);
+        const dirty = cellsWithOutputs(readNotebook(file)).length;
+        const { text, clean } = cleanNotebookFile(file);
+        if (clean !== text) writeFileSync(file, clean);
+        console.log(`${file}: ${clean === text ? 'already clean' : dirty > 0 ? `stripped ${dirty} cells` : 'metadata and layout normalised'}`);
       }
     });
 
@@ -71,8 +96,20 @@ export function registerNotebooks(program: Command): void {
       for (const file of files.length > 0 ? files : defaultNotebooks()) {
         const cells = cellsWithOutputs(readNotebook(file));
         if (cells.length > 0) dirty.push(`${file}: cells ${cells.map((i) => i + 1).join(', ')} hold outputs or execution counts`);
+        else if (!isClean(file)) dirty.push(`${file}: holds volatile metadata or is not in Jupyter's layout`);
       }
-      if (dirty.length > 0) throw new InputError(`notebooks must be committed without outputs; run \`npx wb nb strip\`:\n  ${dirty.join('\n  ')}`);
-      console.log('notebooks are clean (no outputs, no execution counts)');
+      if (dirty.length > 0) throw new InputError(`notebooks must be committed clean; run \`npx wb nb strip\`:\n  ${dirty.join('\n  ')}`);
+      console.log('notebooks are clean (no outputs, no execution counts, no volatile metadata)');
+    });
+
+  nb.command('diff')
+    .description('cell-level diff of two notebooks, or of one against git HEAD: sources as unified diffs, outputs summarised')
+    .argument('<notebook>', 'a notebook file (alone: compared with its version at git HEAD)')
+    .argument('[other]', 'a second notebook: show what changed from <notebook> to it')
+    .action((first: string, second: string | undefined) => {
+      const [before, after, labels] = second
+        ? [readNotebook(first), readNotebook(second), { a: first, b: second }]
+        : [notebookAtHead(first), readNotebook(first), { a: `${first} (HEAD)`, b: `${first} (working tree)` }];
+      process.stdout.write(diffNotebooks(before, after, labels) || `no differences between ${labels.a} and ${labels.b}\n`);
     });
 }

@@ -33,24 +33,51 @@ export function readNotebook(path: string): Notebook {
   } catch {
     throw new InputError('no such notebook', { file: path });
   }
+  return parseNotebook(text, path);
+}
+
+/** A notebook from its JSON text; `source` names it in errors (a file, or "x.ipynb at HEAD"). */
+export function parseNotebook(text: string, source: string): Notebook {
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new InputError(`not valid JSON: ${(err as Error).message}`, { file: path });
+    throw new InputError(`not valid JSON: ${(err as Error).message}`, { file: source });
   }
   const parsed = NotebookSchema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new InputError(`not a Jupyter notebook (nbformat 4): ${issue.path.join('.') || 'top level'}: ${issue.message}`, { file: path });
+    throw new InputError(`not a Jupyter notebook (nbformat 4): ${issue.path.join('.') || 'top level'}: ${issue.message}`, { file: source });
   }
   return parsed.data;
 }
 
+/** The shared definition of a clean notebook (also git's clean filter, hence plain CommonJS). */
+const clean = require('../../../scripts/notebook-clean.cjs') as {
+  stripNotebook(nb: unknown): unknown;
+  formatNotebook(nb: unknown): string;
+  cleanNotebookText(text: string): string;
+  notebookAsText(text: string): string;
+  summariseOutputs(outputs: unknown): string;
+};
+
+/** The notebook as nbformat (and so Jupyter) writes it: sorted keys, indent 1, sources as lines. */
+export const formatNotebook = (nb: Notebook): string => clean.formatNotebook(nb);
+
 export function writeNotebook(path: string, nb: Notebook): void {
-  // Jupyter's own layout (one-space indent, trailing newline) keeps diffs small when Jupyter saves it.
-  writeFileAtomic(path, `${JSON.stringify(nb, null, 1)}\n`);
+  // Jupyter's own layout: a clean notebook saved by Jupyter changes no byte.
+  writeFileAtomic(path, formatNotebook(nb));
 }
+
+/** The clean text of a notebook file: what git stores through the clean filter and `wb nb strip` writes. */
+export function cleanNotebookFile(path: string): { text: string; clean: string } {
+  readNotebook(path); // the clear error for a file that is not a notebook
+  const text = readFileSync(path, 'utf8');
+  return { text, clean: clean.cleanNotebookText(text) };
+}
+
+/** "3 outputs: text/html, stream stdout (2 lines)", or '' without outputs. */
+export const summariseOutputs = (cell: Cell): string => clean.summariseOutputs(cell.outputs);
 
 export const cellSource = (cell: Cell): string => (Array.isArray(cell.source) ? cell.source.join('') : cell.source);
 
@@ -64,14 +91,8 @@ export function cellsWithOutputs(nb: Notebook): number[] {
   return nb.cells.flatMap((c, i) => (c.cell_type === 'code' && ((c.outputs?.length ?? 0) > 0 || (c.execution_count ?? null) !== null) ? [i] : []));
 }
 
-/** The notebook with every output and execution count removed (and run-time metadata dropped). */
-export function stripNotebook(nb: Notebook): Notebook {
-  return {
-    ...nb,
-    cells: nb.cells.map((c) => {
-      if (c.cell_type !== 'code') return c;
-      const { execution: _timing, ...metadata } = c.metadata as Record<string, unknown>;
-      return { ...c, metadata, outputs: [], execution_count: null };
-    }),
-  };
-}
+/**
+ * The notebook without outputs, execution counts, run-time and UI metadata, cells injected by
+ * `wb nb run`, and with the stable kernelspec (scripts/notebook-clean.cjs says exactly what stays).
+ */
+export const stripNotebook = (nb: Notebook): Notebook => clean.stripNotebook(nb) as Notebook;

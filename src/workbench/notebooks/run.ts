@@ -1,6 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
-import { basename, delimiter, join, resolve } from 'node:path';
+import { basename, delimiter, dirname, join, resolve } from 'node:path';
+import { PLOTLY_SCRIPT_PATH } from '../display.js';
 import { NotebookError, WorkbenchError } from '../errors.js';
 import { silentProgress, type Progress } from '../progress.js';
 import { cellSource, readNotebook, writeNotebook, type Notebook } from './notebook.js';
@@ -118,9 +119,15 @@ function execute(python: string, args: string[], onCell: (n: number) => void): P
       cwd: REPO_ROOT,
       env: {
         ...process.env,
+        // This checkout's spec first: Jupyter takes the first `plg-workbench` it finds on JUPYTER_PATH, and
+        // that spec's launcher derives the root from its own place, so the kernel runs this checkout's code
+        // whatever other checkouts registered or whatever environment wb was started from.
         JUPYTER_PATH: [join(REPO_ROOT, 'jupyter'), process.env.JUPYTER_PATH].filter(Boolean).join(delimiter),
-        PATH: [join(REPO_ROOT, 'node_modules', '.bin'), process.env.PATH].filter(Boolean).join(delimiter),
+        // The spec runs `node`: the one running wb.
+        PATH: [join(REPO_ROOT, 'node_modules', '.bin'), dirname(process.execPath), process.env.PATH].filter(Boolean).join(delimiter),
         PYDEVD_DISABLE_FILE_VALIDATION: '1',
+        // The report inlines plotly.js once for all its figures (execute.py).
+        WB_PLOTLY_JS: PLOTLY_SCRIPT_PATH,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { cellsWithOutputs, readNotebook, stripNotebook, writeNotebook } from '../../../src/workbench/notebooks/notebook.js';
+import { cellsWithOutputs, cleanNotebookFile, formatNotebook, parseNotebook, readNotebook, stripNotebook, writeNotebook } from '../../../src/workbench/notebooks/notebook.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 describe('notebook files', () => {
@@ -23,8 +24,8 @@ describe('notebook files', () => {
     writeNotebook(path, stripNotebook(nb));
     const clean = readNotebook(path);
     assert.deepEqual(cellsWithOutputs(clean), []);
-    assert.deepEqual(clean.cells[1], { cell_type: 'code', id: 'c1', source: ['1 + 1'], metadata: { tags: ['x'] }, outputs: [], execution_count: null });
-    assert.deepEqual(clean.metadata, { kernelspec: { name: 'plg-workbench' } });
+    assert.deepEqual(JSON.parse(JSON.stringify(clean.cells[1])), { cell_type: 'code', execution_count: null, id: 'c1', metadata: { tags: ['x'] }, outputs: [], source: ['1 + 1'] });
+    assert.deepEqual({ ...clean.metadata }, { kernelspec: { display_name: 'TypeScript (plg-workbench)', language: 'typescript', name: 'plg-workbench' } });
     assert.ok(readFileSync(path, 'utf8').endsWith('}\n'));
   });
 
@@ -38,7 +39,39 @@ describe('notebook files', () => {
     assert.throws(() => readNotebook(join(dir, 'absent.ipynb')), /absent\.ipynb: no such notebook/);
   });
 
-  it('finds every committed notebook clean', () => {
-    for (const file of ['notebooks/01-lakehouse-tour.ipynb']) assert.deepEqual(cellsWithOutputs(readNotebook(file)), [], file);
+  it('finds every committed notebook clean, byte for byte (stripping one changes nothing)', () => {
+    for (const file of readdirSync('notebooks').filter((f) => f.endsWith('.ipynb'))) {
+      const { text, clean } = cleanNotebookFile(join('notebooks', file));
+      assert.equal(clean, text, `${file}: run \`npx wb nb strip\``);
+    }
+  });
+
+  it("writes what nbformat (Jupyter's writer) writes, so saving a clean notebook in Jupyter changes no byte", () => {
+    const path = join(dir, 'roundtrip.ipynb');
+    writeFileSync(path, cleanNotebookFile('notebooks/03-telco-churn.ipynb').clean);
+    const r = spawnSync('/usr/bin/python3', ['-c', 'import sys, nbformat; nbformat.write(nbformat.read(sys.argv[1], as_version=4), sys.argv[1])', path], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(readFileSync(path, 'utf8'), cleanNotebookFile('notebooks/03-telco-churn.ipynb').clean);
+  });
+
+  it('drops what a run or a Jupyter session adds, and keeps what an author wrote', () => {
+    const nb = parseNotebook(JSON.stringify({
+      nbformat: 4, nbformat_minor: 5,
+      metadata: { kernelspec: { name: 'plg-workbench-0a1b2c3d', display_name: 'TypeScript (plg-workbench: other)', language: 'typescript' }, language_info: { name: 'typescript', version: '5.0', file_extension: '.ts', mimetype: 'text/typescript', codemirror_mode: 'ts' }, widgets: {}, 'plg-workbench': { ci_parameters: { b: 1, a: 2 } }, title: 'T' },
+      cells: [
+        { cell_type: 'code', source: 'const a = 1;', metadata: { tags: ['parameters'] }, outputs: [], execution_count: null },
+        { cell_type: 'code', source: 'const a = 2;', metadata: { tags: ['injected-parameters'] }, outputs: [], execution_count: 1 },
+        { cell_type: 'markdown', source: 'x\u2028y\nz', metadata: { collapsed: true, jupyter: { source_hidden: true }, slideshow: { slide_type: 'slide' } } },
+        { cell_type: 'code', source: 'const __proto__ = 1;', metadata: { __proto__: { polluted: true }, scrolled: true, ExecuteTime: {} }, outputs: [], execution_count: null },
+      ],
+    }), 'inline');
+    const text = formatNotebook(stripNotebook(nb));
+    const clean = JSON.parse(text);
+    assert.deepEqual(clean.metadata, { kernelspec: { display_name: 'TypeScript (plg-workbench)', language: 'typescript', name: 'plg-workbench' }, language_info: { file_extension: '.ts', mimetype: 'text/typescript', name: 'typescript' }, 'plg-workbench': { ci_parameters: { a: 2, b: 1 } }, title: 'T' });
+    assert.equal(clean.cells.length, 3, 'the cell wb nb run injected is gone');
+    assert.deepEqual(clean.cells[1].metadata, { slideshow: { slide_type: 'slide' } });
+    assert.deepEqual(clean.cells[1].source, ['x\u2028', 'y\n', 'z'], "split as Python's splitlines does");
+    assert.deepEqual(clean.cells[2].metadata, {});
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
   });
 });
