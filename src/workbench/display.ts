@@ -1,5 +1,6 @@
 import * as arrow from 'apache-arrow';
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { relative, sep } from 'node:path';
 import type { Scalar } from './duckdb.js';
 
 /**
@@ -43,26 +44,70 @@ export interface Figure {
   config?: Record<string, unknown>;
 }
 
-let plotlyIncluded = false;
-let plotCounter = 0;
-
 /**
- * A figure as self-contained HTML. The plotly.js script is inlined with the first figure of the
- * session (a kernel runs one notebook), not with every figure, so a notebook carries it once.
+ * A figure as HTML that draws itself wherever it is shown, without depending on any other output:
+ * - in the HTML report, `wb nb run` inlines plotly.js once per page (see {@link PLOTLY_SCRIPT_PATH}),
+ *   so `window.Plotly` is there when the figure's script runs;
+ * - in JupyterLab and the Notebook (a live kernel, a reload, a new tab), the figure loads plotly.js
+ *   from this checkout through the Jupyter server's `/files/` handler, once per page. The server's
+ *   root is read from the page (`serverRoot`, JupyterLab) or, failing that, each directory above
+ *   the checkout is tried as the root, nearest first. No CDN: the machines may have no network.
+ * plotly.js 4 sets `window.Plotly` itself and has no AMD branch, so require.js (classic Notebook,
+ * nbconvert's template) does not capture it.
+ * A figure carries its data and a 1.5 kB loader, so a notebook stays small however many it shows.
  */
 export function plotHtml(figure: Figure, options: { height?: number } = {}): string {
-  const id = `wb-plot-${process.pid}-${++plotCounter}`;
-  const script = plotlyIncluded ? '' : `<script type="text/javascript">${plotlyScript()}</script>\n`;
-  plotlyIncluded = true;
-  const spec = JSON.stringify({ data: figure.data, layout: { height: options.height ?? 400, ...figure.layout }, config: { responsive: true, ...figure.config } }, (_k, v: unknown) =>
-    typeof v === 'bigint' ? Number(v) : v,
-  ).replaceAll('</', '<\\/');
-  return `${script}<div id="${id}" class="wb-plot"></div>
+  const id = `wb-plot-${randomBytes(6).toString('hex')}`;
+  const height = options.height ?? 400;
+  const spec = scriptJson({ data: figure.data, layout: { height, ...figure.layout }, config: { responsive: true, ...figure.config } });
+  const asset = scriptJson({ root: REPO_ROOT.split(sep).join('/'), path: relative(REPO_ROOT, PLOTLY_SCRIPT_PATH).split(sep).join('/') });
+  return `<div id="${id}" class="wb-plot" style="min-height:${Number(height) || 400}px"></div>
 <script type="text/javascript">(function () {
-  var spec = ${spec};
-  var draw = function () { window.Plotly.newPlot(${JSON.stringify(id)}, spec.data, spec.layout, spec.config); };
-  if (window.Plotly) draw(); else window.addEventListener('load', draw);
+  var id = ${JSON.stringify(id)}, spec = ${spec}, asset = ${asset}, w = window;
+  function draw(Plotly) {
+    var node = document.getElementById(id);
+    if (node) Plotly.newPlot(node, spec.data, spec.layout, spec.config); else setTimeout(function () { draw(Plotly); }, 50);
+  }
+  if (w.Plotly) return draw(w.Plotly);
+  function urls() {
+    var base = '/', root = null, cfg = document.getElementById('jupyter-config-data'), out = [];
+    try { if (cfg) { var c = JSON.parse(cfg.textContent); base = c.baseUrl || base; root = c.serverRoot || null; } } catch (e) {}
+    if (!cfg && document.body && document.body.getAttribute('data-base-url')) base = document.body.getAttribute('data-base-url');
+    if (base.charAt(base.length - 1) !== '/') base += '/';
+    var dirs = asset.root.split('/').filter(Boolean), file = asset.path.split('/');
+    var url = function (segments) { return base + 'files/' + segments.concat(file).map(encodeURIComponent).join('/'); };
+    if (root) {
+      var r = root.split('/').filter(Boolean);
+      if (root.charAt(0) === '/' && r.join('/') === dirs.slice(0, r.length).join('/')) out.push(url(dirs.slice(r.length)));
+    }
+    for (var i = dirs.length; i >= 0; i--) { var u = url(dirs.slice(i)); if (out.indexOf(u) < 0) out.push(u); }
+    return out;
+  }
+  w.__wbPlotly = w.__wbPlotly || new Promise(function (resolve, reject) {
+    var tried = urls(), next = 0;
+    (function attempt() {
+      if (next >= tried.length) { w.__wbPlotly = null; return reject(tried); }
+      var s = document.createElement('script');
+      s.src = tried[next++];
+      s.onload = function () { if (w.Plotly) resolve(w.Plotly); else attempt(); };
+      s.onerror = attempt;
+      document.head.appendChild(s);
+    })();
+  });
+  w.__wbPlotly.then(draw, function (tried) {
+    var node = document.getElementById(id);
+    if (node) node.textContent = 'This chart needs plotly.js from the workbench checkout (' + asset.root + '), served by Jupyter; it was not found at ' +
+      tried.join(', ') + '. Start Jupyter in the checkout (wb jupyter), or open the HTML report of wb nb run.';
+  });
 })();</script>`;
+}
+
+/** JSON safe inside a <script> element: no `</script>`, bigint as numbers. */
+function scriptJson(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))
+    .replaceAll('<', '\\u003c')
+    .replaceAll('\u2028', '\\u2028')
+    .replaceAll('\u2029', '\\u2029');
 }
 
 /** Shows a table (rows, Arrow table or DataFrame) or a figure in the notebook; prints text elsewhere. */
@@ -128,8 +173,7 @@ function escapeHtml(s: string): string {
   return s.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;').replaceAll('"', '&quot;');
 }
 
-let cachedScript: string | undefined;
-function plotlyScript(): string {
-  cachedScript ??= readFileSync(require.resolve('plotly.js-dist-min'), 'utf8').replaceAll('</script', '<\\/script');
-  return cachedScript;
-}
+/** The plotly.js bundle in this checkout: the HTML report inlines it, Jupyter serves it under `/files/`. */
+export const PLOTLY_SCRIPT_PATH: string = require.resolve('plotly.js-dist-min');
+/** The checkout that holds plotly.js: figures look it up on the Jupyter server relative to it. */
+const REPO_ROOT = PLOTLY_SCRIPT_PATH.slice(0, PLOTLY_SCRIPT_PATH.lastIndexOf(`${sep}node_modules${sep}`));

@@ -1,5 +1,6 @@
 import { InputError } from '../errors.js';
 import type { Lakehouse, Row } from '../lakehouse.js';
+import { defaultProgress, type Progress } from '../progress.js';
 import { ident, join, raw, sql, type Identifier, type Sql } from '../sql.js';
 import { WINDOWS, type Feature } from './definition.js';
 
@@ -36,8 +37,12 @@ export function trainingSetSql(features: readonly Feature[], source: TrainingSet
     ORDER BY s.${ROW}`;
 }
 
-/** Checks the spine (no missing user or time), then computes the training set. */
-export async function buildTrainingSet(lake: Lakehouse, features: readonly Feature[], source: TrainingSetSource): Promise<Row[]> {
+/**
+ * Checks the spine (no missing user or time), then computes the training set. `progress` (default a
+ * bar in a notebook) shows the two steps; the query itself reports nothing until it ends.
+ */
+export async function buildTrainingSet(lake: Lakehouse, features: readonly Feature[], source: TrainingSetSource, options: { progress?: Progress } = {}): Promise<Row[]> {
+  const task = (options.progress ?? defaultProgress()).task(`building a training set of ${features.length} features`, 2, 'steps');
   const [check] = await lake.query<{ rows: number; no_user: number; no_time: number; first_bad: number | null }>(sql`
     SELECT count(*) AS rows, count(*) FILTER (WHERE user_id IS NULL) AS no_user, count(*) FILTER (WHERE as_of IS NULL) AS no_time,
            min(r) FILTER (WHERE user_id IS NULL OR as_of IS NULL) AS first_bad
@@ -48,7 +53,10 @@ export async function buildTrainingSet(lake: Lakehouse, features: readonly Featu
         'every row needs the user and the time its features are computed at',
     );
   }
-  return lake.query(trainingSetSql(features, source));
+  task.update(1);
+  const rows = await lake.query(trainingSetSql(features, source));
+  task.finish(`${rows.length.toLocaleString('en-US')} rows x ${features.length} features`);
+  return rows;
 }
 
 /**

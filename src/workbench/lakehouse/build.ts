@@ -6,7 +6,7 @@ import { EventSchema, type Event } from '../event.js';
 import { InputError } from '../errors.js';
 import { sha256File, writeFileAtomic } from '../files.js';
 import { TABLE_COLUMNS, TABLE_NAMES, type OltpStore } from '../oltp/store.js';
-import { silentProgress, type Progress } from '../progress.js';
+import { defaultProgress, type Progress } from '../progress.js';
 import { ident, join as joinSql, raw, sql, type RawSql, type Sql } from '../sql.js';
 import { EVENT_COLUMNS, createEventTable, listParquet, recoverSwap, retireDirectory, swapDirectory, writeEventPartitions } from './archive.js';
 import { readCsv, type CsvCounts } from './csv.js';
@@ -84,7 +84,7 @@ export interface BuildReport {
 export async function buildLakehouse(options: BuildOptions): Promise<BuildReport> {
   const started = Date.now();
   const layout = lakeLayout(options.lakeDir);
-  const progress = options.progress ?? silentProgress;
+  const progress = options.progress ?? defaultProgress();
   mkdirSync(layout.root, { recursive: true });
   const release = acquireLock(layout);
   const db = await DuckDb.open();

@@ -1,4 +1,4 @@
-import type { Progress } from '../progress.js';
+import { defaultProgress, silentProgress, type Progress } from '../progress.js';
 import { evaluate, stratifiedFolds, type Evaluation } from './evaluate.js';
 import type { ColumnSpec, Row } from './preprocess.js';
 import { labelsOf, trainClassifier, type TrainOptions } from './train.js';
@@ -36,17 +36,19 @@ export async function crossValidate(
   const fold = stratifiedFolds(labels, k, options.seed ?? 1);
   const scores = new Float32Array(rows.length);
   const results: FoldResult[] = [];
-  const progress: Progress | undefined = options.progress;
+  const progress: Progress = options.progress ?? defaultProgress();
+  const task = progress.task(`cross-validating on ${rows.length.toLocaleString('en-US')} rows`, k, 'folds');
   for (let f = 0; f < k; f++) {
     const trainRows = rows.filter((_, i) => fold[i] !== f);
     const testIndex = rows.flatMap((_, i) => (fold[i] === f ? [i] : []));
-    const model = await trainClassifier(trainRows, label, columns, { ...options, progress: undefined });
+    const model = await trainClassifier(trainRows, label, columns, { ...options, progress: silentProgress });
     try {
       const predicted = model.predict(testIndex.map((i) => rows[i]!));
       testIndex.forEach((row, j) => (scores[row] = predicted[j]!));
       const e = evaluate(testIndex.map((i) => labels[i]!), predicted);
       results.push({ fold: f + 1, n: testIndex.length, rocAuc: e.rocAuc, prAuc: e.prAuc, logLoss: e.logLoss, bestEpoch: model.bestEpoch });
-      progress?.log(`fold ${f + 1} of ${k}: ROC AUC ${e.rocAuc.toFixed(4)} on ${testIndex.length} rows (best epoch ${model.bestEpoch})`);
+      task.update(f + 1);
+      progress.log(`fold ${f + 1} of ${k}: ROC AUC ${e.rocAuc.toFixed(4)} on ${testIndex.length} rows (best epoch ${model.bestEpoch})`);
     } finally {
       model.dispose();
     }
@@ -54,5 +56,6 @@ export async function crossValidate(
   const aucs = results.map((r) => r.rocAuc);
   const mean = aucs.reduce((a, b) => a + b, 0) / k;
   const sd = Math.sqrt(aucs.reduce((a, b) => a + (b - mean) ** 2, 0) / (k - 1));
+  task.finish(`ROC AUC ${mean.toFixed(4)} ± ${sd.toFixed(4)} over ${k} folds`);
   return { folds: results, rocAuc: { mean, sd }, outOfFold: evaluate(labels, scores), scores };
 }

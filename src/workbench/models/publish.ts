@@ -1,4 +1,5 @@
 import { IntegrityError, WorkbenchError } from '../errors.js';
+import { defaultProgress, type Progress } from '../progress.js';
 import { checkBundle, type ModelBundle } from './bundle.js';
 
 export interface PublishOptions {
@@ -9,6 +10,8 @@ export interface PublishOptions {
   /** The alias to move to the new version; default `challenger`. */
   alias?: string;
   reason?: string;
+  /** Where the steps (check, upload) are shown; default a bar in a notebook, nothing elsewhere. */
+  progress?: Progress;
 }
 
 export interface PublishResult {
@@ -36,6 +39,7 @@ export class PublishError extends WorkbenchError {
  * at the new version.
  */
 export async function publish(bundle: ModelBundle, options: PublishOptions = {}): Promise<PublishResult> {
+  const task = (options.progress ?? defaultProgress()).task(`publishing ${bundle?.name} ${bundle?.version}`, 2, 'steps');
   // The service's own checks, made here first: a bundle it would refuse is refused before the upload,
   // with the status and code the service would answer (a changed bundle: bundle_integrity).
   try {
@@ -44,6 +48,7 @@ export async function publish(bundle: ModelBundle, options: PublishOptions = {})
     if (!(err instanceof WorkbenchError) || (err.status !== 400 && !(err instanceof IntegrityError))) throw err;
     throw new PublishError(400, err instanceof IntegrityError ? 'bundle_integrity' : err.code, `publishing ${bundle?.name} ${bundle?.version} refused before upload (400): ${err.message}`);
   }
+  task.update(1);
   const url = (options.url ?? process.env.WB_URL ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
   const key = options.key ?? process.env.WB_ADMIN_KEY;
   if (!key) throw new PublishError(401, 'unauthorized', 'publishing needs an admin key: pass { key } or set WB_ADMIN_KEY (create one with `wb keys create --scope admin`)');
@@ -59,5 +64,6 @@ export async function publish(bundle: ModelBundle, options: PublishOptions = {})
   }
   const body = (await res.json().catch(() => ({}))) as PublishResult & { error?: { code: string; message: string } };
   if (!res.ok) throw new PublishError(res.status, body.error?.code ?? 'error', `publishing ${bundle.name} ${bundle.version} failed (${res.status}): ${body.error?.message ?? res.statusText}`);
+  task.finish(`${body.alias} -> ${body.name} ${body.version}`);
   return body;
 }

@@ -1,6 +1,6 @@
 import type { LayersModel, Tensor } from '@tensorflow/tfjs';
 import { InputError } from '../errors.js';
-import type { Progress } from '../progress.js';
+import { defaultProgress, type Progress } from '../progress.js';
 import { Random } from '../random.js';
 import { logLoss } from './evaluate.js';
 import { fitPreprocessing, transform, type ColumnSpec, type Preprocessing, type Row } from './preprocess.js';
@@ -25,6 +25,7 @@ export interface TrainOptions {
   patience?: number;
   /** Same seed, same data, same model: initial weights, the validation split and batch order. */
   seed?: number;
+  /** Where epochs are reported; default a live bar in a notebook, nothing elsewhere. */
   progress?: Progress;
 }
 
@@ -76,7 +77,7 @@ export async function trainClassifier(rows: readonly Row[], label: string, colum
 
   const history: EpochRecord[] = [];
   let best = { valLoss: Number.POSITIVE_INFINITY, epoch: 0, weights: [] as Tensor[] };
-  const task = o.progress?.task(`training ${o.model} on ${trainRows.length.toLocaleString('en-US')} rows x ${width} inputs`, o.maxEpochs, 'epochs');
+  const task = (o.progress ?? defaultProgress()).task(`training ${o.model} on ${trainRows.length.toLocaleString('en-US')} rows x ${width} inputs`, o.maxEpochs, 'epochs');
   try {
     for (let epoch = 1; epoch <= o.maxEpochs; epoch++) {
       // Batches in a seeded order of our own, so that training is reproducible.
@@ -86,7 +87,7 @@ export async function trainClassifier(rows: readonly Row[], label: string, colum
       tf.dispose([perm, x, y]);
       const valLoss = logLoss(yValid, predictMatrix(model, xValid));
       history.push({ epoch, loss: Number(fit.history.loss![0]), valLoss });
-      task?.update(epoch);
+      task.update(epoch);
       if (valLoss < best.valLoss - 1e-6) {
         tf.dispose(best.weights);
         best = { valLoss, epoch, weights: model.getWeights().map((w) => w.clone()) };
@@ -97,7 +98,7 @@ export async function trainClassifier(rows: readonly Row[], label: string, colum
   }
   model.setWeights(best.weights);
   tf.dispose(best.weights);
-  task?.finish(`best epoch ${best.epoch} of ${history.length}, validation log loss ${best.valLoss.toFixed(4)}`);
+  task.finish(`best epoch ${best.epoch} of ${history.length}, validation log loss ${best.valLoss.toFixed(4)}`);
   return classifier(o.model, model, preprocessing, label, history, best.epoch);
 }
 

@@ -23,6 +23,32 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
+PLOT_MARKER = 'class="wb-plot"'
+
+
+def with_plotly(body):
+    """The report with plotly.js inlined once in its head, if it shows a figure: figures draw with the
+    page's `window.Plotly` (display.ts), so the report works from a file, offline, with no server."""
+    script = os.environ.get("WB_PLOTLY_JS")
+    if PLOT_MARKER not in body or not script or "</head>" not in body:
+        return body
+    with open(script, encoding="utf-8") as f:
+        plotly = f.read().replace("</script", "<\\/script")
+    head_end = body.index("</head>")
+    return f'{body[:head_end]}<script type="text/javascript">{plotly}</script>\n{body[head_end:]}'
+
+
+def sign(nb):
+    """Marks the executed notebook as trusted for this user's Jupyter, as Jupyter does for a notebook it
+    ran and saved itself: otherwise Jupyter hides the figures' scripts when the notebook is opened."""
+    try:
+        from nbformat.sign import NotebookNotary
+
+        NotebookNotary().sign(nb)
+    except Exception as e:  # no signature database: the notebook opens untrusted, nothing else changes
+        print(json.dumps({"warning": f"the executed notebook is not signed: {type(e).__name__}: {e}"}), file=sys.stderr, flush=True)
+
+
 def main():
     src, out, html, kernel, timeout, report_code = sys.argv[1:7]
     nb = nbformat.read(src, as_version=4)
@@ -58,13 +84,14 @@ def main():
             summary.update(status="kernel_error", reason=f"{type(e).__name__}: {e}")
     summary["seconds"] = round(time.time() - started, 3)
 
+    sign(nb)
     write_atomic(out, nbformat.writes(nb))
     try:
         from nbconvert import HTMLExporter
 
         exporter = HTMLExporter(template_name="lab", exclude_input=report_code != "1")
         body, _ = exporter.from_notebook_node(nb)
-        write_atomic(html, body)
+        write_atomic(html, with_plotly(body))
     except Exception as e:  # a report that cannot be written must not hide the run's own result
         summary["report_error"] = f"{type(e).__name__}: {e}"
     print(json.dumps(summary), flush=True)
