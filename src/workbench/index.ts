@@ -58,10 +58,12 @@ export { sequential, sequentialHalfwidth } from './stats/sequential.js';
 export { benjaminiHochberg, holm, moments, relativeLift, sampleRatioMismatch, welch, type Estimate, type Moments, type Sums } from './stats/two-sample.js';
 export { Random } from './random.js';
 export { buildLakehouse, fingerprintOf, type AppHistory, type BuildOptions, type BuildReport } from './lakehouse/build.js';
-export { Lakehouse, type Row, type ViewInfo } from './lakehouse.js';
+export { Lakehouse, type ArchiveSource, type Row, type ViewInfo } from './lakehouse.js';
 export { openOltp, TABLE_NAMES, type OltpStore, type Prediction, type Tier, type User } from './oltp/index.js';
-export { consoleProgress, silentProgress, type Progress } from './progress.js';
-export { ident, join, raw, sql, Sql } from './sql.js';
+export { consoleProgress, defaultProgress, notebookProgress, silentProgress, type Progress, type ProgressTask } from './progress.js';
+export { ident, join, raw, sql, Sql, type SqlValue } from './sql.js';
+export { agg, describe, groupBy, head, pivot, quantile, rowsOf, valueCounts, type Aggregation, type AggregationName, type DescribeRow, type FrameLike, type PivotOptions } from './frames.js';
+export { labels, spine, type Duration, type LabelOptions, type Relation, type SpineOptions } from './spine.js';
 
 import { lakeDir } from './config.js';
 import { Lakehouse } from './lakehouse.js';

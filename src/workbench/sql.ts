@@ -28,7 +28,22 @@ export class Identifier {
   }
 }
 
-export type SqlValue = null | undefined | boolean | number | bigint | string | Date | readonly SqlValue[];
+/**
+ * Every value a query returns can go back into a query: scalars, `Date` (TIMESTAMP, DATE, TIMESTAMPTZ
+ * all arrive as one), `Uint8Array` (BLOB), lists and structs (plain objects). So a value read with
+ * `lake.query()` is passed to `sql` as it is, without a cast.
+ */
+export type SqlValue =
+  | null
+  | undefined
+  | boolean
+  | number
+  | bigint
+  | string
+  | Date
+  | Uint8Array
+  | readonly SqlValue[]
+  | { readonly [field: string]: SqlValue };
 type Part = SqlValue | Sql | RawSql | Identifier;
 
 export class Sql {
@@ -120,7 +135,20 @@ function render(v: Part): string {
     return `TIMESTAMP ${quoteString(v.toISOString().replace('T', ' ').replace('Z', ''))}`;
   }
   if (Array.isArray(v)) return `[${v.map((x) => render(x as SqlValue)).join(', ')}]`;
+  if (v instanceof Uint8Array) return `from_hex('${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('hex')}')`;
+  if (isPlainObject(v)) {
+    // A struct literal. DuckDB has no empty struct, and an object of another class (a Map, a class
+    // instance) is more likely a mistake than a struct: both are refused rather than guessed at.
+    const fields = Object.keys(v);
+    if (fields.length === 0) throw new TypeError('cannot write an empty object as a SQL struct literal');
+    return `{${fields.map((f) => `${quoteString(f)}: ${render(v[f] as SqlValue)}`).join(', ')}}`;
+  }
   throw new TypeError(`cannot write a ${Object.prototype.toString.call(v)} as a SQL literal`);
+}
+
+function isPlainObject(v: object): v is { readonly [field: string]: SqlValue } {
+  const proto = Object.getPrototypeOf(v) as unknown;
+  return proto === Object.prototype || proto === null;
 }
 
 function quoteString(s: string): string {
