@@ -6,7 +6,8 @@ import { DuckDb, type ColumnarResult, type Scalar } from './duckdb.js';
 import { IntegrityError, NotFoundError } from './errors.js';
 import { sha256File } from './files.js';
 import { lakeLayout, type LakeLayout } from './lakehouse/layout.js';
-import { emptyManifest, readManifest, type Manifest } from './lakehouse/manifest.js';
+import { LIVE_SOURCE } from './lakehouse/live.js';
+import { emptyManifest, readManifest, type EventSourceEntry, type Manifest } from './lakehouse/manifest.js';
 import { ident, sql, type Sql } from './sql.js';
 
 export type Row = Record<string, Scalar>;
@@ -24,6 +25,20 @@ export interface DataFrame {
   print(): void;
   [method: string]: unknown;
 }
+
+/**
+ * A source of the event archive, as the `events` view's `source` column names it. `built`: written
+ * by `wb lake build`, and its manifest entry says what was read, accepted and quarantined. `live`:
+ * appended by the running service's archiver (after `npm start`); no manifest entry, and it grows
+ * while the service runs. `unlisted`: in the archive but not in the manifest (a build interrupted
+ * between writing the source and the manifest); `wb lake build --force` accounts for it again.
+ *
+ *   for (const s of lake.sources()) if (s.kind === 'built') console.log(s.name, s.build.accepted);
+ */
+export type ArchiveSource =
+  | { name: string; kind: 'built'; build: EventSourceEntry }
+  | { name: string; kind: 'live' }
+  | { name: string; kind: 'unlisted' };
 
 export interface OpenOptions {
   /** Check every file the manifest lists against its checksum before use (default true). */
@@ -74,16 +89,30 @@ export class Lakehouse {
   }
 
   /** Rows as plain objects. BIGINT values that fit a double become numbers; larger ones stay bigint. */
-  async query<T extends Row = Row>(statement: Sql): Promise<T[]> {
+  async query<T extends object = Row>(statement: Sql): Promise<T[]> {
     const r = await this.db.query(statement);
     const columns = r.columns.map((c, i) => (isBigIntType(r.types[i]!) ? c.map(narrowBigInt) : c));
     const rows: T[] = new Array(r.rowCount);
     for (let i = 0; i < r.rowCount; i++) {
       const row: Row = {};
-      for (let c = 0; c < r.names.length; c++) row[r.names[c]!] = columns[c]![i]!;
+      for (let c = 0; c < r.names.length; c++) {
+        const name = r.names[c]!;
+        // A column aliased __proto__ is a column, not the row's prototype.
+        if (name === '__proto__') Object.defineProperty(row, name, { value: columns[c]![i]!, enumerable: true, writable: true, configurable: true });
+        else row[name] = columns[c]![i]!;
+      }
       rows[i] = row as T;
     }
     return rows;
+  }
+
+  /**
+   * The result as columns with DuckDB's type names, BIGINT narrowed as in `query`: for tools that
+   * print or write any result (`wb sql`), where two columns may share a name.
+   */
+  async columns(statement: Sql): Promise<ColumnarResult> {
+    const r = await this.db.query(statement);
+    return { ...r, columns: r.columns.map((c, i) => (isBigIntType(r.types[i]!) ? c.map(narrowBigInt) : c)) };
   }
 
   /** The result as an Apache Arrow table, BIGINT kept as Int64. */
@@ -106,6 +135,16 @@ export class Lakehouse {
   /** A statement without a result (a temporary table for later queries, a SET). */
   async run(statement: Sql): Promise<void> {
     await this.db.run(statement);
+  }
+
+  /** The sources of the `events` view, by name, as the archive holds them now (the live one appears once the service archives). */
+  sources(): ArchiveSource[] {
+    return archiveSourceNames(this.layout).map((name): ArchiveSource => {
+      // Directory names are outside strings: looked up as own keys only.
+      const build = Object.prototype.hasOwnProperty.call(this.manifest.sources, name) ? this.manifest.sources[name] : undefined;
+      if (build) return { name, kind: 'built', build };
+      return name === LIVE_SOURCE ? { name, kind: 'live' } : { name, kind: 'unlisted' };
+    });
   }
 
   /** Row count of a view. */
@@ -140,8 +179,8 @@ async function defineViews(db: DuckDb, layout: LakeLayout, manifest: Manifest): 
     const entry = manifest.tables[name];
     return entry ? join(layout.root, entry.file.path) : undefined;
   };
-  const sources = existsSync(layout.archive) ? readdirSync(layout.archive).filter((d) => d.startsWith('source=')) : [];
-  const has = (s: string) => sources.includes(`source=${s}`);
+  const sources = archiveSourceNames(layout);
+  const has = (s: string) => sources.includes(s);
 
   if (sources.length > 0) {
     const glob = join(layout.archive, 'source=*', 'date=*', '*.parquet');
@@ -216,6 +255,15 @@ async function defineViews(db: DuckDb, layout: LakeLayout, manifest: Manifest): 
     );
   }
   return views;
+}
+
+/** The `source=<name>` partitions of the event archive, sorted (the hive partitions the `events` view reads). */
+function archiveSourceNames(layout: LakeLayout): string[] {
+  if (!existsSync(layout.archive)) return [];
+  return readdirSync(layout.archive, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && d.name.startsWith('source='))
+    .map((d) => d.name.slice('source='.length))
+    .sort();
 }
 
 const isBigIntType = (t: string) => t === 'BIGINT' || t === 'HUGEINT' || t === 'UBIGINT' || t === 'UHUGEINT';

@@ -24,6 +24,13 @@ describe('Lakehouse query API', () => {
     assert.equal(typeof rows[0]!.n, 'number');
   });
 
+  it('keeps a column aliased __proto__ as a column, not the row prototype', async () => {
+    const [row] = await lake.query(sql`SELECT 1 AS ${ident('__proto__')}, 2 AS b`);
+    assert.equal(Object.getPrototypeOf(row), Object.prototype);
+    assert.deepEqual(Object.keys(row!), ['__proto__', 'b']);
+    assert.equal(Object.getOwnPropertyDescriptor(row, '__proto__')?.value, 1);
+  });
+
   it('escapes interpolated values: a hostile string is data, not SQL', async () => {
     const rows = await lake.query(sql`SELECT count(*) AS n FROM telco_customers WHERE customer_id = ${"x' OR '1'='1"}`);
     assert.equal(rows[0]!.n, 0);
