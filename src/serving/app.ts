@@ -14,6 +14,7 @@ import { modelRoutes, type ModelRouteDeps } from './http/models.js';
 import type { JobScheduler } from './jobs/scheduler.js';
 import { countRequests, observabilityRoutes } from './http/observability.js';
 import { openApiDocument } from './http/openapi.js';
+import { reportRoutes } from './http/reports.js';
 import type { Route } from './http/route.js';
 import type { AlertSink } from './observability/alerts.js';
 import type { Metrics } from './observability/metrics.js';
@@ -43,6 +44,8 @@ export interface AppDeps {
   version?: string;
   /** Records the consumers could not apply, set aside. */
   deadLetters?: DeadLetterStore;
+  /** The data dir, whose `reports/` folder holds the published notebook reports (`wb nb run --publish`). */
+  dataDir?: string;
 }
 
 /**
@@ -97,6 +100,7 @@ export function allRoutes(deps: AppDeps): Route[] {
     ...jobRoutes(deps.jobs),
     ...experimentRoutes(deps.experiments),
     ...(deps.deadLetters ? deadLetterRoutes(deps.deadLetters) : []),
+    ...(deps.dataDir ? reportRoutes(deps.dataDir, deps.logger) : []),
     ...observabilityRoutes(deps.metrics, deps.alerts, async () => {
       for (const c of await lag()) deps.metrics.consumerLag.set({ consumer: c.name }, c.lag);
     }),

@@ -201,6 +201,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     limits: { bodyBytes: config.bodyLimitBytes },
     version: config.version,
     deadLetters: deadLetterStore,
+    dataDir: config.dataDir,
   });
   const { server, inFlight } = httpServer(app, limits);
   const { drainMs } = limits;
