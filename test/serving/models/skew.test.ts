@@ -31,14 +31,20 @@ describe('the training/serving skew report', { timeout: 90_000 }, () => {
         event('k2', { user_id: 'gina', event: 'purchase', time: new Date(now - 50_000).toISOString(), props: { amount: 12 } }),
         event('k3', { user_id: 'hal', event: 'login', time: new Date(now - 40_000).toISOString() }),
       ]);
+      // One prediction per user, once the store has the user's login: every logged prediction counts in
+      // the report, so polling /v1/predict on a loaded machine would log real skew (consumer lag).
       const predict = async (user: string) => {
-        for (let i = 0; i < 100; i++) {
-          const res = await t.call('/v1/predict', { method: 'POST', key: t.keys.read, body: JSON.stringify({ model: 'skewed', user_id: user }), headers: { 'content-type': 'application/json' } });
-          const body = (await res.json()) as { features: Record<string, number> };
-          if (res.status === 200 && body.features.logins_7d === 1) return;
+        for (let i = 0; i < 200; i++) {
+          const res = await t.call(`/v1/features/${user}`, { key: t.keys.read });
+          const body = (await res.json()) as { values?: Record<string, unknown> };
+          if (res.status === 200 && body.values?.logins_7d === 1) {
+            const scored = await t.call('/v1/predict', { method: 'POST', key: t.keys.read, body: JSON.stringify({ model: 'skewed', user_id: user }), headers: { 'content-type': 'application/json' } });
+            assert.equal(scored.status, 200, await scored.text());
+            return;
+          }
           await sleep(50);
         }
-        throw new Error(`no prediction for ${user}`);
+        throw new Error(`the online store never had ${user}'s login`);
       };
       await predict('gina');
       await predict('hal');
