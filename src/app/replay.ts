@@ -50,7 +50,11 @@ export interface RetailSource extends ReplaySource {
   readonly skipped: { count: number; first: Rejected[] };
 }
 
-/** One retail row as an event: purchases and returns by customer, with the shop's country in props. */
+/**
+ * One retail row as an event: purchases and returns by customer, with the shop's country in props as
+ * its ISO 3166-1 alpha-2 code (`retailSpec` converts it), the vocabulary the simulated app uses, so
+ * one country is one series on the dashboard and one value in the OLTP users the service creates.
+ */
 export function retailEvent(row: RetailRow): Event {
   const [event_id, time, customer, event, invoice, stock_code, description, quantity, unit_price, amount, country] = row;
   return {
@@ -66,7 +70,7 @@ export function retailEvent(row: RetailRow): Event {
  * The retail log as events, in the file's order (which is time order), with backpressure.
  *
  * Why not `readCsv`: it owns its file stream and hands rows to synchronous callbacks, so it cannot
- * be paused; wrapped into an async iterable it would read the whole file (406,829 events) into
+ * be paused; wrapped into an async iterable it would read the whole file (405,766 events) into
  * memory in about two seconds while the replay plays one day per second. This reader runs the same
  * pieces (the `CsvRecordSplitter` and `retailSpec`, so the same rows are accepted, with the same
  * event ids) but pulls: it decompresses the next chunk (about 1 MB of text, a few days of the shop)
@@ -354,6 +358,6 @@ export async function* replayBatches(sources: readonly ReplaySource[], options: 
 }
 
 /** The replay one event at a time (the batches, flattened). */
-export async function* replayEvents(sources: readonly ReplaySource[], options: ReplayOptions): AsyncGenerator<Event> {
+export async function* replayEvents(sources: readonly ReplaySource[], options: ReplayOptions): AsyncGenerator<Event, void, undefined> {
   for await (const batch of replayBatches(sources, options)) yield* batch.events;
 }

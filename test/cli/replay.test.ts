@@ -3,11 +3,13 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Command } from 'commander';
 import { appSource, retailSource } from '../../src/app/replay.js';
 import { simulateHistory } from '../../src/app/simulator.js';
 import { registerReplay, ReplayError, runReplay, type RunReplayOptions } from '../../src/cli/replay.js';
 import type { EnrichedEvent } from '../../src/workbench/event.js';
+import { countryCode } from '../../src/workbench/countries.js';
 import { InputError } from '../../src/workbench/errors.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 
@@ -71,7 +73,7 @@ describe('wb replay against a running service', () => {
     assert.equal(shop.user_id, 'retail-12583');
     assert.equal(shop.props.original_time, '2010-12-02T10:00:00.000Z');
     assert.ok(Math.abs(Date.parse(shop.time) - Date.now()) < 60_000, 'stamped with the wall clock');
-    assert.equal(shop.dims.country, 'France', "the user is created with the shop's country");
+    assert.equal(shop.dims.country, 'IE', "the user is created with the shop's country, as its ISO code");
     assert.equal(new Set(logged.map((e) => e.event_id)).size, TOTAL);
   });
 
@@ -86,6 +88,22 @@ describe('wb replay against a running service', () => {
     assert.equal((await t.service.log.next()) - start, TOTAL);
     const logged = await logEntries(t, start);
     assert.ok(logged.every((e) => e.event_id.startsWith('second-') && e.user_id.startsWith('second-')));
+  });
+
+  it('gives the dashboard one series per country: the retail log and the app both speak ISO codes', async () => {
+    await replay({ run: 'dims' });
+    const end = await t.service.log.next();
+    let body: { position: number; points: { event: string; value: string }[] } = { position: 0, points: [] };
+    for (let i = 0; i < 200 && body.position < end; i++) {
+      await sleep(50);
+      body = (await (await t.call('/v1/aggregates?window=1h&dimension=country', { key: t.keys.read })).json()) as typeof body;
+    }
+    assert.ok(body.position >= end, `the aggregates reached ${body.position} of ${end}`);
+    const countries = [...new Set(body.points.map((p) => p.value))].sort();
+    assert.deepEqual(countries.filter((c) => countryCode(c) !== c), [], 'every series is an ISO code, none a name');
+    for (const c of ['GB', 'IE', 'US', 'DE']) assert.ok(countries.includes(c), `${c} in ${countries.join(', ')}`);
+    const gb = new Set(body.points.filter((p) => p.value === 'GB').map((p) => p.event));
+    assert.ok(gb.has('purchase') && gb.has('login'), 'the shop and the app both count under GB');
   });
 
   it('stops at --max-events', async () => {

@@ -14,11 +14,11 @@ import { acquireLock } from './lock.js';
 import { QuarantineWriter } from './quarantine.js';
 import { lakeLayout, sourceDir, type LakeLayout } from './layout.js';
 import { emptyManifest, readManifest, writeManifest, type FileEntry, type Manifest } from './manifest.js';
-import { RETAIL_TABLE, retailSpec } from './retail.js';
+import { RETAIL_TABLE, countryNamesRelation, retailSpec } from './retail.js';
 import { TELCO_TABLE, telcoSpec } from './telco.js';
 
 /** Bumped when a loader changes what it writes, so that a rebuild does not keep stale output. */
-const LOADER_VERSION = { retail: 3, telco: 2, app: 1 } as const;
+const LOADER_VERSION = { retail: 4, telco: 2, app: 1 } as const;
 
 /** The simulated app's history, produced lazily: a build whose inputs are unchanged never asks. */
 export interface AppHistory {
@@ -28,6 +28,7 @@ export interface AppHistory {
   load(): { events: Iterable<Event>; truthUsers: readonly Record<string, unknown>[]; truthMeta: unknown };
 }
 
+/** What `buildLakehouse` builds from: the lakehouse root, the retail and Telco files, the app history and the OLTP store. */
 export interface BuildOptions {
   /** The lakehouse root, e.g. `.wb/lake`. */
   lakeDir: string;
@@ -67,6 +68,7 @@ export interface SourceReport {
   upToDate: boolean;
 }
 
+/** What `buildLakehouse` did: per source the rows read, accepted and quarantined, and the time it took. */
 export interface BuildReport {
   lake: string;
   sources: SourceReport[];
@@ -80,6 +82,11 @@ export interface BuildReport {
  * to a staging directory, swapped in whole and recorded in the manifest at once, so an interrupted
  * build leaves a readable lakehouse whose manifest matches its files. Building twice from the same
  * inputs changes nothing.
+ *
+ * @example
+ * ```ts
+ * const report = await buildLakehouse({ lakeDir: lakeDir(), retail: 'data/online_retail_II.csv', oltp: await openOltp(oltpUrl(), dataDir()) });
+ * ```
  */
 export async function buildLakehouse(options: BuildOptions): Promise<BuildReport> {
   const started = Date.now();
@@ -179,7 +186,8 @@ function retailLinesFromArchive(ctx: Ctx): Sql {
  */
 async function writeRetailLines(ctx: Ctx, lines: Sql, fingerprint: string): Promise<SourceReport> {
   const select = sql`SELECT event_id, time, CAST(time AS DATE) AS date, customer_id, is_return, invoice, stock_code,
-      description, quantity, unit_price, amount, country FROM (${lines}) ORDER BY time, event_id`;
+      description, quantity, unit_price, amount, country, country_names.name AS country_name
+    FROM (${lines}) LEFT JOIN ${countryNamesRelation()} ON country_names.code = country ORDER BY time, event_id`;
   return writeTable(ctx, 'retail_lines', ctx.layout.derived, select, 'derived from the retail archive', { read: 0, accepted: 0, quarantined: 0 }, fingerprint);
 }
 
@@ -188,6 +196,7 @@ async function writeRetailCustomers(ctx: Ctx, fingerprint: string): Promise<Sour
   const lines = join(ctx.layout.root, ctx.manifest.tables.retail_lines!.file.path);
   const select = sql`SELECT customer_id,
       min_by(country, strftime(time, '%Y%m%d%H%M%S') || event_id) AS country,
+      min_by(country_name, strftime(time, '%Y%m%d%H%M%S') || event_id) AS country_name,
       min(time) AS first_purchase, max(time) AS last_purchase,
       count(DISTINCT invoice) AS invoices
     FROM read_parquet(${lines}) GROUP BY customer_id ORDER BY customer_id`;
@@ -401,4 +410,12 @@ function pruneSnapshots(layout: LakeLayout, manifest: Manifest): void {
   }
 }
 
+/**
+ * The SHA-256 of a value's JSON (key order counts), to tell whether a source's inputs changed.
+ *
+ * @example
+ * ```ts
+ * const version = fingerprintOf({ users: 300, days: 60 }); // same value, same fingerprint
+ * ```
+ */
 export const fingerprintOf = (value: unknown): string => createHash('sha256').update(JSON.stringify(value)).digest('hex');

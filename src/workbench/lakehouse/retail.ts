@@ -1,10 +1,15 @@
+import { COUNTRIES, countryCode } from '../countries.js';
 import type { AppendType } from '../duckdb.js';
+import { join, sql, type Sql } from '../sql.js';
 import type { CsvSpec } from './csv.js';
 
 /**
  * The UCI Online Retail log as events: one `purchase` (or `return`, for invoices starting with C)
  * per invoice line, by customer. Lines without a CustomerID cannot be attributed to anyone and are
- * quarantined. InvoiceDate is the shop's local (UK) time and is read as UTC.
+ * quarantined. InvoiceDate is the shop's local (UK) time and is read as UTC. Country becomes its ISO
+ * 3166-1 alpha-2 code (src/workbench/countries.ts: "United Kingdom" is GB, "EIRE" is IE), as the
+ * simulated app writes it; a name that is not a known country ("Unspecified", "European Community",
+ * "Channel Islands") is quarantined with the reason.
  */
 export const RETAIL_COLUMNS = ['InvoiceNo', 'StockCode', 'Description', 'Quantity', 'InvoiceDate', 'UnitPrice', 'CustomerID', 'Country'] as const;
 
@@ -17,7 +22,16 @@ export const RETAIL_TABLE: readonly (readonly [string, AppendType])[] = [
   ['stock_code', 'VARCHAR'], ['description', 'VARCHAR'], ['quantity', 'INTEGER'], ['unit_price', 'DOUBLE'],
   ['amount', 'DOUBLE'], ['country', 'VARCHAR'],
 ];
+/** The last field, `country`, is an ISO 3166-1 alpha-2 code. */
 export type RetailRow = readonly [string, number, string, string, string, string, string, number, number, number, string];
+
+/**
+ * The ISO codes and their English names as a two-column relation `(code, name)`, for the typed
+ * tables' `country_name` label (a join in SQL, so that a table rebuilt from the archive gets it too).
+ */
+export function countryNamesRelation(): Sql {
+  return sql`(VALUES ${join(Object.entries(COUNTRIES).map(([code, name]) => sql`(${code}, ${name})`))}) AS country_names(code, name)`;
+}
 
 const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2}))?$/;
 
@@ -39,6 +53,8 @@ export function retailSpec(now: Date = new Date()): CsvSpec<RetailRow> {
       if (f.Quantity!.trim() === '' || !Number.isInteger(quantity)) return `Quantity is not a whole number: ${JSON.stringify(f.Quantity)}`;
       const unitPrice = Number(f.UnitPrice);
       if (f.UnitPrice!.trim() === '' || !Number.isFinite(unitPrice)) return `UnitPrice is not a number: ${JSON.stringify(f.UnitPrice)}`;
+      const country = countryCode(f.Country!);
+      if (country === undefined) return `Country is not a known country name or ISO 3166-1 code: ${JSON.stringify(f.Country)}`;
 
       // Invoice lines can repeat exactly, so the id is the invoice plus the line's position in it.
       const n = (lineInInvoice.get(invoice) ?? 0) + 1;
@@ -54,7 +70,7 @@ export function retailSpec(now: Date = new Date()): CsvSpec<RetailRow> {
         quantity,
         unitPrice,
         Math.round(quantity * unitPrice * 100) / 100,
-        f.Country!.trim(),
+        country,
       ];
     },
   };

@@ -35,7 +35,7 @@ describe('buildLakehouse', () => {
   it('loads good rows, quarantines bad ones with line and reason, and accepted + quarantined = read', async () => {
     const report = await build();
     const retail = report.sources.find((s) => s.name === 'retail')!;
-    assert.deepEqual({ read: retail.read, accepted: retail.accepted, quarantined: retail.quarantined }, { read: 11, accepted: 5, quarantined: 6 });
+    assert.deepEqual({ read: retail.read, accepted: retail.accepted, quarantined: retail.quarantined }, { read: 13, accepted: 5, quarantined: 8 });
     for (const s of report.sources) assert.equal(s.accepted + s.quarantined, s.read, s.name);
     assert.deepEqual(report.sources.map((s) => [s.name, s.unit]).filter(([, u]) => u !== 'rows'), [['retail', 'lines'], ['app', 'events'], ['telco_customers', 'lines']]);
     const telco = report.sources.find((s) => s.name === 'telco_customers')!;
@@ -45,7 +45,7 @@ describe('buildLakehouse', () => {
     const lines = quarantine.trim().split('\n').slice(1);
     assert.deepEqual(
       lines.map((l) => l.split(',')[0]),
-      ['5', '6', '7', '9', '10', '11'],
+      ['5', '6', '7', '9', '10', '11', '13', '14'],
       'quarantined rows carry their line numbers in the source file',
     );
     assert.match(quarantine, /^5,missing CustomerID,/m);
@@ -54,6 +54,8 @@ describe('buildLakehouse', () => {
     assert.match(quarantine, /^9,malformed CSV: a quote inside an unquoted field \(field 3\),/m);
     assert.match(quarantine, /^10,"?InvoiceDate is in the future/m);
     assert.match(quarantine, /^11,"Quantity is not a whole number/m);
+    assert.match(quarantine, /^13,"Country is not a known country name or ISO 3166-1 code: ""Channel Islands""","536374,/m);
+    assert.match(quarantine, /^14,"Country is not a known country name or ISO 3166-1 code: ""Atlantis""","536375,/m);
     assert.match(readFileSync(join(lakeDir, 'quarantine', 'telco.csv'), 'utf8'), /^4,"Churn is not Yes or No: ""Maybe""","3668-QPYBK/m);
   });
 
@@ -70,7 +72,11 @@ describe('buildLakehouse', () => {
       assert.equal(lines[0]!.amount, 15.3);
       const [customer] = await lake.query(sql`SELECT * FROM retail_customers WHERE customer_id = ${'17850'}`);
       assert.equal(customer!.invoices, 2);
-      assert.equal(customer!.country, 'United Kingdom');
+      assert.deepEqual([customer!.country, customer!.country_name], ['GB', 'United Kingdom']);
+      const countries = await lake.query(sql`SELECT DISTINCT country, country_name FROM retail_lines ORDER BY country`);
+      assert.deepEqual(countries, [{ country: 'GB', country_name: 'United Kingdom' }, { country: 'IE', country_name: 'Ireland' }]);
+      const [archived] = await lake.query(sql`SELECT count(*) AS n FROM events WHERE event_id LIKE 'retail-%' AND json_extract_string(props, 'country') NOT IN ('GB', 'IE')`);
+      assert.equal(archived!.n, 0, 'the archived events carry codes too');
       const [joined] = await lake.query(sql`SELECT count(*) AS n, count(cohort_month) AS with_cohort FROM retail_purchases`);
       assert.deepEqual(joined, { n: 5, with_cohort: 5 });
 
@@ -272,7 +278,7 @@ describe('buildLakehouse, CSV lines', () => {
     assert.match(refused.stderr, /error: .*header-only\.csv: the file has a header but no data lines; refusing to replace the table with 0 rows \(pass --allow-empty/);
     const allowed = wb('--allow-empty');
     assert.equal(allowed.status, 0, allowed.stderr);
-    assert.match(allowed.stdout, /^retail +11 lines +5 +6 +yes +up to date/m, 'retail was built by the refused run already');
+    assert.match(allowed.stdout, /^retail +13 lines +5 +8 +yes +up to date/m, 'retail was built by the refused run already');
     assert.match(allowed.stdout, /^telco_customers +0 lines +0 +0 +yes +built/m);
     assert.match(allowed.stdout, /telco_customers has 0 rows: it has no data lines \(.*header-only\.csv; written empty because of --allow-empty\)/);
     assert.match(allowed.stdout, /lines that could not be loaded, with the line number and the reason/);
