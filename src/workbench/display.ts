@@ -15,6 +15,7 @@ interface FrameLike {
   columns: string[];
   values: unknown[][];
 }
+/** What `show` and `htmlTable` accept as a table: rows, an Apache Arrow table or a danfo DataFrame. */
 export type Tabular = Rows | arrow.Table | FrameLike;
 
 export interface TableOptions {
@@ -23,7 +24,14 @@ export interface TableOptions {
   caption?: string;
 }
 
-/** A table as HTML, escaped, with numbers right-aligned and at most `maxRows` rows. */
+/**
+ * A table as HTML, escaped, with numbers right-aligned and at most `maxRows` rows.
+ *
+ * @example
+ * ```ts
+ * const html = htmlTable([{ country: 'GB', revenue: 10 }], { caption: 'Revenue' });
+ * ```
+ */
 export function htmlTable(data: Tabular, options: TableOptions = {}): string {
   const { columns, rows } = normalise(data);
   const max = options.maxRows ?? 20;
@@ -55,6 +63,11 @@ export interface Figure {
  * plotly.js 4 sets `window.Plotly` itself and has no AMD branch, so require.js (classic Notebook,
  * nbconvert's template) does not capture it.
  * A figure carries its data and a 1.5 kB loader, so a notebook stays small however many it shows.
+ *
+ * @example
+ * ```ts
+ * const html = plotHtml({ data: [{ type: 'bar', x: ['GB', 'FR'], y: [10, 4] }] });
+ * ```
  */
 export function plotHtml(figure: Figure, options: { height?: number } = {}): string {
   const id = `wb-plot-${randomBytes(6).toString('hex')}`;
@@ -110,7 +123,15 @@ function scriptJson(value: unknown): string {
     .replaceAll('\u2029', '\\u2029');
 }
 
-/** Shows a table (rows, Arrow table or DataFrame) or a figure in the notebook; prints text elsewhere. */
+/**
+ * Shows a table (rows, Arrow table or DataFrame) or a figure in the notebook; prints text elsewhere.
+ *
+ * @example
+ * ```ts
+ * show(await lake.query(sql`SELECT * FROM users LIMIT 5`), { caption: 'Users' });
+ * show({ data: [{ type: 'bar', x: ['GB', 'FR'], y: [10, 4] }], layout: { title: { text: 'Revenue' } } });
+ * ```
+ */
 export function show(value: Tabular | Figure, options: TableOptions & { height?: number } = {}): void {
   if (isFigure(value)) {
     if (!displayHtml(plotHtml(value, options))) console.log(`[figure: ${value.data.length} trace(s)${value.layout?.title ? `, ${JSON.stringify(value.layout.title)}` : ''}]`);
@@ -119,7 +140,14 @@ export function show(value: Tabular | Figure, options: TableOptions & { height?:
   if (!displayHtml(htmlTable(value, options))) console.log(textTable(value, options.maxRows ?? 20));
 }
 
-/** Shows HTML in the notebook. Returns false outside a Jupyter kernel. */
+/**
+ * Shows HTML in the notebook. Returns false outside a Jupyter kernel.
+ *
+ * @example
+ * ```ts
+ * displayHtml('<b>Training done</b>');
+ * ```
+ */
 export function displayHtml(html: string): boolean {
   let tslab: { display: { html(s: string): void } };
   try {

@@ -1,6 +1,15 @@
 /**
  * One error type per kind of failure. Each carries a stable `code` (for JSON answers and exit codes)
  * and the HTTP status the service maps it to, so callers never parse messages.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await lake.query(sql`SELECT * FROM events LIMIT 1`);
+ * } catch (e) {
+ *   if (e instanceof WorkbenchError) console.log(e.code, e.status);
+ * }
+ * ```
  */
 export class WorkbenchError extends Error {
   readonly code: string = 'internal';
@@ -28,7 +37,14 @@ export function formatLocation(at: InputLocation): string {
   return parts.join(', ');
 }
 
-/** Input the user gave us is wrong: a file, a flag, a parameter. Says what and where. */
+/**
+ * Input the user gave us is wrong: a file, a flag, a parameter. Says what and where.
+ *
+ * @example
+ * ```ts
+ * throw new InputError('amount is not a number', { file: 'orders.csv', line: 12, column: 'amount' });
+ * ```
+ */
 export class InputError extends WorkbenchError {
   override readonly code: string = 'bad_input';
   override readonly status: number = 400;
@@ -41,19 +57,52 @@ export class InputError extends WorkbenchError {
   }
 }
 
-/** Something expected on disk or in a store is absent (a lakehouse not built, an unknown user). */
+/**
+ * Something expected on disk or in a store is absent (a lakehouse not built, an unknown user).
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await Lakehouse.open('/tmp/no-lake');
+ * } catch (e) {
+ *   if (e instanceof NotFoundError) console.log('build it first: wb lake build');
+ * }
+ * ```
+ */
 export class NotFoundError extends WorkbenchError {
   override readonly code: string = 'not_found';
   override readonly status: number = 404;
 }
 
-/** The input contradicts what already exists (a feature name with another definition). */
+/**
+ * The input contradicts what already exists (a feature name with another definition).
+ *
+ * @example
+ * ```ts
+ * try {
+ *   featureSet([a, b]);
+ * } catch (e) {
+ *   if (e instanceof ConflictError) console.log(e.message); // two definitions of one name
+ * }
+ * ```
+ */
 export class ConflictError extends WorkbenchError {
   override readonly code: string = 'conflict';
   override readonly status: number = 409;
 }
 
-/** A file failed its integrity check: it was changed after it was written. */
+/**
+ * A file failed its integrity check: it was changed after it was written.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   verifyBundle(JSON.parse(text));
+ * } catch (e) {
+ *   if (e instanceof IntegrityError) console.log('the bundle was changed after it was written');
+ * }
+ * ```
+ */
 export class IntegrityError extends WorkbenchError {
   override readonly code: string = 'integrity';
   override readonly status: number = 500;
@@ -83,7 +132,18 @@ export class NonFiniteScoreError extends WorkbenchError {
   override readonly status: number = 500;
 }
 
-/** A SQL statement failed; the statement travels with the error so the user sees what ran. */
+/**
+ * A SQL statement failed; the statement travels with the error so the user sees what ran.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await lake.query(sql`SELECT nope FROM events`);
+ * } catch (e) {
+ *   if (e instanceof SqlError) console.log(e.message); // DuckDB's message and the statement
+ * }
+ * ```
+ */
 export class SqlError extends WorkbenchError {
   override readonly code: string = 'sql';
   override readonly status: number = 500;
@@ -96,7 +156,15 @@ export class SqlError extends WorkbenchError {
   }
 }
 
-/** A notebook cell raised. Carries what a reader needs to fix it without opening Jupyter. */
+/**
+ * A notebook cell raised. Carries what a reader needs to fix it without opening Jupyter.
+ *
+ * @example
+ * ```ts
+ * const error = new NotebookError('notebooks/05-experiment-analysis.ipynb', 3, 'show(reslts);', 'ReferenceError: reslts is not defined');
+ * console.log(error.message); // the notebook, the cell, its source and what it raised
+ * ```
+ */
 export class NotebookError extends WorkbenchError {
   override readonly code: string = 'notebook_failed';
   override readonly status: number = 500;

@@ -15,6 +15,7 @@ export const EventSchema = z.object({
   props: z.record(z.string(), z.unknown()).default({}),
 });
 
+/** One event as the service ingests it and the lakehouse archives it (see `EventSchema`). */
 export type Event = z.infer<typeof EventSchema>;
 
 /** The user's dimensions, added at ingest from the OLTP database so that no consumer looks users up. */

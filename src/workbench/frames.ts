@@ -26,6 +26,12 @@ export interface FrameLike {
 /**
  * A danfo frame as rows, its row labels (`index`) kept as the first column: `show(rowsOf(df.describe()))`
  * prints the statistic names that `show(df.describe())` loses.
+ *
+ * @example
+ * ```ts
+ * const df = await lake.frame(sql`SELECT country, amount FROM retail_lines`);
+ * const rows = rowsOf(df.head(10)); // the row labels become the first column
+ * ```
  */
 export function rowsOf(frame: FrameLike, labelColumn = 'index'): Record<string, Cell>[] {
   const values = frame.values;
@@ -39,7 +45,14 @@ export function rowsOf(frame: FrameLike, labelColumn = 'index'): Record<string, 
   });
 }
 
-/** The first `n` rows (default 5), typed as they came. */
+/**
+ * The first `n` rows (default 5), typed as they came.
+ *
+ * @example
+ * ```ts
+ * show(head(rows, 10));
+ * ```
+ */
 export function head<T>(rows: Rows<T>, n = 5): T[] {
   if (!Number.isInteger(n) || n < 0) throw new InputError(`head: n must be a whole number of at least 0, not ${n}`);
   return rows.slice(0, n);
@@ -54,6 +67,11 @@ export const DESCRIBE_STATISTICS = ['count', 'mean', 'std', 'min', '25%', '50%',
  * pandas' `describe()` for the numeric columns (numbers and bigints; nulls are skipped, as NaN is in
  * pandas): std is the sample standard deviation (n - 1) and the quartiles interpolate linearly
  * between order statistics, pandas' default (numpy's `linear`, R's type 7).
+ *
+ * @example
+ * ```ts
+ * show(describe(await lake.query(sql`SELECT amount, quantity FROM retail_lines`)));
+ * ```
  */
 export function describe<T extends object>(rows: Rows<T>, columns?: readonly (keyof T & string)[]): DescribeRow[] {
   const names = columns ?? numericColumns(rows);
@@ -75,7 +93,14 @@ export function describe<T extends object>(rows: Rows<T>, columns?: readonly (ke
   });
 }
 
-/** The linear-interpolation quantile (pandas' and numpy's default) of sorted values; null if empty. */
+/**
+ * The linear-interpolation quantile (pandas' and numpy's default) of sorted values; null if empty.
+ *
+ * @example
+ * ```ts
+ * quantile([1, 2, 3, 4], 0.5); // 2.5
+ * ```
+ */
 export function quantile(sorted: readonly number[], p: number): number | null {
   if (sorted.length === 0) return null;
   const h = (sorted.length - 1) * p;
@@ -93,7 +118,14 @@ function summarise(xs: number[]): (number | null)[] {
   return [n, mean, std, sorted[0]!, quantile(sorted, 0.25), quantile(sorted, 0.5), quantile(sorted, 0.75), sorted[n - 1]!];
 }
 
-/** How often each value occurs, most frequent first (ties in value order), with its share of the rows. */
+/**
+ * How often each value occurs, most frequent first (ties in value order), with its share of the rows.
+ *
+ * @example
+ * ```ts
+ * show(valueCounts(await lake.query(sql`SELECT event FROM events`), 'event'));
+ * ```
+ */
 export function valueCounts<T extends object, K extends keyof T & string>(rows: Rows<T>, column: K): Array<{ [P in K]: T[K] } & { count: number; share: number }> {
   const groups = groupRows(rows, [column]);
   const out = [...groups.values()].map((g) => {
@@ -106,6 +138,7 @@ export function valueCounts<T extends object, K extends keyof T & string>(rows: 
   return out.sort((a, b) => b.count - a.count || compareValues(a[column], b[column]));
 }
 
+/** The aggregations `agg` knows: count, sum, mean, min, max, std, median, nunique. */
 export type AggregationName = 'count' | 'sum' | 'mean' | 'min' | 'max' | 'std' | 'median' | 'nunique';
 
 /** An aggregation over one column (or, for `count` without a column, over rows). */
@@ -116,7 +149,14 @@ export interface Aggregation {
 
 const AGGREGATION_NAMES: readonly AggregationName[] = ['count', 'sum', 'mean', 'min', 'max', 'std', 'median', 'nunique'];
 
-/** `agg('sum', 'amount')`: count and nunique count non-null values; the others skip nulls and want numbers. */
+/**
+ * `agg('sum', 'amount')`: count and nunique count non-null values; the others skip nulls and want numbers.
+ *
+ * @example
+ * ```ts
+ * groupBy(rows, ['country'], { revenue: agg('sum', 'amount'), customers: agg('nunique', 'customer_id') });
+ * ```
+ */
 export function agg(fn: AggregationName, column?: string): Aggregation {
   if (!AGGREGATION_NAMES.includes(fn)) throw new InputError(`agg: unknown aggregation ${JSON.stringify(fn)}: use one of ${AGGREGATION_NAMES.join(', ')}`);
   if (column === undefined && fn !== 'count') throw new InputError(`agg('${fn}') needs a column`);
@@ -126,6 +166,12 @@ export function agg(fn: AggregationName, column?: string): Aggregation {
 /**
  * pandas' `groupby(keys).agg(...)`: one row per group, the keys first then one column per
  * aggregation, groups in key order (pandas' `sort=True`).
+ *
+ * @example
+ * ```ts
+ * const byCountry = groupBy(rows, ['country'], { orders: agg('count'), revenue: agg('sum', 'amount') });
+ * show(byCountry);
+ * ```
  */
 export function groupBy<T extends object, K extends keyof T & string, A extends Record<string, Aggregation>>(
   rows: Rows<T>,
@@ -145,6 +191,7 @@ export function groupBy<T extends object, K extends keyof T & string, A extends 
   });
 }
 
+/** What `pivot` spreads: the row labels (`index`), the column labels (`columns`), the values and their aggregation. */
 export interface PivotOptions<K extends string> {
   /** The column whose values label the rows. */
   index: K;
@@ -156,7 +203,14 @@ export interface PivotOptions<K extends string> {
   agg?: AggregationName;
 }
 
-/** pandas' `pivot_table`: one row per `index` value, one column per `columns` value (both sorted). */
+/**
+ * pandas' `pivot_table`: one row per `index` value, one column per `columns` value (both sorted).
+ *
+ * @example
+ * ```ts
+ * show(pivot(rows, { index: 'country', columns: 'month', values: 'amount', agg: 'sum' }));
+ * ```
+ */
 export function pivot<T extends object, K extends keyof T & string>(
   rows: Rows<T>,
   options: PivotOptions<K>,

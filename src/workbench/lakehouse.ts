@@ -10,6 +10,7 @@ import { LIVE_SOURCE } from './lakehouse/live.js';
 import { emptyManifest, readManifest, type EventSourceEntry, type Manifest } from './lakehouse/manifest.js';
 import { ident, sql, type Sql } from './sql.js';
 
+/** One row of a query result: column name to value as `Lakehouse.query` returns it (a BIGINT that fits a double becomes a number). */
 export type Row = Record<string, Scalar>;
 
 /**
@@ -59,6 +60,13 @@ export interface ViewInfo {
  *
  *   const lake = await Lakehouse.open('.wb/lake');
  *   const rows = await lake.query(sql`SELECT country, sum(amount) FROM retail_lines GROUP BY 1`);
+ *
+ * @example
+ * ```ts
+ * const lake = await Lakehouse.open(lakeDir());
+ * const rows = await lake.query(sql`SELECT country, sum(amount) AS revenue FROM retail_lines GROUP BY 1`);
+ * lake.close();
+ * ```
  */
 export class Lakehouse {
   private constructor(

@@ -12,16 +12,26 @@ export interface ProgressTask {
 
 export type ProgressUnit = 'bytes' | 'rows' | 'files' | 'cells' | 'epochs' | 'days' | 'folds' | 'steps';
 
+/** Where a long operation reports its steps: a bar in a notebook, a line on a terminal, or nothing. */
 export interface Progress {
   task(label: string, total?: number, unit?: ProgressUnit): ProgressTask;
   log(message: string): void;
 }
 
+/** A progress that shows nothing (tests, or a job that logs elsewhere). */
 export const silentProgress: Progress = {
   task: () => ({ update() {}, finish() {} }),
   log() {},
 };
 
+/**
+ * Progress on a terminal stream (stderr by default): a bar redrawn in place on a TTY, a line every 10% elsewhere (CI, logs).
+ *
+ * @example
+ * ```ts
+ * const data = await appChurnData(lake, { progress: consoleProgress() });
+ * ```
+ */
 export function consoleProgress(stream: NodeJS.WriteStream = process.stderr): Progress {
   const tty = Boolean(stream.isTTY) && !process.env.CI;
   return {
@@ -98,6 +108,11 @@ export interface NotebookProgressOptions {
  * replaces in place (Jupyter's display ids), so a task shows one live bar, not a line per step,
  * and the executed notebook keeps the final state (the summary and the time it took).
  * `log` messages are printed as text lines.
+ *
+ * @example
+ * ```ts
+ * await buildTrainingSet(lake, appFeatures, source, { progress: notebookProgress() });
+ * ```
  */
 export function notebookProgress(options: NotebookProgressOptions = {}): Progress {
   const now = options.now ?? Date.now;
@@ -145,6 +160,13 @@ export function inNotebook(): boolean {
 /**
  * The progress a library function uses when none is passed: bars in a notebook, silence elsewhere
  * (a job or the CLI passes its own, `consoleProgress`).
+ *
+ * @example
+ * ```ts
+ * const task = defaultProgress().task('scoring', rows.length, 'rows');
+ * task.update(rows.length);
+ * task.finish();
+ * ```
  */
 export function defaultProgress(): Progress {
   return inNotebook() ? notebookProgress() : silentProgress;

@@ -1,6 +1,13 @@
 /**
  * A small seeded random source (sfc32, seeded through splitmix32) so that the same seed always gives
  * the same simulation, on every machine and Node version: Math.random cannot be seeded.
+ *
+ * @example
+ * ```ts
+ * const rng = new Random(42);
+ * const coin = rng.bernoulli(0.3);
+ * const height = rng.normal(170, 10);
+ * ```
  */
 export class Random {
   private a: number;

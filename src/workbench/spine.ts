@@ -16,6 +16,7 @@ export type Duration = `${number}${'m' | 'h' | 'd' | 'w'}`;
 /** A table or view name (quoted as an identifier), or a query. */
 export type Relation = string | Sql;
 
+/** The as-of grid of `spine`: the entities, the first and last moment, the step, and when each entity came to be. */
 export interface SpineOptions {
   /** Who is scored: a table, view or query with one row per entity and a `user_id` column. */
   entities: Relation;
@@ -33,6 +34,12 @@ export interface SpineOptions {
 /**
  * The as-of grid: every entity at every moment from `from` to `to`, `every` apart, as rows
  * (user_id, as_of), ordered by as_of then user_id so results are deterministic.
+ *
+ * @example
+ * ```ts
+ * const grid = spine({ entities: 'users', from: '2024-01-01', to: '2024-03-01', every: '7d' });
+ * const rows = await buildTrainingSet(lake, appFeatures, { spine: grid });
+ * ```
  */
 export function spine(options: SpineOptions): Sql {
   const step = interval(options.every, 'every');
@@ -45,6 +52,7 @@ export function spine(options: SpineOptions): Sql {
     ORDER BY g.as_of, e.user_id)`;
 }
 
+/** What `labels` counts: the label's name, the window after each moment, and the event. */
 export interface LabelOptions {
   /** The label column's name. */
   name: string;
@@ -60,6 +68,12 @@ export interface LabelOptions {
  * The spine with one more column, `name`: 1 if the user had the event in (as_of, as_of + within],
  * else 0. Strictly after as_of: features see events strictly before as_of, so no event is both a
  * feature input and the label.
+ *
+ * @example
+ * ```ts
+ * const grid = spine({ entities: 'users', from: '2024-01-01', to: '2024-03-01', every: '7d', since: 'first_seen' });
+ * const rows = await lake.query(labels(grid, { name: 'churned', within: '14d', event: 'subscription_cancelled' }));
+ * ```
  */
 export function labels(spineRows: Relation, options: LabelOptions): Sql {
   const window = interval(options.within, 'within');

@@ -46,6 +46,15 @@ export type SqlValue =
   | { readonly [field: string]: SqlValue };
 type Part = SqlValue | Sql | RawSql | Identifier;
 
+/**
+ * A SQL statement or fragment built by `sql`: text plus values, never concatenated (`toString()` inlines them escaped).
+ *
+ * @example
+ * ```ts
+ * const recent: Sql = sql`time > now() - INTERVAL 7 DAY`;
+ * const rows = await lake.query(sql`SELECT * FROM events WHERE ${recent}`);
+ * ```
+ */
 export class Sql {
   constructor(
     readonly strings: readonly string[],
@@ -85,21 +94,52 @@ export class Sql {
   }
 }
 
+/**
+ * Builds SQL from a template: interpolated values become escaped literals, `Sql` fragments nest, `ident()` quotes names.
+ *
+ * @example
+ * ```ts
+ * const rows = await lake.query(sql`SELECT * FROM events WHERE user_id = ${userId} AND time < ${asOf}`);
+ * ```
+ */
 export function sql(strings: TemplateStringsArray, ...values: Part[]): Sql {
   return new Sql(strings, values);
 }
 
-/** Quote a name (or a qualified name from several parts) as an identifier. */
+/**
+ * Quote a name (or a qualified name from several parts) as an identifier.
+ *
+ * @example
+ * ```ts
+ * await lake.query(sql`SELECT ${ident(column)} FROM ${ident('main', 'events')} LIMIT 5`);
+ * ```
+ */
 export function ident(...parts: string[]): Identifier {
   return new Identifier(parts);
 }
 
-/** Trusted SQL text. Use only for text the program wrote, never for input. */
+/**
+ * Trusted SQL text. Use only for text the program wrote, never for input.
+ *
+ * @example
+ * ```ts
+ * const order = raw('ORDER BY time DESC');
+ * await lake.query(sql`SELECT * FROM events ${order} LIMIT 10`);
+ * ```
+ */
 export function raw(text: string): RawSql {
   return new RawSql(text);
 }
 
-/** Join fragments or values with a separator, e.g. a column list or an IN list. */
+/**
+ * Join fragments or values with a separator, e.g. a column list or an IN list.
+ *
+ * @example
+ * ```ts
+ * const columns = ['user_id', 'time'];
+ * await lake.query(sql`SELECT ${join(columns.map((c) => ident(c)))} FROM events WHERE event IN (${join(['login', 'signup'])})`);
+ * ```
+ */
 export function join(parts: readonly Part[], separator = ', '): Sql {
   if (parts.length === 0) return new Sql([''], []);
   const strings = [''];

@@ -6,7 +6,18 @@ import type { ExperimentReport } from './results.js';
 /** An experiment as the service stores it: the definition, its version and who changed it last. */
 export type StoredExperimentView = Experiment & { version: number; updated_at: string; updated_by: string };
 
-/** The service refused a request: its status and stable code travel with the message. */
+/**
+ * The service refused a request: its status and stable code travel with the message.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await client.get('no-such-experiment');
+ * } catch (e) {
+ *   if (e instanceof ServiceError) console.log(e.status, e.code); // 404 not_found
+ * }
+ * ```
+ */
 export class ServiceError extends WorkbenchError {
   constructor(
     override readonly status: number,
@@ -20,6 +31,13 @@ export class ServiceError extends WorkbenchError {
 /**
  * The experiment API from a notebook or a job, with typed answers: create and change experiments
  * (admin key), read their definitions and live results (read key).
+ *
+ * @example
+ * ```ts
+ * const client = new ExperimentClient('http://127.0.0.1:8080', apiKey);
+ * const report = await client.results('churn-offer');
+ * show(report.results.arms);
+ * ```
  */
 export class ExperimentClient {
   private readonly base: string;

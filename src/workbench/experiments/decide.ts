@@ -30,11 +30,26 @@ export interface DecisionRecord extends Decision {
   acted: boolean;
 }
 
-/** A relative change as a signed percentage: +1.23%. */
+/**
+ * A relative change as a signed percentage: +1.23%.
+ *
+ * @example
+ * ```ts
+ * fmtLift(0.0123); // '+1.23%'
+ * ```
+ */
 export const fmtLift = (x: number | undefined) => (x === undefined ? 'n/a' : `${x >= 0 ? '+' : ''}${(100 * x).toFixed(2)}%`);
 const interval = (c: Comparison) => (c.sequential.ci ? `[${fmtLift(c.sequential.ci[0])}, ${fmtLift(c.sequential.ci[1])}]` : '(no interval)');
 
-/** `elapsedDays`: event time since the experiment started running. */
+/**
+ * `elapsedDays`: event time since the experiment started running.
+ *
+ * @example
+ * ```ts
+ * const decision = decide(experiment, results, 14);
+ * console.log(decision.action, decision.reason);
+ * ```
+ */
 export function decide(e: Experiment, results: ExperimentResults, elapsedDays: number): Decision {
   if (results.srm.mismatch) {
     return {
@@ -95,7 +110,14 @@ function evidence(metric: string, c: Comparison): Decision['evidence'] {
   return { metric, arm: c.arm, ...(c.sequential.estimate !== undefined ? { lift: c.sequential.estimate } : {}), ...(c.sequential.ci ? { interval: c.sequential.ci } : {}), ...(c.sequential.pValue !== undefined ? { pValue: c.sequential.pValue } : {}) };
 }
 
-/** Days, or hours/minutes/seconds when the experiment runs on a compressed clock (a replay). */
+/**
+ * Days, or hours/minutes/seconds when the experiment runs on a compressed clock (a replay).
+ *
+ * @example
+ * ```ts
+ * fmtDays(3.5); // '3.5 days'
+ * ```
+ */
 export function fmtDays(days: number): string {
   if (days >= 1) return `${days.toFixed(1)} days`;
   const s = days * 86_400;

@@ -14,6 +14,7 @@ const PROP_RULE = 'prop names are letters, digits and _ (not __proto__)';
 const METRIC_RULE = 'metric keys are lower-case letters, digits, _ and -';
 const WEIGHT_TOLERANCE = 1e-6;
 
+/** The zod schema of a metric definition: its key, kind (mean, conversion, ratio), event and windows. */
 export const MetricSchema = z
   .object({
     key: z.string().regex(KEY, METRIC_RULE),
@@ -37,6 +38,7 @@ export const MetricSchema = z
     if (m.kind !== 'ratio' && m.denominator) ctx.addIssue({ code: 'custom', path: ['denominator'], message: 'only ratio metrics have a denominator' });
   });
 
+/** A checked metric definition (see `metricCatalog`). */
 export type Metric = z.output<typeof MetricSchema>;
 
 const ArmSchema = z
@@ -51,6 +53,7 @@ const ArmSchema = z
 export const STATUSES = ['draft', 'running', 'stopped', 'shipped', 'rolled_back'] as const;
 export type ExperimentStatus = (typeof STATUSES)[number];
 
+/** The zod schema of an experiment definition: arms, targeting, coverage, objective, guardrails and status. */
 export const ExperimentSchema = z
   .object({
     key: z.string().regex(KEY, 'experiment keys are lower-case letters, digits, _ and -'),
@@ -95,12 +98,19 @@ export const ExperimentSchema = z
     if (e.namespace && !(e.namespace.range[0] < e.namespace.range[1])) ctx.addIssue({ code: 'custom', path: ['namespace', 'range'], message: 'a namespace range is [start, end) with start < end' });
   });
 
+/** An experiment definition as written, before defaults are applied (what `ExperimentClient.create` takes). */
 export type ExperimentInput = z.input<typeof ExperimentSchema>;
+/** A checked experiment definition (see `checkExperiment`). */
 export type Experiment = z.output<typeof ExperimentSchema>;
 
 /**
  * Checks an experiment against its schema and the context it is created in: the metrics that exist
  * and the other experiments (a running one in the same namespace must not overlap its range).
+ *
+ * @example
+ * ```ts
+ * const experiment = checkExperiment(input, { metrics: new Set(metricCatalog().keys()) });
+ * ```
  */
 export function checkExperiment(input: unknown, context: { metrics: ReadonlySet<string>; others?: readonly Experiment[] }): Experiment {
   const parsed = ExperimentSchema.safeParse(input);
@@ -133,6 +143,11 @@ export interface UserForAssignment {
  * The arm of a user, a pure function of the experiment and the user: the arm key, or undefined
  * when the user is not in the experiment (not running, not targeted, outside the namespace range,
  * outside coverage).
+ *
+ * @example
+ * ```ts
+ * const arm = assign(experiment, { user_id: 'u42', dims: { country: 'GB' } }); // undefined when not in it
+ * ```
  */
 export function assign(e: Experiment, user: UserForAssignment): string | undefined {
   if (e.status !== 'running') return undefined;

@@ -12,6 +12,14 @@
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
 
+/**
+ * The 32-bit FNV-1a hash of a string, over its UTF-16 code units: the hash under `hashBucket`.
+ *
+ * @example
+ * ```ts
+ * fnv1a32('hello'); // 1335831723
+ * ```
+ */
 export function fnv1a32(text: string): number {
   let h = FNV_OFFSET;
   for (let i = 0; i < text.length; i++) {
@@ -23,7 +31,14 @@ export function fnv1a32(text: string): number {
 
 export type HashVersion = 1 | 2;
 
-/** The bucket in [0, 1) of a value for a seed; undefined for an unknown hash version. */
+/**
+ * The bucket in [0, 1) of a value for a seed; undefined for an unknown hash version.
+ *
+ * @example
+ * ```ts
+ * const bucket = hashBucket('churn-offer', 'u42', 2); // in [0, 1)
+ * ```
+ */
 export function hashBucket(seed: string, value: string, version: number): number | undefined {
   if (version === 2) return (fnv1a32(String(fnv1a32(seed + value))) % 10000) / 10000;
   if (version === 1) return (fnv1a32(value + seed) % 1000) / 1000;
@@ -36,6 +51,12 @@ export type Range = readonly [number, number];
  * Each arm's range of buckets. Weights that do not add up to 1 (within 0.01) or do not match the arm
  * count fall back to equal weights, and coverage is clamped to [0, 1], as the SDK does: validation
  * that refuses such input belongs to whoever creates an experiment (see definition.ts).
+ *
+ * @example
+ * ```ts
+ * const ranges = bucketRanges(2, 1, [0.5, 0.5]);
+ * const arm = chooseArm(hashBucket('churn-offer', 'u42', 2)!, ranges);
+ * ```
  */
 export function bucketRanges(arms: number, coverage = 1, weights?: readonly number[]): Range[] {
   const c = Math.min(1, Math.max(0, coverage));
@@ -54,7 +75,14 @@ export function equalWeights(arms: number): number[] {
   return arms <= 0 ? [] : Array.from({ length: arms }, () => 1 / arms);
 }
 
-/** The arm whose range holds the bucket, or -1 when none does (outside coverage). */
+/**
+ * The arm whose range holds the bucket, or -1 when none does (outside coverage).
+ *
+ * @example
+ * ```ts
+ * const arm = chooseArm(hashBucket('churn-offer', 'u42', 2)!, bucketRanges(2)); // 0 or 1
+ * ```
+ */
 export function chooseArm(bucket: number, ranges: readonly Range[]): number {
   for (let i = 0; i < ranges.length; i++) {
     const [start, end] = ranges[i]!;

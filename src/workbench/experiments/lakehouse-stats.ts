@@ -15,6 +15,11 @@ const DAY_MS = 86_400_000;
  * their events in [exposure - pre-period, exposure); a ratio metric's X is its denominator. Each
  * user's arm is also recomputed from the hash with the `wb_arm` macro and compared with the arm
  * logged at exposure.
+ *
+ * @example
+ * ```ts
+ * console.log(experimentStatsSql(experiment, metricCatalog()).toString());
+ * ```
  */
 export function experimentStatsSql(e: Experiment, metrics: ReadonlyMap<string, Metric>): Sql {
   const keys = [e.objective, ...e.guardrails.map((g) => g.metric)];
@@ -63,11 +68,22 @@ export function experimentStatsSql(e: Experiment, metrics: ReadonlyMap<string, M
     FROM per_user GROUP BY arm ORDER BY arm`;
 }
 
+/** An experiment's per-arm sums recomputed from the lakehouse, with the count of users whose arm rehashes differently. */
 export interface LakehouseExperimentStats extends ExperimentStats {
   /** Users whose arm recomputed with the hash macro differs from the arm logged at exposure (0 unless weights changed while running). */
   rehashMismatches: number;
 }
 
+/**
+ * An experiment's per-arm sufficient statistics recomputed from the lakehouse's archived events (runs `experimentStatsSql`).
+ *
+ * @example
+ * ```ts
+ * const metrics = metricCatalog();
+ * const stats = await experimentStatsFromLake(lake, experiment, metrics);
+ * const results = experimentResults(experiment, metrics, stats);
+ * ```
+ */
 export async function experimentStatsFromLake(lake: Lakehouse, e: Experiment, metrics: ReadonlyMap<string, Metric>): Promise<LakehouseExperimentStats> {
   const keys = [e.objective, ...e.guardrails.map((g) => g.metric)];
   const rows = await lake.query(experimentStatsSql(e, metrics));

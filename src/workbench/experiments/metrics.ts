@@ -15,6 +15,14 @@ export const METRICS: readonly Metric[] = [
   { key: 'order_value', kind: 'ratio', event: 'purchase', prop: 'amount', denominator: { event: 'purchase' }, description: 'revenue per purchase line' },
 ].map((m) => MetricSchema.parse(m));
 
+/**
+ * The metrics experiments can use, by key: the built-in `METRICS` plus `extra` (which replace built-ins of the same key).
+ *
+ * @example
+ * ```ts
+ * const metrics = metricCatalog([{ key: 'logins', kind: 'mean', event: 'login', windowDays: 14, preExposureDays: 14 }]);
+ * ```
+ */
 export function metricCatalog(extra: readonly Metric[] = []): Map<string, Metric> {
   return new Map([...METRICS, ...extra].map((m) => [m.key, m]));
 }

@@ -21,12 +21,14 @@ import type { Experiment, ExperimentStatus, Metric } from './definition.js';
 /** Per-arm sums of one metric: Y the value per user and X its pre-exposure value (for a ratio metric, X is the denominator). */
 export type MetricSums = CovariateSums;
 
+/** One arm's users and per-metric sufficient statistics. */
 export interface ArmStats {
   arm: string;
   users: number;
   metrics: Record<string, MetricSums>;
 }
 
+/** An experiment's per-arm sufficient statistics, as the service keeps them live or the lakehouse recomputes them. */
 export interface ExperimentStats {
   arms: ArmStats[];
   /** Event time of the first exposure, and of the newest event counted (ISO-8601). */
@@ -42,6 +44,7 @@ export const SEQUENTIAL_TUNING = 5000;
 
 export type Verdict = 'better' | 'worse' | 'inconclusive' | 'no estimate';
 
+/** One treatment arm against control on one metric: lifts (plain, CUPED, always valid), chance to win and a verdict. */
 export interface Comparison {
   arm: string;
   control: { users: number; mean?: number };
@@ -60,6 +63,7 @@ export interface Comparison {
   verdict: Verdict;
 }
 
+/** One metric's role (objective or guardrail) and its comparisons, one per treatment arm. */
 export interface MetricResult {
   metric: string;
   kind: Metric['kind'];
@@ -71,6 +75,7 @@ export interface MetricResult {
   comparisons: Comparison[];
 }
 
+/** An experiment's results: users per arm, the sample-ratio check and every metric's comparisons (see `experimentResults`). */
 export interface ExperimentResults {
   experiment: string;
   status: ExperimentStatus;
@@ -94,6 +99,16 @@ export interface ExperimentReport {
 
 const EMPTY: MetricSums = { n: 0, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 };
 
+/**
+ * An experiment's results from per-arm sums: sample-ratio check, then per metric and treatment arm the lift, CUPED, the always-valid interval and a verdict.
+ *
+ * @example
+ * ```ts
+ * const metrics = metricCatalog();
+ * const results = experimentResults(experiment, metrics, await experimentStatsFromLake(lake, experiment, metrics));
+ * console.log(results.srm.mismatch, results.metrics[0]?.comparisons[0]?.relative.estimate);
+ * ```
+ */
 export function experimentResults(e: Experiment, metrics: ReadonlyMap<string, Metric>, stats: ExperimentStats): ExperimentResults {
   const byArm = new Map(stats.arms.map((a) => [a.arm, a]));
   const arms = e.arms.map((a) => ({ arm: a.key, weight: a.weight, users: byArm.get(a.key)?.users ?? 0 }));

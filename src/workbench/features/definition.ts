@@ -80,6 +80,7 @@ export const FeatureDefinitionSchema = z
 /** A feature definition as written (entity may be left out). */
 export type FeatureInput = z.input<typeof FeatureDefinitionSchema>;
 export type FeatureDefinition = z.output<typeof FeatureDefinitionSchema>;
+/** The value of one feature for one user: a number, or a list for `last_n` features. */
 export type FeatureValue = number | string[];
 
 /** A checked definition with its version: the hash of its content. */
@@ -87,7 +88,14 @@ export interface Feature extends FeatureDefinition {
   readonly version: string;
 }
 
-/** Checks one definition; the error names the feature and the field that is wrong. */
+/**
+ * Checks one definition; the error names the feature and the field that is wrong.
+ *
+ * @example
+ * ```ts
+ * const logins7d = feature({ name: 'logins_7d', description: 'logins in the last 7 days', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 });
+ * ```
+ */
 export function feature(input: FeatureInput): Feature {
   const parsed = FeatureDefinitionSchema.safeParse(input);
   const name = typeof (input as { name?: unknown })?.name === 'string' ? (input as { name: string }).name : '(unnamed)';
@@ -103,6 +111,11 @@ export function feature(input: FeatureInput): Feature {
 /**
  * A set of features, in order, each name once. The same definition given twice is kept once (a
  * notebook cell run again); two different definitions under one name are an error.
+ *
+ * @example
+ * ```ts
+ * const features = featureSet([...appFeatures, { name: 'logins_7d', description: 'logins in the last 7 days', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 }]);
+ * ```
  */
 export function featureSet(inputs: readonly (FeatureInput | Feature)[]): Feature[] {
   const byName = new Map<string, Feature>();
@@ -117,7 +130,14 @@ export function featureSet(inputs: readonly (FeatureInput | Feature)[]): Feature
   return [...byName.values()];
 }
 
-/** The version of a feature set: the hash of its members' versions, in order. */
+/**
+ * The version of a feature set: the hash of its members' versions, in order.
+ *
+ * @example
+ * ```ts
+ * console.log(featureSetVersion(retailFeatures)); // changes when any feature's definition does
+ * ```
+ */
 export function featureSetVersion(features: readonly Feature[]): string {
   return contentHash(features.map((f) => [f.name, f.version]));
 }

@@ -21,6 +21,15 @@ const NUMBER_TYPES = raw(`('BIGINT', 'UBIGINT', 'DOUBLE')`);
 const CATEGORY_TYPES = raw(`('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'BOOLEAN')`);
 const ROW = ident('__spine_row');
 
+/**
+ * The point-in-time SQL of a training set (the spine's rows, one column per feature as of `as_of`), without running it.
+ *
+ * @example
+ * ```ts
+ * const statement = trainingSetSql(appFeatures, { spine: sql`SELECT user_id, as_of FROM my_spine` });
+ * console.log(statement.toString());
+ * ```
+ */
 export function trainingSetSql(features: readonly Feature[], source: TrainingSetSource): Sql {
   if (features.length === 0) throw new InputError('a training set needs at least one feature');
   const events = source.events ?? sql`events`;
@@ -40,6 +49,13 @@ export function trainingSetSql(features: readonly Feature[], source: TrainingSet
 /**
  * Checks the spine (no missing user or time), then computes the training set. `progress` (default a
  * bar in a notebook) shows the two steps; the query itself reports nothing until it ends.
+ *
+ * @example
+ * ```ts
+ * const rows = await buildTrainingSet(lake, appFeatures, {
+ *   spine: spine({ entities: 'users', from: '2024-01-01', to: '2024-02-01', every: '7d' }),
+ * });
+ * ```
  */
 export async function buildTrainingSet(lake: Lakehouse, features: readonly Feature[], source: TrainingSetSource, options: { progress?: Progress } = {}): Promise<Row[]> {
   const task = (options.progress ?? defaultProgress()).task(`building a training set of ${features.length} features`, 2, 'steps');

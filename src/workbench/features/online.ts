@@ -36,6 +36,7 @@ type Slot = Bucket[] | LastN;
 
 const LIFETIME_START = Number.MIN_SAFE_INTEGER;
 
+/** One user's feature values read at a moment from the online state, and which of them fell back to defaults. */
 export interface FeatureRead {
   values: Record<string, FeatureValue>;
   /** Features that had no matching event in their window and show their declared default. */
@@ -45,7 +46,17 @@ export interface FeatureRead {
 /** A user's state: one slot per feature of the set, in order. Plain data, so snapshots are JSON. */
 export type UserState = Slot[];
 
-/** Compiled incremental state for one feature set; holds no users itself (see FeatureStore). */
+/**
+ * Compiled incremental state for one feature set; holds no users itself (see FeatureStore).
+ *
+ * @example
+ * ```ts
+ * const online = new OnlineFeatures(appFeatures);
+ * const state = online.emptyState();
+ * online.update(state, { event_id: 'e1', time: Date.now(), user_id: 'u1', event: 'login', props: {} });
+ * console.log(online.read(state, Date.now()));
+ * ```
+ */
 export class OnlineFeatures {
   private readonly byEvent = new Map<string, number[]>();
   private readonly anyEvent: number[] = [];

@@ -26,6 +26,7 @@ export interface FeatureParity {
   example?: { user_id: string; as_of: string; offline: FeatureValue; online: FeatureValue };
 }
 
+/** What `featureParity` found: per feature, how often the online and offline values differ. */
 export interface ParityReport {
   source: string;
   samples: number;
@@ -45,6 +46,12 @@ interface Sample {
  * every feature at sampled (user, time) pairs, computes the same samples with the offline
  * compiler over the lakehouse, and reports the differences per feature. Half the samples are at
  * exactly an event's time, where leakage would show; the rest up to three days after one.
+ *
+ * @example
+ * ```ts
+ * const report = await featureParity(lake, appFeatures, { source: 'app', samples: 200 });
+ * show(report.features, { caption: `parity: ${report.mismatches} mismatches` });
+ * ```
  */
 export async function featureParity(lake: Lakehouse, features: readonly Feature[], options: ParityOptions): Promise<ParityReport> {
   const { source } = options;

@@ -6,6 +6,7 @@ import type { Feature, FeatureValue } from './definition.js';
 import { trainingSetSql } from './offline.js';
 import { tally, type FeatureParity } from './parity.js';
 
+/** What `skewReport` found: per feature, how the values served with predictions differ from the offline values. */
 export interface SkewReport {
   model: string;
   /** Predictions compared (request-time overrides are left out of the comparison). */
@@ -20,6 +21,11 @@ export interface SkewReport {
  * time. Differences come from events the online store had not folded in yet when it answered
  * (consumer lag), late events, or a bug in either compiler. Reads the `prediction` events the
  * service archives in the lakehouse (`live` source).
+ *
+ * @example
+ * ```ts
+ * const report = await skewReport(lake, ModelRegistry.open(registryDir()), { model: 'app-churn' });
+ * ```
  */
 export async function skewReport(lake: Lakehouse, registry: ModelRegistry, options: { model: string; limit?: number }): Promise<SkewReport> {
   const predictions = await lake.query<{ event_id: string; time: Date; user_id: string; version: string; features: string; overrides: string | null }>(sql`

@@ -21,12 +21,14 @@ export interface JobContext {
   progress: Progress;
 }
 
+/** One step of a DAG: its name, the steps it needs and what it runs. */
 export interface Job {
   name: string;
   needs?: string[];
   run(ctx: JobContext): Promise<Record<string, unknown> | void>;
 }
 
+/** A named sequence of jobs that `runDag` runs in order, each after the jobs it needs. */
 export interface Dag {
   name: string;
   description: string;
@@ -46,6 +48,7 @@ export interface StepRecord {
   error?: string;
 }
 
+/** The record of one DAG run: its parameters, status, and each step with its timing and output. */
 export interface RunRecord {
   run_id: string;
   dag: string;
@@ -79,7 +82,15 @@ export function topologicalOrder(dag: Dag): Job[] {
   return order;
 }
 
-/** Where run records live: one JSON file per run, rewritten as steps progress. */
+/**
+ * Where run records live: one JSON file per run, rewritten as steps progress.
+ *
+ * @example
+ * ```ts
+ * const runs = RunStore.forDataDir(dataDir());
+ * show(runs.list({ dag: 'app-churn', limit: 5 }).map((r) => ({ run: r.run_id, status: r.status })));
+ * ```
+ */
 export class RunStore {
   constructor(readonly dir: string) {}
 
@@ -118,6 +129,12 @@ export function newRunId(dag: string): string {
 /**
  * Runs a DAG's steps in order, recording each; a failed step fails the run and skips what depends
  * on it (and everything after: a run stops at its first failure).
+ *
+ * @example
+ * ```ts
+ * const run = await runDag(findDag('app-churn'), { dataDir: dataDir(), params: { alias: 'challenger' } });
+ * console.log(run.status);
+ * ```
  */
 export async function runDag(
   dag: Dag,

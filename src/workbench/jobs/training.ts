@@ -135,6 +135,7 @@ function trainingDag(spec: TrainingSpec): Dag {
   };
 }
 
+/** The training DAGs `wb jobs run` and the scheduler know, by name (see `findDag`). */
 export const TRAINING_DAGS: readonly Dag[] = [
   trainingDag({
     dag: 'retail-propensity',
@@ -159,6 +160,14 @@ export const TRAINING_DAGS: readonly Dag[] = [
   }),
 ];
 
+/**
+ * A training DAG by name (`wb jobs run <name>`); the error lists the names that exist.
+ *
+ * @example
+ * ```ts
+ * const run = await runDag(findDag('app-churn'), { dataDir: dataDir() });
+ * ```
+ */
 export function findDag(name: string): Dag {
   const dag = TRAINING_DAGS.find((d) => d.name === name);
   if (!dag) throw new InputError(`no DAG named ${JSON.stringify(name)} (DAGs: ${TRAINING_DAGS.map((d) => d.name).join(', ')})`);

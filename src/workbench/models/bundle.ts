@@ -16,6 +16,7 @@ import { tensorflow, tf } from './tf.js';
  */
 export const BUNDLE_FORMAT = 'plg-workbench/model-bundle@1';
 
+/** Where a model came from: the notebook or job, the git commit, the data snapshot and the parent version. */
 export interface Lineage {
   /** Where it was trained: a notebook path or a job name. */
   source?: string;
@@ -27,6 +28,7 @@ export interface Lineage {
   createdAt: string;
 }
 
+/** A trained model with everything it needs to serve: weights, preprocessing, features, metrics and lineage, versioned by its hash. */
 export interface ModelBundle {
   format: typeof BUNDLE_FORMAT;
   /** The model's name, e.g. `purchase-propensity`: aliases are per name. */
@@ -60,7 +62,14 @@ const BundleShape = z.object({
   version: z.string().regex(/^[0-9a-f]{16}$/),
 });
 
-/** Writes a trained classifier and what it needs as a bundle (through a tfjs save handler: no files). */
+/**
+ * Writes a trained classifier and what it needs as a bundle (through a tfjs save handler: no files).
+ *
+ * @example
+ * ```ts
+ * const bundle = await createBundle('app-churn', model, APP_CHURN_FEATURES, { lineage: lineageOf('notebooks/04-app-churn.ipynb', lake) });
+ * ```
+ */
 export async function createBundle(
   name: string,
   trained: Classifier,
@@ -100,6 +109,12 @@ export async function createBundle(
 /**
  * Checks a bundle read from disk or received over HTTP: its shape, its features, and that its
  * content still hashes to its version. Returns it typed; throws IntegrityError on a changed bundle.
+ *
+ * @example
+ * ```ts
+ * import { readFileSync } from 'node:fs';
+ * const bundle = verifyBundle(JSON.parse(readFileSync('bundle.json', 'utf8')), 'bundle.json');
+ * ```
  */
 export function verifyBundle(input: unknown, where = 'bundle'): ModelBundle {
   // Hashing recurses into the document: a hostile depth would overflow the stack before any check.
@@ -138,6 +153,13 @@ export async function checkBundle(input: unknown, where = 'bundle'): Promise<Mod
  * cannot serve says why (UnloadableBundleError, NonFiniteBundleError, both 400s): the topology
  * alone, then each weight matched by name and shape against it, then a score of the features'
  * default values, which must be a finite number.
+ *
+ * @example
+ * ```ts
+ * const registry = ModelRegistry.open(registryDir());
+ * const classifier = await loadClassifier(registry.get(registry.resolve('app-churn', 'champion')!));
+ * console.log(classifier.predict(rows));
+ * ```
  */
 export async function loadClassifier(bundle: ModelBundle, where = `bundle ${bundle.version}`): Promise<Classifier> {
   await tensorflow();

@@ -10,6 +10,11 @@ import { Random } from '../random.js';
  * ROC AUC: the probability that a random positive scores above a random negative, ties counting
  * half (the Mann-Whitney U statistic over n1 * n0; Hanley & McNeil 1982). Computed from average
  * ranks, O(n log n).
+ *
+ * @example
+ * ```ts
+ * rocAuc([0, 1, 1, 0], [0.1, 0.9, 0.6, 0.4]); // 1
+ * ```
  */
 export function rocAuc(labels: ArrayLike<number>, scores: ArrayLike<number>): number {
   const n = check(labels, scores);
@@ -31,7 +36,15 @@ export function rocAuc(labels: ArrayLike<number>, scores: ArrayLike<number>): nu
   return (rankSumPositives - (positives * (positives + 1)) / 2) / (positives * negatives);
 }
 
-/** The ROC curve: (false positive rate, true positive rate) at each distinct score, from the top. */
+/**
+ * The ROC curve: (false positive rate, true positive rate) at each distinct score, from the top.
+ *
+ * @example
+ * ```ts
+ * const curve = rocCurve(outcomes, scores);
+ * show({ data: [{ type: 'scatter', mode: 'lines', x: curve.map((p) => p.fpr), y: curve.map((p) => p.tpr) }] });
+ * ```
+ */
 export function rocCurve(labels: ArrayLike<number>, scores: ArrayLike<number>): { fpr: number; tpr: number; threshold: number }[] {
   const n = check(labels, scores);
   const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => scores[b]! - scores[a]!);
@@ -55,6 +68,11 @@ export function rocCurve(labels: ArrayLike<number>, scores: ArrayLike<number>): 
  * PR AUC as average precision: sum over thresholds of (R_k - R_{k-1}) * P_k, thresholds at the
  * distinct scores from high to low (the definition scikit-learn's average_precision_score uses; no
  * interpolation).
+ *
+ * @example
+ * ```ts
+ * averagePrecision([0, 1, 1, 0], [0.1, 0.9, 0.6, 0.4]); // 1
+ * ```
  */
 export function averagePrecision(labels: ArrayLike<number>, scores: ArrayLike<number>): number {
   const n = check(labels, scores);
@@ -79,7 +97,14 @@ export function averagePrecision(labels: ArrayLike<number>, scores: ArrayLike<nu
   return ap;
 }
 
-/** Mean negative log-likelihood of the labels, probabilities clipped to [eps, 1 - eps]. */
+/**
+ * Mean negative log-likelihood of the labels, probabilities clipped to [eps, 1 - eps].
+ *
+ * @example
+ * ```ts
+ * logLoss([0, 1], [0.2, 0.7]); // about 0.290
+ * ```
+ */
 export function logLoss(labels: ArrayLike<number>, probabilities: ArrayLike<number>, eps = 1e-15): number {
   const n = check(labels, probabilities);
   let sum = 0;
@@ -90,7 +115,14 @@ export function logLoss(labels: ArrayLike<number>, probabilities: ArrayLike<numb
   return sum / n;
 }
 
-/** Mean squared difference between probability and label (Brier 1950). */
+/**
+ * Mean squared difference between probability and label (Brier 1950).
+ *
+ * @example
+ * ```ts
+ * brierScore([0, 1], [0.2, 0.7]); // 0.065
+ * ```
+ */
 export function brierScore(labels: ArrayLike<number>, probabilities: ArrayLike<number>): number {
   const n = check(labels, probabilities);
   let sum = 0;
@@ -106,7 +138,14 @@ export interface CalibrationBin {
   observedRate: number;
 }
 
-/** Reliability table: predictions in equal-width bins of [0, 1], each bin's mean prediction and observed rate. */
+/**
+ * Reliability table: predictions in equal-width bins of [0, 1], each bin's mean prediction and observed rate.
+ *
+ * @example
+ * ```ts
+ * show(calibrationTable(outcomes, model.predict(test), 10), { caption: 'Calibration' });
+ * ```
+ */
 export function calibrationTable(labels: ArrayLike<number>, probabilities: ArrayLike<number>, bins = 10): CalibrationBin[] {
   const n = check(labels, probabilities);
   const table = Array.from({ length: bins }, (_, b) => ({ lower: b / bins, upper: (b + 1) / bins, n: 0, sumP: 0, positives: 0 }));
@@ -132,7 +171,14 @@ export interface LiftRow {
   cumulativeCapture: number;
 }
 
-/** Lift by decile of score (ties broken by position, so deciles have equal sizes). */
+/**
+ * Lift by decile of score (ties broken by position, so deciles have equal sizes).
+ *
+ * @example
+ * ```ts
+ * show(liftByDecile(outcomes, scores), { caption: 'Lift by decile' });
+ * ```
+ */
 export function liftByDecile(labels: ArrayLike<number>, scores: ArrayLike<number>): LiftRow[] {
   const n = check(labels, scores);
   const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => scores[b]! - scores[a]! || a - b);
@@ -154,6 +200,7 @@ export function liftByDecile(labels: ArrayLike<number>, scores: ArrayLike<number
   return rows;
 }
 
+/** A binary classifier's metrics on one set of rows (see `evaluate`). */
 export interface Evaluation {
   n: number;
   positives: number;
@@ -165,6 +212,15 @@ export interface Evaluation {
   lift: LiftRow[];
 }
 
+/**
+ * Every metric of a binary classifier at once: ROC AUC, PR AUC, log loss, Brier score, calibration and lift by decile.
+ *
+ * @example
+ * ```ts
+ * const ev = evaluate(test.map((r) => r.churned as number), model.predict(test));
+ * console.log(ev.rocAuc, ev.prAuc, ev.logLoss);
+ * ```
+ */
 export function evaluate(labels: ArrayLike<number>, probabilities: ArrayLike<number>): Evaluation {
   let positives = 0;
   for (let i = 0; i < labels.length; i++) positives += labels[i] === 1 ? 1 : 0;
@@ -183,6 +239,12 @@ export function evaluate(labels: ArrayLike<number>, probabilities: ArrayLike<num
 /**
  * Stratified k-fold: each row's fold (0..k-1), positives and negatives each dealt round-robin in a
  * seeded random order, so every fold has the same class balance up to one row.
+ *
+ * @example
+ * ```ts
+ * const folds = stratifiedFolds(rows.map((r) => r.churned as number), 5, 1);
+ * const firstFold = rows.filter((_, i) => folds[i] === 0);
+ * ```
  */
 export function stratifiedFolds(labels: ArrayLike<number>, k: number, seed = 1): Int32Array {
   if (!Number.isInteger(k) || k < 2) throw new InputError(`k-fold needs k of at least 2, got ${k}`);

@@ -7,6 +7,11 @@ import type { Lineage } from './bundle.js';
  * Where a model came from, for its bundle: the notebook or job, the git commit of the code (marked
  * `+dirty` when files differ from it), and the lakehouse snapshot: the hash of the manifest's
  * source fingerprints, which changes whenever the data does.
+ *
+ * @example
+ * ```ts
+ * const bundle = await createBundle('app-churn', model, features, { lineage: lineageOf('notebooks/04-app-churn.ipynb', lake) });
+ * ```
  */
 export function lineageOf(source: string, lake?: Lakehouse, parent?: string): Omit<Lineage, 'createdAt'> {
   return {
@@ -17,6 +22,14 @@ export function lineageOf(source: string, lake?: Lakehouse, parent?: string): Om
   };
 }
 
+/**
+ * The lakehouse's data as one line for a model's lineage: the hash of its sources' and tables' fingerprints, and when it was built.
+ *
+ * @example
+ * ```ts
+ * console.log(dataSnapshot(lake)); // changes when the lakehouse's data does
+ * ```
+ */
 export function dataSnapshot(lake: Lakehouse): string {
   const m = lake.manifest;
   const fingerprints = [...Object.entries(m.sources), ...Object.entries(m.tables)].map(([name, e]) => [name, e.fingerprint]).sort();

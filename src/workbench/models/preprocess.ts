@@ -18,6 +18,7 @@ export type PreprocessStep =
   | { name: string; kind: 'categorical'; categories: string[] }
   | { name: string; kind: 'multi_hot'; categories: string[] };
 
+/** A fitted preprocessing: the steps that turn rows into the model's input columns (see `fitPreprocessing`). */
 export interface Preprocessing {
   steps: PreprocessStep[];
   /** The model's input columns, in order: `spend_30d`, `country=GB`, `country=(other)`, `last_items:22423`, ... */
@@ -29,11 +30,28 @@ export type Row = Record<string, unknown>;
 const DEFAULT_MAX_CATEGORIES = 20;
 const OTHER = '(other)';
 
-/** Columns for a feature set: numeric features standardised, last_n lists multi-hot. */
+/**
+ * Columns for a feature set: numeric features standardised, last_n lists multi-hot.
+ *
+ * @example
+ * ```ts
+ * const columns = columnsFor(retailFeatures);
+ * const model = await trainClassifier(rows, 'bought', columns);
+ * ```
+ */
 export function columnsFor(features: readonly Feature[], maxCategories = DEFAULT_MAX_CATEGORIES): ColumnSpec[] {
   return features.map((f) => (f.aggregation === 'last_n' ? { name: f.name, kind: 'multi_hot', maxCategories } : { name: f.name, kind: 'numeric' }));
 }
 
+/**
+ * Learns the preprocessing of `columns` from rows: means and standard deviations, the categories of multi-hot lists.
+ *
+ * @example
+ * ```ts
+ * const prep = fitPreprocessing(train, columnsFor(appFeatures));
+ * const matrix = transform(prep, test);
+ * ```
+ */
 export function fitPreprocessing(rows: readonly Row[], columns: readonly ColumnSpec[]): Preprocessing {
   if (rows.length === 0) throw new InputError('cannot learn preprocessing from no rows');
   const steps = columns.map((c): PreprocessStep => {
@@ -68,7 +86,14 @@ export function fitPreprocessing(rows: readonly Row[], columns: readonly ColumnS
   return { steps, inputs: steps.flatMap(inputNames) };
 }
 
-/** Rows as a row-major matrix of the preprocessing's inputs. */
+/**
+ * Rows as a row-major matrix of the preprocessing's inputs.
+ *
+ * @example
+ * ```ts
+ * const matrix = transform(fitPreprocessing(train, columnsFor(appFeatures)), test);
+ * ```
+ */
 export function transform(p: Preprocessing, rows: readonly Row[]): Float32Array {
   const width = p.inputs.length;
   const out = new Float32Array(rows.length * width);

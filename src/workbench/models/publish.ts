@@ -2,6 +2,7 @@ import { IntegrityError, WorkbenchError } from '../errors.js';
 import { defaultProgress, type Progress } from '../progress.js';
 import { checkBundle, type ModelBundle } from './bundle.js';
 
+/** Where and how `publish` publishes: the service URL, an admin key and the alias to move. */
 export interface PublishOptions {
   /** The service; default WB_URL or http://127.0.0.1:8080. */
   url?: string;
@@ -14,6 +15,7 @@ export interface PublishOptions {
   progress?: Progress;
 }
 
+/** The service's answer to `publish`: the version registered and the alias it now holds. */
 export interface PublishResult {
   name: string;
   version: string;
@@ -22,7 +24,18 @@ export interface PublishResult {
   features_added: string[];
 }
 
-/** A refusal from the service, with its HTTP status and stable error code. */
+/**
+ * A refusal from the service, with its HTTP status and stable error code.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await publish(bundle, { url: serviceUrl, key: adminKey });
+ * } catch (e) {
+ *   if (e instanceof PublishError) console.log(e.status, e.code, e.message);
+ * }
+ * ```
+ */
 export class PublishError extends WorkbenchError {
   constructor(
     override readonly status: number,
@@ -37,6 +50,12 @@ export class PublishError extends WorkbenchError {
  * Publishes a bundle to the serving service (from a notebook or a job): the service verifies it,
  * registers its features with the online store and moves the alias. Resolves once the alias points
  * at the new version.
+ *
+ * @example
+ * ```ts
+ * const result = await publish(bundle, { url: 'http://127.0.0.1:8080', key: adminKey, alias: 'challenger' });
+ * console.log(`${result.name} ${result.version} is now ${result.alias}`);
+ * ```
  */
 export async function publish(bundle: ModelBundle, options: PublishOptions = {}): Promise<PublishResult> {
   const task = (options.progress ?? defaultProgress()).task(`publishing ${bundle?.name} ${bundle?.version}`, 2, 'steps');

@@ -37,6 +37,7 @@ export interface UnreadableVersion {
 
 export type VersionEntry = VersionInfo | UnreadableVersion;
 
+/** One move of a model alias in the registry's history: when, from which version to which, by whom and why. */
 export interface AliasMove {
   at: string;
   name: string;
@@ -51,6 +52,17 @@ const ALIAS = /^[a-z][a-z0-9_-]{0,31}$/;
 const VERSION = /^[0-9a-f]{16}$/;
 const Aliases = z.record(z.string(), z.record(z.string(), z.string().regex(VERSION)));
 
+/**
+ * The model registry on disk: immutable bundles by version, and aliases (`champion`, `challenger`) with their history.
+ *
+ * @example
+ * ```ts
+ * const registry = ModelRegistry.open(registryDir());
+ * registry.put(bundle);
+ * registry.setAlias(bundle.name, 'challenger', bundle.version, { by: 'my notebook' });
+ * show(registry.list(bundle.name));
+ * ```
+ */
 export class ModelRegistry {
   private constructor(readonly root: string) {}
 

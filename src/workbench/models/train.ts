@@ -8,6 +8,7 @@ import { tensorflow, tf } from './tf.js';
 
 export type ModelKind = 'logistic' | 'mlp';
 
+/** How `trainClassifier` trains: the model kind, regularisation, epochs, early stopping, seed and progress. */
 export interface TrainOptions {
   /** `logistic` (default): one sigmoid unit; `mlp`: hidden ReLU layers, then a sigmoid unit. */
   model?: ModelKind;
@@ -52,6 +53,12 @@ export interface Classifier {
  * Trains a classifier of `label` (0/1) from `columns` of the rows. The preprocessing is learned from
  * the training part only (the validation rows are held out of it too), and training stops once the
  * validation loss has not improved for `patience` epochs, keeping the best weights.
+ *
+ * @example
+ * ```ts
+ * const model = await trainClassifier(data.train, 'churned', columnsFor(data.features), { seed: 1 });
+ * const scores = model.predict(data.test);
+ * ```
  */
 export async function trainClassifier(rows: readonly Row[], label: string, columns: readonly ColumnSpec[], options: TrainOptions = {}): Promise<Classifier> {
   await tensorflow();

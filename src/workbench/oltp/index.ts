@@ -9,6 +9,11 @@ import type { OltpStore } from './store.js';
  *   - `postgres://user@host:5432/db` or `postgresql://...`: PostgreSQL;
  *   - `sqlite:path/to/file.sqlite`, a plain file path, or `:memory:`: SQLite.
  * Without a URL, the embedded SQLite file in the data dir.
+ *
+ * @example
+ * ```ts
+ * const oltp = await openOltp(oltpUrl(), dataDir());
+ * ```
  */
 export async function openOltp(url: string | undefined, dataDir: string): Promise<OltpStore> {
   const store = createOltp(url, dataDir);

@@ -6,6 +6,7 @@
  */
 export type Tier = 'free' | 'pro';
 
+/** One user of the simulated product in the OLTP database. */
 export interface User {
   user_id: string;
   country: string;
@@ -15,6 +16,7 @@ export interface User {
   first_seen: string;
 }
 
+/** One prediction the service logged: model, version, user, score and when. */
 export interface Prediction {
   model: string;
   version: string;
@@ -61,8 +63,10 @@ export const TABLE_COLUMNS: { [T in TableName]: Record<keyof TableRows[T], 'VARC
   predictions: { model: 'VARCHAR', version: 'VARCHAR', user_id: 'VARCHAR', score: 'DOUBLE', created_at: 'TIMESTAMP' },
   assignments: { experiment: 'VARCHAR', user_id: 'VARCHAR', arm: 'VARCHAR', assigned_at: 'TIMESTAMP' },
 };
+/** The OLTP tables the lakehouse replicates. */
 export const TABLE_NAMES = Object.keys(TABLE_COLUMNS) as TableName[];
 
+/** The OLTP database (SQLite or PostgreSQL): users, predictions and assignments (see `openOltp`). */
 export interface OltpStore {
   /** `sqlite` or `postgres`. */
   readonly kind: string;

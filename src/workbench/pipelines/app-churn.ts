@@ -21,6 +21,7 @@ export interface AppChurnOptions {
   progress?: Progress;
 }
 
+/** The app churn pipeline's training and test rows and the features they hold (see `appChurnData`). */
 export interface AppChurnData {
   features: readonly Feature[];
   train: Row[];
@@ -31,6 +32,15 @@ export interface AppChurnData {
 /** The very short windows say nothing at moments chosen by the calendar. */
 export const APP_CHURN_FEATURES: readonly Feature[] = appFeatures.filter((f) => !['events_10m', 'events_1h'].includes(f.name));
 
+/**
+ * The app churn training and test sets: a spine of users every `stepDays`, the app features as of each moment, and whether the user churned within `horizonDays`.
+ *
+ * @example
+ * ```ts
+ * const data = await appChurnData(lake, { horizonDays: 14, stepDays: 2 });
+ * show(data.train.slice(0, 5));
+ * ```
+ */
 export async function appChurnData(lake: Lakehouse, options: AppChurnOptions = {}): Promise<AppChurnData> {
   const horizon = options.horizonDays ?? 14;
   const step = options.stepDays ?? 2;
@@ -59,6 +69,7 @@ export async function appChurnData(lake: Lakehouse, options: AppChurnOptions = {
   };
 }
 
+/** The trained app churn model with its test evaluation and the oracle (see `trainAppChurn`). */
 export interface AppChurnModel {
   model: Classifier;
   evaluation: Evaluation;
@@ -66,6 +77,15 @@ export interface AppChurnModel {
   oracle: Evaluation;
 }
 
+/**
+ * Trains the app churn model and evaluates it on the test set, next to the simulator's true probabilities (the oracle).
+ *
+ * @example
+ * ```ts
+ * const { model, evaluation, oracle } = await trainAppChurn(await appChurnData(lake), { seed: 1 });
+ * console.log(evaluation.rocAuc, oracle.rocAuc);
+ * ```
+ */
 export async function trainAppChurn(data: AppChurnData, options: TrainOptions = {}): Promise<AppChurnModel> {
   const model = await trainClassifier(data.train, 'churned', columnsFor(data.features), { seed: 1, learningRate: 0.03, patience: 8, ...options });
   const labels = data.test.map((r) => r.churned as number);

@@ -25,6 +25,7 @@ export interface RetailPropensityOptions {
   progress?: Progress;
 }
 
+/** The retail propensity pipeline's training and test rows and the features they hold (see `retailPropensityData`). */
 export interface RetailPropensityData {
   features: readonly Feature[];
   train: Row[];
@@ -35,6 +36,14 @@ export interface RetailPropensityData {
 
 export const RETAIL_PROPENSITY_DEFAULTS = { from: '2011-02-01', to: '2011-11-01', stepDays: 14, horizonDays: 30, testFrom: '2011-08-01' };
 
+/**
+ * The retail purchase-propensity training and test sets: customers every `stepDays`, the retail features as of each moment, and whether they bought within `horizonDays`.
+ *
+ * @example
+ * ```ts
+ * const data = await retailPropensityData(lake, { stepDays: 14, horizonDays: 30, testFrom: '2011-08-01' });
+ * ```
+ */
 export async function retailPropensityData(lake: Lakehouse, options: RetailPropensityOptions = {}): Promise<RetailPropensityData> {
   const o = { ...RETAIL_PROPENSITY_DEFAULTS, ...options };
   const features = o.features ?? retailFeatures;
@@ -57,6 +66,7 @@ export async function retailPropensityData(lake: Lakehouse, options: RetailPrope
   };
 }
 
+/** The trained retail propensity model with its test evaluation and the recency baseline (see `trainRetailPropensity`). */
 export interface RetailPropensityModel {
   model: Classifier;
   evaluation: Evaluation;
@@ -64,6 +74,15 @@ export interface RetailPropensityModel {
   baseline: Evaluation;
 }
 
+/**
+ * Trains the retail purchase-propensity model and evaluates it on the test period, next to a recency-only baseline.
+ *
+ * @example
+ * ```ts
+ * const { model, evaluation, baseline } = await trainRetailPropensity(await retailPropensityData(lake), { seed: 1 });
+ * console.log(evaluation.rocAuc, baseline.rocAuc);
+ * ```
+ */
 export async function trainRetailPropensity(data: RetailPropensityData, options: TrainOptions = {}): Promise<RetailPropensityModel> {
   const model = await trainClassifier(data.train, 'bought', columnsFor(data.features), { seed: 1, batchSize: 512, learningRate: 0.03, patience: 5, ...options });
   const labels = data.test.map((r) => r.bought as number);

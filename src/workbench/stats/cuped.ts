@@ -16,6 +16,7 @@ export interface CovariateSums {
   sumXY: number;
 }
 
+/** What `cuped` returns: the pooled theta, each arm's adjusted moments and the variance reduction. */
 export interface CupedResult {
   theta: number;
   /** Each arm's adjusted moments, in the input order. */
@@ -24,6 +25,16 @@ export interface CupedResult {
   varianceReduction: number;
 }
 
+/**
+ * CUPED (Deng et al. 2013): each arm's metric adjusted by its pre-exposure covariate, with one pooled theta; less variance, same expected lift.
+ *
+ * @example
+ * ```ts
+ * const control = { n: 1000, sumY: 520, sumY2: 900, sumX: 480, sumX2: 800, sumXY: 600 };
+ * const treatment = { n: 1000, sumY: 560, sumY2: 950, sumX: 490, sumX2: 810, sumXY: 620 };
+ * console.log(cuped([control, treatment]));
+ * ```
+ */
 export function cuped(arms: readonly CovariateSums[]): CupedResult {
   const pooled = arms.reduce((p, a) => ({ n: p.n + a.n, sumY: p.sumY + a.sumY, sumY2: p.sumY2 + a.sumY2, sumX: p.sumX + a.sumX, sumX2: p.sumX2 + a.sumX2, sumXY: p.sumXY + a.sumXY }), { n: 0, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 });
   // Within-arm (co)variances, pooled, so that a true effect on Y does not leak into theta.

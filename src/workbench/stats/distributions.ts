@@ -105,14 +105,28 @@ function betaFraction(x: number, a: number, b: number): number {
   return h;
 }
 
-/** Standard normal CDF, through erf(x) = P(1/2, x^2). */
+/**
+ * Standard normal CDF, through erf(x) = P(1/2, x^2).
+ *
+ * @example
+ * ```ts
+ * normalCdf(1.96); // about 0.975
+ * ```
+ */
 export function normalCdf(z: number): number {
   if (z === 0) return 0.5;
   const half = 0.5 * gammaQ(0.5, (z * z) / 2); // P(|Z| > |z|) / 2
   return z > 0 ? 1 - half : half;
 }
 
-/** Standard normal quantile: Acklam's rational approximation, refined by Halley's method to full precision. */
+/**
+ * Standard normal quantile: Acklam's rational approximation, refined by Halley's method to full precision.
+ *
+ * @example
+ * ```ts
+ * normalQuantile(0.975); // about 1.96
+ * ```
+ */
 export function normalQuantile(p: number): number {
   if (!(p > 0 && p < 1)) return p === 0 ? Number.NEGATIVE_INFINITY : p === 1 ? Number.POSITIVE_INFINITY : Number.NaN;
   const a = [-39.69683028665376, 220.9460984245205, -275.9285104469687, 138.357751867269, -30.66479806614716, 2.506628277459239];
@@ -144,14 +158,28 @@ export function normalPdf(z: number): number {
   return Math.exp(-(z * z) / 2) / Math.sqrt(2 * Math.PI);
 }
 
-/** Student's t CDF with `df` degrees of freedom (df may be fractional, as Welch's is). */
+/**
+ * Student's t CDF with `df` degrees of freedom (df may be fractional, as Welch's is).
+ *
+ * @example
+ * ```ts
+ * tCdf(2.0, 10); // about 0.963
+ * ```
+ */
 export function tCdf(t: number, df: number): number {
   if (!Number.isFinite(df) || df > 1e7) return normalCdf(t);
   const tail = 0.5 * betaI(df / (df + t * t), df / 2, 0.5);
   return t > 0 ? 1 - tail : tail;
 }
 
-/** Student's t quantile, by bisection on the CDF (monotone; 200 halvings reach double precision). */
+/**
+ * Student's t quantile, by bisection on the CDF (monotone; 200 halvings reach double precision).
+ *
+ * @example
+ * ```ts
+ * tQuantile(0.975, 10); // about 2.228
+ * ```
+ */
 export function tQuantile(p: number, df: number): number {
   if (!Number.isFinite(df) || df > 1e7) return normalQuantile(p);
   if (p === 0.5) return 0;
@@ -167,7 +195,14 @@ export function tQuantile(p: number, df: number): number {
   return (lo + hi) / 2;
 }
 
-/** P(X > x) for X chi-square with k degrees of freedom. */
+/**
+ * P(X > x) for X chi-square with k degrees of freedom.
+ *
+ * @example
+ * ```ts
+ * chiSquareSf(3.84, 1); // about 0.05
+ * ```
+ */
 export function chiSquareSf(x: number, k: number): number {
   return gammaQ(k / 2, x / 2);
 }

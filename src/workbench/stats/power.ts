@@ -25,11 +25,27 @@ function delta(input: PowerInput): number {
   return d;
 }
 
+/**
+ * Users per arm that a two-arm test needs to detect a relative effect `mde` with `power` (default 0.8) at `alpha` (default 0.05).
+ *
+ * @example
+ * ```ts
+ * sampleSizePerArm({ mean: 0.1, sd: 0.3, mde: 0.05, power: 0.8 }); // 56512 users per arm to detect a 5% lift
+ * ```
+ */
 export function sampleSizePerArm(input: PowerInput & { power?: number }): number {
   const z = normalQuantile(1 - (input.alpha ?? 0.05) / 2) + normalQuantile(input.power ?? 0.8);
   return Math.ceil((2 * z * z * input.sd * input.sd) / delta(input) ** 2);
 }
 
+/**
+ * The power of a two-arm test with `nPerArm` users per arm to detect a relative effect `mde` (two-sided, normal approximation).
+ *
+ * @example
+ * ```ts
+ * powerForSize({ mean: 0.1, sd: 0.3, mde: 0.05, nPerArm: 20_000 }); // about 0.38
+ * ```
+ */
 export function powerForSize(input: PowerInput & { nPerArm: number }): number {
   const se = input.sd * Math.sqrt(2 / input.nPerArm);
   const z = delta(input) / se;
@@ -37,7 +53,14 @@ export function powerForSize(input: PowerInput & { nPerArm: number }): number {
   return normalCdf(z - zAlpha) + normalCdf(-z - zAlpha);
 }
 
-/** Days until every arm has `nPerArm` users, at the current rate of users entering the experiment. */
+/**
+ * Days until every arm has `nPerArm` users, at the current rate of users entering the experiment.
+ *
+ * @example
+ * ```ts
+ * const days = daysToDecision(sampleSizePerArm({ mean: 0.1, sd: 0.3, mde: 0.05 }), 2, 500); // at 500 new users a day
+ * ```
+ */
 export function daysToDecision(nPerArm: number, arms: number, usersPerDay: number, alreadyIn = 0): number {
   if (!(usersPerDay > 0)) return Number.POSITIVE_INFINITY;
   return Math.max(0, Math.ceil((nPerArm * arms - alreadyIn) / usersPerDay));

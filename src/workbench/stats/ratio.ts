@@ -26,6 +26,15 @@ export interface RatioMoments {
   variance: number;
 }
 
+/**
+ * The ratio of sums of an arm (sum M / sum D) and its delta-method variance; a string saying why when it is undefined.
+ *
+ * @example
+ * ```ts
+ * const m = ratioMoments({ n: 100, sumM: 250, sumM2: 900, sumD: 100, sumD2: 120, sumMD: 300 });
+ * if (typeof m !== 'string') console.log(m.ratio);
+ * ```
+ */
 export function ratioMoments(s: RatioSums): RatioMoments | string {
   if (s.n < 2) return `an arm has fewer than 2 users (${s.n})`;
   const mM = s.sumM / s.n;
@@ -38,7 +47,14 @@ export function ratioMoments(s: RatioSums): RatioMoments | string {
   return { n: s.n, ratio: mM / mD, variance };
 }
 
-/** Difference of two arms' ratios (absolute, or relative to the control's), with a normal interval. */
+/**
+ * Difference of two arms' ratios (absolute, or relative to the control's), with a normal interval.
+ *
+ * @example
+ * ```ts
+ * const lift = ratioDifference(controlSums, treatmentSums, { relative: true }); // revenue per order, relative
+ * ```
+ */
 export function ratioDifference(control: RatioSums, treatment: RatioSums, options: { relative?: boolean; alpha?: number } = {}): Estimate {
   const a = ratioMoments(control);
   const b = ratioMoments(treatment);
@@ -64,6 +80,11 @@ export function ratioDifference(control: RatioSums, treatment: RatioSums, option
  * normal approximation GrowthBook's engine also uses): the chance the treatment is better, and the
  * expected loss of choosing each arm, E[max(0, -delta)] = se phi(mu/se) - mu Phi(-mu/se) for the
  * treatment and E[max(0, delta)] for the control. `better: 'lower'` for metrics where less is better.
+ *
+ * @example
+ * ```ts
+ * const { chanceToWin } = bayesianSummary(relativeLift(moments(control), moments(treatment)));
+ * ```
  */
 export function bayesianSummary(e: Estimate, better: 'higher' | 'lower' = 'higher'): { chanceToWin?: number; expectedLossTreatment?: number; expectedLossControl?: number; reason?: string } {
   if (e.estimate === undefined || e.se === undefined || !(e.se > 0)) return { reason: e.reason ?? 'no estimate' };

@@ -9,6 +9,11 @@ import type { Estimate } from './two-sample.js';
  * where N (the tuning parameter) is the sample size at which the interval is tightest. The
  * interval holds at every look at once, so results can be watched continuously without inflating
  * false positives.
+ *
+ * @example
+ * ```ts
+ * const halfwidth = sequentialHalfwidth(0.25, 1000); // at alpha 0.05
+ * ```
  */
 export function sequentialHalfwidth(variance: number, n: number, alpha = 0.05, tuning = 5000, rhoAlpha = alpha): number {
   // rho is set by the experiment's alpha; inverting for a p-value varies only the alpha in the log.
@@ -21,6 +26,12 @@ export function sequentialHalfwidth(variance: number, n: number, alpha = 0.05, t
  * An estimate (absolute or relative, with its standard error) made always valid: the interval
  * widened to the confidence sequence, and the p-value the smallest alpha whose sequence excludes 0
  * (found by bisection; 1 when none does).
+ *
+ * @example
+ * ```ts
+ * const alwaysValid = sequential(relativeLift(moments(control), moments(treatment)), 2000);
+ * console.log(alwaysValid.ci);
+ * ```
  */
 export function sequential(estimate: Estimate, n: number, alpha = 0.05, tuning = 5000): Estimate {
   if (estimate.estimate === undefined || estimate.se === undefined) return estimate;

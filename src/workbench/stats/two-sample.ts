@@ -14,6 +14,7 @@ export interface Sums {
   sumSquares: number;
 }
 
+/** Count, mean and sample variance of a metric in one arm. */
 export interface Moments {
   n: number;
   mean: number;
@@ -21,6 +22,14 @@ export interface Moments {
   variance: number;
 }
 
+/**
+ * Mean and sample variance from sufficient statistics (n, sum, sum of squares).
+ *
+ * @example
+ * ```ts
+ * const m = moments({ n: 4, sum: 10, sumSquares: 30 }); // mean 2.5, variance 5/3
+ * ```
+ */
 export function moments(s: Sums): Moments {
   if (s.n < 0 || !Number.isFinite(s.sum) || !Number.isFinite(s.sumSquares)) throw new InputError(`bad sufficient statistics: ${JSON.stringify(s)}`);
   const mean = s.n > 0 ? s.sum / s.n : 0;
@@ -28,6 +37,7 @@ export function moments(s: Sums): Moments {
   return { n: s.n, mean, variance };
 }
 
+/** An estimated difference (absolute or relative) with its standard error, p-value and confidence interval. */
 export interface Estimate {
   /** Treatment minus control (absolute), or treatment / control - 1 (relative). */
   estimate?: number;
@@ -50,6 +60,12 @@ function degenerate(a: Moments, b: Moments): string | undefined {
 /**
  * Welch's t-test for the difference of means (unequal variances; Welch 1947, with the
  * Welch-Satterthwaite degrees of freedom), two-sided, and its 1 - alpha confidence interval.
+ *
+ * @example
+ * ```ts
+ * const diff = welch(moments({ n: 1000, sum: 100, sumSquares: 100 }), moments({ n: 1000, sum: 120, sumSquares: 120 }));
+ * console.log(diff.estimate, diff.pValue);
+ * ```
  */
 export function welch(control: Moments, treatment: Moments, alpha = 0.05): Estimate {
   const why = degenerate(control, treatment);
@@ -69,6 +85,12 @@ export function welch(control: Moments, treatment: Moments, alpha = 0.05): Estim
  * Relative lift, treatment / control - 1, with its delta-method standard error (the variance of a
  * ratio of independent means: Var(B)/A^2 + B^2 Var(A)/A^4, each Var the variance of the mean) and
  * a normal interval.
+ *
+ * @example
+ * ```ts
+ * const lift = relativeLift(moments({ n: 1000, sum: 100, sumSquares: 100 }), moments({ n: 1000, sum: 120, sumSquares: 120 }));
+ * console.log(lift.estimate, lift.ci);
+ * ```
  */
 export function relativeLift(control: Moments, treatment: Moments, alpha = 0.05): Estimate {
   const why = degenerate(control, treatment);
@@ -89,6 +111,11 @@ export function relativeLift(control: Moments, treatment: Moments, alpha = 0.05)
  * Sample ratio mismatch: a chi-square goodness-of-fit test of the users per arm against the
  * weights. A small p-value (GrowthBook and others use 0.001) means assignment or logging is broken
  * and no result of the experiment can be trusted.
+ *
+ * @example
+ * ```ts
+ * const { pValue } = sampleRatioMismatch([5030, 4970], [0.5, 0.5]);
+ * ```
  */
 export function sampleRatioMismatch(counts: readonly number[], weights: readonly number[]): { pValue: number; chiSquare: number } {
   if (counts.length !== weights.length || counts.length < 2) throw new InputError(`SRM needs a count and a weight per arm (got ${counts.length} counts, ${weights.length} weights)`);
@@ -103,7 +130,14 @@ export function sampleRatioMismatch(counts: readonly number[], weights: readonly
   return { chiSquare, pValue: chiSquareSf(chiSquare, counts.length - 1) };
 }
 
-/** Holm's step-down adjustment (Holm 1979): adjusted p-values, in the input order. */
+/**
+ * Holm's step-down adjustment (Holm 1979): adjusted p-values, in the input order.
+ *
+ * @example
+ * ```ts
+ * holm([0.01, 0.04, 0.03]); // [0.03, 0.06, 0.06]
+ * ```
+ */
 export function holm(pValues: readonly number[]): number[] {
   const m = pValues.length;
   const order = pValues.map((p, i) => [p, i] as const).sort((x, y) => x[0] - y[0]);
@@ -116,7 +150,14 @@ export function holm(pValues: readonly number[]): number[] {
   return out;
 }
 
-/** Benjamini-Hochberg step-up adjustment (1995), controlling the false discovery rate. */
+/**
+ * Benjamini-Hochberg step-up adjustment (1995), controlling the false discovery rate.
+ *
+ * @example
+ * ```ts
+ * benjaminiHochberg([0.01, 0.04, 0.03]); // [0.03, 0.04, 0.04]
+ * ```
+ */
 export function benjaminiHochberg(pValues: readonly number[]): number[] {
   const m = pValues.length;
   const order = pValues.map((p, i) => [p, i] as const).sort((x, y) => x[0] - y[0]);
