@@ -83,8 +83,18 @@ export const UserIdSchema = z
   .string()
   .min(1)
   .max(128)
-  .refine(isWellFormed, 'must be well-formed Unicode (no lone surrogate)')
-  .refine((s) => !s.includes('\u0000'), 'may not hold a NUL character (U+0000)');
+  .superRefine((value, ctx) => {
+    const problem = idProblem(value);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+
+/** Why a string cannot be an id (malformed Unicode, a NUL), or undefined: one rule for events and the routes. */
+function idProblem(value: string): string | undefined {
+  if (!isWellFormed(value)) return malformedUnicode(value);
+  // PostgreSQL (one of the OLTP stores) cannot hold U+0000 in text, and ids have no use for it.
+  if (value.includes('\u0000')) return `holds a NUL character (U+0000) at code unit ${value.indexOf('\u0000')}, which ids may not`;
+  return undefined;
+}
 
 const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$-]*$/;
 
@@ -108,9 +118,8 @@ export function eventLimitViolation(item: unknown, limits: EventLimits = DEFAULT
   for (const name of ['event_id', 'user_id', 'event', 'time'] as const) {
     const value = Object.hasOwn(fields, name) ? fields[name] : undefined;
     if (typeof value !== 'string') continue;
-    if (!isWellFormed(value)) return { field: name, message: malformedUnicode(value) };
-    // PostgreSQL (one of the OLTP stores) cannot hold U+0000 in text, and ids have no use for it.
-    if (name !== 'time' && value.includes('\u0000')) return { field: name, message: `holds a NUL character (U+0000) at code unit ${value.indexOf('\u0000')}, which ids may not` };
+    const problem = name === 'time' ? (isWellFormed(value) ? undefined : malformedUnicode(value)) : idProblem(value);
+    if (problem) return { field: name, message: problem };
   }
   if (!Object.hasOwn(fields, 'props')) return undefined;
   const stack: Frame[] = [{ value: fields.props, depth: 1, parent: undefined, key: 'props' }];
