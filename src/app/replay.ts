@@ -7,6 +7,7 @@ import type { Event } from '../workbench/event.js';
 import { CsvRecordSplitter } from '../workbench/lakehouse/csv-records.js';
 import type { Rejected } from '../workbench/lakehouse/csv.js';
 import { RETAIL_COLUMNS, retailSpec, type RetailRow } from '../workbench/lakehouse/retail.js';
+import type { SimulatedClock } from '../workbench/clock.js';
 import { AppSimulator, SimulationConfigSchema, type SimulationConfig } from './simulator.js';
 
 /**
@@ -20,7 +21,9 @@ import { AppSimulator, SimulationConfigSchema, type SimulationConfig } from './s
  * moment and their days line up (day 3 of the shop is played alongside day 3 of the app, 08:00 in
  * one alongside 08:00 in the other). Events keep their ids; their `time` becomes the wall-clock
  * instant they are emitted, because ingest refuses timestamps older than 30 days, and the original
- * time travels in `props.original_time`.
+ * time travels in `props.original_time`. With a simulated clock (`simulated`), their `time` is
+ * instead their place on the shared timeline counted from one calendar (the app's start for
+ * `npm start`), and the service runs on that clock: one time for the events and the service.
  */
 
 const DAY_MS = 86_400_000;
@@ -256,9 +259,15 @@ export interface ReplayOptions {
   lingerMs?: number;
   /** Stops the replay: nothing is emitted or handed on after it fires (a batch being filled is dropped). */
   signal?: AbortSignal;
+  /**
+   * One simulated clock instead of the wall clock: events are stamped at their place on the shared
+   * timeline counted from `calendar` (ms since the epoch; usually the app's start), and `clock` is
+   * driven along, never ahead of the next event, so a service running on it sees the events on time.
+   */
+  simulated?: { clock: SimulatedClock; calendar: number };
 }
 
-/** Events ready to send, stamped with the wall clock. */
+/** Events ready to send, stamped with the wall clock (or the simulated clock, see `simulated`). */
 export interface ReplayBatch {
   events: Event[];
   /** Where the replay stands: the shared-timeline offset of the batch's last event, in ms. */
@@ -291,7 +300,7 @@ export function checkReplayOptions(options: ReplayOptions): void {
  */
 export async function* replayBatches(sources: readonly ReplaySource[], options: ReplayOptions): AsyncGenerator<ReplayBatch> {
   checkReplayOptions(options);
-  const { speed, run, maxEvents, signal } = options;
+  const { speed, run, maxEvents, signal, simulated } = options;
   const batchSize = options.batch ?? 500;
   const linger = options.lingerMs ?? 100;
   const horizon = options.days === undefined ? Infinity : options.days * DAY_MS;
@@ -317,6 +326,9 @@ export async function* replayBatches(sources: readonly ReplaySource[], options: 
       if ((maxEvents !== undefined && emitted >= maxEvents) || t.offset >= horizon) break;
       clock ??= { wall: Date.now(), offset: t.offset };
       const due = clock.wall + (speed === Infinity ? 0 : (t.offset - clock.offset) / speed);
+      const simTime = simulated ? simulated.calendar + t.offset : 0;
+      // The simulated clock moves towards this event while the replay waits for it, and no further.
+      simulated?.clock.run(speed, simTime);
       if (pending.length > 0 && due - pendingSince > linger) {
         yield batchOf(pending, lastOffset);
         pending = [];
@@ -332,10 +344,11 @@ export async function* replayBatches(sources: readonly ReplaySource[], options: 
       }
       if (signal?.aborted) return;
       const now = Date.now();
+      simulated?.clock.advanceTo(simTime);
       const e = t.event;
       pending.push({
         event_id: run ? `${run}-${e.event_id}` : e.event_id,
-        time: new Date(now).toISOString(),
+        time: new Date(simulated ? simTime : now).toISOString(),
         user_id: run ? `${run}-${e.user_id}` : e.user_id,
         event: e.event,
         props: { ...e.props, original_time: new Date(t.time).toISOString() },

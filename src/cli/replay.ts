@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { appSource, checkReplayOptions, replayBatches, retailSource, RETAIL_FILE, type ReplayBatch, type ReplaySource, type RetailSource } from '../app/replay.js';
+import { appSource, checkReplayOptions, replayBatches, retailSource, RETAIL_FILE, type ReplayBatch, type ReplayOptions, type ReplaySource, type RetailSource } from '../app/replay.js';
 import { SimulationConfigSchema, type SimulationConfig } from '../app/simulator.js';
 import { InputError, WorkbenchError } from '../workbench/errors.js';
 import type { Event } from '../workbench/event.js';
@@ -74,6 +74,8 @@ export interface RunReplayOptions {
   signal?: AbortSignal;
   /** Stops at once: requests in flight and backoffs are abandoned. */
   abortSignal?: AbortSignal;
+  /** Stamp events on one simulated calendar and drive this clock (a service in this process runs on it): see `ReplayOptions.simulated`. */
+  simulated?: ReplayOptions['simulated'];
 }
 
 const MAX_BATCH = 10_000;
@@ -91,7 +93,7 @@ export async function runReplay(options: RunReplayOptions): Promise<ReplaySummar
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH) throw new InputError(`the batch size must be a whole number from 1 to ${MAX_BATCH}, got ${batchSize}`);
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new InputError(`concurrency must be a whole number of at least 1, got ${concurrency}`);
   if (!options.key) throw new InputError(NO_KEY);
-  const replay = { speed: options.speed, run: options.run, maxEvents: options.maxEvents, days: options.days, batch: batchSize, lingerMs: options.lingerMs, signal: options.signal };
+  const replay = { speed: options.speed, run: options.run, maxEvents: options.maxEvents, days: options.days, batch: batchSize, lingerMs: options.lingerMs, signal: options.signal, simulated: options.simulated };
   checkReplayOptions(replay);
   let endpoint: string;
   try {

@@ -1,6 +1,7 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { join, relative } from 'node:path';
 import { appSource, retailSource } from '../app/replay.js';
+import { SimulationConfigSchema } from '../app/simulator.js';
 import { KeyStore } from '../serving/auth/keys.js';
 import { createLogger } from '../serving/observability/logger.js';
 import { startService } from '../serving/service.js';
@@ -10,6 +11,7 @@ import { intOption } from './main.js';
 import { runReplay } from './replay.js';
 import { prepareDemoExperiments, scaledMetrics } from './start-experiments.js';
 import { openOltp } from '../workbench/oltp/index.js';
+import { SimulatedClock } from '../workbench/clock.js';
 
 const START_KEY_NAME = 'wb start (local)';
 
@@ -26,8 +28,13 @@ export function registerStart(program: Command): void {
       .option('--no-serve', 'only build the lakehouse (and train)')
       .option('--no-train', 'do not run the training jobs before starting the service')
       .option('--port <n>', 'port of the service (env WB_PORT)', intOption('--port', 0), Number(process.env.WB_PORT ?? 8080))
-      .option('--speed <x>', 'replay speed in simulated seconds per second (86400: a day a second)', '86400'),
-  ).action(async (flags: LakeBuildFlags & { serve: boolean; train: boolean; port: number; speed: string }) => {
+      .option('--speed <x>', 'replay speed in simulated seconds per second (86400: a day a second)', '86400')
+      .addOption(
+        new Option('--clock <clock>', "the service's time: simulated (the replay's: features, experiments and the dashboard in the history's time) or wall (the machine's; events restamped as they are sent)")
+          .choices(['simulated', 'wall'])
+          .default('simulated'),
+      ),
+  ).action(async (flags: LakeBuildFlags & { serve: boolean; train: boolean; port: number; speed: string; clock: 'simulated' | 'wall' }) => {
     const data = dataDir(program.opts().dataDir);
     const report = await runBuild(flags, program.opts().dataDir);
     printBuildReport(report);
@@ -56,16 +63,22 @@ export function registerStart(program: Command): void {
     const logger = createLogger(data, { quiet: true });
     // Every login of the app is scored with the churn model and the score written to OLTP (precompute).
     const speed = flags.speed === 'max' ? Number.POSITIVE_INFINITY : Number(flags.speed);
-    // Experiment durations are simulated days; on the replay's clock a day lasts 1/speed of one.
-    const scale = Number.isFinite(speed) && speed > 0 ? 1 / speed : 1 / 86_400;
+    const appDays = SimulationConfigSchema.parse({ days: flags.days }).days;
+    const app = appSource({ seed: flags.seed, users: flags.users, days: flags.days, start: flags.start }, { beforeDay: (day, sim) => beforeDay?.(day, sim) ?? Promise.resolve() });
+    // One clock: the service lives in the history's time, which starts standing at the app's first
+    // day and is driven by the replay. On the wall clock, experiment durations are simulated days
+    // scaled to the replay (a day lasts 1/speed of one) and events are restamped as they are sent.
+    const clock = flags.clock === 'simulated' ? new SimulatedClock(app.origin!) : undefined;
+    const scale = clock ? 1 : Number.isFinite(speed) && speed > 0 ? 1 / speed : 1 / 86_400;
     const service = await startService({
+      clock,
       dataDir: data,
       port: flags.port,
       host: '127.0.0.1',
       oltpUrl: oltpUrl(flags.oltp),
       logger,
       precompute: [{ event: 'login', model: 'app-churn' }],
-      metrics: scaledMetrics(scale),
+      metrics: clock ? undefined : scaledMetrics(scale),
     });
     const oltp = await openOltp(oltpUrl(flags.oltp), data);
     const beforeDay = await prepareDemoExperiments(service.experiments, oltp, scale, (line) => console.log(line));
@@ -78,7 +91,8 @@ The service is running (logs: ${relative(process.cwd(), join(data, 'logs')) || '
   models:     npx wb models list; logins are scored with app-churn into the OLTP predictions table
   experiments: ${service.url}/experiments/churn-offer#key=${key}  and  upgrade-nag (npx wb experiments list)
   predict:    curl -s ${service.url}/v1/predict -H "Authorization: Bearer ${key}" -H 'content-type: application/json' -d '{"model":"app-churn","user_id":"u000001"}'
-Replaying the retail log and the simulated app through the service; Ctrl-C stops.
+Replaying the simulated app's ${appDays} days, and the retail log's first ${appDays} alongside, through the service; Ctrl-C stops.
+${clock ? `The service runs on the replay's simulated clock, from ${new Date(clock.now()).toISOString().slice(0, 10)} at ${fmtSpeed(speed)} (--clock wall: the machine's).` : "The service runs on the machine's clock; events are restamped as they are sent."}
 `);
     const stop = new AbortController();
     process.once('SIGINT', () => stop.abort());
@@ -86,12 +100,18 @@ Replaying the retail log and the simulated app through the service; Ctrl-C stops
     await runReplay({
       url: service.url,
       key,
-      sources: [retailSource(), appSource({ seed: flags.seed, users: flags.users, days: flags.days, start: flags.start }, beforeDay ? { beforeDay } : {})],
+      sources: [retailSource(), app],
+      // The history ends with the app's (its users are the ones the service scores and experiments
+      // on): past it the app's users would all look idle for months, far from what the model learnt.
+      days: appDays,
+      ...(clock ? { simulated: { clock, calendar: app.origin! } } : {}),
       speed,
       concurrency: 1,
       progress: consoleProgress(),
       signal: stop.signal,
     }).catch((err: unknown) => console.error(`replay stopped: ${(err as Error).message}`));
+    // Past the end of the history, simulated time goes on at the machine's pace.
+    clock?.run(1);
     if (!stop.signal.aborted) {
       console.log(`\nThe replay is done; the service keeps running: ${service.url}/dashboard#key=${key} (Ctrl-C stops).`);
       await new Promise((resolve) => stop.signal.addEventListener('abort', resolve));
@@ -101,4 +121,9 @@ Replaying the retail log and the simulated app through the service; Ctrl-C stops
     await service.stop();
     logger.flush();
   });
+}
+
+function fmtSpeed(speed: number): string {
+  if (!Number.isFinite(speed)) return 'full speed';
+  return speed >= 86_400 ? `${(speed / 86_400).toLocaleString('en-US')} simulated day(s) a second` : `${speed.toLocaleString('en-US')}x`;
 }

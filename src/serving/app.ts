@@ -1,4 +1,5 @@
 import express, { type Express } from 'express';
+import { wallClock, type Clock } from '../workbench/clock.js';
 import type { KeyStore } from './auth/keys.js';
 import { errorHandler, notFound, unavailable, type ErrorLogger } from './errors.js';
 import { requireScope } from './http/auth.js';
@@ -25,6 +26,8 @@ import type { Ingest } from './pipeline/ingest.js';
 
 export interface AppDeps {
   keys: KeyStore;
+  /** The service's clock (default the wall clock). */
+  clock?: Clock;
   ingest: Ingest;
   log: EventLog;
   aggregates: LiveAggregates;
@@ -107,6 +110,7 @@ export function allRoutes(deps: AppDeps): Route[] {
     ...dashboardRoutes({
       aggregates: deps.aggregates,
       alerts: deps.alerts,
+      clock: deps.clock ?? wallClock,
       lag,
       archive: deps.archiveFreshness,
       models: async () => {

@@ -1,5 +1,6 @@
 import type { Server } from 'node:http';
 import { join } from 'node:path';
+import { wallClock, type Clock } from '../workbench/clock.js';
 import { lakeDir as lakeDirOf, registryDir } from '../workbench/config.js';
 import { openOltp, type OltpStore } from '../workbench/oltp/index.js';
 import { createApp } from './app.js';
@@ -75,6 +76,12 @@ export interface ServiceConfig {
   repairLog?: boolean;
   logger: Logger;
   version?: string;
+  /**
+   * The service's "now" (default the wall clock): ingest's time checks, feature reads, prediction,
+   * assignment and decision times, the dashboard. A replay in the same process may run it on a
+   * `SimulatedClock` (`npm start`); timeouts and intervals stay on the wall clock.
+   */
+  clock?: Clock;
 }
 
 export interface RunningService {
@@ -101,6 +108,7 @@ export interface RunningService {
 /** Opens every part of the service from its configuration and starts listening. */
 export async function startService(config: ServiceConfig): Promise<RunningService> {
   const { logger } = config;
+  const clock = config.clock ?? wallClock;
   const limits = httpLimits(config);
   let notReady: string | undefined = 'starting';
   const oltp: OltpStore = await openOltp(config.oltpUrl, config.dataDir);
@@ -116,13 +124,14 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     alerts,
     logger,
     dataDir: config.dataDir,
+    clock,
     ...(config.metrics ? { metrics: config.metrics } : {}),
     models: {
       versionOf: async (model, alias) => (await models!.resolve({ model, alias })).bundle.version,
       moveAlias: (model, alias, version, meta) => models!.moveAlias(model, alias, version, meta),
     },
   });
-  const ingest = await Ingest.open(log, oltp, config.ingest, Date.now, recent, experiments.assigner);
+  const ingest = await Ingest.open(log, oltp, config.ingest, () => clock.now(), recent, experiments.assigner);
   const metrics = new Metrics({ eventNames: ingest.options.eventNames });
   const aggregates = new LiveAggregates({
     ...DEFAULT_AGGREGATES,
@@ -155,6 +164,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     dir: join(config.dataDir, 'features'),
     openStore: (setVersion) => openFeatureStore(config, setVersion),
     runner: { commitEveryMs, onError, deadLetters },
+    clock,
     required: aliased.flatMap((version) => {
       try {
         return [registry.get(version).features];
@@ -186,6 +196,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
 
   const app = createApp({
     keys,
+    clock,
     ingest,
     log,
     aggregates,
@@ -226,7 +237,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     }
   }, 5_000).unref();
   notReady = undefined;
-  logger.info({ url, eventLog: log.kind, oltp: oltp.kind, dataDir: config.dataDir }, 'service started');
+  logger.info({ url, eventLog: log.kind, oltp: oltp.kind, dataDir: config.dataDir, clock: clock.kind }, 'service started');
 
   let stopping: Promise<void> | undefined;
   const stop = () =>

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import {
   appSource,
@@ -14,6 +15,7 @@ import {
   type TimedEvent,
 } from '../../src/app/replay.js';
 import { simulateHistory } from '../../src/app/simulator.js';
+import { SimulatedClock } from '../../src/workbench/clock.js';
 import { InputError, NotFoundError } from '../../src/workbench/errors.js';
 import { EventSchema, type Event } from '../../src/workbench/event.js';
 import { readCsv } from '../../src/workbench/lakehouse/csv.js';
@@ -154,6 +156,32 @@ describe('pacing', () => {
       assert.deepEqual({ ...e, time: original[i]!.time, props: { ...e.props, original_time: undefined } }, { ...original[i]!, props: { ...original[i]!.props, original_time: undefined } });
       assert.equal(EventSchema.safeParse(e).success, true);
     });
+  });
+
+  it('on a simulated clock, stamps events on one calendar and drives the clock, never ahead of the events sent', async () => {
+    const calendar = Date.parse('2025-01-01T00:00:00Z');
+    const clock = new SimulatedClock(calendar);
+    // The 2010 retail log and a source on its own 2025-03-01 origin, both placed on the 2025-01-01 calendar.
+    const ticks = evenly('t', '2025-03-01T00:00:00Z', 40, 30 * 60_000);
+    const sources = [retailSource({ file: FIXTURE }), arraySource('ticks', ticks, Date.parse('2025-03-01T00:00:00Z'))];
+    const merged = await collect(mergeSources(sources));
+    const batches: { events: Event[]; clockAt: number }[] = [];
+    for await (const batch of replayBatches(sources, { speed: 3_600_000, batch: 7, lingerMs: 1, simulated: { clock, calendar } })) {
+      batches.push({ events: batch.events, clockAt: clock.now() });
+    }
+    const events = batches.flatMap((b) => b.events);
+    assert.equal(events.length, merged.length);
+    events.forEach((e, i) => {
+      assert.equal(Date.parse(e.time), calendar + merged[i]!.offset, `${e.event_id} at its place on the calendar`);
+      assert.equal(e.props.original_time, new Date(merged[i]!.time).toISOString());
+    });
+    for (const b of batches) {
+      const newest = Math.max(...b.events.map((e) => Date.parse(e.time)));
+      assert.ok(b.clockAt >= newest, `the clock (${new Date(b.clockAt).toISOString()}) has reached every event handed on (${new Date(newest).toISOString()})`);
+    }
+    const last = Math.max(...events.map((e) => Date.parse(e.time)));
+    await sleep(20);
+    assert.equal(clock.now(), last, 'after the replay the clock stands at its last event');
   });
 
   it('prefixes event ids and user ids with a run tag, and refuses a bad tag', async () => {

@@ -3,6 +3,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { Lakehouse } from '../../src/workbench/lakehouse.js';
+import { sql } from '../../src/workbench/sql.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 
@@ -34,6 +36,35 @@ describe('the notebooks after npm start', { timeout: 600_000 }, () => {
       assert.ok(url && key, `wb start prints the service's address and a key:\n${tail(startOutput())}`);
       const live = join(data, 'lake', 'archive', 'events', 'source=live');
       assert.ok(existsSync(live) && readdirSync(live).length > 0, 'the service archived live events next to the built sources');
+
+      // One clock: the service ran on the replay's simulated time, so at the end of the history the
+      // features it serves look like those the models were trained on (weekly as-of moments over
+      // the same history, recomputed here in plain SQL). On the machine's clock the whole history
+      // fell into every window: 7-day logins served at ten times the training mean.
+      const lake = await Lakehouse.open(join(data, 'lake'));
+      let users: string[];
+      let trainingMean: number;
+      try {
+        users = (await lake.query<{ user_id: string }>(sql`SELECT DISTINCT user_id FROM app_events ORDER BY user_id`)).map((r) => r.user_id);
+        const [row] = await lake.query<{ mean: number }>(sql`
+          WITH firsts AS (SELECT user_id, min(time) AS first FROM app_events GROUP BY user_id),
+               grid AS (SELECT unnest(generate_series(TIMESTAMP '2025-01-08', TIMESTAMP '2025-03-01', INTERVAL 7 DAY)) AS as_of)
+          SELECT avg((SELECT count(*) FROM app_events e WHERE e.user_id = f.user_id AND e.event = 'login' AND e.time > g.as_of - INTERVAL 7 DAY AND e.time <= g.as_of)) AS mean
+          FROM grid g JOIN firsts f ON f.first < g.as_of`);
+        trainingMean = Number(row!.mean);
+      } finally {
+        lake.close();
+      }
+      let served = 0;
+      for (const user of users) {
+        const res = await fetch(`${url}/v1/features/${encodeURIComponent(user)}`, { headers: { authorization: `Bearer ${key}` } });
+        const body = (await res.json()) as { at: string; values: { logins_7d: number } };
+        assert.ok(body.at.startsWith('2025-03-0'), `features are read at the end of the simulated history, not at ${body.at}`);
+        served += body.values.logins_7d;
+      }
+      const servedMean = served / users.length;
+      console.log(`7-day logins: served mean ${servedMean.toFixed(2)} over ${users.length} users, training mean ${trainingMean.toFixed(2)}`);
+      assert.ok(servedMean > trainingMean / 2 && servedMean < trainingMean * 2, `served 7-day logins (mean ${servedMean}) within a factor 2 of the training mean (${trainingMean})`);
 
       const withService = await wb(['--data-dir', data, 'nb', 'run', 'notebooks/05-experiment-analysis.ipynb', '--ci', '--param', `dataDir=${data}`, '--param', `serviceUrl=${url}`, '--param', `apiKey=${key}`]);
       assert.match(withService.output, /1 passed, 0 failed/, `notebook 05 on the running service:\n${tail(withService.output)}`);

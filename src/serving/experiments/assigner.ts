@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { wallClock, type Clock } from '../../workbench/clock.js';
 import { dict } from '../../workbench/dict.js';
 import { assign, type Experiment } from '../../workbench/experiments/definition.js';
 import type { Event, UserDims } from '../../workbench/event.js';
@@ -74,6 +75,7 @@ export class Assigner {
     private readonly experiments: Experiments,
     private readonly oltp: OltpStore,
     private readonly warn: (err: unknown, message: string) => void = () => undefined,
+    private readonly clock: Clock = wallClock,
   ) {}
 
   /** Loads the stored assignments of an experiment once (they only grow, and only through here). */
@@ -182,7 +184,7 @@ export class Assigner {
     if (!options.enroll) return undefined;
     const arm = assign(e, user);
     if (arm === undefined) return undefined;
-    this.enter(e.key, users, { experiment: e.key, user_id: user.user_id, arm, assigned_at: (options.now ?? new Date()).toISOString() });
+    this.enter(e.key, users, { experiment: e.key, user_id: user.user_id, arm, assigned_at: (options.now ?? new Date(this.clock.now())).toISOString() });
     return { experiment: e.key, arm, reason: 'assigned' };
   }
 

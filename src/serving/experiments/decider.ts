@@ -1,4 +1,5 @@
 import { decide, type Decision, type DecisionRecord } from '../../workbench/experiments/decide.js';
+import { wallClock, type Clock } from '../../workbench/clock.js';
 import type { Experiment } from '../../workbench/experiments/definition.js';
 import { experimentResults, type ExperimentResults } from '../../workbench/experiments/results.js';
 import type { AlertSink } from '../observability/alerts.js';
@@ -31,6 +32,7 @@ export class Decider {
     private readonly alerts: AlertSink,
     private readonly logger: Logger,
     private readonly models?: AliasMover,
+    private readonly clock: Clock = wallClock,
   ) {}
 
   results(e: Experiment): ExperimentResults {
@@ -83,11 +85,11 @@ export class Decider {
           await this.models.moveAlias(control.model.name, control.model.alias, to, { by: `${DECIDER} (experiment ${e.key})`, reason: d.reason });
         } catch (err) {
           this.logger.error({ err, experiment: e.key }, `experiment ${e.key} shipped ${d.arm}, but its model alias could not be moved: move ${control.model.name}@${control.model.alias} by hand (wb models alias)`);
-          this.alerts.raise({ kind: 'decision', series: `experiment:${e.key}`, labels: { experiment: e.key }, direction: 'ship', reason: `shipped ${d.arm}, but moving ${control.model.name}@${control.model.alias} failed: ${(err as Error).message}`, detectedAt: new Date().toISOString() });
+          this.alerts.raise({ kind: 'decision', series: `experiment:${e.key}`, labels: { experiment: e.key }, direction: 'ship', reason: `shipped ${d.arm}, but moving ${control.model.name}@${control.model.alias} failed: ${(err as Error).message}`, detectedAt: new Date(this.clock.now()).toISOString() });
         }
       }
     }
     this.logger.warn({ experiment: e.key, decision: d }, `experiment ${e.key}: ${d.action === 'rollback' ? 'rolled back' : `shipped ${d.arm}`}: ${d.reason}`);
-    this.alerts.raise({ kind: 'decision', series: `experiment:${e.key}`, labels: { experiment: e.key }, direction: d.action === 'rollback' ? 'rollback' : 'ship', reason: d.reason, detectedAt: new Date().toISOString() });
+    this.alerts.raise({ kind: 'decision', series: `experiment:${e.key}`, labels: { experiment: e.key }, direction: d.action === 'rollback' ? 'rollback' : 'ship', reason: d.reason, detectedAt: new Date(this.clock.now()).toISOString() });
   }
 }

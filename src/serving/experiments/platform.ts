@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { wallClock, type Clock } from '../../workbench/clock.js';
 import type { Experiment, Metric } from '../../workbench/experiments/definition.js';
 import { experimentResults, type ExperimentReport } from '../../workbench/experiments/results.js';
 import { metricCatalog } from '../../workbench/experiments/metrics.js';
@@ -11,7 +12,6 @@ import { unavailable } from '../errors.js';
 import { Decider, type AliasMover } from './decider.js';
 import { Experiments } from './experiments.js';
 import { ExperimentTracker } from './tracker.js';
-
 
 /**
  * The experimentation platform inside the service: definitions (OLTP), sticky assignment and
@@ -32,8 +32,9 @@ export class ExperimentPlatform {
     private readonly logger: Logger,
     dataDir: string,
     models?: AliasMover,
+    clock: Clock = wallClock,
   ) {
-    this.assigner = new Assigner(experiments, oltp, (err, message) => logger.error({ err }, message));
+    this.assigner = new Assigner(experiments, oltp, (err, message) => logger.error({ err }, message), clock);
     const definition = (key: string) => {
       try {
         return experiments.get(key).experiment;
@@ -42,12 +43,13 @@ export class ExperimentPlatform {
       }
     };
     this.tracker = new ExperimentTracker(definition, experiments.metrics, { snapshotPath: join(dataDir, 'consumers', 'experiments.snapshot'), warn: (m) => logger.warn(m) });
-    this.decider = new Decider(experiments, this.tracker, alerts, logger, models);
+    this.decider = new Decider(experiments, this.tracker, alerts, logger, models, clock);
   }
 
-  static async open(options: { oltp: OltpStore; alerts: AlertSink; logger: Logger; dataDir: string; metrics?: readonly Metric[]; models?: AliasMover }): Promise<ExperimentPlatform> {
+  /** `clock`: the time of assignments made through the API and of decisions (default the wall clock). */
+  static async open(options: { oltp: OltpStore; alerts: AlertSink; logger: Logger; dataDir: string; metrics?: readonly Metric[]; models?: AliasMover; clock?: Clock }): Promise<ExperimentPlatform> {
     const experiments = await Experiments.open(options.oltp, metricCatalog(options.metrics), (message) => options.logger.warn(message));
-    return new ExperimentPlatform(experiments, options.oltp, options.alerts, options.logger, options.dataDir, options.models);
+    return new ExperimentPlatform(experiments, options.oltp, options.alerts, options.logger, options.dataDir, options.models, options.clock);
   }
 
   /** How exposures of users assigned through the API reach the log (the service's ingest), and the decision loop's pace. */

@@ -2,6 +2,7 @@ import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Feature, FeatureInput } from '../../workbench/features/definition.js';
 import type { FeatureRead } from '../../workbench/features/online.js';
+import { wallClock, type Clock } from '../../workbench/clock.js';
 import { ConsumerRunner, type RunnerOptions } from '../pipeline/consumer.js';
 import type { EventLog } from '../pipeline/event-log.js';
 import type { RecentEvents } from '../pipeline/recent-events.js';
@@ -23,6 +24,8 @@ export interface FeatureServingOptions {
   required?: readonly (readonly Feature[])[];
   /** Told about a required set that cannot be served (a name defined differently by another model). */
   onConflict?: (err: unknown) => void;
+  /** What "now" is for a read without a time (default the wall clock). */
+  clock?: Clock;
 }
 
 /**
@@ -74,8 +77,14 @@ export class FeatureServing {
     return this.building ? [this.current.runner, this.building] : [this.current.runner];
   }
 
-  read(userId: string, at?: number): Promise<FeatureRead> {
+  /** A user's feature values at `at` (default the service clock's now). */
+  read(userId: string, at: number = this.now()): Promise<FeatureRead> {
     return this.current.updater.read(userId, at);
+  }
+
+  /** The service clock's now: the time a read without a time is made at. */
+  now(): number {
+    return (this.o.clock ?? wallClock).now();
   }
 
   /** The log offset the served state has reached. */

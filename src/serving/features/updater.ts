@@ -67,8 +67,8 @@ export class FeatureUpdater implements EventConsumer {
     await this.store.write(states, first + events.length);
   }
 
-  /** A user's feature values at a time (default now), with the features that fell back to defaults. */
-  async read(userId: string, at = Date.now()): Promise<FeatureRead> {
+  /** A user's feature values at a time, with the features that fell back to defaults. */
+  async read(userId: string, at: number): Promise<FeatureRead> {
     return this.compiled.read(await this.store.peek(userId), at);
   }
 

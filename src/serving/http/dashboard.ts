@@ -1,4 +1,5 @@
 import type { Request, Response } from 'express';
+import type { Clock } from '../../workbench/clock.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dict } from '../../workbench/dict.js';
@@ -17,6 +18,8 @@ export interface DashboardSources {
   models: () => Promise<{ name: string; aliases: Record<string, string>; predictions: number }[]>;
   /** Experiments, their users per arm and latest decision (the experiment page has the rest). */
   experiments: () => { key: string; status: string; winner?: string; exposures: Record<string, number>; decision?: { action: string; reason: string; mode: string; acted: boolean } }[];
+  /** The service's clock: the page says when it is simulated. */
+  clock: Clock;
 }
 
 const DIMENSIONS = ['country', 'device', 'tier', 'first_seen_week'] as const;
@@ -110,7 +113,8 @@ async function snapshot(sources: DashboardSources) {
   }
   const archive = sources.archive();
   return {
-    now: new Date().toISOString(),
+    now: new Date(sources.clock.now()).toISOString(),
+    clock: sources.clock.kind,
     newestEvent: newest > 0 ? new Date(newest).toISOString() : null,
     position: sources.aggregates.position,
     minutes: Array.from({ length: MINUTES }, (_, i) => new Date(from + i * 60_000).toISOString()),

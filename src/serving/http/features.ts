@@ -49,7 +49,7 @@ export function featureRoutes(features: FeatureServing): Route[] {
         const userId = String(req.params.user_id);
         if (!USER_ID.test(userId)) throw badRequest('bad_user_id', 'user ids are 1 to 128 characters');
         const { at } = parseQuery(At, req.query);
-        const when = at ? Date.parse(at) : Date.now();
+        const when = at ? Date.parse(at) : features.now();
         const read = await features.read(userId, when);
         res.json({ user_id: userId, at: new Date(when).toISOString(), feature_set: features.version, ...read, lag: await features.lag() });
       },

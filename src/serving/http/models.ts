@@ -130,7 +130,9 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
         // Without an explicit alias or version, an experiment on this model chooses the user's alias.
         const arm = p.alias || p.version ? undefined : await deps.experiments?.modelArm(p.model, p.user_id);
         const loaded = await deps.models.resolve(arm ? { ...p, alias: arm.alias } : p);
-        const online = await deps.features.read(p.user_id);
+        // One moment for the read and the prediction event, so the skew report recomputes at that very time.
+        const at = deps.features.now();
+        const online = await deps.features.read(p.user_id, at);
         // Feature names are the user's (`constructor` is one): only own entries of values count, never Object's.
         const missing = loaded.bundle.features.filter((f) => !hasOwn(online.values, f.name) && !hasOwn(p.values, f.name));
         if (missing.length > 0) throw new InputError(`the online store does not serve ${missing.map((f) => f.name).join(', ')} (publish the model through the service so its features are registered)`);
@@ -156,7 +158,7 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
             ? new HttpError(422, err.code, `${err.message}; the request's values for ${sent.join(', ')} take the model outside what it can score: send values like those it was trained on`)
             : new HttpError(500, err.code, `${err.message}; the model cannot score this user: move its alias back (PUT /v1/models/${loaded.bundle.name}/aliases/<alias>)`);
         }
-        deps.predictions.record(p.user_id, scored, sent);
+        deps.predictions.record(p.user_id, scored, sent, at);
         deps.metrics.predictions.inc({ model: deps.metrics.label('model', scored.model.name) });
         // Time spent in the handler (features, model, logging), for clients and benchmarks.
         res.set('Server-Timing', `predict;dur=${(performance.now() - started).toFixed(3)}`);

@@ -56,9 +56,10 @@ export class Precompute implements EventConsumer {
         continue;
       }
       const rows: Record<string, FeatureValue>[] = [];
-      for (const user of users) rows.push((await this.features.read(user)).values);
+      const at = this.features.now();
+      for (const user of users) rows.push((await this.features.read(user, at)).values);
       const scores = loaded.classifier.predict(rows);
-      const now = new Date().toISOString();
+      const now = new Date(at).toISOString();
       const version = loaded.bundle.version;
       const predictions: Prediction[] = [];
       const unscored: string[] = [];

@@ -20,11 +20,14 @@ export class PredictionLog {
     private readonly maxBatch = 1000,
   ) {}
 
-  /** `overrides`: features whose value came with the request rather than from the store. */
-  record(userId: string, scored: Scored, overrides: string[] = []): void {
+  /**
+   * `overrides`: features whose value came with the request rather than from the store; `at`: when
+   * the features were read (ms since the epoch, on the service's clock), the prediction event's time.
+   */
+  record(userId: string, scored: Scored, overrides: string[], at: number): void {
     this.buffer.push({
       event_id: `prediction-${randomUUID()}`,
-      time: new Date().toISOString(),
+      time: new Date(at).toISOString(),
       user_id: userId,
       event: 'prediction',
       props: { model: scored.model.name, version: scored.model.version, alias: scored.model.alias ?? null, score: scored.score, features: scored.features, defaulted: scored.defaulted, overrides },

@@ -324,7 +324,8 @@ export class Ingest {
    * database gets placeholder dims for them, and is neither created nor cached.
    */
   private async dimsFor(events: readonly Event[], internal: boolean): Promise<Map<string, UserEntry>> {
-    const now = this.now();
+    // The cache's lifetime is the machine's, whatever the service's clock.
+    const now = Date.now();
     const out = new Map<string, UserEntry>();
     const missing = new Set<string>();
     for (const e of events) {
