@@ -24,7 +24,7 @@ describe('the service pipeline', { timeout: 120_000 }, () => {
     const batch = [
       event('p1', { user_id: 'gb-ios', time: at(1), props: { country: 'GB', device: 'ios' } }),
       event('p2', { user_id: 'gb-ios', time: at(2), event: 'upgrade', props: { mrr: 29 } }),
-      event('p3', { user_id: 'fr-web', time: at(3), props: { country: 'FR', device: 'web' } }),
+      event('p3', { user_id: 'fr-web', time: at(3), props: { country: 'france', device: 'web' } }),
       event('p4', { user_id: 'fr-web', time: at(4), event: 'purchase', props: { amount: 12.5 } }),
       event('p5', { user_id: 'fr-web', time: at(65), event: 'purchase', props: { amount: 7.5 } }),
     ];
@@ -43,7 +43,7 @@ describe('the service pipeline', { timeout: 120_000 }, () => {
     assert.equal(find('upgrade', 'tier', 'free')?.sums.mrr, 29);
     assert.equal(find('purchase', 'all', 'all')?.sums.amount, 12.5);
     assert.equal(find('purchase', 'all', 'all', minute + 60_000)?.sums.amount, 7.5, 'the next minute is its own window');
-    assert.equal(find('purchase', 'country', 'FR')?.count, 1, 'dims come from the user created by its first event');
+    assert.equal(find('purchase', 'country', 'FR')?.count, 1, "dims come from the user created by its first event, the country's name as its ISO code");
 
     const archived = await until('the archive', async () => {
       const lake = await Lakehouse.open(join(dir, 'lake')).catch(() => undefined);

@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { countryCode } from '../../workbench/countries.js';
 import { DEFAULT_EVENT_LIMITS, EventSchema, eventLimitViolation, UserIdSchema, type EnrichedEvent, type Event, type EventLimits, type UserDims } from '../../workbench/event.js';
 import { InputError } from '../../workbench/errors.js';
 import type { OltpStore, User } from '../../workbench/oltp/store.js';
@@ -356,7 +357,7 @@ export class Ingest {
       firstSeen.clear();
     }
     for (const [id, e] of firstSeen) {
-      created.push({ user_id: id, country: dimFrom(e.props.country), device: dimFrom(e.props.device), tier: 'free', first_seen: e.time });
+      created.push({ user_id: id, country: countryDim(e.props.country), device: dimFrom(e.props.device), tier: 'free', first_seen: e.time });
     }
     const fetched = new Map<string, User>(found);
     for (const u of created) fetched.set(u.user_id, u);
@@ -380,9 +381,20 @@ export class Ingest {
 }
 
 /** A dimension taken from an event's props when a new user is created: short text without control characters (PostgreSQL refuses U+0000), or `unknown`. */
+/**
+ * One vocabulary for countries: a known name or code becomes its ISO 3166-1 alpha-2 code, as the
+ * retail log and the simulated app store them ('United Kingdom' and 'gb' are GB, one series on the
+ * dashboard); anything else is kept as sent, within the dimension rules (the event keeps the original).
+ */
+function countryDim(value: unknown): string {
+  const dim = dimFrom(value);
+  return dim === 'unknown' ? dim : (countryCode(dim) ?? dim);
+}
+
 function dimFrom(value: unknown): string {
   return typeof value === 'string' && value.length > 0 && value.length <= 64 && !CONTROL.test(value) ? value : 'unknown';
 }
+// eslint-disable-next-line no-control-regex -- finds the control characters a dimension may not hold (PostgreSQL refuses U+0000)
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** The id and receipt time of a logged record, or undefined for a record that is not a logged event. */
