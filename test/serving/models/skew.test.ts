@@ -16,12 +16,16 @@ import { sleep } from '../../helpers/wait.js';
 const features = featureSet([
   { name: 'logins_7d', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 },
   { name: 'spend_30d', source: { event: 'purchase' }, aggregation: 'sum', prop: 'amount', window: '30d', default: 0 },
+  // Features of time itself: they differ by the gap between the read and the prediction event's
+  // time unless the event carries the read's time (it once flagged a healthy service).
+  { name: 'since_last_login', source: { event: 'login' }, aggregation: 'time_since_last', window: 'lifetime', default: -1 },
+  { name: 'user_age', source: { event: '*' }, aggregation: 'first_seen_age', window: 'lifetime', default: -1 },
 ]);
 
 describe('the training/serving skew report', { timeout: 90_000 }, () => {
   it('finds no skew when the store was up to date, and flags a late event the store could not have known', async () => {
     const t = await startTestService();
-    const rows = Array.from({ length: 300 }, (_, i) => ({ logins_7d: i % 7, spend_30d: (i * 13) % 100, y: i % 3 === 0 ? 1 : 0 }));
+    const rows = Array.from({ length: 300 }, (_, i) => ({ logins_7d: i % 7, spend_30d: (i * 13) % 100, since_last_login: i * 60, user_age: i * 600, y: i % 3 === 0 ? 1 : 0 }));
     const model = await trainClassifier(rows, 'y', columnsFor(features), { seed: 1, maxEpochs: 3 });
     try {
       await publish(await createBundle('skewed', model, features), { url: t.service.url, key: t.keys.admin, alias: 'champion' });
@@ -73,6 +77,10 @@ describe('the training/serving skew report', { timeout: 90_000 }, () => {
       const spend = report.features.find((f) => f.name === 'spend_30d')!;
       const logins = report.features.find((f) => f.name === 'logins_7d')!;
       assert.equal(logins.mismatches, 0, JSON.stringify(logins));
+      for (const name of ['since_last_login', 'user_age']) {
+        const f = report.features.find((x) => x.name === name)!;
+        assert.equal(f.mismatches, 0, `${name} is compared at the instant it was read: ${JSON.stringify(f)}`);
+      }
       assert.ok(spend.mismatches >= 1, JSON.stringify(spend));
       assert.equal(spend.example!.user_id, 'hal');
       assert.deepEqual([spend.example!.online, spend.example!.offline], [0, 99]);
