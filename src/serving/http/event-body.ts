@@ -87,17 +87,25 @@ async function parseSpans(
   unparsable: (i: number, err: Error) => Unparsable,
 ): Promise<unknown[]> {
   const items: unknown[] = [];
+  // The clock is read once per SCAN_STEP characters rather than per item (it cost as much as the
+  // depth check of a small event); a span is at most RAW_SLACK times the event limit when parsed.
+  let sinceClock = SCAN_STEP;
   for (let i = 0; i < spans.length; i++) {
-    const pause = slices.pause();
-    if (pause) await pause;
     const [start, end] = spans[i]!;
-    const refused = refusedUnparsed(text, start, end, limits, name(i));
+    if ((sinceClock += end - start + 1) >= SCAN_STEP) {
+      sinceClock = 0;
+      const pause = slices.pause();
+      if (pause) await pause;
+    }
+    // A slice shares the text's characters: searches in it stop at the item's end.
+    const item = text.slice(start, end);
+    const refused = refusedUnparsed(text, start, end, item, limits, name, i);
     if (refused) {
       items.push(refused);
       continue;
     }
     try {
-      items.push(JSON.parse(text.slice(start, end)) as unknown);
+      items.push(JSON.parse(item) as unknown);
     } catch (err) {
       items.push(unparsable(i, err as Error));
     }
@@ -214,18 +222,22 @@ async function countItems(text: string, from: number, slices: TimeSlices): Promi
  * props may be (JSON.parse of deep nesting costs tens of ms per item). Names the event_id when the
  * item's top level shows one.
  */
-function refusedUnparsed(text: string, start: number, end: number, limits: EventLimits, what: string): Unparsable | undefined {
+function refusedUnparsed(text: string, start: number, end: number, item: string, limits: EventLimits, name: (i: number) => string, i: number): Unparsable | undefined {
   const maxChars = limits.maxEventBytes * RAW_SLACK;
   if (end - start > maxChars) {
     const { eventId } = topLevel(text, start, Math.min(end, start + maxChars), -1);
-    return new Unparsable(`${what}: ${end - start} characters of JSON, over ${RAW_SLACK} times the limit of ${limits.maxEventBytes} bytes per event; not parsed`, {
+    return new Unparsable(`${name(i)}: ${end - start} characters of JSON, over ${RAW_SLACK} times the limit of ${limits.maxEventBytes} bytes per event; not parsed`, {
       ...(eventId === undefined ? {} : { event_id: eventId }),
       field: 'event',
       limit: { name: 'maxEventBytes', value: limits.maxEventBytes },
     });
   }
   // The event is one level and props another: props' own levels start at the second.
-  const tooDeep = depthOver(text, start, end, limits.maxPropsDepth + 1);
+  const maxDepth = limits.maxPropsDepth + 1;
+  // Nesting deeper than `maxDepth` takes more opening brackets than that: most events have a few,
+  // counted by indexOf far faster than the walk below reads them character by character.
+  if (!bracketsOver(item, maxDepth)) return undefined;
+  const tooDeep = depthOver(text, start, end, maxDepth);
   if (tooDeep < 0) return undefined;
   const { eventId, keyAt } = topLevel(text, start, end, tooDeep);
   const field = keyAt ?? 'event';
@@ -234,6 +246,14 @@ function refusedUnparsed(text: string, start: number, end: number, limits: Event
     field,
     limit: { name: 'maxPropsDepth', value: limits.maxPropsDepth },
   });
+}
+
+/** Whether `item` holds more than `max` opening brackets, in strings or out. */
+function bracketsOver(item: string, max: number): boolean {
+  let n = 0;
+  for (let at = item.indexOf('{'); at >= 0; at = item.indexOf('{', at + 1)) if (++n > max) return true;
+  for (let at = item.indexOf('['); at >= 0; at = item.indexOf('[', at + 1)) if (++n > max) return true;
+  return false;
 }
 
 /** Where the bracket depth of [start, end) first goes over `max`, or -1. */

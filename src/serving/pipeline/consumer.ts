@@ -316,6 +316,9 @@ export class ConsumerRunner {
       for (const e of await this.log.read(from, max)) values.push(e.payload);
       return;
     }
+    // The log wakes this runner before ingest has put the batch in the ring: wait for the put
+    // rather than decode what the ring is about to hold.
+    if (this.recent?.expects(from)) await this.recent.waitFor(from, RING_WAIT_MS);
     const cached = this.recent?.take(from, max);
     if (cached && cached.length > 0) {
       for (const e of cached) values.push(e);
@@ -340,6 +343,13 @@ export class ConsumerRunner {
     clearTimeout(timer);
   }
 }
+
+/**
+ * How long a runner waits for the ring to be given an offset the log already has. Ingest puts a
+ * batch within microseconds of its durability (or after storing new experiment assignments); an
+ * offset another instance appended to a shared JetStream log never comes, and costs this wait.
+ */
+const RING_WAIT_MS = 50;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

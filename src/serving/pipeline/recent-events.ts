@@ -9,6 +9,10 @@ import type { EnrichedEvent } from '../../workbench/event.js';
  * The ring is bounded by count and, when ingest says how large each event's record is, by bytes:
  * a count alone let a burst of large events (props near their size limit) keep hundreds of MB
  * alive after every consumer had read them (issue 10: a hostile burst left the service at 700 MB).
+ *
+ * Ingest puts a batch a few microtasks after the log makes it durable, and the log wakes waiting
+ * consumers first: a consumer that read the log as soon as it woke found the ring a step behind and
+ * decoded every record itself. `waitFor` lets it wait for the put instead.
  */
 export class RecentEvents {
   private readonly events: (EnrichedEvent | undefined)[];
@@ -19,6 +23,8 @@ export class RecentEvents {
   private oldest = -1;
   /** One past the newest offset put. */
   private end = 0;
+  /** Consumers waiting for an offset to be put (or to be evicted, when it never will be). */
+  private readonly waiters = new Map<() => void, number>();
 
   /** `maxBytes` bounds the sum of the record sizes given to `put` (records' JSON text, in UTF-16 units). */
   constructor(
@@ -47,6 +53,32 @@ export class RecentEvents {
     this.end = Math.max(this.end, first + events.length);
     this.oldest = Math.max(this.oldest, first + events.length - this.capacity);
     while (this.bytes > this.maxBytes && this.oldest < first + events.length) this.evictOldest();
+    if (this.waiters.size > 0) this.wake();
+  }
+
+  /**
+   * Whether `offset` may still come to the ring: not put yet, and not before what the ring has
+   * dropped. A ring never put to expects nothing (a consumer reading a backlog after a restart).
+   */
+  expects(offset: number): boolean {
+    return this.oldest >= 0 && offset >= this.oldest && this.offsets[offset % this.capacity] !== offset;
+  }
+
+  /**
+   * Resolves once the ring holds `offset` or has dropped past it, or after `timeoutMs` (an offset
+   * another writer appended to a shared log never comes here).
+   */
+  waitFor(offset: number, timeoutMs: number): Promise<void> {
+    if (!this.expects(offset) || !(timeoutMs > 0)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.waiters.set(done, offset);
+    });
   }
 
   /** Up to `max` consecutive events from offset `from`, as far as the ring holds them. */
@@ -67,11 +99,16 @@ export class RecentEvents {
   release(offset: number): void {
     const until = Math.min(offset, this.end);
     while (this.oldest >= 0 && this.oldest < until) this.evictOldest();
+    if (this.waiters.size > 0) this.wake();
   }
 
   /** The sum of the sizes of the records held (0 when ingest gives none). */
   get heldBytes(): number {
     return this.bytes;
+  }
+
+  private wake(): void {
+    for (const [done, offset] of this.waiters) if (!this.expects(offset)) done();
   }
 
   private evictOldest(): void {

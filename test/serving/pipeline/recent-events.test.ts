@@ -42,3 +42,48 @@ describe('the ring of recent events', () => {
     assert.deepEqual(ring.take(10, 10).map((e) => e.event_id), ['e10', 'e11'], 'later events are held again');
   });
 });
+
+describe('waiting for the ring', () => {
+  /** 'resolved' when the promise settles within a second, else 'pending'. */
+  const within = (p: Promise<unknown>) => Promise.race([p.then(() => 'resolved'), new Promise((r) => setTimeout(() => r('pending'), 1_000))]);
+
+  it('expects only offsets it may still be given: not those it holds, dropped, or when never put to', () => {
+    const ring = new RecentEvents(1_000, 1_000_000);
+    assert.equal(ring.expects(0), false, 'a ring never put to expects nothing (a consumer reading a backlog)');
+    ring.put(5, events(5, 2));
+    assert.equal(ring.expects(4), false, 'before the first put');
+    assert.equal(ring.expects(5), false, 'held');
+    assert.equal(ring.expects(7), true, 'not yet put');
+    ring.release(6);
+    assert.equal(ring.expects(5), false, 'released');
+    assert.equal(ring.expects(6), false, 'still held');
+    assert.equal(ring.expects(7), true);
+  });
+
+  it('ends a wait when the offset is put, when the ring drops past it, or at the timeout', async () => {
+    const ring = new RecentEvents(4, 1_000_000);
+    ring.put(0, events(0, 1));
+    let done = false;
+    const put = ring.waitFor(2, 10_000).then(() => (done = true));
+    ring.put(1, events(1, 1));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(done, false, 'a put before the offset does not end the wait');
+    ring.put(2, events(2, 1));
+    assert.equal(await within(put), 'resolved');
+    assert.deepEqual(ring.take(2, 1).map((e) => e.event_id), ['e2']);
+
+    const skipped = ring.waitFor(3, 10_000);
+    ring.put(4, events(4, 4));
+    assert.equal(await within(skipped), 'resolved', 'offsets 4-7 in a ring of 4: offset 3 will never be held');
+
+    const t0 = Date.now();
+    await ring.waitFor(8, 30);
+    const waited = Date.now() - t0;
+    assert.ok(waited >= 25 && waited < 5_000, `the wait ended at its timeout (${waited} ms)`);
+    assert.equal(
+      await Promise.race([ring.waitFor(4, 10_000).then(() => 'at once'), new Promise((r) => setImmediate(() => r('pending')))]),
+      'at once',
+      'a held offset is not waited for',
+    );
+  });
+});
