@@ -6,6 +6,12 @@ import { ident, sql, Sql } from './sql.js';
  * that look only forward from each as_of. Both return `Sql` subqueries, so they nest into each
  * other and into `buildTrainingSet({ spine })`, and nothing is read until the query runs.
  *
+ * The time convention, shared with `buildTrainingSet`: features read the events strictly before
+ * as_of, labels the events in (as_of, as_of + within]. No event is both a feature input and a label;
+ * an event at exactly as_of is in neither (on a grid of midnights, only what is stamped 00:00:00).
+ * Both order their rows by (as_of, user_id), a total order when `entities` has one row per user,
+ * and `buildTrainingSet` keeps the spine's order: the same lake gives the same rows in the same order.
+ *
  *   const grid = spine({ entities: sql`SELECT DISTINCT user_id FROM app_events`, from: '2025-01-08', to: '2025-02-01', every: '7d' });
  *   const rows = await lake.query(labels(grid, { event: 'purchase', within: '30d', name: 'bought' }));
  */
@@ -29,26 +35,43 @@ export interface SpineOptions {
    * enters the grid only at moments strictly after it, so nobody is scored before they exist.
    */
   since?: string;
+  /**
+   * A column of `entities` holding when the entity ceased to be (churned, deleted; NULL while it
+   * still is): it leaves the grid at that moment, so it is on the grid only strictly before it and
+   * an outcome at that time falls in the label window (as_of, as_of + within] of its last rows.
+   */
+  until?: string;
 }
 
 /**
- * The as-of grid: every entity at every moment from `from` to `to`, `every` apart, as rows
- * (user_id, as_of), ordered by as_of then user_id so results are deterministic.
+ * The as-of grid: every entity at every moment from `from` to `to`, `every` apart (between `since`
+ * and `until` when given), as rows (user_id, as_of), ordered by as_of then user_id so results are
+ * deterministic.
  *
  * @example
  * ```ts
  * const grid = spine({ entities: 'users', from: '2024-01-01', to: '2024-03-01', every: '7d' });
  * const rows = await buildTrainingSet(lake, appFeatures, { spine: grid });
  * ```
+ * @example
+ * ```ts
+ * // Users after signup and before churn (churned_at NULL: still there), labelled with the churn itself.
+ * const grid = spine({
+ *   entities: sql`SELECT u.user_id, u.first_seen, t.churned_at FROM users u JOIN app_truth t USING (user_id)`,
+ *   from: '2025-01-15', to: '2025-02-15', every: '2d', since: 'first_seen', until: 'churned_at',
+ * });
+ * const rows = await lake.query(labels(grid, { name: 'churned', within: '14d', events: sql`SELECT user_id, churned_at AS time FROM app_truth` }));
+ * ```
  */
 export function spine(options: SpineOptions): Sql {
   const step = interval(options.every, 'every');
   const entered = options.since === undefined ? sql`TRUE` : sql`e.${ident(options.since)} < g.as_of`;
+  const present = options.until === undefined ? sql`TRUE` : sql`(e.${ident(options.until)} IS NULL OR g.as_of < e.${ident(options.until)})`;
   return sql`(
     SELECT e.user_id, g.as_of
     FROM ${relation(options.entities)} e
     JOIN (SELECT unnest(generate_series(CAST(${moment(options.from, 'from')} AS TIMESTAMP), CAST(${moment(options.to, 'to')} AS TIMESTAMP), ${step})) AS as_of) g
-      ON ${entered}
+      ON ${entered} AND ${present}
     ORDER BY g.as_of, e.user_id)`;
 }
 
@@ -60,19 +83,32 @@ export interface LabelOptions {
   within: Duration;
   /** The event's name (the `event` column); leave out to count any event of `events`. */
   event?: string;
-  /** Where events are read from: a table, view or query with user_id and time (default the `events` view). */
+  /**
+   * Where events are read from: a table, view or query with user_id, time and (with `event`) event;
+   * default the `events` view, every source. A query narrows it to one source, and any table of
+   * outcomes with a time fits, like churn times.
+   */
   events?: Relation;
 }
 
 /**
  * The spine with one more column, `name`: 1 if the user had the event in (as_of, as_of + within],
- * else 0. Strictly after as_of: features see events strictly before as_of, so no event is both a
- * feature input and the label.
+ * else 0; other spine columns are kept, and rows are ordered by (as_of, user_id). Strictly after
+ * as_of: features (`buildTrainingSet`) see events strictly before as_of, so no event is both a
+ * feature input and the label; one at exactly as_of is in neither.
  *
  * @example
  * ```ts
  * const grid = spine({ entities: 'users', from: '2024-01-01', to: '2024-03-01', every: '7d', since: 'first_seen' });
  * const rows = await lake.query(labels(grid, { name: 'churned', within: '14d', event: 'subscription_cancelled' }));
+ * ```
+ * @example
+ * ```ts
+ * // Customers after their first purchase, labelled with purchases of the retail log only.
+ * const retail = sql`SELECT * FROM events WHERE source = 'retail'`;
+ * const customers = sql`SELECT user_id, min(time) AS first FROM (${retail}) r WHERE event = 'purchase' GROUP BY 1`;
+ * const grid = spine({ entities: customers, from: '2011-02-01', to: '2011-11-01', every: '14d', since: 'first' });
+ * const rows = await lake.query(labels(grid, { name: 'bought', within: '30d', event: 'purchase', events: retail }));
  * ```
  */
 export function labels(spineRows: Relation, options: LabelOptions): Sql {
@@ -84,6 +120,12 @@ export function labels(spineRows: Relation, options: LabelOptions): Sql {
                         WHERE x.user_id = s.user_id AND ${sameEvent} AND x.time > s.as_of AND x.time <= s.as_of + ${window}) AS INTEGER) AS ${ident(options.name)}
     FROM ${relation(spineRows)} s
     ORDER BY s.as_of, s.user_id)`;
+}
+
+/** A number of days as a `Duration`, for options given in days; anything else is an InputError naming the option. */
+export function days(n: number, option: string): Duration {
+  if (!Number.isInteger(n) || n < 1 || n > 999_999) throw new InputError(`${option}: ${String(n)} is not a whole number of days from 1 to 999999`);
+  return `${n}d`;
 }
 
 const UNITS = { m: 'to_minutes', h: 'to_hours', d: 'to_days', w: 'to_weeks' } as const;

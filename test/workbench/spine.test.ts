@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildLakehouse, Lakehouse, sql } from '../../src/workbench/index.js';
-import { labels, spine } from '../../src/workbench/spine.js';
+import { days, labels, spine } from '../../src/workbench/spine.js';
 import { tempDir } from '../helpers/tmp.js';
 
 // Customer 1001 buys on Jan 5 and Jan 20; 1002 on Jan 12 and at exactly Feb 5 00:00 (a window's
@@ -55,19 +55,29 @@ describe('spine and labels', () => {
     assert.deepEqual(rows[0]!.as_of, day('01-08'));
   });
 
-  it('matches the retail pipeline spine row for row, except at the window edges it treats differently', async () => {
-    // the retail pipeline's hand-written spine, with its label window [as_of, as_of + h)
-    const old = await lake.query<{ user_id: string; as_of: Date; bought: number }>(sql`
-      WITH moments AS (SELECT unnest(generate_series(CAST(${'2011-01-08'} AS TIMESTAMP), CAST(${'2011-01-29'} AS TIMESTAMP), to_days(${7}))) AS as_of),
-      purchases AS (SELECT user_id, time FROM events WHERE source = 'retail' AND event = 'purchase'),
-      firsts AS (SELECT user_id, min(time) AS first FROM purchases GROUP BY 1)
-      SELECT f.user_id, m.as_of,
-             CAST(EXISTS (SELECT 1 FROM purchases p WHERE p.user_id = f.user_id AND p.time >= m.as_of AND p.time < m.as_of + to_days(${7})) AS INTEGER) AS bought
-      FROM moments m JOIN firsts f ON f.first < m.as_of ORDER BY m.as_of, f.user_id`);
-    const fresh = await lake.query<{ user_id: string; as_of: Date; bought: number }>(labelled());
-    assert.deepEqual(old.map((r) => [r.user_id, r.as_of]), fresh.map((r) => [r.user_id, r.as_of]), 'the same grid');
-    const differ = fresh.filter((r, i) => r.bought !== old[i]!.bought).map((r) => [r.user_id, r.as_of.toISOString().slice(5, 10)]);
-    assert.deepEqual(differ, [['1002', '01-29']], 'only the purchase exactly on the closing edge');
+  it('keeps an entity on the grid strictly before its until time (NULL: for good), and labels the outcome at that time', async () => {
+    // 1001 leaves at exactly 01-15 00:00, a moment; 1002 never; 1003 leaves when it enters, at 01-08 00:00.
+    const entities = sql`SELECT user_id, min(time) AS first,
+                                CASE user_id WHEN '1001' THEN TIMESTAMP '2011-01-15 00:00:00' WHEN '1002' THEN NULL ELSE max(time) END AS gone
+                         FROM events WHERE source = 'retail' AND event = 'purchase' GROUP BY 1`;
+    const staying = spine({ entities, from: '2011-01-08', to: '2011-01-29', every: '7d', since: 'first', until: 'gone' });
+    const rows = await lake.query<{ user_id: string; as_of: Date; left: number }>(
+      labels(staying, { name: 'left', within: '7d', events: sql`SELECT user_id, gone AS time FROM (${entities}) e WHERE gone IS NOT NULL` }),
+    );
+    assert.deepEqual(
+      rows.map((r) => [r.user_id, r.as_of.toISOString().slice(5, 10), r.left]),
+      [
+        ['1001', '01-08', 1], // leaves at 01-15 00:00: in (01-08, 01-15], and off the grid from 01-15
+        ['1002', '01-15', 0],
+        ['1002', '01-22', 0],
+        ['1002', '01-29', 0],
+      ],
+    );
+  });
+
+  it('writes whole numbers of days as durations, and refuses the rest naming the option', () => {
+    assert.equal(days(14, 'stepDays'), '14d');
+    for (const bad of [0, 1.5, -3, Number.NaN, 1_000_000]) assert.throws(() => days(bad, 'horizonDays'), new RegExp(`^InputError: horizonDays: ${String(bad)} is not a whole number of days`));
   });
 
   it('refuses durations and dates it cannot read, naming the option', () => {

@@ -1,4 +1,5 @@
 import { appFeatures } from '../features/catalog.js';
+import { InputError } from '../errors.js';
 import type { Feature } from '../features/definition.js';
 import { buildTrainingSet } from '../features/offline.js';
 import type { Lakehouse, Row } from '../lakehouse.js';
@@ -6,12 +7,16 @@ import { evaluate, type Evaluation } from '../models/evaluate.js';
 import { columnsFor } from '../models/preprocess.js';
 import { trainClassifier, type Classifier, type TrainOptions } from '../models/train.js';
 import type { Progress } from '../progress.js';
+import { days, labels, spine } from '../spine.js';
 import { sql } from '../sql.js';
+
+const DAY_MS = 86_400_000;
 
 /**
  * Churn on the simulated app, the code notebook 04 and the `app-churn` job share: one row per user
  * and moment (users signed up at least a week before, not churned yet); the label is churning within
- * the horizon; `true_p` is the simulator's true probability of that, for checking (never an input).
+ * the horizon, in (as_of, as_of + horizon], while the features see the events strictly before as_of;
+ * `true_p` is the simulator's true probability of that, for checking (never an input).
  */
 export interface AppChurnOptions {
   horizonDays?: number;
@@ -21,7 +26,7 @@ export interface AppChurnOptions {
   progress?: Progress;
 }
 
-/** The app churn pipeline's training and test rows and the features they hold (see `appChurnData`). */
+/** The app churn pipeline's training and test rows, in (as_of, user_id) order, and the features they hold (see `appChurnData`). */
 export interface AppChurnData {
   features: readonly Feature[];
   train: Row[];
@@ -44,21 +49,36 @@ export const APP_CHURN_FEATURES: readonly Feature[] = appFeatures.filter((f) => 
 export async function appChurnData(lake: Lakehouse, options: AppChurnOptions = {}): Promise<AppChurnData> {
   const horizon = options.horizonDays ?? 14;
   const step = options.stepDays ?? 2;
+  const every = days(step, 'stepDays');
+  const within = days(horizon, 'horizonDays');
   const [span] = await lake.query<{ first: Date; last: Date }>(sql`SELECT min(time) AS first, max(time) AS last FROM app_events`);
-  const spine = sql`(
-    WITH moments AS (
-      SELECT unnest(generate_series(CAST(${span!.first} AS TIMESTAMP) + INTERVAL 14 DAY, CAST(${span!.last} AS TIMESTAMP) - to_days(${horizon}), to_days(${step}))) AS as_of)
-    SELECT u.user_id, m.as_of,
-           CAST(t.churned_at IS NOT NULL AND CAST(t.churned_at AS TIMESTAMP) < m.as_of + to_days(${horizon}) AS INTEGER) AS churned,
-           1 - power(1 - CASE WHEN t.upgraded_at IS NOT NULL AND CAST(t.upgraded_at AS TIMESTAMP) < m.as_of
+  if (!span?.first || !span.last) throw new InputError('the lakehouse has no app events: build it with the simulated app (wb lake build)');
+  // The label is the simulator's record of the churn (app_truth), not an event: a free user who
+  // churns just stops coming, and only pro users log a subscription_cancelled, so neither an event
+  // nor a quiet spell (an occasional user) would say who churned. It is what a real product reads
+  // from its account records; true_p, also from app_truth, is for checking and never an input.
+  const truth = sql`SELECT user_id, CAST(churned_at AS TIMESTAMP) AS time FROM app_truth WHERE churned_at IS NOT NULL`;
+  // Users from a week after signup until they churn: no row at or after the churn.
+  const users = sql`SELECT u.user_id, CAST(u.first_seen AS TIMESTAMP) + INTERVAL 7 DAY AS settled, CAST(t.churned_at AS TIMESTAMP) AS churned_at
+                    FROM users u JOIN app_truth t USING (user_id)`;
+  const grid = spine({
+    entities: users,
+    from: new Date(span.first.getTime() + 14 * DAY_MS),
+    to: new Date(span.last.getTime() - horizon * DAY_MS),
+    every,
+    since: 'settled',
+    until: 'churned_at',
+  });
+  const labelled = labels(grid, { name: 'churned', within, events: truth });
+  const withTruth = sql`(
+    SELECT l.*,
+           1 - power(1 - CASE WHEN t.upgraded_at IS NOT NULL AND CAST(t.upgraded_at AS TIMESTAMP) < l.as_of
                               THEN 1 / (1 + exp(1.0 - ln(t.churn_hazard / (1 - t.churn_hazard)))) ELSE t.churn_hazard END, ${horizon}) AS true_p
-    FROM moments m
-    JOIN users u ON CAST(u.first_seen AS TIMESTAMP) < m.as_of - INTERVAL 7 DAY
-    JOIN app_truth t USING (user_id)
-    WHERE t.churned_at IS NULL OR CAST(t.churned_at AS TIMESTAMP) >= m.as_of)`;
+    FROM ${labelled} l JOIN app_truth t USING (user_id)
+    ORDER BY l.as_of, l.user_id)`;
   const started = Date.now();
   options.progress?.log(`building the training set: ${APP_CHURN_FEATURES.length} features every ${step} days, horizon ${horizon} days`);
-  const rows = await buildTrainingSet(lake, APP_CHURN_FEATURES, { spine, events: sql`(SELECT * FROM events WHERE source = 'app')` });
+  const rows = await buildTrainingSet(lake, APP_CHURN_FEATURES, { spine: withTruth, events: sql`(SELECT * FROM events WHERE source = 'app')` });
   const moments = [...new Set(rows.map((r) => (r.as_of as Date).getTime()))].sort((a, b) => a - b);
   const cut = moments[Math.floor(moments.length * (options.trainShare ?? 0.5))] ?? Number.POSITIVE_INFINITY;
   return {

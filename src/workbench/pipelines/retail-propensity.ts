@@ -6,12 +6,14 @@ import { evaluate, type Evaluation } from '../models/evaluate.js';
 import { columnsFor } from '../models/preprocess.js';
 import { trainClassifier, type Classifier, type TrainOptions } from '../models/train.js';
 import type { Progress } from '../progress.js';
+import { days, labels, spine } from '../spine.js';
 import { sql } from '../sql.js';
 
 /**
  * Purchase propensity on the retail log, the code notebook 02 and the `retail-propensity` job share:
  * will a customer who has bought before buy again within the horizon? One row per customer and
- * moment; features point in time; trained on moments before `testFrom`, evaluated after it.
+ * moment; features point in time (events strictly before the moment), the label a purchase in
+ * (moment, moment + horizon]; trained on moments before `testFrom`, evaluated after it.
  */
 export interface RetailPropensityOptions {
   /** First and last moment (ISO dates) and the days between moments. */
@@ -25,7 +27,7 @@ export interface RetailPropensityOptions {
   progress?: Progress;
 }
 
-/** The retail propensity pipeline's training and test rows and the features they hold (see `retailPropensityData`). */
+/** The retail propensity pipeline's training and test rows, in (as_of, user_id) order, and the features they hold (see `retailPropensityData`). */
 export interface RetailPropensityData {
   features: readonly Feature[];
   train: Row[];
@@ -47,16 +49,15 @@ export const RETAIL_PROPENSITY_DEFAULTS = { from: '2011-02-01', to: '2011-11-01'
 export async function retailPropensityData(lake: Lakehouse, options: RetailPropensityOptions = {}): Promise<RetailPropensityData> {
   const o = { ...RETAIL_PROPENSITY_DEFAULTS, ...options };
   const features = o.features ?? retailFeatures;
-  const spine = sql`(
-    WITH moments AS (SELECT unnest(generate_series(CAST(${o.from} AS TIMESTAMP), CAST(${o.to} AS TIMESTAMP), to_days(${o.stepDays}))) AS as_of),
-    purchases AS (SELECT user_id, time FROM events WHERE source = 'retail' AND event = 'purchase'),
-    firsts AS (SELECT user_id, min(time) AS first FROM purchases GROUP BY 1)
-    SELECT f.user_id, m.as_of,
-           CAST(EXISTS (SELECT 1 FROM purchases p WHERE p.user_id = f.user_id AND p.time >= m.as_of AND p.time < m.as_of + to_days(${o.horizonDays})) AS INTEGER) AS bought
-    FROM moments m JOIN firsts f ON f.first < m.as_of)`;
+  const retail = sql`SELECT * FROM events WHERE source = 'retail'`;
+  // Customers enter the grid once they have bought (strictly before the moment: the features see
+  // that purchase); `bought` is a purchase in (as_of, as_of + horizon], after everything they see.
+  const customers = sql`SELECT user_id, min(time) AS first FROM (${retail}) r WHERE event = 'purchase' GROUP BY user_id`;
+  const grid = spine({ entities: customers, from: o.from, to: o.to, every: days(o.stepDays, 'stepDays'), since: 'first' });
+  const labelled = labels(grid, { name: 'bought', within: days(o.horizonDays, 'horizonDays'), event: 'purchase', events: retail });
   const started = Date.now();
   o.progress?.log(`building the training set: ${features.length} features every ${o.stepDays} days from ${o.from} to ${o.to}`);
-  const rows = await buildTrainingSet(lake, features, { spine, events: sql`(SELECT * FROM events WHERE source = 'retail')` });
+  const rows = await buildTrainingSet(lake, features, { spine: labelled, events: sql`(${retail})` });
   const cut = Date.parse(o.testFrom);
   return {
     features,
