@@ -1,7 +1,7 @@
 /**
  * Serving benchmark (npm run bench:serving), against `wb serve` in a child process on loopback:
  *   - POST /v1/predict at a fixed 1,000 requests/s (open loop: latency counts from when each
- *     request was due, so a stall is not hidden), p50 and p99, and the ratio to a no-op route
+ *     request was due or sent, whichever is later, so a stall is not hidden), p50 and p99, and the ratio to a no-op route
  *     (GET /healthz) at the same rate in the same run (goal: p99 under 2 ms);
  *   - time to deploy: a new version published as champion while that load runs, until the first
  *     prediction from it, and the requests that failed meanwhile (goal: under 1 s, none).
@@ -56,7 +56,11 @@ function call(url: string, method: string, headers: Record<string, string>, body
   });
 }
 
-/** Sends `request` at a fixed rate for `seconds`; each latency is measured from the moment the request was due. */
+/**
+ * Sends `request` at a fixed rate for `seconds`. Each latency counts from when the request was due
+ * or actually sent, whichever is later: from the due time, a stall of the sender is not hidden; from
+ * the send, a request the timer let go a little early is not credited with negative time.
+ */
 async function openLoop(seconds: number, request: () => Promise<Answer>, onAnswer?: (body: unknown, at: number) => void): Promise<LoadResult> {
   const result: LoadResult = { latencies: [], server: [], failures: 0, versions: [] };
   const total = Math.round(seconds * RATE);
@@ -66,13 +70,14 @@ async function openLoop(seconds: number, request: () => Promise<Answer>, onAnswe
     const due = started + (i * 1000) / RATE;
     const wait = due - performance.now();
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    const from = Math.max(due, performance.now());
     inflight.push(
       request()
         .then((res) => {
           const now = performance.now();
           if (res.status !== 200) result.failures++;
           else {
-            result.latencies.push(now - due);
+            result.latencies.push(now - from);
             if (res.serverMs !== undefined) result.server.push(res.serverMs);
             onAnswer?.(res.body, now);
           }
