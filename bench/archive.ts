@@ -46,8 +46,18 @@ const record = (i: number) =>
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const a = median(archive);
     const p = median(parse);
-    console.log(`live archive: ${a.toFixed(2)} µs CPU per event (batches of ${N.toLocaleString('en-US')}, all threads); JSON.parse of the same records: ${p.toFixed(2)} µs; ratio ${(a / p).toFixed(1)}`);
-    console.log(JSON.stringify({ bench: 'archive', events_per_batch: N, archive_cpu_us_per_event: Math.round(a * 100) / 100, parse_cpu_us_per_event: Math.round(p * 100) / 100, ratio: Math.round((a / p) * 10) / 10 }));
+    console.log(
+      `live archive: ${a.toFixed(2)} µs CPU per event (batches of ${N.toLocaleString('en-US')}, all threads); JSON.parse of the same records: ${p.toFixed(2)} µs; ratio ${(a / p).toFixed(1)}`,
+    );
+    console.log(
+      JSON.stringify({
+        bench: 'archive',
+        events_per_batch: N,
+        archive_cpu_us_per_event: Math.round(a * 100) / 100,
+        parse_cpu_us_per_event: Math.round(p * 100) / 100,
+        ratio: Math.round((a / p) * 10) / 10,
+      }),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

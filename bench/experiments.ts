@@ -29,12 +29,18 @@ import { SEQUENTIAL_TUNING } from '../src/workbench/experiments/results.js';
 import { METRICS } from '../src/workbench/experiments/metrics.js';
 
 const N = 2_000_000;
-const users = Array.from({ length: N }, (_, i) => ({ user_id: `u${String(i).padStart(7, '0')}`, dims: { country: i % 4 === 0 ? 'GB' : 'US', device: 'web', tier: 'free' } }));
+const users = Array.from({ length: N }, (_, i) => ({
+  user_id: `u${String(i).padStart(7, '0')}`,
+  dims: { country: i % 4 === 0 ? 'GB' : 'US', device: 'web', tier: 'free' },
+}));
 const experiment = checkExperiment(
   {
     key: 'churn-offer',
     hypothesis: 'bench',
-    arms: [{ key: 'control', weight: 0.5 }, { key: 'offer', weight: 0.5 }],
+    arms: [
+      { key: 'control', weight: 0.5 },
+      { key: 'offer', weight: 0.5 },
+    ],
     coverage: 0.9,
     targeting: { country: ['GB', 'US'] },
     namespace: { name: 'retention', range: [0, 0.8] },
@@ -68,23 +74,50 @@ const baseline = rate(() => {
   for (const u of users) acc ^= fnv1a32(u.user_id);
   return acc;
 });
-console.log(`assignments: ${Math.round(assignments).toLocaleString('en-US')}/s (goal 1,000,000/s); FNV-1a alone over the same ids: ${Math.round(baseline).toLocaleString('en-US')}/s`);
+console.log(
+  `assignments: ${Math.round(assignments).toLocaleString('en-US')}/s (goal 1,000,000/s); FNV-1a alone over the same ids: ${Math.round(baseline).toLocaleString('en-US')}/s`,
+);
 
 // 2. Results for 20 experiments x 5 metrics, from sufficient statistics like the live consumer's.
 const r = new Random(11);
 const metricKeys = ['m1', 'm2', 'm3', 'm4', 'm5'];
-const metrics = new Map(metricKeys.map((key, i) => [key, MetricSchema.parse({ key, kind: i === 4 ? 'ratio' : i % 2 ? 'conversion' : 'mean', event: 'login', ...(i === 4 ? { denominator: { event: 'login' } } : {}) })]));
+const metrics = new Map(
+  metricKeys.map((key, i) => [
+    key,
+    MetricSchema.parse({
+      key,
+      kind: i === 4 ? 'ratio' : i % 2 ? 'conversion' : 'mean',
+      event: 'login',
+      ...(i === 4 ? { denominator: { event: 'login' } } : {}),
+    }),
+  ]),
+);
 const sums = (n: number): MetricSums => {
   const s: MetricSums = { n, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 };
   for (let i = 0; i < n; i++) {
     const x = r.normal(5, 2);
     const y = x * 0.7 + r.normal(2, 1.5);
-    s.sumY += y; s.sumY2 += y * y; s.sumX += x; s.sumX2 += x * x; s.sumXY += x * y;
+    s.sumY += y;
+    s.sumY2 += y * y;
+    s.sumX += x;
+    s.sumX2 += x * x;
+    s.sumXY += x * y;
   }
   return s;
 };
 const experiments = Array.from({ length: 20 }, (_, k) => {
-  const e = ExperimentSchema.parse({ key: `e${k}`, hypothesis: 'bench', arms: [{ key: 'control', weight: 0.5 }, { key: 'b', weight: 0.5 }], objective: 'm1', guardrails: metricKeys.slice(1).map((metric) => ({ metric, bad: 'decrease', tolerance: 0.02 })), mde: 0.05, status: 'running' });
+  const e = ExperimentSchema.parse({
+    key: `e${k}`,
+    hypothesis: 'bench',
+    arms: [
+      { key: 'control', weight: 0.5 },
+      { key: 'b', weight: 0.5 },
+    ],
+    objective: 'm1',
+    guardrails: metricKeys.slice(1).map((metric) => ({ metric, bad: 'decrease', tolerance: 0.02 })),
+    mde: 0.05,
+    status: 'running',
+  });
   const arms: ArmStats[] = e.arms.map((a) => ({ arm: a.key, users: 2000, metrics: Object.fromEntries(metricKeys.map((m) => [m, sums(2000)])) }));
   return { e, stats: { arms, firstExposure: '2026-01-01T00:00:00Z', asOf: '2026-01-08T00:00:00Z' } };
 });
@@ -102,9 +135,16 @@ const resultsMs = timeIt(() => {
   for (const { e, stats } of experiments) experimentResults(e, metrics, stats);
 });
 const welchMs = timeIt(() => {
-  for (const { stats } of experiments) for (const m of metricKeys) welch(moments({ n: stats.arms[0]!.metrics[m]!.n, sum: stats.arms[0]!.metrics[m]!.sumY, sumSquares: stats.arms[0]!.metrics[m]!.sumY2 }), moments({ n: stats.arms[1]!.metrics[m]!.n, sum: stats.arms[1]!.metrics[m]!.sumY, sumSquares: stats.arms[1]!.metrics[m]!.sumY2 }));
+  for (const { stats } of experiments)
+    for (const m of metricKeys)
+      welch(
+        moments({ n: stats.arms[0]!.metrics[m]!.n, sum: stats.arms[0]!.metrics[m]!.sumY, sumSquares: stats.arms[0]!.metrics[m]!.sumY2 }),
+        moments({ n: stats.arms[1]!.metrics[m]!.n, sum: stats.arms[1]!.metrics[m]!.sumY, sumSquares: stats.arms[1]!.metrics[m]!.sumY2 }),
+      );
 });
-console.log(`results of 20 experiments x 5 metrics: ${resultsMs.toFixed(2)} ms median (goal < 50 ms); Welch alone on the same comparisons: ${welchMs.toFixed(3)} ms`);
+console.log(
+  `results of 20 experiments x 5 metrics: ${resultsMs.toFixed(2)} ms median (goal < 50 ms); Welch alone on the same comparisons: ${welchMs.toFixed(3)} ms`,
+);
 
 // 3. Time to a safe decision, on experiments drawn from the simulator's users.
 const EXPOSE_DAY = 60;
@@ -141,7 +181,12 @@ for (let run = 0; run < RUNS; run++) {
   const b = arm();
   const add = (s: MetricSums, u: { pre: number; post: number }, lift: number) => {
     const y = u.post + lift;
-    s.n++; s.sumY += y; s.sumY2 += y * y; s.sumX += u.pre; s.sumX2 += u.pre * u.pre; s.sumXY += u.pre * y;
+    s.n++;
+    s.sumY += y;
+    s.sumY2 += y * y;
+    s.sumX += u.pre;
+    s.sumX2 += u.pre * u.pre;
+    s.sumXY += u.pre * y;
   };
   let stopped = Number.POSITIVE_INFINITY;
   for (let n = 0; n < cap; n++) {

@@ -18,7 +18,6 @@ import { Lakehouse } from '../src/workbench/lakehouse.js';
 import { sql } from '../src/workbench/sql.js';
 import { round } from './support.js';
 
-
 async function main(): Promise<void> {
   if (!existsSync('.wb/ci/lake/manifest.json')) {
     spawnSync(process.execPath, ['bin/wb.cjs', 'lake', 'build', '--data-dir', '.wb/ci', '--users', '300', '--days', '60'], { stdio: 'inherit' });
@@ -28,7 +27,13 @@ async function main(): Promise<void> {
     // --- online updates
     const rows = await lake.query<{ event_id: string; t: number; user_id: string; event: string; props: string }>(sql`
       SELECT event_id, CAST(epoch_ms(time) AS DOUBLE) AS t, user_id, event, CAST(props AS VARCHAR) AS props FROM events WHERE source = 'retail' ORDER BY time, event_id`);
-    const events: FeatureEvent[] = rows.map((r) => ({ event_id: r.event_id, time: r.t, user_id: r.user_id, event: r.event, props: JSON.parse(r.props) as Record<string, unknown> }));
+    const events: FeatureEvent[] = rows.map((r) => ({
+      event_id: r.event_id,
+      time: r.t,
+      user_id: r.user_id,
+      event: r.event,
+      props: JSON.parse(r.props) as Record<string, unknown>,
+    }));
     const compiled = new OnlineFeatures(retailFeatures);
     const fold = () => {
       const states = new Map<string, UserState>();
@@ -50,7 +55,9 @@ async function main(): Promise<void> {
     fold(); // warm up
     const online = Math.max(fold(), fold(), fold());
     const baseline = Math.max(count(), count(), count());
-    console.log(`online updates: ${Math.round(online).toLocaleString('en-US')} events/s over ${events.length.toLocaleString('en-US')} retail events x ${retailFeatures.length} features (a bare per-user count: ${Math.round(baseline).toLocaleString('en-US')}/s)`);
+    console.log(
+      `online updates: ${Math.round(online).toLocaleString('en-US')} events/s over ${events.length.toLocaleString('en-US')} retail events x ${retailFeatures.length} features (a bare per-user count: ${Math.round(baseline).toLocaleString('en-US')}/s)`,
+    );
 
     // --- point-in-time training set
     await lake.run(sql`CREATE OR REPLACE TEMP TABLE bench_spine AS
@@ -65,7 +72,10 @@ async function main(): Promise<void> {
       return (performance.now() - started) / 1000;
     };
     await time(trainingSetSql(ten.slice(0, 1), { spine: sql`bench_spine`, events: sql`bench_events` })); // warm the file cache
-    const pit = Math.min(await time(trainingSetSql(ten, { spine: sql`bench_spine`, events: sql`bench_events` })), await time(trainingSetSql(ten, { spine: sql`bench_spine`, events: sql`bench_events` })));
+    const pit = Math.min(
+      await time(trainingSetSql(ten, { spine: sql`bench_spine`, events: sql`bench_events` })),
+      await time(trainingSetSql(ten, { spine: sql`bench_spine`, events: sql`bench_events` })),
+    );
     // The hand-written reference for one feature: cumulative spend per customer, then an ASOF JOIN.
     const asof = sql`
       WITH spend AS (
@@ -74,7 +84,9 @@ async function main(): Promise<void> {
       SELECT s.user_id, s.as_of, coalesce(p.spend, 0) AS spend_lifetime FROM bench_spine s ASOF LEFT JOIN spend p ON s.user_id = p.user_id AND p.time < s.as_of`;
     const asofSeconds = Math.min(await time(asof), await time(asof));
     const withList = await time(trainingSetSql(retailFeatures, { spine: sql`bench_spine`, events: sql`bench_events` }));
-    console.log(`training set: 100,000 spine rows x ${ten.length} features in ${round(pit, 2)} s (goal < 5 s); one feature by hand with ASOF JOIN ${round(asofSeconds, 2)} s (ratio ${round(pit / asofSeconds, 1)}); all ${retailFeatures.length} features with the last-50 list ${round(withList, 2)} s`);
+    console.log(
+      `training set: 100,000 spine rows x ${ten.length} features in ${round(pit, 2)} s (goal < 5 s); one feature by hand with ASOF JOIN ${round(asofSeconds, 2)} s (ratio ${round(pit / asofSeconds, 1)}); all ${retailFeatures.length} features with the last-50 list ${round(withList, 2)} s`,
+    );
     console.log(
       JSON.stringify({
         bench: 'features',

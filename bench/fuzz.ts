@@ -23,7 +23,20 @@ import { featureSet } from '../src/workbench/features/definition.js';
 import { createBundle, type ModelBundle } from '../src/workbench/models/bundle.js';
 import { columnsFor } from '../src/workbench/models/preprocess.js';
 import { trainClassifier } from '../src/workbench/models/train.js';
-import { auditLog, freshIds, hostileRequest, routesOf, send, Tally, wellFormedRequest, type ApiRoute, type HostileRequest, type Keys, type LogAudit, type RenderContext } from '../test/helpers/hostile.js';
+import {
+  auditLog,
+  freshIds,
+  hostileRequest,
+  routesOf,
+  send,
+  Tally,
+  wellFormedRequest,
+  type ApiRoute,
+  type HostileRequest,
+  type Keys,
+  type LogAudit,
+  type RenderContext,
+} from '../test/helpers/hostile.js';
 import { round, startServer, stopServer } from './support.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 60);
@@ -101,7 +114,12 @@ function serverErrors(dir: string): Map<string, number> {
   return counts;
 }
 
-async function run(label: string, generator: (routes: ApiRoute[]) => fc.Arbitrary<HostileRequest>, budget: { seconds: number; requests: number }, bundle: ModelBundle): Promise<RunFigures> {
+async function run(
+  label: string,
+  generator: (routes: ApiRoute[]) => fc.Arbitrary<HostileRequest>,
+  budget: { seconds: number; requests: number },
+  bundle: ModelBundle,
+): Promise<RunFigures> {
   const dir = mkdtempSync(join(tmpdir(), `wb-bench-fuzz-${label}-`));
   const store = KeyStore.open(join(dir, 'keys.json'));
   const make = (scope: string) => store.create(`fuzz-${scope}`, [scope]).key;
@@ -128,7 +146,19 @@ async function run(label: string, generator: (routes: ApiRoute[]) => fc.Arbitrar
     await fetch(`${url}/v1/experiments`, {
       method: 'POST',
       headers,
-      body: JSON.stringify({ key: 'fz-exp', hypothesis: 'h', arms: [{ key: 'control', weight: 0.5 }, { key: 'treatment', weight: 0.5 }], exposureEvent: 'login', objective: 'logins', mde: 0.05, minRunDays: 0, status: 'running' }),
+      body: JSON.stringify({
+        key: 'fz-exp',
+        hypothesis: 'h',
+        arms: [
+          { key: 'control', weight: 0.5 },
+          { key: 'treatment', weight: 0.5 },
+        ],
+        exposureEvent: 'login',
+        objective: 'logins',
+        mde: 0.05,
+        minRunDays: 0,
+        status: 'running',
+      }),
     });
     await sleep(2000);
     const rssBeforeKb = rssKb(pid);
@@ -169,7 +199,10 @@ async function run(label: string, generator: (routes: ApiRoute[]) => fc.Arbitrar
     if (!crashed) {
       const until = Date.now() + STUCK_SECONDS * 1000;
       for (;;) {
-        const log = (await (await fetch(`${url}/v1/log`, { headers: { authorization: `Bearer ${keys.read}` } })).json()) as { next: number; consumers: { name: string; lag: number }[] };
+        const log = (await (await fetch(`${url}/v1/log`, { headers: { authorization: `Bearer ${keys.read}` } })).json()) as {
+          next: number;
+          consumers: { name: string; lag: number }[];
+        };
         logNext = log.next;
         stuck = log.consumers.filter((c) => c.lag !== 0).map((c) => ({ name: c.name, lag: c.lag }));
         if (stuck.length === 0 || Date.now() > until) break;
@@ -198,7 +231,21 @@ async function run(label: string, generator: (routes: ApiRoute[]) => fc.Arbitrar
     const letters = await openDeadLetterStore(dir, undefined, { warn: (m) => console.log(`  ${label}: ${m}`) });
     const deadLetters = (await letters.list()).map((l) => `${l.id}: ${l.error.message.slice(0, 160)}`);
     await letters.close();
-    return { requests: tally.sent, tally, seconds, crashed, stuck, rssBeforeKb, rssPeakKb, rssAfterKb, cpuMicrosPerRequest, audit, serverErrors: serverErrors(dir), logNext, deadLetters };
+    return {
+      requests: tally.sent,
+      tally,
+      seconds,
+      crashed,
+      stuck,
+      rssBeforeKb,
+      rssPeakKb,
+      rssAfterKb,
+      cpuMicrosPerRequest,
+      audit,
+      serverErrors: serverErrors(dir),
+      logNext,
+      deadLetters,
+    };
   } finally {
     stopping = true;
     await stopServer(child as ChildProcess);
@@ -212,8 +259,12 @@ function print(label: string, f: RunFigures): void {
     `${label}: ${t.sent.toLocaleString('en-US')} requests in ${round(f.seconds)} s (${Math.round(t.sent / f.seconds)}/s): 2xx ${t.count('2xx')}, 4xx ${t.count('4xx')}, 5xx ${t.count('5xx')}, ` +
       `no answer ${t.count('no answer')}, resets (expected) ${t.count('reset (expected)')}; ${t.accepted.toLocaleString('en-US')} events accepted`,
   );
-  console.log(`  server RSS ${mb(f.rssBeforeKb)} MB before, ${mb(f.rssPeakKb)} MB peak, ${mb(f.rssAfterKb)} MB after ${IDLE_SECONDS} s idle; CPU ${round(f.cpuMicrosPerRequest)} µs/request`);
-  console.log(`  crashed: ${f.crashed ? 'yes' : 'no'}; stuck consumers: ${f.stuck.length === 0 ? 'none' : f.stuck.map((s) => `${s.name} (lag ${s.lag})`).join(', ')}; dead letters: ${f.deadLetters.length}`);
+  console.log(
+    `  server RSS ${mb(f.rssBeforeKb)} MB before, ${mb(f.rssPeakKb)} MB peak, ${mb(f.rssAfterKb)} MB after ${IDLE_SECONDS} s idle; CPU ${round(f.cpuMicrosPerRequest)} µs/request`,
+  );
+  console.log(
+    `  crashed: ${f.crashed ? 'yes' : 'no'}; stuck consumers: ${f.stuck.length === 0 ? 'none' : f.stuck.map((s) => `${s.name} (lag ${s.lag})`).join(', ')}; dead letters: ${f.deadLetters.length}`,
+  );
   for (const letter of f.deadLetters.slice(0, 5)) console.log(`  dead letter ${letter}`);
   if (f.audit) {
     const a = f.audit;
@@ -222,14 +273,20 @@ function print(label: string, f: RunFigures): void {
         `repeated ids ${a.repeatedIds.length}, reserved names from clients ${a.reservedFromClients}, unreadable ${a.unreadable}, unaccounted ${a.strangers.length}`,
     );
   }
-  for (const [key, v] of [...t.failures].sort((a, b) => b[1].count - a[1].count).slice(0, 12)) console.log(`  FAIL x${v.count} ${key}\n      e.g. ${v.example.slice(0, 300)}`);
+  for (const [key, v] of [...t.failures].sort((a, b) => b[1].count - a[1].count).slice(0, 12))
+    console.log(`  FAIL x${v.count} ${key}\n      e.g. ${v.example.slice(0, 300)}`);
   for (const [msg, n] of [...f.serverErrors].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  server log x${n}: ${msg}`);
 }
 
 async function main(): Promise<void> {
   console.log(`seed ${SEED}; ${CONCURRENCY} clients; hostile burst ${Number.isFinite(MAX_REQUESTS) ? `${MAX_REQUESTS} requests` : `${SECONDS} s`}`);
   const bundle = await trainedBundle();
-  const hostile = await run('hostile', (routes) => hostileRequest(routes), { seconds: Number.isFinite(MAX_REQUESTS) ? Infinity : SECONDS, requests: MAX_REQUESTS }, bundle);
+  const hostile = await run(
+    'hostile',
+    (routes) => hostileRequest(routes),
+    { seconds: Number.isFinite(MAX_REQUESTS) ? Infinity : SECONDS, requests: MAX_REQUESTS },
+    bundle,
+  );
   print('hostile', hostile);
   // The baseline: as many well-formed requests, on a fresh server, measured the same way.
   const baseline = await run('baseline', (routes) => wellFormedRequest(routes), { seconds: Infinity, requests: hostile.requests }, bundle);
@@ -250,7 +307,9 @@ async function main(): Promise<void> {
     stuck_consumers: hostile.stuck.length,
     dead_letters: hostile.deadLetters.length,
     crashes: hostile.crashed ? 1 : 0,
-    log_consistent: hostile.audit ? hostile.audit.clientRecords === hostile.tally.accepted && hostile.audit.repeatedIds.length === 0 && hostile.audit.strangers.length === 0 : null,
+    log_consistent: hostile.audit
+      ? hostile.audit.clientRecords === hostile.tally.accepted && hostile.audit.repeatedIds.length === 0 && hostile.audit.strangers.length === 0
+      : null,
     rss_before_mb: mb(hostile.rssBeforeKb),
     rss_peak_mb: mb(hostile.rssPeakKb),
     rss_after_mb: mb(hostile.rssAfterKb),
@@ -261,7 +320,12 @@ async function main(): Promise<void> {
     baseline_server_cpu_us_per_request: round(baseline.cpuMicrosPerRequest),
     rss_growth_ratio_to_baseline: round(growth(hostile) / Math.max(1024, growth(baseline)), 2),
     cpu_ratio_to_baseline: round(hostile.cpuMicrosPerRequest / baseline.cpuMicrosPerRequest, 2),
-    goals_met: { no_5xx: hostile.tally.count('5xx') === 0, none_stuck: hostile.stuck.length === 0, no_crash: !hostile.crashed, no_dead_letter: hostile.deadLetters.length === 0 },
+    goals_met: {
+      no_5xx: hostile.tally.count('5xx') === 0,
+      none_stuck: hostile.stuck.length === 0,
+      no_crash: !hostile.crashed,
+      no_dead_letter: hostile.deadLetters.length === 0,
+    },
   };
   console.log('goal: 0 5xx, 0 stuck, 0 crashes, 0 dead letters');
   console.log(JSON.stringify(figures));

@@ -123,7 +123,8 @@ function watchArchive(dir: string, pending: { sentAt: number; next: number }[], 
   const timer = setInterval(() => {
     if (!existsSync(dir)) return;
     let archived = 0;
-    for (const date of readdirSync(dir)) for (const f of readdirSync(join(dir, date))) archived = Math.max(archived, Number(/-(\d+)\.parquet$/.exec(f)?.[1] ?? -1) + 1);
+    for (const date of readdirSync(dir))
+      for (const f of readdirSync(join(dir, date))) archived = Math.max(archived, Number(/-(\d+)\.parquet$/.exec(f)?.[1] ?? -1) + 1);
     const now = Date.now();
     while (pending.length > 0 && pending[0]!.next <= archived) delays.push(now - pending.shift()!.sentAt);
   }, 50);
@@ -150,7 +151,13 @@ async function benchService(eventLog: string, bodies: string[]): Promise<Run> {
     while ((dashPending.length > 0 || archPending.length > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     dash.abort();
     stopWatch();
-    return { ...run, dashboardP50: quantile(dashDelays, 0.5), dashboardP99: quantile(dashDelays, 0.99), archiveP50: quantile(archDelays, 0.5), archiveP99: quantile(archDelays, 0.99) };
+    return {
+      ...run,
+      dashboardP50: quantile(dashDelays, 0.5),
+      dashboardP99: quantile(dashDelays, 0.99),
+      archiveP50: quantile(archDelays, 0.5),
+      archiveP99: quantile(archDelays, 0.99),
+    };
   } finally {
     await stopServer(child);
     rmSync(dir, { recursive: true, force: true });
@@ -183,16 +190,22 @@ async function main(): Promise<void> {
   } finally {
     await stopServer(child);
   }
-  console.log(`parse-only endpoint: ${Math.round(baseline.eventsPerSecond).toLocaleString('en-US')} events/s, server CPU ${round(baseline.serverCpuMicrosPerEvent)} µs/event`);
+  console.log(
+    `parse-only endpoint: ${Math.round(baseline.eventsPerSecond).toLocaleString('en-US')} events/s, server CPU ${round(baseline.serverCpuMicrosPerEvent)} µs/event`,
+  );
   const file = await benchService('file', makeBodies(maxBatches, 'file'));
-  console.log(`wb serve, file log: ${Math.round(file.eventsPerSecond).toLocaleString('en-US')} events/s, server CPU ${round(file.serverCpuMicrosPerEvent)} µs/event, ack p50 ${round(file.ackP50)} ms p99 ${round(file.ackP99)} ms, to dashboard p99 ${file.dashboardP99} ms, to archive p99 ${file.archiveP99} ms`);
+  console.log(
+    `wb serve, file log: ${Math.round(file.eventsPerSecond).toLocaleString('en-US')} events/s, server CPU ${round(file.serverCpuMicrosPerEvent)} µs/event, ack p50 ${round(file.ackP50)} ms p99 ${round(file.ackP99)} ms, to dashboard p99 ${file.dashboardP99} ms, to archive p99 ${file.archiveP99} ms`,
+  );
   let jetstream: Run | undefined;
   let jetstreamError: string | undefined;
   if (await reachable(4222)) {
     const stream = `WB_BENCH_${process.pid}`;
     try {
       jetstream = await benchService(`nats://127.0.0.1:4222?stream=${stream}`, makeBodies(maxBatches, 'js'));
-      console.log(`wb serve, JetStream log: ${Math.round(jetstream.eventsPerSecond).toLocaleString('en-US')} events/s, ack p50 ${round(jetstream.ackP50)} ms p99 ${round(jetstream.ackP99)} ms`);
+      console.log(
+        `wb serve, JetStream log: ${Math.round(jetstream.eventsPerSecond).toLocaleString('en-US')} events/s, ack p50 ${round(jetstream.ackP50)} ms p99 ${round(jetstream.ackP99)} ms`,
+      );
     } catch (err) {
       jetstreamError = (err as Error).message.slice(0, 300);
       console.log(`wb serve, JetStream log: FAILED: ${jetstreamError}`);

@@ -94,9 +94,13 @@ async function main(): Promise<void> {
       typed_query_overhead_ratio: round(ratio('typed')),
       query_overhead_goal_met: ratio('archive') <= 1.1 && ratio('typed') <= 1.1,
     };
-    console.log(`\nbuild: ${figures.build_rows_per_second.toLocaleString('en-US')} rows/s (${figures.build_to_baseline_ratio}x DuckDB's bare CSV-to-Parquet copy, which validates nothing)`);
+    console.log(
+      `\nbuild: ${figures.build_rows_per_second.toLocaleString('en-US')} rows/s (${figures.build_to_baseline_ratio}x DuckDB's bare CSV-to-Parquet copy, which validates nothing)`,
+    );
     for (const name of Object.keys(QUERIES)) {
-      console.log(`${name} GROUP BY: ${round(timings[name]!.api)} ms through Lakehouse.query vs ${round(timings[name]!.direct)} ms direct: ratio ${round(ratio(name))} (goal <= 1.10)`);
+      console.log(
+        `${name} GROUP BY: ${round(timings[name]!.api)} ms through Lakehouse.query vs ${round(timings[name]!.direct)} ms direct: ratio ${round(ratio(name))} (goal <= 1.10)`,
+      );
     }
     console.log(JSON.stringify(figures));
   } finally {

@@ -21,12 +21,20 @@ function main(): void {
   const dir = mkdtempSync(join(tmpdir(), 'wb-bench-nb-'));
   try {
     if (!existsSync('.wb/ci/lake/manifest.json')) wb('lake', 'build', '--data-dir', '.wb/ci', '--users', '300', '--days', '60');
-    const notebooks = readdirSync('notebooks').filter((f) => f.endsWith('.ipynb')).sort().map((f) => join('notebooks', f));
+    const notebooks = readdirSync('notebooks')
+      .filter((f) => f.endsWith('.ipynb'))
+      .sort()
+      .map((f) => join('notebooks', f));
     const trivial = join(dir, 'trivial.ipynb');
-    writeFileSync(trivial, JSON.stringify({
-      nbformat: 4, nbformat_minor: 5, metadata: { kernelspec: { name: 'plg-workbench', display_name: 'TypeScript (plg-workbench)', language: 'typescript' } },
-      cells: [{ cell_type: 'code', id: 'a', metadata: {}, source: '1 + 1', outputs: [], execution_count: null }],
-    }));
+    writeFileSync(
+      trivial,
+      JSON.stringify({
+        nbformat: 4,
+        nbformat_minor: 5,
+        metadata: { kernelspec: { name: 'plg-workbench', display_name: 'TypeScript (plg-workbench)', language: 'typescript' } },
+        cells: [{ cell_type: 'code', id: 'a', metadata: {}, source: '1 + 1', outputs: [], execution_count: null }],
+      }),
+    );
     const baseline = wb('nb', 'run', trivial, '--out', join(dir, 'runs'));
     const suite = wb('nb', 'run', ...notebooks, '--ci', '--out', join(dir, 'runs'));
     // Time to build and evaluate a model offline: notebook 02 alone, end to end (kernel start included).
@@ -43,7 +51,9 @@ function main(): void {
       notebook_02_goal_seconds: 30,
       notebook_02_goal_met: propensity < 30,
     };
-    console.log(`\n${notebooks.length} notebooks in ${figures.suite_seconds} s (goal < 60 s); a one-cell notebook takes ${figures.baseline_one_trivial_cell_seconds} s: ratio ${figures.suite_to_baseline_ratio}`);
+    console.log(
+      `\n${notebooks.length} notebooks in ${figures.suite_seconds} s (goal < 60 s); a one-cell notebook takes ${figures.baseline_one_trivial_cell_seconds} s: ratio ${figures.suite_to_baseline_ratio}`,
+    );
     console.log(`notebook 02 (build the training set, train, evaluate, publish) end to end: ${figures.notebook_02_seconds} s (goal < 30 s)`);
     console.log(JSON.stringify(figures));
   } finally {

@@ -48,7 +48,11 @@ function call(url: string, method: string, headers: Record<string, string>, body
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const timing = /dur=([\d.]+)/.exec(String(res.headers['server-timing'] ?? ''));
-        resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString() || 'null'), serverMs: timing ? Number(timing[1]) : undefined });
+        resolve({
+          status: res.statusCode ?? 0,
+          body: JSON.parse(Buffer.concat(chunks).toString() || 'null'),
+          serverMs: timing ? Number(timing[1]) : undefined,
+        });
       });
     });
     req.on('error', reject);
@@ -103,28 +107,55 @@ async function main(): Promise<void> {
       { name: 'since_last_login', source: { event: 'login' }, aggregation: 'time_since_last', window: 'lifetime', default: -1 },
       { name: 'last_items', source: { event: 'purchase' }, aggregation: 'last_n', prop: 'item', n: 10, window: 'lifetime', default: [] },
     ]);
-    const rows = Array.from({ length: 2000 }, (_, i) => ({ logins_7d: i % 9, spend_30d: (i * 7) % 300, since_last_login: (i * 3600) % 86400, last_items: [`i${i % 5}`, `i${i % 3}`], y: i % 4 === 0 ? 1 : 0 }));
-    const [m1, m2] = [await trainClassifier(rows, 'y', columnsFor(features), { seed: 1, maxEpochs: 5 }), await trainClassifier(rows, 'y', columnsFor(features), { model: 'mlp', hidden: [16], seed: 2, maxEpochs: 5 })];
+    const rows = Array.from({ length: 2000 }, (_, i) => ({
+      logins_7d: i % 9,
+      spend_30d: (i * 7) % 300,
+      since_last_login: (i * 3600) % 86400,
+      last_items: [`i${i % 5}`, `i${i % 3}`],
+      y: i % 4 === 0 ? 1 : 0,
+    }));
+    const [m1, m2] = [
+      await trainClassifier(rows, 'y', columnsFor(features), { seed: 1, maxEpochs: 5 }),
+      await trainClassifier(rows, 'y', columnsFor(features), { model: 'mlp', hidden: [16], seed: 2, maxEpochs: 5 }),
+    ];
     const [v1, v2] = [await createBundle('bench-model', m1, features), await createBundle('bench-model', m2, features)];
     await publish(v1, { url, key: admin, alias: 'champion' });
     const now = Date.now();
     for (let b = 0; b < 10; b++) {
       const batch = Array.from({ length: 1000 }, (_, i) => {
         const n = b * 1000 + i;
-        return { event_id: `e${n}`, time: new Date(now - 3_600_000 + n).toISOString(), user_id: `u${n % USERS}`, event: n % 3 === 0 ? 'purchase' : 'login', props: { amount: n % 50, item: `i${n % 40}` } };
+        return {
+          event_id: `e${n}`,
+          time: new Date(now - 3_600_000 + n).toISOString(),
+          user_id: `u${n % USERS}`,
+          event: n % 3 === 0 ? 'purchase' : 'login',
+          props: { amount: n % 50, item: `i${n % 40}` },
+        };
       });
-      await fetch(`${url}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${read}`, 'content-type': 'application/json' }, body: JSON.stringify(batch) });
+      await fetch(`${url}/v1/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${read}`, 'content-type': 'application/json' },
+        body: JSON.stringify(batch),
+      });
     }
     await new Promise((r) => setTimeout(r, 1000));
 
     let n = 0;
-    const predict = () => call(`${url}/v1/predict`, 'POST', { authorization: `Bearer ${read}`, 'content-type': 'application/json' }, JSON.stringify({ model: 'bench-model', user_id: `u${n++ % USERS}` }));
+    const predict = () =>
+      call(
+        `${url}/v1/predict`,
+        'POST',
+        { authorization: `Bearer ${read}`, 'content-type': 'application/json' },
+        JSON.stringify({ model: 'bench-model', user_id: `u${n++ % USERS}` }),
+      );
     const noop = () => call(`${url}/healthz`, 'GET', {});
     await openLoop(2, predict); // warm up
     const base = await openLoop(SECONDS, noop);
     const served = await openLoop(SECONDS, predict);
     console.log(`no-op route at ${RATE}/s: p50 ${round(quantile(base.latencies, 0.5), 2)} ms, p99 ${round(quantile(base.latencies, 0.99), 2)} ms`);
-    console.log(`/v1/predict at ${RATE}/s: p50 ${round(quantile(served.latencies, 0.5), 2)} ms, p99 ${round(quantile(served.latencies, 0.99), 2)} ms, ${served.failures} failed; in the handler (Server-Timing): p50 ${round(quantile(served.server, 0.5), 3)} ms, p99 ${round(quantile(served.server, 0.99), 3)} ms`);
+    console.log(
+      `/v1/predict at ${RATE}/s: p50 ${round(quantile(served.latencies, 0.5), 2)} ms, p99 ${round(quantile(served.latencies, 0.99), 2)} ms, ${served.failures} failed; in the handler (Server-Timing): p50 ${round(quantile(served.server, 0.5), 3)} ms, p99 ${round(quantile(served.server, 0.99), 3)} ms`,
+    );
 
     // Deploy under load: publish v2 a second into a 4-second run.
     let firstNew = Number.NaN;
@@ -137,7 +168,9 @@ async function main(): Promise<void> {
     await publish(v2, { url, key: admin, alias: 'champion' });
     const deploy = await load;
     const deployMs = firstNew - publishedAt;
-    console.log(`deploy under load: first prediction from the new version ${round(deployMs, 0)} ms after publishing started; ${deploy.failures} requests failed`);
+    console.log(
+      `deploy under load: first prediction from the new version ${round(deployMs, 0)} ms after publishing started; ${deploy.failures} requests failed`,
+    );
     m1.dispose();
     m2.dispose();
     const figures = {
@@ -154,7 +187,11 @@ async function main(): Promise<void> {
       predict_failures: served.failures,
       deploy_ms: round(deployMs, 0),
       deploy_failed_requests: deploy.failures,
-      goals_met: { predict_p99_under_2ms: quantile(served.latencies, 0.99) < 2, deploy_under_1s: deployMs < 1000, no_failed_requests: deploy.failures === 0 && served.failures === 0 },
+      goals_met: {
+        predict_p99_under_2ms: quantile(served.latencies, 0.99) < 2,
+        deploy_under_1s: deployMs < 1000,
+        no_failed_requests: deploy.failures === 0 && served.failures === 0,
+      },
     };
     console.log(JSON.stringify(figures));
   } finally {

@@ -7,7 +7,9 @@
 // before the heap grows, hence here.
 require('node:v8').setFlagsFromString('--max-semi-space-size=64');
 require('tsx/cjs');
-require('../src/cli/main.ts').main(process.argv).catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+require('../src/cli/main.ts')
+  .main(process.argv)
+  .catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });

@@ -29,6 +29,7 @@ const isObject = (v) => typeof v === 'object' && v !== null && !Array.isArray(v)
 /** Python's str.splitlines(keepends=True), which nbformat applies to every source when it writes. */
 function splitLines(text) {
   const lines = [];
+  // eslint-disable-next-line no-control-regex -- these control characters are line boundaries to Python
   const boundary = /\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]/g;
   let start = 0;
   for (let m = boundary.exec(text); m; m = boundary.exec(text)) {

@@ -43,7 +43,11 @@ export async function runSimulatedExperiment(o: SimulatedExperiment): Promise<{ 
     if (next.done) break;
     const batch = next.value.events;
     for (let i = 0; i < batch.length; i += 5_000) {
-      const res = await fetch(`${o.url}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${o.key}`, 'content-type': 'application/json' }, body: JSON.stringify(batch.slice(i, i + 5_000)) });
+      const res = await fetch(`${o.url}/v1/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${o.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify(batch.slice(i, i + 5_000)),
+      });
       const body = (await res.json()) as { accepted?: number; rejected?: { reason: string }[]; error?: { message: string } };
       if (!res.ok) throw new Error(`the service refused a batch: ${res.status} ${body.error?.message ?? ''}`);
       if (body.rejected?.length) throw new Error(`the service rejected ${body.rejected.length} events, e.g. ${body.rejected[0]!.reason}`);

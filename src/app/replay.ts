@@ -111,7 +111,12 @@ export function retailSource(options: RetailSourceOptions = {}): RetailSource {
             const unknown = header.find((h) => !columns.includes(h));
             const missing = columns.find((c) => !header!.includes(c));
             if (unknown !== undefined || missing !== undefined || header.length !== columns.length) {
-              const what = unknown !== undefined ? `unknown column ${JSON.stringify(unknown)}` : missing !== undefined ? `missing column ${JSON.stringify(missing)}` : 'a column appears twice';
+              const what =
+                unknown !== undefined
+                  ? `unknown column ${JSON.stringify(unknown)}`
+                  : missing !== undefined
+                    ? `missing column ${JSON.stringify(missing)}`
+                    : 'a column appears twice';
               throw new InputError(`${what} in the header (expected ${columns.join(', ')})`, { file, line: 1, column: unknown ?? missing });
             }
             return;
@@ -157,7 +162,10 @@ export function retailSource(options: RetailSourceOptions = {}): RetailSource {
 }
 
 /** The simulated app, one day at a time (a day of events is the most it holds). */
-export function appSource(config: Partial<SimulationConfig> = {}, options: { beforeDay?: (day: number, sim: AppSimulator) => Promise<void> } = {}): ReplaySource {
+export function appSource(
+  config: Partial<SimulationConfig> = {},
+  options: { beforeDay?: (day: number, sim: AppSimulator) => Promise<void> } = {},
+): ReplaySource {
   const { start } = SimulationConfigSchema.parse(config);
   return {
     name: 'app',
@@ -283,8 +291,13 @@ export function checkReplayOptions(options: ReplayOptions): void {
   if (options.run !== undefined && !RUN_TAG.test(options.run)) {
     throw new InputError(`run tag ${JSON.stringify(options.run)}: use 1 to 32 letters, digits, '.', '_' or '-', starting with a letter or digit`);
   }
-  for (const [name, value, min] of [['maxEvents', options.maxEvents, 0], ['days', options.days, 1], ['batch', options.batch, 1]] as const) {
-    if (value !== undefined && !(Number.isInteger(value) && value >= min)) throw new InputError(`${name} must be a whole number of at least ${min}, got ${value}`);
+  for (const [name, value, min] of [
+    ['maxEvents', options.maxEvents, 0],
+    ['days', options.days, 1],
+    ['batch', options.batch, 1],
+  ] as const) {
+    if (value !== undefined && !(Number.isInteger(value) && value >= min))
+      throw new InputError(`${name} must be a whole number of at least ${min}, got ${value}`);
   }
 }
 

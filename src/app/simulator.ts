@@ -13,7 +13,12 @@ import { Random, logit, sigmoid } from '../workbench/random.js';
  */
 
 export const SimulationConfigSchema = z.object({
-  seed: z.number().int().min(0).max(2 ** 32 - 1).default(42),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 32 - 1)
+    .default(42),
   users: z.number().int().min(1).max(1_000_000).default(2000),
   days: z.number().int().min(1).max(3650).default(120),
   start: z.iso.date().default('2025-01-01'),
@@ -21,7 +26,14 @@ export const SimulationConfigSchema = z.object({
   signup_days: z.number().int().min(1).optional(),
   /** An injected outage: the app is down for users in one country, so their events never happen. */
   outage: z
-    .object({ country: z.string().min(2).max(64), start: z.iso.datetime({ offset: true }), hours: z.number().positive().max(24 * 365) })
+    .object({
+      country: z.string().min(2).max(64),
+      start: z.iso.datetime({ offset: true }),
+      hours: z
+        .number()
+        .positive()
+        .max(24 * 365),
+    })
     .optional(),
 });
 export type SimulationConfig = z.infer<typeof SimulationConfigSchema>;

@@ -4,7 +4,15 @@ import { join } from 'node:path';
 import { dataDir } from '../workbench/config.js';
 import { processAlive } from '../workbench/files.js';
 import { InputError, NotFoundError } from '../workbench/errors.js';
-import { DEAD_LETTER_STATES, DeadLetterId, openDeadLetterStore, summarize, type DeadLetter, type DeadLetterState, type DeadLetterStore } from '../serving/pipeline/dead-letters.js';
+import {
+  DEAD_LETTER_STATES,
+  DeadLetterId,
+  openDeadLetterStore,
+  summarize,
+  type DeadLetter,
+  type DeadLetterState,
+  type DeadLetterStore,
+} from '../serving/pipeline/dead-letters.js';
 import { intOption } from './main.js';
 
 interface StoreFlags {
@@ -21,7 +29,11 @@ export function registerDlq(program: Command): void {
   const dlq = program
     .command('dlq')
     .description('dead letters: records a consumer of the service could not apply, set aside (list, show, retry)')
-    .option('--event-log <spec>', 'the event log the service uses: file (default) or nats://host:4222[?stream=NAME], whose dead letters are in the stream <NAME>_DLQ (env WB_EVENT_LOG)', process.env.WB_EVENT_LOG || 'file');
+    .option(
+      '--event-log <spec>',
+      'the event log the service uses: file (default) or nats://host:4222[?stream=NAME], whose dead letters are in the stream <NAME>_DLQ (env WB_EVENT_LOG)',
+      process.env.WB_EVENT_LOG || 'file',
+    );
 
   const withStore = async <T>(run: (store: DeadLetterStore, data: string) => Promise<T>): Promise<T> => {
     const data = dataDir(program.opts().dataDir);
@@ -45,7 +57,9 @@ export function registerDlq(program: Command): void {
         if (flags.json) return void console.log(JSON.stringify(letters.map(summarize), null, 2));
         if (letters.length === 0) return void console.log('no dead letters');
         for (const l of letters) {
-          console.log(`${l.id.padEnd(28)} ${l.state.padEnd(15)} ${String(l.attempts).padStart(3)} tries  last ${l.lastFailedAt}  ${oneLine(l.error.message, 100)}`);
+          console.log(
+            `${l.id.padEnd(28)} ${l.state.padEnd(15)} ${String(l.attempts).padStart(3)} tries  last ${l.lastFailedAt}  ${oneLine(l.error.message, 100)}`,
+          );
         }
       }),
     );
@@ -62,7 +76,9 @@ export function registerDlq(program: Command): void {
         if (flags.json) return void console.log(JSON.stringify(letter, null, 2));
         console.log(`${letter.id}: ${letter.state}, ${letter.attempts} tries`);
         console.log(`consumer ${letter.consumer}, log offset ${letter.offset}`);
-        console.log(`failed first ${letter.firstFailedAt}, last ${letter.lastFailedAt}${letter.retryRequestedAt ? `; retry requested ${letter.retryRequestedAt}` : ''}${letter.retriedAt ? `; retried ${letter.retriedAt}` : ''}`);
+        console.log(
+          `failed first ${letter.firstFailedAt}, last ${letter.lastFailedAt}${letter.retryRequestedAt ? `; retry requested ${letter.retryRequestedAt}` : ''}${letter.retriedAt ? `; retried ${letter.retriedAt}` : ''}`,
+        );
         console.log(`error: ${letter.error.message}`);
         if (letter.error.stack) console.log(letter.error.stack.split('\n').slice(1).join('\n'));
         console.log(`record (${letter.encoding === 'utf8' ? 'as stored' : 'not UTF-8, in base64'}):`);
@@ -72,7 +88,7 @@ export function registerDlq(program: Command): void {
 
   dlq
     .command('retry')
-    .description("hand dead letters to their consumer again, each alone, in the running service, and wait for the outcome")
+    .description('hand dead letters to their consumer again, each alone, in the running service, and wait for the outcome')
     .argument('[id]', 'the letter id, <consumer>@<offset>')
     .option('--all', 'every letter that is open or whose retry failed')
     .option('--consumer <name>', 'with --all: only this consumer')
@@ -82,15 +98,23 @@ export function registerDlq(program: Command): void {
       withStore(async (store, data) => {
         if ((id === undefined) === !flags.all) throw new InputError('give one letter id, or --all (optionally with --consumer)');
         if (id !== undefined && flags.consumer) throw new InputError('--consumer goes with --all; a letter id already names its consumer');
-        const targets = id !== undefined
-          ? [letterId(id)]
-          : (await store.list({ consumer: flags.consumer })).filter((l) => l.state === 'open' || l.state === 'retry-failed').map((l) => l.id);
+        const targets =
+          id !== undefined
+            ? [letterId(id)]
+            : (await store.list({ consumer: flags.consumer })).filter((l) => l.state === 'open' || l.state === 'retry-failed').map((l) => l.id);
         if (targets.length === 0) return void console.log(flags.json ? '[]' : 'no dead letters to retry');
         for (const target of targets) await store.requestRetry(target);
         const running = serviceRunning(data, dlq.opts<StoreFlags>().eventLog);
         if (running === false) {
           const message = `retry recorded for ${targets.length} letter(s), but no service is running on ${data}: the consumers' state lives in the service, so they are applied when \`wb serve\` starts`;
-          if (flags.json) console.log(JSON.stringify((await Promise.all(targets.map((t) => store.get(t)))).map((l) => summarize(l!)), null, 2));
+          if (flags.json)
+            console.log(
+              JSON.stringify(
+                (await Promise.all(targets.map((t) => store.get(t)))).map((l) => summarize(l!)),
+                null,
+                2,
+              ),
+            );
           return void console.error(message);
         }
         const letters = await waitForOutcomes(store, targets, flags.wait * 1000);
@@ -99,7 +123,10 @@ export function registerDlq(program: Command): void {
           if (flags.json) break;
           if (l.state === 'retried-ok') console.log(`${l.id}: applied`);
           else if (l.state === 'retry-failed') console.log(`${l.id}: failed again: ${oneLine(l.error.message, 200)}`);
-          else console.log(`${l.id}: still waiting for the ${l.consumer} consumer after ${flags.wait} s (it applies a record once it is past its offset; the request stays)`);
+          else
+            console.log(
+              `${l.id}: still waiting for the ${l.consumer} consumer after ${flags.wait} s (it applies a record once it is past its offset; the request stays)`,
+            );
         }
         if (letters.some((l) => l.state !== 'retried-ok')) process.exitCode = 1;
       }),
@@ -139,7 +166,8 @@ function letterId(id: string): string {
 
 function state(value: string | undefined): DeadLetterState | undefined {
   if (value === undefined) return undefined;
-  if (!(DEAD_LETTER_STATES as readonly string[]).includes(value)) throw new InputError(`--state ${JSON.stringify(value)}: use one of ${DEAD_LETTER_STATES.join(', ')}`);
+  if (!(DEAD_LETTER_STATES as readonly string[]).includes(value))
+    throw new InputError(`--state ${JSON.stringify(value)}: use one of ${DEAD_LETTER_STATES.join(', ')}`);
   return value as DeadLetterState;
 }
 

@@ -40,7 +40,12 @@ export function registerExperiments(program: Command): void {
         if (list.length === 0) return void console.log('no experiments yet: `wb experiments create <file.json>`');
         for (const s of list) {
           const e = s.experiment;
-          console.log(`${e.key.padEnd(24)} ${e.status.padEnd(12)} v${String(s.version).padEnd(4)} ${e.arms.map((a) => `${a.key} ${a.weight}`).join(' / ').padEnd(28)} objective ${e.objective}${e.winner ? `, winner ${e.winner}` : ''}`);
+          console.log(
+            `${e.key.padEnd(24)} ${e.status.padEnd(12)} v${String(s.version).padEnd(4)} ${e.arms
+              .map((a) => `${a.key} ${a.weight}`)
+              .join(' / ')
+              .padEnd(28)} objective ${e.objective}${e.winner ? `, winner ${e.winner}` : ''}`,
+          );
         }
       }),
     );
@@ -49,7 +54,9 @@ export function registerExperiments(program: Command): void {
     .command('show <key>')
     .description('one experiment as JSON, with its version')
     .option(...oltpOption)
-    .action((key: string, flags: { oltp?: string }) => withStore(flags, async (x) => void console.log(JSON.stringify({ ...x.get(key).experiment, version: x.get(key).version }, null, 2))));
+    .action((key: string, flags: { oltp?: string }) =>
+      withStore(flags, async (x) => void console.log(JSON.stringify({ ...x.get(key).experiment, version: x.get(key).version }, null, 2))),
+    );
 
   cmd
     .command('create <file>')
@@ -84,7 +91,8 @@ export function registerExperiments(program: Command): void {
     .option(...oltpOption)
     .action((key: string, status: string, flags: { oltp?: string; reason: string; winner?: string; version?: string }) =>
       withStore(flags, async (x) => {
-        if (!(STATUSES as readonly string[]).includes(status)) throw new InputError(`status must be one of ${STATUSES.join(', ')}, not ${JSON.stringify(status)}`);
+        if (!(STATUSES as readonly string[]).includes(status))
+          throw new InputError(`status must be one of ${STATUSES.join(', ')}, not ${JSON.stringify(status)}`);
         const version = flags.version ? versionOf(flags.version) : x.get(key).version;
         const s = await x.setStatus(key, status as ExperimentStatus, version, by(), flags.reason, flags.winner);
         console.log(`${key}: ${s.experiment.status} (version ${s.version})`);
@@ -109,21 +117,33 @@ export function registerExperiments(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (key: string, flags: { url: string; key?: string; json?: boolean }) => {
       if (!flags.key) throw new InputError('results come from the service: pass --key (or set WB_API_KEY) with a read key');
-      const res = await fetch(`${flags.url.replace(/\/$/, '')}/v1/experiments/${encodeURIComponent(key)}/results`, { headers: { authorization: `Bearer ${flags.key}` } });
+      const res = await fetch(`${flags.url.replace(/\/$/, '')}/v1/experiments/${encodeURIComponent(key)}/results`, {
+        headers: { authorization: `Bearer ${flags.key}` },
+      });
       const body = (await res.json()) as ResultsBody & { error?: { message: string } };
       if (!res.ok) throw new InputError(`the service answered ${res.status}: ${body.error?.message ?? 'no message'}`);
       if (flags.json) return void console.log(JSON.stringify(body, null, 2));
       const r = body.results;
       console.log(`${r.experiment} (${r.status}) as of ${r.asOf ?? 'no data yet'}`);
-      console.log(`users: ${r.arms.map((a) => `${a.arm} ${a.users}`).join(', ')}; sample ratio ${r.srm.mismatch ? 'MISMATCH' : 'ok'} (p = ${r.srm.pValue.toPrecision(3)})`);
+      console.log(
+        `users: ${r.arms.map((a) => `${a.arm} ${a.users}`).join(', ')}; sample ratio ${r.srm.mismatch ? 'MISMATCH' : 'ok'} (p = ${r.srm.pValue.toPrecision(3)})`,
+      );
       for (const m of r.metrics) {
         for (const c of m.comparisons) {
           const ci = c.sequential.ci ? `[${fmtLift(c.sequential.ci[0])}, ${fmtLift(c.sequential.ci[1])}]` : `(${c.sequential.reason ?? 'no estimate'})`;
-          console.log(`  ${m.role.padEnd(9)} ${m.metric.padEnd(14)} ${c.arm.padEnd(10)} lift ${fmtLift(c.sequential.estimate).padStart(8)} ${ci}  ${c.verdict}`);
+          console.log(
+            `  ${m.role.padEnd(9)} ${m.metric.padEnd(14)} ${c.arm.padEnd(10)} lift ${fmtLift(c.sequential.estimate).padStart(8)} ${ci}  ${c.verdict}`,
+          );
         }
       }
-      if (r.plan.usersPerArm) console.log(`plan: ${r.plan.usersPerArm} users per arm for the MDE${r.plan.daysToDecision !== undefined ? `, about ${fmtDays(r.plan.daysToDecision)} more` : ''}`);
-      if (body.decision) console.log(`decision: ${body.decision.action}${body.decision.acted ? ' (done)' : body.decision.action === 'continue' ? '' : ' (recommended)'}: ${body.decision.reason}`);
+      if (r.plan.usersPerArm)
+        console.log(
+          `plan: ${r.plan.usersPerArm} users per arm for the MDE${r.plan.daysToDecision !== undefined ? `, about ${fmtDays(r.plan.daysToDecision)} more` : ''}`,
+        );
+      if (body.decision)
+        console.log(
+          `decision: ${body.decision.action}${body.decision.acted ? ' (done)' : body.decision.action === 'continue' ? '' : ' (recommended)'}: ${body.decision.reason}`,
+        );
     });
 }
 
@@ -134,12 +154,15 @@ interface ResultsBody {
     asOf?: string;
     arms: { arm: string; users: number }[];
     srm: { pValue: number; mismatch: boolean };
-    metrics: { metric: string; role: string; comparisons: { arm: string; sequential: { estimate?: number; ci?: [number, number]; reason?: string }; verdict: string }[] }[];
+    metrics: {
+      metric: string;
+      role: string;
+      comparisons: { arm: string; sequential: { estimate?: number; ci?: [number, number]; reason?: string }; verdict: string }[];
+    }[];
     plan: { usersPerArm?: number; daysToDecision?: number };
   };
   decision?: { action: string; acted: boolean; reason: string };
 }
-
 
 function readJson(file: string): unknown {
   try {

@@ -54,14 +54,23 @@ export function registerFeatures(program: Command): void {
       const lake = await Lakehouse.open(lakeDir(program.opts().dataDir));
       try {
         const started = Date.now();
-        const report = await featureParity(lake, set, { source: flags.source, samples: flags.samples, seed: flags.seed, progress: flags.json ? undefined : consoleProgress() });
+        const report = await featureParity(lake, set, {
+          source: flags.source,
+          samples: flags.samples,
+          seed: flags.seed,
+          progress: flags.json ? undefined : consoleProgress(),
+        });
         if (flags.json) console.log(JSON.stringify(report));
         else {
           console.log(`\n${'feature'.padEnd(24)} ${'compared'.padStart(8)} ${'mismatches'.padStart(10)} largest difference`);
           for (const f of report.features) {
-            console.log(`${f.name.padEnd(24)} ${String(f.compared).padStart(8)} ${String(f.mismatches).padStart(10)} ${f.largestDifference}${f.example ? `  e.g. ${f.example.user_id} at ${f.example.as_of}: offline ${JSON.stringify(f.example.offline)}, online ${JSON.stringify(f.example.online)}` : ''}`);
+            console.log(
+              `${f.name.padEnd(24)} ${String(f.compared).padStart(8)} ${String(f.mismatches).padStart(10)} ${f.largestDifference}${f.example ? `  e.g. ${f.example.user_id} at ${f.example.as_of}: offline ${JSON.stringify(f.example.offline)}, online ${JSON.stringify(f.example.online)}` : ''}`,
+            );
           }
-          console.log(`\n${report.source}: ${report.samples} samples x ${report.features.length} features over ${report.events.toLocaleString('en-US')} events: ${report.mismatches} mismatches (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+          console.log(
+            `\n${report.source}: ${report.samples} samples x ${report.features.length} features over ${report.events.toLocaleString('en-US')} events: ${report.mismatches} mismatches (${((Date.now() - started) / 1000).toFixed(1)} s)`,
+          );
         }
         if (report.mismatches > 0) process.exitCode = 1;
       } finally {
@@ -71,7 +80,9 @@ export function registerFeatures(program: Command): void {
 
   features
     .command('skew')
-    .description("training/serving skew: the feature values served with a model's logged predictions against the offline values at the same times; exits 1 on any difference")
+    .description(
+      "training/serving skew: the feature values served with a model's logged predictions against the offline values at the same times; exits 1 on any difference",
+    )
     .requiredOption('--model <name>', 'the model whose predictions to check')
     .option('--limit <n>', 'the most recent predictions to check', intOption('--limit', 1), 1000)
     .option('--json', 'print the report as JSON')
@@ -83,7 +94,9 @@ export function registerFeatures(program: Command): void {
         if (flags.json) console.log(JSON.stringify(report));
         else {
           for (const f of report.features) {
-            console.log(`${f.name.padEnd(24)} ${String(f.compared).padStart(8)} compared ${String(f.mismatches).padStart(6)} differ, largest ${f.largestDifference}${f.example ? `  e.g. ${f.example.user_id} at ${f.example.as_of}: served ${JSON.stringify(f.example.online)}, offline ${JSON.stringify(f.example.offline)}` : ''}`);
+            console.log(
+              `${f.name.padEnd(24)} ${String(f.compared).padStart(8)} compared ${String(f.mismatches).padStart(6)} differ, largest ${f.largestDifference}${f.example ? `  e.g. ${f.example.user_id} at ${f.example.as_of}: served ${JSON.stringify(f.example.online)}, offline ${JSON.stringify(f.example.offline)}` : ''}`,
+            );
           }
           console.log(`${report.model}: ${report.predictions} predictions, ${report.mismatches} served values differ from the offline recomputation`);
         }

@@ -27,9 +27,17 @@ export function registerJobs(program: Command): void {
     .option('--run-id <id>', 'the run id to record under (the service passes one)')
     .option('--trigger <who>', 'who started the run, for the record', 'cli')
     .action(async (name: string, flags: { param: string[]; runId?: string; trigger: string }) => {
-      const run = await runDag(findDag(name), { dataDir: dataDir(program.opts().dataDir), params: parseParamFlags(flags.param), progress: consoleProgress(), runId: flags.runId, trigger: flags.trigger });
+      const run = await runDag(findDag(name), {
+        dataDir: dataDir(program.opts().dataDir),
+        params: parseParamFlags(flags.param),
+        progress: consoleProgress(),
+        runId: flags.runId,
+        trigger: flags.trigger,
+      });
       const publish = run.steps.find((s) => s.job === 'publish')?.outputs;
-      console.log(`${run.dag} ${run.run_id}: ${run.status}${publish ? ` (${publish.published ? `published ${publish.version} as ${publish.alias} to ${publish.to}` : publish.reason})` : ''}`);
+      console.log(
+        `${run.dag} ${run.run_id}: ${run.status}${publish ? ` (${publish.published ? `published ${publish.version} as ${publish.alias} to ${publish.to}` : publish.reason})` : ''}`,
+      );
       if (run.status !== 'succeeded') process.exitCode = 1;
     });
 
@@ -42,7 +50,9 @@ export function registerJobs(program: Command): void {
       const runs = RunStore.forDataDir(dataDir(program.opts().dataDir)).list({ dag: flags.dag });
       if (flags.json) return void console.log(JSON.stringify(runs, null, 2));
       for (const r of runs) {
-        console.log(`${r.run_id.padEnd(44)} ${r.status.padEnd(10)} ${r.started_at}  ${r.trigger.padEnd(10)} ${r.steps.map((s) => `${s.job}:${s.status}`).join(' ')}`);
+        console.log(
+          `${r.run_id.padEnd(44)} ${r.status.padEnd(10)} ${r.started_at}  ${r.trigger.padEnd(10)} ${r.steps.map((s) => `${s.job}:${s.status}`).join(' ')}`,
+        );
       }
     });
 }

@@ -35,7 +35,10 @@ export function registerJupyter(program: Command): void {
     .action(async (args: string[], flags: { notebook?: boolean }) => {
       const wanted = flags.notebook ? ['jupyter-notebook'] : ['jupyter-lab', 'jupyter-notebook'];
       const found = wanted.map((name) => ({ name, path: onPath(name) })).find((f) => f.path !== null);
-      if (!found?.path) throw new WorkbenchError(flags.notebook ? NOT_INSTALLED.replace('neither JupyterLab nor Jupyter Notebook is', 'Jupyter Notebook is not') : NOT_INSTALLED);
+      if (!found?.path)
+        throw new WorkbenchError(
+          flags.notebook ? NOT_INSTALLED.replace('neither JupyterLab nor Jupyter Notebook is', 'Jupyter Notebook is not') : NOT_INSTALLED,
+        );
       console.log(`plg-workbench: ${found.name} in ${REPO_ROOT}; open notebooks/ and use the kernel "TypeScript (plg-workbench)" (this checkout).`);
       const env = {
         ...process.env,

@@ -46,7 +46,10 @@ export async function runBuild(flags: LakeBuildFlags, dataDirFlag: string): Prom
     const issue = config.error.issues[0]!;
     throw new InputError(`--${String(issue.path[0])}: ${issue.message}`);
   }
-  for (const [flag, file] of [['--retail', flags.retail], ['--telco', flags.telco]] as const) {
+  for (const [flag, file] of [
+    ['--retail', flags.retail],
+    ['--telco', flags.telco],
+  ] as const) {
     if (file && !existsSync(file)) {
       throw new InputError(`${flag} ${file}: no such file. The shipped datasets live in data/ of the repository; run from its root or pass ${flag}`);
     }
@@ -91,7 +94,9 @@ export function printBuildReport(report: BuildReport): void {
   }
   const quarantined = report.sources.filter((s) => s.quarantined > 0).map((s) => s.name);
   if (quarantined.length > 0) {
-    console.log(`\nlines that could not be loaded, with the line number and the reason: ${relative(process.cwd(), join(report.lake, 'quarantine')) || '.'}/ (or the quarantine view)`);
+    console.log(
+      `\nlines that could not be loaded, with the line number and the reason: ${relative(process.cwd(), join(report.lake, 'quarantine')) || '.'}/ (or the quarantine view)`,
+    );
   }
 }
 
@@ -119,7 +124,9 @@ export function registerLake(program: Command): void {
         console.log(`lakehouse: ${root}\nbuilt: ${lh.manifest.built_at}${flags.verify ? ' (all files match their checksums)' : ''}\n`);
         for (const [name, s] of Object.entries(lh.manifest.sources)) {
           const unit = name === 'retail' ? 'lines' : 'events'; // the retail log is a CSV: its counts are lines
-          console.log(`events/${name}: ${s.accepted.toLocaleString('en-US')} events, ${s.first_time?.slice(0, 10)} .. ${s.last_time?.slice(0, 10)}, ${s.files.length} files, ${s.quarantined.toLocaleString('en-US')} of ${s.read.toLocaleString('en-US')} ${unit} quarantined (from ${s.input})`);
+          console.log(
+            `events/${name}: ${s.accepted.toLocaleString('en-US')} events, ${s.first_time?.slice(0, 10)} .. ${s.last_time?.slice(0, 10)}, ${s.files.length} files, ${s.quarantined.toLocaleString('en-US')} of ${s.read.toLocaleString('en-US')} ${unit} quarantined (from ${s.input})`,
+          );
         }
         for (const [name, t] of Object.entries(lh.manifest.tables)) {
           console.log(`table ${name}: ${t.accepted.toLocaleString('en-US')} rows, snapshot ${t.file.sha256.slice(0, 12)} (from ${t.input})`);

@@ -22,14 +22,22 @@ export function registerModels(program: Command): void {
       for (const v of list) {
         if ('error' in v) {
           // One line, whatever the error holds: a listing stays one row per version.
-          console.log(`! ${(v.name ?? '?').padEnd(22)} ${v.version}  ${'UNREADABLE'.padEnd(29)} ${(v.aliases.join(',') || '-').padEnd(20)} ${v.error.replace(/\s+/g, ' ')}`);
+          console.log(
+            `! ${(v.name ?? '?').padEnd(22)} ${v.version}  ${'UNREADABLE'.padEnd(29)} ${(v.aliases.join(',') || '-').padEnd(20)} ${v.error.replace(/\s+/g, ' ')}`,
+          );
           continue;
         }
-        const metrics = Object.entries(v.metrics).map(([k, x]) => `${k} ${Number.isInteger(x) ? x : x.toFixed(4)}`).join(', ');
-        console.log(`${v.name.padEnd(24)} ${v.version}  ${v.createdAt.slice(0, 19)}  ${v.kind.padEnd(8)} ${(v.aliases.join(',') || '-').padEnd(20)} ${metrics}`);
+        const metrics = Object.entries(v.metrics)
+          .map(([k, x]) => `${k} ${Number.isInteger(x) ? x : x.toFixed(4)}`)
+          .join(', ');
+        console.log(
+          `${v.name.padEnd(24)} ${v.version}  ${v.createdAt.slice(0, 19)}  ${v.kind.padEnd(8)} ${(v.aliases.join(',') || '-').padEnd(20)} ${metrics}`,
+        );
       }
       if (unreadable.length > 0) {
-        console.error(`${unreadable.length} version${unreadable.length === 1 ? '' : 's'} in ${registryDir(program.opts().dataDir)} cannot be read (marked !): the service does not load ${unreadable.length === 1 ? 'it' : 'them'} and \`wb models alias\` refuses ${unreadable.length === 1 ? 'it' : 'them'}`);
+        console.error(
+          `${unreadable.length} version${unreadable.length === 1 ? '' : 's'} in ${registryDir(program.opts().dataDir)} cannot be read (marked !): the service does not load ${unreadable.length === 1 ? 'it' : 'them'} and \`wb models alias\` refuses ${unreadable.length === 1 ? 'it' : 'them'}`,
+        );
       }
     });
 
@@ -37,7 +45,8 @@ export function registerModels(program: Command): void {
     .command('history <name>')
     .description('every alias move of a model')
     .action((name: string) => {
-      for (const m of registry().history(name)) console.log(`${m.at}  ${m.alias.padEnd(12)} ${m.from ?? '(none)'} -> ${m.to}${m.by ? `  by ${m.by}` : ''}${m.reason ? `  (${m.reason})` : ''}`);
+      for (const m of registry().history(name))
+        console.log(`${m.at}  ${m.alias.padEnd(12)} ${m.from ?? '(none)'} -> ${m.to}${m.by ? `  by ${m.by}` : ''}${m.reason ? `  (${m.reason})` : ''}`);
     });
 
   models

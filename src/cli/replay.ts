@@ -1,6 +1,16 @@
 import type { Command } from 'commander';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { appSource, checkReplayOptions, replayBatches, retailSource, RETAIL_FILE, type ReplayBatch, type ReplayOptions, type ReplaySource, type RetailSource } from '../app/replay.js';
+import {
+  appSource,
+  checkReplayOptions,
+  replayBatches,
+  retailSource,
+  RETAIL_FILE,
+  type ReplayBatch,
+  type ReplayOptions,
+  type ReplaySource,
+  type RetailSource,
+} from '../app/replay.js';
 import { SimulationConfigSchema, type SimulationConfig } from '../app/simulator.js';
 import { InputError, WorkbenchError } from '../workbench/errors.js';
 import type { Event } from '../workbench/event.js';
@@ -90,10 +100,20 @@ const MAX_BATCH = 10_000;
 export async function runReplay(options: RunReplayOptions): Promise<ReplaySummary> {
   const batchSize = options.batch ?? 500;
   const concurrency = options.concurrency ?? 2;
-  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH) throw new InputError(`the batch size must be a whole number from 1 to ${MAX_BATCH}, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH)
+    throw new InputError(`the batch size must be a whole number from 1 to ${MAX_BATCH}, got ${batchSize}`);
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new InputError(`concurrency must be a whole number of at least 1, got ${concurrency}`);
   if (!options.key) throw new InputError(NO_KEY);
-  const replay = { speed: options.speed, run: options.run, maxEvents: options.maxEvents, days: options.days, batch: batchSize, lingerMs: options.lingerMs, signal: options.signal, simulated: options.simulated };
+  const replay = {
+    speed: options.speed,
+    run: options.run,
+    maxEvents: options.maxEvents,
+    days: options.days,
+    batch: batchSize,
+    lingerMs: options.lingerMs,
+    signal: options.signal,
+    simulated: options.simulated,
+  };
   checkReplayOptions(replay);
   let endpoint: string;
   try {
@@ -104,7 +124,18 @@ export async function runReplay(options: RunReplayOptions): Promise<ReplaySummar
 
   const progress = options.progress ?? silentProgress;
   const started = Date.now();
-  const summary: ReplaySummary = { sent: 0, accepted: 0, duplicates: 0, rejected: 0, rejections: [], requests: 0, retries: 0, elapsedMs: 0, interrupted: false, dates: {} };
+  const summary: ReplaySummary = {
+    sent: 0,
+    accepted: 0,
+    duplicates: 0,
+    rejected: 0,
+    rejections: [],
+    requests: 0,
+    retries: 0,
+    elapsedMs: 0,
+    interrupted: false,
+    dates: {},
+  };
   const view = new ReplayProgress(progress, options, started);
   const client = new IngestClient(endpoint, options.key, options.retries ?? 5, options.backoffMs ?? 250, options.abortSignal);
   const inFlight = new Set<Promise<void>>();
@@ -144,7 +175,8 @@ export async function runReplay(options: RunReplayOptions): Promise<ReplaySummar
   for (const r of summary.rejections) progress.log(`  rejected: ${r.event_id ?? `#${r.index}`}: ${r.reason}`);
   for (const s of options.sources) {
     const skipped = (s as Partial<RetailSource>).skipped;
-    if (skipped && skipped.count > 0) progress.log(`  ${s.name}: ${fmt(skipped.count)} lines of the file skipped (e.g. line ${skipped.first[0]?.line}: ${skipped.first[0]?.reason})`);
+    if (skipped && skipped.count > 0)
+      progress.log(`  ${s.name}: ${fmt(skipped.count)} lines of the file skipped (e.g. line ${skipped.first[0]?.line}: ${skipped.first[0]?.reason})`);
   }
   if (failure !== undefined) throw failure;
   return summary;
@@ -272,7 +304,9 @@ class ReplayProgress {
     const first = this.samples[0]!;
     const rate = now > first.at ? ((sent - first.sent) * 1000) / (now - first.at) : 0;
     const day = Math.floor(batch.offset / 86_400_000) + 1;
-    const dates = Object.entries(batch.dates).map(([s, d]) => `${s} ${d}`).join(', ');
+    const dates = Object.entries(batch.dates)
+      .map(([s, d]) => `${s} ${d}`)
+      .join(', ');
     const perSecond = `${fmt(Math.round(rate))} events/s`;
     if (this.options.maxEvents === undefined && this.days !== undefined) {
       // The bar is over the days: "replay 12,345 events, 5,210 events/s, retail 2010-12-12, app 2025-01-12, day [###...] 40% 12 / 30"
@@ -285,10 +319,19 @@ class ReplayProgress {
 
   finish(s: ReplaySummary, failed: boolean): void {
     const rate = s.elapsedMs > 0 ? Math.round((s.sent * 1000) / s.elapsedMs) : 0;
-    const reached = Object.entries(s.dates).map(([src, d]) => `${src} ${d}`).join(', ');
+    const reached = Object.entries(s.dates)
+      .map(([src, d]) => `${src} ${d}`)
+      .join(', ');
     this.main.finish(
       `sent ${fmt(s.sent)}, accepted ${fmt(s.accepted)}, duplicates ${fmt(s.duplicates)}, rejected ${fmt(s.rejected)}` +
-        `${s.rejections.length ? ` (e.g. ${s.rejections.slice(0, 3).map((r) => r.reason).join('; ')})` : ''}` +
+        `${
+          s.rejections.length
+            ? ` (e.g. ${s.rejections
+                .slice(0, 3)
+                .map((r) => r.reason)
+                .join('; ')})`
+            : ''
+        }` +
         `, ${fmt(rate)} events/s${reached ? `, reached ${reached}` : ''}${s.retries ? `, ${s.retries} retries` : ''}` +
         `${s.interrupted ? ', interrupted' : ''}${failed ? ', stopped by an error' : ''}`,
     );
@@ -329,7 +372,11 @@ export function registerReplay(program: Command): void {
     .option('--batch <n>', `events per request (at most ${fmt(MAX_BATCH)})`, intOption('--batch', 1), 500)
     .option('--concurrency <n>', 'requests in flight', intOption('--concurrency', 1), 2)
     .option('--users <n>', 'simulated app: number of users', intOption('--users', 1), sim.users)
-    .option('--days <n>', `days to replay: the simulated app's history (default ${sim.days}), and the replay stops after that many days (default: when the sources end)`, intOption('--days', 1))
+    .option(
+      '--days <n>',
+      `days to replay: the simulated app's history (default ${sim.days}), and the replay stops after that many days (default: when the sources end)`,
+      intOption('--days', 1),
+    )
     .option('--seed <n>', 'simulated app: random seed', intOption('--seed', 0), sim.seed)
     .option('--start <date>', 'simulated app: first day (YYYY-MM-DD)', sim.start)
     .option('--retail-file <file>', 'the retail log (CSV, gzip allowed)', RETAIL_FILE)

@@ -20,56 +20,108 @@ export function registerServe(program: Command): void {
     .description('start the service: event ingest, the event log and its consumers (Ctrl-C stops it gracefully)')
     .option('--port <n>', 'port to listen on (env WB_PORT)', intOption('--port', 0), Number(process.env.WB_PORT ?? 8080))
     .option('--host <host>', 'address to listen on (env WB_HOST)', process.env.WB_HOST ?? '127.0.0.1')
-    .option('--event-log <spec>', 'file (embedded, default) or nats://host:4222[?stream=NAME] for JetStream (env WB_EVENT_LOG)', process.env.WB_EVENT_LOG ?? 'file')
-    .option('--precompute <spec>', 'on an event, score its user and write the score to OLTP predictions, e.g. login=app-churn (env WB_PRECOMPUTE)', process.env.WB_PRECOMPUTE ?? '')
+    .option(
+      '--event-log <spec>',
+      'file (embedded, default) or nats://host:4222[?stream=NAME] for JetStream (env WB_EVENT_LOG)',
+      process.env.WB_EVENT_LOG ?? 'file',
+    )
+    .option(
+      '--precompute <spec>',
+      'on an event, score its user and write the score to OLTP predictions, e.g. login=app-churn (env WB_PRECOMPUTE)',
+      process.env.WB_PRECOMPUTE ?? '',
+    )
     .option('--schedule <spec>', 'training DAGs to run on a schedule, e.g. retail-propensity=24h,app-churn=6h (env WB_SCHEDULE)', process.env.WB_SCHEDULE ?? '')
-    .option('--feature-store <spec>', 'memory (embedded, default) or redis://host:6379[/db] for the online feature store (env WB_FEATURE_STORE)', process.env.WB_FEATURE_STORE ?? 'memory')
+    .option(
+      '--feature-store <spec>',
+      'memory (embedded, default) or redis://host:6379[/db] for the online feature store (env WB_FEATURE_STORE)',
+      process.env.WB_FEATURE_STORE ?? 'memory',
+    )
     .option('--oltp <url>', 'OLTP database: postgres://... or a SQLite file (env WB_OLTP_URL)')
     .option('--event-names <names>', 'accept only these event names, comma-separated (env WB_EVENT_NAMES; default: any)', process.env.WB_EVENT_NAMES)
     .option('--alert-webhook <url>', 'POST each anomaly alert as JSON to this URL (env WB_ALERT_WEBHOOK)', process.env.WB_ALERT_WEBHOOK)
-    .option('--drain-seconds <s>', 'on stop, how long requests in flight may finish before their connections are closed (env WB_DRAIN_SECONDS)', secondsOption('--drain-seconds'))
-    .option('--headers-timeout-seconds <s>', 'a client must send its request head within this time (env WB_HEADERS_TIMEOUT_SECONDS)', secondsOption('--headers-timeout-seconds'))
-    .option('--request-timeout-seconds <s>', 'a client must send its whole request, head and body, within this time (env WB_REQUEST_TIMEOUT_SECONDS)', secondsOption('--request-timeout-seconds'))
+    .option(
+      '--drain-seconds <s>',
+      'on stop, how long requests in flight may finish before their connections are closed (env WB_DRAIN_SECONDS)',
+      secondsOption('--drain-seconds'),
+    )
+    .option(
+      '--headers-timeout-seconds <s>',
+      'a client must send its request head within this time (env WB_HEADERS_TIMEOUT_SECONDS)',
+      secondsOption('--headers-timeout-seconds'),
+    )
+    .option(
+      '--request-timeout-seconds <s>',
+      'a client must send its whole request, head and body, within this time (env WB_REQUEST_TIMEOUT_SECONDS)',
+      secondsOption('--request-timeout-seconds'),
+    )
     .option('--repair-log', 'start even when a corrupt record in the event log is followed by intact records: cut them (kept aside, reported)')
     .option('--quiet', 'log to the files in <data-dir>/logs only, not to standard output')
-    .action(async (flags: { port: number; host: string; eventLog: string; featureStore: string; schedule: string; precompute: string; oltp?: string; eventNames?: string; alertWebhook?: string; drainSeconds?: number; headersTimeoutSeconds?: number; requestTimeoutSeconds?: number; repairLog?: boolean; quiet?: boolean }) => {
-      const data = dataDir(program.opts().dataDir);
-      const logger = createLogger(data, { quiet: flags.quiet });
-      const eventNames = flags.eventNames ? new Set(flags.eventNames.split(',').map((s) => s.trim()).filter(Boolean)) : undefined;
-      const service = await startService({
-        dataDir: data,
-        port: flags.port,
-        host: flags.host,
-        oltpUrl: oltpUrl(flags.oltp),
-        eventLog: flags.eventLog,
-        featureStore: flags.featureStore,
-        schedule: parseSchedule(flags.schedule),
-        precompute: parsePrecompute(flags.precompute),
-        ingest: eventNames ? { eventNames } : {},
-        alertWebhook: flags.alertWebhook,
-        drainMs: (flags.drainSeconds ?? seconds('WB_DRAIN_SECONDS', 10)) * 1000,
-        timeouts: {
-          headersMs: (flags.headersTimeoutSeconds ?? seconds('WB_HEADERS_TIMEOUT_SECONDS', 10)) * 1000,
-          requestMs: (flags.requestTimeoutSeconds ?? seconds('WB_REQUEST_TIMEOUT_SECONDS', 60)) * 1000,
-        },
-        repairLog: flags.repairLog === true,
-        logger,
-        version: version(),
-      });
-      if (KeyStore.open(join(data, 'keys.json')).list().every((k) => k.revoked_at)) {
-        console.error('no API key yet: create one with `npx wb keys create --name me --scope admin` (the service picks it up within seconds)');
-      }
-      console.error(`plg-workbench service on ${service.url} (event log: ${service.log.kind}); Ctrl-C to stop`);
-      await new Promise<void>((resolve) => {
-        const shutdown = (signal: string) => {
-          logger.info({ signal }, 'stopping');
-          void service.stop().then(resolve);
-        };
-        process.once('SIGINT', () => shutdown('SIGINT'));
-        process.once('SIGTERM', () => shutdown('SIGTERM'));
-      });
-      logger.flush();
-    });
+    .action(
+      async (flags: {
+        port: number;
+        host: string;
+        eventLog: string;
+        featureStore: string;
+        schedule: string;
+        precompute: string;
+        oltp?: string;
+        eventNames?: string;
+        alertWebhook?: string;
+        drainSeconds?: number;
+        headersTimeoutSeconds?: number;
+        requestTimeoutSeconds?: number;
+        repairLog?: boolean;
+        quiet?: boolean;
+      }) => {
+        const data = dataDir(program.opts().dataDir);
+        const logger = createLogger(data, { quiet: flags.quiet });
+        const eventNames = flags.eventNames
+          ? new Set(
+              flags.eventNames
+                .split(',')
+                .map((s) => s.trim())
+                .filter(Boolean),
+            )
+          : undefined;
+        const service = await startService({
+          dataDir: data,
+          port: flags.port,
+          host: flags.host,
+          oltpUrl: oltpUrl(flags.oltp),
+          eventLog: flags.eventLog,
+          featureStore: flags.featureStore,
+          schedule: parseSchedule(flags.schedule),
+          precompute: parsePrecompute(flags.precompute),
+          ingest: eventNames ? { eventNames } : {},
+          alertWebhook: flags.alertWebhook,
+          drainMs: (flags.drainSeconds ?? seconds('WB_DRAIN_SECONDS', 10)) * 1000,
+          timeouts: {
+            headersMs: (flags.headersTimeoutSeconds ?? seconds('WB_HEADERS_TIMEOUT_SECONDS', 10)) * 1000,
+            requestMs: (flags.requestTimeoutSeconds ?? seconds('WB_REQUEST_TIMEOUT_SECONDS', 60)) * 1000,
+          },
+          repairLog: flags.repairLog === true,
+          logger,
+          version: version(),
+        });
+        if (
+          KeyStore.open(join(data, 'keys.json'))
+            .list()
+            .every((k) => k.revoked_at)
+        ) {
+          console.error('no API key yet: create one with `npx wb keys create --name me --scope admin` (the service picks it up within seconds)');
+        }
+        console.error(`plg-workbench service on ${service.url} (event log: ${service.log.kind}); Ctrl-C to stop`);
+        await new Promise<void>((resolve) => {
+          const shutdown = (signal: string) => {
+            logger.info({ signal }, 'stopping');
+            void service.stop().then(resolve);
+          };
+          process.once('SIGINT', () => shutdown('SIGINT'));
+          process.once('SIGTERM', () => shutdown('SIGTERM'));
+        });
+        logger.flush();
+      },
+    );
 
   const keys = program.command('keys').description('API keys of the service (kept hashed in <data-dir>/keys.json)');
   const store = () => KeyStore.open(join(dataDir(program.opts().dataDir), 'keys.json'));
@@ -88,7 +140,8 @@ export function registerServe(program: Command): void {
     .command('list')
     .description('list keys (ids, names, scopes; never secrets)')
     .action(() => {
-      for (const k of store().list()) console.log(`${k.id}  ${k.name.padEnd(20)} ${k.scopes.join(',').padEnd(18)} created ${k.created_at}${k.revoked_at ? `  REVOKED ${k.revoked_at}` : ''}`);
+      for (const k of store().list())
+        console.log(`${k.id}  ${k.name.padEnd(20)} ${k.scopes.join(',').padEnd(18)} created ${k.created_at}${k.revoked_at ? `  REVOKED ${k.revoked_at}` : ''}`);
     });
   keys
     .command('revoke')

@@ -116,10 +116,16 @@ export function formatTable(result: ColumnarResult, maxRows: number): string {
   const cells: string[][] = [result.names.map(printable)];
   for (let i = 0; i < shown; i++) cells.push(result.columns.map((c, j) => printable(cellText(c[i] ?? null, result.types[j]!, 'NULL'))));
   const widths = result.names.map((_, j) => Math.max(...cells.map((r) => r[j]!.length)));
-  const line = (r: string[]) => r.map((v, j) => (numeric[j] ? v.padStart(widths[j]!) : v.padEnd(widths[j]!))).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((v, j) => (numeric[j] ? v.padStart(widths[j]!) : v.padEnd(widths[j]!)))
+      .join('  ')
+      .trimEnd();
   const lines = [line(cells[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)];
   const count = `${result.rowCount.toLocaleString('en-US')} ${result.rowCount === 1 ? 'row' : 'rows'}`;
-  lines.push(shown < result.rowCount ? `(${count}; showing the first ${shown.toLocaleString('en-US')}: raise --max-rows, or use --format csv for all)` : `(${count})`);
+  lines.push(
+    shown < result.rowCount ? `(${count}; showing the first ${shown.toLocaleString('en-US')}: raise --max-rows, or use --format csv for all)` : `(${count})`,
+  );
   return lines.join('\n');
 }
 
@@ -138,7 +144,13 @@ export function formatRows(result: ColumnarResult, format: 'csv' | 'json' | 'ndj
 
 function cellText(v: Scalar, type: string, nullText: string): string {
   if (v === null) return nullText;
-  if (v instanceof Date) return type === 'DATE' ? v.toISOString().slice(0, 10) : v.toISOString().replace('T', ' ').replace(/\.000Z$|Z$/, '');
+  if (v instanceof Date)
+    return type === 'DATE'
+      ? v.toISOString().slice(0, 10)
+      : v
+          .toISOString()
+          .replace('T', ' ')
+          .replace(/\.000Z$|Z$/, '');
   if (typeof v === 'object') return jsonValue(v);
   return String(v);
 }
@@ -152,7 +164,9 @@ function jsonValue(v: Scalar): string {
   if (v instanceof Date) return JSON.stringify(v.toISOString());
   if (v instanceof Uint8Array) return JSON.stringify(Buffer.from(v).toString('base64'));
   if (Array.isArray(v)) return `[${v.map(jsonValue).join(',')}]`;
-  return `{${Object.keys(v).map((k) => `${JSON.stringify(k)}:${jsonValue(v[k] ?? null)}`).join(',')}}`;
+  return `{${Object.keys(v)
+    .map((k) => `${JSON.stringify(k)}:${jsonValue(v[k] ?? null)}`)
+    .join(',')}}`;
 }
 
 function csvField(s: string): string {

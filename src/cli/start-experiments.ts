@@ -58,11 +58,18 @@ export function scaledMetrics(scale: number): Metric[] {
  * every day it passes the app the churn scores the service precomputed into OLTP, and ends the
  * effects of an experiment the platform rolled back (its users are back in control).
  */
-export async function prepareDemoExperiments(platform: ExperimentPlatform, oltp: OltpStore, scale: number, say: (line: string) => void): Promise<((day: number, sim: AppSimulator) => Promise<void>) | undefined> {
+export async function prepareDemoExperiments(
+  platform: ExperimentPlatform,
+  oltp: OltpStore,
+  scale: number,
+  say: (line: string) => void,
+): Promise<((day: number, sim: AppSimulator) => Promise<void>) | undefined> {
   const inputs = demoExperiments(scale);
   const existing = inputs.filter((e) => platform.experiments.list().some((s) => s.experiment.key === e.key));
   if (existing.length > 0) {
-    say(`experiments: ${existing.map((e) => e.key).join(', ')} exist from an earlier run (the replay's events are already in the log); see them with npx wb experiments list`);
+    say(
+      `experiments: ${existing.map((e) => e.key).join(', ')} exist from an earlier run (the replay's events are already in the log); see them with npx wb experiments list`,
+    );
     return undefined;
   }
   for (const e of inputs) await platform.experiments.create(e, 'wb start');

@@ -30,7 +30,10 @@ export function registerStart(program: Command): void {
       .option('--port <n>', 'port of the service (env WB_PORT)', intOption('--port', 0), Number(process.env.WB_PORT ?? 8080))
       .option('--speed <x>', 'replay speed in simulated seconds per second (86400: a day a second)', '86400')
       .addOption(
-        new Option('--clock <clock>', "the service's time: simulated (the replay's: features, experiments and the dashboard in the history's time) or wall (the machine's; events restamped as they are sent)")
+        new Option(
+          '--clock <clock>',
+          "the service's time: simulated (the replay's: features, experiments and the dashboard in the history's time) or wall (the machine's; events restamped as they are sent)",
+        )
           .choices(['simulated', 'wall'])
           .default('simulated'),
       ),
@@ -41,7 +44,12 @@ export function registerStart(program: Command): void {
     if (flags.train) {
       // The training jobs, as `wb jobs run` would: each publishes to the registry past its gate.
       for (const name of ['app-churn', 'retail-propensity']) {
-        const run = await runDag(findDag(name), { dataDir: data, progress: consoleProgress(), trigger: 'wb start', params: flags.oltp ? { oltp: flags.oltp } : {} });
+        const run = await runDag(findDag(name), {
+          dataDir: data,
+          progress: consoleProgress(),
+          trigger: 'wb start',
+          params: flags.oltp ? { oltp: flags.oltp } : {},
+        });
         const trained = run.steps.find((s) => s.job === 'train')?.outputs;
         const published = run.steps.find((s) => s.job === 'publish')?.outputs;
         console.log(
@@ -52,7 +60,9 @@ export function registerStart(program: Command): void {
     }
     const lake = relative(process.cwd(), report.lake) || '.';
     if (!flags.serve) {
-      console.log(`\nNext:\n  npx wb lake info                 what is in ${lake}, and its views\n  jupyter notebook notebooks/      open the notebooks (kernel "TypeScript (plg-workbench)")\n  npm start                        also start the service and its live dashboard`);
+      console.log(
+        `\nNext:\n  npx wb lake info                 what is in ${lake}, and its views\n  jupyter notebook notebooks/      open the notebooks (kernel "TypeScript (plg-workbench)")\n  npm start                        also start the service and its live dashboard`,
+      );
       return;
     }
 
@@ -64,7 +74,10 @@ export function registerStart(program: Command): void {
     // Every login of the app is scored with the churn model and the score written to OLTP (precompute).
     const speed = flags.speed === 'max' ? Number.POSITIVE_INFINITY : Number(flags.speed);
     const appDays = SimulationConfigSchema.parse({ days: flags.days }).days;
-    const app = appSource({ seed: flags.seed, users: flags.users, days: flags.days, start: flags.start }, { beforeDay: (day, sim) => beforeDay?.(day, sim) ?? Promise.resolve() });
+    const app = appSource(
+      { seed: flags.seed, users: flags.users, days: flags.days, start: flags.start },
+      { beforeDay: (day, sim) => beforeDay?.(day, sim) ?? Promise.resolve() },
+    );
     // One clock: the service lives in the history's time, which starts standing at the app's first
     // day and is driven by the replay. On the wall clock, experiment durations are simulated days
     // scaled to the replay (a day lasts 1/speed of one) and events are restamped as they are sent.

@@ -51,7 +51,9 @@ export function errorHandler(log: ErrorLogger): ErrorRequestHandler {
     const mapped = mapError(err);
     if (mapped.status >= 500) log.error({ err, method: req.method, path: req.path }, 'request failed');
     if (res.headersSent) return void res.end();
-    res.status(mapped.status).json({ error: { code: mapped.code, message: mapped.message, ...(mapped.details === undefined ? {} : { details: mapped.details }) } });
+    res
+      .status(mapped.status)
+      .json({ error: { code: mapped.code, message: mapped.message, ...(mapped.details === undefined ? {} : { details: mapped.details }) } });
   };
 }
 

@@ -173,7 +173,8 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
         return [];
       }
     }),
-    onConflict: (err) => logger.error({ err }, 'a model in the registry needs a feature defined differently by another; its predictions will fail until one is renamed'),
+    onConflict: (err) =>
+      logger.error({ err }, 'a model in the registry needs a feature defined differently by another; its predictions will fail until one is renamed'),
   });
   models = await ModelServer.open(registry, {
     ready: (bundle) => features.register(bundle.features),
@@ -277,7 +278,24 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       logger.info('service stopped');
     })());
 
-  return { url, ingest, server, log, aggregates, archiver, monitor, alerts, metrics, runners, deadLetters: deadLetterStore, features, models, jobs, experiments, stop };
+  return {
+    url,
+    ingest,
+    server,
+    log,
+    aggregates,
+    archiver,
+    monitor,
+    alerts,
+    metrics,
+    runners,
+    deadLetters: deadLetterStore,
+    features,
+    models,
+    jobs,
+    experiments,
+    stop,
+  };
 }
 
 /** The online store of one feature set: its own snapshot file, or its own Redis key prefix. */

@@ -38,7 +38,10 @@ export function htmlTable(data: Tabular, options: TableOptions = {}): string {
   const shown = rows.slice(0, max);
   const head = columns.map((c) => `<th>${escapeHtml(c)}</th>`).join('');
   const body = shown
-    .map((r) => `<tr>${r.map((v) => `<td${typeof v === 'number' || typeof v === 'bigint' ? ' style="text-align:right"' : ''}>${escapeHtml(formatValue(v))}</td>`).join('')}</tr>`)
+    .map(
+      (r) =>
+        `<tr>${r.map((v) => `<td${typeof v === 'number' || typeof v === 'bigint' ? ' style="text-align:right"' : ''}>${escapeHtml(formatValue(v))}</td>`).join('')}</tr>`,
+    )
     .join('\n');
   const more = rows.length > max ? `<p style="color:#666">${rows.length - max} more rows (${rows.length} in all)</p>` : '';
   const caption = options.caption ? `<caption style="text-align:left;font-weight:bold">${escapeHtml(options.caption)}</caption>` : '';
@@ -134,7 +137,8 @@ function scriptJson(value: unknown): string {
  */
 export function show(value: Tabular | Figure, options: TableOptions & { height?: number } = {}): void {
   if (isFigure(value)) {
-    if (!displayHtml(plotHtml(value, options))) console.log(`[figure: ${value.data.length} trace(s)${value.layout?.title ? `, ${JSON.stringify(value.layout.title)}` : ''}]`);
+    if (!displayHtml(plotHtml(value, options)))
+      console.log(`[figure: ${value.data.length} trace(s)${value.layout?.title ? `, ${JSON.stringify(value.layout.title)}` : ''}]`);
     return;
   }
   if (!displayHtml(htmlTable(value, options))) console.log(textTable(value, options.maxRows ?? 20));
@@ -195,7 +199,8 @@ function formatValue(v: unknown): string {
   return String(v);
 }
 
-const isFigure = (v: unknown): v is Figure => typeof v === 'object' && v !== null && !Array.isArray(v) && Array.isArray((v as Figure).data) && !('columns' in v) && !(v instanceof arrow.Table);
+const isFigure = (v: unknown): v is Figure =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && Array.isArray((v as Figure).data) && !('columns' in v) && !(v instanceof arrow.Table);
 
 function escapeHtml(s: string): string {
   return s.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;').replaceAll('"', '&quot;');

@@ -128,31 +128,51 @@ export function eventLimitViolation(item: unknown, limits: EventLimits = DEFAULT
     if (typeof value === 'string') {
       if (!isWellFormed(value)) return { field: pathOf(frame), message: malformedUnicode(value) };
       if (value.length > limits.maxPropsString) {
-        return { field: pathOf(frame), message: `a string of ${value.length} characters is over the limit of ${limits.maxPropsString}`, limit: { name: 'maxPropsString', value: limits.maxPropsString } };
+        return {
+          field: pathOf(frame),
+          message: `a string of ${value.length} characters is over the limit of ${limits.maxPropsString}`,
+          limit: { name: 'maxPropsString', value: limits.maxPropsString },
+        };
       }
       continue;
     }
     if (typeof value !== 'object' || value === null) continue;
     if (depth > limits.maxPropsDepth) {
-      return { field: pathOf(frame), message: `props are nested deeper than the limit of ${limits.maxPropsDepth} levels`, limit: { name: 'maxPropsDepth', value: limits.maxPropsDepth } };
+      return {
+        field: pathOf(frame),
+        message: `props are nested deeper than the limit of ${limits.maxPropsDepth} levels`,
+        limit: { name: 'maxPropsDepth', value: limits.maxPropsDepth },
+      };
     }
     if (Array.isArray(value)) {
       if (value.length > limits.maxPropsEntries) {
-        return { field: pathOf(frame), message: `an array of ${value.length} items is over the limit of ${limits.maxPropsEntries}`, limit: { name: 'maxPropsEntries', value: limits.maxPropsEntries } };
+        return {
+          field: pathOf(frame),
+          message: `an array of ${value.length} items is over the limit of ${limits.maxPropsEntries}`,
+          limit: { name: 'maxPropsEntries', value: limits.maxPropsEntries },
+        };
       }
       for (let i = value.length - 1; i >= 0; i--) stack.push({ value: value[i], depth: depth + 1, parent: frame, key: i });
       continue;
     }
     const keys = Object.keys(value);
     if (keys.length > limits.maxPropsEntries) {
-      return { field: pathOf(frame), message: `an object of ${keys.length} keys is over the limit of ${limits.maxPropsEntries}`, limit: { name: 'maxPropsEntries', value: limits.maxPropsEntries } };
+      return {
+        field: pathOf(frame),
+        message: `an object of ${keys.length} keys is over the limit of ${limits.maxPropsEntries}`,
+        limit: { name: 'maxPropsEntries', value: limits.maxPropsEntries },
+      };
     }
     for (let i = keys.length - 1; i >= 0; i--) {
       const key = keys[i]!;
       const child: Frame = { value: (value as Record<string, unknown>)[key], depth: depth + 1, parent: frame, key };
       if (!isWellFormed(key)) return { field: pathOf(frame), message: `a key ${malformedUnicode(key)}` };
       if (key.length > limits.maxPropsKey) {
-        return { field: pathOf(child), message: `a key of ${key.length} characters is over the limit of ${limits.maxPropsKey}`, limit: { name: 'maxPropsKey', value: limits.maxPropsKey } };
+        return {
+          field: pathOf(child),
+          message: `a key of ${key.length} characters is over the limit of ${limits.maxPropsKey}`,
+          limit: { name: 'maxPropsKey', value: limits.maxPropsKey },
+        };
       }
       stack.push(child);
     }

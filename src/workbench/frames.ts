@@ -126,7 +126,10 @@ function summarise(xs: number[]): (number | null)[] {
  * show(valueCounts(await lake.query(sql`SELECT event FROM events`), 'event'));
  * ```
  */
-export function valueCounts<T extends object, K extends keyof T & string>(rows: Rows<T>, column: K): Array<{ [P in K]: T[K] } & { count: number; share: number }> {
+export function valueCounts<T extends object, K extends keyof T & string>(
+  rows: Rows<T>,
+  column: K,
+): Array<{ [P in K]: T[K] } & { count: number; share: number }> {
   const groups = groupRows(rows, [column]);
   const out = [...groups.values()].map((g) => {
     const row = {} as { [P in K]: T[K] } & { count: number; share: number };
@@ -211,15 +214,13 @@ export interface PivotOptions<K extends string> {
  * show(pivot(rows, { index: 'country', columns: 'month', values: 'amount', agg: 'sum' }));
  * ```
  */
-export function pivot<T extends object, K extends keyof T & string>(
-  rows: Rows<T>,
-  options: PivotOptions<K>,
-): Array<{ [P in K]: T[P] } & Record<string, Cell>> {
+export function pivot<T extends object, K extends keyof T & string>(rows: Rows<T>, options: PivotOptions<K>): Array<{ [P in K]: T[P] } & Record<string, Cell>> {
   const fn = options.agg ?? 'mean';
   const aggregation = agg(fn, options.values);
   const columnValues = [...groupRows(rows, [options.columns]).values()].map((g) => g.key[0]).sort(compareValues);
   const names = columnValues.map((v) => label(v));
-  if (names.includes(options.index)) throw new InputError(`pivot: a value of ${JSON.stringify(options.columns)} is ${JSON.stringify(options.index)}, the name of the index column`);
+  if (names.includes(options.index))
+    throw new InputError(`pivot: a value of ${JSON.stringify(options.columns)} is ${JSON.stringify(options.index)}, the name of the index column`);
   const rowGroups = [...groupRows(rows, [options.index]).values()].sort((a, b) => compareKeys(a.key, b.key));
   return rowGroups.map((g) => {
     const out = {} as { [P in K]: T[P] } & Record<string, Cell>;
@@ -281,7 +282,15 @@ function groupRows(rows: readonly object[], keys: readonly string[]): Map<string
 /** A value's identity for grouping: type-tagged, so 1, 1n, '1' and a Date stay apart. */
 function keyOf(values: readonly Cell[]): string {
   return values
-    .map((v) => (v instanceof Date ? `d${v.getTime()}` : v === null || v === undefined ? 'n' : typeof v === 'object' ? `o${JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? `${x}n` : x))}` : `${typeof v}:${String(v)}`))
+    .map((v) =>
+      v instanceof Date
+        ? `d${v.getTime()}`
+        : v === null || v === undefined
+          ? 'n'
+          : typeof v === 'object'
+            ? `o${JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? `${x}n` : x))}`
+            : `${typeof v}:${String(v)}`,
+    )
     .join('\u0000');
 }
 

@@ -33,17 +33,7 @@ export class Identifier {
  * all arrive as one), `Uint8Array` (BLOB), lists and structs (plain objects). So a value read with
  * `lake.query()` is passed to `sql` as it is, without a cast.
  */
-export type SqlValue =
-  | null
-  | undefined
-  | boolean
-  | number
-  | bigint
-  | string
-  | Date
-  | Uint8Array
-  | readonly SqlValue[]
-  | { readonly [field: string]: SqlValue };
+export type SqlValue = null | undefined | boolean | number | bigint | string | Date | Uint8Array | readonly SqlValue[] | { readonly [field: string]: SqlValue };
 type Part = SqlValue | Sql | RawSql | Identifier;
 
 /**

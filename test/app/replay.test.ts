@@ -55,7 +55,16 @@ describe('replay sources', () => {
       time: '2010-12-01T08:26:00.000Z',
       user_id: 'retail-17850',
       event: 'purchase',
-      props: { invoice: '536365', stock_code: '85123A', description: 'WHITE HANGING HEART T-LIGHT HOLDER', quantity: 6, unit_price: 2.55, amount: 15.3, country: 'GB', device: 'web' },
+      props: {
+        invoice: '536365',
+        stock_code: '85123A',
+        description: 'WHITE HANGING HEART T-LIGHT HOLDER',
+        quantity: 6,
+        unit_price: 2.55,
+        amount: 15.3,
+        country: 'GB',
+        device: 'web',
+      },
     });
     assert.equal(events[3]!.event, 'return');
     assert.equal(events[4]!.props.country, 'IE', 'the retail log\'s "EIRE" as its ISO code');
@@ -64,7 +73,10 @@ describe('replay sources', () => {
     // No CustomerID, a bad date, a short line, a stray quote, a future date (the first five kept), a bad
     // quantity, and two countries outside the vocabulary ("Channel Islands", "Atlantis").
     assert.equal(source.skipped.count, 8);
-    assert.deepEqual(source.skipped.first.map((r) => r.line), [5, 6, 7, 9, 10]);
+    assert.deepEqual(
+      source.skipped.first.map((r) => r.line),
+      [5, 6, 7, 9, 10],
+    );
     // A second pass starts over and counts again.
     assert.equal((await collect(source.events())).length, 5);
     assert.equal(source.skipped.count, 8);
@@ -81,10 +93,16 @@ describe('replay sources', () => {
 
   it('names a missing retail file and refuses a file that is not the retail log', async () => {
     const dir = tempDir();
-    await assert.rejects(collect(retailSource({ file: join(dir, 'nope.csv.gz') }).events()), (err: unknown) => err instanceof NotFoundError && /nope\.csv\.gz: no such file/.test(err.message));
+    await assert.rejects(
+      collect(retailSource({ file: join(dir, 'nope.csv.gz') }).events()),
+      (err: unknown) => err instanceof NotFoundError && /nope\.csv\.gz: no such file/.test(err.message),
+    );
     const other = join(dir, 'other.csv');
     writeFileSync(other, 'a,b\n1,2\n');
-    await assert.rejects(collect(retailSource({ file: other }).events()), (err: unknown) => err instanceof InputError && /other\.csv:1.*unknown column "a"/.test(err.message));
+    await assert.rejects(
+      collect(retailSource({ file: other }).events()),
+      (err: unknown) => err instanceof InputError && /other\.csv:1.*unknown column "a"/.test(err.message),
+    );
   });
 
   it('plays the simulated app as the simulator writes it, from its start date', async () => {
@@ -102,8 +120,14 @@ describe('merging sources', () => {
     const own = async (s: ReplaySource) => (await collect(s.events())).map((e) => e.event_id);
     assert.equal(merged.length, (await own(a)).length + (await own(b)).length);
     for (let i = 1; i < merged.length; i++) assert.ok(merged[i]!.offset >= merged[i - 1]!.offset, `offset order at ${i}`);
-    assert.deepEqual(merged.filter((t) => t.source === 'app').map((t) => t.event.event_id), await own(a));
-    assert.deepEqual(merged.filter((t) => t.source === 'other').map((t) => t.event.event_id), await own(b));
+    assert.deepEqual(
+      merged.filter((t) => t.source === 'app').map((t) => t.event.event_id),
+      await own(a),
+    );
+    assert.deepEqual(
+      merged.filter((t) => t.source === 'other').map((t) => t.event.event_id),
+      await own(b),
+    );
     // 2024 and 2025 interleave: the offsets, not the dates, order the stream.
     const sources = merged.slice(0, 200).map((t) => t.source);
     assert.ok(sources.includes('app') && sources.includes('other'));
@@ -111,12 +135,15 @@ describe('merging sources', () => {
     assert.ok(merged.every((t) => t.offset < 3 * 86_400_000));
   });
 
-  it('aligns the 2010 retail log with the 2025 app on the same first day, keeping the log\'s order', async () => {
+  it("aligns the 2010 retail log with the 2025 app on the same first day, keeping the log's order", async () => {
     const merged = await collect(mergeSources([retailSource({ file: FIXTURE }), appSource(SIM)]));
     const retail = merged.filter((t) => t.source === 'retail');
     assert.equal(retail[0]!.origin, Date.parse('2010-12-01T00:00:00Z'));
     assert.equal(retail[0]!.offset, (8 * 60 + 26) * 60_000);
-    assert.deepEqual(retail.map((t) => t.event.event_id), (await collect(retailSource({ file: FIXTURE }).events())).map((e) => e.event_id));
+    assert.deepEqual(
+      retail.map((t) => t.event.event_id),
+      (await collect(retailSource({ file: FIXTURE }).events())).map((e) => e.event_id),
+    );
     const app = merged.filter((t) => t.source === 'app');
     assert.equal(app[0]!.origin, Date.parse('2025-01-01T00:00:00Z'));
     // The shop's second day comes after the app's first day and before its third.
@@ -153,7 +180,10 @@ describe('pacing', () => {
       assert.ok(t >= before && t <= after, `${e.time} is now`);
       assert.ok(e.time.endsWith('Z'));
       assert.equal(e.props.original_time, original[i]!.time);
-      assert.deepEqual({ ...e, time: original[i]!.time, props: { ...e.props, original_time: undefined } }, { ...original[i]!, props: { ...original[i]!.props, original_time: undefined } });
+      assert.deepEqual(
+        { ...e, time: original[i]!.time, props: { ...e.props, original_time: undefined } },
+        { ...original[i]!, props: { ...original[i]!.props, original_time: undefined } },
+      );
       assert.equal(EventSchema.safeParse(e).success, true);
     });
   });
@@ -187,8 +217,14 @@ describe('pacing', () => {
   it('prefixes event ids and user ids with a run tag, and refuses a bad tag', async () => {
     const plain = await collect(replayEvents([appSource(SIM)], { speed: Infinity, maxEvents: 50 }));
     const tagged = await collect(replayEvents([appSource(SIM)], { speed: Infinity, maxEvents: 50, run: 'r2' }));
-    assert.deepEqual(tagged.map((e) => e.event_id), plain.map((e) => `r2-${e.event_id}`));
-    assert.deepEqual(tagged.map((e) => e.user_id), plain.map((e) => `r2-${e.user_id}`));
+    assert.deepEqual(
+      tagged.map((e) => e.event_id),
+      plain.map((e) => `r2-${e.event_id}`),
+    );
+    assert.deepEqual(
+      tagged.map((e) => e.user_id),
+      plain.map((e) => `r2-${e.user_id}`),
+    );
     await assert.rejects(collect(replayEvents([appSource(SIM)], { speed: Infinity, run: 'a b' })), /run tag "a b"/);
   });
 
@@ -198,7 +234,10 @@ describe('pacing', () => {
     const all = simulateHistory(SIM).events;
     const firstDay = all.filter((e) => e.time < '2025-01-02');
     const oneDay = await collect(replayEvents([appSource(SIM)], { speed: Infinity, days: 1 }));
-    assert.deepEqual(oneDay.map((e) => e.event_id), firstDay.map((e) => e.event_id));
+    assert.deepEqual(
+      oneDay.map((e) => e.event_id),
+      firstDay.map((e) => e.event_id),
+    );
 
     // At speed 1 the second event is due in an hour: the abort ends the wait at once.
     const controller = new AbortController();

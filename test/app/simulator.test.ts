@@ -12,7 +12,7 @@ describe('the simulated app', () => {
     assert.notDeepEqual(a.events, c.events);
   });
 
-  it("gives each user the same history whatever the number of other users", () => {
+  it('gives each user the same history whatever the number of other users', () => {
     const small = simulateHistory({ seed: 3, users: 10, days: 20 });
     const large = simulateHistory({ seed: 3, users: 30, days: 20 });
     const first = (h: typeof small) => h.events.filter((e) => e.user_id === 'u000004');
@@ -100,7 +100,18 @@ describe('the simulated app', () => {
 describe('experiments in the simulator', () => {
   it('changes only exposed treatment users, by the stated effect, assigning them as the platform does', async () => {
     const { ExperimentSchema, assign } = await import('../../src/workbench/experiments/definition.js');
-    const e = ExperimentSchema.parse({ key: 'sim-exp', hypothesis: 'h', arms: [{ key: 'control', weight: 0.5 }, { key: 'keep', weight: 0.5 }], exposureEvent: 'login', objective: 'logins', mde: 0.05, status: 'running' });
+    const e = ExperimentSchema.parse({
+      key: 'sim-exp',
+      hypothesis: 'h',
+      arms: [
+        { key: 'control', weight: 0.5 },
+        { key: 'keep', weight: 0.5 },
+      ],
+      exposureEvent: 'login',
+      objective: 'logins',
+      mde: 0.05,
+      status: 'running',
+    });
     const run = (treated: boolean) => {
       const sim = new AppSimulator({ users: 600, days: 60, seed: 5 });
       if (treated) sim.runTreatments([{ experiment: e, fromDay: 20, effects: { keep: { churnLogOdds: -3, loginLogOdds: 1 } } }]);
@@ -124,7 +135,10 @@ describe('experiments in the simulator', () => {
         controlUsers++;
         assert.deepEqual(b.get(user), ids, `control user ${user} is untouched`);
       } else {
-        keepLogins = [keepLogins[0]! + plain.filter((x) => x.user_id === user && x.event === 'login').length, keepLogins[1]! + treated.filter((x) => x.user_id === user && x.event === 'login').length];
+        keepLogins = [
+          keepLogins[0]! + plain.filter((x) => x.user_id === user && x.event === 'login').length,
+          keepLogins[1]! + treated.filter((x) => x.user_id === user && x.event === 'login').length,
+        ];
       }
     }
     assert.ok(controlUsers > 200);
@@ -135,12 +149,26 @@ describe('experiments in the simulator', () => {
 describe('a harmful treatment in the simulator', () => {
   it('takes logins away from its exposed users', async () => {
     const { ExperimentSchema, assign } = await import('../../src/workbench/experiments/definition.js');
-    const e = ExperimentSchema.parse({ key: 'nag', hypothesis: 'h', arms: [{ key: 'control', weight: 0.5 }, { key: 'nag', weight: 0.5 }], exposureEvent: 'login', objective: 'logins', mde: 0.05, status: 'running' });
+    const e = ExperimentSchema.parse({
+      key: 'nag',
+      hypothesis: 'h',
+      arms: [
+        { key: 'control', weight: 0.5 },
+        { key: 'nag', weight: 0.5 },
+      ],
+      exposureEvent: 'login',
+      objective: 'logins',
+      mde: 0.05,
+      status: 'running',
+    });
     const logins = (treated: boolean) => {
       const sim = new AppSimulator({ users: 400, days: 40, seed: 9 });
       if (treated) sim.runTreatments([{ experiment: e, fromDay: 10, effects: { nag: { loginLogOdds: -1.5 } } }]);
       let n = 0;
-      for (const day of sim.days()) n += day.events.filter((x) => x.event === 'login' && assign(e, { user_id: x.user_id }) === 'nag' && Date.parse(x.time) >= Date.parse('2025-01-12T00:00:00Z')).length;
+      for (const day of sim.days())
+        n += day.events.filter(
+          (x) => x.event === 'login' && assign(e, { user_id: x.user_id }) === 'nag' && Date.parse(x.time) >= Date.parse('2025-01-12T00:00:00Z'),
+        ).length;
       return n;
     };
     const before = logins(false);

@@ -33,7 +33,16 @@ async function wb(...args: string[]): Promise<{ code: number; out: string; err: 
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const record = (id: string, note = 'ok') =>
-  JSON.stringify({ event_id: id, time: new Date(Date.now() - 60_000).toISOString(), user_id: 'u1', event: 'login', props: { note }, dims: { tier: 'free', country: 'GB', device: 'ios', first_seen: '2024-01-01' }, experiments: {}, received_at: new Date().toISOString() });
+  JSON.stringify({
+    event_id: id,
+    time: new Date(Date.now() - 60_000).toISOString(),
+    user_id: 'u1',
+    event: 'login',
+    props: { note },
+    dims: { tier: 'free', country: 'GB', device: 'ios', first_seen: '2024-01-01' },
+    experiments: {},
+    received_at: new Date().toISOString(),
+  });
 
 describe('wb dlq', () => {
   it('lists, shows and marks for retry the letters of a data dir, saying when no service will apply them', async () => {
@@ -57,7 +66,10 @@ describe('wb dlq', () => {
 
     const json = await wb('--data-dir', dir, 'dlq', 'list', '--consumer', 'archiver', '--json');
     const letters = JSON.parse(json.out) as DeadLetterSummary[];
-    assert.deepEqual(letters.map((l) => [l.id, l.consumer, l.offset, l.state, l.attempts]), [['archiver@12', 'archiver', 12, 'open', 3]]);
+    assert.deepEqual(
+      letters.map((l) => [l.id, l.consumer, l.offset, l.state, l.attempts]),
+      [['archiver@12', 'archiver', 12, 'open', 3]],
+    );
     assert.equal('payload' in letters[0]!, false, 'lists leave payloads out');
 
     const show = await wb('--data-dir', dir, 'dlq', 'show', 'archiver@12');
@@ -86,7 +98,10 @@ describe('wb dlq', () => {
     assert.equal(retry.code, 0, retry.err);
     assert.match(retry.err, /retry recorded for 1 letter\(s\), but no service is running on .*: .*applied when `wb serve` starts/);
     const after = JSON.parse((await wb('--data-dir', dir, 'dlq', 'list', '--json')).out) as DeadLetterSummary[];
-    assert.deepEqual(after.map((l) => [l.id, l.state]).sort(), [['archiver@12', 'retry-requested'], ['experiments@3', 'open']]);
+    assert.deepEqual(after.map((l) => [l.id, l.state]).sort(), [
+      ['archiver@12', 'retry-requested'],
+      ['experiments@3', 'open'],
+    ]);
   });
 
   it('retries through the running service, which hands the record to its consumer again and reports the outcome', async (t) => {

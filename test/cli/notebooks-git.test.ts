@@ -117,7 +117,10 @@ describe('notebooks in a real git repository (the clean filter npm install confi
     assert.equal(wb.status, 0, wb.stderr);
     assert.match(wb.stdout, /^--- notebooks\/nb\.ipynb \(HEAD\)\n\+\+\+ notebooks\/nb\.ipynb \(working tree\)$/m);
     assert.match(wb.stdout, new RegExp(`^## cell \\d+ \\(code, id ${cell.id}\\): modified\\n@@ -1,\\d+ \\+1,\\d+ @@\\n-.*\\n\\+// a changed first line$`, 'm'));
-    assert.match(wb.stdout, /^## cell \d+ \(code, id \w+, tags injected-parameters\): added\n\+const injected = 1;\n  outputs: 2 outputs: stream stdout \(1 line\), text\/html$/m);
+    assert.match(
+      wb.stdout,
+      /^## cell \d+ \(code, id \w+, tags injected-parameters\): added\n\+const injected = 1;\n {2}outputs: 2 outputs: stream stdout \(1 line\), text\/html$/m,
+    );
     assert.match(wb.stdout, /outputs: none -> 2 outputs: stream stdout \(1 line\), text\/html/);
     assert.doesNotMatch(wb.stdout, /x{100}/, 'outputs are summarised, not dumped');
   });
@@ -164,7 +167,11 @@ describe('wb nb diff of two notebooks', () => {
 
   it('aligns cells by id: a moved-in cell is added, not every later cell modified', () => {
     const a = nb([code('a', 'const x = 1;\nconst y = 2;'), code('b', 'show(x);')]);
-    const b = nb([code('new', 'const z = 0;'), code('a', 'const x = 1;\nconst y = 3;'), code('b', 'show(x);', [{ output_type: 'stream', name: 'stdout', text: '1\n' }])]);
+    const b = nb([
+      code('new', 'const z = 0;'),
+      code('a', 'const x = 1;\nconst y = 3;'),
+      code('b', 'show(x);', [{ output_type: 'stream', name: 'stdout', text: '1\n' }]),
+    ]);
     assert.equal(
       diffNotebooks(a, b, { a: 'old', b: 'new' }),
       [

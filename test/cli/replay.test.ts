@@ -23,7 +23,7 @@ const sources = () => [retailSource({ file: FIXTURE }), appSource(SIM)];
 async function logEntries(t: TestService, from: number): Promise<EnrichedEvent[]> {
   const out: EnrichedEvent[] = [];
   const decoder = new TextDecoder();
-  for (let offset = from; ; ) {
+  for (let offset = from; ;) {
     const entries = await t.service.log.read(offset, 1000);
     if (entries.length === 0) return out;
     for (const e of entries) out.push(JSON.parse(decoder.decode(e.payload)) as EnrichedEvent);
@@ -57,7 +57,8 @@ describe('wb replay against a running service', () => {
   after(async () => {
     await t.stop();
   });
-  const replay = (over: Partial<RunReplayOptions> = {}) => runReplay({ url: t.service.url, key: t.keys.ingest, sources: sources(), speed: 5_000_000, batch: 50, ...over });
+  const replay = (over: Partial<RunReplayOptions> = {}) =>
+    runReplay({ url: t.service.url, key: t.keys.ingest, sources: sources(), speed: 5_000_000, batch: 50, ...over });
 
   it('sends the retail log and the app through ingest: the log grows by exactly the events accepted', async () => {
     const start = await t.service.log.next();
@@ -100,7 +101,11 @@ describe('wb replay against a running service', () => {
     }
     assert.ok(body.position >= end, `the aggregates reached ${body.position} of ${end}`);
     const countries = [...new Set(body.points.map((p) => p.value))].sort();
-    assert.deepEqual(countries.filter((c) => countryCode(c) !== c), [], 'every series is an ISO code, none a name');
+    assert.deepEqual(
+      countries.filter((c) => countryCode(c) !== c),
+      [],
+      'every series is an ISO code, none a name',
+    );
     for (const c of ['GB', 'IE', 'US', 'DE']) assert.ok(countries.includes(c), `${c} in ${countries.join(', ')}`);
     const gb = new Set(body.points.filter((p) => p.value === 'GB').map((p) => p.event));
     assert.ok(gb.has('purchase') && gb.has('login'), 'the shop and the app both count under GB');
@@ -117,11 +122,20 @@ describe('wb replay against a running service', () => {
       assert.ok(err instanceof ReplayError);
       assert.equal(err.httpStatus, 401);
       assert.equal(err.serverCode, 'unauthorized');
-      assert.match(err.message, /refused the replay \(401 unauthorized\): the API key is not valid.*--key or WB_KEY.*wb keys create --name replay --scope ingest/);
+      assert.match(
+        err.message,
+        /refused the replay \(401 unauthorized\): the API key is not valid.*--key or WB_KEY.*wb keys create --name replay --scope ingest/,
+      );
       return true;
     });
-    await assert.rejects(replay({ key: t.keys.read, run: 'bad' }), (err: unknown) => err instanceof ReplayError && err.httpStatus === 403 && /lacks the ingest scope/.test(err.message));
-    await assert.rejects(replay({ key: '' }), (err: unknown) => err instanceof InputError && /no API key: pass --key <key> or set WB_KEY.*keys create --name replay --scope ingest/.test(err.message));
+    await assert.rejects(
+      replay({ key: t.keys.read, run: 'bad' }),
+      (err: unknown) => err instanceof ReplayError && err.httpStatus === 403 && /lacks the ingest scope/.test(err.message),
+    );
+    await assert.rejects(
+      replay({ key: '' }),
+      (err: unknown) => err instanceof InputError && /no API key: pass --key <key> or set WB_KEY.*keys create --name replay --scope ingest/.test(err.message),
+    );
     assert.equal(await t.service.log.next(), start);
   });
 
@@ -132,7 +146,21 @@ describe('wb replay against a running service', () => {
     const saved = process.env.WB_KEY;
     process.env.WB_KEY = t.keys.ingest;
     try {
-      await program.parseAsync(['node', 'wb', 'replay', '--url', t.service.url, '--source', 'retail', '--retail-file', FIXTURE, '--speed', 'max', '--run', 'cli']);
+      await program.parseAsync([
+        'node',
+        'wb',
+        'replay',
+        '--url',
+        t.service.url,
+        '--source',
+        'retail',
+        '--retail-file',
+        FIXTURE,
+        '--speed',
+        'max',
+        '--run',
+        'cli',
+      ]);
     } finally {
       if (saved === undefined) delete process.env.WB_KEY;
       else process.env.WB_KEY = saved;
@@ -143,7 +171,10 @@ describe('wb replay against a running service', () => {
     registerReplay(noKey);
     delete process.env.WB_KEY;
     try {
-      await assert.rejects(noKey.parseAsync(['node', 'wb', 'replay', '--url', t.service.url]), (err: unknown) => err instanceof InputError && /no API key/.test(err.message));
+      await assert.rejects(
+        noKey.parseAsync(['node', 'wb', 'replay', '--url', t.service.url]),
+        (err: unknown) => err instanceof InputError && /no API key/.test(err.message),
+      );
     } finally {
       if (saved !== undefined) process.env.WB_KEY = saved;
     }

@@ -13,7 +13,12 @@ describe('wb sql', () => {
   const dir = tempDir();
   const work = join(dir, 'work');
   const wb = (args: string[], input?: string) => {
-    const r = spawnSync(process.execPath, [BIN, '--data-dir', dir, 'sql', ...args], { cwd: work, input, encoding: 'utf8', env: { ...process.env, WB_DEBUG: '' } });
+    const r = spawnSync(process.execPath, [BIN, '--data-dir', dir, 'sql', ...args], {
+      cwd: work,
+      input,
+      encoding: 'utf8',
+      env: { ...process.env, WB_DEBUG: '' },
+    });
     return { code: r.status, out: r.stdout, err: r.stderr };
   };
 
@@ -37,8 +42,9 @@ describe('wb sql', () => {
   });
 
   it('truncates past --max-rows and says so, and escapes control characters', () => {
-    const r = wb(['SELECT range AS i, chr(10) || chr(27) || \'x\' AS s FROM range(5)', '--max-rows', '2']);
+    const r = wb(["SELECT range AS i, chr(10) || chr(27) || 'x' AS s FROM range(5)", '--max-rows', '2']);
     assert.equal(r.code, 0, r.err);
+    // eslint-disable-next-line no-regex-spaces -- the expected table as printed, two spaces between columns
     assert.match(r.out, /^i  s\n-  -+\n0  \\n\\u001bx\n1  \\n\\u001bx\n\(5 rows; showing the first 2: raise --max-rows, or use --format csv for all\)\n$/);
   });
 
@@ -87,6 +93,7 @@ describe('wb sql', () => {
     writeFileSync(join(work, 'noop'), '');
     const r = wb([], 'SELECT 1 AS a,\n  2 AS b;\n.tables\nSELECT nope;\nSELECT 3 AS c;\n.exit\nSELECT 4 AS never;\n');
     assert.equal(r.code, 0, r.err);
+    // eslint-disable-next-line no-regex-spaces -- the expected table as printed, two spaces between columns
     assert.match(r.out, /^a  b\n-  -\n1  2\n\(1 row\)\ntelco_customers +the IBM Telco/);
     assert.match(r.out, /\nc\n-\n3\n\(1 row\)\n$/);
     assert.doesNotMatch(r.out, /never/);

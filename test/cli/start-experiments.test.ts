@@ -34,7 +34,9 @@ describe('the experiments of npm start', { timeout: 480_000 }, () => {
         const beforeDay = async (day: number, sim: AppSimulator) => {
           if (day === EXPERIMENTS_FROM_DAY - 1) {
             const truth = sim.truth().users;
-            await oltp.upsertPredictions(truth.map((u) => ({ model: 'app-churn', version: 'truth', user_id: u.user_id, score: u.churn_30d, created_at: new Date().toISOString() })));
+            await oltp.upsertPredictions(
+              truth.map((u) => ({ model: 'app-churn', version: 'truth', user_id: u.user_id, score: u.churn_30d, created_at: new Date().toISOString() })),
+            );
           }
           await hook!(day, sim);
         };
@@ -46,19 +48,28 @@ describe('the experiments of npm start', { timeout: 480_000 }, () => {
           concurrency: 2,
           ...(clock ? { simulated: { clock, calendar } } : {}),
         });
-        const status = async (key: string) => (await (await t.call(`/v1/experiments/${key}`, { key: t.keys.read })).json()) as { status: string; winner?: string };
-        const shipped = await until('churn-offer to be shipped', async () => ((await status('churn-offer')).status === 'shipped' ? status('churn-offer') : undefined), 30_000);
+        const status = async (key: string) =>
+          (await (await t.call(`/v1/experiments/${key}`, { key: t.keys.read })).json()) as { status: string; winner?: string };
+        const shipped = await until(
+          'churn-offer to be shipped',
+          async () => ((await status('churn-offer')).status === 'shipped' ? status('churn-offer') : undefined),
+          30_000,
+        );
         assert.equal(shipped.winner, 'offer');
         await until('upgrade-nag to be rolled back', async () => ((await status('upgrade-nag')).status === 'rolled_back' ? true : undefined), 30_000);
         for (const key of ['churn-offer', 'upgrade-nag']) {
-          const history = (await (await t.call(`/v1/experiments/${key}/history`, { key: t.keys.read })).json()) as { history: { updated_by: string; change: string }[] };
+          const history = (await (await t.call(`/v1/experiments/${key}/history`, { key: t.keys.read })).json()) as {
+            history: { updated_by: string; change: string }[];
+          };
           assert.equal(history.history.at(-1)!.updated_by, 'wb-decider', `${key} was decided by the platform: ${history.history.at(-1)!.change}`);
           console.log(`${mode}: ${key}: ${history.history.at(-1)!.change.replace(/ \{.*$/, '')}`);
         }
         if (clock) {
           // On the simulated clock the run is measured in the history's days: the decision came
           // after the 14-day minimum and within the 45 days the replay had left, not in seconds.
-          const { results: report } = (await (await t.call('/v1/experiments/churn-offer/results', { key: t.keys.read })).json()) as { results: { firstExposure?: string; asOf?: string } };
+          const { results: report } = (await (await t.call('/v1/experiments/churn-offer/results', { key: t.keys.read })).json()) as {
+            results: { firstExposure?: string; asOf?: string };
+          };
           const days = (Date.parse(report.asOf!) - Date.parse(report.firstExposure!)) / 86_400_000;
           assert.ok(days >= 14 && days <= app.days - EXPERIMENTS_FROM_DAY + 1, `churn-offer ran ${days} simulated days`);
           const history = (await (await t.call('/v1/experiments/churn-offer/history', { key: t.keys.read })).json()) as { history: { change: string }[] };
@@ -66,8 +77,14 @@ describe('the experiments of npm start', { timeout: 480_000 }, () => {
           // The hook starts the experiments when the app reaches day 50, while the last batches of
           // day 49 are still on their way (the replay reads a few batches ahead): those may expose.
           const first = Date.parse(report.firstExposure!);
-          assert.ok(first >= calendar + (EXPERIMENTS_FROM_DAY - 1) * 86_400_000, `first exposure ${report.firstExposure} is on simulated day ${EXPERIMENTS_FROM_DAY - 1} or later`);
-          assert.ok(first < calendar + (EXPERIMENTS_FROM_DAY + 1) * 86_400_000, `first exposure ${report.firstExposure} is by simulated day ${EXPERIMENTS_FROM_DAY}`);
+          assert.ok(
+            first >= calendar + (EXPERIMENTS_FROM_DAY - 1) * 86_400_000,
+            `first exposure ${report.firstExposure} is on simulated day ${EXPERIMENTS_FROM_DAY - 1} or later`,
+          );
+          assert.ok(
+            first < calendar + (EXPERIMENTS_FROM_DAY + 1) * 86_400_000,
+            `first exposure ${report.firstExposure} is by simulated day ${EXPERIMENTS_FROM_DAY}`,
+          );
         }
       } finally {
         await oltp.close();

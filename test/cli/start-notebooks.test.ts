@@ -27,10 +27,14 @@ describe('the notebooks after npm start', { timeout: 600_000 }, () => {
     const startOutput = collect(start);
     const exited = new Promise<number | null>((resolve) => start.once('close', (code) => resolve(code)));
     try {
-      await until('the replay of wb start to finish', async () => {
-        if (start.exitCode !== null) assert.fail(`wb start exited with ${start.exitCode}:\n${tail(startOutput())}`);
-        return /The replay is done/.test(startOutput()) ? true : undefined;
-      }, 420_000);
+      await until(
+        'the replay of wb start to finish',
+        async () => {
+          if (start.exitCode !== null) assert.fail(`wb start exited with ${start.exitCode}:\n${tail(startOutput())}`);
+          return /The replay is done/.test(startOutput()) ? true : undefined;
+        },
+        420_000,
+      );
       const url = /API: +(http:\/\/127\.0\.0\.1:\d+)\//.exec(startOutput())?.[1];
       const key = /key for this run: (wb_[\w-]+)\)/.exec(startOutput())?.[1];
       assert.ok(url && key, `wb start prints the service's address and a key:\n${tail(startOutput())}`);
@@ -64,16 +68,34 @@ describe('the notebooks after npm start', { timeout: 600_000 }, () => {
       }
       const servedMean = served / users.length;
       console.log(`7-day logins: served mean ${servedMean.toFixed(2)} over ${users.length} users, training mean ${trainingMean.toFixed(2)}`);
-      assert.ok(servedMean > trainingMean / 2 && servedMean < trainingMean * 2, `served 7-day logins (mean ${servedMean}) within a factor 2 of the training mean (${trainingMean})`);
+      assert.ok(
+        servedMean > trainingMean / 2 && servedMean < trainingMean * 2,
+        `served 7-day logins (mean ${servedMean}) within a factor 2 of the training mean (${trainingMean})`,
+      );
 
-      const withService = await wb(['--data-dir', data, 'nb', 'run', 'notebooks/05-experiment-analysis.ipynb', '--ci', '--param', `dataDir=${data}`, '--param', `serviceUrl=${url}`, '--param', `apiKey=${key}`]);
+      const withService = await wb([
+        '--data-dir',
+        data,
+        'nb',
+        'run',
+        'notebooks/05-experiment-analysis.ipynb',
+        '--ci',
+        '--param',
+        `dataDir=${data}`,
+        '--param',
+        `serviceUrl=${url}`,
+        '--param',
+        `apiKey=${key}`,
+      ]);
       assert.match(withService.output, /1 passed, 0 failed/, `notebook 05 on the running service:\n${tail(withService.output)}`);
 
       start.kill('SIGINT');
       assert.equal(await exited, 0, `wb start stops cleanly on Ctrl-C:\n${tail(startOutput())}`);
       assert.match(startOutput(), /stopping the service\.\.\./);
 
-      const notebooks = readdirSync('notebooks').filter((f) => f.endsWith('.ipynb') && !f.startsWith('05-')).map((f) => join('notebooks', f));
+      const notebooks = readdirSync('notebooks')
+        .filter((f) => f.endsWith('.ipynb') && !f.startsWith('05-'))
+        .map((f) => join('notebooks', f));
       assert.ok(notebooks.length >= 4, 'notebooks 01 to 04');
       const run = await wb(['--data-dir', data, 'nb', 'run', ...notebooks, '--ci', '--param', `dataDir=${data}`]);
       assert.match(run.output, new RegExp(`${notebooks.length} passed, 0 failed`), `notebooks on the lakehouse npm start left:\n${tail(run.output)}`);
@@ -111,4 +133,9 @@ async function wb(args: string[]): Promise<{ code: number | null; output: string
   return { code, output: output() };
 }
 
-const tail = (text: string, lines = 60) => text.split('\n').filter((l) => l.trim() !== '' && !/^running .*%/.test(l)).slice(-lines).join('\n');
+const tail = (text: string, lines = 60) =>
+  text
+    .split('\n')
+    .filter((l) => l.trim() !== '' && !/^running .*%/.test(l))
+    .slice(-lines)
+    .join('\n');

@@ -15,7 +15,33 @@ describe('the wb command', () => {
   const dir = tempDir();
 
   it('has --help on every subcommand', () => {
-    const commands = [[], ['start'], ['lake'], ['lake', 'build'], ['lake', 'info'], ['lake', 'path'], ['app'], ['app', 'simulate'], ['nb'], ['nb', 'run'], ['nb', 'strip'], ['nb', 'check'], ['kernel'], ['kernel', 'install'], ['serve'], ['keys'], ['keys', 'create'], ['keys', 'list'], ['keys', 'revoke'], ['logs'], ['replay'], ['experiments'], ['experiments', 'create'], ['experiments', 'status'], ['experiments', 'results']];
+    const commands = [
+      [],
+      ['start'],
+      ['lake'],
+      ['lake', 'build'],
+      ['lake', 'info'],
+      ['lake', 'path'],
+      ['app'],
+      ['app', 'simulate'],
+      ['nb'],
+      ['nb', 'run'],
+      ['nb', 'strip'],
+      ['nb', 'check'],
+      ['kernel'],
+      ['kernel', 'install'],
+      ['serve'],
+      ['keys'],
+      ['keys', 'create'],
+      ['keys', 'list'],
+      ['keys', 'revoke'],
+      ['logs'],
+      ['replay'],
+      ['experiments'],
+      ['experiments', 'create'],
+      ['experiments', 'status'],
+      ['experiments', 'results'],
+    ];
     for (const c of commands) {
       const r = wb(...c, '--help');
       assert.equal(r.code, 0, `${c.join(' ')}: ${r.err}`);
@@ -44,7 +70,15 @@ describe('the wb command', () => {
 
   it('fails the notebook check when a notebook holds outputs, and strips it clean', () => {
     const nb = join(dir, 'dirty.ipynb');
-    writeFileSync(nb, JSON.stringify({ nbformat: 4, nbformat_minor: 5, metadata: {}, cells: [{ cell_type: 'code', source: '1', metadata: {}, outputs: [{ output_type: 'stream', name: 'stdout', text: '1' }], execution_count: 1 }] }));
+    writeFileSync(
+      nb,
+      JSON.stringify({
+        nbformat: 4,
+        nbformat_minor: 5,
+        metadata: {},
+        cells: [{ cell_type: 'code', source: '1', metadata: {}, outputs: [{ output_type: 'stream', name: 'stdout', text: '1' }], execution_count: 1 }],
+      }),
+    );
     const dirty = wb('nb', 'check', nb);
     assert.equal(dirty.code, 2);
     assert.match(dirty.err, /dirty\.ipynb: cells 1 hold outputs or execution counts/);
@@ -55,7 +89,16 @@ describe('the wb command', () => {
   it('creates, starts and tracks an experiment, with its history, refusing a stale version and bad definitions', () => {
     const data = join(dir, 'exp');
     const file = join(dir, 'onboarding.json');
-    const def = { key: 'onboarding', hypothesis: 'a checklist helps', arms: [{ key: 'control', weight: 0.5 }, { key: 'checklist', weight: 0.5 }], objective: 'logins', mde: 0.05 };
+    const def = {
+      key: 'onboarding',
+      hypothesis: 'a checklist helps',
+      arms: [
+        { key: 'control', weight: 0.5 },
+        { key: 'checklist', weight: 0.5 },
+      ],
+      objective: 'logins',
+      mde: 0.05,
+    };
     writeFileSync(file, JSON.stringify(def));
     const created = wb('--data-dir', data, 'experiments', 'create', file);
     assert.equal(created.code, 0, created.err);
@@ -69,7 +112,17 @@ describe('the wb command', () => {
     assert.match(started.out, /onboarding: running \(version 3\)/);
     const history = wb('--data-dir', data, 'experiments', 'history', 'onboarding');
     assert.match(history.out, /v1 .* created\n.*v2 .* changed mde\n.*v3 .* status draft -> running: launch/);
-    writeFileSync(file, JSON.stringify({ ...def, key: 'other', arms: [{ key: 'a', weight: 0.7 }, { key: 'b', weight: 0.7 }] }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        ...def,
+        key: 'other',
+        arms: [
+          { key: 'a', weight: 0.7 },
+          { key: 'b', weight: 0.7 },
+        ],
+      }),
+    );
     const bad = wb('--data-dir', data, 'experiments', 'create', file);
     assert.notEqual(bad.code, 0);
     assert.match(bad.err, /arm weights add up to 1\.4, not 1/);
@@ -79,7 +132,10 @@ describe('the wb command', () => {
   it('writes the simulated app as NDJSON events', () => {
     const r = wb('app', 'simulate', '--users', '5', '--days', '3', '--seed', '9');
     assert.equal(r.code, 0, r.err);
-    const events = r.out.trim().split('\n').map((l) => JSON.parse(l));
+    const events = r.out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     assert.ok(events.length >= 5);
     for (const e of events) assert.equal(EventSchema.safeParse(e).success, true);
     assert.match(r.err, new RegExp(`${events.length} events written`));

@@ -49,14 +49,20 @@ export class FreshId {
 }
 /** A string of `length` copies of `char`, built when sent. */
 export class Big {
-  constructor(readonly char: string, readonly length: number) {}
+  constructor(
+    readonly char: string,
+    readonly length: number,
+  ) {}
   [fc.toStringMethod](): string {
     return `Big(${JSON.stringify(this.char)} x ${this.length})`;
   }
 }
 /** Objects (or arrays) nested `depth` levels deep. */
 export class Deep {
-  constructor(readonly depth: number, readonly shape: 'object' | 'array') {}
+  constructor(
+    readonly depth: number,
+    readonly shape: 'object' | 'array',
+  ) {}
   [fc.toStringMethod](): string {
     return `Deep(${this.shape} x ${this.depth})`;
   }
@@ -70,7 +76,10 @@ export class VersionRef {
 }
 /** A model bundle derived from the run's trained one, changed as `mutation` says. */
 export class BundleRef {
-  constructor(readonly mutation: BundleMutation, readonly name: string) {}
+  constructor(
+    readonly mutation: BundleMutation,
+    readonly name: string,
+  ) {}
   [fc.toStringMethod](): string {
     return `Bundle(${this.mutation}, name ${JSON.stringify(this.name)})`;
   }
@@ -110,6 +119,7 @@ export function render(v: Json, ctx: RenderContext): string {
 // Hostile scalars, keys and values.
 
 export const PROTO_NAMES = ['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf', '__defineGetter__', 'isPrototypeOf'] as const;
+// prettier-ignore
 const ODD_STRINGS = [
   '\ud800', 'a\udfffb', '\udc00\ud800', '\u0000', 'nul\u0000inside', '\u202eevil', 'é', '😀', '\ufeffbom', '\r\n', '', ' ', '..', '../../etc/passwd',
   '%00', '<script>alert(1)</script>', "'; DROP TABLE users; --", 'NaN', 'Infinity', '-0', '1e308', 'null', 'undefined', 'true', '[object Object]', '*', 'other',
@@ -126,11 +136,27 @@ export const hostileString: fc.Arbitrary<string> = fc.oneof(
 );
 
 const hugeString = fc.constantFrom(new Big('x', 70_000), new Big('\u00e9', 300_000), new Big('\ud800', 1_000), new Big('y', 1_100_000));
-const deepValue = fc.constantFrom(new Deep(64, 'object'), new Deep(1_000, 'object'), new Deep(10_000, 'object'), new Deep(10_000, 'array'), new Deep(100_000, 'array'));
+const deepValue = fc.constantFrom(
+  new Deep(64, 'object'),
+  new Deep(1_000, 'object'),
+  new Deep(10_000, 'object'),
+  new Deep(10_000, 'array'),
+  new Deep(100_000, 'array'),
+);
 
 const hostileNumber: fc.Arbitrary<Json> = fc.constantFrom<Json>(
-  1e308, -1e308, 5e-324, 0, -1, 2 ** 53 + 1, 42.5,
-  new Raw('-0'), new Raw('1e999'), new Raw('-1e999'), new Raw('123456789012345678901234567890'), new Raw('1e-400'),
+  1e308,
+  -1e308,
+  5e-324,
+  0,
+  -1,
+  2 ** 53 + 1,
+  42.5,
+  new Raw('-0'),
+  new Raw('1e999'),
+  new Raw('-1e999'),
+  new Raw('123456789012345678901234567890'),
+  new Raw('1e-400'),
 );
 
 const scalar: fc.Arbitrary<Json> = fc.oneof(
@@ -178,9 +204,21 @@ const eventTime: fc.Arbitrary<Json> = fc.oneof(
   {
     weight: 3,
     arbitrary: fc.constantFrom<Json>(
-      new Stamp(4 * 60_000), new Stamp(6 * 60_000), new Stamp(-29 * 86_400_000), new Stamp(-31 * 86_400_000), new Stamp(1e13), new Stamp(-1e13),
-      '2024-02-30T00:00:00Z', 'yesterday', '', '9999-12-31T23:59:59Z', '0000-01-01T00:00:00Z', '+275760-09-13T00:00:00.000Z', '2026-01-01T00:00:00+99:99',
-      1_700_000_000_000, null,
+      new Stamp(4 * 60_000),
+      new Stamp(6 * 60_000),
+      new Stamp(-29 * 86_400_000),
+      new Stamp(-31 * 86_400_000),
+      new Stamp(1e13),
+      new Stamp(-1e13),
+      '2024-02-30T00:00:00Z',
+      'yesterday',
+      '',
+      '9999-12-31T23:59:59Z',
+      '0000-01-01T00:00:00Z',
+      '+275760-09-13T00:00:00.000Z',
+      '2026-01-01T00:00:00+99:99',
+      1_700_000_000_000,
+      null,
     ),
   },
   { weight: 1, arbitrary: scalar },
@@ -200,15 +238,34 @@ const props: fc.Arbitrary<Json> = fc.oneof(
   {
     weight: 10,
     arbitrary: fc
-      .tuple(fc.option(hostileValue, { nil: undefined }), fc.option(hostileValue, { nil: undefined }), fc.array(fc.tuple(hostileKey, hostileValue), { maxLength: 3 }))
-      .map(([country, device, rest]) => new Obj([...(country === undefined ? [] : [['country', country] as const]), ...(device === undefined ? [] : [['device', device] as const]), ...rest])),
+      .tuple(
+        fc.option(hostileValue, { nil: undefined }),
+        fc.option(hostileValue, { nil: undefined }),
+        fc.array(fc.tuple(hostileKey, hostileValue), { maxLength: 3 }),
+      )
+      .map(
+        ([country, device, rest]) =>
+          new Obj([...(country === undefined ? [] : [['country', country] as const]), ...(device === undefined ? [] : [['device', device] as const]), ...rest]),
+      ),
   },
   { weight: 1, arbitrary: fc.constant(null) },
   { weight: 1, arbitrary: fc.array(hostileValue, { maxLength: 3 }) },
   { weight: 1, arbitrary: scalar },
   { weight: 1, arbitrary: deepValue.map((d) => new Obj([['nested', d]])) },
 );
-const eventShape = fc.constantFrom('as-is', 'as-is', 'as-is', 'as-is', 'as-is', 'missing-field', 'extra-field', 'repeated-key', 'proto-key', 'server-fields', 'array');
+const eventShape = fc.constantFrom(
+  'as-is',
+  'as-is',
+  'as-is',
+  'as-is',
+  'as-is',
+  'missing-field',
+  'extra-field',
+  'repeated-key',
+  'proto-key',
+  'server-fields',
+  'array',
+);
 
 /**
  * Half the events are well-formed in their fields, with hostile strings only where the schema allows
@@ -218,17 +275,49 @@ const eventShape = fc.constantFrom('as-is', 'as-is', 'as-is', 'as-is', 'as-is', 
 const acceptable = fc.record({
   id: fc.constant<Json>(new FreshId('e')),
   time: fc.integer({ min: -120_000, max: 0 }).map((o): Json => new Stamp(o)),
-  user: fc.oneof({ weight: 3, arbitrary: fc.constantFrom<Json>('u1', 'u2', 'u3', ...PROTO_NAMES) }, { weight: 1, arbitrary: fc.constant<Json>(new FreshId('user')) }),
-  name: fc.oneof({ weight: 4, arbitrary: fc.constantFrom<Json>(...NORMAL_EVENTS) }, { weight: 1, arbitrary: fc.constantFrom<Json>('constructor', 'prototype', 'to_string', 'value_of') }),
-  props: fc.array(fc.tuple(hostileKey, fc.oneof({ weight: 4, arbitrary: fc.constantFrom<Json>(...PROTO_NAMES, 'GB', 'ios', 3.5, 0) }, { weight: 1, arbitrary: hostileValue })), { maxLength: 4 }).map((e): Json => new Obj(e)),
+  user: fc.oneof(
+    { weight: 3, arbitrary: fc.constantFrom<Json>('u1', 'u2', 'u3', ...PROTO_NAMES) },
+    { weight: 1, arbitrary: fc.constant<Json>(new FreshId('user')) },
+  ),
+  name: fc.oneof(
+    { weight: 4, arbitrary: fc.constantFrom<Json>(...NORMAL_EVENTS) },
+    { weight: 1, arbitrary: fc.constantFrom<Json>('constructor', 'prototype', 'to_string', 'value_of') },
+  ),
+  props: fc
+    .array(
+      fc.tuple(
+        hostileKey,
+        fc.oneof({ weight: 4, arbitrary: fc.constantFrom<Json>(...PROTO_NAMES, 'GB', 'ios', 3.5, 0) }, { weight: 1, arbitrary: hostileValue }),
+      ),
+      { maxLength: 4 },
+    )
+    .map((e): Json => new Obj(e)),
   shape: fc.constant('as-is'),
   drop: fc.constant(0),
   extra: fc.constant(['x', null] as [string, Json]),
 });
 export const hostileEvent: fc.Arbitrary<Json> = fc
-  .oneof(acceptable, fc.record({ id: eventId, time: eventTime, user: userId, name: eventName, props, shape: eventShape, drop: fc.nat(4), extra: fc.tuple(hostileKey, hostileValue) }))
+  .oneof(
+    acceptable,
+    fc.record({
+      id: eventId,
+      time: eventTime,
+      user: userId,
+      name: eventName,
+      props,
+      shape: eventShape,
+      drop: fc.nat(4),
+      extra: fc.tuple(hostileKey, hostileValue),
+    }),
+  )
   .map(({ id, time, user, name, props: p, shape, drop, extra }) => {
-    const entries: (readonly [string, Json])[] = [['event_id', id], ['time', time], ['user_id', user], ['event', name], ['props', p]];
+    const entries: (readonly [string, Json])[] = [
+      ['event_id', id],
+      ['time', time],
+      ['user_id', user],
+      ['event', name],
+      ['props', p],
+    ];
     switch (shape) {
       case 'missing-field':
         entries.splice(drop, 1);
@@ -240,10 +329,26 @@ export const hostileEvent: fc.Arbitrary<Json> = fc
         entries.push(entries[drop]![0] === 'event_id' ? ['event_id', new FreshId('e')] : [entries[drop]![0], extra[1]]);
         break;
       case 'proto-key':
-        entries.push(['__proto__', new Obj([['polluted', 'yes'], ['country', '__proto__']])]);
+        entries.push([
+          '__proto__',
+          new Obj([
+            ['polluted', 'yes'],
+            ['country', '__proto__'],
+          ]),
+        ]);
         break;
       case 'server-fields':
-        entries.push(['dims', new Obj([['country', '__proto__'], ['tier', 'constructor']])], ['experiments', new Obj([['constructor', 'treatment']])], ['received_at', 'yesterday']);
+        entries.push(
+          [
+            'dims',
+            new Obj([
+              ['country', '__proto__'],
+              ['tier', 'constructor'],
+            ]),
+          ],
+          ['experiments', new Obj([['constructor', 'treatment']])],
+          ['received_at', 'yesterday'],
+        );
         break;
       case 'array':
         return entries.map(([, v]) => v);
@@ -264,7 +369,16 @@ export type Body =
   /** `count` small well-formed events. */
   | { kind: 'many'; count: number };
 
-const brokenLine = fc.constantFrom<Json>(new Raw('{"event_id":"half'), new Raw('}{'), new Raw('\ufeff{}'), new Raw('[1,2'), new Raw('not json'), new Raw('{"a":1}{"b":2}'), new Raw('\u0000'), new Raw('   '));
+const brokenLine = fc.constantFrom<Json>(
+  new Raw('{"event_id":"half'),
+  new Raw('}{'),
+  new Raw('\ufeff{}'),
+  new Raw('[1,2'),
+  new Raw('not json'),
+  new Raw('{"a":1}{"b":2}'),
+  new Raw('\u0000'),
+  new Raw('   '),
+);
 
 /** The body limit the service uses for events (README: 5 MB), and its batch limit. */
 export const EVENTS_BODY_LIMIT = 5 * 1024 * 1024;
@@ -279,16 +393,51 @@ export const eventsBody: fc.Arbitrary<Body> = fc.oneof(
       .tuple(fc.array(fc.oneof({ weight: 4, arbitrary: hostileEvent }, { weight: 1, arbitrary: brokenLine }), { minLength: 1, maxLength: 10 }), fc.boolean())
       .map(([lines, crlf]): Body => ({ kind: 'ndjson', lines, crlf })),
   },
-  { weight: 2, arbitrary: fc.constantFrom<Body>({ kind: 'text', text: '' }, { kind: 'text', text: '[' }, { kind: 'text', text: '{"event_id":' }, { kind: 'text', text: 'null' }, { kind: 'text', text: '42' }, { kind: 'text', text: '"a string"' }, { kind: 'text', text: '[]' }, { kind: 'text', text: '{}' }, { kind: 'text', text: '[[]]' }, { kind: 'text', text: '[null]' }) },
-  { weight: 1, arbitrary: fc.constantFrom<Body>({ kind: 'bytes', bytes: [0x5b, 0xed, 0xa0, 0x80, 0x5d] }, { kind: 'bytes', bytes: [0xff, 0xfe, 0x5b, 0x00, 0x5d, 0x00] }, { kind: 'bytes', bytes: [0x5b, 0x22, 0xc0, 0xae, 0x22, 0x5d] }) },
-  { weight: 1, arbitrary: fc.constantFrom<Body>({ kind: 'sized', bytes: EVENTS_BODY_LIMIT }, { kind: 'sized', bytes: EVENTS_BODY_LIMIT + 1 }, { kind: 'sized', bytes: 2 * 1024 * 1024 }, { kind: 'many', count: EVENTS_BATCH_LIMIT }, { kind: 'many', count: EVENTS_BATCH_LIMIT + 1 }, { kind: 'many', count: 500 }) },
+  {
+    weight: 2,
+    arbitrary: fc.constantFrom<Body>(
+      { kind: 'text', text: '' },
+      { kind: 'text', text: '[' },
+      { kind: 'text', text: '{"event_id":' },
+      { kind: 'text', text: 'null' },
+      { kind: 'text', text: '42' },
+      { kind: 'text', text: '"a string"' },
+      { kind: 'text', text: '[]' },
+      { kind: 'text', text: '{}' },
+      { kind: 'text', text: '[[]]' },
+      { kind: 'text', text: '[null]' },
+    ),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom<Body>(
+      { kind: 'bytes', bytes: [0x5b, 0xed, 0xa0, 0x80, 0x5d] },
+      { kind: 'bytes', bytes: [0xff, 0xfe, 0x5b, 0x00, 0x5d, 0x00] },
+      { kind: 'bytes', bytes: [0x5b, 0x22, 0xc0, 0xae, 0x22, 0x5d] },
+    ),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom<Body>(
+      { kind: 'sized', bytes: EVENTS_BODY_LIMIT },
+      { kind: 'sized', bytes: EVENTS_BODY_LIMIT + 1 },
+      { kind: 'sized', bytes: 2 * 1024 * 1024 },
+      { kind: 'many', count: EVENTS_BATCH_LIMIT },
+      { kind: 'many', count: EVENTS_BATCH_LIMIT + 1 },
+      { kind: 'many', count: 500 },
+    ),
+  },
 );
 
-export type AuthKind = 'scope' | 'admin' | 'none' | 'wrong' | 'revoked' | 'lower-scope' | 'lowercase-bearer' | 'basic' | 'x-api-key' | 'huge' | 'two-keys' | 'latin1';
+export type AuthKind =
+  'scope' | 'admin' | 'none' | 'wrong' | 'revoked' | 'lower-scope' | 'lowercase-bearer' | 'basic' | 'x-api-key' | 'huge' | 'two-keys' | 'latin1';
 const auth: fc.Arbitrary<AuthKind> = fc.oneof(
   { weight: 30, arbitrary: fc.constant<AuthKind>('scope') },
   { weight: 3, arbitrary: fc.constant<AuthKind>('admin') },
-  { weight: 6, arbitrary: fc.constantFrom<AuthKind>('none', 'wrong', 'revoked', 'lower-scope', 'lowercase-bearer', 'basic', 'x-api-key', 'huge', 'two-keys', 'latin1') },
+  {
+    weight: 6,
+    arbitrary: fc.constantFrom<AuthKind>('none', 'wrong', 'revoked', 'lower-scope', 'lowercase-bearer', 'basic', 'x-api-key', 'huge', 'two-keys', 'latin1'),
+  },
 );
 
 /** Content types a body is sent with: mostly the right one. */
@@ -298,8 +447,20 @@ const contentType = (right: string) =>
     {
       weight: 2,
       arbitrary: fc.constantFrom<string | null>(
-        null, 'text/plain', 'application/xml', 'multipart/form-data; boundary=x', 'application/x-www-form-urlencoded', 'APPLICATION/JSON', 'application/json; charset=utf-16',
-        'application/json; charset=latin1', 'application/json; charset=koi8-r', 'application/x-ndjson', 'application/jsonl', 'application/json, text/plain', '*/*', 'application/vnd.api+json',
+        null,
+        'text/plain',
+        'application/xml',
+        'multipart/form-data; boundary=x',
+        'application/x-www-form-urlencoded',
+        'APPLICATION/JSON',
+        'application/json; charset=utf-16',
+        'application/json; charset=latin1',
+        'application/json; charset=koi8-r',
+        'application/x-ndjson',
+        'application/jsonl',
+        'application/json, text/plain',
+        '*/*',
+        'application/vnd.api+json',
       ),
     },
   );
@@ -309,9 +470,22 @@ const extraHeaders = fc.oneof(
   {
     weight: 2,
     arbitrary: fc.constantFrom<[string, string][]>(
-      [['transfer-encoding', 'chunked']], [['content-encoding', 'gzip']], [['content-encoding', 'br']], [['content-encoding', 'x-unknown']], [['content-encoding', 'deflate, gzip']],
-      [['x-huge', 'h'.repeat(20_000)]], [['x-forwarded-for', '1.2.3.4, ' + 'x'.repeat(4000)]], [['expect', '100-continue']], [['accept', 'text/html']], [['accept-encoding', 'gzip, br']],
-      [['if-match', '*']], [['if-match', 'W/"1"']], [['if-match', '"99999999999999999999"']], [['if-match', '"-1"']], [['if-match', '"1e3"']], [['if-match', '"abc"']],
+      [['transfer-encoding', 'chunked']],
+      [['content-encoding', 'gzip']],
+      [['content-encoding', 'br']],
+      [['content-encoding', 'x-unknown']],
+      [['content-encoding', 'deflate, gzip']],
+      [['x-huge', 'h'.repeat(20_000)]],
+      [['x-forwarded-for', '1.2.3.4, ' + 'x'.repeat(4000)]],
+      [['expect', '100-continue']],
+      [['accept', 'text/html']],
+      [['accept-encoding', 'gzip, br']],
+      [['if-match', '*']],
+      [['if-match', 'W/"1"']],
+      [['if-match', '"99999999999999999999"']],
+      [['if-match', '"-1"']],
+      [['if-match', '"1e3"']],
+      [['if-match', '"abc"']],
     ),
   },
 );
@@ -329,7 +503,9 @@ export interface ApiRoute {
   query: string[];
 }
 
-export function routesOf(openapi: { paths: Record<string, Record<string, { 'x-required-scope'?: string; parameters?: { name: string; in: string }[] }>> }): ApiRoute[] {
+export function routesOf(openapi: {
+  paths: Record<string, Record<string, { 'x-required-scope'?: string; parameters?: { name: string; in: string }[] }>>;
+}): ApiRoute[] {
   return Object.entries(openapi.paths).flatMap(([template, methods]) =>
     Object.entries(methods).map(([method, op]) => ({
       method: method.toUpperCase(),
@@ -376,7 +552,11 @@ function encodeSegment(s: string): string {
 }
 const brokenSegment = fc.constantFrom('%', '%zz', '%00', '%2e%2e', '%2F', 'a%2Fb', '%C0%AE', '%ED%A0%80', '%FF', '..', '.', 'x'.repeat(3000));
 const segment = (pool: readonly string[]) =>
-  fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...pool, ...PROTO_NAMES).map(encodeSegment) }, { weight: 3, arbitrary: hostileString.map(encodeSegment) }, { weight: 1, arbitrary: brokenSegment });
+  fc.oneof(
+    { weight: 4, arbitrary: fc.constantFrom(...pool, ...PROTO_NAMES).map(encodeSegment) },
+    { weight: 3, arbitrary: hostileString.map(encodeSegment) },
+    { weight: 1, arbitrary: brokenSegment },
+  );
 
 const PARAM_POOLS: Record<string, readonly string[]> = {
   key: EXPERIMENT_KEYS,
@@ -388,7 +568,26 @@ const PARAM_POOLS: Record<string, readonly string[]> = {
   id: ['0', '1', '-1', '1e308', '99999999999999999999'],
 };
 const queryValue = fc.oneof(
-  { weight: 3, arbitrary: fc.constantFrom('1m', '1h', 'login', 'country', 'device', 'all', '10', '0', '-1', '501', '1e308', 'NaN', new Date(0).toISOString(), '2999-01-01T00:00:00Z', 'yesterday') },
+  {
+    weight: 3,
+    arbitrary: fc.constantFrom(
+      '1m',
+      '1h',
+      'login',
+      'country',
+      'device',
+      'all',
+      '10',
+      '0',
+      '-1',
+      '501',
+      '1e308',
+      'NaN',
+      new Date(0).toISOString(),
+      '2999-01-01T00:00:00Z',
+      'yesterday',
+    ),
+  },
   { weight: 2, arbitrary: hostileString },
 );
 
@@ -399,21 +598,65 @@ const experimentBody: fc.Arbitrary<Json> = fc
   .record({
     key: expKey,
     arms: fc.oneof(
-      { weight: 4, arbitrary: fc.tuple(armKey, armKey).map(([a, b]) => [new Obj([['key', 'control'], ['weight', 0.5]]), new Obj([['key', a === 'control' ? b : a], ['weight', 0.5]])]) },
-      { weight: 1, arbitrary: fc.array(fc.tuple(armKey, fc.oneof(fc.constantFrom<Json>(0.5, 1, 0, -0.1), hostileNumber)).map(([k, w]) => new Obj([['key', k], ['weight', w]])), { maxLength: 4 }) },
+      {
+        weight: 4,
+        arbitrary: fc.tuple(armKey, armKey).map(([a, b]) => [
+          new Obj([
+            ['key', 'control'],
+            ['weight', 0.5],
+          ]),
+          new Obj([
+            ['key', a === 'control' ? b : a],
+            ['weight', 0.5],
+          ]),
+        ]),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.array(
+          fc.tuple(armKey, fc.oneof(fc.constantFrom<Json>(0.5, 1, 0, -0.1), hostileNumber)).map(
+            ([k, w]) =>
+              new Obj([
+                ['key', k],
+                ['weight', w],
+              ]),
+          ),
+          { maxLength: 4 },
+        ),
+      },
       { weight: 1, arbitrary: hostileValue },
     ),
     objective: metricKey,
     exposure: fc.option(fc.constantFrom<Json>('login', 'purchase', 'prediction', 'experiment_exposure', 'constructor', '__proto__'), { nil: undefined }),
     status: fc.constantFrom<Json>('draft', 'running', 'running', 'shipped', '__proto__'),
-    targeting: fc.option(fc.tuple(fc.constantFrom('country', 'device', 'tier', '__proto__', 'constructor'), fc.array(hostileString, { maxLength: 2 })).map(([k, vs]) => new Obj([[k, vs]])), { nil: undefined }),
+    targeting: fc.option(
+      fc
+        .tuple(fc.constantFrom('country', 'device', 'tier', '__proto__', 'constructor'), fc.array(hostileString, { maxLength: 2 }))
+        .map(([k, vs]) => new Obj([[k, vs]])),
+      { nil: undefined },
+    ),
     extra: fc.option(fc.tuple(hostileKey, hostileValue), { nil: undefined }),
     mde: fc.oneof({ weight: 4, arbitrary: fc.constant<Json>(0.05) }, { weight: 1, arbitrary: hostileNumber }),
   })
   .map(({ key, arms, objective, exposure, status, targeting, extra, mde }) => {
     const entries: (readonly [string, Json])[] = [
-      ['key', key], ['hypothesis', 'fuzzing finds what people miss'], ['arms', arms], ['objective', objective], ['mde', mde], ['minRunDays', 0], ['status', status],
-      ['guardrails', [new Obj([['metric', 'feature_uses'], ['bad', 'decrease'], ['tolerance', 0.5]])]],
+      ['key', key],
+      ['hypothesis', 'fuzzing finds what people miss'],
+      ['arms', arms],
+      ['objective', objective],
+      ['mde', mde],
+      ['minRunDays', 0],
+      ['status', status],
+      [
+        'guardrails',
+        [
+          new Obj([
+            ['metric', 'feature_uses'],
+            ['bad', 'decrease'],
+            ['tolerance', 0.5],
+          ]),
+        ],
+      ],
     ];
     if (exposure !== undefined) entries.push(['exposureEvent', exposure]);
     if (targeting) entries.push(['targeting', targeting]);
@@ -422,20 +665,61 @@ const experimentBody: fc.Arbitrary<Json> = fc
   });
 
 const statusBody: fc.Arbitrary<Json> = fc
-  .record({ status: fc.constantFrom<Json>('draft', 'running', 'stopped', 'shipped', 'rolled_back', '__proto__', 'constructor'), winner: fc.option(armKey, { nil: undefined }), reason: fc.option(hostileString, { nil: undefined }) })
-  .map(({ status, winner, reason }) => new Obj([['status', status], ...(winner === undefined ? [] : [['winner', winner] as const]), ...(reason === undefined ? [] : [['reason', reason] as const])]));
-const ifMatch = fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 1, max: 6 }).map((n) => `"${n}"`) }, { weight: 1, arbitrary: fc.constantFrom('*', 'W/"2"', '"0"', '"1.5"', '"99999999999999999999"', 'junk', '') });
+  .record({
+    status: fc.constantFrom<Json>('draft', 'running', 'stopped', 'shipped', 'rolled_back', '__proto__', 'constructor'),
+    winner: fc.option(armKey, { nil: undefined }),
+    reason: fc.option(hostileString, { nil: undefined }),
+  })
+  .map(
+    ({ status, winner, reason }) =>
+      new Obj([
+        ['status', status],
+        ...(winner === undefined ? [] : [['winner', winner] as const]),
+        ...(reason === undefined ? [] : [['reason', reason] as const]),
+      ]),
+  );
+const ifMatch = fc.oneof(
+  { weight: 4, arbitrary: fc.integer({ min: 1, max: 6 }).map((n) => `"${n}"`) },
+  { weight: 1, arbitrary: fc.constantFrom('*', 'W/"2"', '"0"', '"1.5"', '"99999999999999999999"', 'junk', '') },
+);
 
 const modelName = fc.oneof({ weight: 4, arbitrary: fc.constantFrom<Json>(...MODEL_NAMES) }, { weight: 1, arbitrary: scalar });
 const aliasName = fc.oneof({ weight: 4, arbitrary: fc.constantFrom<Json>(...ALIASES) }, { weight: 1, arbitrary: scalar });
 const predictBody: fc.Arbitrary<Json> = fc
-  .record({ model: modelName, user: userId, alias: fc.option(aliasName, { nil: undefined }), version: fc.option(fc.nat(3).map((i) => new VersionRef(i)), { nil: undefined }), values: fc.option(hostileObj(fc.constantFrom('logins_7d', 'fz_count', '__proto__', 'constructor', 'toString')), { nil: undefined }) })
-  .map(({ model, user, alias, version, values }) =>
-    new Obj([['model', model], ['user_id', user], ...(alias === undefined ? [] : [['alias', alias] as const]), ...(version === undefined ? [] : [['version', version] as const]), ...(values === undefined ? [] : [['values', values] as const])]),
+  .record({
+    model: modelName,
+    user: userId,
+    alias: fc.option(aliasName, { nil: undefined }),
+    version: fc.option(
+      fc.nat(3).map((i) => new VersionRef(i)),
+      { nil: undefined },
+    ),
+    values: fc.option(hostileObj(fc.constantFrom('logins_7d', 'fz_count', '__proto__', 'constructor', 'toString')), { nil: undefined }),
+  })
+  .map(
+    ({ model, user, alias, version, values }) =>
+      new Obj([
+        ['model', model],
+        ['user_id', user],
+        ...(alias === undefined ? [] : [['alias', alias] as const]),
+        ...(version === undefined ? [] : [['version', version] as const]),
+        ...(values === undefined ? [] : [['values', values] as const]),
+      ]),
   );
 const assignBody: fc.Arbitrary<Json> = fc
-  .record({ user: userId, experiment: fc.option(expKey, { nil: undefined }), dims: fc.option(hostileObj(fc.constantFrom('country', 'device', 'tier', '__proto__', 'constructor'), 3), { nil: undefined }) })
-  .map(({ user, experiment, dims }) => new Obj([['user_id', user], ...(experiment === undefined ? [] : [['experiment', experiment] as const]), ...(dims === undefined ? [] : [['dims', dims] as const])]));
+  .record({
+    user: userId,
+    experiment: fc.option(expKey, { nil: undefined }),
+    dims: fc.option(hostileObj(fc.constantFrom('country', 'device', 'tier', '__proto__', 'constructor'), 3), { nil: undefined }),
+  })
+  .map(
+    ({ user, experiment, dims }) =>
+      new Obj([
+        ['user_id', user],
+        ...(experiment === undefined ? [] : [['experiment', experiment] as const]),
+        ...(dims === undefined ? [] : [['dims', dims] as const]),
+      ]),
+  );
 
 const featureDefinition: fc.Arbitrary<Json> = fc
   .record({
@@ -447,8 +731,16 @@ const featureDefinition: fc.Arbitrary<Json> = fc
     where: fc.option(hostileObj(fc.constantFrom('country', '__proto__', 'constructor'), 2), { nil: undefined }),
     default: fc.oneof({ weight: 3, arbitrary: fc.constant<Json>(0) }, { weight: 1, arbitrary: hostileValue }),
   })
-  .map(({ name, event, aggregation, window, prop, where, default: d }) =>
-    new Obj([['name', name], ['source', new Obj([['event', event], ...(where ? [['where', where] as const] : [])])], ['aggregation', aggregation], ['window', window], ['default', d], ...(prop === undefined ? [] : [['prop', prop] as const])]),
+  .map(
+    ({ name, event, aggregation, window, prop, where, default: d }) =>
+      new Obj([
+        ['name', name],
+        ['source', new Obj([['event', event], ...(where ? [['where', where] as const] : [])])],
+        ['aggregation', aggregation],
+        ['window', window],
+        ['default', d],
+        ...(prop === undefined ? [] : [['prop', prop] as const]),
+      ]),
   );
 
 export type BundleMutation =
@@ -463,11 +755,27 @@ export type BundleMutation =
   | 'rehashed-proto-lineage';
 const bundleBody: fc.Arbitrary<Json> = fc
   .record({
-    mutation: fc.constantFrom<BundleMutation>('as-is', 'tampered', 'rehashed-nan-weights', 'rehashed-truncated-weights', 'rehashed-junk-topology', 'rehashed-proto-metrics', 'rehashed-renamed-feature', 'rehashed-no-weights', 'rehashed-proto-lineage'),
+    mutation: fc.constantFrom<BundleMutation>(
+      'as-is',
+      'tampered',
+      'rehashed-nan-weights',
+      'rehashed-truncated-weights',
+      'rehashed-junk-topology',
+      'rehashed-proto-metrics',
+      'rehashed-renamed-feature',
+      'rehashed-no-weights',
+      'rehashed-proto-lineage',
+    ),
     name: fc.constantFrom(...MODEL_NAMES),
     alias: fc.oneof({ weight: 3, arbitrary: fc.constantFrom<Json>('challenger', 'champion', 'constructor', 'prototype') }, { weight: 1, arbitrary: aliasName }),
   })
-  .map(({ mutation, name, alias }) => new Obj([['bundle', new BundleRef(mutation, name)], ['alias', alias]]));
+  .map(
+    ({ mutation, name, alias }) =>
+      new Obj([
+        ['bundle', new BundleRef(mutation, name)],
+        ['alias', alias],
+      ]),
+  );
 
 /** The trained bundle, changed by `mutation` and (except `tampered`) hashed again so it passes the hash check. */
 function renderBundle(ref: BundleRef, ctx: RenderContext): string {
@@ -500,13 +808,31 @@ function renderBundle(ref: BundleRef, ctx: RenderContext): string {
 }
 
 const moveBody: fc.Arbitrary<Json> = fc
-  .record({ version: fc.oneof({ weight: 3, arbitrary: fc.nat(3).map((i): Json => new VersionRef(i)) }, { weight: 1, arbitrary: fc.constantFrom<Json>('0123456789abcdef', 'constructor', '__proto__', '') }), reason: fc.option(hostileString, { nil: undefined }) })
+  .record({
+    version: fc.oneof(
+      { weight: 3, arbitrary: fc.nat(3).map((i): Json => new VersionRef(i)) },
+      { weight: 1, arbitrary: fc.constantFrom<Json>('0123456789abcdef', 'constructor', '__proto__', '') },
+    ),
+    reason: fc.option(hostileString, { nil: undefined }),
+  })
   .map(({ version, reason }) => new Obj([['version', version], ...(reason === undefined ? [] : [['reason', reason] as const])]));
-const triggerBody: fc.Arbitrary<Json> = fc.oneof(fc.constant(new Obj([])), hostileObj().map((p) => new Obj([['params', p]])), hostileValue);
+const triggerBody: fc.Arbitrary<Json> = fc.oneof(
+  fc.constant(new Obj([])),
+  hostileObj().map((p) => new Obj([['params', p]])),
+  hostileValue,
+);
 
 /** The body a route gets: its own generator for the routes that take one, hostile JSON for the others. */
 function bodyFor(route: ApiRoute): fc.Arbitrary<Body | undefined> {
-  const json = (value: fc.Arbitrary<Json>) => fc.oneof({ weight: 8, arbitrary: value.map((v): Body => ({ kind: 'json', value: v })) }, { weight: 1, arbitrary: hostileValue.map((v): Body => ({ kind: 'json', value: v })) }, { weight: 1, arbitrary: fc.constantFrom<Body>({ kind: 'text', text: '' }, { kind: 'text', text: '{"a":' }, { kind: 'bytes', bytes: [0x7b, 0xed, 0xa0, 0x80, 0x7d] }) });
+  const json = (value: fc.Arbitrary<Json>) =>
+    fc.oneof(
+      { weight: 8, arbitrary: value.map((v): Body => ({ kind: 'json', value: v })) },
+      { weight: 1, arbitrary: hostileValue.map((v): Body => ({ kind: 'json', value: v })) },
+      {
+        weight: 1,
+        arbitrary: fc.constantFrom<Body>({ kind: 'text', text: '' }, { kind: 'text', text: '{"a":' }, { kind: 'bytes', bytes: [0x7b, 0xed, 0xa0, 0x80, 0x7d] }),
+      },
+    );
   switch (routeName(route)) {
     case 'POST /v1/events':
       return eventsBody;
@@ -528,41 +854,108 @@ function bodyFor(route: ApiRoute): fc.Arbitrary<Body | undefined> {
     case 'POST /v1/jobs/{dag}/runs':
       return json(triggerBody);
     default:
-      return route.method === 'GET' ? fc.oneof({ weight: 9, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: hostileValue.map((v): Body => ({ kind: 'json', value: v })) }) : json(hostileValue);
+      return route.method === 'GET'
+        ? fc.oneof({ weight: 9, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: hostileValue.map((v): Body => ({ kind: 'json', value: v })) })
+        : json(hostileValue);
   }
 }
 
 /** Hostile requests to one route. */
 export function requestTo(route: ApiRoute): fc.Arbitrary<HostileRequest> {
   const params = fc.record(Object.fromEntries(route.params.map((p) => [p, segment(PARAM_POOLS[p] ?? [])])) as Record<string, fc.Arbitrary<string>>);
-  const query = fc.array(fc.tuple(fc.oneof({ weight: 4, arbitrary: route.query.length > 0 ? fc.constantFrom(...route.query) : fc.constant('q') }, { weight: 1, arbitrary: fc.constantFrom('__proto__', 'constructor[prototype][polluted]', '__proto__[polluted]', 'a[]') }), queryValue), { maxLength: 3 });
+  const query = fc.array(
+    fc.tuple(
+      fc.oneof(
+        { weight: 4, arbitrary: route.query.length > 0 ? fc.constantFrom(...route.query) : fc.constant('q') },
+        { weight: 1, arbitrary: fc.constantFrom('__proto__', 'constructor[prototype][polluted]', '__proto__[polluted]', 'a[]') },
+      ),
+      queryValue,
+    ),
+    { maxLength: 3 },
+  );
   const isNdjson = (b: Body | undefined) => b?.kind === 'ndjson';
   const needsIfMatch = /^(PUT \/v1\/experiments\/\{key\}|POST \/v1\/experiments\/\{key\}\/status)$/.test(routeName(route));
   return fc
-    .record({ params, query, auth, body: bodyFor(route), ct: fc.nat(), headers: extraHeaders, ifMatch: needsIfMatch ? fc.option(ifMatch, { nil: undefined, freq: 8 }) : fc.constant(undefined) })
+    .record({
+      params,
+      query,
+      auth,
+      body: bodyFor(route),
+      ct: fc.nat(),
+      headers: extraHeaders,
+      ifMatch: needsIfMatch ? fc.option(ifMatch, { nil: undefined, freq: 8 }) : fc.constant(undefined),
+    })
     .chain(({ params: p, query: q, auth: a, body, headers, ifMatch: m }) =>
-      contentType(isNdjson(body) ? 'application/x-ndjson' : 'application/json').map(
-        (ct): HostileRequest => ({ route, params: p, query: q, auth: a, ...(body ? { body } : {}), contentType: body ? ct : null, headers: m === undefined ? headers : [['if-match', m], ...headers] }),
-      ),
+      contentType(isNdjson(body) ? 'application/x-ndjson' : 'application/json').map((ct): HostileRequest => ({
+        route,
+        params: p,
+        query: q,
+        auth: a,
+        ...(body ? { body } : {}),
+        contentType: body ? ct : null,
+        headers: m === undefined ? headers : [['if-match', m], ...headers],
+      })),
     )
     .map((r) => Object.assign(r, { [fc.toStringMethod]: () => describe(r) }));
 }
 
 /** Requests to every route, the ingest route (where the pipeline's bugs live) weighted up. */
 export function hostileRequest(routes: readonly ApiRoute[], weights: Partial<Record<string, number>> = {}): fc.Arbitrary<HostileRequest> {
-  return fc.oneof(...routes.map((r) => ({ weight: weights[routeName(r)] ?? (routeName(r) === 'POST /v1/events' ? 30 : routeName(r) === 'GET /assets/plotly.min.js' ? 1 : 3), arbitrary: requestTo(r) })));
+  return fc.oneof(
+    ...routes.map((r) => ({
+      weight: weights[routeName(r)] ?? (routeName(r) === 'POST /v1/events' ? 30 : routeName(r) === 'GET /assets/plotly.min.js' ? 1 : 3),
+      arbitrary: requestTo(r),
+    })),
+  );
 }
 
 /** The same mix of routes, every request well-formed: the baseline a hostile run is compared with. */
 export function wellFormedRequest(routes: readonly ApiRoute[]): fc.Arbitrary<HostileRequest> {
-  const goodEvent = fc.record({ user: fc.constantFrom('u1', 'u2', 'u3', 'u4'), name: fc.constantFrom(...NORMAL_EVENTS), country: fc.constantFrom('GB', 'US', 'DE'), device: fc.constantFrom('ios', 'web') }).map(
-    ({ user, name, country, device }) => new Obj([['event_id', new FreshId('e')], ['time', new Stamp(-1000)], ['user_id', user], ['event', name], ['props', new Obj([['country', country], ['device', device], ['amount', 3.5]])]]),
-  );
+  const goodEvent = fc
+    .record({
+      user: fc.constantFrom('u1', 'u2', 'u3', 'u4'),
+      name: fc.constantFrom(...NORMAL_EVENTS),
+      country: fc.constantFrom('GB', 'US', 'DE'),
+      device: fc.constantFrom('ios', 'web'),
+    })
+    .map(
+      ({ user, name, country, device }) =>
+        new Obj([
+          ['event_id', new FreshId('e')],
+          ['time', new Stamp(-1000)],
+          ['user_id', user],
+          ['event', name],
+          [
+            'props',
+            new Obj([
+              ['country', country],
+              ['device', device],
+              ['amount', 3.5],
+            ]),
+          ],
+        ]),
+    );
   const reads = routes.filter((r) => r.method === 'GET' && r.params.length === 0 && r.template !== '/v1/stream' && r.template !== '/assets/plotly.min.js');
   const ingest = routes.find((r) => routeName(r) === 'POST /v1/events')!;
   return fc.oneof(
-    { weight: 30, arbitrary: fc.array(goodEvent, { minLength: 1, maxLength: 12 }).map((events): HostileRequest => ({ route: ingest, params: {}, query: [], auth: 'scope', body: { kind: 'json', value: events }, contentType: 'application/json', headers: [] })) },
-    { weight: 10, arbitrary: fc.constantFrom(...reads).map((route): HostileRequest => ({ route, params: {}, query: [], auth: 'scope', contentType: null, headers: [] })) },
+    {
+      weight: 30,
+      arbitrary: fc
+        .array(goodEvent, { minLength: 1, maxLength: 12 })
+        .map((events): HostileRequest => ({
+          route: ingest,
+          params: {},
+          query: [],
+          auth: 'scope',
+          body: { kind: 'json', value: events },
+          contentType: 'application/json',
+          headers: [],
+        })),
+    },
+    {
+      weight: 10,
+      arbitrary: fc.constantFrom(...reads).map((route): HostileRequest => ({ route, params: {}, query: [], auth: 'scope', contentType: null, headers: [] })),
+    },
   );
 }
 
@@ -570,7 +963,13 @@ export function wellFormedRequest(routes: readonly ApiRoute[]): fc.Arbitrary<Hos
 export function describe(r: HostileRequest): string {
   const path = r.route.template.replace(/\{(\w+)\}/g, (_, p: string) => r.params[p] ?? '');
   const q = r.query.length > 0 ? `?${r.query.map(([k, v]) => `${k}=${preview(v, 40)}`).join('&')}` : '';
-  const body = !r.body ? '' : r.body.kind === 'json' ? ` body ${show(r.body.value)}` : r.body.kind === 'ndjson' ? ` ndjson [${r.body.lines.map(show).join(' \\n ')}]` : ` body ${JSON.stringify({ ...r.body, ...('text' in r.body ? { text: preview(r.body.text) } : {}) })}`;
+  const body = !r.body
+    ? ''
+    : r.body.kind === 'json'
+      ? ` body ${show(r.body.value)}`
+      : r.body.kind === 'ndjson'
+        ? ` ndjson [${r.body.lines.map(show).join(' \\n ')}]`
+        : ` body ${JSON.stringify({ ...r.body, ...('text' in r.body ? { text: preview(r.body.text) } : {}) })}`;
   const headers = r.headers.map(([k, v]) => `${k}: ${preview(v, 30)}`).join(', ');
   const text = `${r.route.method} ${path}${q} [auth ${r.auth}${r.contentType ? `, content-type ${r.contentType}` : ''}${headers ? `, ${headers}` : ''}]${body}`;
   return text.length > 1500 ? `${text.slice(0, 1500)}…` : text;
@@ -630,7 +1029,10 @@ function authHeaders(kind: AuthKind, route: ApiRoute, keys: Keys): [string, stri
     case 'huge':
       return [['authorization', `Bearer ${'k'.repeat(12_000)}`]];
     case 'two-keys':
-      return [['authorization', `Bearer ${keys.read} ${right}`], ['x-api-key', keys.revoked]];
+      return [
+        ['authorization', `Bearer ${keys.read} ${right}`],
+        ['x-api-key', keys.revoked],
+      ];
     case 'latin1':
       return [['authorization', `Bearer wb_\u00ff\u00fe_${right}`]];
   }
@@ -717,27 +1119,30 @@ export function send(base: string, r: HostileRequest, keys: Keys, ctx: RenderCon
       resolve({ ...base0, ...o, ms: performance.now() - started });
     };
     const url = new URL(base);
-    const req = http.request({ host: url.hostname, port: url.port, method: r.route.method, path: path + search, agent, headers: Object.fromEntries(groupHeaders(headers)) }, (res) => {
-      const type = String(res.headers['content-type'] ?? '');
-      // An event stream stays open: its headers are the answer.
-      if (type.startsWith('text/event-stream')) {
-        res.destroy();
-        return finish({ status: res.statusCode ?? 0, text: '', contentType: type });
-      }
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on('data', (c: Buffer) => {
-        if (size < 4096) chunks.push(c);
-        size += c.length;
-      });
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8').slice(0, 4096);
-        let accepted = 0;
-        if (res.statusCode === 200 && base0.route === 'POST /v1/events') accepted = Number((JSON.parse(text) as { accepted?: number }).accepted ?? 0);
-        finish({ status: res.statusCode ?? 0, text, contentType: type, accepted });
-      });
-      res.on('error', (err) => finish({ status: res.statusCode ?? 0, text: '', error: `answer cut: ${err.message}` }));
-    });
+    const req = http.request(
+      { host: url.hostname, port: url.port, method: r.route.method, path: path + search, agent, headers: Object.fromEntries(groupHeaders(headers)) },
+      (res) => {
+        const type = String(res.headers['content-type'] ?? '');
+        // An event stream stays open: its headers are the answer.
+        if (type.startsWith('text/event-stream')) {
+          res.destroy();
+          return finish({ status: res.statusCode ?? 0, text: '', contentType: type });
+        }
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          if (size < 4096) chunks.push(c);
+          size += c.length;
+        });
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8').slice(0, 4096);
+          let accepted = 0;
+          if (res.statusCode === 200 && base0.route === 'POST /v1/events') accepted = Number((JSON.parse(text) as { accepted?: number }).accepted ?? 0);
+          finish({ status: res.statusCode ?? 0, text, contentType: type, accepted });
+        });
+        res.on('error', (err) => finish({ status: res.statusCode ?? 0, text: '', error: `answer cut: ${err.message}` }));
+      },
+    );
     const timer = setTimeout(() => {
       req.destroy(new Error(`no answer in ${timeoutMs} ms`));
     }, timeoutMs);
@@ -774,10 +1179,12 @@ export function problemWith(o: Outcome): string | undefined {
   if (o.status === 431 || (o.status === 400 && o.text === '')) return undefined;
   if (o.status >= 400) {
     // Only the first 4 KB are kept: a longer answer is judged by its start.
-    if (o.text.length >= 4096) return /^\{"error":\{"code":"[a-z_]+","message":"/.test(o.text) ? undefined : `${o.status} without { error: { code, message } }: ${o.text.slice(0, 200)}`;
+    if (o.text.length >= 4096)
+      return /^\{"error":\{"code":"[a-z_]+","message":"/.test(o.text) ? undefined : `${o.status} without { error: { code, message } }: ${o.text.slice(0, 200)}`;
     try {
       const body = JSON.parse(o.text) as { error?: { code?: unknown; message?: unknown } };
-      if (typeof body.error?.code !== 'string' || typeof body.error.message !== 'string') return `${o.status} without { error: { code, message } }: ${o.text.slice(0, 200)}`;
+      if (typeof body.error?.code !== 'string' || typeof body.error.message !== 'string')
+        return `${o.status} without { error: { code, message } }: ${o.text.slice(0, 200)}`;
     } catch {
       return `${o.status} is not JSON: ${o.text.slice(0, 200)}`;
     }
@@ -847,7 +1254,7 @@ export async function auditLog(log: EventLog, sentIds: ReadonlySet<string>): Pro
   let unreadable = 0;
   let records = 0;
   const strangers: string[] = [];
-  for (let offset = 0; offset < end; ) {
+  for (let offset = 0; offset < end;) {
     const entries = await log.read(offset, 10_000);
     if (entries.length === 0) break;
     for (const entry of entries) {
@@ -868,7 +1275,8 @@ export async function auditLog(log: EventLog, sentIds: ReadonlySet<string>): Pro
       if (sentIds.has(e.event_id)) {
         clientRecords++;
         if ((RESERVED_EVENT_NAMES as readonly unknown[]).includes(e.event)) reserved++;
-      } else if (/^(prediction|exposure)-/.test(e.event_id) && (RESERVED_EVENT_NAMES as readonly unknown[]).includes(e.event)) own.set(String(e.event), (own.get(String(e.event)) ?? 0) + 1);
+      } else if (/^(prediction|exposure)-/.test(e.event_id) && (RESERVED_EVENT_NAMES as readonly unknown[]).includes(e.event))
+        own.set(String(e.event), (own.get(String(e.event)) ?? 0) + 1);
       else if (strangers.length < 5) strangers.push(JSON.stringify(e).slice(0, 300));
     }
     offset = entries[entries.length - 1]!.offset + 1;

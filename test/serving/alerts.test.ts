@@ -48,7 +48,11 @@ describe('anomaly alerts on a replayed simulation', { timeout: 300_000 }, () => 
       const sent = await replay(t, BASE);
       await caughtUp(t);
       const alerts = (await (await t.call('/v1/alerts', { key: t.keys.read })).json()) as { alerts: Alert[] };
-      assert.deepEqual(alerts.alerts.map((a) => `${a.series} ${a.direction} ${a.windowStart} ${a.observed}/${Math.round(a.expected)}`), [], `${sent} events replayed`);
+      assert.deepEqual(
+        alerts.alerts.map((a) => `${a.series} ${a.direction} ${a.windowStart} ${a.observed}/${Math.round(a.expected)}`),
+        [],
+        `${sent} events replayed`,
+      );
     } finally {
       await t.stop();
     }

@@ -44,7 +44,10 @@ describe('the service over HTTP', () => {
     assert.equal(res.status, 200);
     const body = (await res.json()) as { accepted: number; rejected: { index: number; reason: string }[] };
     assert.equal(body.accepted, 2);
-    assert.deepEqual(body.rejected.map((r) => r.index), [1, 2, 3, 4, 5]);
+    assert.deepEqual(
+      body.rejected.map((r) => r.index),
+      [1, 2, 3, 4, 5],
+    );
     assert.match(body.rejected[0]!.reason, /^time: Invalid ISO datetime/);
     assert.match(body.rejected[1]!.reason, /^event: event names are lower_snake_case/);
     assert.match(body.rejected[2]!.reason, /is in the future/);
@@ -69,7 +72,11 @@ describe('the service over HTTP', () => {
     assert.deepEqual([again.accepted, again.duplicates], [1, 3]);
     const concurrent = await Promise.all([t.post('/v1/events', [event('r4')]), t.post('/v1/events', [event('r4')])]);
     const bodies = (await Promise.all(concurrent.map((r) => r.json()))) as { accepted: number }[];
-    assert.equal(bodies.reduce((s, b) => s + b.accepted, 0), 1, 'two concurrent sends of one event append it once');
+    assert.equal(
+      bodies.reduce((s, b) => s + b.accepted, 0),
+      1,
+      'two concurrent sends of one event append it once',
+    );
     assert.equal((await t.service.log.next()) - before, 4);
   });
 
@@ -80,17 +87,29 @@ describe('the service over HTTP', () => {
     const mine = entries.map((e) => JSON.parse(new TextDecoder().decode(e.payload))).filter((e) => e.user_id === 'u-dims');
     assert.equal(mine.length, 2);
     for (const e of mine) {
-      assert.deepEqual({ ...e.dims, first_seen: undefined }, { country: 'FR', device: 'web', tier: 'free', first_seen: undefined }, 'dims come from the user, not the event');
+      assert.deepEqual(
+        { ...e.dims, first_seen: undefined },
+        { country: 'FR', device: 'web', tier: 'free', first_seen: undefined },
+        'dims come from the user, not the event',
+      );
       assert.ok(Date.parse(e.received_at) > 0);
       assert.deepEqual(e.experiments, {});
     }
   });
 
   it('answers malformed bodies, oversized batches and bodies, and other media types with a clear 4xx', async () => {
-    const malformed = await t.call('/v1/events', { method: 'POST', key: t.keys.ingest, body: '[{"event_id":', headers: { 'content-type': 'application/json' } });
+    const malformed = await t.call('/v1/events', {
+      method: 'POST',
+      key: t.keys.ingest,
+      body: '[{"event_id":',
+      headers: { 'content-type': 'application/json' },
+    });
     assert.equal(malformed.status, 400);
     assert.equal(((await malformed.json()) as { error: { code: string } }).error.code, 'malformed_json');
-    const tooMany = await t.post('/v1/events', Array.from({ length: 101 }, (_, i) => event(`m${i}`)));
+    const tooMany = await t.post(
+      '/v1/events',
+      Array.from({ length: 101 }, (_, i) => event(`m${i}`)),
+    );
     assert.equal(tooMany.status, 400);
     assert.match(((await tooMany.json()) as { error: { message: string } }).error.message, /holds 101 events; the limit is 100/);
     const huge = await t.post('/v1/events', [event('h1', { props: { blob: 'x'.repeat(70 * 1024) } })]);
@@ -106,8 +125,12 @@ describe('the service over HTTP', () => {
   it('describes every route it serves in its OpenAPI document, and no other', async () => {
     const doc = (await (await t.call('/v1/openapi.json')).json()) as { openapi: string; paths: Record<string, Record<string, unknown>> };
     assert.equal(doc.openapi, '3.1.0');
-    const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`)).sort();
-    const app = (t.service.server as unknown as { _events: { request: { router: { stack: { route?: { path: string; methods: Record<string, boolean> } }[] } } } })._events.request;
+    const documented = Object.entries(doc.paths)
+      .flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`))
+      .sort();
+    const app = (
+      t.service.server as unknown as { _events: { request: { router: { stack: { route?: { path: string; methods: Record<string, boolean> } }[] } } } }
+    )._events.request;
     const served = app.router.stack
       .filter((l) => l.route)
       .flatMap((l) => Object.keys(l.route!.methods).map((m) => `${m.toUpperCase()} ${l.route!.path.replace(/:([A-Za-z_]+)/g, '{$1}')}`))

@@ -39,36 +39,68 @@ describe('a service on a simulated clock', { timeout: 120_000 }, () => {
       ]);
       const answer = (await res.json()) as { accepted: number; rejected: { event_id: string; reason: string }[] };
       assert.equal(answer.accepted, 3, JSON.stringify(answer));
-      assert.deepEqual(answer.rejected.map((r) => r.event_id), ['c4']);
+      assert.deepEqual(
+        answer.rejected.map((r) => r.event_id),
+        ['c4'],
+      );
       assert.match(answer.rejected[0]!.reason, /in the future/);
 
-      const read = await until('the online store to have ann', async () => {
-        const body = (await (await t.call('/v1/features/ann', { key: t.keys.read })).json()) as { at: string; values: { logins_7d?: number } };
-        return body.values.logins_7d === 2 ? body : undefined;
-      }, 30_000);
+      const read = await until(
+        'the online store to have ann',
+        async () => {
+          const body = (await (await t.call('/v1/features/ann', { key: t.keys.read })).json()) as { at: string; values: { logins_7d?: number } };
+          return body.values.logins_7d === 2 ? body : undefined;
+        },
+        30_000,
+      );
       assert.equal(read.at, iso(now), 'features are read at the simulated now');
 
-      const scored = await t.call('/v1/predict', { method: 'POST', key: t.keys.read, body: JSON.stringify({ model: 'clocked', user_id: 'ann' }), headers: { 'content-type': 'application/json' } });
+      const scored = await t.call('/v1/predict', {
+        method: 'POST',
+        key: t.keys.read,
+        body: JSON.stringify({ model: 'clocked', user_id: 'ann' }),
+        headers: { 'content-type': 'application/json' },
+      });
       assert.equal(scored.status, 200, await scored.clone().text());
       assert.equal(((await scored.json()) as { features: { logins_7d: number } }).features.logins_7d, 2);
 
-      await t.post('/v1/experiments', { key: 'clocked-exp', hypothesis: 'h', arms: [{ key: 'control', weight: 0.5 }, { key: 'b', weight: 0.5 }], objective: 'logins', mde: 0.1, status: 'running' }, t.keys.admin);
+      await t.post(
+        '/v1/experiments',
+        {
+          key: 'clocked-exp',
+          hypothesis: 'h',
+          arms: [
+            { key: 'control', weight: 0.5 },
+            { key: 'b', weight: 0.5 },
+          ],
+          objective: 'logins',
+          mde: 0.1,
+          status: 'running',
+        },
+        t.keys.admin,
+      );
       assert.equal((await t.post('/v1/assignments', { user_id: 'ann', experiment: 'clocked-exp' })).status, 200);
 
       // The archive holds the prediction and the exposure at the simulated now.
-      const logged = await until('the prediction and the exposure to be archived', async () => {
-        await sleep(200);
-        const lake = await Lakehouse.open(join(t.dataDir, 'lake')).catch(() => undefined);
-        if (!lake) return undefined;
-        try {
-          const found = await lake.query<{ event: string; time: Date }>(sql`SELECT event, time FROM events WHERE source = 'live' AND event IN ('prediction', 'experiment_exposure') ORDER BY event`);
-          return found.length === 2 ? found : undefined;
-        } catch {
-          return undefined; // nothing archived yet
-        } finally {
-          lake.close();
-        }
-      }, 60_000);
+      const logged = await until(
+        'the prediction and the exposure to be archived',
+        async () => {
+          await sleep(200);
+          const lake = await Lakehouse.open(join(t.dataDir, 'lake')).catch(() => undefined);
+          if (!lake) return undefined;
+          try {
+            const found = await lake.query<{ event: string; time: Date }>(
+              sql`SELECT event, time FROM events WHERE source = 'live' AND event IN ('prediction', 'experiment_exposure') ORDER BY event`,
+            );
+            return found.length === 2 ? found : undefined;
+          } catch {
+            return undefined; // nothing archived yet
+          } finally {
+            lake.close();
+          }
+        },
+        60_000,
+      );
       for (const row of logged) assert.equal(row.time.getTime(), now, `${row.event} at the simulated now`);
 
       // The dashboard's stream says which clock it is on, and its time.

@@ -49,7 +49,12 @@ describe('the live dashboard in headless Chromium', { timeout: 120_000 }, () => 
     const { publish } = await import('../../src/workbench/models/publish.js');
     const { trainClassifier } = await import('../../src/workbench/models/train.js');
     const features = featureSet([{ name: 'logins_7d', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 }]);
-    const model = await trainClassifier(Array.from({ length: 60 }, (_, i) => ({ logins_7d: i % 6, y: i % 2 })), 'y', columnsFor(features), { maxEpochs: 2 });
+    const model = await trainClassifier(
+      Array.from({ length: 60 }, (_, i) => ({ logins_7d: i % 6, y: i % 2 })),
+      'y',
+      columnsFor(features),
+      { maxEpochs: 2 },
+    );
     const bundle = await createBundle('dash-model', model, features);
     model.dispose();
     await publish(bundle, { url: t.service.url, key: t.keys.admin, alias: 'champion' });
@@ -57,7 +62,12 @@ describe('the live dashboard in headless Chromium', { timeout: 120_000 }, () => 
     await page.goto(`${t.service.url}/dashboard#key=${encodeURIComponent(t.keys.read)}`);
     await page.waitForSelector('td[data-model="dash-model"]', { timeout: 10_000 });
     for (let i = 0; i < 3; i++) {
-      const res = await t.call('/v1/predict', { method: 'POST', key: t.keys.read, body: JSON.stringify({ model: 'dash-model', user_id: 'u1' }), headers: { 'content-type': 'application/json' } });
+      const res = await t.call('/v1/predict', {
+        method: 'POST',
+        key: t.keys.read,
+        body: JSON.stringify({ model: 'dash-model', user_id: 'u1' }),
+        headers: { 'content-type': 'application/json' },
+      });
       assert.equal(res.status, 200);
     }
     await page.waitForFunction("document.querySelector('td[data-model=\"dash-model\"]').textContent === '3'", undefined, { timeout: 10_000 });
@@ -78,7 +88,10 @@ describe('the live dashboard in headless Chromium', { timeout: 120_000 }, () => 
     const def = {
       key: 'page-test',
       hypothesis: 'the page shows what happens',
-      arms: [{ key: 'control', weight: 0.5 }, { key: 'bold', weight: 0.5 }],
+      arms: [
+        { key: 'control', weight: 0.5 },
+        { key: 'bold', weight: 0.5 },
+      ],
       exposureEvent: 'login',
       objective: 'logins',
       guardrails: [{ metric: 'cancellation', bad: 'increase', tolerance: 0.5 }],
@@ -99,14 +112,21 @@ describe('the live dashboard in headless Chromium', { timeout: 120_000 }, () => 
       for (let i = 0; i < 120; i++) {
         const user = `page-u${i}`;
         const n = (assign(e, { user_id: user }) === 'bold' ? 4 : 2) + (i % 3);
-        for (let k = 0; k < n; k++) events.push(event(`page-${wave}-${i}-${k}`, { user_id: user, time: new Date(Date.now() - (wave ? 2_000 : 8_000) + k * 10).toISOString() }));
+        for (let k = 0; k < n; k++)
+          events.push(event(`page-${wave}-${i}-${k}`, { user_id: user, time: new Date(Date.now() - (wave ? 2_000 : 8_000) + k * 10).toISOString() }));
       }
       assert.equal((await t.post('/v1/events', events)).status, 200);
       await new Promise((r) => setTimeout(r, 1_200));
     }
-    await page.waitForFunction("Number(document.querySelector('#arms td[data-arm=\"control\"]').textContent) + Number(document.querySelector('#arms td[data-arm=\"bold\"]').textContent) === 120", undefined, { timeout: 15_000 });
+    await page.waitForFunction(
+      'Number(document.querySelector(\'#arms td[data-arm="control"]\').textContent) + Number(document.querySelector(\'#arms td[data-arm="bold"]\').textContent) === 120',
+      undefined,
+      { timeout: 15_000 },
+    );
     await page.waitForSelector('#chart-logins .main-svg', { timeout: 10_000 });
-    await page.waitForFunction("document.querySelector('#metrics tr[data-metric=\"logins\"] td:last-child').textContent === 'better'", undefined, { timeout: 10_000 });
+    await page.waitForFunction("document.querySelector('#metrics tr[data-metric=\"logins\"] td:last-child').textContent === 'better'", undefined, {
+      timeout: 10_000,
+    });
     assert.equal(await page.textContent('#srm-status'), 'ok');
     // The decision comes from the platform's next evaluation (every 2 s), a little after the numbers.
     await page.waitForFunction("document.getElementById('decision').dataset.action === 'ship'", undefined, { timeout: 10_000 });

@@ -11,7 +11,16 @@ import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 
 const record = (id: string, note = 'ok') =>
-  JSON.stringify({ event_id: id, time: new Date(Date.now() - 60_000).toISOString(), user_id: 'u1', event: 'login', props: { note }, dims: { tier: 'free', country: 'GB', device: 'ios', first_seen: '2024-01-01' }, experiments: {}, received_at: new Date().toISOString() });
+  JSON.stringify({
+    event_id: id,
+    time: new Date(Date.now() - 60_000).toISOString(),
+    user_id: 'u1',
+    event: 'login',
+    props: { note },
+    dims: { tier: 'free', country: 'GB', device: 'ios', first_seen: '2024-01-01' },
+    experiments: {},
+    received_at: new Date().toISOString(),
+  });
 
 describe('dead letters in the service', () => {
   it('sets a poison record aside, alerts, counts it, serves it over HTTP and keeps every consumer going', async (t) => {
@@ -27,19 +36,27 @@ describe('dead letters in the service', () => {
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
     };
 
-    const letters = await until('the dead letters', async () => {
-      const { body } = await get('/v1/dead-letters');
-      const ids = (body.letters as { id: string }[]).map((l) => l.id).sort();
-      return ids.includes('archiver@1') ? ids : undefined;
-    }, 30_000);
+    const letters = await until(
+      'the dead letters',
+      async () => {
+        const { body } = await get('/v1/dead-letters');
+        const ids = (body.letters as { id: string }[]).map((l) => l.id).sort();
+        return ids.includes('archiver@1') ? ids : undefined;
+      },
+      30_000,
+    );
     assert.deepEqual(letters, ['archiver@1'], 'only the archiver refuses it, and only it');
 
     // Every consumer went on, and goes on with new events.
     assert.equal((await svc.post('/v1/events', [event('e4')])).status, 200);
-    await until('every consumer at the end of the log', async () => {
-      const { body } = await get('/v1/log');
-      return (body.consumers as { lag: number }[]).every((c) => c.lag === 0) ? true : undefined;
-    }, 30_000);
+    await until(
+      'every consumer at the end of the log',
+      async () => {
+        const { body } = await get('/v1/log');
+        return (body.consumers as { lag: number }[]).every((c) => c.lag === 0) ? true : undefined;
+      },
+      30_000,
+    );
 
     const one = await get('/v1/dead-letters/archiver@1');
     assert.equal(one.status, 200);
@@ -51,7 +68,10 @@ describe('dead letters in the service', () => {
     assert.equal(badId.status, 400);
     assert.match(JSON.stringify(badId.body), /consumer>@<offset>/);
     const filtered = await get('/v1/dead-letters?consumer=archiver&state=open');
-    assert.deepEqual((filtered.body.letters as { id: string }[]).map((l) => l.id), ['archiver@1']);
+    assert.deepEqual(
+      (filtered.body.letters as { id: string }[]).map((l) => l.id),
+      ['archiver@1'],
+    );
     assert.deepEqual((await get('/v1/dead-letters?consumer=monitor')).body.letters, []);
     assert.equal((await get('/v1/dead-letters?state=closed')).status, 400);
 
@@ -76,7 +96,13 @@ describe('dead letters in the service', () => {
     assert.equal(after.state, 'retry-failed');
     assert.equal(after.attempts, 4);
     // The aggregates keep their position with their state: a retry is refused with the reason.
-    await svc.service.deadLetters.add({ consumer: 'aggregates', offset: 2, payload: new TextEncoder().encode(record('e2')), error: new Error('say it failed'), attempts: 3 });
+    await svc.service.deadLetters.add({
+      consumer: 'aggregates',
+      offset: 2,
+      payload: new TextEncoder().encode(record('e2')),
+      error: new Error('say it failed'),
+      attempts: 3,
+    });
     assert.equal((await retry('aggregates@2')).status, 202);
     const refused = await until('the refusal', async () => {
       const { body } = await get('/v1/dead-letters/aggregates@2');
@@ -107,7 +133,10 @@ describe('dead letters in the service', () => {
     });
     assert.equal(svc.service.deadLetters.kind, 'jetstream');
     await svc.service.deadLetters.add({ consumer: 'archiver', offset: 0, payload: new TextEncoder().encode('{}'), error: new Error('x'), attempts: 3 });
-    assert.deepEqual((await cli.list()).map((l) => l.id), ['archiver@0']);
+    assert.deepEqual(
+      (await cli.list()).map((l) => l.id),
+      ['archiver@0'],
+    );
     const res = await svc.call('/v1/dead-letters', { key: svc.keys.read });
     assert.equal(((await res.json()) as { store: string }).store, 'jetstream');
   });

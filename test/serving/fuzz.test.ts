@@ -22,8 +22,30 @@ import { createBundle, type ModelBundle } from '../../src/workbench/models/bundl
 import { columnsFor } from '../../src/workbench/models/preprocess.js';
 import { trainClassifier } from '../../src/workbench/models/train.js';
 import {
-  BundleRef, Deep, FreshId, Obj, Stamp, VersionRef, auditLog, describe as describeRequest, freshIds, hostileRequest, problemWith, prototypeFingerprint, requestTo, routeName, routesOf, send, Tally,
-  type ApiRoute, type Body, type HostileRequest, type Json, type Keys, type Outcome, type RenderContext,
+  BundleRef,
+  Deep,
+  FreshId,
+  Obj,
+  Stamp,
+  VersionRef,
+  auditLog,
+  describe as describeRequest,
+  freshIds,
+  hostileRequest,
+  problemWith,
+  prototypeFingerprint,
+  requestTo,
+  routeName,
+  routesOf,
+  send,
+  Tally,
+  type ApiRoute,
+  type Body,
+  type HostileRequest,
+  type Json,
+  type Keys,
+  type Outcome,
+  type RenderContext,
 } from '../helpers/hostile.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 import { sleep, until } from '../helpers/wait.js';
@@ -109,10 +131,31 @@ describe('fuzzing the service with hostile input', { timeout: 600_000 }, () => {
     for (const l of process.listeners('uncaughtException')) if (l !== onCrash) process.off('uncaughtException', l);
     const fresh = freshIds(`fz${process.pid}`);
     ctx = { now: Date.now, fresh, bundle, versions: [] };
-    const published = await t.call('/v1/models', { method: 'POST', key: t.keys.admin, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ bundle, alias: 'champion' }) });
+    const published = await t.call('/v1/models', {
+      method: 'POST',
+      key: t.keys.admin,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ bundle, alias: 'champion' }),
+    });
     assert.equal(published.status, 200, await published.clone().text());
     ctx.versions.push(bundle.version);
-    const experiment = await t.post('/v1/experiments', { key: 'fz-exp', hypothesis: 'h', arms: [{ key: 'control', weight: 0.5 }, { key: 'treatment', weight: 0.5 }], exposureEvent: 'login', objective: 'logins', mde: 0.05, minRunDays: 0, status: 'running' }, t.keys.admin);
+    const experiment = await t.post(
+      '/v1/experiments',
+      {
+        key: 'fz-exp',
+        hypothesis: 'h',
+        arms: [
+          { key: 'control', weight: 0.5 },
+          { key: 'treatment', weight: 0.5 },
+        ],
+        exposureEvent: 'login',
+        objective: 'logins',
+        mde: 0.05,
+        minRunDays: 0,
+        status: 'running',
+      },
+      t.keys.admin,
+    );
     assert.equal(experiment.status, 201, await experiment.clone().text());
 
     await sleep(500);
@@ -135,41 +178,239 @@ describe('fuzzing the service with hostile input', { timeout: 600_000 }, () => {
   const json = (value: Json): Body => ({ kind: 'json', value });
   /** A well-formed event, with some fields replaced. */
   const ev = (over: [string, Json][] = [], props: [string, Json][] = [['country', 'GB']]) => {
-    const base: [string, Json][] = [['event_id', new FreshId('e')], ['time', new Stamp(-1000)], ['user_id', 'u1'], ['event', 'login'], ['props', new Obj(props)]];
+    const base: [string, Json][] = [
+      ['event_id', new FreshId('e')],
+      ['time', new Stamp(-1000)],
+      ['user_id', 'u1'],
+      ['event', 'login'],
+      ['props', new Obj(props)],
+    ];
     return new Obj(base.map(([k, v]) => [k, over.find(([o]) => o === k)?.[1] ?? v] as const));
   };
 
   it('answers the hostile cases of issue 10 as the README promises', async () => {
     const fresh = () => new FreshId('user');
     const cases: { why: string; request: HostileRequest; expect: number[] }[] = [
-      { why: 'a new user with props.country "__proto__"', request: to('POST /v1/events', { body: json([ev([['user_id', fresh()]], [['country', '__proto__'], ['device', 'constructor']])]) }), expect: [200, 400] },
+      {
+        why: 'a new user with props.country "__proto__"',
+        request: to('POST /v1/events', {
+          body: json([
+            ev(
+              [['user_id', fresh()]],
+              [
+                ['country', '__proto__'],
+                ['device', 'constructor'],
+              ],
+            ),
+          ]),
+        }),
+        expect: [200, 400],
+      },
       { why: 'the dashboard stream after it', request: to('GET /v1/stream'), expect: [200] },
       { why: 'the aggregates by country after it', request: to('GET /v1/aggregates', { query: [['dimension', 'country']] }), expect: [200] },
-      { why: 'an experiment keyed "constructor"', request: to('POST /v1/experiments', { body: json(new Obj([['key', 'constructor'], ['hypothesis', 'h'], ['arms', [new Obj([['key', 'control'], ['weight', 0.5]]), new Obj([['key', 'prototype'], ['weight', 0.5]])]], ['exposureEvent', 'login'], ['objective', 'logins'], ['mde', 0.05], ['minRunDays', 0], ['status', 'running']])) }), expect: [201, 400] },
-      { why: 'user_id "constructor" in running experiments', request: to('POST /v1/events', { body: json([ev([['user_id', 'u1']]), ev([['user_id', 'constructor']]), ev([['user_id', '__proto__']]), ev([['user_id', 'hasOwnProperty']])]) }), expect: [200] },
-      { why: 'the results of experiment "constructor"', request: to('GET /v1/experiments/{key}/results', { params: { key: 'constructor' } }), expect: [200, 404] },
+      {
+        why: 'an experiment keyed "constructor"',
+        request: to('POST /v1/experiments', {
+          body: json(
+            new Obj([
+              ['key', 'constructor'],
+              ['hypothesis', 'h'],
+              [
+                'arms',
+                [
+                  new Obj([
+                    ['key', 'control'],
+                    ['weight', 0.5],
+                  ]),
+                  new Obj([
+                    ['key', 'prototype'],
+                    ['weight', 0.5],
+                  ]),
+                ],
+              ],
+              ['exposureEvent', 'login'],
+              ['objective', 'logins'],
+              ['mde', 0.05],
+              ['minRunDays', 0],
+              ['status', 'running'],
+            ]),
+          ),
+        }),
+        expect: [201, 400],
+      },
+      {
+        why: 'user_id "constructor" in running experiments',
+        request: to('POST /v1/events', {
+          body: json([ev([['user_id', 'u1']]), ev([['user_id', 'constructor']]), ev([['user_id', '__proto__']]), ev([['user_id', 'hasOwnProperty']])]),
+        }),
+        expect: [200],
+      },
+      {
+        why: 'the results of experiment "constructor"',
+        request: to('GET /v1/experiments/{key}/results', { params: { key: 'constructor' } }),
+        expect: [200, 404],
+      },
       { why: 'the results of experiment "fz-exp"', request: to('GET /v1/experiments/{key}/results', { params: { key: 'fz-exp' } }), expect: [200] },
-      { why: 'a lone surrogate in props', request: to('POST /v1/events', { body: json([ev([], [['country', 'GB'], ['note', 'a\ud800b']])]) }), expect: [400] },
+      {
+        why: 'a lone surrogate in props',
+        request: to('POST /v1/events', {
+          body: json([
+            ev(
+              [],
+              [
+                ['country', 'GB'],
+                ['note', 'a\ud800b'],
+              ],
+            ),
+          ]),
+        }),
+        expect: [400],
+      },
       { why: 'a lone surrogate as user_id', request: to('POST /v1/events', { body: json([ev([['user_id', '\udfff']])]) }), expect: [400] },
-      { why: 'a lone surrogate as an assigned user_id (its exposure would reach the archive)', request: to('POST /v1/assignments', { body: json(new Obj([['user_id', 'a\udfffb']])) }), expect: [400] },
-      { why: 'a lone surrogate as a predicted user_id', request: to('POST /v1/predict', { body: json(new Obj([['model', 'fz-model'], ['user_id', 'a\ud800']])) }), expect: [400] },
+      {
+        why: 'a lone surrogate as an assigned user_id (its exposure would reach the archive)',
+        request: to('POST /v1/assignments', { body: json(new Obj([['user_id', 'a\udfffb']])) }),
+        expect: [400],
+      },
+      {
+        why: 'a lone surrogate as a predicted user_id',
+        request: to('POST /v1/predict', {
+          body: json(
+            new Obj([
+              ['model', 'fz-model'],
+              ['user_id', 'a\ud800'],
+            ]),
+          ),
+        }),
+        expect: [400],
+      },
       { why: 'props nested 10,000 deep', request: to('POST /v1/events', { body: json([ev([], [['nested', new Deep(10_000, 'object')]])]) }), expect: [400] },
       { why: 'a client "prediction" event (reserved)', request: to('POST /v1/events', { body: json([ev([['event', 'prediction']])]) }), expect: [400] },
-      { why: 'a client "experiment_exposure" event (reserved)', request: to('POST /v1/events', { body: json([ev([['event', 'experiment_exposure']])]) }), expect: [400] },
-      { why: 'a prediction for an unknown user', request: to('POST /v1/predict', { body: json(new Obj([['model', 'fz-model'], ['user_id', new FreshId('nobody')]])) }), expect: [404] },
-      { why: 'a bundle with NaN weights (hash recomputed)', request: to('POST /v1/models', { body: json(new Obj([['bundle', new BundleRef('rehashed-nan-weights', 'fz-model')], ['alias', 'challenger']])) }), expect: [400] },
-      { why: 'a bundle that cannot load (hash recomputed)', request: to('POST /v1/models', { body: json(new Obj([['bundle', new BundleRef('rehashed-truncated-weights', 'fz-model')], ['alias', 'challenger']])) }), expect: [400] },
-      { why: 'a bundle with a junk topology (hash recomputed)', request: to('POST /v1/models', { body: json(new Obj([['bundle', new BundleRef('rehashed-junk-topology', 'fz-model')], ['alias', 'challenger']])) }), expect: [400] },
-      { why: 'a tampered bundle', request: to('POST /v1/models', { body: json(new Obj([['bundle', new BundleRef('tampered', 'fz-model')], ['alias', 'challenger']])) }), expect: [400] },
-      { why: 'a model named "constructor"', request: to('POST /v1/models', { body: json(new Obj([['bundle', new BundleRef('as-is', 'constructor')], ['alias', 'champion']])) }), expect: [200] },
+      {
+        why: 'a client "experiment_exposure" event (reserved)',
+        request: to('POST /v1/events', { body: json([ev([['event', 'experiment_exposure']])]) }),
+        expect: [400],
+      },
+      {
+        why: 'a prediction for an unknown user',
+        request: to('POST /v1/predict', {
+          body: json(
+            new Obj([
+              ['model', 'fz-model'],
+              ['user_id', new FreshId('nobody')],
+            ]),
+          ),
+        }),
+        expect: [404],
+      },
+      {
+        why: 'a bundle with NaN weights (hash recomputed)',
+        request: to('POST /v1/models', {
+          body: json(
+            new Obj([
+              ['bundle', new BundleRef('rehashed-nan-weights', 'fz-model')],
+              ['alias', 'challenger'],
+            ]),
+          ),
+        }),
+        expect: [400],
+      },
+      {
+        why: 'a bundle that cannot load (hash recomputed)',
+        request: to('POST /v1/models', {
+          body: json(
+            new Obj([
+              ['bundle', new BundleRef('rehashed-truncated-weights', 'fz-model')],
+              ['alias', 'challenger'],
+            ]),
+          ),
+        }),
+        expect: [400],
+      },
+      {
+        why: 'a bundle with a junk topology (hash recomputed)',
+        request: to('POST /v1/models', {
+          body: json(
+            new Obj([
+              ['bundle', new BundleRef('rehashed-junk-topology', 'fz-model')],
+              ['alias', 'challenger'],
+            ]),
+          ),
+        }),
+        expect: [400],
+      },
+      {
+        why: 'a tampered bundle',
+        request: to('POST /v1/models', {
+          body: json(
+            new Obj([
+              ['bundle', new BundleRef('tampered', 'fz-model')],
+              ['alias', 'challenger'],
+            ]),
+          ),
+        }),
+        expect: [400],
+      },
+      {
+        why: 'a model named "constructor"',
+        request: to('POST /v1/models', {
+          body: json(
+            new Obj([
+              ['bundle', new BundleRef('as-is', 'constructor')],
+              ['alias', 'champion'],
+            ]),
+          ),
+        }),
+        expect: [200],
+      },
       { why: 'GET /v1/models/constructor', request: to('GET /v1/models/{name}', { params: { name: 'constructor' } }), expect: [200] },
       { why: 'GET /v1/models/__proto__', request: to('GET /v1/models/{name}', { params: { name: '__proto__' } }), expect: [404] },
-      { why: 'an alias moved to an unknown version', request: to('PUT /v1/models/{name}/aliases/{alias}', { params: { name: 'fz-model', alias: 'champion' }, body: json(new Obj([['version', '0123456789abcdef']])) }), expect: [404] },
+      {
+        why: 'an alias moved to an unknown version',
+        request: to('PUT /v1/models/{name}/aliases/{alias}', {
+          params: { name: 'fz-model', alias: 'champion' },
+          body: json(new Obj([['version', '0123456789abcdef']])),
+        }),
+        expect: [404],
+      },
       { why: 'the models listing', request: to('GET /v1/models'), expect: [200] },
       { why: 'features of user "__proto__"', request: to('GET /v1/features/{user_id}', { params: { user_id: '__proto__' } }), expect: [200] },
-      { why: 'a feature named "constructor"', request: to('POST /v1/features', { body: json(new Obj([['features', [new Obj([['name', 'constructor'], ['source', new Obj([['event', 'login']])], ['aggregation', 'count'], ['window', '1h'], ['default', 0]])]]])) }), expect: [200, 400] },
+      {
+        why: 'a feature named "constructor"',
+        request: to('POST /v1/features', {
+          body: json(
+            new Obj([
+              [
+                'features',
+                [
+                  new Obj([
+                    ['name', 'constructor'],
+                    ['source', new Obj([['event', 'login']])],
+                    ['aggregation', 'count'],
+                    ['window', '1h'],
+                    ['default', 0],
+                  ]),
+                ],
+              ],
+            ]),
+          ),
+        }),
+        expect: [200, 400],
+      },
       { why: 'metrics after all that', request: to('GET /metrics'), expect: [200] },
-      { why: 'a version ref that exists', request: to('POST /v1/predict', { body: json(new Obj([['model', 'fz-model'], ['user_id', 'u1'], ['version', new VersionRef(0)]])) }), expect: [200] },
+      {
+        why: 'a version ref that exists',
+        request: to('POST /v1/predict', {
+          body: json(
+            new Obj([
+              ['model', 'fz-model'],
+              ['user_id', 'u1'],
+              ['version', new VersionRef(0)],
+            ]),
+          ),
+        }),
+        expect: [200],
+      },
     ];
     const wrong: string[] = [];
     for (const c of cases) {
@@ -228,21 +469,31 @@ describe('fuzzing the service with hostile input', { timeout: 600_000 }, () => {
   it('is alive afterwards, and every consumer gets back to lag 0', async () => {
     assert.equal((await t.call('/healthz')).status, 200);
     const lagging = async () => {
-      const log = (await (await t.call('/v1/log', { key: t.keys.read })).json()) as { next: number; consumers: { name: string; committed: number; lag: number }[] };
+      const log = (await (await t.call('/v1/log', { key: t.keys.read })).json()) as {
+        next: number;
+        consumers: { name: string; committed: number; lag: number }[];
+      };
       return log.consumers.filter((c) => c.lag !== 0);
     };
     try {
       await until('every consumer at lag 0', async () => ((await lagging()).length === 0 ? true : undefined), 30_000);
     } catch {
       const stuck = await lagging();
-      const why = stuck.map((c) => `${c.name} (lag ${c.lag}): ${[...new Set(logged.filter((l) => l.consumer === c.name).map((l) => l.err?.message ?? l.msg))].slice(0, 3).join(' | ') || 'no error logged'}`);
+      const why = stuck.map(
+        (c) =>
+          `${c.name} (lag ${c.lag}): ${[...new Set(logged.filter((l) => l.consumer === c.name).map((l) => l.err?.message ?? l.msg))].slice(0, 3).join(' | ') || 'no error logged'}`,
+      );
       assert.fail(`consumers stuck 30 s after the run:\n  ${why.join('\n  ')}`);
     }
   });
 
   it('sets no record aside: every event the service took, every consumer could apply', async () => {
     const letters = await t.service.deadLetters.list({});
-    assert.deepEqual(letters.map((l) => `${l.id}: ${l.error.message.slice(0, 200)}`), [], 'dead letters: ingest took records a consumer cannot apply');
+    assert.deepEqual(
+      letters.map((l) => `${l.id}: ${l.error.message.slice(0, 200)}`),
+      [],
+      'dead letters: ingest took records a consumer cannot apply',
+    );
   });
 
   it('keeps offsets consistent: nothing past the end, every accepted event in the log exactly once, no reserved name from a client', async () => {

@@ -14,7 +14,8 @@ import { launchBrowser } from '../helpers/browser.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 import { until } from '../helpers/wait.js';
 
-const waitFor = (what: string, condition: () => Promise<boolean>, timeoutMs = 20_000) => until(what, async () => ((await condition()) ? true : undefined), timeoutMs);
+const waitFor = (what: string, condition: () => Promise<boolean>, timeoutMs = 20_000) =>
+  until(what, async () => ((await condition()) ? true : undefined), timeoutMs);
 
 /**
  * Every name Object.prototype answers to, sent as every field that can become a key, through every
@@ -72,12 +73,15 @@ describe('keys named like Object.prototype members, through every route', { time
   let t: TestService;
   let browser: Browser | string;
   let modelVersion = '';
-  const admin = (path: string, body: string, method = 'POST') => t.call(path, { method, key: t.keys.admin, body, headers: { 'content-type': 'application/json' } });
-  const ingest = (body: string, path = '/v1/events') => t.call(path, { method: 'POST', key: t.keys.ingest, body, headers: { 'content-type': 'application/json' } });
+  const admin = (path: string, body: string, method = 'POST') =>
+    t.call(path, { method, key: t.keys.admin, body, headers: { 'content-type': 'application/json' } });
+  const ingest = (body: string, path = '/v1/events') =>
+    t.call(path, { method: 'POST', key: t.keys.ingest, body, headers: { 'content-type': 'application/json' } });
   const read = (path: string) => t.call(path, { key: t.keys.read });
   const json = async <T>(res: Response | Promise<Response>) => (await (await res).json()) as T;
   const lagIsZero = async () => (await json<{ consumers: { name: string; lag: number }[] }>(read('/v1/log'))).consumers.every((c) => c.lag === 0);
-  const usersPerArm = async () => (await json<{ results: { arms: { arm: string; users: number }[] } }>(read('/v1/experiments/constructor/results'))).results.arms;
+  const usersPerArm = async () =>
+    (await json<{ results: { arms: { arm: string; users: number }[] } }>(read('/v1/experiments/constructor/results'))).results.arms;
 
   before(async () => {
     t = await startTestService({ metrics, decideEveryMs: 300 }, dir);
@@ -95,7 +99,16 @@ describe('keys named like Object.prototype members, through every route', { time
     for (const word of HOSTILE.filter((w) => !(NAMEABLE as readonly string[]).includes(w))) {
       for (const [over, rule] of [
         [{ key: word }, /experiment keys are lower-case letters/],
-        [{ key: 'hostile-arms', arms: [{ key: 'control', weight: 0.5 }, { key: word, weight: 0.5 }] }, /arm keys are lower-case letters/],
+        [
+          {
+            key: 'hostile-arms',
+            arms: [
+              { key: 'control', weight: 0.5 },
+              { key: word, weight: 0.5 },
+            ],
+          },
+          /arm keys are lower-case letters/,
+        ],
         [{ key: 'hostile-metric', objective: word }, /objective: metric keys are lower-case letters/],
       ] as const) {
         const res = await admin('/v1/experiments', q({ ...experiment, ...over }));
@@ -104,11 +117,19 @@ describe('keys named like Object.prototype members, through every route', { time
       }
     }
     // A metric that does not exist, named like a member of Object.prototype: unknown, not found on Object.
-    const unknown = await admin('/v1/experiments', q({ ...experiment, key: 'unknown-metric', guardrails: [{ metric: 'valueof', bad: 'increase', tolerance: 1 }] }));
+    const unknown = await admin(
+      '/v1/experiments',
+      q({ ...experiment, key: 'unknown-metric', guardrails: [{ metric: 'valueof', bad: 'increase', tolerance: 1 }] }),
+    );
     assert.equal(unknown.status, 400);
     assert.match((await json<{ error: { message: string } }>(unknown)).error.message, /unknown metric valueof/);
     // A change and a status request name the experiment in the path.
-    const changed = await t.call('/v1/experiments/constructor', { method: 'PUT', key: t.keys.admin, body: q({ ...experiment, hypothesis: 'changed' }), headers: { 'content-type': 'application/json', 'if-match': '"1"' } });
+    const changed = await t.call('/v1/experiments/constructor', {
+      method: 'PUT',
+      key: t.keys.admin,
+      body: q({ ...experiment, hypothesis: 'changed' }),
+      headers: { 'content-type': 'application/json', 'if-match': '"1"' },
+    });
     assert.equal(changed.status, 200, await changed.clone().text());
     for (const word of HOSTILE) {
       const status = await admin(`/v1/experiments/${word}/status`, q({ status: 'stopped', reason: word }));
@@ -124,7 +145,12 @@ describe('keys named like Object.prototype members, through every route', { time
       { name: 'constructor', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 },
       { name: 'prototype', source: { event: 'login', where: { toString: 1 } }, aggregation: 'count', window: '7d', default: 0 },
     ]);
-    const model = await trainClassifier(Array.from({ length: 40 }, (_, i) => ({ constructor: i % 5, prototype: i % 3, y: i % 2 })), 'y', columnsFor(features), { maxEpochs: 2 });
+    const model = await trainClassifier(
+      Array.from({ length: 40 }, (_, i) => ({ constructor: i % 5, prototype: i % 3, y: i % 2 })),
+      'y',
+      columnsFor(features),
+      { maxEpochs: 2 },
+    );
     const bundle = await createBundle('constructor', model, features);
     model.dispose();
     modelVersion = (await publish(bundle, { url: t.service.url, key: t.keys.admin, alias: 'champion' })).version;
@@ -164,13 +190,20 @@ describe('keys named like Object.prototype members, through every route', { time
     assert.equal(answer.accepted + answer.rejected.length, events.length, q(answer));
     assert.equal(answer.accepted, events.length, `every event is taken: ${q(answer.rejected)}`);
     // A `__proto__` prop: taken (the key cannot survive validation) or refused by name, never stored in a prototype.
-    const proto = await ingest(`[${HOSTILE.map((w) => eventJson(`${w}-proto-prop`, w, 'prototype', `{"__proto__":{"polluted":"props"},"country":"x"}`)).join(',')}]`);
+    const proto = await ingest(
+      `[${HOSTILE.map((w) => eventJson(`${w}-proto-prop`, w, 'prototype', `{"__proto__":{"polluted":"props"},"country":"x"}`)).join(',')}]`,
+    );
     assert.equal(proto.status, 200, await proto.clone().text());
     const protoAnswer = await json<{ accepted: number; rejected: { reason: string }[] }>(proto);
     assert.equal(protoAnswer.accepted + protoAnswer.rejected.length, HOSTILE.length);
     for (const r of protoAnswer.rejected) assert.match(r.reason, /__proto__/);
     // NDJSON too, and a user entering through the API with hostile dimensions.
-    const ndjson = await t.call('/v1/events', { method: 'POST', key: t.keys.ingest, body: HOSTILE.map((w) => eventJson(`nd-${w}`, w, 'login', hostileProps(w))).join('\n'), headers: { 'content-type': 'application/x-ndjson' } });
+    const ndjson = await t.call('/v1/events', {
+      method: 'POST',
+      key: t.keys.ingest,
+      body: HOSTILE.map((w) => eventJson(`nd-${w}`, w, 'login', hostileProps(w))).join('\n'),
+      headers: { 'content-type': 'application/x-ndjson' },
+    });
     assert.equal(ndjson.status, 200, `NDJSON: ${await ndjson.clone().text()}`);
     assert.equal((await json<{ accepted: number }>(ndjson)).accepted, HOSTILE.length);
     for (const word of HOSTILE) {
@@ -201,15 +234,28 @@ describe('keys named like Object.prototype members, through every route', { time
         assert.deepEqual(Object.keys(scored.features).sort(), ['constructor', 'prototype']);
       }
       // Model names and aliases that do not exist are a clean 4xx, never found on Object.prototype.
-      const unknownTargets = [...(word === 'constructor' ? [] : [[word, undefined] as const]), ['constructor', word] as const, ['prototype', 'champion'] as const];
+      const unknownTargets = [
+        ...(word === 'constructor' ? [] : [[word, undefined] as const]),
+        ['constructor', word] as const,
+        ['prototype', 'champion'] as const,
+      ];
       for (const [model, alias] of unknownTargets) {
-        const res = await t.call('/v1/predict', { method: 'POST', key: t.keys.read, body: q({ model, ...(alias ? { alias } : {}), user_id: word }), headers: { 'content-type': 'application/json' } });
+        const res = await t.call('/v1/predict', {
+          method: 'POST',
+          key: t.keys.read,
+          body: q({ model, ...(alias ? { alias } : {}), user_id: word }),
+          headers: { 'content-type': 'application/json' },
+        });
         const expected = NAMEABLE.includes(alias as never) ? 200 : model === 'constructor' && alias !== undefined ? 400 : 404;
-        assert.ok(res.status === expected || (res.status >= 400 && res.status < 500 && expected !== 200), `predict ${model}@${alias}: ${res.status} ${await res.text()}`);
+        assert.ok(
+          res.status === expected || (res.status >= 400 && res.status < 500 && expected !== 200),
+          `predict ${model}@${alias}: ${res.status} ${await res.text()}`,
+        );
       }
     }
     // Feature names follow their rule; a filter on `__proto__` (which no event can carry) is refused, not silently dropped.
-    const feature = (name: string, where: string) => `{"name":${q(name)},"source":{"event":"login","where":${where}},"aggregation":"count","window":"7d","default":0}`;
+    const feature = (name: string, where: string) =>
+      `{"name":${q(name)},"source":{"event":"login","where":${where}},"aggregation":"count","window":"7d","default":0}`;
     for (const word of ['__proto__', 'toString', 'hasOwnProperty']) {
       const res = await admin('/v1/features', `{"features":[${feature(word, '{}')}]}`);
       assert.equal(res.status, 400, `a feature named ${word}`);
@@ -247,7 +293,10 @@ describe('keys named like Object.prototype members, through every route', { time
     }
     const results = await json<{ results: { experiment: string; metrics: { metric: string }[] } }>(read('/v1/experiments/constructor/results'));
     assert.equal(results.results.experiment, 'constructor');
-    assert.deepEqual(results.results.metrics.map((m) => m.metric), ['constructor', 'prototype']);
+    assert.deepEqual(
+      results.results.metrics.map((m) => m.metric),
+      ['constructor', 'prototype'],
+    );
     const history = await json<{ history?: unknown[] } | unknown[]>(read('/v1/experiments/constructor/history'));
     assert.ok(history);
     const model = await json<{ aliases: Record<string, string> }>(read('/v1/models/constructor'));
@@ -308,7 +357,10 @@ describe('keys named like Object.prototype members, through every route', { time
     assert.match((await exp.textContent('#title')) ?? '', /^experiment constructor \(running\)/);
     assert.ok(await exp.$('#metrics tr[data-metric="prototype"]'), 'the guard-rail named prototype has its row');
     const armUsers = await exp.$$eval('#arms td[data-arm]', (cells) => cells.map((c) => Number(c.textContent)));
-    assert.equal(armUsers.reduce((s, n) => s + n, 0), 91);
+    assert.equal(
+      armUsers.reduce((s, n) => s + n, 0),
+      91,
+    );
     assert.deepEqual(errors, []);
     // Open streams would hold the graceful stop of the next test.
     await page.close();
@@ -332,7 +384,12 @@ describe('keys named like Object.prototype members, through every route', { time
       assert.equal((await read(`/v1/features/${encodeURIComponent(word)}`)).status, 200);
       assert.ok((await read(`/v1/experiments/${word}/results`)).status < 500);
     }
-    const predicted = await t.call('/v1/predict', { method: 'POST', key: t.keys.read, body: q({ model: 'constructor', alias: 'prototype', user_id: 'constructor' }), headers: { 'content-type': 'application/json' } });
+    const predicted = await t.call('/v1/predict', {
+      method: 'POST',
+      key: t.keys.read,
+      body: q({ model: 'constructor', alias: 'prototype', user_id: 'constructor' }),
+      headers: { 'content-type': 'application/json' },
+    });
     assert.equal(predicted.status, 200);
     assert.equal((await json<{ aggregates?: unknown; points: unknown[] }>(read('/v1/aggregates?dimension=country'))).points.length > 0, true);
     assertPrototypeUntouched('after the restart');

@@ -45,14 +45,25 @@ describe('training jobs run by the service', { timeout: 180_000 }, () => {
     }
     assert.equal(run?.status, 'succeeded', JSON.stringify(run));
     assert.equal(run!.trigger, 'api:test-admin');
-    assert.deepEqual(run!.steps.map((s) => s.job), ['snapshot-replica', 'training-set', 'train', 'evaluate-vs-champion', 'publish']);
+    assert.deepEqual(
+      run!.steps.map((s) => s.job),
+      ['snapshot-replica', 'training-set', 'train', 'evaluate-vs-champion', 'publish'],
+    );
     const version = run!.steps.find((s) => s.job === 'publish')!.outputs!.version as string;
     const list = (await (await t.call('/v1/jobs/runs?dag=app-churn', { key: t.keys.read })).json()) as { runs: Run[] };
-    assert.deepEqual(list.runs.map((r) => r.run_id), [run_id]);
+    assert.deepEqual(
+      list.runs.map((r) => r.run_id),
+      [run_id],
+    );
     // The service follows the registry: the job's model answers predictions.
     let served: { model: { version: string } } | undefined;
     for (let i = 0; i < 100 && served?.model.version !== version; i++) {
-      const p = await t.call('/v1/predict', { method: 'POST', key: t.keys.read, body: JSON.stringify({ model: 'app-churn', user_id: 'u000001', values: {} }), headers: { 'content-type': 'application/json' } });
+      const p = await t.call('/v1/predict', {
+        method: 'POST',
+        key: t.keys.read,
+        body: JSON.stringify({ model: 'app-churn', user_id: 'u000001', values: {} }),
+        headers: { 'content-type': 'application/json' },
+      });
       if (p.status === 200) served = (await p.json()) as typeof served;
       await sleep(100);
     }

@@ -23,7 +23,7 @@ function writeNotebook(dir: string, name: string, fail: boolean): string {
   const cells = [
     { cell_type: 'markdown', source: `Intro text\n\n# ${name === 'weekly' ? 'Weekly revenue' : 'Broken run'}\n\nMore text.` },
     { cell_type: 'code', metadata: { tags: ['parameters'] }, source: 'const n = 2;\nconst region = "EU";' },
-    { cell_type: 'code', source: "console.log(`answer=${n * 21} region=${region}`);" },
+    { cell_type: 'code', source: 'console.log(`answer=${n * 21} region=${region}`);' },
     { cell_type: 'code', source: `import * as tslab from 'tslab';\ntslab.display.html(${JSON.stringify(probe)});` },
     ...(fail ? [{ cell_type: 'code', source: 'throw new Error("boom in the report");' }] : []),
   ];
@@ -182,7 +182,10 @@ describe('the report gallery: published notebook runs served at /reports', { tim
     const body = (await res.json()) as { error: { code: string; message: string } };
     assert.equal(body.error.code, 'report_changed');
     assert.match(body.error.message, /changed after it was published/);
-    assert.ok(logged.some((l) => l.report === ok.id && /refused to serve a report/.test(l.msg)), 'the refusal is logged');
+    assert.ok(
+      logged.some((l) => l.report === ok.id && /refused to serve a report/.test(l.msg)),
+      'the refusal is logged',
+    );
     // The other report is still served.
     assert.equal((await t.call(`/v1/reports/${failed.id}`, { key: t.keys.read })).status, 200);
   });

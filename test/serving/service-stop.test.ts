@@ -123,6 +123,9 @@ describe('slow clients', { timeout: 60_000 }, () => {
   });
 
   it('refuses timeouts that contradict each other', async () => {
-    await assert.rejects(startTestService({ timeouts: { headersMs: 5_000, requestMs: 1_000 } }), /timeouts\.headersMs \(5000\) must not exceed timeouts\.requestMs \(1000\)/);
+    await assert.rejects(
+      startTestService({ timeouts: { headersMs: 5_000, requestMs: 1_000 } }),
+      /timeouts\.headersMs \(5000\) must not exceed timeouts\.requestMs \(1000\)/,
+    );
   });
 });

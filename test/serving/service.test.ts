@@ -32,7 +32,10 @@ describe('the service pipeline', { timeout: 120_000 }, () => {
     assert.equal((await t.post('/v1/events', batch)).status, 200);
 
     const points = await until('the aggregates', async () => {
-      const r = (await (await t.call('/v1/aggregates?window=1m', { key: t.keys.read })).json()) as { position: number; points: { start: string; event: string; dimension: string; value: string; count: number; sums: Record<string, number> }[] };
+      const r = (await (await t.call('/v1/aggregates?window=1m', { key: t.keys.read })).json()) as {
+        position: number;
+        points: { start: string; event: string; dimension: string; value: string; count: number; sums: Record<string, number> }[];
+      };
       return r.position >= 5 ? r.points : undefined;
     });
     const find = (event: string, dimension: string, value: string, start = minute) =>
@@ -68,7 +71,10 @@ describe('the service pipeline', { timeout: 120_000 }, () => {
     assert.deepEqual([retry.accepted, retry.duplicates], [0, 5]);
     await t.post('/v1/events', [event('p6', { user_id: 'gb-ios', time: at(5) })]);
     const afterRestart = await until('the aggregates after restart', async () => {
-      const r = (await (await t.call('/v1/aggregates?window=1m&event=login&dimension=all', { key: t.keys.read })).json()) as { position: number; points: { start: string; count: number }[] };
+      const r = (await (await t.call('/v1/aggregates?window=1m&event=login&dimension=all', { key: t.keys.read })).json()) as {
+        position: number;
+        points: { start: string; count: number }[];
+      };
       return r.position >= 6 ? r.points : undefined;
     });
     assert.equal(afterRestart.find((p) => Date.parse(p.start) === minute)?.count, 3);
@@ -99,7 +105,11 @@ describe('a service killed while clients send batches', { timeout: 180_000 }, ()
     };
     const send = async (url: string, ids: number[]) => {
       const body = ids.map((i) => event(`k${i}`, { user_id: `u${i % 37}` }));
-      const r = await fetch(`${url}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const r = await fetch(`${url}/v1/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
       if (r.status !== 200) throw new Error(`status ${r.status}`);
       return (await r.json()) as { accepted: number; duplicates: number };
     };
@@ -135,13 +145,22 @@ describe('a service killed while clients send batches', { timeout: 180_000 }, ()
     const total = nextId;
 
     const log = await until('consumers to catch up', async () => {
-      const r = (await (await fetch(`${url}/v1/log`, { headers: { authorization: `Bearer ${key}` } })).json()) as { next: number; consumers: { name: string; lag: number }[] };
+      const r = (await (await fetch(`${url}/v1/log`, { headers: { authorization: `Bearer ${key}` } })).json()) as {
+        next: number;
+        consumers: { name: string; lag: number }[];
+      };
       return r.consumers.every((c) => c.lag === 0) ? r : undefined;
     });
     assert.equal(log.next, total, 'the log holds every event once, acknowledged or retried');
 
-    const aggregates = (await (await fetch(`${url}/v1/aggregates?window=1h&event=login&dimension=all`, { headers: { authorization: `Bearer ${key}` } })).json()) as { points: { count: number }[] };
-    assert.equal(aggregates.points.reduce((s, p) => s + p.count, 0), total, 'the aggregates count every event once');
+    const aggregates = (await (
+      await fetch(`${url}/v1/aggregates?window=1h&event=login&dimension=all`, { headers: { authorization: `Bearer ${key}` } })
+    ).json()) as { points: { count: number }[] };
+    assert.equal(
+      aggregates.points.reduce((s, p) => s + p.count, 0),
+      total,
+      'the aggregates count every event once',
+    );
 
     const lake = await Lakehouse.open(join(dir, 'lake'));
     const [archive] = await lake.query(sql`SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM live_events`);
@@ -149,7 +168,9 @@ describe('a service killed while clients send batches', { timeout: 180_000 }, ()
     lake.close();
     assert.deepEqual(archive, { n: total, ids: total }, 'the archive holds every event once');
     assert.equal(missing[0]!.n, 0);
-    console.log(`# kill test: ${acknowledged.size} acknowledged before SIGKILL, ${unacknowledged.length} batches in flight retried (${retriedDuplicates} of their events were already in), ${total} in all`);
+    console.log(
+      `# kill test: ${acknowledged.size} acknowledged before SIGKILL, ${unacknowledged.length} batches in flight retried (${retriedDuplicates} of their events were already in), ${total} in all`,
+    );
     child!.kill('SIGTERM');
     await new Promise((r) => child!.once('exit', r));
   });

@@ -15,18 +15,52 @@ describe('countries: ISO 3166-1 alpha-2 codes as values, English names as labels
     assert.equal(countryCode('Czech Republic'), 'CZ');
   });
 
-  it("maps every country of the shipped retail log, and none of its non-countries", () => {
+  it('maps every country of the shipped retail log, and none of its non-countries', () => {
     // data/online-retail-uci/online_retail.csv.gz, its Country column (all 38 values), with the expected code.
     const retail: [string, string | undefined][] = [
-      ['Australia', 'AU'], ['Austria', 'AT'], ['Bahrain', 'BH'], ['Belgium', 'BE'], ['Brazil', 'BR'], ['Canada', 'CA'],
-      ['Channel Islands', undefined], ['Cyprus', 'CY'], ['Czech Republic', 'CZ'], ['Denmark', 'DK'], ['EIRE', 'IE'],
-      ['European Community', undefined], ['Finland', 'FI'], ['France', 'FR'], ['Germany', 'DE'], ['Greece', 'GR'],
-      ['Hong Kong', 'HK'], ['Iceland', 'IS'], ['Israel', 'IL'], ['Italy', 'IT'], ['Japan', 'JP'], ['Lebanon', 'LB'],
-      ['Lithuania', 'LT'], ['Malta', 'MT'], ['Netherlands', 'NL'], ['Norway', 'NO'], ['Poland', 'PL'], ['Portugal', 'PT'],
-      ['RSA', 'ZA'], ['Saudi Arabia', 'SA'], ['Singapore', 'SG'], ['Spain', 'ES'], ['Sweden', 'SE'], ['Switzerland', 'CH'],
-      ['USA', 'US'], ['United Arab Emirates', 'AE'], ['United Kingdom', 'GB'], ['Unspecified', undefined],
+      ['Australia', 'AU'],
+      ['Austria', 'AT'],
+      ['Bahrain', 'BH'],
+      ['Belgium', 'BE'],
+      ['Brazil', 'BR'],
+      ['Canada', 'CA'],
+      ['Channel Islands', undefined],
+      ['Cyprus', 'CY'],
+      ['Czech Republic', 'CZ'],
+      ['Denmark', 'DK'],
+      ['EIRE', 'IE'],
+      ['European Community', undefined],
+      ['Finland', 'FI'],
+      ['France', 'FR'],
+      ['Germany', 'DE'],
+      ['Greece', 'GR'],
+      ['Hong Kong', 'HK'],
+      ['Iceland', 'IS'],
+      ['Israel', 'IL'],
+      ['Italy', 'IT'],
+      ['Japan', 'JP'],
+      ['Lebanon', 'LB'],
+      ['Lithuania', 'LT'],
+      ['Malta', 'MT'],
+      ['Netherlands', 'NL'],
+      ['Norway', 'NO'],
+      ['Poland', 'PL'],
+      ['Portugal', 'PT'],
+      ['RSA', 'ZA'],
+      ['Saudi Arabia', 'SA'],
+      ['Singapore', 'SG'],
+      ['Spain', 'ES'],
+      ['Sweden', 'SE'],
+      ['Switzerland', 'CH'],
+      ['USA', 'US'],
+      ['United Arab Emirates', 'AE'],
+      ['United Kingdom', 'GB'],
+      ['Unspecified', undefined],
     ];
-    assert.deepEqual(retail.map(([name]) => [name, countryCode(name)]), retail);
+    assert.deepEqual(
+      retail.map(([name]) => [name, countryCode(name)]),
+      retail,
+    );
   });
 
   it('knows nothing it was not told: made-up names, ambiguous names, object keys', () => {

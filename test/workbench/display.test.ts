@@ -14,7 +14,10 @@ import { tempDir } from '../helpers/tmp.js';
 
 describe('display helpers', () => {
   it('renders rows, Arrow tables and DataFrame-shaped data as the same escaped HTML table', () => {
-    const rows = [{ name: '<script>alert(1)</script>', n: 1234 }, { name: 'b & c', n: 2 }];
+    const rows = [
+      { name: '<script>alert(1)</script>', n: 1234 },
+      { name: 'b & c', n: 2 },
+    ];
     const html = htmlTable(rows);
     assert.doesNotMatch(html, /<script>/);
     assert.match(html, /&lt;script&gt;alert\(1\)&lt;\/script&gt;/);
@@ -22,11 +25,23 @@ describe('display helpers', () => {
     assert.match(html, /<td style="text-align:right">1,234<\/td>/);
     const table = arrow.tableFromArrays({ name: ['<script>alert(1)</script>', 'b & c'], n: Float64Array.from([1234, 2]) });
     assert.equal(htmlTable(table), html);
-    assert.equal(htmlTable({ columns: ['name', 'n'], values: [['<script>alert(1)</script>', 1234], ['b & c', 2]] }), html);
+    assert.equal(
+      htmlTable({
+        columns: ['name', 'n'],
+        values: [
+          ['<script>alert(1)</script>', 1234],
+          ['b & c', 2],
+        ],
+      }),
+      html,
+    );
   });
 
   it('shows at most maxRows rows and says how many more there are', () => {
-    const html = htmlTable(Array.from({ length: 30 }, (_, i) => ({ i })), { maxRows: 5 });
+    const html = htmlTable(
+      Array.from({ length: 30 }, (_, i) => ({ i })),
+      { maxRows: 5 },
+    );
     assert.equal(html.match(/<tr>/g)!.length, 6);
     assert.match(html, /25 more rows \(30 in all\)/);
   });
@@ -86,13 +101,18 @@ describe('figures of an executed notebook, in a real browser', { timeout: 240_00
       `show({ data: [{ type: 'scatter', mode: 'markers', x: Array.from({ length: 500 }, (_, j) => j), y: Array.from({ length: 500 }, (_, j) => Math.sin(j / ${i + 1})) }], layout: { title: { text: 'chart ${i + 1}' } } });`;
     const crossValidation =
       "import { crossValidate } from './src/workbench/index';\n" +
-      "const rows = Array.from({ length: 200 }, (_, i) => ({ x: i % 10, y: i % 10 > 4 ? 1 : 0 }));\n" +
+      'const rows = Array.from({ length: 200 }, (_, i) => ({ x: i % 10, y: i % 10 > 4 ? 1 : 0 }));\n' +
       "await crossValidate(rows, 'y', [{ name: 'x', kind: 'numeric' }], { folds: 3, maxEpochs: 3 });";
     const cells = ["import { show } from './src/workbench/index';", ...[0, 1, 2, 3, 4].map(chart), crossValidation];
-    writeFileSync(path, JSON.stringify({
-      nbformat: 4, nbformat_minor: 5, metadata: { kernelspec: { name: 'plg-workbench', display_name: 'TypeScript (plg-workbench)', language: 'typescript' } },
-      cells: cells.map((source, i) => ({ cell_type: 'code', id: `c${i}`, metadata: {}, source, outputs: [], execution_count: null })),
-    }));
+    writeFileSync(
+      path,
+      JSON.stringify({
+        nbformat: 4,
+        nbformat_minor: 5,
+        metadata: { kernelspec: { name: 'plg-workbench', display_name: 'TypeScript (plg-workbench)', language: 'typescript' } },
+        cells: cells.map((source, i) => ({ cell_type: 'code', id: `c${i}`, metadata: {}, source, outputs: [], execution_count: null })),
+      }),
+    );
     const result = await runNotebook(path, { outDir: join(dir, 'runs'), cellTimeout: 120 });
     assert.equal(result.ok, true, result.error?.message);
     const executedBytes = statSync(result.executed).size;
@@ -105,7 +125,10 @@ describe('figures of an executed notebook, in a real browser', { timeout: 240_00
     // The progress bar of the cross-validation: drawn at its start and end (and throttled steps), one output replaced in place.
     const bars = charts.filter((html) => html.includes('wb-progress'));
     assert.equal(bars.length, 1, 'one output for the task: tslab display updates replaced it in place');
-    assert.match(bars[0]!, /<progress value="1" max="1"[^>]*><\/progress> cross-validating on 200 rows: ROC AUC \d\.\d{4} ± \d\.\d{4} over 3 folds \(\d+\.\d s\)/);
+    assert.match(
+      bars[0]!,
+      /<progress value="1" max="1"[^>]*><\/progress> cross-validating on 200 rows: ROC AUC \d\.\d{4} ± \d\.\d{4} over 3 folds \(\d+\.\d s\)/,
+    );
     charts.splice(charts.indexOf(bars[0]!), 1);
     assert.equal(charts.length, 5);
     const report = readFileSync(result.report, 'utf8');
@@ -136,7 +159,10 @@ describe('figures of an executed notebook, in a real browser', { timeout: 240_00
       const labPage = `<html><head><script id="jupyter-config-data" type="application/json">${JSON.stringify({ baseUrl: '/jp/', serverRoot: repo })}</script></head><body>${render}</body></html>`;
       const classicPage = `<html><head></head><body data-base-url="/">${render}</body></html>`;
       for (const [i, html] of charts.entries()) {
-        for (const [server, page] of [[lab, labPage], [classic, classicPage]] as const) {
+        for (const [server, page] of [
+          [lab, labPage],
+          [classic, classicPage],
+        ] as const) {
           const { tab, errors, close } = await drawIn(server, page, html);
           await tab.waitForFunction("document.querySelectorAll('.wb-plot .main-svg').length >= 1", undefined, { timeout: 30_000 });
           assert.deepEqual(await tab.$$eval('.wb-plot .gtitle', (n) => n.map((x) => x.textContent)), [`chart ${i + 1}`]);
@@ -145,7 +171,10 @@ describe('figures of an executed notebook, in a real browser', { timeout: 240_00
         }
       }
       assert.ok(lab.requests.includes('/jp/files/node_modules/plotly.js-dist-min/plotly.min.js'), 'JupyterLab: plotly.js found at once from serverRoot');
-      assert.ok(classic.requests.includes(`/files/${basename(repo)}/node_modules/plotly.js-dist-min/plotly.min.js`), 'the Notebook: found by trying the directories above');
+      assert.ok(
+        classic.requests.includes(`/files/${basename(repo)}/node_modules/plotly.js-dist-min/plotly.min.js`),
+        'the Notebook: found by trying the directories above',
+      );
 
       // A Jupyter that does not serve the checkout: the chart says what is missing instead of staying blank.
       const { tab, errors, close } = await drawIn(elsewhere, classicPage, charts[0]!);
@@ -157,7 +186,10 @@ describe('figures of an executed notebook, in a real browser', { timeout: 240_00
       const page = await browser.newPage();
       await page.goto(pathToFileURL(result.report).href);
       await page.waitForFunction("document.querySelectorAll('.wb-plot .main-svg').length >= 5", undefined, { timeout: 30_000 });
-      assert.deepEqual(await page.$$eval('.wb-plot .gtitle', (n) => n.map((x) => x.textContent)), [1, 2, 3, 4, 5].map((i) => `chart ${i}`));
+      assert.deepEqual(
+        await page.$$eval('.wb-plot .gtitle', (n) => n.map((x) => x.textContent)),
+        [1, 2, 3, 4, 5].map((i) => `chart ${i}`),
+      );
     } finally {
       await Promise.all([lab.close(), classic.close(), elsewhere.close()]);
       await browser.close();

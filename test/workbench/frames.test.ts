@@ -22,7 +22,10 @@ const SALES: Sale[] = [
 suite('frames', () => {
   it('describes numeric columns as pandas does: sample std, linearly interpolated quartiles', async () => {
     const table = describe(SALES);
-    assert.deepEqual(table.map((r) => r.statistic), ['count', 'mean', 'std', 'min', '25%', '50%', '75%', 'max']);
+    assert.deepEqual(
+      table.map((r) => r.statistic),
+      ['count', 'mean', 'std', 'min', '25%', '50%', '75%', 'max'],
+    );
     const amount = Object.fromEntries(table.map((r) => [r.statistic, r.amount]));
     // pandas: pd.Series([7, 2, 1, 4]).describe() gives 25% 1.75, 50% 3.0, 75% 4.75, std sqrt(7)
     assert.deepEqual(amount, { count: 4, mean: 3.5, std: Math.sqrt(7), min: 1, '25%': 1.75, '50%': 3, '75%': 4.75, max: 7 });
@@ -33,7 +36,10 @@ suite('frames', () => {
     db.close();
     const duck = r.columns.map((c) => Number(c[0]));
     table.forEach((t, i) => assert.ok(Math.abs((t.amount as number) - duck[i]!) < 1e-12, `${t.statistic}: ${t.amount} vs DuckDB ${duck[i]}`));
-    assert.ok(table.every((t) => !('country' in t)), 'only numeric columns');
+    assert.ok(
+      table.every((t) => !('country' in t)),
+      'only numeric columns',
+    );
   });
 
   it('counts values, most frequent first, with their share', () => {
@@ -45,7 +51,12 @@ suite('frames', () => {
   });
 
   it('groups by keys with named aggregations, groups in key order, nulls skipped', () => {
-    const byMonth = groupBy(SALES, ['month'], { revenue: agg('sum', 'amount'), rows: agg('count'), buyers: agg('nunique', 'user_id'), avg: agg('mean', 'amount') });
+    const byMonth = groupBy(SALES, ['month'], {
+      revenue: agg('sum', 'amount'),
+      rows: agg('count'),
+      buyers: agg('nunique', 'user_id'),
+      avg: agg('mean', 'amount'),
+    });
     assert.deepEqual(byMonth, [
       { month: '2025-01', revenue: 9, rows: 2, buyers: 2, avg: 4.5 },
       { month: '2025-02', revenue: 5, rows: 3, buyers: 3, avg: 2.5 },
@@ -68,9 +79,14 @@ suite('frames', () => {
 
   it('takes the head, and turns danfo frames into rows that keep their row labels', () => {
     assert.deepEqual(head(SALES, 2), SALES.slice(0, 2));
-    const dfd = require('danfojs') as { DataFrame: new (d: Record<string, unknown[]>) => { describe(): { columns: string[]; values: unknown[][]; index: string[] } } };
+    const dfd = require('danfojs') as {
+      DataFrame: new (d: Record<string, unknown[]>) => { describe(): { columns: string[]; values: unknown[][]; index: string[] } };
+    };
     const stats = rowsOf(new dfd.DataFrame({ x: [7, 2, 1, 4] }).describe(), 'statistic');
-    assert.deepEqual(stats.map((r) => r.statistic), ['count', 'mean', 'std', 'min', 'median', 'max', 'variance']);
+    assert.deepEqual(
+      stats.map((r) => r.statistic),
+      ['count', 'mean', 'std', 'min', 'median', 'max', 'variance'],
+    );
     assert.equal(stats[1]!.x, 3.5);
   });
 });

@@ -18,11 +18,18 @@ describe('Lakehouse sources', () => {
     await buildLakehouse({
       lakeDir: root,
       now: new Date('2025-02-01T00:00:00Z'),
-      app: { fingerprint: 'fixture', describe: 'fixture', load: () => ({ events: [login, { ...login, event_id: 'e2' }] as never, truthUsers: [], truthMeta: {} }) },
+      app: {
+        fingerprint: 'fixture',
+        describe: 'fixture',
+        load: () => ({ events: [login, { ...login, event_id: 'e2' }] as never, truthUsers: [], truthMeta: {} }),
+      },
     });
 
     let lake = await Lakehouse.open(root);
-    assert.deepEqual(lake.sources().map((s) => [s.name, s.kind]), [['app', 'built']]);
+    assert.deepEqual(
+      lake.sources().map((s) => [s.name, s.kind]),
+      [['app', 'built']],
+    );
     lake.close();
 
     // The service's archiver appends the live source, which no build accounted for.
@@ -37,13 +44,24 @@ describe('Lakehouse sources', () => {
     lake = await Lakehouse.open(root);
     try {
       const sources = lake.sources();
-      assert.deepEqual(sources.map((s) => [s.name, s.kind]), [['__proto__', 'unlisted'], ['app', 'built'], ['live', 'live']]);
+      assert.deepEqual(
+        sources.map((s) => [s.name, s.kind]),
+        [
+          ['__proto__', 'unlisted'],
+          ['app', 'built'],
+          ['live', 'live'],
+        ],
+      );
       const app = sources.find((s) => s.name === 'app');
       assert.ok(app?.kind === 'built');
       assert.equal(app.build.accepted, 2);
       // Every source the events view reads is one of them.
       const counts = await lake.query(sql`SELECT source, count(*) AS n FROM events GROUP BY 1 ORDER BY 1`);
-      assert.deepEqual(counts, [{ source: '__proto__', n: 2 }, { source: 'app', n: 2 }, { source: 'live', n: 1 }]);
+      assert.deepEqual(counts, [
+        { source: '__proto__', n: 2 },
+        { source: 'app', n: 2 },
+        { source: 'live', n: 1 },
+      ]);
     } finally {
       lake.close();
     }

@@ -15,11 +15,16 @@ describe('Lakehouse query API', () => {
   after(() => lake?.close());
 
   it('defines only the views whose data was built', () => {
-    assert.deepEqual(lake.views.map((v) => v.name), ['telco_customers', 'quarantine']);
+    assert.deepEqual(
+      lake.views.map((v) => v.name),
+      ['telco_customers', 'quarantine'],
+    );
   });
 
   it('returns plain rows with safe BIGINTs as numbers and larger ones as bigint', async () => {
-    const rows = await lake.query(sql`SELECT count(*) AS n, CAST(2 AS BIGINT) ** 62 AS big_double, CAST(4611686018427387904 AS BIGINT) AS big FROM telco_customers`);
+    const rows = await lake.query(
+      sql`SELECT count(*) AS n, CAST(2 AS BIGINT) ** 62 AS big_double, CAST(4611686018427387904 AS BIGINT) AS big FROM telco_customers`,
+    );
     assert.deepEqual(rows, [{ n: 3, big_double: 2 ** 62, big: 4611686018427387904n }]);
     assert.equal(typeof rows[0]!.n, 'number');
   });
@@ -39,7 +44,9 @@ describe('Lakehouse query API', () => {
   });
 
   it('returns Apache Arrow tables, BIGINT as Int64 and timestamps as timestamps', async () => {
-    const table = await lake.arrow(sql`SELECT customer_id, count(*) AS n, TIMESTAMP '2025-01-02 03:04:05' AS t, monthly_charges FROM telco_customers GROUP BY ALL ORDER BY 1`);
+    const table = await lake.arrow(
+      sql`SELECT customer_id, count(*) AS n, TIMESTAMP '2025-01-02 03:04:05' AS t, monthly_charges FROM telco_customers GROUP BY ALL ORDER BY 1`,
+    );
     assert.ok(table instanceof arrow.Table);
     assert.equal(table.numRows, 3);
     assert.equal(String(table.schema.fields.find((f) => f.name === 'n')!.type), 'Int64');
@@ -52,7 +59,10 @@ describe('Lakehouse query API', () => {
     const df = await lake.frame(sql`SELECT customer_id, count(*) AS n, tenure FROM telco_customers GROUP BY ALL ORDER BY 1`);
     assert.deepEqual(df.shape, [3, 3]);
     assert.deepEqual(df.columns, ['customer_id', 'n', 'tenure']);
-    assert.deepEqual(df.values.map((r) => r[1]), [1, 1, 1]);
+    assert.deepEqual(
+      df.values.map((r) => r[1]),
+      [1, 1, 1],
+    );
   });
 
   it('carries the SQL that failed in its error', async () => {

@@ -2,7 +2,16 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { crossValidate } from '../../src/workbench/models/cross-validate.js';
 import { trainClassifier } from '../../src/workbench/models/train.js';
-import { consoleProgress, defaultProgress, inNotebook, notebookProgress, progressText, silentProgress, throttle, type Progress } from '../../src/workbench/progress.js';
+import {
+  consoleProgress,
+  defaultProgress,
+  inNotebook,
+  notebookProgress,
+  progressText,
+  silentProgress,
+  throttle,
+  type Progress,
+} from '../../src/workbench/progress.js';
 
 /** A clock the test moves by hand. */
 function fakeClock(start = 1_000_000) {
@@ -46,7 +55,14 @@ describe('progress', () => {
   it('draws one bar per task in a notebook, updated in place and throttled, ending with the summary and the time', () => {
     const clock = fakeClock();
     const displays: string[][] = [];
-    const progress = notebookProgress({ now: clock.now, newDisplay: () => { const frames: string[] = []; displays.push(frames); return { html: (h) => void frames.push(h) }; } });
+    const progress = notebookProgress({
+      now: clock.now,
+      newDisplay: () => {
+        const frames: string[] = [];
+        displays.push(frames);
+        return { html: (h) => void frames.push(h) };
+      },
+    });
     const task = progress.task('training <mlp> & co', 10_000, 'epochs');
     for (let i = 1; i <= 10_000; i++) {
       task.update(i);
@@ -93,7 +109,11 @@ describe('progress', () => {
     const cv = recordingProgress();
     await crossValidate(rows, 'y', columns, { folds: 3, maxEpochs: 3, progress: cv.progress });
     assert.equal(cv.events[0], 'task cross-validating on 200 rows / 3 folds');
-    assert.deepEqual(cv.events.filter((e) => e.startsWith('update')), ['update 1', 'update 2', 'update 3'], 'folds only: no epoch of the folds');
+    assert.deepEqual(
+      cv.events.filter((e) => e.startsWith('update')),
+      ['update 1', 'update 2', 'update 3'],
+      'folds only: no epoch of the folds',
+    );
     assert.match(cv.events.at(-1)!, /^finish ROC AUC \d\.\d{4} ± \d\.\d{4} over 3 folds$/);
   });
 });

@@ -52,7 +52,14 @@ function docsOf(checker: ts.TypeChecker, symbol: ts.Symbol): { summary: string; 
 }
 
 function publicExports(): ExportDoc[] {
-  const program = ts.createProgram(publicModules, { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, strict: true, skipLibCheck: true, noEmit: true });
+  const program = ts.createProgram(publicModules, {
+    target: ts.ScriptTarget.ES2022,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    strict: true,
+    skipLibCheck: true,
+    noEmit: true,
+  });
   const checker = program.getTypeChecker();
   const docs: ExportDoc[] = [];
   for (const path of publicModules) {
@@ -74,7 +81,12 @@ describe('public API (src/workbench/index.ts)', () => {
 
   it('reads the exports (sanity: the check sees functions, classes and types)', () => {
     assert.ok(workbench.length > 150, `only ${workbench.length} exports found`);
-    for (const [name, kind] of [['openLakehouse', 'function'], ['Lakehouse', 'class'], ['sql', 'function'], ['Row', 'type']] as const) {
+    for (const [name, kind] of [
+      ['openLakehouse', 'function'],
+      ['Lakehouse', 'class'],
+      ['sql', 'function'],
+      ['Row', 'type'],
+    ] as const) {
       assert.equal(workbench.find((e) => e.name === name)?.kind, kind, name);
     }
   });
@@ -139,7 +151,10 @@ describe('public API examples', () => {
     const errors = tslabTs
       .getPreEmitDiagnostics(program)
       .filter((d) => d.file && files.includes(d.file.fileName))
-      .map((d) => `${d.file!.fileName.slice(dir.length + 1)}:${d.file!.getLineAndCharacterOfPosition(d.start ?? 0).line + 1} ${tslabTs.flattenDiagnosticMessageText(d.messageText, ' ')}`);
+      .map(
+        (d) =>
+          `${d.file!.fileName.slice(dir.length + 1)}:${d.file!.getLineAndCharacterOfPosition(d.start ?? 0).line + 1} ${tslabTs.flattenDiagnosticMessageText(d.messageText, ' ')}`,
+      );
     assert.deepEqual(errors, [], `examples that do not compile:\n${errors.join('\n')}`);
   });
 });

@@ -77,7 +77,8 @@ describe('spine and labels', () => {
 
   it('writes whole numbers of days as durations, and refuses the rest naming the option', () => {
     assert.equal(days(14, 'stepDays'), '14d');
-    for (const bad of [0, 1.5, -3, Number.NaN, 1_000_000]) assert.throws(() => days(bad, 'horizonDays'), new RegExp(`^InputError: horizonDays: ${String(bad)} is not a whole number of days`));
+    for (const bad of [0, 1.5, -3, Number.NaN, 1_000_000])
+      assert.throws(() => days(bad, 'horizonDays'), new RegExp(`^InputError: horizonDays: ${String(bad)} is not a whole number of days`));
   });
 
   it('refuses durations and dates it cannot read, naming the option', () => {

@@ -15,10 +15,7 @@ describe('sql tagged template', () => {
 
   it('writes numbers, bigints, booleans, nulls, dates and lists as literals', () => {
     const q = sql`VALUES (${1.5}, ${2n ** 70n}, ${true}, ${null}, ${undefined}, ${new Date('2025-01-02T03:04:05.678Z')}, ${[1, 'a']})`;
-    assert.equal(
-      q.toString(),
-      "VALUES (1.5, 1180591620717411303424, TRUE, NULL, NULL, TIMESTAMP '2025-01-02 03:04:05.678', [1, 'a'])",
-    );
+    assert.equal(q.toString(), "VALUES (1.5, 1180591620717411303424, TRUE, NULL, NULL, TIMESTAMP '2025-01-02 03:04:05.678', [1, 'a'])");
   });
 
   it('refuses values that have no faithful literal', () => {

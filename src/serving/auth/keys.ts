@@ -49,7 +49,9 @@ export class KeyStore {
     try {
       parsed = KeyFile.parse(JSON.parse(readFileSync(path, 'utf8')));
     } catch (err) {
-      throw new IntegrityError(`${path} is not a valid key file (${(err as Error).message.split('\n')[0]}); fix or remove it, then create keys with \`wb keys create\``);
+      throw new IntegrityError(
+        `${path} is not a valid key file (${(err as Error).message.split('\n')[0]}); fix or remove it, then create keys with \`wb keys create\``,
+      );
     }
     return new KeyStore(path, parsed.keys);
   }

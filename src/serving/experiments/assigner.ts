@@ -162,7 +162,9 @@ export class Assigner {
         settleDone(logged !== false);
         if (stored.length > 0) {
           // The events are durable already: a failure here is reported, and the hash gives the same arm again.
-          await this.oltp.insertAssignmentsIfAbsent(stored).catch((err: unknown) => this.warn(err, `could not store ${stored.length} experiment assignments; they are in the event log`));
+          await this.oltp
+            .insertAssignmentsIfAbsent(stored)
+            .catch((err: unknown) => this.warn(err, `could not store ${stored.length} experiment assignments; they are in the event log`));
         }
       },
     };

@@ -57,7 +57,10 @@ export class Decider {
       this.latest.set(e.key, record);
       if (!acts) {
         if (decision.action !== 'continue' && (previous?.action !== decision.action || previous.arm !== decision.arm)) {
-          this.logger.info({ experiment: e.key, decision }, `experiment ${e.key}: recommends ${decision.action}${decision.arm ? ` of ${decision.arm}` : ''} (recommend-only): ${decision.reason}`);
+          this.logger.info(
+            { experiment: e.key, decision },
+            `experiment ${e.key}: recommends ${decision.action}${decision.arm ? ` of ${decision.arm}` : ''} (recommend-only): ${decision.reason}`,
+          );
         }
         continue;
       }
@@ -84,12 +87,29 @@ export class Decider {
           const to = await this.models.versionOf(winner.model.name, winner.model.alias);
           await this.models.moveAlias(control.model.name, control.model.alias, to, { by: `${DECIDER} (experiment ${e.key})`, reason: d.reason });
         } catch (err) {
-          this.logger.error({ err, experiment: e.key }, `experiment ${e.key} shipped ${d.arm}, but its model alias could not be moved: move ${control.model.name}@${control.model.alias} by hand (wb models alias)`);
-          this.alerts.raise({ kind: 'decision', series: `experiment:${e.key}`, labels: { experiment: e.key }, direction: 'ship', reason: `shipped ${d.arm}, but moving ${control.model.name}@${control.model.alias} failed: ${(err as Error).message}`, detectedAt: new Date(this.clock.now()).toISOString() });
+          this.logger.error(
+            { err, experiment: e.key },
+            `experiment ${e.key} shipped ${d.arm}, but its model alias could not be moved: move ${control.model.name}@${control.model.alias} by hand (wb models alias)`,
+          );
+          this.alerts.raise({
+            kind: 'decision',
+            series: `experiment:${e.key}`,
+            labels: { experiment: e.key },
+            direction: 'ship',
+            reason: `shipped ${d.arm}, but moving ${control.model.name}@${control.model.alias} failed: ${(err as Error).message}`,
+            detectedAt: new Date(this.clock.now()).toISOString(),
+          });
         }
       }
     }
     this.logger.warn({ experiment: e.key, decision: d }, `experiment ${e.key}: ${d.action === 'rollback' ? 'rolled back' : `shipped ${d.arm}`}: ${d.reason}`);
-    this.alerts.raise({ kind: 'decision', series: `experiment:${e.key}`, labels: { experiment: e.key }, direction: d.action === 'rollback' ? 'rollback' : 'ship', reason: d.reason, detectedAt: new Date(this.clock.now()).toISOString() });
+    this.alerts.raise({
+      kind: 'decision',
+      series: `experiment:${e.key}`,
+      labels: { experiment: e.key },
+      direction: d.action === 'rollback' ? 'rollback' : 'ship',
+      reason: d.reason,
+      detectedAt: new Date(this.clock.now()).toISOString(),
+    });
   }
 }

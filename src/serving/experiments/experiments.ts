@@ -62,7 +62,12 @@ export class Experiments {
       }
       // Stored definitions were checked when written; parse again so defaults of newer fields apply.
       try {
-        const stored = { experiment: checkExperiment(JSON.parse(r.definition), { metrics: new Set(this.metrics.keys()) }), version: r.version, updated_at: r.updated_at, updated_by: r.updated_by };
+        const stored = {
+          experiment: checkExperiment(JSON.parse(r.definition), { metrics: new Set(this.metrics.keys()) }),
+          version: r.version,
+          updated_at: r.updated_at,
+          updated_by: r.updated_by,
+        };
         next.set(r.key, stored);
       } catch (err) {
         if (known) next.set(r.key, known);
@@ -101,7 +106,8 @@ export class Experiments {
   async create(input: unknown, by: string): Promise<StoredExperiment> {
     await this.refresh();
     const e = this.check(input);
-    if (this.cache.has(e.key)) throw new ConflictError(`experiment ${e.key} already exists (version ${this.cache.get(e.key)!.version}); change it with PUT and If-Match`);
+    if (this.cache.has(e.key))
+      throw new ConflictError(`experiment ${e.key} already exists (version ${this.cache.get(e.key)!.version}); change it with PUT and If-Match`);
     if (e.status !== 'draft' && e.status !== 'running') throw new InputError(`experiment ${e.key}: a new experiment is draft or running, not ${e.status}`);
     return this.save(e, 1, by, 'created');
   }
@@ -112,19 +118,23 @@ export class Experiments {
     const current = this.get(key);
     const e = this.check(input);
     if (e.key !== key) throw new InputError(`the body is experiment ${e.key}, the path names ${key}`);
-    if (e.status !== current.experiment.status) throw new InputError(`experiment ${key}: change the status with POST /v1/experiments/${key}/status, not in the definition`);
+    if (e.status !== current.experiment.status)
+      throw new InputError(`experiment ${key}: change the status with POST /v1/experiments/${key}/status, not in the definition`);
     if (current.experiment.status !== 'draft') {
       for (const field of FIXED_WHILE_ASSIGNED) {
-        if (JSON.stringify(e[field]) !== JSON.stringify(current.experiment[field])) throw new InputError(`experiment ${key} has assigned users: ${field} cannot change (it would move them between arms); create a new experiment`);
+        if (JSON.stringify(e[field]) !== JSON.stringify(current.experiment[field]))
+          throw new InputError(`experiment ${key} has assigned users: ${field} cannot change (it would move them between arms); create a new experiment`);
       }
       const arms = (x: Experiment) => x.arms.map((a) => a.key).join(',');
       if (arms(e) !== arms(current.experiment)) throw new InputError(`experiment ${key} has assigned users: its arms cannot be renamed, added or removed`);
       // The sample-ratio check compares users with the weights: changed weights would flag a mismatch and block every decision.
       const weights = (x: Experiment) => x.arms.map((a) => a.weight).join(',');
-      if (weights(e) !== weights(current.experiment)) throw new InputError(`experiment ${key} has assigned users: its weights cannot change (coverage can grow)`);
+      if (weights(e) !== weights(current.experiment))
+        throw new InputError(`experiment ${key} has assigned users: its weights cannot change (coverage can grow)`);
       // The live statistics are kept per metric from each user's exposure: a metric added later would start mid-way.
       const metricsOf = (x: Experiment) => [x.objective, ...x.guardrails.map((g) => g.metric)].join(',');
-      if (metricsOf(e) !== metricsOf(current.experiment)) throw new InputError(`experiment ${key} has assigned users: its objective and guard-rail metrics cannot change (tolerances and directions can)`);
+      if (metricsOf(e) !== metricsOf(current.experiment))
+        throw new InputError(`experiment ${key} has assigned users: its objective and guard-rail metrics cannot change (tolerances and directions can)`);
     }
     const changed = Object.keys(e).filter((k) => JSON.stringify(e[k as keyof Experiment]) !== JSON.stringify(current.experiment[k as keyof Experiment]));
     return this.save(e, version + 1, by, `changed ${changed.join(', ') || 'nothing'}`);

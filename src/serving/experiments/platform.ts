@@ -42,12 +42,23 @@ export class ExperimentPlatform {
         return undefined;
       }
     };
-    this.tracker = new ExperimentTracker(definition, experiments.metrics, { snapshotPath: join(dataDir, 'consumers', 'experiments.snapshot'), warn: (m) => logger.warn(m) });
+    this.tracker = new ExperimentTracker(definition, experiments.metrics, {
+      snapshotPath: join(dataDir, 'consumers', 'experiments.snapshot'),
+      warn: (m) => logger.warn(m),
+    });
     this.decider = new Decider(experiments, this.tracker, alerts, logger, models, clock);
   }
 
   /** `clock`: the time of assignments made through the API and of decisions (default the wall clock). */
-  static async open(options: { oltp: OltpStore; alerts: AlertSink; logger: Logger; dataDir: string; metrics?: readonly Metric[]; models?: AliasMover; clock?: Clock }): Promise<ExperimentPlatform> {
+  static async open(options: {
+    oltp: OltpStore;
+    alerts: AlertSink;
+    logger: Logger;
+    dataDir: string;
+    metrics?: readonly Metric[];
+    models?: AliasMover;
+    clock?: Clock;
+  }): Promise<ExperimentPlatform> {
     const experiments = await Experiments.open(options.oltp, metricCatalog(options.metrics), (message) => options.logger.warn(message));
     return new ExperimentPlatform(experiments, options.oltp, options.alerts, options.logger, options.dataDir, options.models, options.clock);
   }
@@ -97,7 +108,8 @@ export class ExperimentPlatform {
     if (pending.length > 0) {
       await this.logExposures(pending);
       const lost = pending.filter((x) => this.assigner.isUnlogged(x));
-      if (lost.length > 0) throw unavailable(`the exposure of ${user.user_id} to ${lost.map((x) => x.experiment).join(', ')} could not be logged yet; ask again`);
+      if (lost.length > 0)
+        throw unavailable(`the exposure of ${user.user_id} to ${lost.map((x) => x.experiment).join(', ')} could not be logged yet; ask again`);
     }
     return answers;
   }
@@ -126,7 +138,14 @@ export class ExperimentPlatform {
       return {
         at: stats.asOf!,
         users: Object.fromEntries(r.arms.map((a) => [a.arm, a.users])),
-        lifts: r.metrics.flatMap((m) => m.comparisons.map((c) => ({ metric: m.metric, arm: c.arm, ...(c.sequential.estimate !== undefined ? { lift: c.sequential.estimate } : {}), ...(c.sequential.ci ? { ci: c.sequential.ci } : {}) }))),
+        lifts: r.metrics.flatMap((m) =>
+          m.comparisons.map((c) => ({
+            metric: m.metric,
+            arm: c.arm,
+            ...(c.sequential.estimate !== undefined ? { lift: c.sequential.estimate } : {}),
+            ...(c.sequential.ci ? { ci: c.sequential.ci } : {}),
+          })),
+        ),
       };
     });
     const decision = this.decider.decision(key);

@@ -88,7 +88,8 @@ export class ExperimentTracker implements EventConsumer {
 
   async resumeAt(): Promise<number> {
     const read = readCheckedSnapshot(this.options.snapshotPath);
-    if (read && 'corrupt' in read) this.options.warn?.(`the experiment statistics snapshot fails its checksum; kept as ${read.corrupt}, rebuilding from the event log`);
+    if (read && 'corrupt' in read)
+      this.options.warn?.(`the experiment statistics snapshot fails its checksum; kept as ${read.corrupt}, rebuilding from the event log`);
     if (!read || 'corrupt' in read) return 0;
     this.state = revive(JSON.parse(read.body) as Snapshot);
     this.history = new Map(this.state.history);
@@ -167,7 +168,12 @@ export class ExperimentTracker implements EventConsumer {
   }
 
   private expose(def: Experiment, user: string, arm: string, t: number): void {
-    const s = (this.state.experiments[def.key] ??= { metrics: [def.objective, ...def.guardrails.map((g) => g.metric)], arms: dict(), members: dict(), timeline: [] });
+    const s = (this.state.experiments[def.key] ??= {
+      metrics: [def.objective, ...def.guardrails.map((g) => g.metric)],
+      arms: dict(),
+      members: dict(),
+      timeline: [],
+    });
     if (s.members[user]) return;
     const pre = this.history.get(user) ?? [];
     const x = s.metrics.map((key) => {
@@ -251,7 +257,8 @@ export class ExperimentTracker implements EventConsumer {
   private snapshot(): void {
     // Users with nothing inside the longest pre-exposure period (plus the lateness ingest allows) are forgotten.
     const newest = Math.max(0, ...Object.values(this.state.experiments).map((x) => x.asOf ?? 0), this.newestTrace);
-    for (const [user, list] of this.history) if (list.length === 0 || list[list.length - 1]![0] < newest - this.maxPreMs - LATE_EVENTS_MS) this.history.delete(user);
+    for (const [user, list] of this.history)
+      if (list.length === 0 || list[list.length - 1]![0] < newest - this.maxPreMs - LATE_EVENTS_MS) this.history.delete(user);
     this.state.history = [...this.history];
     try {
       mkdirSync(dirname(this.options.snapshotPath), { recursive: true });

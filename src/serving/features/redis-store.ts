@@ -24,7 +24,10 @@ export class RedisOnlineStore implements OnlineStore {
       await redis.connect();
     } catch (err) {
       redis.disconnect();
-      throw new Error(`Cannot reach Redis at ${url} (${(err as Error).message}); start it, e.g. \`redis-server --daemonize yes --port 6379 --save "" --appendonly no\``, { cause: err });
+      throw new Error(
+        `Cannot reach Redis at ${url} (${(err as Error).message}); start it, e.g. \`redis-server --daemonize yes --port 6379 --save "" --appendonly no\``,
+        { cause: err },
+      );
     }
     return new RedisOnlineStore(redis, prefix);
   }
@@ -45,7 +48,11 @@ export class RedisOnlineStore implements OnlineStore {
   }
 
   async reset(setVersion: string): Promise<void> {
-    await this.redis.multi().del(this.usersKey).set(this.positionKey, JSON.stringify({ setVersion, offset: 0 })).exec();
+    await this.redis
+      .multi()
+      .del(this.usersKey)
+      .set(this.positionKey, JSON.stringify({ setVersion, offset: 0 }))
+      .exec();
     this.setVersion = setVersion;
   }
 

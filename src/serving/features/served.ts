@@ -22,7 +22,9 @@ export class ServedFeatures {
       const { version, ...definition } = f;
       const checked = feature(definition);
       if (checked.version !== version) {
-        throw new IntegrityError(`${path}: feature ${f.name} does not match its version ${version} (it was edited by hand); register the definitions again through the API`);
+        throw new IntegrityError(
+          `${path}: feature ${f.name} does not match its version ${version} (it was edited by hand); register the definitions again through the API`,
+        );
       }
       return checked;
     });
@@ -48,7 +50,9 @@ export class ServedFeatures {
     for (const f of incoming) {
       const served = byName.get(f.name);
       if (served && served.version !== f.version) {
-        throw new ConflictError(`feature ${f.name} is already served with another definition (version ${served.version}, this one ${f.version}): give the new definition a new name`);
+        throw new ConflictError(
+          `feature ${f.name} is already served with another definition (version ${served.version}, this one ${f.version}): give the new definition a new name`,
+        );
       }
       if (!served) added.push(f);
     }

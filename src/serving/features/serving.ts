@@ -131,7 +131,10 @@ export class FeatureServing {
       await builder.start();
       const deadline = Date.now() + (this.o.buildTimeoutMs ?? 600_000);
       while (builder.offset < (await this.o.log.next())) {
-        if (Date.now() > deadline) throw new Error(`feature set ${version} is still being computed from the log after ${(this.o.buildTimeoutMs ?? 600_000) / 1000} s; the previous set keeps serving`);
+        if (Date.now() > deadline)
+          throw new Error(
+            `feature set ${version} is still being computed from the log after ${(this.o.buildTimeoutMs ?? 600_000) / 1000} s; the previous set keeps serving`,
+          );
         await new Promise((r) => setTimeout(r, 20));
       }
       await builder.stop();

@@ -16,7 +16,8 @@ export function aggregateRoutes(aggregates: LiveAggregates): Route[] {
     {
       method: 'get',
       path: '/v1/aggregates',
-      summary: 'Live counts and sums per event, in 1-minute or 1-hour windows by event time, overall and per cohort dimension (tier, country, device, first_seen_week).',
+      summary:
+        'Live counts and sums per event, in 1-minute or 1-hour windows by event time, overall and per cohort dimension (tier, country, device, first_seen_week).',
       scope: 'read',
       query: Query,
       responses: { 200: '{ position, points: [{ window, start, event, dimension, value, count, sums }] }', 400: 'a bad query parameter' },

@@ -13,7 +13,8 @@ export function requireScope(keys: KeyStore, scope: Scope): RequestHandler {
   return (req, _res, next) => {
     const header = req.get('authorization');
     const key = header?.startsWith('Bearer ') ? header.slice(7).trim() : req.get('x-api-key')?.trim();
-    if (!key) throw unauthorized(`this route needs an API key with the ${scope} scope: send "Authorization: Bearer <key>" (create one with \`wb keys create\`)`);
+    if (!key)
+      throw unauthorized(`this route needs an API key with the ${scope} scope: send "Authorization: Bearer <key>" (create one with \`wb keys create\`)`);
     const info = keys.verify(key);
     if (!info) throw unauthorized('the API key is not valid (unknown, revoked or mistyped)');
     if (!hasScope(info, scope)) throw forbidden(`the key "${info.name}" lacks the ${scope} scope (it has: ${info.scopes.join(', ')})`);

@@ -17,7 +17,13 @@ export interface DashboardSources {
   /** The models with aliases, and the predictions each has served since the service started. */
   models: () => Promise<{ name: string; aliases: Record<string, string>; predictions: number }[]>;
   /** Experiments, their users per arm and latest decision (the experiment page has the rest). */
-  experiments: () => { key: string; status: string; winner?: string; exposures: Record<string, number>; decision?: { action: string; reason: string; mode: string; acted: boolean } }[];
+  experiments: () => {
+    key: string;
+    status: string;
+    winner?: string;
+    exposures: Record<string, number>;
+    decision?: { action: string; reason: string; mode: string; acted: boolean };
+  }[];
   /** The service's clock: the page says when it is simulated. */
   clock: Clock;
 }
@@ -45,7 +51,8 @@ export function dashboardRoutes(sources: DashboardSources): Route[] {
     {
       method: 'get',
       path: '/experiments/:key',
-      summary: "An experiment's page: arms, exposures, each metric's lift with its interval over time, sample ratio, the decision and its reason (data from /v1/experiments/:key with a read key).",
+      summary:
+        "An experiment's page: arms, exposures, each metric's lift with its interval over time, sample ratio, the decision and its reason (data from /v1/experiments/:key with a read key).",
       responses: { 200: 'an HTML page' },
       handler: (_req, res) => void res.type('html').set('Cache-Control', 'no-store').send(experimentPage),
     },
@@ -59,7 +66,8 @@ export function dashboardRoutes(sources: DashboardSources): Route[] {
     {
       method: 'get',
       path: '/v1/stream',
-      summary: 'Server-sent events (text/event-stream): `snapshot` events with events per minute by cohort for the last hour, alerts, consumer lag, archive freshness and the models served.',
+      summary:
+        'Server-sent events (text/event-stream): `snapshot` events with events per minute by cohort for the last hour, alerts, consumer lag, archive freshness and the models served.',
       scope: 'read',
       responses: { 200: 'an event stream that stays open' },
       handler: (req, res) => stream(req, res, sources),

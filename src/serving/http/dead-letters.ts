@@ -4,7 +4,10 @@ import { DEAD_LETTER_STATES, DeadLetterId, summarize, type DeadLetterStore } fro
 import type { Route } from './route.js';
 
 const ListQuery = z.object({
-  consumer: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'a consumer name').optional(),
+  consumer: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'a consumer name')
+    .optional(),
   state: z.enum(DEAD_LETTER_STATES).optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
 });
@@ -21,10 +24,14 @@ export function deadLetterRoutes(store: DeadLetterStore): Route[] {
     {
       method: 'get',
       path: '/v1/dead-letters',
-      summary: 'Dead letters, newest failure first, without their payloads: consumer, log offset, error, attempts, state (open, retry-requested, retried-ok, retry-failed).',
+      summary:
+        'Dead letters, newest failure first, without their payloads: consumer, log offset, error, attempts, state (open, retry-requested, retried-ok, retry-failed).',
       scope: 'read',
       query: ListQuery,
-      responses: { 200: '{ store, total, letters: [{ id, consumer, offset, state, attempts, error, firstFailedAt, lastFailedAt, payloadBytes }] }', 400: 'a bad query parameter' },
+      responses: {
+        200: '{ store, total, letters: [{ id, consumer, offset, state, attempts, error, firstFailedAt, lastFailedAt, payloadBytes }] }',
+        400: 'a bad query parameter',
+      },
       handler: async (req, res) => {
         const q = parseQuery(ListQuery, req.query);
         const letters = await store.list({ consumer: q.consumer, state: q.state });

@@ -25,12 +25,14 @@ export async function batchOf(req: Request, maxEvents: number, limits: EventLimi
   const type = req.get('content-type') ?? '';
   const media = type.split(';')[0]!.trim().toLowerCase();
   const ndjson = NDJSON_TYPES.includes(media);
-  if (!ndjson && !JSON_TYPES.includes(media)) throw new HttpError(415, 'unsupported_media_type', 'send events as application/json (an array of events) or application/x-ndjson (one event per line)');
+  if (!ndjson && !JSON_TYPES.includes(media))
+    throw new HttpError(415, 'unsupported_media_type', 'send events as application/json (an array of events) or application/x-ndjson (one event per line)');
   const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(type)?.[1]?.toLowerCase();
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
     throw new HttpError(415, 'unsupported_encoding', `the body's charset ${JSON.stringify(charset)} is not supported: send UTF-8`);
   }
-  if (!Buffer.isBuffer(req.body) || req.body.length === 0) throw badRequest('empty_body', `the body is empty: send ${ndjson ? 'one event per line' : 'an array of events'}`);
+  if (!Buffer.isBuffer(req.body) || req.body.length === 0)
+    throw badRequest('empty_body', `the body is empty: send ${ndjson ? 'one event per line' : 'an array of events'}`);
   const slices = new TimeSlices();
   const text = await decodeUtf8(req.body, slices);
   return ndjson ? ndjsonItems(text, maxEvents, limits, slices) : jsonItems(text, maxEvents, limits, slices);
@@ -56,7 +58,7 @@ async function decodeUtf8(body: Buffer, slices: TimeSlices): Promise<string> {
 async function ndjsonItems(text: string, maxEvents: number, limits: EventLimits, slices: TimeSlices): Promise<unknown[]> {
   const lines: [start: number, end: number, line: number][] = [];
   let lineNo = 0;
-  for (let start = 0; start < text.length; ) {
+  for (let start = 0; start < text.length;) {
     const pause = slices.pause();
     if (pause) await pause;
     let end = text.indexOf('\n', start);
@@ -71,7 +73,14 @@ async function ndjsonItems(text: string, maxEvents: number, limits: EventLimits,
     start = end + 1;
   }
   // A line that is not JSON is rejected on its own: the other lines stand.
-  return parseSpans(text, lines, limits, slices, (i) => `line ${lines[i]![2]}`, (i, err) => new Unparsable(`line ${lines[i]![2]} is not valid JSON: ${err.message}`));
+  return parseSpans(
+    text,
+    lines,
+    limits,
+    slices,
+    (i) => `line ${lines[i]![2]}`,
+    (i, err) => new Unparsable(`line ${lines[i]![2]} is not valid JSON: ${err.message}`),
+  );
 }
 
 /**
@@ -115,7 +124,7 @@ async function parseSpans(
 
 async function countNonBlankLines(text: string, from: number, slices: TimeSlices): Promise<number> {
   let n = 0;
-  for (let start = from; start < text.length; ) {
+  for (let start = from; start < text.length;) {
     const pause = slices.pause();
     if (pause) await pause;
     let end = text.indexOf('\n', start);
@@ -137,7 +146,8 @@ async function jsonItems(text: string, maxEvents: number, limits: EventLimits, s
   let at = skipBlank(text, 0);
   if (at === text.length) throw badRequest('empty_body', 'the body is empty: send an array of events');
   const open = text.charCodeAt(at);
-  if (open !== 0x5b /* [ */ && open !== 0x7b /* { */) throw malformed(`expected an array of events or one event at position ${at}, found ${describe(text, at)}`);
+  if (open !== 0x5b /* [ */ && open !== 0x7b /* { */)
+    throw malformed(`expected an array of events or one event at position ${at}, found ${describe(text, at)}`);
   const single = open === 0x7b;
   const close = single ? 0x7d /* } */ : 0x5d; /* ] */
   const spans: [start: number, end: number][] = [];
@@ -181,9 +191,16 @@ async function jsonItems(text: string, maxEvents: number, limits: EventLimits, s
   if (after !== text.length) throw malformed(`unexpected ${describe(text, after)} after the end of the JSON value`);
   if (spans.length > maxEvents) throw tooLarge(spans.length, maxEvents);
   // The array was scanned whole, so an item that does not parse means the body is not JSON.
-  return parseSpans(text, spans, limits, slices, (i) => `item ${i}`, (i, err) => {
-    throw malformed(`item ${i} (at position ${spans[i]![0]}): ${err.message}`);
-  });
+  return parseSpans(
+    text,
+    spans,
+    limits,
+    slices,
+    (i) => `item ${i}`,
+    (i, err) => {
+      throw malformed(`item ${i} (at position ${spans[i]![0]}): ${err.message}`);
+    },
+  );
 }
 
 /** The position of the quote that closes the string opening at `open`, or -1. */
@@ -201,7 +218,7 @@ function stringEnd(text: string, open: number): number {
 async function countItems(text: string, from: number, slices: TimeSlices): Promise<number> {
   let n = 1;
   let depth = 1;
-  for (let at = from; at < text.length && depth > 0; ) {
+  for (let at = from; at < text.length && depth > 0;) {
     const pause = slices.pause();
     if (pause) await pause;
     for (const stop = Math.min(text.length, at + SCAN_STEP); at < stop && depth > 0; at++) {
@@ -222,15 +239,26 @@ async function countItems(text: string, from: number, slices: TimeSlices): Promi
  * props may be (JSON.parse of deep nesting costs tens of ms per item). Names the event_id when the
  * item's top level shows one.
  */
-function refusedUnparsed(text: string, start: number, end: number, item: string, limits: EventLimits, name: (i: number) => string, i: number): Unparsable | undefined {
+function refusedUnparsed(
+  text: string,
+  start: number,
+  end: number,
+  item: string,
+  limits: EventLimits,
+  name: (i: number) => string,
+  i: number,
+): Unparsable | undefined {
   const maxChars = limits.maxEventBytes * RAW_SLACK;
   if (end - start > maxChars) {
     const { eventId } = topLevel(text, start, Math.min(end, start + maxChars), -1);
-    return new Unparsable(`${name(i)}: ${end - start} characters of JSON, over ${RAW_SLACK} times the limit of ${limits.maxEventBytes} bytes per event; not parsed`, {
-      ...(eventId === undefined ? {} : { event_id: eventId }),
-      field: 'event',
-      limit: { name: 'maxEventBytes', value: limits.maxEventBytes },
-    });
+    return new Unparsable(
+      `${name(i)}: ${end - start} characters of JSON, over ${RAW_SLACK} times the limit of ${limits.maxEventBytes} bytes per event; not parsed`,
+      {
+        ...(eventId === undefined ? {} : { event_id: eventId }),
+        field: 'event',
+        limit: { name: 'maxEventBytes', value: limits.maxEventBytes },
+      },
+    );
   }
   // The event is one level and props another: props' own levels start at the second.
   const maxDepth = limits.maxPropsDepth + 1;

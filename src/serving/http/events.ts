@@ -18,7 +18,11 @@ export function eventRoutes(ingest: Ingest, metrics: Metrics, bodyLimitBytes: nu
         'The answer comes once the accepted events are durable in the event log. ' +
         'Each event must be well-formed Unicode, and its props shallow and small (see the limits in the service configuration); an event over a limit is rejected with the field and the limit.',
       scope: 'ingest',
-      body: { contentTypes: ['application/json', 'application/x-ndjson'], schema: EventSchema, description: 'an array of events, or NDJSON (one event per line)' },
+      body: {
+        contentTypes: ['application/json', 'application/x-ndjson'],
+        schema: EventSchema,
+        description: 'an array of events, or NDJSON (one event per line)',
+      },
       responses: {
         200: 'the batch was taken: { accepted, duplicates, rejected: [{ index, event_id?, reason, field?, limit? }], offsets? }',
         400: 'malformed body, a batch over the size limit, or every event rejected (the same report, code invalid_events)',
@@ -46,4 +50,3 @@ export function eventRoutes(ingest: Ingest, metrics: Metrics, bodyLimitBytes: nu
     },
   ];
 }
-

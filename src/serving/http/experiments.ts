@@ -13,7 +13,10 @@ const Assign = z
   .object({
     user_id: UserIdSchema,
     experiment: KEY.optional(),
-    dims: z.object({ country: z.string().max(64).optional(), device: z.string().max(64).optional(), tier: z.string().max(64).optional() }).strict().optional(),
+    dims: z
+      .object({ country: z.string().max(64).optional(), device: z.string().max(64).optional(), tier: z.string().max(64).optional() })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -22,9 +25,15 @@ const json = express.json({ limit: 64 * 1024 });
 /** The version a change was made against: `If-Match: "3"` (or 3), as read from the ETag of GET. */
 function ifMatch(req: Request): number {
   const header = req.get('if-match');
-  if (!header) throw new HttpError(428, 'precondition_required', 'changes name the version they were made against: send If-Match with the ETag of GET /v1/experiments/:key (e.g. If-Match: "3")');
+  if (!header)
+    throw new HttpError(
+      428,
+      'precondition_required',
+      'changes name the version they were made against: send If-Match with the ETag of GET /v1/experiments/:key (e.g. If-Match: "3")',
+    );
   const version = Number(header.replace(/^W\//, '').replace(/"/g, '').trim());
-  if (!Number.isInteger(version) || version < 1) throw new HttpError(400, 'bad_if_match', `If-Match ${JSON.stringify(header)} is not an experiment version (a whole number from the ETag)`);
+  if (!Number.isInteger(version) || version < 1)
+    throw new HttpError(400, 'bad_if_match', `If-Match ${JSON.stringify(header)} is not an experiment version (a whole number from the ETag)`);
   return version;
 }
 
@@ -51,13 +60,18 @@ export function experimentRoutes(platform: ExperimentPlatform): Route[] {
       responses: { 200: '{ experiments: [{ ...definition, version, updated_at, updated_by, exposures }] }' },
       handler: async (_req, res) => {
         await experiments.refresh();
-        res.json({ experiments: experiments.list().map((s) => ({ ...view(s), exposures: platform.tracker.exposures(s.experiment.key), decision: platform.decider.decision(s.experiment.key) })) });
+        res.json({
+          experiments: experiments
+            .list()
+            .map((s) => ({ ...view(s), exposures: platform.tracker.exposures(s.experiment.key), decision: platform.decider.decision(s.experiment.key) })),
+        });
       },
     },
     {
       method: 'post',
       path: '/v1/experiments',
-      summary: 'Create an experiment (draft, or running to start at once). Weights or coverage that do not add up, an unknown metric or an overlapping namespace range are a 400.',
+      summary:
+        'Create an experiment (draft, or running to start at once). Weights or coverage that do not add up, an unknown metric or an overlapping namespace range are a 400.',
       scope: 'admin',
       body: { contentTypes: ['application/json'], description: 'the experiment definition: { key, hypothesis, arms, objective, mde, ... }' },
       responses: { 201: 'the experiment with its version (ETag)', 400: 'an invalid definition, naming the field', 409: 'the key exists' },
@@ -82,10 +96,17 @@ export function experimentRoutes(platform: ExperimentPlatform): Route[] {
     {
       method: 'put',
       path: '/v1/experiments/:key',
-      summary: 'Change an experiment against the version it was read at (If-Match). While users are assigned, the seed, hashing, namespace and arms cannot change.',
+      summary:
+        'Change an experiment against the version it was read at (If-Match). While users are assigned, the seed, hashing, namespace and arms cannot change.',
       scope: 'admin',
       body: { contentTypes: ['application/json'], description: 'the whole definition' },
-      responses: { 200: 'the experiment with its new version', 400: 'an invalid definition', 404: 'no such experiment', 409: 'changed by someone else since that version', 428: 'no If-Match' },
+      responses: {
+        200: 'the experiment with its new version',
+        400: 'an invalid definition',
+        404: 'no such experiment',
+        409: 'changed by someone else since that version',
+        428: 'no If-Match',
+      },
       before: [json],
       handler: async (req, res) => {
         const s = await experiments.update(String(req.params.key), req.body, ifMatch(req), who(req));
@@ -98,7 +119,12 @@ export function experimentRoutes(platform: ExperimentPlatform): Route[] {
       summary: 'Start, stop, ship (naming the winner) or roll back an experiment, against the version it was read at (If-Match).',
       scope: 'admin',
       body: { contentTypes: ['application/json'], schema: SetStatus, description: '{ status, reason?, winner? }' },
-      responses: { 200: 'the experiment with its new version', 404: 'no such experiment', 409: 'a change the status does not allow, or a stale version', 428: 'no If-Match' },
+      responses: {
+        200: 'the experiment with its new version',
+        404: 'no such experiment',
+        409: 'a change the status does not allow, or a stale version',
+        428: 'no If-Match',
+      },
       before: [json],
       handler: async (req, res) => {
         const p = body(SetStatus, req.body, 'send { "status": "running" }');

@@ -19,7 +19,13 @@ export function featureRoutes(features: FeatureServing): Route[] {
       scope: 'read',
       responses: { 200: '{ version, features: [definition with version], store, users, lag }' },
       handler: async (_req, res) => {
-        res.json({ version: features.version, features: features.features, store: features.store.kind, users: await features.store.size(), lag: await features.lag() });
+        res.json({
+          version: features.version,
+          features: features.features,
+          store: features.store.kind,
+          users: await features.store.size(),
+          lag: await features.lag(),
+        });
       },
     },
     {
@@ -30,7 +36,11 @@ export function featureRoutes(features: FeatureServing): Route[] {
         'New features are computed from the whole event log beside the served ones, which keep serving; the answer comes once the new set is served.',
       scope: 'admin',
       body: { contentTypes: ['application/json'], schema: z.object({ features: z.array(FeatureDefinitionSchema) }), description: '{ features: [definition] }' },
-      responses: { 200: '{ version, added: [name] }', 400: 'a definition that is not valid, naming the feature and field', 409: 'a served name with another definition' },
+      responses: {
+        200: '{ version, added: [name] }',
+        400: 'a definition that is not valid, naming the feature and field',
+        409: 'a served name with another definition',
+      },
       before: [express.json({ limit: 1024 * 1024 })],
       handler: async (req, res) => {
         const body = parseBody(Register, req.body, 'send { "features": [definition, ...] }');
@@ -41,7 +51,8 @@ export function featureRoutes(features: FeatureServing): Route[] {
     {
       method: 'get',
       path: '/v1/features/:user_id',
-      summary: "A user's current feature values from the online store (or at `?at=`, for times after the events already folded in), with the features that fell back to their declared defaults.",
+      summary:
+        "A user's current feature values from the online store (or at `?at=`, for times after the events already folded in), with the features that fell back to their declared defaults.",
       scope: 'read',
       query: At,
       responses: { 200: '{ user_id, at, feature_set, values, defaulted: [name], lag }', 400: 'a bad user id or time' },

@@ -49,7 +49,9 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
       path: '/v1/models',
       summary: 'Every model version in the registry, newest first, with its metrics and the aliases pointing at it.',
       scope: 'read',
-      responses: { 200: '{ models: [{ name, version, kind, label, createdAt, source, parent, metrics, aliases }] }; a stored version that cannot be read is { version, name?, aliases, error } after the others' },
+      responses: {
+        200: '{ models: [{ name, version, kind, label, createdAt, source, parent, metrics, aliases }] }; a stored version that cannot be read is { version, name?, aliases, error } after the others',
+      },
       handler: (_req, res) => void res.json({ models: registry.list() }),
     },
     {
@@ -100,7 +102,12 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
       summary: 'Point an alias at a stored version: promote a challenger, or roll back by moving the alias to the previous version.',
       scope: 'admin',
       body: { contentTypes: ['application/json'], schema: MoveAlias, description: '{ version, reason? }' },
-      responses: { 200: 'the move: { at, name, alias, from, to, by, reason }', 400: 'a bad alias or version', 404: 'no such version', 409: 'a version that is changed, unreadable, of another model or cannot load (alias_refused), or whose features conflict: the alias stays' },
+      responses: {
+        200: 'the move: { at, name, alias, from, to, by, reason }',
+        400: 'a bad alias or version',
+        404: 'no such version',
+        409: 'a version that is changed, unreadable, of another model or cannot load (alias_refused), or whose features conflict: the alias stays',
+      },
       before: [express.json({ limit: 64 * 1024 })],
       handler: async (req, res) => {
         const p = body(MoveAlias, req.body, 'send { "version": "<16 hex digits>" }');
@@ -135,28 +142,45 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
         const online = await deps.features.read(p.user_id, at);
         // Feature names are the user's (`constructor` is one): only own entries of values count, never Object's.
         const missing = loaded.bundle.features.filter((f) => !hasOwn(online.values, f.name) && !hasOwn(p.values, f.name));
-        if (missing.length > 0) throw new InputError(`the online store does not serve ${missing.map((f) => f.name).join(', ')} (publish the model through the service so its features are registered)`);
+        if (missing.length > 0)
+          throw new InputError(
+            `the online store does not serve ${missing.map((f) => f.name).join(', ')} (publish the model through the service so its features are registered)`,
+          );
         const defaulted = online.defaulted.filter((n) => !hasOwn(p.values, n));
         // A user is known by a value in the online store (any served feature) or an OLTP record. An
         // unknown one is scored only on request values for every feature the model reads: never on
         // defaults, and never created (the prediction event is internal and creates no user).
         const unsent = loaded.bundle.features.filter((f) => !hasOwn(p.values, f.name)).map((f) => f.name);
         if (unsent.length > 0 && online.defaulted.length === Object.keys(online.values).length && !(await deps.oltp.getUsers([p.user_id])).has(p.user_id)) {
-          throw new NotFoundError(`unknown user ${p.user_id}: no events in the online store and no OLTP record; to score a new user, send values for every feature the model reads (missing: ${unsent.join(', ')})`);
+          throw new NotFoundError(
+            `unknown user ${p.user_id}: no events in the online store and no OLTP record; to score a new user, send values for every feature the model reads (missing: ${unsent.join(', ')})`,
+          );
         }
         const features = dict<FeatureValue>();
         for (const f of loaded.bundle.features) features[f.name] = own(p.values, f.name) ?? online.values[f.name]!;
         const sent = Object.keys(p.values ?? {}).filter((n) => hasOwn(features, n));
         let scored;
         try {
-          scored = deps.models.score(loaded, features, defaulted.filter((n) => hasOwn(features, n)));
+          scored = deps.models.score(
+            loaded,
+            features,
+            defaulted.filter((n) => hasOwn(features, n)),
+          );
         } catch (err) {
           if (!(err instanceof NonFiniteScoreError)) throw err;
           // Values sent with the request can push any model past float32 (a 422: change the values);
           // without them the model itself cannot score this user (a 500, logged: roll the alias back).
           throw sent.length > 0
-            ? new HttpError(422, err.code, `${err.message}; the request's values for ${sent.join(', ')} take the model outside what it can score: send values like those it was trained on`)
-            : new HttpError(500, err.code, `${err.message}; the model cannot score this user: move its alias back (PUT /v1/models/${loaded.bundle.name}/aliases/<alias>)`);
+            ? new HttpError(
+                422,
+                err.code,
+                `${err.message}; the request's values for ${sent.join(', ')} take the model outside what it can score: send values like those it was trained on`,
+              )
+            : new HttpError(
+                500,
+                err.code,
+                `${err.message}; the model cannot score this user: move its alias back (PUT /v1/models/${loaded.bundle.name}/aliases/<alias>)`,
+              );
         }
         deps.predictions.record(p.user_id, scored, sent, at);
         deps.metrics.predictions.inc({ model: deps.metrics.label('model', scored.model.name) });

@@ -24,10 +24,14 @@ export function observabilityRoutes(metrics: Metrics, alerts: AlertSink, beforeS
     {
       method: 'get',
       path: '/v1/alerts',
-      summary: 'Alerts, newest first: anomalies (a metric series far from its seasonal baseline), experiment decisions, event log recoveries and dead letters (each with its kind).',
+      summary:
+        'Alerts, newest first: anomalies (a metric series far from its seasonal baseline), experiment decisions, event log recoveries and dead letters (each with its kind).',
       scope: 'read',
       query: AlertQuery,
-      responses: { 200: '{ alerts: [{ series, labels, direction, observed, expected, threshold, windowStart, windowEnd, detectedAt }] }', 400: 'a bad query parameter' },
+      responses: {
+        200: '{ alerts: [{ series, labels, direction, observed, expected, threshold, windowStart, windowEnd, detectedAt }] }',
+        400: 'a bad query parameter',
+      },
       handler: (req, res) => {
         const { since } = parseQuery(AlertQuery, req.query);
         res.json({ alerts: alerts.list(since ? Date.parse(since) : undefined) });

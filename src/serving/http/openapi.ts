@@ -12,7 +12,12 @@ export function openApiDocument(routes: readonly Route[], version: string): Reco
     const parameters = [...r.path.matchAll(/:([A-Za-z_]+)/g)].map((m) => ({ name: m[1], in: 'path', required: true, schema: { type: 'string' } }));
     if (r.query) {
       for (const [name, schema] of Object.entries(r.query.shape)) {
-        parameters.push({ name, in: 'query', required: !(schema as z.ZodType).safeParse(undefined).success, schema: jsonSchema(schema as z.ZodType) as { type: string } });
+        parameters.push({
+          name,
+          in: 'query',
+          required: !(schema as z.ZodType).safeParse(undefined).success,
+          schema: jsonSchema(schema as z.ZodType) as { type: string },
+        });
       }
     }
     paths[path] ??= {};

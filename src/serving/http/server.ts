@@ -13,7 +13,8 @@ export function httpLimits(config: { drainMs?: number; timeouts?: { headersMs?: 
   const t = config.timeouts ?? {};
   const limits = { drainMs: config.drainMs ?? 10_000, headersMs: t.headersMs ?? 10_000, requestMs: t.requestMs ?? 60_000, keepAliveMs: t.keepAliveMs ?? 5_000 };
   for (const [name, value] of Object.entries(limits)) {
-    if (!Number.isFinite(value) || value < 0) throw new RangeError(`${name === 'drainMs' ? name : `timeouts.${name}`} must be a number of milliseconds of at least 0, got ${value}`);
+    if (!Number.isFinite(value) || value < 0)
+      throw new RangeError(`${name === 'drainMs' ? name : `timeouts.${name}`} must be a number of milliseconds of at least 0, got ${value}`);
   }
   if (limits.requestMs > 0 && limits.headersMs > limits.requestMs) {
     throw new RangeError(`timeouts.headersMs (${limits.headersMs}) must not exceed timeouts.requestMs (${limits.requestMs}): the head is part of the request`);
@@ -25,7 +26,10 @@ export function httpLimits(config: { drainMs?: number; timeouts?: { headersMs?: 
  * The HTTP server with its limits against slow clients (a head or body sent a byte at a time), and
  * the requests in flight, so that stop() can end event streams and say what its deadline cut.
  */
-export function httpServer(app: (req: IncomingMessage, res: ServerResponse) => void, { headersMs, requestMs, keepAliveMs }: HttpLimits): { server: Server; inFlight: Set<ServerResponse> } {
+export function httpServer(
+  app: (req: IncomingMessage, res: ServerResponse) => void,
+  { headersMs, requestMs, keepAliveMs }: HttpLimits,
+): { server: Server; inFlight: Set<ServerResponse> } {
   const checked = [headersMs, requestMs].filter((ms) => ms > 0);
   const server = new TrackedServer(
     {
@@ -54,4 +58,3 @@ class TrackedServer extends Server {
     return super.emit(event, ...args);
   }
 }
-

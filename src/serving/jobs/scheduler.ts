@@ -54,7 +54,19 @@ export class JobScheduler {
     const current = this.running.get(dag);
     if (current) throw new ConflictError(`${dag} is already running (run ${current.runId}); wait for it to finish`);
     const runId = newRunId(dag);
-    const args = [WB, '--data-dir', this.dataDir, 'jobs', 'run', dag, '--run-id', runId, '--trigger', trigger, ...Object.entries(params).flatMap(([k, v]) => ['--param', `${k}=${v}`])];
+    const args = [
+      WB,
+      '--data-dir',
+      this.dataDir,
+      'jobs',
+      'run',
+      dag,
+      '--run-id',
+      runId,
+      '--trigger',
+      trigger,
+      ...Object.entries(params).flatMap(([k, v]) => ['--param', `${k}=${v}`]),
+    ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.running.set(dag, { runId, child });
     this.log.info({ dag, runId, trigger }, 'job run started');

@@ -40,7 +40,10 @@ export class ModelServer {
     private readonly onError: (err: unknown) => void,
   ) {}
 
-  static async open(registry: ModelRegistry, options: { ready?: (bundle: ModelBundle) => Promise<unknown>; onError?: (err: unknown) => void; refreshMs?: number } = {}): Promise<ModelServer> {
+  static async open(
+    registry: ModelRegistry,
+    options: { ready?: (bundle: ModelBundle) => Promise<unknown>; onError?: (err: unknown) => void; refreshMs?: number } = {},
+  ): Promise<ModelServer> {
     const server = new ModelServer(registry, options.ready ?? (async () => undefined), options.onError ?? (() => undefined));
     await server.refresh();
     server.reloadTimer = setInterval(() => void server.refresh(), options.refreshMs ?? 5_000).unref();
@@ -146,11 +149,18 @@ export class ModelServer {
     const score = loaded.classifier.predict([features])[0]!;
     if (!Number.isFinite(score)) {
       // Never `score: null` in an answer or a prediction event: an error naming the version, logged.
-      const err = new NonFiniteScoreError(`model ${loaded.bundle.name} version ${loaded.bundle.version} gave a score of ${score} for ${abbreviated(JSON.stringify(features))}`);
+      const err = new NonFiniteScoreError(
+        `model ${loaded.bundle.name} version ${loaded.bundle.version} gave a score of ${score} for ${abbreviated(JSON.stringify(features))}`,
+      );
       this.onError(err);
       throw err;
     }
-    return { score, model: { name: loaded.bundle.name, version: loaded.bundle.version, ...(loaded.alias ? { alias: loaded.alias } : {}) }, features, defaulted };
+    return {
+      score,
+      model: { name: loaded.bundle.name, version: loaded.bundle.version, ...(loaded.alias ? { alias: loaded.alias } : {}) },
+      features,
+      defaulted,
+    };
   }
 
   close(): void {
@@ -171,7 +181,6 @@ export class ModelServer {
     }
     return p;
   }
-
 }
 
 function abbreviated(text: string, max = 300): string {

@@ -70,7 +70,10 @@ export class Precompute implements EventConsumer {
       });
       // A score that is not a number is never written for the app to read: the user keeps the last one.
       if (unscored.length > 0) {
-        this.report.warn(new NonFiniteScoreError(`model ${rule.model} version ${version} scored ${unscored.length} users as NaN or infinite (first: ${unscored[0]})`), `precompute on ${rule.event}: scores not written`);
+        this.report.warn(
+          new NonFiniteScoreError(`model ${rule.model} version ${version} scored ${unscored.length} users as NaN or infinite (first: ${unscored[0]})`),
+          `precompute on ${rule.event}: scores not written`,
+        );
       }
       if (predictions.length === 0) continue;
       await this.oltp.upsertPredictions(predictions);

@@ -30,7 +30,15 @@ export class PredictionLog {
       time: new Date(at).toISOString(),
       user_id: userId,
       event: 'prediction',
-      props: { model: scored.model.name, version: scored.model.version, alias: scored.model.alias ?? null, score: scored.score, features: scored.features, defaulted: scored.defaulted, overrides },
+      props: {
+        model: scored.model.name,
+        version: scored.model.version,
+        alias: scored.model.alias ?? null,
+        score: scored.score,
+        features: scored.features,
+        defaulted: scored.defaulted,
+        overrides,
+      },
     });
     if (this.buffer.length >= this.maxBatch) void this.flush();
     else this.timer ??= setTimeout(() => void this.flush(), this.maxWaitMs);

@@ -40,7 +40,8 @@ export type Alert = AnomalyAlert | DecisionAlert | LogRecoveryAlert | DeadLetter
 
 function describe(alert: Alert): string {
   if ('kind' in alert && alert.kind === 'log_recovery') return `event log recovery: ${alert.reason}`;
-  if ('kind' in alert && alert.kind === 'dead_letter') return `dead letter ${alert.id}: ${alert.labels.consumer} set record ${alert.offset} aside: ${alert.reason}`;
+  if ('kind' in alert && alert.kind === 'dead_letter')
+    return `dead letter ${alert.id}: ${alert.labels.consumer} set record ${alert.offset} aside: ${alert.reason}`;
   return 'kind' in alert
     ? `experiment ${alert.labels.experiment}: ${alert.direction}: ${alert.reason}`
     : `anomaly: ${alert.series} ${alert.direction} (${alert.observed} events, expected ${Math.round(alert.expected)})`;
@@ -81,7 +82,12 @@ export class AlertSink {
   private async post(alert: Alert): Promise<void> {
     for (let attempt = 1; attempt <= 3; attempt++) {
       try {
-        const res = await fetch(this.webhook!, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ alert }), signal: AbortSignal.timeout(5000) });
+        const res = await fetch(this.webhook!, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ alert }),
+          signal: AbortSignal.timeout(5000),
+        });
         if (res.ok) return;
         throw new Error(`status ${res.status}`);
       } catch (err) {

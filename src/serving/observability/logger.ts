@@ -9,7 +9,11 @@ export type { Logger } from 'pino';
  */
 export function createLogger(dataDir: string, options: { level?: string; quiet?: boolean } = {}): Logger {
   const targets: pino.TransportTargetOptions[] = [
-    { target: 'pino-roll', level: options.level ?? 'info', options: { file: join(dataDir, 'logs', 'service'), extension: '.log', frequency: 'daily', size: '20m', limit: { count: 14 }, mkdir: true } },
+    {
+      target: 'pino-roll',
+      level: options.level ?? 'info',
+      options: { file: join(dataDir, 'logs', 'service'), extension: '.log', frequency: 'daily', size: '20m', limit: { count: 14 }, mkdir: true },
+    },
   ];
   if (!options.quiet) targets.push({ target: 'pino/file', level: options.level ?? 'info', options: { destination: 1 } });
   return pino({ level: options.level ?? 'info', base: { service: 'plg-workbench' }, timestamp: pino.stdTimeFunctions.isoTime }, pino.transport({ targets }));

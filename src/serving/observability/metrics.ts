@@ -56,16 +56,39 @@ export class Metrics {
     labelNames: ['model'] satisfies LabelName[],
     registers: [this.registry],
   });
-  readonly alerts = new Counter({ name: 'wb_alerts_total', help: 'Anomaly alerts raised', labelNames: ['kind'] satisfies LabelName[], registers: [this.registry] });
-  readonly deadLetters = new Counter({ name: 'wb_dead_letters_total', help: 'Records a consumer could not apply, set aside in the dead-letter store', labelNames: ['consumer'] satisfies LabelName[], registers: [this.registry] });
-  readonly openDeadLetters = new Gauge({ name: 'wb_dead_letters_open', help: 'Dead letters not yet retried successfully', labelNames: ['consumer'] satisfies LabelName[], registers: [this.registry] });
-  readonly logRecoveries = new Counter({ name: 'wb_log_recoveries_total', help: 'Repairs of the event log at startup: a damaged tail cut, or consumers moved back to its end', registers: [this.registry] });
+  readonly alerts = new Counter({
+    name: 'wb_alerts_total',
+    help: 'Anomaly alerts raised',
+    labelNames: ['kind'] satisfies LabelName[],
+    registers: [this.registry],
+  });
+  readonly deadLetters = new Counter({
+    name: 'wb_dead_letters_total',
+    help: 'Records a consumer could not apply, set aside in the dead-letter store',
+    labelNames: ['consumer'] satisfies LabelName[],
+    registers: [this.registry],
+  });
+  readonly openDeadLetters = new Gauge({
+    name: 'wb_dead_letters_open',
+    help: 'Dead letters not yet retried successfully',
+    labelNames: ['consumer'] satisfies LabelName[],
+    registers: [this.registry],
+  });
+  readonly logRecoveries = new Counter({
+    name: 'wb_log_recoveries_total',
+    help: 'Repairs of the event log at startup: a damaged tail cut, or consumers moved back to its end',
+    registers: [this.registry],
+  });
   readonly droppedCohortEvents = new Counter({
     name: 'wb_aggregates_cohort_dropped_total',
     help: 'Events the live aggregates counted per event name only, their cohort cells over the cell budget',
     registers: [this.registry],
   });
-  readonly droppedSeries = new Counter({ name: 'wb_timeseries_dropped_total', help: 'Points refused by the time-series store because of its series cap', registers: [this.registry] });
+  readonly droppedSeries = new Counter({
+    name: 'wb_timeseries_dropped_total',
+    help: 'Points refused by the time-series store because of its series cap',
+    registers: [this.registry],
+  });
 
   /** `eventNames`: the event names the service is configured to accept (IngestOptions.eventNames), which take label slots too. */
   constructor(options: { eventNames?: Iterable<string> } = {}) {

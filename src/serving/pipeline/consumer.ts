@@ -260,7 +260,9 @@ export class ConsumerRunner {
       let outcome: { ok: true } | { ok: false; error: unknown } = { ok: true };
       try {
         if (!this.consumer.acceptsLateRecords) {
-          throw new Error(`the ${name} consumer keeps its log position with its state, so it cannot apply a record out of order; it applies it again only when it rebuilds from the log`);
+          throw new Error(
+            `the ${name} consumer keeps its log position with its state, so it cannot apply a record out of order; it applies it again only when it rebuilds from the log`,
+          );
         }
         const bytes = payloadBytes(letter);
         const value = this.consumer.input === 'records' ? bytes : decode(bytes, letter.offset);

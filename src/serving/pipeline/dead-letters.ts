@@ -130,18 +130,31 @@ export function reportDeadLetters(deps: { store: DeadLetterStore; alerts: AlertS
   const { store, alerts, metrics, logger } = deps;
   let refreshing: Promise<void> = Promise.resolve();
   const refreshOpen = (): Promise<void> =>
-    (refreshing = refreshing.then(async () => {
-      const open = new Map<string, number>();
-      for (const l of await store.list()) open.set(l.consumer, (open.get(l.consumer) ?? 0) + (l.state === 'retried-ok' ? 0 : 1));
-      metrics.openDeadLetters.reset();
-      for (const [consumer, n] of open) metrics.openDeadLetters.set({ consumer }, n);
-    }).catch((err: unknown) => logger.error({ err }, 'cannot read the dead-letter store to count open letters')));
+    (refreshing = refreshing
+      .then(async () => {
+        const open = new Map<string, number>();
+        for (const l of await store.list()) open.set(l.consumer, (open.get(l.consumer) ?? 0) + (l.state === 'retried-ok' ? 0 : 1));
+        metrics.openDeadLetters.reset();
+        for (const [consumer, n] of open) metrics.openDeadLetters.set({ consumer }, n);
+      })
+      .catch((err: unknown) => logger.error({ err }, 'cannot read the dead-letter store to count open letters')));
   return {
     refreshOpen,
     onDeadLetter(letter: DeadLetter, err: unknown): void {
       metrics.deadLetters.inc({ consumer: letter.consumer });
-      logger.error({ err, consumer: letter.consumer, offset: letter.offset, deadLetter: letter.id }, `consumer ${letter.consumer} cannot apply record ${letter.offset}: set aside as dead letter ${letter.id} (see \`wb dlq show ${letter.id}\`)`);
-      alerts.raise({ kind: 'dead_letter', series: `dead_letters:${letter.consumer}`, labels: { consumer: letter.consumer }, id: letter.id, offset: letter.offset, reason: letter.error.message, detectedAt: letter.lastFailedAt });
+      logger.error(
+        { err, consumer: letter.consumer, offset: letter.offset, deadLetter: letter.id },
+        `consumer ${letter.consumer} cannot apply record ${letter.offset}: set aside as dead letter ${letter.id} (see \`wb dlq show ${letter.id}\`)`,
+      );
+      alerts.raise({
+        kind: 'dead_letter',
+        series: `dead_letters:${letter.consumer}`,
+        labels: { consumer: letter.consumer },
+        id: letter.id,
+        offset: letter.offset,
+        reason: letter.error.message,
+        detectedAt: letter.lastFailedAt,
+      });
       void refreshOpen();
     },
     onRetried(letter: DeadLetter): void {
@@ -216,8 +229,20 @@ class JournaledStore implements DeadLetterStore {
       } catch {
         text = undefined;
       }
-      const payload = text === undefined ? { payload: Buffer.from(input.payload).toString('base64'), encoding: 'base64' as const } : { payload: text, encoding: 'utf8' as const };
-      await this.write({ op: 'failed', id, consumer: input.consumer, offset: input.offset, ...payload, error: errorInfo(input.error), attempts: input.attempts, at: now() });
+      const payload =
+        text === undefined
+          ? { payload: Buffer.from(input.payload).toString('base64'), encoding: 'base64' as const }
+          : { payload: text, encoding: 'utf8' as const };
+      await this.write({
+        op: 'failed',
+        id,
+        consumer: input.consumer,
+        offset: input.offset,
+        ...payload,
+        error: errorInfo(input.error),
+        attempts: input.attempts,
+        at: now(),
+      });
       return { letter: this.letter(id), isNew: this.news.get(id) ?? true };
     });
   }
@@ -245,7 +270,8 @@ class JournaledStore implements DeadLetterStore {
       await this.refresh();
       const letter = this.letters.get(id);
       if (!letter) throw new NotFoundError(`no dead letter ${id} (see \`wb dlq list\`)`);
-      if (letter.state === 'retried-ok') throw new ConflictError(`dead letter ${id} was already retried successfully at ${letter.retriedAt}; applying it again would apply the record twice`);
+      if (letter.state === 'retried-ok')
+        throw new ConflictError(`dead letter ${id} was already retried successfully at ${letter.retriedAt}; applying it again would apply the record twice`);
       await this.write({ op: 'retry', id, at: now() });
       return this.letter(id);
     });
@@ -254,7 +280,8 @@ class JournaledStore implements DeadLetterStore {
   recordRetry(id: string, outcome: RetryOutcome): Promise<DeadLetter> {
     return this.serial(async () => {
       // `in`, not `.ok`: tslab's TypeScript runs without strictNullChecks, where a boolean discriminant does not narrow.
-      const op: Op = 'error' in outcome ? { op: 'retried', id, ok: false, error: errorInfo(outcome.error), at: now() } : { op: 'retried', id, ok: true, at: now() };
+      const op: Op =
+        'error' in outcome ? { op: 'retried', id, ok: false, error: errorInfo(outcome.error), at: now() } : { op: 'retried', id, ok: true, at: now() };
       await this.write(op);
       return this.letter(id);
     });

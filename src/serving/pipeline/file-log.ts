@@ -158,7 +158,10 @@ export class FileEventLog implements EventLog {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`commit: invalid offset ${offset}`);
     // Serialised per consumer so that the last commit called is the one that stays on disk.
     const done = (this.commits.get(consumer) ?? Promise.resolve()).then(() => this.writeCommitted(consumer, offset));
-    this.commits.set(consumer, done.catch(() => undefined));
+    this.commits.set(
+      consumer,
+      done.catch(() => undefined),
+    );
     return this.track(done);
   }
 
@@ -250,7 +253,7 @@ export class FileEventLog implements EventLog {
 
   private async readRange(from: number, end: number): Promise<LogEntry[]> {
     const entries: LogEntry[] = [];
-    for (let offset = from; offset < end; ) {
+    for (let offset = from; offset < end;) {
       const segment = this.segmentOf(offset);
       const count = Math.min(end - segment.base, segment.positions.length) - (offset - segment.base);
       const start = segment.positions[offset - segment.base]!;
@@ -383,7 +386,9 @@ async function recover(dir: string, repairTail: boolean): Promise<{ segments: Se
         );
       }
       if (base < expected) {
-        throw new IntegrityError(`event log ${dir}: segment ${name} starts at offset ${base}, but ${names[i - 1]} before it holds records up to offset ${expected - 1}; one of them does not belong to this log`);
+        throw new IntegrityError(
+          `event log ${dir}: segment ${name} starts at offset ${base}, but ${names[i - 1]} before it holds records up to offset ${expected - 1}; one of them does not belong to this log`,
+        );
       }
       const last = i === names.length - 1;
       const handle = await open(file, last ? 'r+' : 'r');
@@ -447,7 +452,7 @@ function inspectTail(bytes: Buffer): { bytes: Buffer; records: number | null; in
     at += HEADER + length;
   }
   let intact = 0;
-  for (let at = 1; at + HEADER <= bytes.length; ) {
+  for (let at = 1; at + HEADER <= bytes.length;) {
     const end = at + HEADER + bytes.readUInt32LE(at + 4);
     if (end <= bytes.length && bytes.readUInt32LE(at) === crc32(bytes.subarray(at + 4, end))) {
       intact++;
@@ -484,7 +489,7 @@ async function scan(handle: FileHandle, size: number): Promise<{ positions: numb
     let chunk = await readAt(handle, chunkAt, Math.min(SCAN_CHUNK, size - chunkAt));
     const firstEnd = HEADER + chunk.readUInt32LE(4);
     if (firstEnd > chunk.length && chunkAt + firstEnd <= size) chunk = await readAt(handle, chunkAt, firstEnd);
-    for (let i = 0; i + HEADER <= chunk.length; ) {
+    for (let i = 0; i + HEADER <= chunk.length;) {
       const end = i + HEADER + chunk.readUInt32LE(i + 4);
       if (chunkAt + end > size) return { positions, valid: at };
       if (end > chunk.length) break;
@@ -499,7 +504,7 @@ async function scan(handle: FileHandle, size: number): Promise<{ positions: numb
 
 async function readAt(handle: FileHandle, position: number, length: number): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(length);
-  for (let done = 0; done < length; ) {
+  for (let done = 0; done < length;) {
     const { bytesRead } = await handle.read(buf, done, length - done, position + done);
     if (bytesRead === 0) throw new Error(`unexpected end of file at byte ${position + done}`);
     done += bytesRead;
@@ -508,7 +513,7 @@ async function readAt(handle: FileHandle, position: number, length: number): Pro
 }
 
 async function writeAt(handle: FileHandle, data: Buffer, position: number): Promise<void> {
-  for (let done = 0; done < data.length; ) {
+  for (let done = 0; done < data.length;) {
     done += (await handle.write(data, done, data.length - done, position + done)).bytesWritten;
   }
 }
@@ -555,4 +560,3 @@ async function releaseLock(dir: string): Promise<void> {
   const text = await readFile(path, 'utf8').catch(() => '');
   if (Number(text.trim()) === process.pid) await unlink(path).catch(() => undefined);
 }
-

@@ -1,6 +1,15 @@
 import { performance } from 'node:perf_hooks';
 import { countryCode } from '../../workbench/countries.js';
-import { DEFAULT_EVENT_LIMITS, EventSchema, eventLimitViolation, UserIdSchema, type EnrichedEvent, type Event, type EventLimits, type UserDims } from '../../workbench/event.js';
+import {
+  DEFAULT_EVENT_LIMITS,
+  EventSchema,
+  eventLimitViolation,
+  UserIdSchema,
+  type EnrichedEvent,
+  type Event,
+  type EventLimits,
+  type UserDims,
+} from '../../workbench/event.js';
 import { InputError } from '../../workbench/errors.js';
 import type { OltpStore, User } from '../../workbench/oltp/store.js';
 import type { EventLog } from './event-log.js';
@@ -13,7 +22,13 @@ export interface Tagger {
     events: readonly Event[],
     dims: (user: string) => UserDims | undefined,
     expose?: readonly { experiment: string; user_id: string }[],
-  ): Promise<{ tags: readonly (Record<string, string> | undefined)[]; head: readonly Event[]; exposures: Map<number, Event[]>; after: Promise<void>[]; settle(logged: ReadonlySet<string> | false): Promise<void> }>;
+  ): Promise<{
+    tags: readonly (Record<string, string> | undefined)[];
+    head: readonly Event[];
+    exposures: Map<number, Event[]>;
+    after: Promise<void>[];
+    settle(logged: ReadonlySet<string> | false): Promise<void>;
+  }>;
 }
 
 /**
@@ -21,8 +36,11 @@ export interface Tagger {
  * event of the same name would mix with the service's own records and be counted as one of them.
  */
 export const RESERVED_EVENTS: ReadonlyMap<string, string> = new Map([
-  ['experiment_exposure', 'experiment_exposure is the service\'s own event name (written by the experimentation platform): assign users with POST /v1/assignments or an exposureEvent'],
-  ['prediction', 'prediction is the service\'s own event name (every POST /v1/predict is logged as one): name your event otherwise'],
+  [
+    'experiment_exposure',
+    "experiment_exposure is the service's own event name (written by the experimentation platform): assign users with POST /v1/assignments or an exposureEvent",
+  ],
+  ['prediction', "prediction is the service's own event name (every POST /v1/predict is logged as one): name your event otherwise"],
 ]);
 
 export interface IngestOptions {
@@ -156,7 +174,7 @@ export class Ingest {
     const ingest = new Ingest(log, oltp, { ...DEFAULT_INGEST, ...options, limits: { ...DEFAULT_EVENT_LIMITS, ...options.limits } }, now, recent, tagger);
     const end = await log.next();
     const decoder = new TextDecoder();
-    for (let offset = Math.max(0, end - ingest.options.maxDedupeIds); offset < end; ) {
+    for (let offset = Math.max(0, end - ingest.options.maxDedupeIds); offset < end;) {
       const entries = await log.read(offset, 10_000);
       if (entries.length === 0) break;
       for (const entry of entries) {
@@ -181,7 +199,10 @@ export class Ingest {
    * without events). Each event is checked in turn, in time slices (SLICE_MS), so that a large or
    * hostile batch never holds the event loop for long.
    */
-  async ingest(batch: readonly unknown[], options: { internal?: boolean; expose?: readonly { experiment: string; user_id: string }[] } = {}): Promise<IngestResult> {
+  async ingest(
+    batch: readonly unknown[],
+    options: { internal?: boolean; expose?: readonly { experiment: string; user_id: string }[] } = {},
+  ): Promise<IngestResult> {
     const now = this.now();
     this.recent.expire(now);
     const rejected: Rejection[] = [];
@@ -197,7 +218,13 @@ export class Ingest {
         const item = batch[index];
         if (item instanceof Unparsable) {
           const { event_id, field, limit } = item.known;
-          rejected.push({ index, ...(event_id === undefined ? {} : { event_id }), reason: item.reason, ...(field === undefined ? {} : { field }), ...(limit ? { limit } : {}) });
+          rejected.push({
+            index,
+            ...(event_id === undefined ? {} : { event_id }),
+            reason: item.reason,
+            ...(field === undefined ? {} : { field }),
+            ...(limit ? { limit } : {}),
+          });
           continue;
         }
         const id = (item as { event_id?: unknown } | null)?.event_id;
@@ -207,7 +234,13 @@ export class Ingest {
         if (violation) {
           // A malformed id is not echoed back: the answer must be storable JSON too.
           const echo = violation.field === 'event_id' ? {} : named;
-          rejected.push({ index, ...echo, reason: `${violation.field}: ${violation.message}`, field: violation.field, ...(violation.limit ? { limit: violation.limit } : {}) });
+          rejected.push({
+            index,
+            ...echo,
+            reason: `${violation.field}: ${violation.message}`,
+            field: violation.field,
+            ...(violation.limit ? { limit: violation.limit } : {}),
+          });
           continue;
         }
         const parsed = EventSchema.safeParse(item);
@@ -230,7 +263,13 @@ export class Ingest {
         const bytes = Buffer.byteLength(text);
         const { maxEventBytes } = this.options.limits;
         if (bytes > maxEventBytes) {
-          rejected.push({ index, event_id: event.event_id, reason: `event: ${bytes} bytes as JSON is over the limit of ${maxEventBytes}`, field: 'event', limit: { name: 'maxEventBytes', value: maxEventBytes } });
+          rejected.push({
+            index,
+            event_id: event.event_id,
+            reason: `event: ${bytes} bytes as JSON is over the limit of ${maxEventBytes}`,
+            field: 'event',
+            limit: { name: 'maxEventBytes', value: maxEventBytes },
+          });
           continue;
         }
         // Reserved at once: a second copy in this batch, or a retry of it that arrives while this
@@ -256,7 +295,12 @@ export class Ingest {
     try {
       // Users exposed through the API may have no event yet: they are created as on a first event.
       const receivedIso = new Date(now).toISOString();
-      const dims = await this.dimsFor(expose.length === 0 ? fresh : [...fresh, ...expose.map((x) => ({ event_id: '', time: receivedIso, user_id: x.user_id, event: 'experiment_exposure', props: {} }))], options.internal === true);
+      const dims = await this.dimsFor(
+        expose.length === 0
+          ? fresh
+          : [...fresh, ...expose.map((x) => ({ event_id: '', time: receivedIso, user_id: x.user_id, event: 'experiment_exposure', props: {} }))],
+        options.internal === true,
+      );
       const tagged = this.tagger ? await this.tagger.tagBatch(fresh, (user) => dims.get(user)?.dims, expose) : undefined;
       const receivedAt = new Date(now).toISOString();
       const enriched: EnrichedEvent[] = [];
@@ -264,7 +308,16 @@ export class Ingest {
       const push = (event: Event, text: string, user: UserEntry, experiments: Record<string, string>) => {
         // A literal of one shape (not a spread) and JSON spliced from the event's and the user's
         // JSON text: this runs for every event the service takes.
-        enriched.push({ event_id: event.event_id, time: event.time, user_id: event.user_id, event: event.event, props: event.props, dims: user.dims, experiments, received_at: receivedAt });
+        enriched.push({
+          event_id: event.event_id,
+          time: event.time,
+          user_id: event.user_id,
+          event: event.event,
+          props: event.props,
+          dims: user.dims,
+          experiments,
+          received_at: receivedAt,
+        });
         const arms = experiments === NO_ARMS ? '{}' : JSON.stringify(experiments);
         payloads.push(`${text.slice(0, -1)},"dims":${user.json},"experiments":${arms},"received_at":"${receivedAt}"}`);
       };
@@ -296,7 +349,11 @@ export class Ingest {
       }
       await tagged?.settle(logged);
       // Bounded by bytes too: a burst of large events must not keep hundreds of MB decoded.
-      this.tail?.put(offsets.first, enriched, payloads.map((p) => p.length));
+      this.tail?.put(
+        offsets.first,
+        enriched,
+        payloads.map((p) => p.length),
+      );
       return { accepted: fresh.length, duplicates, rejected, offsets };
     } catch (err) {
       for (const event of [...fresh, ...exposed]) this.recent.delete(event.event_id);
@@ -309,7 +366,8 @@ export class Ingest {
     const reserved = RESERVED_EVENTS.get(event.event);
     if (reserved && !internal) return reserved;
     const time = Date.parse(event.time);
-    if (time > now + this.options.maxFutureMs) return `time ${event.time} is in the future (more than ${this.options.maxFutureMs / 60_000} minutes ahead of the server)`;
+    if (time > now + this.options.maxFutureMs)
+      return `time ${event.time} is in the future (more than ${this.options.maxFutureMs / 60_000} minutes ahead of the server)`;
     if (time < now - this.options.maxAgeMs) return `time ${event.time} is older than ${Math.round(this.options.maxAgeMs / 86_400_000)} days`;
     if (this.options.eventNames && !this.options.eventNames.has(event.event) && !reserved) {
       return `unknown event name ${JSON.stringify(event.event)} (this service accepts: ${[...this.options.eventNames].join(', ')})`;

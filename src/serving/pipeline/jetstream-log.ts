@@ -146,14 +146,18 @@ export class JetStreamEventLog implements EventLog {
     } catch (err) {
       // Some records may be stored, and the server is the only one who knows which.
       this.tail = await this.lastSeq().catch(() => this.tail);
-      const reason = (err as { api_error?: { err_code?: number } }).api_error?.err_code === WRONG_LAST_SEQUENCE
-        ? acked === 0
-          ? 'another writer appended to the stream at the same time (one writer per stream is supported)'
-          : 'the stream did not store every record of the batch in order (another writer, or a record refused by the server)'
-        : (err as Error).message;
-      throw new Error(`Append to JetStream stream ${this.stream} failed (${acked} of ${n} records confirmed, expected the stream to end at ${base}): ${reason}`, {
-        cause: err,
-      });
+      const reason =
+        (err as { api_error?: { err_code?: number } }).api_error?.err_code === WRONG_LAST_SEQUENCE
+          ? acked === 0
+            ? 'another writer appended to the stream at the same time (one writer per stream is supported)'
+            : 'the stream did not store every record of the batch in order (another writer, or a record refused by the server)'
+          : (err as Error).message;
+      throw new Error(
+        `Append to JetStream stream ${this.stream} failed (${acked} of ${n} records confirmed, expected the stream to end at ${base}): ${reason}`,
+        {
+          cause: err,
+        },
+      );
     }
     this.tail = base + n;
     return { first: base, next: base + n };
@@ -165,9 +169,7 @@ export class JetStreamEventLog implements EventLog {
     const count = Math.min(max, end - from);
     if (count <= 0) return [];
     if (count <= SMALL_READ) {
-      const msgs = await Promise.all(
-        Array.from({ length: count }, (_, i) => this.jsm.streams.getMessage(this.stream, { seq: from + 1 + i })),
-      );
+      const msgs = await Promise.all(Array.from({ length: count }, (_, i) => this.jsm.streams.getMessage(this.stream, { seq: from + 1 + i })));
       return msgs.map((m) => ({ offset: m.seq - 1, payload: m.data }));
     }
     // An ordered consumer re-creates itself on any gap in delivery, so records come in sequence order.
@@ -282,7 +284,9 @@ async function ensureStream(jsm: JetStreamManager, stream: string, subject: stri
     throw new Error(`JetStream stream ${stream} exists with subjects ${JSON.stringify(info.config.subjects)}, not ${subject}`);
   }
   if (info.state.messages !== info.state.last_seq) {
-    throw new Error(`JetStream stream ${stream} has ${info.state.messages} records up to sequence ${info.state.last_seq}: some were deleted, so offsets are not dense`);
+    throw new Error(
+      `JetStream stream ${stream} has ${info.state.messages} records up to sequence ${info.state.last_seq}: some were deleted, so offsets are not dense`,
+    );
   }
   return info;
 }

@@ -26,16 +26,21 @@ export async function reportLogRecovery(
   const reached = Math.max(end, ...consumers.map((c) => c.from), ...committed.map((c) => c.committed));
   const parts: string[] = [];
   if (cut) {
-    const records = cut.records === null ? 'a torn or garbled tail' : `${cut.records} whole record(s)${cut.intactRecords ? `, ${cut.intactRecords} of them intact` : ''}`;
+    const records =
+      cut.records === null ? 'a torn or garbled tail' : `${cut.records} whole record(s)${cut.intactRecords ? `, ${cut.intactRecords} of them intact` : ''}`;
     parts.push(`cut ${cut.bytes} damaged bytes (${records}) from byte ${cut.byte} of ${cut.file}, kept in ${cut.savedAs}; the log now ends at offset ${end}`);
   }
   const lost = reached - end === 1 ? `the record at offset ${end} is lost` : `the ${reached - end} records at offsets ${end} to ${reached - 1} are lost`;
-  if (reached > end) parts.push(`consumers had read up to offset ${reached - 1}: ${lost}, and new events take their offsets (clients may resend the lost events)`);
+  if (reached > end)
+    parts.push(`consumers had read up to offset ${reached - 1}: ${lost}, and new events take their offsets (clients may resend the lost events)`);
   else if (!cut) parts.push(`the log ends at offset ${end}`);
   if (consumers.length > 0) parts.push(`moved back: ${consumers.map((c) => `${c.consumer} ${c.from} -> ${c.to}`).join(', ')}`);
   if (archiver.quarantined.length > 0) parts.push(`archive files holding lost offsets moved to quarantine: ${archiver.quarantined.join(', ')}`);
   const reason = parts.join('; ');
-  sinks.logger.error({ recovery: { end, cut, lost: reached > end ? { from: end, to: reached - 1 } : undefined, consumers, committed, quarantined: archiver.quarantined } }, `event log recovered: ${reason}`);
+  sinks.logger.error(
+    { recovery: { end, cut, lost: reached > end ? { from: end, to: reached - 1 } : undefined, consumers, committed, quarantined: archiver.quarantined } },
+    `event log recovered: ${reason}`,
+  );
   sinks.alerts.raise({ kind: 'log_recovery', series: 'event_log', labels: { log: log.kind }, reason, end, detectedAt: new Date().toISOString() });
   sinks.metrics.logRecoveries.inc();
 }

@@ -78,10 +78,12 @@ export class ExperimentClient {
     for (;;) {
       const log = await this.call<{ consumers: { name: string; lag: number }[] }>('GET', '/v1/log');
       const unknown = names.filter((n) => !log.consumers.some((c) => c.name === n));
-      if (unknown.length > 0) throw new InputError(`the service has no consumer ${unknown.join(', ')} (it has: ${log.consumers.map((c) => c.name).join(', ')})`);
+      if (unknown.length > 0)
+        throw new InputError(`the service has no consumer ${unknown.join(', ')} (it has: ${log.consumers.map((c) => c.name).join(', ')})`);
       const behind = log.consumers.filter((c) => names.includes(c.name) && c.lag > 0);
       if (behind.length === 0) return;
-      if (Date.now() > deadline) throw new ServiceError(504, 'timeout', `consumers still behind after ${timeoutMs / 1000} s: ${behind.map((c) => `${c.name} ${c.lag}`).join(', ')}`);
+      if (Date.now() > deadline)
+        throw new ServiceError(504, 'timeout', `consumers still behind after ${timeoutMs / 1000} s: ${behind.map((c) => `${c.name} ${c.lag}`).join(', ')}`);
       await new Promise((r) => setTimeout(r, 250));
     }
   }
@@ -93,7 +95,11 @@ export class ExperimentClient {
   private async call<T>(method: string, path: string, body?: unknown, version?: number): Promise<T> {
     const res = await fetch(`${this.base}${path}`, {
       method,
-      headers: { authorization: `Bearer ${this.key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(version !== undefined ? { 'if-match': `"${version}"` } : {}) },
+      headers: {
+        authorization: `Bearer ${this.key}`,
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(version !== undefined ? { 'if-match': `"${version}"` } : {}),
+      },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
     const answer = (await res.json().catch(() => ({}))) as T & { error?: { code: string; message: string } };

@@ -77,7 +77,8 @@ export function decide(e: Experiment, results: ExperimentResults, elapsedDays: n
     }
   }
   const objective = results.metrics.find((r) => r.role === 'objective')!;
-  const guardrailWorse = (arm: string) => results.metrics.filter((r) => r.role === 'guardrail').find((r) => r.comparisons.some((c) => c.arm === arm && c.verdict === 'worse'));
+  const guardrailWorse = (arm: string) =>
+    results.metrics.filter((r) => r.role === 'guardrail').find((r) => r.comparisons.some((c) => c.arm === arm && c.verdict === 'worse'));
   const winners = objective.comparisons
     .filter((c) => c.verdict === 'better' && !guardrailWorse(c.arm))
     .sort((a, b) => Math.abs(b.sequential.estimate ?? 0) - Math.abs(a.sequential.estimate ?? 0));
@@ -91,9 +92,19 @@ export function decide(e: Experiment, results: ExperimentResults, elapsedDays: n
       evidence: evidence(objective.metric, best),
     };
   }
-  if (best) return { action: 'continue', mode: e.decisions.ship, reason: `${best.arm} is better on ${objective.metric} (${fmtLift(best.sequential.estimate)} ${interval(best)}) but the minimum run time has not passed (${fmtDays(elapsedDays)} of ${fmtDays(e.minRunDays)})` };
+  if (best)
+    return {
+      action: 'continue',
+      mode: e.decisions.ship,
+      reason: `${best.arm} is better on ${objective.metric} (${fmtLift(best.sequential.estimate)} ${interval(best)}) but the minimum run time has not passed (${fmtDays(elapsedDays)} of ${fmtDays(e.minRunDays)})`,
+    };
   const blocked = objective.comparisons.find((c) => c.verdict === 'better');
-  if (blocked) return { action: 'continue', mode: e.decisions.ship, reason: `${blocked.arm} is better on ${objective.metric} but guard-rail ${guardrailWorse(blocked.arm)!.metric} is significantly worse` };
+  if (blocked)
+    return {
+      action: 'continue',
+      mode: e.decisions.ship,
+      reason: `${blocked.arm} is better on ${objective.metric} but guard-rail ${guardrailWorse(blocked.arm)!.metric} is significantly worse`,
+    };
   const first = objective.comparisons[0]!;
   return {
     action: 'continue',
@@ -102,12 +113,20 @@ export function decide(e: Experiment, results: ExperimentResults, elapsedDays: n
       first.verdict === 'no estimate'
         ? `no estimate yet for ${objective.metric}: ${first.sequential.reason ?? 'not enough data'}`
         : `${objective.metric} not yet conclusive: ${first.arm} ${fmtLift(first.sequential.estimate)} ${interval(first)}` +
-          (results.plan.daysToDecision !== undefined ? `; about ${fmtDays(results.plan.daysToDecision)} more at the current rate for the ${fmtLift(e.mde)} minimum detectable effect` : ''),
+          (results.plan.daysToDecision !== undefined
+            ? `; about ${fmtDays(results.plan.daysToDecision)} more at the current rate for the ${fmtLift(e.mde)} minimum detectable effect`
+            : ''),
   };
 }
 
 function evidence(metric: string, c: Comparison): Decision['evidence'] {
-  return { metric, arm: c.arm, ...(c.sequential.estimate !== undefined ? { lift: c.sequential.estimate } : {}), ...(c.sequential.ci ? { interval: c.sequential.ci } : {}), ...(c.sequential.pValue !== undefined ? { pValue: c.sequential.pValue } : {}) };
+  return {
+    metric,
+    arm: c.arm,
+    ...(c.sequential.estimate !== undefined ? { lift: c.sequential.estimate } : {}),
+    ...(c.sequential.ci ? { interval: c.sequential.ci } : {}),
+    ...(c.sequential.pValue !== undefined ? { pValue: c.sequential.pValue } : {}),
+  };
 }
 
 /**

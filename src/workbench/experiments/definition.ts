@@ -63,15 +63,28 @@ export const ExperimentSchema = z
     seed: z.string().min(1).max(128).optional(),
     hashVersion: z.union([z.literal(1), z.literal(2)]).default(2),
     /** Only users whose dimensions are among these values. */
-    targeting: z.object({ country: z.array(z.string()).optional(), device: z.array(z.string()).optional(), tier: z.array(z.string()).optional() }).strict().default({}),
+    targeting: z
+      .object({ country: z.array(z.string()).optional(), device: z.array(z.string()).optional(), tier: z.array(z.string()).optional() })
+      .strict()
+      .default({}),
     /** Mutually exclusive experiments share a namespace and take disjoint ranges of it. */
-    namespace: z.object({ name: z.string().regex(KEY, 'namespace names are lower-case letters, digits, _ and -'), range: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]) }).optional(),
+    namespace: z
+      .object({
+        name: z.string().regex(KEY, 'namespace names are lower-case letters, digits, _ and -'),
+        range: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]),
+      })
+      .optional(),
     /** Users enter at their first such event while the experiment runs; without it, only through the assignment API. */
-    exposureEvent: z.string().regex(/^[a-z][a-z0-9_]*$/).optional(),
+    exposureEvent: z
+      .string()
+      .regex(/^[a-z][a-z0-9_]*$/)
+      .optional(),
     objective: z.string().regex(KEY, METRIC_RULE),
     /** Which way the objective should move. */
     objectiveGoal: z.enum(['increase', 'decrease']).default('increase'),
-    guardrails: z.array(z.object({ metric: z.string().regex(KEY, METRIC_RULE), bad: z.enum(['increase', 'decrease']), tolerance: z.number().min(0).max(10) }).strict()).default([]),
+    guardrails: z
+      .array(z.object({ metric: z.string().regex(KEY, METRIC_RULE), bad: z.enum(['increase', 'decrease']), tolerance: z.number().min(0).max(10) }).strict())
+      .default([]),
     /** Minimum detectable effect, relative (0.05: 5%). */
     mde: z.number().positive().max(10),
     minRunDays: z.number().min(0).max(365).default(7),
@@ -79,7 +92,10 @@ export const ExperimentSchema = z
     /** The arm everyone gets once the experiment is shipped. */
     winner: z.string().regex(KEY, 'arm keys are lower-case letters, digits, _ and -').optional(),
     /** `auto` acts on its own; `recommend` only says what it would do. */
-    decisions: z.object({ ship: z.enum(['auto', 'recommend']).default('recommend'), rollback: z.enum(['auto', 'recommend']).default('auto') }).strict().default({ ship: 'recommend', rollback: 'auto' }),
+    decisions: z
+      .object({ ship: z.enum(['auto', 'recommend']).default('recommend'), rollback: z.enum(['auto', 'recommend']).default('auto') })
+      .strict()
+      .default({ ship: 'recommend', rollback: 'auto' }),
   })
   .strict()
   .superRefine((e, ctx) => {
@@ -88,14 +104,32 @@ export const ExperimentSchema = z
     const keys = e.arms.map((a) => a.key);
     if (new Set(keys).size !== keys.length) ctx.addIssue({ code: 'custom', path: ['arms'], message: `arm keys repeat: ${keys.join(', ')}` });
     const models = new Set(e.arms.filter((a) => a.model).map((a) => a.model!.name));
-    if (models.size > 1) ctx.addIssue({ code: 'custom', path: ['arms'], message: `the arms serve different models (${[...models].join(', ')}): a model experiment compares aliases of one model` });
-    if (models.size === 1 && !e.arms.every((a) => a.model)) ctx.addIssue({ code: 'custom', path: ['arms'], message: 'in a model experiment every arm names its alias of the model' });
+    if (models.size > 1)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['arms'],
+        message: `the arms serve different models (${[...models].join(', ')}): a model experiment compares aliases of one model`,
+      });
+    if (models.size === 1 && !e.arms.every((a) => a.model))
+      ctx.addIssue({ code: 'custom', path: ['arms'], message: 'in a model experiment every arm names its alias of the model' });
     // Shipping moves the control arm's alias, and default traffic is served by the champion.
-    if (models.size === 1 && e.arms[0]!.model?.alias !== 'champion') ctx.addIssue({ code: 'custom', path: ['arms', 0, 'model', 'alias'], message: 'in a model experiment the control (first) arm serves the champion alias: shipping moves it to the winner' });
+    if (models.size === 1 && e.arms[0]!.model?.alias !== 'champion')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['arms', 0, 'model', 'alias'],
+        message: 'in a model experiment the control (first) arm serves the champion alias: shipping moves it to the winner',
+      });
     // A prediction is logged after it is served: enrolling on it would serve the first one from the wrong arm.
-    if (models.size === 1 && e.exposureEvent === 'prediction') ctx.addIssue({ code: 'custom', path: ['exposureEvent'], message: 'a model experiment cannot enroll users on their predictions (logged after they are served): use an earlier event or POST /v1/assignments' });
-    if (e.status === 'shipped' && !keys.includes(e.winner ?? '')) ctx.addIssue({ code: 'custom', path: ['winner'], message: `a shipped experiment names its winning arm (one of ${keys.join(', ')})` });
-    if (e.namespace && !(e.namespace.range[0] < e.namespace.range[1])) ctx.addIssue({ code: 'custom', path: ['namespace', 'range'], message: 'a namespace range is [start, end) with start < end' });
+    if (models.size === 1 && e.exposureEvent === 'prediction')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['exposureEvent'],
+        message: 'a model experiment cannot enroll users on their predictions (logged after they are served): use an earlier event or POST /v1/assignments',
+      });
+    if (e.status === 'shipped' && !keys.includes(e.winner ?? ''))
+      ctx.addIssue({ code: 'custom', path: ['winner'], message: `a shipped experiment names its winning arm (one of ${keys.join(', ')})` });
+    if (e.namespace && !(e.namespace.range[0] < e.namespace.range[1]))
+      ctx.addIssue({ code: 'custom', path: ['namespace', 'range'], message: 'a namespace range is [start, end) with start < end' });
   });
 
 /** An experiment definition as written, before defaults are applied (what `ExperimentClient.create` takes). */
@@ -121,14 +155,16 @@ export function checkExperiment(input: unknown, context: { metrics: ReadonlySet<
   }
   const e = parsed.data;
   for (const metric of [e.objective, ...e.guardrails.map((g) => g.metric)]) {
-    if (!context.metrics.has(metric)) throw new InputError(`experiment ${e.key}: unknown metric ${metric} (metrics: ${[...context.metrics].join(', ') || 'none defined'})`);
+    if (!context.metrics.has(metric))
+      throw new InputError(`experiment ${e.key}: unknown metric ${metric} (metrics: ${[...context.metrics].join(', ') || 'none defined'})`);
   }
   if (e.namespace) {
     for (const other of context.others ?? []) {
       if (other.key === e.key || other.status !== 'running' || other.namespace?.name !== e.namespace.name) continue;
       const [a, b] = namespaceRange(e.namespace);
       const [c, d] = namespaceRange(other.namespace);
-      if (a < d && c < b) throw new InputError(`experiment ${e.key}: namespace ${e.namespace.name} range [${a}, ${b}) overlaps running experiment ${other.key} [${c}, ${d})`);
+      if (a < d && c < b)
+        throw new InputError(`experiment ${e.key}: namespace ${e.namespace.name} range [${a}, ${b}) overlaps running experiment ${other.key} [${c}, ${d})`);
     }
   }
   return e;
@@ -171,6 +207,14 @@ function namespaceRange(ns: { range: readonly unknown[] }): Range {
 const ranges = new WeakMap<Experiment, Range[]>();
 function rangesOf(e: Experiment): Range[] {
   let r = ranges.get(e);
-  if (!r) ranges.set(e, (r = bucketRanges(e.arms.length, e.coverage, e.arms.map((a) => a.weight))));
+  if (!r)
+    ranges.set(
+      e,
+      (r = bucketRanges(
+        e.arms.length,
+        e.coverage,
+        e.arms.map((a) => a.weight),
+      )),
+    );
   return r;
 }

@@ -32,7 +32,8 @@ export function experimentStatsSql(e: Experiment, metrics: ReadonlyMap<string, M
     if (!m) throw new Error(`experiment ${e.key}: metric ${key} is not defined`);
     const inWindow = sql`e.time >= x.exposed_at AND e.time < x.exposed_at + ${ms(m.windowDays)} AND ${tagged}`;
     const inPre = sql`e.time >= x.exposed_at - ${ms(m.preExposureDays)} AND e.time < x.exposed_at`;
-    const value = (event: string, prop: string | undefined) => sql`CASE WHEN e.event = ${event} THEN ${prop ? sql`coalesce(TRY_CAST((e.props->>${prop}) AS DOUBLE), 0)` : sql`1`} ELSE 0 END`;
+    const value = (event: string, prop: string | undefined) =>
+      sql`CASE WHEN e.event = ${event} THEN ${prop ? sql`coalesce(TRY_CAST((e.props->>${prop}) AS DOUBLE), 0)` : sql`1`} ELSE 0 END`;
     const y = raw(`y${i}`);
     const x = raw(`x${i}`);
     const num = value(m.event, m.prop);
@@ -46,7 +47,9 @@ export function experimentStatsSql(e: Experiment, metrics: ReadonlyMap<string, M
       perUser.push(sql`coalesce(sum(CASE WHEN ${inWindow} THEN ${num} ELSE 0 END), 0) AS ${y}`);
       perUser.push(sql`coalesce(sum(CASE WHEN ${inWindow} THEN ${value(m.denominator!.event, m.denominator!.prop)} ELSE 0 END), 0) AS ${x}`);
     }
-    perArm.push(sql`sum(${y}) AS ${raw(`sum_y${i}`)}, sum(${y} * ${y}) AS ${raw(`sum_y2_${i}`)}, sum(${x}) AS ${raw(`sum_x${i}`)}, sum(${x} * ${x}) AS ${raw(`sum_x2_${i}`)}, sum(${x} * ${y}) AS ${raw(`sum_xy${i}`)}`);
+    perArm.push(
+      sql`sum(${y}) AS ${raw(`sum_y${i}`)}, sum(${y} * ${y}) AS ${raw(`sum_y2_${i}`)}, sum(${x}) AS ${raw(`sum_x${i}`)}, sum(${x} * ${x}) AS ${raw(`sum_x2_${i}`)}, sum(${x} * ${y}) AS ${raw(`sum_xy${i}`)}`,
+    );
   });
   const weights = e.arms.map((a) => a.weight);
   const armKeys = e.arms.map((a) => a.key);
@@ -91,10 +94,17 @@ export async function experimentStatsFromLake(lake: Lakehouse, e: Experiment, me
   const arms: ArmStats[] = rows.map((r) => ({
     arm: String(r.arm),
     users: n(r.users),
-    metrics: Object.fromEntries(keys.map((key, i) => [key, { n: n(r.users), sumY: n(r[`sum_y${i}`]), sumY2: n(r[`sum_y2_${i}`]), sumX: n(r[`sum_x${i}`]), sumX2: n(r[`sum_x2_${i}`]), sumXY: n(r[`sum_xy${i}`]) }])),
+    metrics: Object.fromEntries(
+      keys.map((key, i) => [
+        key,
+        { n: n(r.users), sumY: n(r[`sum_y${i}`]), sumY2: n(r[`sum_y2_${i}`]), sumX: n(r[`sum_x${i}`]), sumX2: n(r[`sum_x2_${i}`]), sumXY: n(r[`sum_xy${i}`]) },
+      ]),
+    ),
   }));
   const firsts = rows.map((r) => r.first_exposure).filter((v): v is Date => v instanceof Date);
-  const newest = await lake.query(sql`SELECT max(time) AS t FROM live_events WHERE (experiments->>${`$."${e.key}"`}) IS NOT NULL OR (event = 'experiment_exposure' AND (props->>'experiment') = ${e.key})`);
+  const newest = await lake.query(
+    sql`SELECT max(time) AS t FROM live_events WHERE (experiments->>${`$."${e.key}"`}) IS NOT NULL OR (event = 'experiment_exposure' AND (props->>'experiment') = ${e.key})`,
+  );
   return {
     arms,
     rehashMismatches: rows.reduce((s, r) => s + n(r.rehash_mismatches), 0),

@@ -6,7 +6,13 @@ import { MetricSchema, type Metric } from './definition.js';
  * time.
  */
 export const METRICS: readonly Metric[] = [
-  { key: 'logins', kind: 'mean', event: 'login', preExposureDays: 28, description: 'logins per user in the 14 days after exposure; the count in the 28 days before is the CUPED covariate' },
+  {
+    key: 'logins',
+    kind: 'mean',
+    event: 'login',
+    preExposureDays: 28,
+    description: 'logins per user in the 14 days after exposure; the count in the 28 days before is the CUPED covariate',
+  },
   { key: 'feature_uses', kind: 'mean', event: 'feature_used', description: 'feature uses per user after exposure' },
   { key: 'upgrade', kind: 'conversion', event: 'upgrade', description: 'share of users who upgrade to pro within 14 days of exposure' },
   { key: 'mrr', kind: 'mean', event: 'upgrade', prop: 'mrr', description: 'new monthly recurring revenue per user' },

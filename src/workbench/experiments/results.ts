@@ -118,7 +118,12 @@ export function experimentResults(e: Experiment, metrics: ReadonlyMap<string, Me
   );
   const roles = [
     { metric: e.objective, role: 'objective' as const, goal: e.objectiveGoal, tolerance: undefined },
-    ...e.guardrails.map((g) => ({ metric: g.metric, role: 'guardrail' as const, goal: g.bad === 'decrease' ? ('increase' as const) : ('decrease' as const), tolerance: g.tolerance })),
+    ...e.guardrails.map((g) => ({
+      metric: g.metric,
+      role: 'guardrail' as const,
+      goal: g.bad === 'decrease' ? ('increase' as const) : ('decrease' as const),
+      tolerance: g.tolerance,
+    })),
   ];
   // Metric keys are the user's (`constructor` is one): only an own entry is the metric's sums.
   const sumsOf = (arm: string, metric: string) => own(byArm.get(arm)?.metrics, metric) ?? { ...EMPTY, n: byArm.get(arm)?.users ?? 0 };

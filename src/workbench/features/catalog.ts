@@ -6,6 +6,7 @@ import { featureSet, type Feature } from './definition.js';
  */
 
 /** The UCI retail log (`purchase` and `return` per invoice line; props amount, quantity, stock_code, invoice). */
+// prettier-ignore
 export const retailFeatures: Feature[] = featureSet([
   { name: 'lines_30d', description: 'invoice lines bought in the last 30 days', source: { event: 'purchase' }, aggregation: 'count', window: '30d', default: 0 },
   { name: 'invoices_30d', description: 'orders in the last 30 days', source: { event: 'purchase' }, aggregation: 'distinct_count', prop: 'invoice', window: '30d', default: 0 },
@@ -22,6 +23,7 @@ export const retailFeatures: Feature[] = featureSet([
 ]);
 
 /** The simulated app (`signup`, `login`, `feature_used` with feature and duration_s, `upgrade` with mrr). */
+// prettier-ignore
 export const appFeatures: Feature[] = featureSet([
   { name: 'events_10m', description: 'events in the last 10 minutes', source: { event: '*' }, aggregation: 'count', window: '10m', default: 0 },
   { name: 'events_1h', description: 'events in the last hour', source: { event: '*' }, aggregation: 'count', window: '1h', default: 0 },

@@ -73,7 +73,11 @@ export const FeatureDefinitionSchema = z
     if (d.aggregation === 'last_n' && d.n === undefined) ctx.addIssue({ code: 'custom', path: ['n'], message: 'last_n needs n, how many values to keep' });
     if (d.aggregation !== 'last_n' && d.n !== undefined) ctx.addIssue({ code: 'custom', path: ['n'], message: 'only last_n takes n' });
     if (kind.list !== Array.isArray(d.default)) {
-      ctx.addIssue({ code: 'custom', path: ['default'], message: kind.list ? 'the default of last_n is a list of strings, e.g. []' : `the default of ${d.aggregation} is a number` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['default'],
+        message: kind.list ? 'the default of last_n is a list of strings, e.g. []' : `the default of ${d.aggregation} is a number`,
+      });
     }
   });
 
@@ -100,7 +104,8 @@ export function feature(input: FeatureInput): Feature {
   const parsed = FeatureDefinitionSchema.safeParse(input);
   const name = typeof (input as { name?: unknown })?.name === 'string' ? (input as { name: string }).name : '(unnamed)';
   // The schema drops a `__proto__` key without a word: a filter on it would silently match every event.
-  if (hasOwn((input as { source?: { where?: object } })?.source?.where, '__proto__')) throw new InputError(`feature ${name}: source.where.__proto__: ${PROP_RULE}`);
+  if (hasOwn((input as { source?: { where?: object } })?.source?.where, '__proto__'))
+    throw new InputError(`feature ${name}: source.where.__proto__: ${PROP_RULE}`);
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => `${i.path.join('.') || 'definition'}: ${i.message}`).join('; ');
     throw new InputError(`feature ${name}: ${issues}`);

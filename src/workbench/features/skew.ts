@@ -33,12 +33,15 @@ export async function skewReport(lake: Lakehouse, registry: ModelRegistry, optio
            CAST(json_extract(props, '$.overrides') AS VARCHAR) AS overrides
     FROM events WHERE source = 'live' AND event = 'prediction' AND json_extract_string(props, '$.model') = ${options.model}
     ORDER BY time DESC LIMIT ${options.limit ?? 1000}`);
-  if (predictions.length === 0) throw new InputError(`no archived predictions of model ${options.model}: serve some (POST /v1/predict) and let the archiver catch up`);
+  if (predictions.length === 0)
+    throw new InputError(`no archived predictions of model ${options.model}: serve some (POST /v1/predict) and let the archiver catch up`);
   const byName = new Map<string, Feature>();
   for (const version of new Set(predictions.map((p) => p.version))) for (const f of registry.get(version).features) byName.set(f.name, f);
   const features = [...byName.values()];
   const spine = sql`(SELECT * FROM (VALUES ${join(predictions.map((p, k) => sql`(${p.user_id}, ${p.time}, ${k})`))}) AS v(user_id, as_of, k))`;
-  const offline = await lake.query<Record<string, FeatureValue>>(trainingSetSql(features, { spine, events: sql`(SELECT * FROM events WHERE source = 'live' AND event <> 'prediction')` }));
+  const offline = await lake.query<Record<string, FeatureValue>>(
+    trainingSetSql(features, { spine, events: sql`(SELECT * FROM events WHERE source = 'live' AND event <> 'prediction')` }),
+  );
   const report = new Map<string, FeatureParity>(features.map((f) => [f.name, { name: f.name, compared: 0, mismatches: 0, largestDifference: 0 }]));
   predictions.forEach((p, k) => {
     const served = JSON.parse(p.features) as Record<string, FeatureValue>;

@@ -123,7 +123,10 @@ export class RunStore {
 }
 
 export function newRunId(dag: string): string {
-  return `${dag}-${new Date().toISOString().replace(/[-:.TZ]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
+  return `${dag}-${new Date()
+    .toISOString()
+    .replace(/[-:.TZ]/g, '')
+    .slice(0, 14)}-${randomBytes(3).toString('hex')}`;
 }
 
 /**
@@ -193,6 +196,8 @@ export async function runDag(
 }
 
 function summary(out: Record<string, unknown>): string {
-  const parts = Object.entries(out).map(([k, v]) => `${k}=${typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(4) : typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
+  const parts = Object.entries(out).map(
+    ([k, v]) => `${k}=${typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(4) : typeof v === 'object' ? JSON.stringify(v) : String(v)}`,
+  );
   return parts.join(', ') || 'done';
 }

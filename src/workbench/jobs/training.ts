@@ -30,7 +30,12 @@ interface TrainingSpec {
   label: string;
   minAuc: number;
   data(lake: Lakehouse, progress: Progress): Promise<{ features: readonly Feature[]; train: Row[]; test: Row[]; buildSeconds: number }>;
-  train(data: { features: readonly Feature[]; train: Row[]; test: Row[]; buildSeconds: number }): Promise<{ model: Classifier; evaluation: Evaluation; baseline: Evaluation; baselineName: string }>;
+  train(data: {
+    features: readonly Feature[];
+    train: Row[];
+    test: Row[];
+    buildSeconds: number;
+  }): Promise<{ model: Classifier; evaluation: Evaluation; baseline: Evaluation; baselineName: string }>;
 }
 
 const TOLERANCE = 0.005;
@@ -59,7 +64,8 @@ function trainingDag(spec: TrainingSpec): Dag {
           const lake = await Lakehouse.open(lakeDir(dataDir));
           state.set('lake', lake);
           const data = await spec.data(lake, progress);
-          if (data.train.length === 0 || data.test.length === 0) throw new InputError(`the training set is empty (train ${data.train.length}, test ${data.test.length} rows): build the lakehouse with more data`);
+          if (data.train.length === 0 || data.test.length === 0)
+            throw new InputError(`the training set is empty (train ${data.train.length}, test ${data.test.length} rows): build the lakehouse with more data`);
           state.set('data', data);
           return { train_rows: data.train.length, test_rows: data.test.length, features: data.features.length, seconds: data.buildSeconds };
         },
@@ -70,7 +76,13 @@ function trainingDag(spec: TrainingSpec): Dag {
         async run({ state }) {
           const result = await spec.train(state.get('data') as Parameters<TrainingSpec['train']>[0]);
           state.set('trained', result);
-          return { roc_auc: result.evaluation.rocAuc, pr_auc: result.evaluation.prAuc, log_loss: result.evaluation.logLoss, [`${result.baselineName}_roc_auc`]: result.baseline.rocAuc, best_epoch: result.model.bestEpoch };
+          return {
+            roc_auc: result.evaluation.rocAuc,
+            pr_auc: result.evaluation.prAuc,
+            log_loss: result.evaluation.logLoss,
+            [`${result.baselineName}_roc_auc`]: result.baseline.rocAuc,
+            best_epoch: result.model.bestEpoch,
+          };
         },
       },
       {
@@ -88,7 +100,10 @@ function trainingDag(spec: TrainingSpec): Dag {
             if (bundle.features.every((f) => f.name in data.test[0]!)) {
               const champion = await loadClassifier(bundle);
               try {
-                championAuc = evaluate(data.test.map((r) => r[spec.label] as number), champion.predict(data.test)).rocAuc;
+                championAuc = evaluate(
+                  data.test.map((r) => r[spec.label] as number),
+                  champion.predict(data.test),
+                ).rocAuc;
               } finally {
                 champion.dispose();
               }
@@ -96,10 +111,17 @@ function trainingDag(spec: TrainingSpec): Dag {
           }
           const reasons: string[] = [];
           if (!(evaluation.rocAuc >= minAuc)) reasons.push(`ROC AUC ${evaluation.rocAuc.toFixed(4)} is below the minimum ${minAuc}`);
-          if (championAuc !== null && evaluation.rocAuc < championAuc - TOLERANCE) reasons.push(`ROC AUC ${evaluation.rocAuc.toFixed(4)} is below the champion's ${championAuc.toFixed(4)} (tolerance ${TOLERANCE})`);
+          if (championAuc !== null && evaluation.rocAuc < championAuc - TOLERANCE)
+            reasons.push(`ROC AUC ${evaluation.rocAuc.toFixed(4)} is below the champion's ${championAuc.toFixed(4)} (tolerance ${TOLERANCE})`);
           const passed = reasons.length === 0;
           state.set('gate', { passed, championVersion });
-          return { passed, challenger_roc_auc: evaluation.rocAuc, champion_version: championVersion ?? null, champion_roc_auc: championAuc, reason: passed ? 'passes the gate' : reasons.join('; ') };
+          return {
+            passed,
+            challenger_roc_auc: evaluation.rocAuc,
+            champion_version: championVersion ?? null,
+            champion_roc_auc: championAuc,
+            reason: passed ? 'passes the gate' : reasons.join('; '),
+          };
         },
       },
       {
@@ -111,7 +133,14 @@ function trainingDag(spec: TrainingSpec): Dag {
           const { model, evaluation, baseline, baselineName } = state.get('trained') as Awaited<ReturnType<TrainingSpec['train']>>;
           const data = state.get('data') as { features: readonly Feature[]; train: Row[]; test: Row[] };
           const bundle = await createBundle(spec.model, model, data.features, {
-            metrics: { rocAuc: evaluation.rocAuc, prAuc: evaluation.prAuc, logLoss: evaluation.logLoss, [`${baselineName}RocAuc`]: baseline.rocAuc, trainRows: data.train.length, testRows: data.test.length },
+            metrics: {
+              rocAuc: evaluation.rocAuc,
+              prAuc: evaluation.prAuc,
+              logLoss: evaluation.logLoss,
+              [`${baselineName}RocAuc`]: baseline.rocAuc,
+              trainRows: data.train.length,
+              testRows: data.test.length,
+            },
             lineage: lineageOf(`job:${spec.dag}`, state.get('lake') as Lakehouse, gate.championVersion),
           });
           const registry = ModelRegistry.open(registryDir(dataDir));

@@ -142,14 +142,22 @@ async function buildRetail(ctx: Ctx, file: string): Promise<SourceReport[]> {
   const task = ctx.progress.task(`reading ${relative(process.cwd(), file) || file}`, statSync(file).size, 'bytes');
   await createTable(ctx.db, 'retail', RETAIL_TABLE);
   const quarantine = new QuarantineWriter(ctx.layout, 'retail');
-  const appender = await ctx.db.appender('retail', RETAIL_TABLE.map(([, t]) => t));
+  const appender = await ctx.db.appender(
+    'retail',
+    RETAIL_TABLE.map(([, t]) => t),
+  );
   let counts: CsvCounts;
   try {
-    counts = await readCsv(file, retailSpec(ctx.now), {
-      onRow: (row) => appender.append(row),
-      onReject: (r) => quarantine.add(r),
-      onBytes: (b) => task.update(b),
-    }, { allowEmpty: ctx.allowEmpty });
+    counts = await readCsv(
+      file,
+      retailSpec(ctx.now),
+      {
+        onRow: (row) => appender.append(row),
+        onReject: (r) => quarantine.add(r),
+        onBytes: (b) => task.update(b),
+      },
+      { allowEmpty: ctx.allowEmpty },
+    );
   } finally {
     appender.close();
     quarantine.close();
@@ -200,7 +208,15 @@ async function writeRetailCustomers(ctx: Ctx, fingerprint: string): Promise<Sour
       min(time) AS first_purchase, max(time) AS last_purchase,
       count(DISTINCT invoice) AS invoices
     FROM read_parquet(${lines}) GROUP BY customer_id ORDER BY customer_id`;
-  return writeTable(ctx, 'retail_customers', ctx.layout.replica, select, 'derived from the retail archive', { read: 0, accepted: 0, quarantined: 0 }, fingerprint);
+  return writeTable(
+    ctx,
+    'retail_customers',
+    ctx.layout.replica,
+    select,
+    'derived from the retail archive',
+    { read: 0, accepted: 0, quarantined: 0 },
+    fingerprint,
+  );
 }
 
 async function buildApp(ctx: Ctx, app: AppHistory): Promise<SourceReport> {
@@ -213,7 +229,10 @@ async function buildApp(ctx: Ctx, app: AppHistory): Promise<SourceReport> {
   await createEventTable(ctx.db, 'app');
   const quarantine = new QuarantineWriter(ctx.layout, 'app');
   const counts: CsvCounts = { read: 0, accepted: 0, quarantined: 0 };
-  const appender = await ctx.db.appender('app', EVENT_COLUMNS.map(([, t]) => t));
+  const appender = await ctx.db.appender(
+    'app',
+    EVENT_COLUMNS.map(([, t]) => t),
+  );
   const reject = (e: unknown, reason: string) => {
     counts.quarantined++;
     quarantine.add({ line: counts.read, reason, record: JSON.stringify(e) });
@@ -247,7 +266,16 @@ async function buildApp(ctx: Ctx, app: AppHistory): Promise<SourceReport> {
   return report;
 }
 
-async function archiveSource(ctx: Ctx, name: string, events: Sql, input: string, fingerprint: string, counts: CsvCounts, unit: CountUnit, quarantine: QuarantineWriter): Promise<SourceReport> {
+async function archiveSource(
+  ctx: Ctx,
+  name: string,
+  events: Sql,
+  input: string,
+  fingerprint: string,
+  counts: CsvCounts,
+  unit: CountUnit,
+  quarantine: QuarantineWriter,
+): Promise<SourceReport> {
   const task = ctx.progress.task(`writing the ${name} archive`);
   const staged = join(ctx.layout.staging, `source=${name}`);
   await writeEventPartitions(ctx.db, events, staged);
@@ -283,17 +311,35 @@ async function buildTelco(ctx: Ctx, file: string): Promise<SourceReport> {
   const rows: unknown[][] = [];
   let counts: CsvCounts;
   try {
-    counts = await readCsv(file, telcoSpec, {
-      onRow: (r) => rows.push(r),
-      onReject: (r) => quarantine.add(r),
-      onBytes: (b) => task.update(b),
-    }, { allowEmpty: ctx.allowEmpty });
-    await ctx.db.append('telco', TELCO_TABLE.map(([, t]) => t), rows);
+    counts = await readCsv(
+      file,
+      telcoSpec,
+      {
+        onRow: (r) => rows.push(r),
+        onReject: (r) => quarantine.add(r),
+        onBytes: (b) => task.update(b),
+      },
+      { allowEmpty: ctx.allowEmpty },
+    );
+    await ctx.db.append(
+      'telco',
+      TELCO_TABLE.map(([, t]) => t),
+      rows,
+    );
   } finally {
     quarantine.close();
   }
   task.finish(`${counts.read.toLocaleString('en-US')} lines read`);
-  const report = await writeTable(ctx, 'telco_customers', ctx.layout.replica, sql`SELECT * FROM telco ORDER BY customer_id`, file, counts, fingerprint, 'lines');
+  const report = await writeTable(
+    ctx,
+    'telco_customers',
+    ctx.layout.replica,
+    sql`SELECT * FROM telco ORDER BY customer_id`,
+    file,
+    counts,
+    fingerprint,
+    'lines',
+  );
   quarantine.commit();
   return report;
 }
@@ -308,7 +354,11 @@ async function buildReplica(ctx: Ctx, oltp: OltpStore, table: (typeof TABLE_NAME
     await ctx.db.append(
       temp,
       columns.map(([, t]) => t),
-      batch.map((row) => columns.map(([c, t]) => (t === 'TIMESTAMP' ? Date.parse((row as unknown as Record<string, string>)[c]!) : (row as unknown as Record<string, unknown>)[c]))),
+      batch.map((row) =>
+        columns.map(([c, t]) =>
+          t === 'TIMESTAMP' ? Date.parse((row as unknown as Record<string, string>)[c]!) : (row as unknown as Record<string, unknown>)[c],
+        ),
+      ),
     );
   }
   const order = joinSql(columns.map(([c]) => ident(c)));
@@ -332,16 +382,33 @@ async function writeTruth(ctx: Ctx, users: readonly Record<string, unknown>[], m
     users.map((u) => typed.map(([k, t]) => (t === 'TIMESTAMP' ? (u[k] == null ? null : Date.parse(u[k] as string)) : u[k]))),
   );
   mkdirSync(ctx.layout.truth, { recursive: true });
-  await writeTable(ctx, 'app_truth', ctx.layout.truth, sql`SELECT * FROM truth_users ORDER BY user_id`, 'the simulator', {
-    read: users.length,
-    accepted: users.length,
-    quarantined: 0,
-  }, fingerprint);
+  await writeTable(
+    ctx,
+    'app_truth',
+    ctx.layout.truth,
+    sql`SELECT * FROM truth_users ORDER BY user_id`,
+    'the simulator',
+    {
+      read: users.length,
+      accepted: users.length,
+      quarantined: 0,
+    },
+    fingerprint,
+  );
   writeFileAtomic(join(ctx.layout.truth, 'app.json'), `${JSON.stringify(meta, null, 2)}\n`);
 }
 
 /** Writes a query's result as a content-addressed snapshot `<dir>/<name>/<sha256>.parquet`. */
-async function writeTable(ctx: Ctx, name: string, dir: string, select: Sql, input: string, counts: CsvCounts, fingerprint?: string, unit: CountUnit = 'rows'): Promise<SourceReport> {
+async function writeTable(
+  ctx: Ctx,
+  name: string,
+  dir: string,
+  select: Sql,
+  input: string,
+  counts: CsvCounts,
+  fingerprint?: string,
+  unit: CountUnit = 'rows',
+): Promise<SourceReport> {
   const staged = join(ctx.layout.staging, `${name}.parquet`);
   await ctx.db.run(sql`COPY (${select}) TO ${staged} (FORMAT parquet, COMPRESSION zstd)`);
   const sha256 = await sha256File(staged);

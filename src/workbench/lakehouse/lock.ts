@@ -25,5 +25,3 @@ export function acquireLock(layout: LakeLayout): () => void {
   }
   throw new WorkbenchError(`cannot take the build lock ${layout.lock}`);
 }
-
-

@@ -47,4 +47,3 @@ export class QuarantineWriter {
 function csvField(s: string): string {
   return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }
-

@@ -18,9 +18,17 @@ export const RETAIL_COLUMNS = ['InvoiceNo', 'StockCode', 'Description', 'Quantit
  * builds the archive's JSON props and the typed `retail_lines` table from them.
  */
 export const RETAIL_TABLE: readonly (readonly [string, AppendType])[] = [
-  ['event_id', 'VARCHAR'], ['time', 'TIMESTAMP'], ['user_id', 'VARCHAR'], ['event', 'VARCHAR'], ['invoice', 'VARCHAR'],
-  ['stock_code', 'VARCHAR'], ['description', 'VARCHAR'], ['quantity', 'INTEGER'], ['unit_price', 'DOUBLE'],
-  ['amount', 'DOUBLE'], ['country', 'VARCHAR'],
+  ['event_id', 'VARCHAR'],
+  ['time', 'TIMESTAMP'],
+  ['user_id', 'VARCHAR'],
+  ['event', 'VARCHAR'],
+  ['invoice', 'VARCHAR'],
+  ['stock_code', 'VARCHAR'],
+  ['description', 'VARCHAR'],
+  ['quantity', 'INTEGER'],
+  ['unit_price', 'DOUBLE'],
+  ['amount', 'DOUBLE'],
+  ['country', 'VARCHAR'],
 ];
 /** The last field, `country`, is an ISO 3166-1 alpha-2 code. */
 export type RetailRow = readonly [string, number, string, string, string, string, string, number, number, number, string];

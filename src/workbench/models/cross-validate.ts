@@ -53,7 +53,10 @@ export async function crossValidate(
     try {
       const predicted = model.predict(testIndex.map((i) => rows[i]!));
       testIndex.forEach((row, j) => (scores[row] = predicted[j]!));
-      const e = evaluate(testIndex.map((i) => labels[i]!), predicted);
+      const e = evaluate(
+        testIndex.map((i) => labels[i]!),
+        predicted,
+      );
       results.push({ fold: f + 1, n: testIndex.length, rocAuc: e.rocAuc, prAuc: e.prAuc, logLoss: e.logLoss, bestEpoch: model.bestEpoch });
       task.update(f + 1);
       progress.log(`fold ${f + 1} of ${k}: ROC AUC ${e.rocAuc.toFixed(4)} on ${testIndex.length} rows (best epoch ${model.bestEpoch})`);

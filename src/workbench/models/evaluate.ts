@@ -21,14 +21,15 @@ export function rocAuc(labels: ArrayLike<number>, scores: ArrayLike<number>): nu
   const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => scores[a]! - scores[b]!);
   let rankSumPositives = 0;
   let positives = 0;
-  for (let i = 0; i < n; ) {
+  for (let i = 0; i < n;) {
     let j = i;
     while (j + 1 < n && scores[order[j + 1]!] === scores[order[i]!]) j++;
     const rank = (i + j) / 2 + 1; // average rank of the tied group
-    for (let k = i; k <= j; k++) if (labels[order[k]!] === 1) {
-      rankSumPositives += rank;
-      positives++;
-    }
+    for (let k = i; k <= j; k++)
+      if (labels[order[k]!] === 1) {
+        rankSumPositives += rank;
+        positives++;
+      }
     i = j + 1;
   }
   const negatives = n - positives;
@@ -54,10 +55,13 @@ export function rocCurve(labels: ArrayLike<number>, scores: ArrayLike<number>): 
   const points = [{ fpr: 0, tpr: 0, threshold: Number.POSITIVE_INFINITY }];
   let tp = 0;
   let fp = 0;
-  for (let i = 0; i < n; ) {
+  for (let i = 0; i < n;) {
     let j = i;
     while (j + 1 < n && scores[order[j + 1]!] === scores[order[i]!]) j++;
-    for (let k = i; k <= j; k++) labels[order[k]!] === 1 ? tp++ : fp++;
+    for (let k = i; k <= j; k++) {
+      if (labels[order[k]!] === 1) tp++;
+      else fp++;
+    }
     points.push({ fpr: negatives > 0 ? fp / negatives : 0, tpr: positives > 0 ? tp / positives : 0, threshold: scores[order[i]!]! });
     i = j + 1;
   }
@@ -84,7 +88,7 @@ export function averagePrecision(labels: ArrayLike<number>, scores: ArrayLike<nu
   let seen = 0;
   let lastRecall = 0;
   let ap = 0;
-  for (let i = 0; i < n; ) {
+  for (let i = 0; i < n;) {
     let j = i;
     while (j + 1 < n && scores[order[j + 1]!] === scores[order[i]!]) j++;
     for (let k = i; k <= j; k++) tp += labels[order[k]!] === 1 ? 1 : 0;
@@ -195,7 +199,14 @@ export function liftByDecile(labels: ArrayLike<number>, scores: ArrayLike<number
     captured += positives;
     const size = to - from;
     const rate = size > 0 ? positives / size : 0;
-    rows.push({ decile: d + 1, n: size, positives, rate, lift: overall > 0 ? rate / overall : Number.NaN, cumulativeCapture: total > 0 ? captured / total : Number.NaN });
+    rows.push({
+      decile: d + 1,
+      n: size,
+      positives,
+      rate,
+      lift: overall > 0 ? rate / overall : Number.NaN,
+      cumulativeCapture: total > 0 ? captured / total : Number.NaN,
+    });
   }
   return rows;
 }
@@ -217,7 +228,7 @@ export interface Evaluation {
  *
  * @example
  * ```ts
- * const ev = evaluate(test.map((r) => r.churned as number), model.predict(test));
+ * const ev = evaluate(test.map((r) => Number(r.churned)), model.predict(test));
  * console.log(ev.rocAuc, ev.prAuc, ev.logLoss);
  * ```
  */
@@ -242,7 +253,7 @@ export function evaluate(labels: ArrayLike<number>, probabilities: ArrayLike<num
  *
  * @example
  * ```ts
- * const folds = stratifiedFolds(rows.map((r) => r.churned as number), 5, 1);
+ * const folds = stratifiedFolds(rows.map((r) => Number(r.churned)), 5, 1);
  * const firstFold = rows.filter((_, i) => folds[i] === 0);
  * ```
  */

@@ -65,12 +65,21 @@ export async function publish(bundle: ModelBundle, options: PublishOptions = {})
     await checkBundle(bundle);
   } catch (err) {
     if (!(err instanceof WorkbenchError) || (err.status !== 400 && !(err instanceof IntegrityError))) throw err;
-    throw new PublishError(400, err instanceof IntegrityError ? 'bundle_integrity' : err.code, `publishing ${bundle?.name} ${bundle?.version} refused before upload (400): ${err.message}`);
+    throw new PublishError(
+      400,
+      err instanceof IntegrityError ? 'bundle_integrity' : err.code,
+      `publishing ${bundle?.name} ${bundle?.version} refused before upload (400): ${err.message}`,
+    );
   }
   task.update(1);
   const url = (options.url ?? process.env.WB_URL ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
   const key = options.key ?? process.env.WB_ADMIN_KEY;
-  if (!key) throw new PublishError(401, 'unauthorized', 'publishing needs an admin key: pass { key } or set WB_ADMIN_KEY (create one with `wb keys create --scope admin`)');
+  if (!key)
+    throw new PublishError(
+      401,
+      'unauthorized',
+      'publishing needs an admin key: pass { key } or set WB_ADMIN_KEY (create one with `wb keys create --scope admin`)',
+    );
   let res: Response;
   try {
     res = await fetch(`${url}/v1/models`, {
@@ -82,7 +91,12 @@ export async function publish(bundle: ModelBundle, options: PublishOptions = {})
     throw new PublishError(503, 'unreachable', `cannot reach the service at ${url} (${(err as Error).message}): start it with \`npx wb serve\` or set WB_URL`);
   }
   const body = (await res.json().catch(() => ({}))) as PublishResult & { error?: { code: string; message: string } };
-  if (!res.ok) throw new PublishError(res.status, body.error?.code ?? 'error', `publishing ${bundle.name} ${bundle.version} failed (${res.status}): ${body.error?.message ?? res.statusText}`);
+  if (!res.ok)
+    throw new PublishError(
+      res.status,
+      body.error?.code ?? 'error',
+      `publishing ${bundle.name} ${bundle.version} failed (${res.status}): ${body.error?.message ?? res.statusText}`,
+    );
   task.finish(`${body.alias} -> ${body.name} ${body.version}`);
   return body;
 }

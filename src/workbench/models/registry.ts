@@ -129,7 +129,9 @@ export class ModelRegistry {
         source: b.lineage.source,
         parent: b.lineage.parent,
         metrics: Object.fromEntries(Object.entries(b.metrics).filter((e): e is [string, number] => typeof e[1] === 'number')),
-        aliases: Object.keys(named).filter((a) => named[a] === b.version).sort(),
+        aliases: Object.keys(named)
+          .filter((a) => named[a] === b.version)
+          .sort(),
       });
     }
     out.sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
@@ -145,9 +147,21 @@ export class ModelRegistry {
     } catch {
       // not JSON: the aliases may still say whose it is
     }
-    const pointing = Object.entries(aliases).flatMap(([model, named]) => Object.keys(named).filter((a) => named[a] === version).map((alias) => ({ model, alias })));
+    const pointing = Object.entries(aliases).flatMap(([model, named]) =>
+      Object.keys(named)
+        .filter((a) => named[a] === version)
+        .map((alias) => ({ model, alias })),
+    );
     name ??= pointing[0]?.model;
-    return { version, ...(name ? { name } : {}), aliases: pointing.filter((p) => p.model === name).map((p) => p.alias).sort(), error: describeFailure(err) };
+    return {
+      version,
+      ...(name ? { name } : {}),
+      aliases: pointing
+        .filter((p) => p.model === name)
+        .map((p) => p.alias)
+        .sort(),
+      error: describeFailure(err),
+    };
   }
 
   /** The version an alias of a model points at, or undefined. */

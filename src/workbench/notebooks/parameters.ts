@@ -28,10 +28,13 @@ export function findParameterCell(nb: Notebook, file: string): ParameterCell | u
       const m = DECLARATION.exec(line);
       const value = m ? parseLiteral(m[2]!) : undefined;
       if (!m || value === undefined) {
-        throw new InputError(`the parameters cell must hold lines like \`const users = 500;\` (number, string or boolean); line ${i + 1} is ${JSON.stringify(line.trim())}`, {
-          file,
-          cell: index + 1,
-        });
+        throw new InputError(
+          `the parameters cell must hold lines like \`const users = 500;\` (number, string or boolean); line ${i + 1} is ${JSON.stringify(line.trim())}`,
+          {
+            file,
+            cell: index + 1,
+          },
+        );
       }
       defaults[m[1]!] = value;
     });

@@ -174,4 +174,5 @@ export function findJupyterPython(): string {
   );
 }
 
+// eslint-disable-next-line no-control-regex -- ESC starts the terminal colour codes this removes
 const stripAnsi = (s: string) => s.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '');

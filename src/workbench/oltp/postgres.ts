@@ -1,7 +1,19 @@
 import pg from 'pg';
 import { ident, join, sql, type Sql } from '../sql.js';
 import { ConflictError } from '../errors.js';
-import { TABLE_COLUMNS, isoInstant, versionConflict, type Assignment, type ExperimentChange, type ExperimentRecord, type OltpStore, type Prediction, type TableName, type TableRows, type User } from './store.js';
+import {
+  TABLE_COLUMNS,
+  isoInstant,
+  versionConflict,
+  type Assignment,
+  type ExperimentChange,
+  type ExperimentRecord,
+  type OltpStore,
+  type Prediction,
+  type TableName,
+  type TableRows,
+  type User,
+} from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS users (
@@ -82,9 +94,7 @@ export class PostgresOltp implements OltpStore {
 
   async upsertUsers(users: readonly User[]): Promise<void> {
     await this.inChunks(users, (chunk) => {
-      const rows = chunk.map(
-        (u) => sql`(${u.user_id}, ${u.country}, ${u.device}, ${u.tier}, ${isoInstant(u.first_seen)}::timestamptz)`,
-      );
+      const rows = chunk.map((u) => sql`(${u.user_id}, ${u.country}, ${u.device}, ${u.tier}, ${isoInstant(u.first_seen)}::timestamptz)`);
       return sql`INSERT INTO users (user_id, country, device, tier, first_seen) VALUES ${join(rows)}
         ON CONFLICT (user_id) DO UPDATE SET country = excluded.country, device = excluded.device,
           tier = excluded.tier, first_seen = excluded.first_seen`;
@@ -93,9 +103,7 @@ export class PostgresOltp implements OltpStore {
 
   async insertUsersIfAbsent(users: readonly User[]): Promise<void> {
     await this.inChunks(users, (chunk) => {
-      const rows = chunk.map(
-        (u) => sql`(${u.user_id}, ${u.country}, ${u.device}, ${u.tier}, ${isoInstant(u.first_seen)}::timestamptz)`,
-      );
+      const rows = chunk.map((u) => sql`(${u.user_id}, ${u.country}, ${u.device}, ${u.tier}, ${isoInstant(u.first_seen)}::timestamptz)`);
       return sql`INSERT INTO users (user_id, country, device, tier, first_seen) VALUES ${join(rows)} ON CONFLICT (user_id) DO NOTHING`;
     });
   }
@@ -103,19 +111,14 @@ export class PostgresOltp implements OltpStore {
   async getUsers(ids: readonly string[]): Promise<Map<string, User>> {
     const found = new Map<string, User>();
     if (ids.length === 0) return found;
-    const { rows } = await this.pool.query(
-      'SELECT user_id, country, device, tier, first_seen FROM users WHERE user_id = ANY($1::text[])',
-      [[...new Set(ids)]],
-    );
+    const { rows } = await this.pool.query('SELECT user_id, country, device, tier, first_seen FROM users WHERE user_id = ANY($1::text[])', [[...new Set(ids)]]);
     for (const r of rows) found.set(r.user_id, toUser(r));
     return found;
   }
 
   async upsertPredictions(rows: readonly Prediction[]): Promise<void> {
     await this.inChunks(rows, (chunk) => {
-      const values = chunk.map(
-        (p) => sql`(${p.model}, ${p.user_id}, ${p.version}, ${p.score}, ${isoInstant(p.created_at)}::timestamptz)`,
-      );
+      const values = chunk.map((p) => sql`(${p.model}, ${p.user_id}, ${p.version}, ${p.score}, ${isoInstant(p.created_at)}::timestamptz)`);
       return sql`INSERT INTO predictions (model, user_id, version, score, created_at) VALUES ${join(values)}
         ON CONFLICT (model, user_id) DO UPDATE SET version = excluded.version, score = excluded.score,
           created_at = excluded.created_at`;
@@ -130,14 +133,21 @@ export class PostgresOltp implements OltpStore {
     });
     const stored = new Map<string, Assignment>();
     for (const experiment of new Set(rows.map((r) => r.experiment))) {
-      for (const a of await this.getAssignments(experiment, rows.filter((r) => r.experiment === experiment).map((r) => r.user_id))) stored.set(`${a.experiment}\u0000${a.user_id}`, a);
+      for (const a of await this.getAssignments(
+        experiment,
+        rows.filter((r) => r.experiment === experiment).map((r) => r.user_id),
+      ))
+        stored.set(`${a.experiment}\u0000${a.user_id}`, a);
     }
     return rows.map((r) => stored.get(`${r.experiment}\u0000${r.user_id}`)!);
   }
 
   async getAssignments(experiment: string, userIds?: readonly string[]): Promise<Assignment[]> {
     const { rows } = userIds
-      ? await this.pool.query('SELECT * FROM assignments WHERE experiment = $1 AND user_id = ANY($2::text[]) ORDER BY user_id', [experiment, [...new Set(userIds)]])
+      ? await this.pool.query('SELECT * FROM assignments WHERE experiment = $1 AND user_id = ANY($2::text[]) ORDER BY user_id', [
+          experiment,
+          [...new Set(userIds)],
+        ])
       : await this.pool.query('SELECT * FROM assignments WHERE experiment = $1 ORDER BY user_id', [experiment]);
     return rows.map(toAssignment);
   }
@@ -157,7 +167,10 @@ export class PostgresOltp implements OltpStore {
          ON CONFLICT (key) DO UPDATE SET version = excluded.version, definition = excluded.definition, updated_at = excluded.updated_at, updated_by = excluded.updated_by`,
         params,
       );
-      await client.query('INSERT INTO experiment_changes (key, version, definition, updated_at, updated_by, change) VALUES ($1, $2, $3, $4::timestamptz, $5, $6)', [...params, change]);
+      await client.query(
+        'INSERT INTO experiment_changes (key, version, definition, updated_at, updated_by, change) VALUES ($1, $2, $3, $4::timestamptz, $5, $6)',
+        [...params, change],
+      );
       await client.query('COMMIT');
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -175,7 +188,10 @@ export class PostgresOltp implements OltpStore {
   }
 
   async experimentHistory(key: string): Promise<ExperimentChange[]> {
-    const { rows } = await this.pool.query('SELECT key, version, definition, updated_at, updated_by, change FROM experiment_changes WHERE key = $1 ORDER BY version', [key]);
+    const { rows } = await this.pool.query(
+      'SELECT key, version, definition, updated_at, updated_by, change FROM experiment_changes WHERE key = $1 ORDER BY version',
+      [key],
+    );
     return rows.map((r) => ({ ...r, updated_at: isoInstant(r.updated_at as Date) }) as ExperimentChange);
   }
 

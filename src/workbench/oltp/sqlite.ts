@@ -3,7 +3,19 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ident, sql, type Sql } from '../sql.js';
 import { ConflictError } from '../errors.js';
-import { TABLE_COLUMNS, isoInstant, versionConflict, type Assignment, type ExperimentChange, type ExperimentRecord, type OltpStore, type Prediction, type TableName, type TableRows, type User } from './store.js';
+import {
+  TABLE_COLUMNS,
+  isoInstant,
+  versionConflict,
+  type Assignment,
+  type ExperimentChange,
+  type ExperimentRecord,
+  type OltpStore,
+  type Prediction,
+  type TableName,
+  type TableRows,
+  type User,
+} from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS users (
@@ -81,9 +93,7 @@ export class SqliteOltp implements OltpStore {
   }
 
   async insertUsersIfAbsent(users: readonly User[]): Promise<void> {
-    const stmt = this.db.prepare(
-      'INSERT INTO users (user_id, country, device, tier, first_seen) VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING',
-    );
+    const stmt = this.db.prepare('INSERT INTO users (user_id, country, device, tier, first_seen) VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING');
     this.db.transaction((rows: readonly User[]) => {
       for (const u of rows) stmt.run(u.user_id, u.country, u.device, u.tier, isoInstant(u.first_seen));
     })(users);
@@ -111,7 +121,9 @@ export class SqliteOltp implements OltpStore {
   }
 
   async insertAssignmentsIfAbsent(rows: readonly Assignment[]): Promise<Assignment[]> {
-    const insert = this.db.prepare('INSERT INTO assignments (experiment, user_id, arm, assigned_at) VALUES (?, ?, ?, ?) ON CONFLICT (experiment, user_id) DO NOTHING');
+    const insert = this.db.prepare(
+      'INSERT INTO assignments (experiment, user_id, arm, assigned_at) VALUES (?, ?, ?, ?) ON CONFLICT (experiment, user_id) DO NOTHING',
+    );
     const read = this.db.prepare('SELECT experiment, user_id, arm, assigned_at FROM assignments WHERE experiment = ? AND user_id = ?');
     return this.db.transaction((batch: readonly Assignment[]) =>
       batch.map((a) => {
@@ -122,7 +134,10 @@ export class SqliteOltp implements OltpStore {
   }
 
   async getAssignments(experiment: string, userIds?: readonly string[]): Promise<Assignment[]> {
-    if (!userIds) return this.db.prepare('SELECT experiment, user_id, arm, assigned_at FROM assignments WHERE experiment = ? ORDER BY user_id').all(experiment) as Assignment[];
+    if (!userIds)
+      return this.db
+        .prepare('SELECT experiment, user_id, arm, assigned_at FROM assignments WHERE experiment = ? ORDER BY user_id')
+        .all(experiment) as Assignment[];
     const read = this.db.prepare('SELECT experiment, user_id, arm, assigned_at FROM assignments WHERE experiment = ? AND user_id = ?');
     return [...new Set(userIds)].sort().flatMap((id) => (read.get(experiment, id) as Assignment | undefined) ?? []);
   }
@@ -149,7 +164,9 @@ export class SqliteOltp implements OltpStore {
   }
 
   async experimentHistory(key: string): Promise<ExperimentChange[]> {
-    return this.db.prepare('SELECT key, version, definition, updated_at, updated_by, change FROM experiment_changes WHERE key = ? ORDER BY version').all(key) as ExperimentChange[];
+    return this.db
+      .prepare('SELECT key, version, definition, updated_at, updated_by, change FROM experiment_changes WHERE key = ? ORDER BY version')
+      .all(key) as ExperimentChange[];
   }
 
   async count(table: TableName): Promise<number> {

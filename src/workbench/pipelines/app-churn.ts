@@ -109,5 +109,12 @@ export interface AppChurnModel {
 export async function trainAppChurn(data: AppChurnData, options: TrainOptions = {}): Promise<AppChurnModel> {
   const model = await trainClassifier(data.train, 'churned', columnsFor(data.features), { seed: 1, learningRate: 0.03, patience: 8, ...options });
   const labels = data.test.map((r) => r.churned as number);
-  return { model, evaluation: evaluate(labels, model.predict(data.test)), oracle: evaluate(labels, data.test.map((r) => r.true_p as number)) };
+  return {
+    model,
+    evaluation: evaluate(labels, model.predict(data.test)),
+    oracle: evaluate(
+      labels,
+      data.test.map((r) => r.true_p as number),
+    ),
+  };
 }

@@ -85,11 +85,20 @@ export interface RetailPropensityModel {
  * ```
  */
 export async function trainRetailPropensity(data: RetailPropensityData, options: TrainOptions = {}): Promise<RetailPropensityModel> {
-  const model = await trainClassifier(data.train, 'bought', columnsFor(data.features), { seed: 1, batchSize: 512, learningRate: 0.03, patience: 5, ...options });
+  const model = await trainClassifier(data.train, 'bought', columnsFor(data.features), {
+    seed: 1,
+    batchSize: 512,
+    learningRate: 0.03,
+    patience: 5,
+    ...options,
+  });
   const labels = data.test.map((r) => r.bought as number);
   return {
     model,
     evaluation: evaluate(labels, model.predict(data.test)),
-    baseline: evaluate(labels, data.test.map((r) => 1 / (1 + (r.since_last_purchase as number) / 86_400))),
+    baseline: evaluate(
+      labels,
+      data.test.map((r) => 1 / (1 + (r.since_last_purchase as number) / 86_400)),
+    ),
   };
 }

@@ -36,7 +36,10 @@ export interface CupedResult {
  * ```
  */
 export function cuped(arms: readonly CovariateSums[]): CupedResult {
-  const pooled = arms.reduce((p, a) => ({ n: p.n + a.n, sumY: p.sumY + a.sumY, sumY2: p.sumY2 + a.sumY2, sumX: p.sumX + a.sumX, sumX2: p.sumX2 + a.sumX2, sumXY: p.sumXY + a.sumXY }), { n: 0, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 });
+  const pooled = arms.reduce(
+    (p, a) => ({ n: p.n + a.n, sumY: p.sumY + a.sumY, sumY2: p.sumY2 + a.sumY2, sumX: p.sumX + a.sumX, sumX2: p.sumX2 + a.sumX2, sumXY: p.sumXY + a.sumXY }),
+    { n: 0, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 },
+  );
   // Within-arm (co)variances, pooled, so that a true effect on Y does not leak into theta.
   let covXY = 0;
   let varX = 0;

@@ -86,7 +86,10 @@ export function ratioDifference(control: RatioSums, treatment: RatioSums, option
  * const { chanceToWin } = bayesianSummary(relativeLift(moments(control), moments(treatment)));
  * ```
  */
-export function bayesianSummary(e: Estimate, better: 'higher' | 'lower' = 'higher'): { chanceToWin?: number; expectedLossTreatment?: number; expectedLossControl?: number; reason?: string } {
+export function bayesianSummary(
+  e: Estimate,
+  better: 'higher' | 'lower' = 'higher',
+): { chanceToWin?: number; expectedLossTreatment?: number; expectedLossControl?: number; reason?: string } {
   if (e.estimate === undefined || e.se === undefined || !(e.se > 0)) return { reason: e.reason ?? 'no estimate' };
   const mu = better === 'higher' ? e.estimate : -e.estimate;
   const s = e.se;

@@ -118,7 +118,8 @@ export function relativeLift(control: Moments, treatment: Moments, alpha = 0.05)
  * ```
  */
 export function sampleRatioMismatch(counts: readonly number[], weights: readonly number[]): { pValue: number; chiSquare: number } {
-  if (counts.length !== weights.length || counts.length < 2) throw new InputError(`SRM needs a count and a weight per arm (got ${counts.length} counts, ${weights.length} weights)`);
+  if (counts.length !== weights.length || counts.length < 2)
+    throw new InputError(`SRM needs a count and a weight per arm (got ${counts.length} counts, ${weights.length} weights)`);
   const total = counts.reduce((s, c) => s + c, 0);
   const wsum = weights.reduce((s, w) => s + w, 0);
   if (total === 0) return { pValue: 1, chiSquare: 0 };

@@ -36,15 +36,41 @@ class FaultyLog {
   }
 }
 
-const definition = { key: 'exp', hypothesis: 'h', arms: [{ key: 'a', weight: 0.5 }, { key: 'b', weight: 0.5 }], exposureEvent: 'login', objective: 'logins', mde: 0.05, status: 'running' as const };
-const ev = (id: string, user: string, event = 'login') => ({ event_id: id, time: new Date(Date.now() - 1000).toISOString(), user_id: user, event, props: { country: 'GB', device: 'web' } });
+const definition = {
+  key: 'exp',
+  hypothesis: 'h',
+  arms: [
+    { key: 'a', weight: 0.5 },
+    { key: 'b', weight: 0.5 },
+  ],
+  exposureEvent: 'login',
+  objective: 'logins',
+  mde: 0.05,
+  status: 'running' as const,
+};
+const ev = (id: string, user: string, event = 'login') => ({
+  event_id: id,
+  time: new Date(Date.now() - 1000).toISOString(),
+  user_id: user,
+  event,
+  props: { country: 'GB', device: 'web' },
+});
 
 describe('exposure and tagging at ingest', () => {
   let oltp: SqliteOltp;
   let faulty: FaultyLog;
   let ingest: Ingest;
   let assigner: Assigner;
-  const records = async () => (await faulty.inner.read(0, 10_000)).map((r) => JSON.parse(new TextDecoder().decode(r.payload)) as { event: string; user_id: string; experiments: Record<string, string>; props: Record<string, unknown> });
+  const records = async () =>
+    (await faulty.inner.read(0, 10_000)).map(
+      (r) =>
+        JSON.parse(new TextDecoder().decode(r.payload)) as {
+          event: string;
+          user_id: string;
+          experiments: Record<string, string>;
+          props: Record<string, unknown>;
+        },
+    );
 
   before(async () => {
     const dir = mkdtempSync(join(tmpdir(), 'wb-assigner-'));
@@ -69,13 +95,25 @@ describe('exposure and tagging at ingest', () => {
     // The next event of u1 (not itself an exposure event) carries the exposure, just before it.
     await ingest.ingest([ev('2', 'u1', 'feature_used')]);
     const log = await records();
-    assert.deepEqual(log.map((r) => r.event), ['experiment_exposure', 'feature_used']);
+    assert.deepEqual(
+      log.map((r) => r.event),
+      ['experiment_exposure', 'feature_used'],
+    );
     const arm = assign(ExperimentSchema.parse(definition), { user_id: 'u1' })!;
-    assert.deepEqual(log.map((r) => r.experiments.exp), [arm, arm]);
-    assert.deepEqual((await oltp.getAssignments('exp')).map((a) => [a.user_id, a.arm]), [['u1', arm]]);
+    assert.deepEqual(
+      log.map((r) => r.experiments.exp),
+      [arm, arm],
+    );
+    assert.deepEqual(
+      (await oltp.getAssignments('exp')).map((a) => [a.user_id, a.arm]),
+      [['u1', arm]],
+    );
     // Retried, the first batch adds the login only.
     await ingest.ingest([ev('1', 'u1')]);
-    assert.deepEqual((await records()).map((r) => r.event), ['experiment_exposure', 'feature_used', 'login']);
+    assert.deepEqual(
+      (await records()).map((r) => r.event),
+      ['experiment_exposure', 'feature_used', 'login'],
+    );
   });
 
   it('never lets an event tagged with an experiment into the log before its user exposure', async () => {
@@ -105,7 +143,10 @@ describe('exposure and tagging at ingest', () => {
     await assert.rejects(second, (err: unknown) => (err as { status?: number }).status === 503);
     const before = (await records()).length;
     await ingest.ingest([ev('6', 'u3', 'feature_used')]);
-    assert.deepEqual((await records()).slice(before).map((r) => r.event), ['experiment_exposure', 'feature_used']);
+    assert.deepEqual(
+      (await records()).slice(before).map((r) => r.event),
+      ['experiment_exposure', 'feature_used'],
+    );
   });
 
   it('logs the exposure of a user assigned through the API, once, with or without events', async () => {
@@ -118,7 +159,10 @@ describe('exposure and tagging at ingest', () => {
     assert.equal(assigner.isUnlogged({ experiment: 'exp', user_id: 'api-user' }), false);
     await ingest.ingest([], { internal: true, expose: [{ experiment: 'exp', user_id: 'api-user' }] });
     const added = (await records()).slice(before);
-    assert.deepEqual(added.map((r) => [r.event, r.user_id, r.experiments.exp]), [['experiment_exposure', 'api-user', answer!.arm]]);
+    assert.deepEqual(
+      added.map((r) => [r.event, r.user_id, r.experiments.exp]),
+      [['experiment_exposure', 'api-user', answer!.arm]],
+    );
     assert.equal((await assigner.armFor(e, { user_id: 'api-user' }, { enroll: true }))?.reason, 'existing');
   });
 });

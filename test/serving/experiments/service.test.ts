@@ -25,7 +25,17 @@ interface Results {
   results: {
     arms: { arm: string; users: number }[];
     srm: { mismatch: boolean };
-    metrics: { metric: string; comparisons: { arm: string; control: { mean: number }; treatment: { mean: number }; absolute: { estimate: number }; sequential: { ci: [number, number] }; verdict: string }[] }[];
+    metrics: {
+      metric: string;
+      comparisons: {
+        arm: string;
+        control: { mean: number };
+        treatment: { mean: number };
+        absolute: { estimate: number };
+        sequential: { ci: [number, number] };
+        verdict: string;
+      }[];
+    }[];
   };
   decision?: { action: string; acted: boolean; reason: string };
   timeline: { at: string; lifts: unknown[] }[];
@@ -34,7 +44,12 @@ interface Results {
 describe('experiments in the service', () => {
   let t: TestService;
   const put = (path: string, body: unknown, version?: number | string, method = 'PUT') =>
-    t.call(path, { method, key: t.keys.admin, body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...(version !== undefined ? { 'if-match': `"${version}"` } : {}) } });
+    t.call(path, {
+      method,
+      key: t.keys.admin,
+      body: JSON.stringify(body),
+      headers: { 'content-type': 'application/json', ...(version !== undefined ? { 'if-match': `"${version}"` } : {}) },
+    });
   const json = async <T>(res: Response | Promise<Response>) => (await (await res).json()) as T;
 
   before(async () => {
@@ -50,7 +65,15 @@ describe('experiments in the service', () => {
       assert.equal(res.status, 400);
       assert.match((await json<{ error: { message: string } }>(res)).error.message, pattern);
     };
-    await bad({ arms: [{ key: 'a', weight: 0.5 }, { key: 'b', weight: 0.6 }] }, /arm weights add up to 1\.1/);
+    await bad(
+      {
+        arms: [
+          { key: 'a', weight: 0.5 },
+          { key: 'b', weight: 0.6 },
+        ],
+      },
+      /arm weights add up to 1\.1/,
+    );
     await bad({ coverage: 1.5 }, /coverage is a share of users/);
     await bad({ objective: 'happiness' }, /unknown metric happiness/);
     assert.equal((await t.post('/v1/experiments', checkout(), t.keys.read)).status, 403);
@@ -70,11 +93,16 @@ describe('experiments in the service', () => {
     const stale = await put('/v1/experiments/edits', checkout({ key: 'edits', mde: 0.2 }), 1);
     assert.equal(stale.status, 409);
     assert.match((await json<{ error: { message: string } }>(stale)).error.message, /at version 2/);
-    const history = await json<{ history: { version: number; updated_by: string; change: string; updated_at: string }[] }>(t.call('/v1/experiments/edits/history', { key: t.keys.read }));
-    assert.deepEqual(history.history.map((h) => [h.version, h.updated_by, h.change]), [
-      [1, 'test-admin', 'created'],
-      [2, 'test-admin', 'changed mde'],
-    ]);
+    const history = await json<{ history: { version: number; updated_by: string; change: string; updated_at: string }[] }>(
+      t.call('/v1/experiments/edits/history', { key: t.keys.read }),
+    );
+    assert.deepEqual(
+      history.history.map((h) => [h.version, h.updated_by, h.change]),
+      [
+        [1, 'test-admin', 'created'],
+        [2, 'test-admin', 'changed mde'],
+      ],
+    );
     assert.ok(Date.parse(history.history[1]!.updated_at) > Date.now() - 60_000);
     const got = await t.call('/v1/experiments/edits', { key: t.keys.read });
     assert.equal(got.headers.get('etag'), '"2"');
@@ -86,12 +114,37 @@ describe('experiments in the service', () => {
     assert.equal((await t.call('/v1/experiments/nope/results', { key: t.keys.read })).status, 404);
     // Once users may be assigned, what would move them between arms (or restart a metric) is refused.
     assert.equal((await put('/v1/experiments/edits/status', { status: 'running' }, 2, 'POST')).status, 200);
-    for (const [change, pattern] of [[{ seed: 'other' }, /seed cannot change/], [{ arms: [{ key: 'control', weight: 0.4 }, { key: 'short', weight: 0.6 }] }, /weights cannot change/], [{ objective: 'upgrade' }, /metrics cannot change/], [{ arms: [{ key: 'control', weight: 0.5 }, { key: 'long', weight: 0.5 }] }, /arms cannot be renamed/]] as const) {
+    for (const [change, pattern] of [
+      [{ seed: 'other' }, /seed cannot change/],
+      [
+        {
+          arms: [
+            { key: 'control', weight: 0.4 },
+            { key: 'short', weight: 0.6 },
+          ],
+        },
+        /weights cannot change/,
+      ],
+      [{ objective: 'upgrade' }, /metrics cannot change/],
+      [
+        {
+          arms: [
+            { key: 'control', weight: 0.5 },
+            { key: 'long', weight: 0.5 },
+          ],
+        },
+        /arms cannot be renamed/,
+      ],
+    ] as const) {
       const res = await put('/v1/experiments/edits', { ...checkout({ key: 'edits', mde: 0.1 }), status: 'running', ...change }, 3);
       assert.equal(res.status, 400);
       assert.match((await json<{ error: { message: string } }>(res)).error.message, pattern);
     }
-    const tolerance = await put('/v1/experiments/edits', { ...checkout({ key: 'edits', mde: 0.1 }), status: 'running', guardrails: [{ metric: 'cancellation', bad: 'increase', tolerance: 0.2 }] }, 3);
+    const tolerance = await put(
+      '/v1/experiments/edits',
+      { ...checkout({ key: 'edits', mde: 0.1 }), status: 'running', guardrails: [{ metric: 'cancellation', bad: 'increase', tolerance: 0.2 }] },
+      3,
+    );
     assert.equal(tolerance.status, 200, 'a tolerance may change');
     assert.equal((await put('/v1/experiments/edits/status', { status: 'stopped', reason: 'done' }, 4, 'POST')).status, 200);
   });
@@ -117,9 +170,24 @@ describe('experiments in the service', () => {
     for (let i = 0; i < events.length; i += 1000) assert.equal((await t.post('/v1/events', events.slice(i, i + 1000))).status, 200);
 
     // Tagged in the log, one exposure per user, sticky in OLTP.
-    const records = (await t.service.log.read(0, 100_000)).map((x) => JSON.parse(new TextDecoder().decode(x.payload)) as { event: string; user_id: string; experiments: Record<string, string>; props: Record<string, unknown> });
+    const records = (await t.service.log.read(0, 100_000)).map(
+      (x) =>
+        JSON.parse(new TextDecoder().decode(x.payload)) as {
+          event: string;
+          user_id: string;
+          experiments: Record<string, string>;
+          props: Record<string, unknown>;
+        },
+    );
     const exposures = records.filter((x) => x.event === 'experiment_exposure');
-    assert.equal(exposures.length, users.length, JSON.stringify({ records: records.length, byExp: exposures.reduce((m, x) => ({ ...m, [String(x.props.experiment)]: (m[String(x.props.experiment)] ?? 0) + 1 }), {} as Record<string, number>) }));
+    assert.equal(
+      exposures.length,
+      users.length,
+      JSON.stringify({
+        records: records.length,
+        byExp: exposures.reduce((m, x) => ({ ...m, [String(x.props.experiment)]: (m[String(x.props.experiment)] ?? 0) + 1 }), {} as Record<string, number>),
+      }),
+    );
     for (const x of records.filter((x) => x.user_id.startsWith('exp-u'))) assert.equal(x.experiments.checkout, assign(e, { user_id: x.user_id }));
     const oltp = await openOltp(undefined, t.dataDir);
     assert.equal((await oltp.getAssignments('checkout')).length, users.length);
@@ -128,7 +196,9 @@ describe('experiments in the service', () => {
     // The live statistics match the events sent (computed here independently).
     const report = await until('the experiment consumer to count every login', async () => {
       const res = await json<Results>(t.call('/v1/experiments/checkout/results', { key: t.keys.read }));
-      return res.results.arms.reduce((s, a) => s + a.users, 0) === users.length && res.results.metrics[0]!.comparisons[0]!.treatment.mean !== undefined ? res : undefined;
+      return res.results.arms.reduce((s, a) => s + a.users, 0) === users.length && res.results.metrics[0]!.comparisons[0]!.treatment.mean !== undefined
+        ? res
+        : undefined;
     });
     const mean = (arm: string) => {
       const xs = users.filter((u) => assign(e, { user_id: u }) === arm).map((u) => expected.get(u)!);
@@ -166,7 +236,15 @@ describe('experiments in the service', () => {
   });
 
   it('rolls back a variant that hurts a guard-rail, and its users return to control', async () => {
-    const paywall = checkout({ key: 'paywall', objective: 'upgrade', guardrails: [{ metric: 'logins', bad: 'decrease', tolerance: 0.05 }], arms: [{ key: 'control', weight: 0.5 }, { key: 'nag', weight: 0.5 }] });
+    const paywall = checkout({
+      key: 'paywall',
+      objective: 'upgrade',
+      guardrails: [{ metric: 'logins', bad: 'decrease', tolerance: 0.05 }],
+      arms: [
+        { key: 'control', weight: 0.5 },
+        { key: 'nag', weight: 0.5 },
+      ],
+    });
     assert.equal((await t.post('/v1/experiments', { ...paywall, status: 'running' }, t.keys.admin)).status, 201);
     const e = ExperimentSchema.parse({ ...paywall, status: 'running' });
     const events = [];
@@ -191,21 +269,32 @@ describe('experiments in the service', () => {
     assert.deepEqual(answer.arms, [{ experiment: 'paywall', arm: 'control', reason: 'rolled_back' }]);
     // Events after the rollback are no longer tagged with it.
     await t.post('/v1/events', [event('after-rollback', { user_id: nagUser })]);
-    const last = (await t.service.log.read((await t.service.log.next()) - 1, 1)).map((x) => JSON.parse(new TextDecoder().decode(x.payload)) as { experiments: Record<string, string> });
+    const last = (await t.service.log.read((await t.service.log.next()) - 1, 1)).map(
+      (x) => JSON.parse(new TextDecoder().decode(x.payload)) as { experiments: Record<string, string> },
+    );
     assert.equal(last[0]!.experiments.paywall, undefined);
   });
 
   it('keeps the exposure event to itself, and assigns users with long ids through the API', async () => {
-    const forged = await json<{ error: { code: string; details: { rejected: { reason: string }[] } } }>(t.post('/v1/events', [event('forged', { event: 'experiment_exposure', props: { experiment: 'paywall', arm: 'nag' } })]));
+    const forged = await json<{ error: { code: string; details: { rejected: { reason: string }[] } } }>(
+      t.post('/v1/events', [event('forged', { event: 'experiment_exposure', props: { experiment: 'paywall', arm: 'nag' } })]),
+    );
     assert.equal(forged.error.code, 'invalid_events');
     assert.match(forged.error.details.rejected[0]!.reason, /written by the experimentation platform/);
     assert.equal((await t.post('/v1/experiments', checkout({ key: 'long-ids', exposureEvent: undefined, status: 'running' }), t.keys.admin)).status, 201);
     const user = `user-${'x'.repeat(120)}`;
-    const first = await json<{ arms: { experiment: string; arm: string; reason: string }[] }>(t.post('/v1/assignments', { user_id: user, experiment: 'long-ids' }));
+    const first = await json<{ arms: { experiment: string; arm: string; reason: string }[] }>(
+      t.post('/v1/assignments', { user_id: user, experiment: 'long-ids' }),
+    );
     assert.equal(first.arms[0]!.reason, 'assigned');
     const again = await json<{ arms: { arm: string; reason: string }[] }>(t.post('/v1/assignments', { user_id: user, experiment: 'long-ids' }));
-    assert.deepEqual(again.arms.map((a) => [a.arm, a.reason]), [[first.arms[0]!.arm, 'existing']]);
-    const records = (await t.service.log.read(0, 200_000)).map((x) => JSON.parse(new TextDecoder().decode(x.payload)) as { event: string; user_id: string; experiments: Record<string, string> });
+    assert.deepEqual(
+      again.arms.map((a) => [a.arm, a.reason]),
+      [[first.arms[0]!.arm, 'existing']],
+    );
+    const records = (await t.service.log.read(0, 200_000)).map(
+      (x) => JSON.parse(new TextDecoder().decode(x.payload)) as { event: string; user_id: string; experiments: Record<string, string> },
+    );
     const exposures = records.filter((x) => x.event === 'experiment_exposure' && x.user_id === user);
     assert.equal(exposures.length, 1, 'logged once');
     assert.equal(exposures[0]!.experiments['long-ids'], first.arms[0]!.arm);
@@ -220,8 +309,16 @@ describe('experiments in the service', () => {
     const { trainClassifier } = await import('../../../src/workbench/models/train.js');
     const features = featureSet([{ name: 'logins_7d', source: { event: 'login' }, aggregation: 'count', window: '7d', default: 0 }]);
     const versions: string[] = [];
-    for (const [alias, flip] of [['champion', false], ['challenger', true]] as const) {
-      const model = await trainClassifier(Array.from({ length: 60 }, (_, i) => ({ logins_7d: i % 6, y: (i % 6 > 2) !== flip ? 1 : 0 })), 'y', columnsFor(features), { maxEpochs: 3 });
+    for (const [alias, flip] of [
+      ['champion', false],
+      ['challenger', true],
+    ] as const) {
+      const model = await trainClassifier(
+        Array.from({ length: 60 }, (_, i) => ({ logins_7d: i % 6, y: i % 6 > 2 !== flip ? 1 : 0 })),
+        'y',
+        columnsFor(features),
+        { maxEpochs: 3 },
+      );
       const bundle = await createBundle('exp-model', model, features);
       model.dispose();
       versions.push(bundle.version);
@@ -229,27 +326,42 @@ describe('experiments in the service', () => {
     }
     const def = checkout({
       key: 'model-test',
-      arms: [{ key: 'control', weight: 0.5, model: { name: 'exp-model', alias: 'champion' } }, { key: 'challenger', weight: 0.5, model: { name: 'exp-model', alias: 'challenger' } }],
+      arms: [
+        { key: 'control', weight: 0.5, model: { name: 'exp-model', alias: 'champion' } },
+        { key: 'challenger', weight: 0.5, model: { name: 'exp-model', alias: 'challenger' } },
+      ],
       decisions: { ship: 'recommend', rollback: 'auto' },
       status: 'running',
     });
     assert.equal((await t.post('/v1/experiments', def, t.keys.admin)).status, 201);
     const e = ExperimentSchema.parse(def);
     const users = Array.from({ length: 200 }, (_, i) => `model-u${i}`);
-    const events = users.flatMap((u, i) => Array.from({ length: (assign(e, { user_id: u }) === 'challenger' ? 6 : 3) + (i % 2) }, (_, k) => event(`mt-${i}-${k}`, { user_id: u, time: new Date(Date.now() - 20_000 + k * 100).toISOString() })));
+    const events = users.flatMap((u, i) =>
+      Array.from({ length: (assign(e, { user_id: u }) === 'challenger' ? 6 : 3) + (i % 2) }, (_, k) =>
+        event(`mt-${i}-${k}`, { user_id: u, time: new Date(Date.now() - 20_000 + k * 100).toISOString() }),
+      ),
+    );
     assert.equal((await t.post('/v1/events', events)).status, 200);
     for (const u of users.slice(0, 6)) {
-      const res = await json<{ model: { alias: string; version: string }; experiment?: { key: string; arm: string } }>(t.post('/v1/predict', { model: 'exp-model', user_id: u }, t.keys.read));
+      const res = await json<{ model: { alias: string; version: string }; experiment?: { key: string; arm: string } }>(
+        t.post('/v1/predict', { model: 'exp-model', user_id: u }, t.keys.read),
+      );
       const arm = assign(e, { user_id: u })!;
       assert.deepEqual(res.experiment, { key: 'model-test', arm });
       assert.equal(res.model.version, versions[arm === 'control' ? 0 : 1]);
     }
-    const stranger = await json<{ model: { version: string }; experiment?: unknown }>(t.post('/v1/predict', { model: 'exp-model', user_id: 'model-u-never-seen', values: { logins_7d: 1 } }, t.keys.read));
+    const stranger = await json<{ model: { version: string }; experiment?: unknown }>(
+      t.post('/v1/predict', { model: 'exp-model', user_id: 'model-u-never-seen', values: { logins_7d: 1 } }, t.keys.read),
+    );
     assert.equal(stranger.experiment, undefined, 'predictions do not enroll users');
     assert.equal(stranger.model.version, versions[0]);
-    await until('a ship recommendation', async () => ((await json<Results>(t.call('/v1/experiments/model-test/results', { key: t.keys.read }))).decision?.action === 'ship' ? true : undefined));
+    await until('a ship recommendation', async () =>
+      (await json<Results>(t.call('/v1/experiments/model-test/results', { key: t.keys.read }))).decision?.action === 'ship' ? true : undefined,
+    );
     assert.equal((await put('/v1/experiments/model-test', { ...def, decisions: { ship: 'auto', rollback: 'auto' } }, 1)).status, 200);
-    await until('the automatic ship', async () => ((await json<{ status: string }>(t.call('/v1/experiments/model-test', { key: t.keys.read }))).status === 'shipped' ? true : undefined));
+    await until('the automatic ship', async () =>
+      (await json<{ status: string }>(t.call('/v1/experiments/model-test', { key: t.keys.read }))).status === 'shipped' ? true : undefined,
+    );
     const aliases = await json<{ aliases: Record<string, string> }>(t.call('/v1/models/exp-model', { key: t.keys.read }));
     assert.equal(aliases.aliases.champion, versions[1], 'the control arm alias now points at the winner');
   });
@@ -271,13 +383,19 @@ describe('experiments in the service', () => {
         const live = t.service.experiments.tracker.stats(key);
         const recomputed = await experimentStatsFromLake(lake, stored, metricCatalog());
         assert.equal(recomputed.rehashMismatches, 0, 'every logged arm is the one the hash macro gives');
-        assert.deepEqual(recomputed.arms.map((a) => [a.arm, a.users]), live.arms.map((a) => [a.arm, a.users]).sort());
+        assert.deepEqual(
+          recomputed.arms.map((a) => [a.arm, a.users]),
+          live.arms.map((a) => [a.arm, a.users]).sort(),
+        );
         for (const arm of live.arms) {
           const other = recomputed.arms.find((a) => a.arm === arm.arm)!;
           for (const [metric, sums] of Object.entries(arm.metrics)) {
             for (const [field, value] of Object.entries(sums)) {
               const theirs = other.metrics[metric]![field as keyof typeof sums];
-              assert.ok(Math.abs(theirs - value) <= 1e-9 * Math.max(1, Math.abs(value)), `${key} ${arm.arm} ${metric} ${field}: live ${value}, lakehouse ${theirs}`);
+              assert.ok(
+                Math.abs(theirs - value) <= 1e-9 * Math.max(1, Math.abs(value)),
+                `${key} ${arm.arm} ${metric} ${field}: live ${value}, lakehouse ${theirs}`,
+              );
             }
           }
         }

@@ -8,7 +8,18 @@ import type { EnrichedEvent } from '../../../src/workbench/event.js';
 import { ExperimentSchema } from '../../../src/workbench/experiments/definition.js';
 import { metricCatalog } from '../../../src/workbench/experiments/metrics.js';
 
-const e = ExperimentSchema.parse({ key: 'exp', hypothesis: 'h', arms: [{ key: 'a', weight: 0.5 }, { key: 'b', weight: 0.5 }], objective: 'mrr', guardrails: [{ metric: 'logins', bad: 'decrease', tolerance: 0.1 }], mde: 0.05, status: 'running' });
+const e = ExperimentSchema.parse({
+  key: 'exp',
+  hypothesis: 'h',
+  arms: [
+    { key: 'a', weight: 0.5 },
+    { key: 'b', weight: 0.5 },
+  ],
+  objective: 'mrr',
+  guardrails: [{ metric: 'logins', bad: 'decrease', tolerance: 0.1 }],
+  mde: 0.05,
+  status: 'running',
+});
 const dims = { country: 'GB', device: 'web', tier: 'free', first_seen: '2026-01-01T00:00:00.000Z' };
 const at = (minutes: number) => new Date(Date.UTC(2026, 0, 10) + minutes * 60_000).toISOString();
 const ev = (id: string, user: string, name: string, minutes: number, props: Record<string, unknown> = {}, arm?: string): EnrichedEvent => ({
@@ -35,7 +46,12 @@ const events: EnrichedEvent[] = [
   ev('9', 'u2', 'login', 41),
 ];
 
-const open = (dir: string, warn?: (m: string) => void) => new ExperimentTracker((k) => (k === 'exp' ? e : undefined), metricCatalog(), { snapshotPath: join(dir, 'experiments.snapshot'), snapshotEveryMs: 0, ...(warn ? { warn } : {}) });
+const open = (dir: string, warn?: (m: string) => void) =>
+  new ExperimentTracker((k) => (k === 'exp' ? e : undefined), metricCatalog(), {
+    snapshotPath: join(dir, 'experiments.snapshot'),
+    snapshotEveryMs: 0,
+    ...(warn ? { warn } : {}),
+  });
 
 describe('the experiment statistics consumer', () => {
   it('keeps the sums a hand count gives: values in the window, the covariate before exposure, tagged events only', async () => {

@@ -54,7 +54,13 @@ export function onlineStoreConformance(name: string, open: () => Promise<OnlineS
     });
 
     it('keeps the states of a batch with the offset after it, and reads back what was written', async () => {
-      await store.write(new Map([['u1', stateOf('a', 'b')], ['u2', stateOf('c')]]), 10);
+      await store.write(
+        new Map([
+          ['u1', stateOf('a', 'b')],
+          ['u2', stateOf('c')],
+        ]),
+        10,
+      );
       const got = await store.get(['u1', 'u2', 'nobody']);
       assert.deepEqual([...got.keys()].sort(), ['u1', 'u2']);
       assert.deepEqual({ ...compiled.read(got.get('u1'), T + 60_000).values }, { views_1h: 2, last_items: ['b', 'a'] });
@@ -76,7 +82,13 @@ export function onlineStoreConformance(name: string, open: () => Promise<OnlineS
     });
 
     it('removes a user whose state is gone, and forgets everything on reset', async () => {
-      await store.write(new Map([['u1', stateOf('a')], ['u2', stateOf('b')]]), 2);
+      await store.write(
+        new Map([
+          ['u1', stateOf('a')],
+          ['u2', stateOf('b')],
+        ]),
+        2,
+      );
       await store.write(new Map([['u1', undefined]]), 3);
       assert.deepEqual([...(await store.get(['u1', 'u2'])).keys()], ['u2']);
       await store.reset('set-b');

@@ -54,7 +54,10 @@ describe('the online feature store in the service', { timeout: 60_000 }, () => {
     assert.equal(conflict.status, 409);
     assert.equal(((await conflict.json()) as { error: { code: string } }).error.code, 'conflict');
     const listed = (await (await t.call('/v1/features', { key: t.keys.read })).json()) as { features: { name: string; version: string }[]; store: string };
-    assert.deepEqual(listed.features.map((f) => f.name), ['purchases_7d', 'spend_30d', 'last_items']);
+    assert.deepEqual(
+      listed.features.map((f) => f.name),
+      ['purchases_7d', 'spend_30d', 'last_items'],
+    );
     assert.equal(listed.store, 'memory');
   });
 
@@ -79,7 +82,9 @@ describe('the online feature store in the service', { timeout: 60_000 }, () => {
   it('resumes after a restart without counting an event twice, and rebuilds from the log for a new feature', async () => {
     await t.service.stop();
     t = await startTestService({}, dir);
-    await t.post('/v1/events', [event('f4', { user_id: 'buyer', event: 'purchase', time: new Date(Date.now() - 1000).toISOString(), props: { amount: 1, item: 'pen' } })]);
+    await t.post('/v1/events', [
+      event('f4', { user_id: 'buyer', event: 'purchase', time: new Date(Date.now() - 1000).toISOString(), props: { amount: 1, item: 'pen' } }),
+    ]);
     const a = await caughtUp('buyer', (x) => x.values.purchases_7d === 3);
     assert.deepEqual(a.values, { purchases_7d: 3, spend_30d: 16.5, last_items: ['pen', 'tea'] });
 
@@ -96,6 +101,9 @@ describe('the online feature store in the service', { timeout: 60_000 }, () => {
     assert.equal(b.feature_set, res.version);
     assert.deepEqual(b.values, { purchases_7d: 3, spend_30d: 16.5, last_items: ['pen', 'tea'], logins_1h: 1 });
     const log = (await (await t.call('/v1/log', { key: t.keys.read })).json()) as { consumers: { name: string }[] };
-    assert.deepEqual(log.consumers.map((c) => c.name).filter((n) => n.startsWith('features')), ['features']);
+    assert.deepEqual(
+      log.consumers.map((c) => c.name).filter((n) => n.startsWith('features')),
+      ['features'],
+    );
   });
 });

@@ -5,7 +5,8 @@ import { DEFAULT_EVENT_LIMITS } from '../../../src/workbench/event.js';
 import { batchOf } from '../../../src/serving/http/event-body.js';
 import { Unparsable } from '../../../src/serving/pipeline/ingest.js';
 
-const request = (body: string, type: string) => ({ body: Buffer.from(body), get: (h: string) => (h === 'content-type' ? type : undefined) }) as unknown as Request;
+const request = (body: string, type: string) =>
+  ({ body: Buffer.from(body), get: (h: string) => (h === 'content-type' ? type : undefined) }) as unknown as Request;
 
 /** Bracket depth of a parsed value, the event object itself being 1: computed apart from the scanner. */
 const depthOf = (v: unknown): number => (v !== null && typeof v === 'object' ? 1 + Math.max(0, ...Object.values(v).map(depthOf)) : 0);
@@ -20,7 +21,7 @@ function nested(levels: number, rnd: () => number): unknown {
 describe('the events body scanner', () => {
   it('refuses an item unparsed exactly when it nests deeper than the limit, brackets in strings not counted', async () => {
     let seed = 7;
-    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const max = DEFAULT_EVENT_LIMITS.maxPropsDepth;
     const events = Array.from({ length: 400 }, (_, i) => ({ event_id: `e${i}`, props: { x: nested(Math.floor(rnd() * (max + 3)), rnd) } }));
     const texts = events.map((e) => JSON.stringify(e));

@@ -53,7 +53,10 @@ describe('publishing models and serving predictions', { timeout: 120_000 }, () =
   it('publishes with an admin key only, and refuses a tampered bundle', async () => {
     await assert.rejects(publish(v1, { url: t.service.url, key: t.keys.read }), /failed \(403\)/);
     const tampered = { ...v1, label: 'something else' };
-    await assert.rejects(publish(tampered, { url: t.service.url, key: t.keys.admin }), (err: Error & { code?: string }) => err.code === 'bundle_integrity' && /changed after it was made/.test(err.message));
+    await assert.rejects(
+      publish(tampered, { url: t.service.url, key: t.keys.admin }),
+      (err: Error & { code?: string }) => err.code === 'bundle_integrity' && /changed after it was made/.test(err.message),
+    );
     const result = await publish(v1, { url: t.service.url, key: t.keys.admin, alias: 'champion' });
     assert.deepEqual([result.version, result.alias, result.from], [v1.version, 'champion', null]);
     assert.deepEqual(result.features_added.sort(), ['logins_7d', 'spend_30d']);
@@ -156,19 +159,38 @@ describe('publishing models and serving predictions', { timeout: 120_000 }, () =
     const firstNew = seen.find((s) => s.version === v2.version);
     assert.ok(firstNew, 'the new version answered');
     assert.ok(firstNew.at - publishedAt < 1000, `first prediction from the new version ${firstNew.at - publishedAt} ms after publishing`);
-    assert.ok(seen.filter((s) => s.at > answeredAt + 50).every((s) => s.version === v2.version), 'only the new version after the swap');
+    assert.ok(
+      seen.filter((s) => s.at > answeredAt + 50).every((s) => s.version === v2.version),
+      'only the new version after the swap',
+    );
 
     // A refused publish (a changed bundle, a feature that conflicts) leaves the champion serving.
     const conflicting = await createBundle('propensity', first, featureSet([{ ...features[0]!, window: '30d' }, features[1]!]));
-    await assert.rejects(publish(conflicting, { url: t.service.url, key: t.keys.admin, alias: 'champion' }), /failed \(409\).*logins_7d is already served with another definition/);
-    await assert.rejects(publish({ ...v1, kind: 'mlp' }, { url: t.service.url, key: t.keys.admin, alias: 'champion' }), /refused before upload \(400\).*changed after it was made/);
+    await assert.rejects(
+      publish(conflicting, { url: t.service.url, key: t.keys.admin, alias: 'champion' }),
+      /failed \(409\).*logins_7d is already served with another definition/,
+    );
+    await assert.rejects(
+      publish({ ...v1, kind: 'mlp' }, { url: t.service.url, key: t.keys.admin, alias: 'champion' }),
+      /refused before upload \(400\).*changed after it was made/,
+    );
     assert.equal((await predict({ model: 'propensity', user_id: 'alice' })).body.model.version, v2.version);
 
-    const rollback = await t.call('/v1/models/propensity/aliases/champion', { method: 'PUT', key: t.keys.admin, body: JSON.stringify({ version: v1.version, reason: 'rollback' }), headers: { 'content-type': 'application/json' } });
+    const rollback = await t.call('/v1/models/propensity/aliases/champion', {
+      method: 'PUT',
+      key: t.keys.admin,
+      body: JSON.stringify({ version: v1.version, reason: 'rollback' }),
+      headers: { 'content-type': 'application/json' },
+    });
     assert.equal(rollback.status, 200);
     assert.equal((await predict({ model: 'propensity', user_id: 'alice' })).body.model.version, v1.version);
-    const model = (await (await t.call('/v1/models/propensity', { key: t.keys.read })).json()) as { history: { from: string | null; to: string; reason?: string }[] };
-    assert.deepEqual(model.history.map((h) => h.reason ?? null), [null, 'mlp', 'rollback']);
+    const model = (await (await t.call('/v1/models/propensity', { key: t.keys.read })).json()) as {
+      history: { from: string | null; to: string; reason?: string }[];
+    };
+    assert.deepEqual(
+      model.history.map((h) => h.reason ?? null),
+      [null, 'mlp', 'rollback'],
+    );
   });
 
   it('logs every prediction as an event', async () => {
@@ -176,7 +198,9 @@ describe('publishing models and serving predictions', { timeout: 120_000 }, () =
     for (let i = 0; i < 5; i++) await predict({ model: 'propensity', user_id: 'alice' });
     let points: { event: string; count: number }[] = [];
     for (let i = 0; i < 50; i++) {
-      const res = (await (await t.call('/v1/aggregates?window=1h&event=prediction&dimension=all', { key: t.keys.read })).json()) as { points: { event: string; count: number }[] };
+      const res = (await (await t.call('/v1/aggregates?window=1h&event=prediction&dimension=all', { key: t.keys.read })).json()) as {
+        points: { event: string; count: number }[];
+      };
       points = res.points;
       const log = (await (await t.call('/v1/log', { key: t.keys.read })).json()) as { next: number };
       if (log.next >= before.next + 5) break;
@@ -223,7 +247,12 @@ describe('a service started over a registry with models in it', { timeout: 60_00
       await t.post('/v1/events', [event('s1', { user_id: 'carol', event: 'login' })]);
       let res: Response | undefined;
       for (let i = 0; i < 50; i++) {
-        res = await t.call('/v1/predict', { method: 'POST', key: t.keys.read, body: JSON.stringify({ model: 'offline-saved', user_id: 'carol' }), headers: { 'content-type': 'application/json' } });
+        res = await t.call('/v1/predict', {
+          method: 'POST',
+          key: t.keys.read,
+          body: JSON.stringify({ model: 'offline-saved', user_id: 'carol' }),
+          headers: { 'content-type': 'application/json' },
+        });
         const body = (await res.clone().json()) as Prediction;
         if (res.status === 200 && body.features.logins_7d === 1) break;
         await sleep(50);
@@ -246,7 +275,10 @@ describe('a model saved to the registry while the service runs', { timeout: 60_0
     const wideRows = rows.map((r) => ({ ...r, logins_lifetime: r.logins_7d * 2 }));
     const model = await trainClassifier(wideRows, 'bought', columnsFor(wide), { seed: 1, maxEpochs: 5 });
     try {
-      await t.post('/v1/events', [event('j1', { user_id: 'dave', event: 'login' }), event('j2', { user_id: 'dave', event: 'login', time: new Date(Date.now() - 2000).toISOString() })]);
+      await t.post('/v1/events', [
+        event('j1', { user_id: 'dave', event: 'login' }),
+        event('j2', { user_id: 'dave', event: 'login', time: new Date(Date.now() - 2000).toISOString() }),
+      ]);
       const bundle = await createBundle('job-made', model, wide, { lineage: { source: 'job:test' } });
       const { ModelRegistry } = await import('../../../src/workbench/models/registry.js');
       const { join } = await import('node:path');
@@ -255,7 +287,12 @@ describe('a model saved to the registry while the service runs', { timeout: 60_0
       registry.setAlias('job-made', 'champion', bundle.version, { by: 'a job' });
       let body: Prediction | undefined;
       for (let i = 0; i < 100; i++) {
-        const res = await t.call('/v1/predict', { method: 'POST', key: t.keys.read, body: JSON.stringify({ model: 'job-made', user_id: 'dave' }), headers: { 'content-type': 'application/json' } });
+        const res = await t.call('/v1/predict', {
+          method: 'POST',
+          key: t.keys.read,
+          body: JSON.stringify({ model: 'job-made', user_id: 'dave' }),
+          headers: { 'content-type': 'application/json' },
+        });
         if (res.status === 200) {
           body = (await res.json()) as Prediction;
           if (body.features.logins_lifetime === 2) break;
@@ -280,14 +317,22 @@ describe('precomputed predictions', { timeout: 60_000 }, () => {
     try {
       const bundle = await createBundle('precomputed', model, features);
       await publish(bundle, { url: t.service.url, key: t.keys.admin, alias: 'champion' });
-      await t.post('/v1/events', [event('pc1', { user_id: 'erin', event: 'purchase', props: { amount: 30 } }), event('pc2', { user_id: 'erin', event: 'login' }), event('pc3', { user_id: 'frank', event: 'purchase', props: { amount: 5 } })]);
+      await t.post('/v1/events', [
+        event('pc1', { user_id: 'erin', event: 'purchase', props: { amount: 30 } }),
+        event('pc2', { user_id: 'erin', event: 'login' }),
+        event('pc3', { user_id: 'frank', event: 'purchase', props: { amount: 5 } }),
+      ]);
       let found: { user_id: string; score: number; version: string; model: string }[] = [];
       for (let i = 0; i < 100 && found.length === 0; i++) {
         await sleep(50);
         found = [];
         for await (const batch of oltp.scan('predictions')) found.push(...batch);
       }
-      assert.deepEqual(found.map((p) => [p.model, p.user_id, p.version]), [['precomputed', 'erin', bundle.version]], 'only the user who logged in');
+      assert.deepEqual(
+        found.map((p) => [p.model, p.user_id, p.version]),
+        [['precomputed', 'erin', bundle.version]],
+        'only the user who logged in',
+      );
       // Scored with the login itself folded in: logins_7d = 1, spend_30d = 30.
       assert.equal(found[0]!.score, model.predict([{ logins_7d: 1, spend_30d: 30 }])[0]);
       // Scored once: one precompute consumer, counted once in the metrics.

@@ -31,11 +31,18 @@ describe('hostile bundles, a damaged registry and models that score NaN, against
   let model: Classifier;
   let v1: ModelBundle;
   const json = async (path: string, init: { method?: string; key?: string; body?: string } = {}) => {
-    const res = await t.call(path, { method: init.method ?? 'GET', key: init.key ?? t.keys.admin, ...(init.body ? { body: init.body, headers: { 'content-type': 'application/json' } } : {}) });
+    const res = await t.call(path, {
+      method: init.method ?? 'GET',
+      key: init.key ?? t.keys.admin,
+      ...(init.body ? { body: init.body, headers: { 'content-type': 'application/json' } } : {}),
+    });
     return { status: res.status, body: (await res.json()) as Answer };
   };
   const predict = (body: Record<string, unknown>) => json('/v1/predict', { method: 'POST', key: t.keys.read, body: JSON.stringify(body) });
-  const registryFiles = () => readdirSync(join(t.dataDir, 'registry', 'bundles')).filter((f) => f.endsWith('.json')).sort();
+  const registryFiles = () =>
+    readdirSync(join(t.dataDir, 'registry', 'bundles'))
+      .filter((f) => f.endsWith('.json'))
+      .sort();
 
   before(async () => {
     t = await startTestService();
@@ -62,7 +69,10 @@ describe('hostile bundles, a damaged registry and models that score NaN, against
     }
     assert.deepEqual(registryFiles(), files, 'nothing stored');
     const listed = await json('/v1/models', { key: t.keys.read });
-    assert.deepEqual(listed.body.models!.map((m) => m.version), [v1.version]);
+    assert.deepEqual(
+      listed.body.models!.map((m) => m.version),
+      [v1.version],
+    );
     const alice = await predict({ model: 'propensity', user_id: 'alice' });
     assert.equal(alice.status, 200);
     assert.equal(alice.body.model!.version, v1.version, 'the champion still serves');
@@ -72,9 +82,17 @@ describe('hostile bundles, a damaged registry and models that score NaN, against
     const registry = ModelRegistry.open(join(t.dataDir, 'registry'));
     const changed = registry.put(await createBundle('propensity', model, features, { lineage: { createdAt: '2026-11-02T00:00:00.000Z' } }));
     const truncated = registry.put(await createBundle('propensity', model, features, { lineage: { createdAt: '2026-11-03T00:00:00.000Z' } }));
-    const unloadable = registry.put(rehashed(await createBundle('propensity', model, features, { lineage: { createdAt: '2026-11-04T00:00:00.000Z' } }), (b) => (b.model.topology.config.layers[0].class_name = 'NoSuchLayer')));
+    const unloadable = registry.put(
+      rehashed(
+        await createBundle('propensity', model, features, { lineage: { createdAt: '2026-11-04T00:00:00.000Z' } }),
+        (b) => (b.model.topology.config.layers[0].class_name = 'NoSuchLayer'),
+      ),
+    );
     const path = (b: ModelBundle) => join(t.dataDir, 'registry', 'bundles', `${b.version}.json`);
-    writeFileSync(path(changed), readFileSync(path(changed), 'utf8').replace(/"weights":"(.)/, (_, c: string) => `"weights":"${c === 'A' ? 'B' : 'A'}`));
+    writeFileSync(
+      path(changed),
+      readFileSync(path(changed), 'utf8').replace(/"weights":"(.)/, (_, c: string) => `"weights":"${c === 'A' ? 'B' : 'A'}`),
+    );
     writeFileSync(path(truncated), readFileSync(path(truncated), 'utf8').slice(0, 100));
 
     const listed = await json('/v1/models', { key: t.keys.read });

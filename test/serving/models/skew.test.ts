@@ -25,7 +25,13 @@ const features = featureSet([
 describe('the training/serving skew report', { timeout: 90_000 }, () => {
   it('finds no skew when the store was up to date, and flags a late event the store could not have known', async () => {
     const t = await startTestService();
-    const rows = Array.from({ length: 300 }, (_, i) => ({ logins_7d: i % 7, spend_30d: (i * 13) % 100, since_last_login: i * 60, user_age: i * 600, y: i % 3 === 0 ? 1 : 0 }));
+    const rows = Array.from({ length: 300 }, (_, i) => ({
+      logins_7d: i % 7,
+      spend_30d: (i * 13) % 100,
+      since_last_login: i * 60,
+      user_age: i * 600,
+      y: i % 3 === 0 ? 1 : 0,
+    }));
     const model = await trainClassifier(rows, 'y', columnsFor(features), { seed: 1, maxEpochs: 3 });
     try {
       await publish(await createBundle('skewed', model, features), { url: t.service.url, key: t.keys.admin, alias: 'champion' });
@@ -42,7 +48,12 @@ describe('the training/serving skew report', { timeout: 90_000 }, () => {
           const res = await t.call(`/v1/features/${user}`, { key: t.keys.read });
           const body = (await res.json()) as { values?: Record<string, unknown> };
           if (res.status === 200 && body.values?.logins_7d === 1) {
-            const scored = await t.call('/v1/predict', { method: 'POST', key: t.keys.read, body: JSON.stringify({ model: 'skewed', user_id: user }), headers: { 'content-type': 'application/json' } });
+            const scored = await t.call('/v1/predict', {
+              method: 'POST',
+              key: t.keys.read,
+              body: JSON.stringify({ model: 'skewed', user_id: user }),
+              headers: { 'content-type': 'application/json' },
+            });
             assert.equal(scored.status, 200, await scored.text());
             return;
           }
@@ -63,7 +74,9 @@ describe('the training/serving skew report', { timeout: 90_000 }, () => {
         const lh = await Lakehouse.open(lake).catch(() => undefined);
         if (!lh) continue;
         try {
-          const [r] = await lh.query<{ n: number; late: number }>(sql`SELECT count(*) FILTER (WHERE event = 'prediction') AS n, count(*) FILTER (WHERE event_id = 'k4') AS late FROM events WHERE source = 'live'`);
+          const [r] = await lh.query<{ n: number; late: number }>(
+            sql`SELECT count(*) FILTER (WHERE event = 'prediction') AS n, count(*) FILTER (WHERE event_id = 'k4') AS late FROM events WHERE source = 'live'`,
+          );
           if (r!.n < 2 || r!.late < 1) continue;
           report = await skewReport(lh, ModelRegistry.open(join(t.dataDir, 'registry')), { model: 'skewed' });
           break;

@@ -3,22 +3,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { gunzipSync } from 'node:zlib';
-import {
-  AnomalyDetector,
-  expectedInSpan,
-  robustBaseline,
-  type Alert,
-  type AnomalyOptions,
-} from '../../../src/serving/observability/anomaly.js';
-import {
-  DAY_MS,
-  HOUR_MS,
-  MINUTE_MS,
-  TimeSeriesStore,
-  WEEK_MS,
-  seriesKey,
-  type Labels,
-} from '../../../src/serving/observability/timeseries.js';
+import { AnomalyDetector, expectedInSpan, robustBaseline, type Alert, type AnomalyOptions } from '../../../src/serving/observability/anomaly.js';
+import { DAY_MS, HOUR_MS, MINUTE_MS, TimeSeriesStore, WEEK_MS, seriesKey, type Labels } from '../../../src/serving/observability/timeseries.js';
 
 // ---- synthetic traffic with a known truth ---------------------------------------------------
 
@@ -116,7 +102,12 @@ function simulate(opts: {
 
 const SEED = 7;
 const show = (alerts: Alert[]) =>
-  alerts.map((a) => `${a.series} ${a.direction} ${a.windowStart}..${a.windowEnd} observed ${a.observed} expected ${a.expected.toFixed(1)} threshold ${a.threshold.toFixed(1)}`).join('\n');
+  alerts
+    .map(
+      (a) =>
+        `${a.series} ${a.direction} ${a.windowStart}..${a.windowEnd} observed ${a.observed} expected ${a.expected.toFixed(1)} threshold ${a.threshold.toFixed(1)}`,
+    )
+    .join('\n');
 
 describe('TimeSeriesStore', () => {
   it('keys a series by its name and sorted labels, Prometheus style', () => {
@@ -126,7 +117,10 @@ describe('TimeSeriesStore', () => {
     store.add('events', { event: 'login', country: 'GB' }, START + 30_000, 2);
     store.add('events', { country: 'GB', event: 'login' }, START + 90_000);
     const key = 'events{country="GB",event="login"}';
-    assert.deepEqual(store.series().map((s) => s.key), [key]);
+    assert.deepEqual(
+      store.series().map((s) => s.key),
+      [key],
+    );
     assert.deepEqual(store.minutes(key, START, START + 3 * MINUTE_MS), [
       { start: START, value: 2 },
       { start: START + MINUTE_MS, value: 1 },

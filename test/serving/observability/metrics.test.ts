@@ -9,7 +9,13 @@ import { event, startTestService, type TestService } from '../../helpers/service
 import { until } from '../../helpers/wait.js';
 
 /** Debian's (the prometheus package, which CI installs), else one on PATH. */
-const PROMTOOL = ['/usr/bin/promtool', ...(process.env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, 'promtool'))].find((path) => existsSync(path));
+const PROMTOOL = [
+  '/usr/bin/promtool',
+  ...(process.env.PATH ?? '')
+    .split(delimiter)
+    .filter(Boolean)
+    .map((dir) => join(dir, 'promtool')),
+].find((path) => existsSync(path));
 
 describe('metrics', () => {
   it('caps the distinct values of a label, counting the rest as other', () => {
@@ -37,7 +43,8 @@ describe('metrics', () => {
     assert.equal(m.label('country', 'unknown'), 'unknown', "the service's placeholder is known");
     assert.equal(m.label('device', 'android'), 'android');
     assert.equal(m.label('tier', 'pro'), 'pro');
-    for (const name of ['login', 'purchase', 'return', 'subscription_cancelled', 'prediction', 'experiment_exposure', 'checkout']) assert.equal(m.label('event', name), name);
+    for (const name of ['login', 'purchase', 'return', 'subscription_cancelled', 'prediction', 'experiment_exposure', 'checkout'])
+      assert.equal(m.label('event', name), name);
     assert.equal(m.label('country', '__proto__'), 'other');
   });
 
@@ -45,9 +52,55 @@ describe('metrics', () => {
     assert.equal(Object.keys(COUNTRIES).length, 249);
     const countries = labelVocabulary().get('country')!;
     // data/online-retail-uci/online_retail.csv.gz, its Country column (all 38 values).
-    const retail = ['Australia', 'Austria', 'Bahrain', 'Belgium', 'Brazil', 'Canada', 'Channel Islands', 'Cyprus', 'Czech Republic', 'Denmark', 'EIRE', 'European Community', 'Finland', 'France', 'Germany', 'Greece', 'Hong Kong', 'Iceland', 'Israel', 'Italy', 'Japan', 'Lebanon', 'Lithuania', 'Malta', 'Netherlands', 'Norway', 'Poland', 'Portugal', 'RSA', 'Saudi Arabia', 'Singapore', 'Spain', 'Sweden', 'Switzerland', 'USA', 'United Arab Emirates', 'United Kingdom', 'Unspecified'];
-    assert.deepEqual(retail.filter((c) => !countries.has(c)), ['Channel Islands', 'European Community', 'Unspecified']);
-    assert.deepEqual(['GB', 'US', 'DE', 'FR', 'NL', 'IN'].filter((c) => !countries.has(c)), [], "the simulator's countries");
+    const retail = [
+      'Australia',
+      'Austria',
+      'Bahrain',
+      'Belgium',
+      'Brazil',
+      'Canada',
+      'Channel Islands',
+      'Cyprus',
+      'Czech Republic',
+      'Denmark',
+      'EIRE',
+      'European Community',
+      'Finland',
+      'France',
+      'Germany',
+      'Greece',
+      'Hong Kong',
+      'Iceland',
+      'Israel',
+      'Italy',
+      'Japan',
+      'Lebanon',
+      'Lithuania',
+      'Malta',
+      'Netherlands',
+      'Norway',
+      'Poland',
+      'Portugal',
+      'RSA',
+      'Saudi Arabia',
+      'Singapore',
+      'Spain',
+      'Sweden',
+      'Switzerland',
+      'USA',
+      'United Arab Emirates',
+      'United Kingdom',
+      'Unspecified',
+    ];
+    assert.deepEqual(
+      retail.filter((c) => !countries.has(c)),
+      ['Channel Islands', 'European Community', 'Unspecified'],
+    );
+    assert.deepEqual(
+      ['GB', 'US', 'DE', 'FR', 'NL', 'IN'].filter((c) => !countries.has(c)),
+      [],
+      "the simulator's countries",
+    );
   });
 });
 
@@ -62,7 +115,9 @@ describe('metrics of a running service', { timeout: 60_000 }, () => {
   const scrape = async () => (await t.call('/metrics', { key: t.keys.read })).text();
 
   it('keeps a real new country labelled as itself after one key sent 300 made-up ones', async () => {
-    const fake = Array.from({ length: 300 }, (_, i) => event(`fake-${i}`, { user_id: `fake-user-${i}`, props: { country: `Fakeland ${i}`, device: `gadget-${i}` } }));
+    const fake = Array.from({ length: 300 }, (_, i) =>
+      event(`fake-${i}`, { user_id: `fake-user-${i}`, props: { country: `Fakeland ${i}`, device: `gadget-${i}` } }),
+    );
     assert.equal((await t.post('/v1/events', fake)).status, 200);
     assert.equal((await t.post('/v1/events', [event('real-nz', { user_id: 'kiwi', props: { country: 'NZ', device: 'ios' } })])).status, 200);
     const text = await until('the metrics consumer', async () => {
@@ -80,7 +135,11 @@ describe('metrics of a running service', { timeout: 60_000 }, () => {
       console.warn('\n*** SKIPPED: promtool is not installed, so /metrics was not checked (apt-get install --no-install-recommends prometheus) ***\n');
       return ctx.skip('promtool is not installed');
     }
-    await t.post('/v1/events', [event('p-1', { user_id: 'prom-1', props: { country: 'FR', device: 'web' } }), event('p-2', { user_id: 'prom-1', event: 'purchase', props: { amount: 12.5 } }), { nonsense: true }]);
+    await t.post('/v1/events', [
+      event('p-1', { user_id: 'prom-1', props: { country: 'FR', device: 'web' } }),
+      event('p-2', { user_id: 'prom-1', event: 'purchase', props: { amount: 12.5 } }),
+      { nonsense: true },
+    ]);
     await t.post('/v1/events', [event('p-1')]);
     await t.call('/nowhere');
     const text = await until('the new events in /metrics', async () => {

@@ -43,7 +43,11 @@ describe('live aggregates under made-up values', () => {
     const unknown = [...countries.keys()].filter((c) => c.startsWith('Atlantis-'));
     assert.equal(unknown.length, 20, 'twenty unknown values admitted in the window');
     assert.equal(countries.get('other'), 280);
-    assert.equal([...countries.values()].reduce((x, y) => x + y, 0), 302, 'every event is counted once');
+    assert.equal(
+      [...countries.values()].reduce((x, y) => x + y, 0),
+      302,
+      'every event is counted once',
+    );
   });
 
   it('bound unknown event names the same way, and keep exact per-event totals when the cell budget is spent', async () => {
@@ -67,7 +71,10 @@ describe('live aggregates under made-up values', () => {
   it('keep what each window admitted across a restart from the snapshot', async () => {
     const dir = tempDir();
     const first = aggregates(dir, { snapshotEveryMs: 0 });
-    await first.handle(Array.from({ length: 20 }, (_, i) => event(i, { country: `Atlantis-${i}` })), 0);
+    await first.handle(
+      Array.from({ length: 20 }, (_, i) => event(i, { country: `Atlantis-${i}` })),
+      0,
+    );
     await first.close();
     const second = aggregates(dir);
     assert.equal(await second.resumeAt(0), 20);

@@ -45,8 +45,19 @@ export function eventLogConformance(name: string, open: () => Promise<EventLog |
       assert.deepEqual(await log.append([enc('d')]), { first: 3, next: 4 });
       assert.deepEqual(await log.append([]), { first: 4, next: 4 });
       const all = await log.read(0, 100);
-      assert.deepEqual(all.map((e) => [e.offset, dec(e.payload)]), [[0, 'a'], [1, 'b'], [2, 'c'], [3, 'd']]);
-      assert.deepEqual((await log.read(2, 1)).map((e) => dec(e.payload)), ['c']);
+      assert.deepEqual(
+        all.map((e) => [e.offset, dec(e.payload)]),
+        [
+          [0, 'a'],
+          [1, 'b'],
+          [2, 'c'],
+          [3, 'd'],
+        ],
+      );
+      assert.deepEqual(
+        (await log.read(2, 1)).map((e) => dec(e.payload)),
+        ['c'],
+      );
       assert.deepEqual(await log.read(4, 10), []);
       assert.equal(await log.next(), 4);
     });
@@ -71,15 +82,17 @@ export function eventLogConformance(name: string, open: () => Promise<EventLog |
 
     it('keeps concurrent batches contiguous and loses none', async () => {
       const start = await log.next();
-      const results = await Promise.all(
-        Array.from({ length: 40 }, (_, i) => log.append(Array.from({ length: 5 }, (_, j) => enc(`batch${i}-${j}`)))),
-      );
+      const results = await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(Array.from({ length: 5 }, (_, j) => enc(`batch${i}-${j}`)))));
       const entries = await log.read(start, 1000);
       assert.equal(entries.length, 200);
       for (const [i, r] of results.entries()) {
         assert.equal(r.next - r.first, 5);
         const batch = entries.filter((e) => e.offset >= r.first && e.offset < r.next).map((e) => dec(e.payload));
-        assert.deepEqual(batch, Array.from({ length: 5 }, (_, j) => `batch${i}-${j}`), 'a batch is contiguous');
+        assert.deepEqual(
+          batch,
+          Array.from({ length: 5 }, (_, j) => `batch${i}-${j}`),
+          'a batch is contiguous',
+        );
       }
       assert.equal(await log.next(), start + 200);
     });
@@ -98,7 +111,10 @@ export function eventLogConformance(name: string, open: () => Promise<EventLog |
       reading = false;
       await Promise.all(readers);
       assert.equal(await log.next(), start + 1000);
-      assert.deepEqual(results.map((r) => r.next - r.first), Array.from({ length: 20 }, () => 50));
+      assert.deepEqual(
+        results.map((r) => r.next - r.first),
+        Array.from({ length: 20 }, () => 50),
+      );
     });
 
     it('keeps a committed offset per consumer', async () => {
@@ -129,7 +145,10 @@ export function eventLogConformance(name: string, open: () => Promise<EventLog |
       await reopen();
       const afterReopen = await log.read(0, 10_000);
       assert.equal(afterReopen.length, before.length);
-      assert.deepEqual(afterReopen.map((e) => Buffer.from(e.payload).toString('hex')), before.map((e) => Buffer.from(e.payload).toString('hex')));
+      assert.deepEqual(
+        afterReopen.map((e) => Buffer.from(e.payload).toString('hex')),
+        before.map((e) => Buffer.from(e.payload).toString('hex')),
+      );
       assert.equal(await log.committed('archiver'), 5);
       const { first } = await log.append([enc('after reopen')]);
       assert.equal(first, before.length);

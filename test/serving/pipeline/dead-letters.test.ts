@@ -49,7 +49,13 @@ function deadLetterStoreConformance(kind: string, open: (name: string) => Promis
       if (!store) return;
       assert.deepEqual(await store.list(), []);
       const before = Date.now();
-      const { letter, isNew } = await store.add({ consumer: 'archiver', offset: 42, payload: enc('{"event_id":"e1","props":{"x":"\\ud800"}}'), error: new Error('Malformed JSON: no low surrogate'), attempts: 3 });
+      const { letter, isNew } = await store.add({
+        consumer: 'archiver',
+        offset: 42,
+        payload: enc('{"event_id":"e1","props":{"x":"\\ud800"}}'),
+        error: new Error('Malformed JSON: no low surrogate'),
+        attempts: 3,
+      });
       assert.equal(isNew, true);
       assert.equal(letter.id, 'archiver@42');
       assert.equal(letter.consumer, 'archiver');
@@ -64,7 +70,10 @@ function deadLetterStoreConformance(kind: string, open: (name: string) => Promis
       assert.deepEqual(await store.get('archiver@42'), letter);
       assert.equal(await store.get('archiver@43'), undefined);
       await store.add({ consumer: 'experiments', offset: 7, payload: enc('{}'), error: 'plain string error', attempts: 1 });
-      assert.deepEqual((await store.list({ consumer: 'archiver' })).map((l) => l.id), ['archiver@42']);
+      assert.deepEqual(
+        (await store.list({ consumer: 'archiver' })).map((l) => l.id),
+        ['archiver@42'],
+      );
       assert.deepEqual((await store.list({ state: 'open' })).map((l) => l.id).sort(), ['archiver@42', 'experiments@7']);
       assert.equal((await store.get('experiments@7'))!.error.message, 'plain string error');
     });
@@ -102,7 +111,10 @@ function deadLetterStoreConformance(kind: string, open: (name: string) => Promis
       const requested = await store.requestRetry('archiver@9');
       assert.equal(requested.state, 'retry-requested');
       assert.ok(requested.retryRequestedAt);
-      assert.deepEqual((await store.list({ state: 'retry-requested' })).map((l) => l.id), ['archiver@9']);
+      assert.deepEqual(
+        (await store.list({ state: 'retry-requested' })).map((l) => l.id),
+        ['archiver@9'],
+      );
       const failed = await store.recordRetry('archiver@9', { ok: false, error: new Error('still broken') });
       assert.equal(failed.state, 'retry-failed');
       assert.equal(failed.error.message, 'still broken');
@@ -128,12 +140,18 @@ function deadLetterStoreConformance(kind: string, open: (name: string) => Promis
       await cli.requestRetry('archiver@2');
       // Meanwhile the service records another failure of the other letter: neither change is lost.
       await service.add({ consumer: 'archiver', offset: 1, payload: enc('{"a":1}'), error: new Error('x again'), attempts: 1 });
-      assert.deepEqual((await service.list({ state: 'retry-requested' })).map((l) => l.id), ['archiver@2']);
+      assert.deepEqual(
+        (await service.list({ state: 'retry-requested' })).map((l) => l.id),
+        ['archiver@2'],
+      );
       await service.recordRetry('archiver@2', { ok: true });
       assert.equal((await cli.get('archiver@2'))!.state, 'retried-ok');
       const third = (await opened(t, 'shared'))!;
       const letters = await third.list();
-      assert.deepEqual(letters.map((l) => [l.id, l.state, l.attempts]).sort(), [['archiver@1', 'open', 4], ['archiver@2', 'retried-ok', 4]]);
+      assert.deepEqual(letters.map((l) => [l.id, l.state, l.attempts]).sort(), [
+        ['archiver@1', 'open', 4],
+        ['archiver@2', 'retried-ok', 4],
+      ]);
     });
   });
 }
@@ -251,7 +269,10 @@ describe('ConsumerRunner with a dead-letter store', () => {
     const runner = await start(consumer);
     await until('the consumer to pass the poison', async () => (runner.offset === 1000 ? true : undefined));
     assert.equal(consumer.seen.size, 999);
-    assert.ok([...consumer.seen.values()].every((n) => n === 1), 'every good event handled exactly once');
+    assert.ok(
+      [...consumer.seen.values()].every((n) => n === 1),
+      'every good event handled exactly once',
+    );
     assert.equal(consumer.seen.has('e617'), false);
     assert.ok(consumer.batches.length <= 40, `bisecting took ${consumer.batches.length} calls`);
     const handledBatches = consumer.batches.filter((b) => b.first > 617 || b.first + b.size <= 617);
@@ -270,7 +291,14 @@ describe('ConsumerRunner with a dead-letter store', () => {
   });
 
   it('sets aside records an event consumer cannot even decode, and goes on', async (t) => {
-    const records: (string | Uint8Array)[] = [JSON.stringify(event(0)), 'not json {', JSON.stringify(event(2)), '[1,2]', Uint8Array.from([0xff, 0x00]), JSON.stringify(event(5))];
+    const records: (string | Uint8Array)[] = [
+      JSON.stringify(event(0)),
+      'not json {',
+      JSON.stringify(event(2)),
+      '[1,2]',
+      Uint8Array.from([0xff, 0x00]),
+      JSON.stringify(event(5)),
+    ];
     const { store, start } = await setup(t, records);
     const consumer = new Recorder('decoder', () => false);
     const runner = await start(consumer);
@@ -300,8 +328,22 @@ describe('ConsumerRunner with a dead-letter store', () => {
     await until('both retries applied', async () => ((await store.list({ state: 'retried-ok' })).length === 2 ? true : undefined));
     assert.equal(consumer.seen.get('e20'), 1);
     assert.equal(consumer.seen.get('e30'), 1);
-    assert.deepEqual(consumer.batches.slice(-2).sort((a, b) => a.first - b.first), [{ first: 20, size: 1 }, { first: 30, size: 1 }], 'each applied alone, at its offset');
-    assert.deepEqual(retried.map((l) => [l.id, l.state]), [['late@20', 'retry-failed'], ['late@20', 'retried-ok'], ['late@30', 'retried-ok']]);
+    assert.deepEqual(
+      consumer.batches.slice(-2).sort((a, b) => a.first - b.first),
+      [
+        { first: 20, size: 1 },
+        { first: 30, size: 1 },
+      ],
+      'each applied alone, at its offset',
+    );
+    assert.deepEqual(
+      retried.map((l) => [l.id, l.state]),
+      [
+        ['late@20', 'retry-failed'],
+        ['late@20', 'retried-ok'],
+        ['late@30', 'retried-ok'],
+      ],
+    );
   });
 
   it('refuses, with the reason, to retry for a consumer that keeps its position with its state', async (t) => {
@@ -340,7 +382,9 @@ describe('ConsumerRunner with a dead-letter store', () => {
     const db = await DuckDb.open(':memory:');
     t.after(() => db.close());
     const glob = join(lake, 'archive', 'events', 'source=live', '*', '*.parquet');
-    const result = await db.query(sql`SELECT count(*)::INTEGER AS n, count(DISTINCT event_id)::INTEGER AS d, count(*) FILTER (WHERE event_id = 'e120')::INTEGER AS poison FROM read_parquet(${glob})`);
+    const result = await db.query(
+      sql`SELECT count(*)::INTEGER AS n, count(DISTINCT event_id)::INTEGER AS d, count(*) FILTER (WHERE event_id = 'e120')::INTEGER AS poison FROM read_parquet(${glob})`,
+    );
     const [n, d, poison] = result.columns.map((c) => (c as number[])[0]);
     assert.deepEqual([n, d, poison], [299, 299, 0]);
     const parts = readdirSync(join(lake, 'archive', 'events', 'source=live', 'date=2024-05-01'));

@@ -12,7 +12,10 @@ import { eventLogConformance } from './conformance.js';
 const root = tempDir('file-log-');
 const enc = (s: string) => Buffer.from(s);
 const dec = (b: Uint8Array) => Buffer.from(b).toString();
-const segmentFiles = (dir: string) => readdirSync(dir).filter((n) => n.endsWith('.log')).sort();
+const segmentFiles = (dir: string) =>
+  readdirSync(dir)
+    .filter((n) => n.endsWith('.log'))
+    .sort();
 
 /** Appends `count` records named `record-<i>`, one batch each, and closes the log. */
 async function writeRecords(dir: string, count: number, options?: { segmentBytes?: number }): Promise<void> {
@@ -46,7 +49,10 @@ describe('FileEventLog', () => {
         assert.ok(log.recovered.truncatedBytes > 0, `${name}: truncated`);
         assert.equal(await log.next(), whole, name);
         const entries = await log.read(0, 100);
-        assert.deepEqual(entries.map((e) => dec(e.payload).split('-')[1]), Array.from({ length: whole }, (_, i) => String(i)));
+        assert.deepEqual(
+          entries.map((e) => dec(e.payload).split('-')[1]),
+          Array.from({ length: whole }, (_, i) => String(i)),
+        );
         assert.deepEqual(await log.append([enc('after')]), { first: whole, next: whole + 1 });
         assert.equal(dec((await log.read(whole, 1))[0]!.payload), 'after');
       } finally {
@@ -65,7 +71,10 @@ describe('FileEventLog', () => {
     const file = join(dir, segmentFiles(dir).at(-1)!);
     const size = statSync(file).size;
     flipByteOf(file, 'record-5-');
-    await assert.rejects(FileEventLog.open(dir), /corrupt record in .*00000000000000000000\.log at byte \d+ \(offset 5\), followed by 4 intact record\(s\).*--repair-log/);
+    await assert.rejects(
+      FileEventLog.open(dir),
+      /corrupt record in .*00000000000000000000\.log at byte \d+ \(offset 5\), followed by 4 intact record\(s\).*--repair-log/,
+    );
     assert.equal(statSync(file).size, size, 'nothing is cut when opening refuses');
     const log = await FileEventLog.open(dir, { repairTail: true });
     try {
@@ -73,7 +82,10 @@ describe('FileEventLog', () => {
       assert.equal(log.recovered.truncatedBytes, size / 2, 'records 5 to 9 are cut: half of ten equal records');
       assert.deepEqual([log.recovered.cut?.offset, log.recovered.cut?.records, log.recovered.cut?.intactRecords], [5, 5, 4]);
       assert.equal(readFileSync(log.recovered.cut!.savedAs).length, size / 2, 'the cut bytes are kept aside');
-      assert.deepEqual((await log.read(0, 100)).map((e) => dec(e.payload).split('-')[1]), ['0', '1', '2', '3', '4']);
+      assert.deepEqual(
+        (await log.read(0, 100)).map((e) => dec(e.payload).split('-')[1]),
+        ['0', '1', '2', '3', '4'],
+      );
     } finally {
       await log.close();
     }
@@ -107,12 +119,21 @@ describe('FileEventLog', () => {
     assert.equal(files[0], '00000000000000000000.log');
     const check = async () => {
       assert.equal(await log.next(), expected.length);
-      assert.deepEqual((await log.read(0, 10_000)).map((e) => dec(e.payload)), expected);
+      assert.deepEqual(
+        (await log.read(0, 10_000)).map((e) => dec(e.payload)),
+        expected,
+      );
       for (let from = 0; from < expected.length; from += 11) {
         for (const max of [1, 6, 23, 100]) {
           const entries = await log.read(from, max);
-          assert.deepEqual(entries.map((e) => e.offset), expected.slice(from, from + max).map((_, i) => from + i));
-          assert.deepEqual(entries.map((e) => dec(e.payload)), expected.slice(from, from + max));
+          assert.deepEqual(
+            entries.map((e) => e.offset),
+            expected.slice(from, from + max).map((_, i) => from + i),
+          );
+          assert.deepEqual(
+            entries.map((e) => dec(e.payload)),
+            expected.slice(from, from + max),
+          );
         }
       }
       for (const name of segmentFiles(dir)) {
@@ -163,14 +184,23 @@ describe('FileEventLog', () => {
       const next = await log.next();
       const all = await log.read(0, next + 1);
       assert.equal(all.length, next);
-      assert.deepEqual(all.map((e) => e.offset), all.map((_, i) => i));
+      assert.deepEqual(
+        all.map((e) => e.offset),
+        all.map((_, i) => i),
+      );
       for (const { first, next: end, tag } of acks) {
         assert.ok(end <= next, `acknowledged ${first}..${end} but the log ends at ${next}`);
-        assert.deepEqual(all.slice(first, end).map((e) => dec(e.payload)), [0, 1, 2, 3, 4].map((j) => `${tag}:${j}`));
+        assert.deepEqual(
+          all.slice(first, end).map((e) => dec(e.payload)),
+          [0, 1, 2, 3, 4].map((j) => `${tag}:${j}`),
+        );
       }
       const payloads = all.map((e) => dec(e.payload));
       assert.equal(new Set(payloads).size, payloads.length, 'no record is duplicated');
-      assert.ok(payloads.every((p) => /^\d+:\d+:\d$/.test(p)), 'every record is whole');
+      assert.ok(
+        payloads.every((p) => /^\d+:\d+:\d$/.test(p)),
+        'every record is whole',
+      );
       assert.deepEqual(await log.append([enc('after crash')]), { first: next, next: next + 1 });
     } finally {
       await log.close();
@@ -223,7 +253,10 @@ describe('FileEventLog', () => {
       const after = log.stats;
       assert.equal(after.appends - before.appends, 50);
       assert.ok(after.fsyncs - before.fsyncs < 50, `${after.fsyncs - before.fsyncs} fsyncs for 50 appends`);
-      assert.deepEqual(results.map((r) => r.next - r.first), Array(50).fill(2));
+      assert.deepEqual(
+        results.map((r) => r.next - r.first),
+        Array(50).fill(2),
+      );
       assert.equal(await log.next(), 100);
     } finally {
       await log.close();

@@ -86,7 +86,11 @@ describe('ingest limits', { timeout: 120_000 }, () => {
     const nine = '{"a":'.repeat(8) + '1' + '}'.repeat(8);
     const { body } = await send(`[${raw('deep-5', `{"x":${nine}}`)},${raw('shallow', '{"x":{"a":{"b":1}}}')}]`);
     assert.equal(body.accepted, 1);
-    assert.deepEqual(rejectedOf(body).map((r) => [r.event_id, r.field]), [['deep-5', 'props']], 'nine levels are refused before parsing');
+    assert.deepEqual(
+      rejectedOf(body).map((r) => [r.event_id, r.field]),
+      [['deep-5', 'props']],
+      'nine levels are refused before parsing',
+    );
     assert.deepEqual(await (await t.call('/healthz')).json(), { status: 'ok' });
   });
 
@@ -117,8 +121,16 @@ describe('ingest limits', { timeout: 120_000 }, () => {
       ['JSON, 10,000 invalid events', `[${Array.from({ length: 10_000 }, (_, i) => bad(i)).join(',')}]`, 'application/json'],
       ['NDJSON, 10,000 invalid events', Array.from({ length: 10_000 }, (_, i) => bad(i)).join('\n'), 'application/x-ndjson'],
       ['JSON, one item nested 2,000,000 deep', `[${raw('deep', `{"x":${'['.repeat(2_000_000)}${']'.repeat(2_000_000)}}`)}]`, 'application/json'],
-      ['NDJSON, 60 events nested 30,000 deep', Array.from({ length: 60 }, (_, i) => raw(`deep-${i}`, `{"x":${'['.repeat(30_000)}${']'.repeat(30_000)}}`)).join('\n'), 'application/x-ndjson'],
-      ['JSON, 300 events with 1,000 props each', `[${Array.from({ length: 300 }, (_, i) => raw(`wide-${i}`, `{${Array.from({ length: 1000 }, (_, k) => `"k${k}":${k}`).join(',')}}`)).join(',')}]`, 'application/json'],
+      [
+        'NDJSON, 60 events nested 30,000 deep',
+        Array.from({ length: 60 }, (_, i) => raw(`deep-${i}`, `{"x":${'['.repeat(30_000)}${']'.repeat(30_000)}}`)).join('\n'),
+        'application/x-ndjson',
+      ],
+      [
+        'JSON, 300 events with 1,000 props each',
+        `[${Array.from({ length: 300 }, (_, i) => raw(`wide-${i}`, `{${Array.from({ length: 1000 }, (_, k) => `"k${k}":${k}`).join(',')}}`)).join(',')}]`,
+        'application/json',
+      ],
     ];
     for (const [what, body, type] of hostile) {
       // The least of five tries: a loaded machine can stall any one of them, a real block stalls all.
@@ -140,11 +152,14 @@ describe('ingest limits', { timeout: 120_000 }, () => {
     }
   });
 
-  it('reserves the service\'s own event names for the service', async () => {
+  it("reserves the service's own event names for the service", async () => {
     const { status, body } = await send(JSON.stringify([event('c-pred', { event: 'prediction' }), event('c-exp', { event: 'experiment_exposure' })]));
     assert.equal(status, 400);
     const rejected = rejectedOf(body);
-    assert.deepEqual(rejected.map((r) => r.event_id), ['c-pred', 'c-exp']);
+    assert.deepEqual(
+      rejected.map((r) => r.event_id),
+      ['c-pred', 'c-exp'],
+    );
     for (const r of rejected) assert.match(r.reason, /the service's own event name/);
   });
 });
@@ -173,7 +188,11 @@ describe('ingest over a log and an OLTP database', () => {
       event('l-items', { props: { list: [1, 2, 3, 4, 5] } }),
       event('l-string', { props: { a: ['x', 'eleven chars'] } }),
       event('l-key', { props: { sixsix: 1 } }),
-      event('l-size', { props: { a: '0123456789', b: '0123456789', c: '0123456789', d: { a: '0123456789', b: '0123456789', c: '0123456789', d: '0123456789' } }, user_id: 'u'.repeat(120), event_id: `l-size-${'x'.repeat(100)}` }),
+      event('l-size', {
+        props: { a: '0123456789', b: '0123456789', c: '0123456789', d: { a: '0123456789', b: '0123456789', c: '0123456789', d: '0123456789' } },
+        user_id: 'u'.repeat(120),
+        event_id: `l-size-${'x'.repeat(100)}`,
+      }),
     ]);
     assert.equal(result.accepted, 1);
     assert.deepEqual(
@@ -194,14 +213,20 @@ describe('ingest over a log and an OLTP database', () => {
   it('never creates users for internal events: placeholder dims, nothing written to OLTP, nothing cached', async () => {
     const ingest = await Ingest.open(log, oltp, { eventNames: new Set(['login']) });
     const at = new Date(Date.now() - 60_000).toISOString();
-    const internal = await ingest.ingest([{ event_id: 'i-pred-1', time: at, user_id: 'ghost', event: 'prediction', props: { model: 'm', score: 0.5, country: 'FR' } }], { internal: true });
+    const internal = await ingest.ingest(
+      [{ event_id: 'i-pred-1', time: at, user_id: 'ghost', event: 'prediction', props: { model: 'm', score: 0.5, country: 'FR' } }],
+      { internal: true },
+    );
     assert.equal(internal.accepted, 1, JSON.stringify(internal.rejected));
     assert.equal((await oltp.getUsers(['ghost'])).size, 0, 'no OLTP user');
     const logged = (await records()).find((e) => e.event_id === 'i-pred-1')!;
     assert.deepEqual(logged.dims, { country: 'unknown', device: 'unknown', tier: 'free', first_seen: at });
 
     // The ghost's first own event creates them from its props: the placeholder was not cached.
-    await ingest.ingest([event('i-login', { user_id: 'ghost', props: { country: 'NZ', device: 'ios' } }), event('i-ctrl', { user_id: 'ctrl', props: { country: 'N\u0000Z' } })]);
+    await ingest.ingest([
+      event('i-login', { user_id: 'ghost', props: { country: 'NZ', device: 'ios' } }),
+      event('i-ctrl', { user_id: 'ctrl', props: { country: 'N\u0000Z' } }),
+    ]);
     assert.equal((await oltp.getUsers(['ctrl'])).get('ctrl')?.country, 'unknown', 'a dimension with a control character is not stored');
     assert.equal((await oltp.getUsers(['ghost'])).get('ghost')?.country, 'NZ');
     await ingest.ingest([{ event_id: 'i-pred-2', time: iso(), user_id: 'ghost', event: 'prediction', props: {} }], { internal: true });

@@ -50,12 +50,23 @@ describe('JetStreamEventLog', () => {
     const second = await JetStreamEventLog.open({ servers, stream: crashStream });
     t.after(() => second.close());
     const entries = await second.read(0, 10_000);
-    assert.deepEqual(entries.map((e) => e.offset), entries.map((_, i) => i), 'offsets are dense from 0');
-    assert.deepEqual(entries.slice(0, acked.length).map((e) => dec(e.payload)), acked);
+    assert.deepEqual(
+      entries.map((e) => e.offset),
+      entries.map((_, i) => i),
+      'offsets are dense from 0',
+    );
+    assert.deepEqual(
+      entries.slice(0, acked.length).map((e) => dec(e.payload)),
+      acked,
+    );
     for (const [b, result] of settled.entries()) {
       if (result.status !== 'fulfilled') continue;
       const { first: at, next } = result.value;
-      assert.deepEqual(entries.slice(at, next).map((e) => dec(e.payload)), inFlight[b], `acknowledged batch ${b} survived`);
+      assert.deepEqual(
+        entries.slice(at, next).map((e) => dec(e.payload)),
+        inFlight[b],
+        `acknowledged batch ${b} survived`,
+      );
     }
     assert.equal(await second.next(), entries.length);
     assert.equal(await second.committed('archiver'), 42);
@@ -74,7 +85,10 @@ describe('JetStreamEventLog', () => {
     assert.ok(Date.now() - t0 < 100, `a read at the end took ${Date.now() - t0} ms`);
     const tailEntries = await log.read(end - 2500, 5000);
     assert.equal(tailEntries.length, 2500);
-    assert.deepEqual(tailEntries.map((e) => e.offset), Array.from({ length: 2500 }, (_, i) => end - 2500 + i));
+    assert.deepEqual(
+      tailEntries.map((e) => e.offset),
+      Array.from({ length: 2500 }, (_, i) => end - 2500 + i),
+    );
     assert.equal(dec(tailEntries[2499]!.payload), 'bulk2499');
   });
 
@@ -103,15 +117,12 @@ describe('JetStreamEventLog', () => {
 
   it('names the unreachable server and how to start NATS', async () => {
     const t0 = Date.now();
-    await assert.rejects(
-      JetStreamEventLog.open({ servers: 'nats://127.0.0.1:4299', stream: 'WB_UNREACHABLE', connectTimeoutMs: 1000 }),
-      (err: Error) => {
-        assert.match(err.message, /nats:\/\/127\.0\.0\.1:4299/);
-        assert.match(err.message, /nats-server -js/);
-        assert.match(err.message, /start-stop-daemon/);
-        return true;
-      },
-    );
+    await assert.rejects(JetStreamEventLog.open({ servers: 'nats://127.0.0.1:4299', stream: 'WB_UNREACHABLE', connectTimeoutMs: 1000 }), (err: Error) => {
+      assert.match(err.message, /nats:\/\/127\.0\.0\.1:4299/);
+      assert.match(err.message, /nats-server -js/);
+      assert.match(err.message, /start-stop-daemon/);
+      return true;
+    });
     assert.ok(Date.now() - t0 < 3000, 'fails fast');
   });
 });

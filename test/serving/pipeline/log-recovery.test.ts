@@ -35,7 +35,13 @@ function capturingLogger(): { logger: pino.Logger; records: { level: number; msg
 
 const newestSegment = (dataDir: string) => {
   const dir = join(dataDir, 'log');
-  return join(dir, readdirSync(dir).filter((n) => /^\d{20}\.log$/.test(n)).sort().at(-1)!);
+  return join(
+    dir,
+    readdirSync(dir)
+      .filter((n) => /^\d{20}\.log$/.test(n))
+      .sort()
+      .at(-1)!,
+  );
 };
 
 /** Every consumer of the service has handled the whole log. */
@@ -109,7 +115,10 @@ describe('log recovery through the service', { timeout: 180_000 }, () => {
         const report = records.find((r) => r.level === 50 && r.msg.startsWith('event log recovered'));
         assert.ok(report, `an error names the recovery; logged: ${records.map((r) => r.msg).join(' | ')}`);
         ctx.diagnostic(report.msg);
-        assert.match(report.msg, new RegExp(`cut \\d+ damaged bytes .* of ${newestSegment(dir).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}.*the log now ends at offset ${end}`));
+        assert.match(
+          report.msg,
+          new RegExp(`cut \\d+ damaged bytes .* of ${newestSegment(dir).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}.*the log now ends at offset ${end}`),
+        );
         if (damage.lost.length === 1) assert.match(report.msg, /the record at offset 5 is lost/);
         if (damage.lost.length === 2) assert.match(report.msg, /the 2 records at offsets 4 to 5 are lost/);
         const alerts = (await (await t.call('/v1/alerts', { key: t.keys.read })).json()) as { alerts: LogRecoveryAlert[] };
@@ -123,14 +132,20 @@ describe('log recovery through the service', { timeout: 180_000 }, () => {
 
         // Nothing acknowledged before the damage is lost; no consumer stands past the end.
         assert.equal(await log.next(), end);
-        assert.deepEqual((await logIds(log)).map((e) => e.id), Array.from({ length: end }, (_, i) => `e${i}`));
+        assert.deepEqual(
+          (await logIds(log)).map((e) => e.id),
+          Array.from({ length: end }, (_, i) => `e${i}`),
+        );
         for (const r of [...t.service.runners, ...t.service.features.runners]) {
           assert.ok(r.offset <= end, `${r.consumer.name} resumes at ${r.offset}, within the end ${end}`);
           assert.ok((await log.committed(r.consumer.name)) <= end, `${r.consumer.name}'s committed offset is within the end`);
         }
         if (damage.lost.length > 0) {
           const quarantined = t.service.archiver.quarantined;
-          assert.ok(quarantined.length > 0 && quarantined.every((f) => f.includes(join('lake', 'quarantine', 'live-log-recovery'))), `archive files past the end are set aside: ${quarantined}`);
+          assert.ok(
+            quarantined.length > 0 && quarantined.every((f) => f.includes(join('lake', 'quarantine', 'live-log-recovery'))),
+            `archive files past the end are set aside: ${quarantined}`,
+          );
         }
 
         // A new event and a resent copy of each lost one: each once in the log, the aggregates and the archive.
@@ -140,22 +155,42 @@ describe('log recovery through the service', { timeout: 180_000 }, () => {
         const total = await caughtUp(t);
         assert.equal(total, 7);
         const ids = await logIds(log);
-        assert.deepEqual(ids.map((e) => e.offset), Array.from({ length: total }, (_, i) => i), 'offsets are dense');
+        assert.deepEqual(
+          ids.map((e) => e.offset),
+          Array.from({ length: total }, (_, i) => i),
+          'offsets are dense',
+        );
         assert.deepEqual(ids.map((e) => e.id).sort(), ['e0', 'e1', 'e2', 'e3', 'e4', 'e5', 'n1']);
 
-        const aggregates = (await (await t.call('/v1/aggregates?window=1h&event=login&dimension=all', { key: t.keys.read })).json()) as { position: number; points: { count: number }[] };
+        const aggregates = (await (await t.call('/v1/aggregates?window=1h&event=login&dimension=all', { key: t.keys.read })).json()) as {
+          position: number;
+          points: { count: number }[];
+        };
         assert.equal(aggregates.position, total);
-        assert.equal(aggregates.points.reduce((s, p) => s + p.count, 0), total, 'the aggregates count every event once');
+        assert.equal(
+          aggregates.points.reduce((s, p) => s + p.count, 0),
+          total,
+          'the aggregates count every event once',
+        );
 
         const lake = await Lakehouse.open(join(dir, 'lake'));
         try {
           const rows = await lake.query(sql`SELECT event_id, count(*) AS n FROM live_events GROUP BY 1 ORDER BY 1`);
-          assert.deepEqual(rows.map((r) => [r.event_id, Number(r.n)]), ['e0', 'e1', 'e2', 'e3', 'e4', 'e5', 'n1'].map((id) => [id, 1]), 'the archive holds every event once');
+          assert.deepEqual(
+            rows.map((r) => [r.event_id, Number(r.n)]),
+            ['e0', 'e1', 'e2', 'e3', 'e4', 'e5', 'n1'].map((id) => [id, 1]),
+            'the archive holds every event once',
+          );
         } finally {
           lake.close();
         }
         // A batch spanning two dates is one file per date, under one name: names, not files, must not overlap.
-        const names = new Set(readdirSync(join(dir, 'lake', 'archive', 'events', 'source=live'), { recursive: true }).map(String).filter((f) => f.endsWith('.parquet')).map((f) => f.split(/[\\/]/).pop()!));
+        const names = new Set(
+          readdirSync(join(dir, 'lake', 'archive', 'events', 'source=live'), { recursive: true })
+            .map(String)
+            .filter((f) => f.endsWith('.parquet'))
+            .map((f) => f.split(/[\\/]/).pop()!),
+        );
         const ranges = [...names].map((f) => /^part-(\d+)-(\d+)\.parquet$/.exec(f)!.slice(1).map(Number) as [number, number]).sort((a, b) => a[0] - b[0]);
         for (let i = 1; i < ranges.length; i++) assert.ok(ranges[i]![0] > ranges[i - 1]![1], `archive files hold each offset once: ${JSON.stringify(ranges)}`);
       } finally {
@@ -172,7 +207,10 @@ describe('log recovery in the file log', () => {
     await log.commit('reader', count);
     await log.close();
   };
-  const segments = (dir: string) => readdirSync(dir).filter((n) => n.endsWith('.log')).sort();
+  const segments = (dir: string) =>
+    readdirSync(dir)
+      .filter((n) => n.endsWith('.log'))
+      .sort();
 
   it('refuses to start when a segment between others is missing, naming the offsets and the file', async () => {
     const dir = tempDir('wb-gap-');
@@ -181,7 +219,10 @@ describe('log recovery in the file log', () => {
     assert.ok(names.length >= 3);
     rmSync(join(dir, names[1]!));
     const base = Number(names[1]!.slice(0, 20));
-    await assert.rejects(FileEventLog.open(dir), new RegExp(`offsets ${base} to \\d+ are missing: there is no segment file ${names[1]} between ${names[0]} and ${names[2]}`));
+    await assert.rejects(
+      FileEventLog.open(dir),
+      new RegExp(`offsets ${base} to \\d+ are missing: there is no segment file ${names[1]} between ${names[0]} and ${names[2]}`),
+    );
   });
 
   it('rewrites committed offsets past the end when the last segment is gone, and reports them', async () => {
@@ -253,7 +294,11 @@ describe('a JetStream stream that lost its records', () => {
     try {
       await log.append(['x', 'y']);
       const seen: string[] = [];
-      const runner = new ConsumerRunner(log, { name: 'reader', input: 'records', handle: async (records) => void seen.push(...records.map((r) => Buffer.from(r).toString())) }, { batchSize: 10, maxWaitMs: 0 });
+      const runner = new ConsumerRunner(
+        log,
+        { name: 'reader', input: 'records', handle: async (records) => void seen.push(...records.map((r) => Buffer.from(r).toString())) },
+        { batchSize: 10, maxWaitMs: 0 },
+      );
       await runner.start();
       assert.deepEqual(runner.rewound, { from: 5, to: 2 });
       assert.equal(await log.committed('reader'), 2, 'the committed offset is rewritten');

@@ -13,7 +13,10 @@ const experiment = (over: Partial<ExperimentInput> = {}) =>
   ExperimentSchema.parse({
     key: 'e',
     hypothesis: 'h',
-    arms: [{ key: 'control', weight: 0.5 }, { key: 'b', weight: 0.5 }],
+    arms: [
+      { key: 'control', weight: 0.5 },
+      { key: 'b', weight: 0.5 },
+    ],
     objective: 'logins',
     guardrails: [{ metric: 'feature_uses', bad: 'decrease', tolerance: 0.05 }],
     mde: 0.05,
@@ -25,8 +28,16 @@ const experiment = (over: Partial<ExperimentInput> = {}) =>
 
 /** n users whose metric is normal(mean, sd), with a pre-period covariate correlated 0.7. */
 const sums = (r: Random, n: number, mean: number, sd = 2): MetricSums => correlatedSums(r, n, 0.7, mean, sd);
-const arm = (name: string, users: number, logins: MetricSums, features: MetricSums): ArmStats => ({ arm: name, users, metrics: { logins, feature_uses: features } });
-const stats = (arms: ArmStats[], days = 10) => ({ arms, firstExposure: '2026-01-01T00:00:00.000Z', asOf: new Date(Date.parse('2026-01-01T00:00:00.000Z') + days * 86_400_000).toISOString() });
+const arm = (name: string, users: number, logins: MetricSums, features: MetricSums): ArmStats => ({
+  arm: name,
+  users,
+  metrics: { logins, feature_uses: features },
+});
+const stats = (arms: ArmStats[], days = 10) => ({
+  arms,
+  firstExposure: '2026-01-01T00:00:00.000Z',
+  asOf: new Date(Date.parse('2026-01-01T00:00:00.000Z') + days * 86_400_000).toISOString(),
+});
 
 describe('experiment results', () => {
   it('compare each arm with the first, by the engine functions, from the sums', () => {
@@ -62,7 +73,10 @@ describe('experiment results', () => {
 describe('decisions', () => {
   const r = new Random(5);
   const base = (objectiveLift: number, guardLift: number, users = 4000) =>
-    stats([arm('control', users, sums(r, users, 10), sums(r, users, 5)), arm('b', users, sums(r, users, 10 * (1 + objectiveLift)), sums(r, users, 5 * (1 + guardLift)))]);
+    stats([
+      arm('control', users, sums(r, users, 10), sums(r, users, 5)),
+      arm('b', users, sums(r, users, 10 * (1 + objectiveLift)), sums(r, users, 5 * (1 + guardLift))),
+    ]);
 
   it('ship a clearly better arm once the minimum run time has passed, and not before', () => {
     const e = experiment();
@@ -106,7 +120,15 @@ describe('decisions', () => {
 describe('experiments with several treatment arms', () => {
   it('keep the chance of shipping a useless arm at 5%: Bonferroni across arms, checked by an A/A/A/A simulation', () => {
     const r = new Random(17);
-    const e = experiment({ arms: [{ key: 'control', weight: 0.25 }, { key: 'b', weight: 0.25 }, { key: 'c', weight: 0.25 }, { key: 'd', weight: 0.25 }], guardrails: [] });
+    const e = experiment({
+      arms: [
+        { key: 'control', weight: 0.25 },
+        { key: 'b', weight: 0.25 },
+        { key: 'c', weight: 0.25 },
+        { key: 'd', weight: 0.25 },
+      ],
+      guardrails: [],
+    });
     const runs = 400;
     let shipped = 0;
     let anyRawBetter = 0;
@@ -124,7 +146,15 @@ describe('experiments with several treatment arms', () => {
 
   it('report Holm-adjusted p-values across arms, as R p.adjust gives them', () => {
     const r = new Random(18);
-    const e = experiment({ arms: [{ key: 'control', weight: 0.25 }, { key: 'b', weight: 0.25 }, { key: 'c', weight: 0.25 }, { key: 'd', weight: 0.25 }], guardrails: [] });
+    const e = experiment({
+      arms: [
+        { key: 'control', weight: 0.25 },
+        { key: 'b', weight: 0.25 },
+        { key: 'c', weight: 0.25 },
+        { key: 'd', weight: 0.25 },
+      ],
+      guardrails: [],
+    });
     const res = experimentResults(e, metrics, stats(['control', 'b', 'c', 'd'].map((a, i) => arm(a, 1000, sums(r, 1000, 10 + 0.1 * i), sums(r, 1000, 5)))));
     const raw = res.metrics[0]!.comparisons.map((c) => c.relative.pValue!);
     // p.adjust(p, "holm"): sorted ascending, p_(i) * (m - i + 1), running maximum, capped at 1.
@@ -135,6 +165,9 @@ describe('experiments with several treatment arms', () => {
       running = Math.max(running, Math.min(1, (raw.length - k) * p));
       expected[i] = running;
     });
-    assert.deepEqual(res.metrics[0]!.comparisons.map((c) => c.holmPValue), expected);
+    assert.deepEqual(
+      res.metrics[0]!.comparisons.map((c) => c.holmPValue),
+      expected,
+    );
   });
 });

@@ -4,6 +4,7 @@ import { bucketRanges, chooseArm, equalWeights, fnv1a32, hashBucket } from '../.
 
 // From GrowthBook's published SDK test suite, packages/sdk-js/test/cases.json (specVersion 0.5.4):
 // "hash": [seed, value, version, expected].
+// prettier-ignore
 const HASH_CASES: [string, string, number, number | null][] = [
   ['', 'a', 1, 0.22],
   ['', 'b', 1, 0.077],
@@ -23,6 +24,7 @@ const HASH_CASES: [string, string, number, number | null][] = [
 ];
 
 // "getBucketRange": [name, [arms, coverage, weights], expected ranges].
+// prettier-ignore
 const RANGE_CASES: [string, [number, number, number[] | null], [number, number][]][] = [
   ['normal 50/50', [2, 1, null], [[0, 0.5], [0.5, 1]]],
   ['reduced coverage', [2, 0.5, null], [[0, 0.25], [0.5, 0.75]]],
@@ -40,6 +42,7 @@ const RANGE_CASES: [string, [number, number, number[] | null], [number, number][
 ];
 
 // From the same suite's "feature" cases: the bucket GrowthBook reports for a hash attribute and seed.
+// prettier-ignore
 const BUCKET_CASES: [string, string, number, number][] = [
   ['feature', '123', 1, 0.863], // "empty experiment rule - c"
   ['feature', '456', 1, 0.178], // "empty experiment rule - a"
@@ -74,8 +77,14 @@ describe("GrowthBook's hashing, on its published cases", () => {
 
   it('chooses the arm whose range holds the bucket, and none outside coverage', () => {
     const even = bucketRanges(2);
-    assert.deepEqual([0.2, 0.4, 0.6, 0.8, 0].map((b) => chooseArm(b, even)), [0, 0, 1, 1, 0]);
-    assert.deepEqual(['123', '456', 'fds'].map((id) => chooseArm(hashBucket('feature', id, 1)!, bucketRanges(3))), [2, 0, 1]);
+    assert.deepEqual(
+      [0.2, 0.4, 0.6, 0.8, 0].map((b) => chooseArm(b, even)),
+      [0, 0, 1, 1, 0],
+    );
+    assert.deepEqual(
+      ['123', '456', 'fds'].map((id) => chooseArm(hashBucket('feature', id, 1)!, bucketRanges(3))),
+      [2, 0, 1],
+    );
     assert.equal(chooseArm(0.3, bucketRanges(2, 0.5)), -1);
     assert.deepEqual(equalWeights(0), []);
   });

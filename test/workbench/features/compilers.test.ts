@@ -16,10 +16,18 @@ const day = 24 * hour;
 async function database(events: FeatureEvent[], spine: { user_id: string; as_of: number; label?: number }[]): Promise<DuckDb> {
   const db = await DuckDb.open(':memory:', { threads: 1 });
   await db.run(sql`CREATE TABLE events_raw (event_id VARCHAR, time TIMESTAMP, user_id VARCHAR, event VARCHAR, props VARCHAR)`);
-  await db.append('events_raw', ['VARCHAR', 'TIMESTAMP', 'VARCHAR', 'VARCHAR', 'VARCHAR'], events.map((e) => [e.event_id, e.time, e.user_id, e.event, JSON.stringify(e.props)]));
+  await db.append(
+    'events_raw',
+    ['VARCHAR', 'TIMESTAMP', 'VARCHAR', 'VARCHAR', 'VARCHAR'],
+    events.map((e) => [e.event_id, e.time, e.user_id, e.event, JSON.stringify(e.props)]),
+  );
   await db.run(sql`CREATE VIEW events AS SELECT event_id, time, user_id, event, CAST(props AS JSON) AS props FROM events_raw`);
   await db.run(sql`CREATE TABLE spine (user_id VARCHAR, as_of TIMESTAMP, label DOUBLE)`);
-  await db.append('spine', ['VARCHAR', 'TIMESTAMP', 'DOUBLE'], spine.map((s) => [s.user_id, s.as_of, s.label ?? 0]));
+  await db.append(
+    'spine',
+    ['VARCHAR', 'TIMESTAMP', 'DOUBLE'],
+    spine.map((s) => [s.user_id, s.as_of, s.label ?? 0]),
+  );
   return db;
 }
 
@@ -115,14 +123,23 @@ describe('feature definitions', () => {
     assert.throws(() => featureSet([{ ...base, aggregation: 'last_n', prop: 'sku', default: [] }]), /last_n needs n/);
     assert.throws(() => featureSet([{ ...base, aggregation: 'last_n', prop: 'sku', n: 5 }]), /the default of last_n is a list/);
     assert.throws(() => featureSet([{ ...base, name: 'Bad Name' }]), /feature Bad Name: name: feature names are lower_snake_case/);
-    assert.throws(() => featureSet([{ ...base, source: { event: 'purchase', where: { "x'; DROP": 1 } } }]), /feature purchases_7d: source\.where\.x'; DROP: Invalid key/);
+    assert.throws(
+      () => featureSet([{ ...base, source: { event: 'purchase', where: { "x'; DROP": 1 } } }]),
+      /feature purchases_7d: source\.where\.x'; DROP: Invalid key/,
+    );
     assert.throws(() => featureSet([{ ...base, extra: 1 } as FeatureInput]), /Unrecognized key/);
   });
 });
 
 describe('the offline and online compilers on a hand-made log', () => {
   // u1: purchases at known times; the spine asks at an event's exact time and around window edges.
-  const p = (id: string, t: number, props: Record<string, unknown>, event = 'purchase', user = 'u1'): FeatureEvent => ({ event_id: id, time: t, user_id: user, event, props });
+  const p = (id: string, t: number, props: Record<string, unknown>, event = 'purchase', user = 'u1'): FeatureEvent => ({
+    event_id: id,
+    time: t,
+    user_id: user,
+    event,
+    props,
+  });
   const events: FeatureEvent[] = [
     p('e1', T0 + 1 * hour, { amount: 10, sku: 'A', country: 'GB' }),
     p('e2', T0 + 2 * hour, { amount: 30, sku: 'B', country: 'GB' }),
@@ -151,12 +168,39 @@ describe('the offline and online compilers on a hand-made log', () => {
   ];
   const expected: Record<string, FeatureValue>[] = [
     { purchases_7d: 0, spend_7d: 0, gb_spend_30d: 0, skus_lifetime: 0, last_skus: [], since_last_event: -1, age: -1, logins_1h: 0 },
-    { purchases_7d: 2, spend_7d: 40, gb_spend_30d: 40, skus_lifetime: 2, last_skus: ['B', 'A'], since_last_event: 3 * 86_400 - 7200, age: 3 * 86_400 - 3600, logins_1h: 0 },
+    {
+      purchases_7d: 2,
+      spend_7d: 40,
+      gb_spend_30d: 40,
+      skus_lifetime: 2,
+      last_skus: ['B', 'A'],
+      since_last_event: 3 * 86_400 - 7200,
+      age: 3 * 86_400 - 3600,
+      logins_1h: 0,
+    },
     // e3 and e4 share a time: the newer by event_id (e4, sku C) comes first. e4's amount is not a number: not summed.
-    { purchases_7d: 4, spend_7d: 45, gb_spend_30d: 40, skus_lifetime: 3, last_skus: ['C', 'A'], since_last_event: 0.001, age: 3 * 86_400 - 3600 + 0.001, logins_1h: 0 },
+    {
+      purchases_7d: 4,
+      spend_7d: 45,
+      gb_spend_30d: 40,
+      skus_lifetime: 3,
+      last_skus: ['C', 'A'],
+      since_last_event: 0.001,
+      age: 3 * 86_400 - 3600 + 0.001,
+      logins_1h: 0,
+    },
     { purchases_7d: 4, spend_7d: 45, gb_spend_30d: 40, skus_lifetime: 3, last_skus: ['C', 'A'], since_last_event: 3600, age: 3 * 86_400 + 1800, logins_1h: 1 },
     // 7 d window at day 9 + 1 ms starts at day 2 exactly: e3, e4 remain (day 3); e6 is at exactly day 9: before as_of.
-    { purchases_7d: 3, spend_7d: 12, gb_spend_30d: 40, skus_lifetime: 4, last_skus: ['D', 'C'], since_last_event: 0.001, age: 9 * 86_400 - 3600 + 0.001, logins_1h: 0 },
+    {
+      purchases_7d: 3,
+      spend_7d: 12,
+      gb_spend_30d: 40,
+      skus_lifetime: 4,
+      last_skus: ['D', 'C'],
+      since_last_event: 0.001,
+      age: 9 * 86_400 - 3600 + 0.001,
+      logins_1h: 0,
+    },
     { purchases_7d: 0, spend_7d: 0, gb_spend_30d: 0, skus_lifetime: 0, last_skus: [], since_last_event: -1, age: -1, logins_1h: 0 },
   ];
 
@@ -171,14 +215,16 @@ describe('the offline and online compilers on a hand-made log', () => {
       assert.equal(row.user_id, spine[i]!.user_id);
       assert.equal((row.as_of as Date).getTime(), spine[i]!.as_of);
       assert.equal(row.label, 0, 'spine columns are kept');
-      for (const [name, want] of Object.entries(expected[i]!)) assert.ok(close(row[name], want), `row ${i} ${name}: offline ${JSON.stringify(row[name])}, expected ${JSON.stringify(want)}`);
+      for (const [name, want] of Object.entries(expected[i]!))
+        assert.ok(close(row[name], want), `row ${i} ${name}: offline ${JSON.stringify(row[name])}, expected ${JSON.stringify(want)}`);
     });
   });
 
   it('computes the same known answers online', () => {
     spine.forEach((s, i) => {
       const got = online(features, events, s.user_id, s.as_of);
-      for (const [name, want] of Object.entries(expected[i]!)) assert.ok(close(got[name], want), `row ${i} ${name}: online ${JSON.stringify(got[name])}, expected ${JSON.stringify(want)}`);
+      for (const [name, want] of Object.entries(expected[i]!))
+        assert.ok(close(got[name], want), `row ${i} ${name}: online ${JSON.stringify(got[name])}, expected ${JSON.stringify(want)}`);
     });
   });
 
@@ -204,7 +250,13 @@ describe('offline, online and a direct reference agree on random logs', () => {
     if (random() < 0.8) props.amount = Math.round(random() * 10_000) / 100;
     if (random() < 0.1) props.amount = 'unknown';
     if (random() < 0.3) props.vip = random() < 0.5;
-    return { event_id: `r${String(i).padStart(5, '0')}`, time, user_id: users[Math.floor(random() * users.length)]!, event: names[Math.floor(random() * names.length)]!, props };
+    return {
+      event_id: `r${String(i).padStart(5, '0')}`,
+      time,
+      user_id: users[Math.floor(random() * users.length)]!,
+      event: names[Math.floor(random() * names.length)]!,
+      props,
+    };
   });
   const windows = Object.keys(WINDOWS) as (keyof typeof WINDOWS)[];
   const features = featureSet(
@@ -224,7 +276,12 @@ describe('offline, online and a direct reference agree on random logs', () => {
   const spine = Array.from({ length: 120 }, (_, i) => {
     const user = users[i % users.length]!;
     const kind = i % 3;
-    const at = kind === 0 ? T0 + Math.floor(random() * 42 * day) : kind === 1 ? events[Math.floor(random() * events.length)]!.time : T0 + Math.floor(random() * 42) * day;
+    const at =
+      kind === 0
+        ? T0 + Math.floor(random() * 42 * day)
+        : kind === 1
+          ? events[Math.floor(random() * events.length)]!.time
+          : T0 + Math.floor(random() * 42) * day;
     return { user_id: user, as_of: at };
   });
 
@@ -237,8 +294,14 @@ describe('offline, online and a direct reference agree on random logs', () => {
         const on = online(features, events, s.user_id, s.as_of);
         for (const f of features) {
           const want = reference(f, events, s.user_id, s.as_of);
-          assert.ok(close(rows[i]![f.name], want), `sample ${i} (${s.user_id} at ${new Date(s.as_of).toISOString()}) ${f.name}: offline ${JSON.stringify(rows[i]![f.name])}, reference ${JSON.stringify(want)}`);
-          assert.ok(close(on[f.name], want), `sample ${i} (${s.user_id} at ${new Date(s.as_of).toISOString()}) ${f.name}: online ${JSON.stringify(on[f.name])}, reference ${JSON.stringify(want)}`);
+          assert.ok(
+            close(rows[i]![f.name], want),
+            `sample ${i} (${s.user_id} at ${new Date(s.as_of).toISOString()}) ${f.name}: offline ${JSON.stringify(rows[i]![f.name])}, reference ${JSON.stringify(want)}`,
+          );
+          assert.ok(
+            close(on[f.name], want),
+            `sample ${i} (${s.user_id} at ${new Date(s.as_of).toISOString()}) ${f.name}: online ${JSON.stringify(on[f.name])}, reference ${JSON.stringify(want)}`,
+          );
           checked++;
         }
       });

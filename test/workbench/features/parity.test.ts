@@ -45,7 +45,10 @@ describe('featureParity on a lakehouse', { timeout: 120_000 }, () => {
 
   it('refuses a spine with missing times or users, naming the first bad row', async () => {
     const spine = sql`(SELECT * FROM (VALUES ('u000001', TIMESTAMP '2025-03-10'), ('u000002', NULL), (NULL, TIMESTAMP '2025-03-11')) AS v(user_id, as_of))`;
-    await assert.rejects(buildTrainingSet(lake, appFeatures, { spine }), /the spine has 1 rows without as_of and 1 without user_id \(of 3; the first is row 2\)/);
+    await assert.rejects(
+      buildTrainingSet(lake, appFeatures, { spine }),
+      /the spine has 1 rows without as_of and 1 without user_id \(of 3; the first is row 2\)/,
+    );
     const ok = await buildTrainingSet(lake, appFeatures, { spine: sql`(SELECT 'u000001' AS user_id, TIMESTAMP '2025-03-10' AS as_of)` });
     assert.equal(ok.length, 1);
   });

@@ -12,7 +12,10 @@ const step = (name: string, needs: string[] = [], run: () => Promise<Record<stri
 describe('DAGs', () => {
   it('run steps after what they need, and refuse unknown needs and cycles', () => {
     const dag: Dag = { name: 'd', description: '', jobs: [step('c', ['b']), step('a'), step('b', ['a'])] };
-    assert.deepEqual(topologicalOrder(dag).map((j) => j.name), ['a', 'b', 'c']);
+    assert.deepEqual(
+      topologicalOrder(dag).map((j) => j.name),
+      ['a', 'b', 'c'],
+    );
     assert.throws(() => topologicalOrder({ name: 'd', description: '', jobs: [step('a', ['zz'])] }), /step a needs zz, which is not a step/);
     assert.throws(() => topologicalOrder({ name: 'd', description: '', jobs: [step('a', ['b']), step('b', ['a'])] }), /has a cycle: a -> b -> a/);
   });
@@ -35,11 +38,19 @@ describe('DAGs', () => {
     const run = await runDag(dag, { dataDir: dir, params: { x: '1' }, trigger: 'test' });
     assert.deepEqual(seen, [{ n: 41 }]);
     assert.equal(run.status, 'failed');
-    assert.deepEqual(run.steps.map((s) => s.status), ['succeeded', 'succeeded', 'failed', 'skipped']);
+    assert.deepEqual(
+      run.steps.map((s) => s.status),
+      ['succeeded', 'succeeded', 'failed', 'skipped'],
+    );
     assert.equal(run.steps[2]!.error, 'no data for three');
     const stored = RunStore.forDataDir(dir).get(run.run_id);
     assert.deepEqual(stored, run);
-    assert.deepEqual(RunStore.forDataDir(dir).list({ dag: 'demo' }).map((r) => r.run_id), [run.run_id]);
+    assert.deepEqual(
+      RunStore.forDataDir(dir)
+        .list({ dag: 'demo' })
+        .map((r) => r.run_id),
+      [run.run_id],
+    );
     assert.throws(() => RunStore.forDataDir(dir).get('../../etc/passwd'), /is not a run id/);
   });
 });

@@ -37,7 +37,14 @@ describe('buildLakehouse', () => {
     const retail = report.sources.find((s) => s.name === 'retail')!;
     assert.deepEqual({ read: retail.read, accepted: retail.accepted, quarantined: retail.quarantined }, { read: 13, accepted: 5, quarantined: 8 });
     for (const s of report.sources) assert.equal(s.accepted + s.quarantined, s.read, s.name);
-    assert.deepEqual(report.sources.map((s) => [s.name, s.unit]).filter(([, u]) => u !== 'rows'), [['retail', 'lines'], ['app', 'events'], ['telco_customers', 'lines']]);
+    assert.deepEqual(
+      report.sources.map((s) => [s.name, s.unit]).filter(([, u]) => u !== 'rows'),
+      [
+        ['retail', 'lines'],
+        ['app', 'events'],
+        ['telco_customers', 'lines'],
+      ],
+    );
     const telco = report.sources.find((s) => s.name === 'telco_customers')!;
     assert.deepEqual([telco.read, telco.accepted, telco.quarantined], [4, 3, 1]);
 
@@ -68,14 +75,22 @@ describe('buildLakehouse', () => {
         ['retail-536365-1', 'retail-536365-2', 'retail-536366-1', 'retail-C536379-1', 'retail-536373-1'],
       );
       assert.equal(lines[2]!.description, 'HAND WARMER, UNION JACK');
-      assert.deepEqual(lines.map((l) => l.is_return), [false, false, false, true, false]);
+      assert.deepEqual(
+        lines.map((l) => l.is_return),
+        [false, false, false, true, false],
+      );
       assert.equal(lines[0]!.amount, 15.3);
       const [customer] = await lake.query(sql`SELECT * FROM retail_customers WHERE customer_id = ${'17850'}`);
       assert.equal(customer!.invoices, 2);
       assert.deepEqual([customer!.country, customer!.country_name], ['GB', 'United Kingdom']);
       const countries = await lake.query(sql`SELECT DISTINCT country, country_name FROM retail_lines ORDER BY country`);
-      assert.deepEqual(countries, [{ country: 'GB', country_name: 'United Kingdom' }, { country: 'IE', country_name: 'Ireland' }]);
-      const [archived] = await lake.query(sql`SELECT count(*) AS n FROM events WHERE event_id LIKE 'retail-%' AND json_extract_string(props, 'country') NOT IN ('GB', 'IE')`);
+      assert.deepEqual(countries, [
+        { country: 'GB', country_name: 'United Kingdom' },
+        { country: 'IE', country_name: 'Ireland' },
+      ]);
+      const [archived] = await lake.query(
+        sql`SELECT count(*) AS n FROM events WHERE event_id LIKE 'retail-%' AND json_extract_string(props, 'country') NOT IN ('GB', 'IE')`,
+      );
       assert.equal(archived!.n, 0, 'the archived events carry codes too');
       const [joined] = await lake.query(sql`SELECT count(*) AS n, count(cohort_month) AS with_cohort FROM retail_purchases`);
       assert.deepEqual(joined, { n: 5, with_cohort: 5 });
@@ -96,7 +111,10 @@ describe('buildLakehouse', () => {
   it('is idempotent: a rebuild of unchanged inputs keeps every file, a forced one writes the same content', async () => {
     const before = readManifest(join(lakeDir, 'manifest.json'))!;
     const again = await build();
-    assert.ok(again.sources.every((s) => s.upToDate), JSON.stringify(again.sources));
+    assert.ok(
+      again.sources.every((s) => s.upToDate),
+      JSON.stringify(again.sources),
+    );
     const forced = await build({ force: true });
     assert.ok(forced.sources.some((s) => !s.upToDate));
     const after = readManifest(join(lakeDir, 'manifest.json'))!;
@@ -166,14 +184,19 @@ describe('buildLakehouse, app history', () => {
       now: NOW,
       app: { fingerprint: 'fixture', describe: 'fixture', load: () => ({ events: events as never, truthUsers: [], truthMeta: {} }) },
     });
-    assert.deepEqual(report.sources.map((s) => [s.name, s.read, s.accepted, s.quarantined]), [['app', 5, 1, 4]]);
+    assert.deepEqual(
+      report.sources.map((s) => [s.name, s.read, s.accepted, s.quarantined]),
+      [['app', 5, 1, 4]],
+    );
     const q = readFileSync(join(dir, 'lake', 'quarantine', 'app.csv'), 'utf8');
     assert.match(q, /^2,user_id: Too small/m);
     assert.match(q, /^3,event: event names are lower_snake_case/m);
     assert.match(q, /^4,time is in the future: 2030-01-01T00:00:00Z/m);
     assert.match(q, /^5,time: Invalid ISO datetime/m);
     const lake = await Lakehouse.open(join(dir, 'lake'));
-    assert.deepEqual(await lake.query(sql`SELECT event_id, user_id, props->>'device' AS device FROM app_events`), [{ event_id: 'e1', user_id: 'u1', device: 'ios' }]);
+    assert.deepEqual(await lake.query(sql`SELECT event_id, user_id, props->>'device' AS device FROM app_events`), [
+      { event_id: 'e1', user_id: 'u1', device: 'ios' },
+    ]);
     lake.close();
   });
 });
@@ -199,7 +222,12 @@ describe('buildLakehouse, CSV lines', () => {
     edit(2001, (l) => l.replace(/,(No|Yes),/, ',$1",'), 'a quote inside an unquoted field');
     edit(5001, (l) => `"${l}`, 'unterminated quote: a field opened with " runs past the end of the line (field 1)');
     // A legitimate quoted field holding a comma and an escaped quote: loaded as written.
-    edit(3001, (l) => l.split(',').map((f, i) => (i === 17 ? '"Mailed check, ""paper"""' : f)).join(','));
+    edit(3001, (l) =>
+      l
+        .split(',')
+        .map((f, i) => (i === 17 ? '"Mailed check, ""paper"""' : f))
+        .join(','),
+    );
     const file = join(dir, 'telco-stray-quotes.csv');
     writeFileSync(file, `${lines.join('\n')}\n`);
 
@@ -207,8 +235,15 @@ describe('buildLakehouse, CSV lines', () => {
     const telco = report.sources.find((s) => s.name === 'telco_customers')!;
     assert.deepEqual([telco.unit, telco.read, telco.accepted, telco.quarantined], ['lines', 7043, 7040, 3]);
 
-    const quarantine = parse(readFileSync(join(lakeDir, 'quarantine', 'telco.csv'), 'utf8'), { columns: true }) as { line: string; reason: string; record: string }[];
-    assert.deepEqual(quarantine.map((q) => Number(q.line)), [...damaged.keys()]);
+    const quarantine = parse(readFileSync(join(lakeDir, 'quarantine', 'telco.csv'), 'utf8'), { columns: true }) as {
+      line: string;
+      reason: string;
+      record: string;
+    }[];
+    assert.deepEqual(
+      quarantine.map((q) => Number(q.line)),
+      [...damaged.keys()],
+    );
     for (const q of quarantine) {
       assert.ok(q.reason.startsWith(`malformed CSV: ${damaged.get(Number(q.line))}`), q.reason);
       assert.equal(q.record, lines[Number(q.line) - 1], 'the record is the line as it was');
@@ -217,7 +252,11 @@ describe('buildLakehouse, CSV lines', () => {
     const lake = await Lakehouse.open(lakeDir);
     try {
       const ids = (await lake.query(sql`SELECT customer_id FROM telco_customers ORDER BY customer_id`)).map((r) => r.customer_id);
-      const expected = lines.slice(1).filter((_, i) => !damaged.has(i + 2)).map((l) => l.replace(/^"/, '').split(',')[0]).sort();
+      const expected = lines
+        .slice(1)
+        .filter((_, i) => !damaged.has(i + 2))
+        .map((l) => l.replace(/^"/, '').split(',')[0])
+        .sort();
       assert.deepEqual(ids, expected, 'every line without a stray quote is loaded');
       const id = lines[3000]!.split(',')[0]!;
       const [row] = await lake.query(sql`SELECT payment_method FROM telco_customers WHERE customer_id = ${id}`);
@@ -235,7 +274,9 @@ describe('buildLakehouse, CSV lines', () => {
     const manifest = readFileSync(join(lakeDir, 'manifest.json'), 'utf8');
     await assert.rejects(
       buildLakehouse({ lakeDir, telco: headerOnly }),
-      (err: Error) => err instanceof InputError && /header-only\.csv: the file has a header but no data lines; refusing to replace the table with 0 rows \(pass --allow-empty/.test(err.message),
+      (err: Error) =>
+        err instanceof InputError &&
+        /header-only\.csv: the file has a header but no data lines; refusing to replace the table with 0 rows \(pass --allow-empty/.test(err.message),
     );
     await assert.rejects(
       buildLakehouse({ lakeDir, telco: allBad }),
@@ -254,7 +295,12 @@ describe('buildLakehouse, CSV lines', () => {
     const report = await buildLakehouse({ lakeDir, telco, retail, allowEmpty: true, now: NOW });
     assert.deepEqual(
       report.sources.map((s) => [s.name, s.unit, s.read, s.accepted, s.quarantined]),
-      [['retail', 'lines', 0, 0, 0], ['retail_lines', 'rows', 0, 0, 0], ['retail_customers', 'rows', 0, 0, 0], ['telco_customers', 'lines', 0, 0, 0]],
+      [
+        ['retail', 'lines', 0, 0, 0],
+        ['retail_lines', 'rows', 0, 0, 0],
+        ['retail_customers', 'rows', 0, 0, 0],
+        ['telco_customers', 'lines', 0, 0, 0],
+      ],
     );
     const lake = await Lakehouse.open(lakeDir);
     try {
@@ -269,13 +315,20 @@ describe('buildLakehouse, CSV lines', () => {
     const data = join(dir, 'cli');
     const headerOnly = join(dir, 'header-only.csv');
     const wb = (...args: string[]) =>
-      spawnSync(process.execPath, ['bin/wb.cjs', '--data-dir', data, 'lake', 'build', '--retail', RETAIL, '--telco', headerOnly, '--users', '5', '--days', '2', ...args], {
-        encoding: 'utf8',
-        env: { ...process.env, WB_DEBUG: '' },
-      });
+      spawnSync(
+        process.execPath,
+        ['bin/wb.cjs', '--data-dir', data, 'lake', 'build', '--retail', RETAIL, '--telco', headerOnly, '--users', '5', '--days', '2', ...args],
+        {
+          encoding: 'utf8',
+          env: { ...process.env, WB_DEBUG: '' },
+        },
+      );
     const refused = wb();
     assert.notEqual(refused.status, 0);
-    assert.match(refused.stderr, /error: .*header-only\.csv: the file has a header but no data lines; refusing to replace the table with 0 rows \(pass --allow-empty/);
+    assert.match(
+      refused.stderr,
+      /error: .*header-only\.csv: the file has a header but no data lines; refusing to replace the table with 0 rows \(pass --allow-empty/,
+    );
     const allowed = wb('--allow-empty');
     assert.equal(allowed.status, 0, allowed.stderr);
     assert.match(allowed.stdout, /^retail +13 lines +5 +8 +yes +up to date/m, 'retail was built by the refused run already');

@@ -30,9 +30,17 @@ describe('CsvRecordSplitter', () => {
     const out = split([text]);
     assert.deepEqual(
       out.records.map((r) => r.fields),
-      [['a', 'b', 'c'], ['1', 'x, y', '3'], ['2', 'he said "hi"', ''], ['4', '', '']],
+      [
+        ['a', 'b', 'c'],
+        ['1', 'x, y', '3'],
+        ['2', 'he said "hi"', ''],
+        ['4', '', ''],
+      ],
     );
-    assert.deepEqual(out.records.map((r) => r.line), [1, 2, 3, 4]);
+    assert.deepEqual(
+      out.records.map((r) => r.line),
+      [1, 2, 3, 4],
+    );
     assert.equal(out.records[1]!.raw, '1,"x, y",3');
     assert.equal(out.malformed.length, 0);
   });
@@ -47,33 +55,65 @@ describe('CsvRecordSplitter', () => {
     }
     assert.deepEqual(whole.records[0]!.fields, ['h1', 'h2'], 'the byte-order mark is dropped');
     assert.deepEqual(whole.records.at(-1)!.fields, ['f', 'g'], 'a last line without a newline is a record');
-    assert.deepEqual(whole.malformed.map((m) => [m.line, m.reason]), [[3, 'blank line'], [5, `${UNTERMINATED_QUOTE} (field 2)`]]);
+    assert.deepEqual(
+      whole.malformed.map((m) => [m.line, m.reason]),
+      [
+        [3, 'blank line'],
+        [5, `${UNTERMINATED_QUOTE} (field 2)`],
+      ],
+    );
   });
 
   it('quarantines each line with broken quoting alone, with its line, and goes on with the next', () => {
     const out = split(['x,y\n1,"a"b,2\n3,ok"ay,4\n5,6\n7,"never closed\n8,9\n"10,11\n12,13']);
-    assert.deepEqual(out.malformed.map((m) => [m.line, m.reason, m.raw]), [
-      [2, 'unexpected "b" after a closing quote (field 2)', '1,"a"b,2'],
-      [3, 'a quote inside an unquoted field (field 2)', '3,ok"ay,4'],
-      [5, `${UNTERMINATED_QUOTE} (field 2)`, '7,"never closed'],
-      [7, `${UNTERMINATED_QUOTE} (field 1)`, '"10,11'],
-    ]);
-    assert.deepEqual(out.records.map((r) => [r.line, r.fields]), [[1, ['x', 'y']], [4, ['5', '6']], [6, ['8', '9']], [8, ['12', '13']]]);
+    assert.deepEqual(
+      out.malformed.map((m) => [m.line, m.reason, m.raw]),
+      [
+        [2, 'unexpected "b" after a closing quote (field 2)', '1,"a"b,2'],
+        [3, 'a quote inside an unquoted field (field 2)', '3,ok"ay,4'],
+        [5, `${UNTERMINATED_QUOTE} (field 2)`, '7,"never closed'],
+        [7, `${UNTERMINATED_QUOTE} (field 1)`, '"10,11'],
+      ],
+    );
+    assert.deepEqual(
+      out.records.map((r) => [r.line, r.fields]),
+      [
+        [1, ['x', 'y']],
+        [4, ['5', '6']],
+        [6, ['8', '9']],
+        [8, ['12', '13']],
+      ],
+    );
   });
 
   it('does not join lines: a field spanning lines quarantines each of its lines, and the next line is read', () => {
     const out = split(['a,b,c\n1,"multi\nline",3\n4,5,6\n']);
-    assert.deepEqual(out.malformed.map((m) => [m.line, m.reason]), [
-      [2, `${UNTERMINATED_QUOTE} (field 2)`],
-      [3, 'a quote inside an unquoted field (field 1)'],
-    ]);
-    assert.deepEqual(out.records.map((r) => r.line), [1, 4]);
+    assert.deepEqual(
+      out.malformed.map((m) => [m.line, m.reason]),
+      [
+        [2, `${UNTERMINATED_QUOTE} (field 2)`],
+        [3, 'a quote inside an unquoted field (field 1)'],
+      ],
+    );
+    assert.deepEqual(
+      out.records.map((r) => r.line),
+      [1, 4],
+    );
   });
 
   it('accounts for every line: blank ones are reported, the final newline opens no line', () => {
     const out = split(['a\n\n1\r\n\r\n2\n']);
-    assert.deepEqual(out.records.map((r) => r.line), [1, 3, 5]);
-    assert.deepEqual(out.malformed.map((m) => [m.line, m.reason]), [[2, 'blank line'], [4, 'blank line']]);
+    assert.deepEqual(
+      out.records.map((r) => r.line),
+      [1, 3, 5],
+    );
+    assert.deepEqual(
+      out.malformed.map((m) => [m.line, m.reason]),
+      [
+        [2, 'blank line'],
+        [4, 'blank line'],
+      ],
+    );
   });
 
   it('quarantines a line longer than the limit by its start, without holding it, and goes on', () => {
@@ -81,7 +121,13 @@ describe('CsvRecordSplitter', () => {
     const text = `a,b\n${long}\n1,2\n`;
     for (const chunks of [[text], text.match(/[\s\S]{1,65536}/g)!]) {
       const out = split(chunks);
-      assert.deepEqual(out.records.map((r) => [r.line, r.fields]), [[1, ['a', 'b']], [3, ['1', '2']]]);
+      assert.deepEqual(
+        out.records.map((r) => [r.line, r.fields]),
+        [
+          [1, ['a', 'b']],
+          [3, ['1', '2']],
+        ],
+      );
       assert.equal(out.malformed.length, 1);
       assert.equal(out.malformed[0]!.line, 2);
       assert.match(out.malformed[0]!.reason, /^line longer than 1048576 characters/);
@@ -100,17 +146,18 @@ describe('CsvRecordSplitter', () => {
       const expected = parse(text, { relax_column_count: true }) as string[][];
       const cut = rng.int(text.length + 1);
       const got = split([text.slice(0, cut), text.slice(cut)]);
-      assert.deepEqual(got.records.map((r) => r.fields), expected, JSON.stringify(text));
+      assert.deepEqual(
+        got.records.map((r) => r.fields),
+        expected,
+        JSON.stringify(text),
+      );
     }
   });
 
   it('property: clean lines come back exactly, every line with a stray quote is quarantined with its line number', () => {
     // Fields with commas, quotes and any unicode (not line breaks: a record is one line by design;
     // not a byte-order mark, which is dropped at the start of a file).
-    const fieldChar = fc.oneof(
-      fc.constantFrom(',', '"', '""', ' ', 'a', 'Z', '0', 'é', '€', '😀', '\u0000'),
-      fc.string({ unit: 'grapheme', maxLength: 1 }),
-    );
+    const fieldChar = fc.oneof(fc.constantFrom(',', '"', '""', ' ', 'a', 'Z', '0', 'é', '€', '😀', '\u0000'), fc.string({ unit: 'grapheme', maxLength: 1 }));
     const field = fc.array(fieldChar, { maxLength: 6 }).map((cs) => cs.join('').replace(/[\r\n\ufeff]/g, ''));
     const row = fc.array(field, { minLength: 1, maxLength: 5 });
     // For each line: whether to damage it, and where to put the stray quote (a fraction of its length).
@@ -132,7 +179,10 @@ describe('CsvRecordSplitter', () => {
         const expectedRecords = lines.flatMap((l, i) => (l.stray === null ? [{ line: i + 1, fields: l.fields, raw: texts[i]! }] : []));
         assert.deepEqual(out.records, expectedRecords);
         const damaged = lines.flatMap((l, i) => (l.stray === null ? [] : [{ line: i + 1, raw: texts[i]! }]));
-        assert.deepEqual(out.malformed.map((m) => ({ line: m.line, raw: m.raw })), damaged);
+        assert.deepEqual(
+          out.malformed.map((m) => ({ line: m.line, raw: m.raw })),
+          damaged,
+        );
         for (const m of out.malformed) assert.match(m.reason, /quote/);
       }),
       { numRuns: Number(process.env.FUZZ_RUNS ?? 300) },

@@ -28,12 +28,18 @@ describe('model bundles and the registry', { timeout: 60_000 }, () => {
   let bundle: ModelBundle;
   before(async () => {
     trained = await trainClassifier(rows, 'churned', columnsFor(features), { model: 'mlp', hidden: [4], seed: 2, maxEpochs: 20 });
-    bundle = await createBundle('app-churn', trained, features, { metrics: { rocAuc: 0.71 }, lineage: { source: 'notebooks/04-app-churn.ipynb', gitCommit: 'abc123', createdAt: '2026-11-27T00:00:00.000Z' } });
+    bundle = await createBundle('app-churn', trained, features, {
+      metrics: { rocAuc: 0.71 },
+      lineage: { source: 'notebooks/04-app-churn.ipynb', gitCommit: 'abc123', createdAt: '2026-11-27T00:00:00.000Z' },
+    });
   });
   after(() => trained?.dispose());
 
   it('is versioned by content: the same model and metadata give the same version, any change another', async () => {
-    const again = await createBundle('app-churn', trained, features, { metrics: { rocAuc: 0.71 }, lineage: { source: 'notebooks/04-app-churn.ipynb', gitCommit: 'abc123', createdAt: '2026-11-27T00:00:00.000Z' } });
+    const again = await createBundle('app-churn', trained, features, {
+      metrics: { rocAuc: 0.71 },
+      lineage: { source: 'notebooks/04-app-churn.ipynb', gitCommit: 'abc123', createdAt: '2026-11-27T00:00:00.000Z' },
+    });
     assert.equal(again.version, bundle.version);
     const other = await createBundle('app-churn', trained, features, { metrics: { rocAuc: 0.72 }, lineage: { createdAt: '2026-11-27T00:00:00.000Z' } });
     assert.notEqual(other.version, bundle.version);
@@ -59,7 +65,10 @@ describe('model bundles and the registry', { timeout: 60_000 }, () => {
     const registry = ModelRegistry.open(dir);
     registry.put(bundle);
     const path = join(dir, 'bundles', `${bundle.version}.json`);
-    writeFileSync(path, readFileSync(path, 'utf8').replace(/"weights":"(.)/, (_, c: string) => `"weights":"${c === 'A' ? 'B' : 'A'}`));
+    writeFileSync(
+      path,
+      readFileSync(path, 'utf8').replace(/"weights":"(.)/, (_, c: string) => `"weights":"${c === 'A' ? 'B' : 'A'}`),
+    );
     assert.throws(() => registry.get(bundle.version), /the bundle was changed after it was made/);
   });
 
@@ -78,12 +87,21 @@ describe('model bundles and the registry', { timeout: 60_000 }, () => {
     registry.setAlias('app-churn', 'champion', other.version, { by: 'test', reason: 'better AUC' });
     registry.setAlias('app-churn', 'champion', bundle.version, { by: 'test', reason: 'rollback' });
     assert.equal(registry.resolve('app-churn', 'champion'), bundle.version);
-    assert.deepEqual(registry.history('app-churn').map((m) => [m.from, m.to, m.reason ?? null]), [
-      [null, bundle.version, null],
-      [bundle.version, other.version, 'better AUC'],
-      [other.version, bundle.version, 'rollback'],
-    ]);
-    assert.deepEqual(registry.list('app-churn').map((v) => [v.version, v.aliases]), [[other.version, []], [bundle.version, ['champion']]]);
+    assert.deepEqual(
+      registry.history('app-churn').map((m) => [m.from, m.to, m.reason ?? null]),
+      [
+        [null, bundle.version, null],
+        [bundle.version, other.version, 'better AUC'],
+        [other.version, bundle.version, 'rollback'],
+      ],
+    );
+    assert.deepEqual(
+      registry.list('app-churn').map((v) => [v.version, v.aliases]),
+      [
+        [other.version, []],
+        [bundle.version, ['champion']],
+      ],
+    );
     assert.throws(() => registry.setAlias('other-model', 'champion', bundle.version), /is a version of app-churn, not of other-model/);
     assert.throws(() => registry.setAlias('app-churn', 'champion', '0123456789abcdef'), /no model version 0123456789abcdef/);
     assert.throws(() => registry.setAlias('app-churn', 'Bad Alias', bundle.version), /alias "Bad Alias"/);
@@ -132,12 +150,19 @@ describe('a bundle that cannot serve is refused before it is stored or published
       for (let i = 0; i < bytes.length / 4; i++) bytes.writeFloatLE(3e38, i * 4);
       b.model.weights = bytes.toString('base64');
     });
-    await assert.rejects(checkBundle(overflowing), (err: Error & { code?: string }) => err.code === 'bundle_non_finite' && /scores the features' default values \(logins_7d=0, spend_30d=0\) as (-)?Infinity/.test(err.message));
+    await assert.rejects(
+      checkBundle(overflowing),
+      (err: Error & { code?: string }) =>
+        err.code === 'bundle_non_finite' && /scores the features' default values \(logins_7d=0, spend_30d=0\) as (-)?Infinity/.test(err.message),
+    );
     const diverged = await trainClassifier(smallRows, 'churned', columnsFor(small), { seed: 3, maxEpochs: 1 });
     try {
       const weights = diverged.model.getWeights();
       diverged.model.setWeights(weights.map((w, i) => (i === 0 ? w.mul(Number.NaN) : w)));
-      await assert.rejects(createBundle('small', diverged, small), (err: Error & { code?: string }) => err.code === 'bundle_non_finite' && /the weight \S+ holds NaN at \[0,0\] \(and \d+ more/.test(err.message));
+      await assert.rejects(
+        createBundle('small', diverged, small),
+        (err: Error & { code?: string }) => err.code === 'bundle_non_finite' && /the weight \S+ holds NaN at \[0,0\] \(and \d+ more/.test(err.message),
+      );
     } finally {
       diverged.dispose();
     }

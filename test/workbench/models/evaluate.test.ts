@@ -1,6 +1,16 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { averagePrecision, brierScore, calibrationTable, evaluate, liftByDecile, logLoss, rocAuc, rocCurve, stratifiedFolds } from '../../../src/workbench/models/evaluate.js';
+import {
+  averagePrecision,
+  brierScore,
+  calibrationTable,
+  evaluate,
+  liftByDecile,
+  logLoss,
+  rocAuc,
+  rocCurve,
+  stratifiedFolds,
+} from '../../../src/workbench/models/evaluate.js';
 import { Random } from '../../../src/workbench/random.js';
 
 const near = (a: number, b: number, tol = 1e-12) => assert.ok(Math.abs(a - b) <= tol, `${a} vs ${b}`);
@@ -17,7 +27,8 @@ describe('evaluation against published values', () => {
   // The examples in scikit-learn's documentation of roc_auc_score, average_precision_score,
   // log_loss and brier_score_loss, with the values it prints.
   it('roc_auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) = 0.75', () => near(rocAuc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), 0.75));
-  it('average_precision_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) = 0.8333...', () => near(averagePrecision([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), 0.8333333333333333));
+  it('average_precision_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) = 0.8333...', () =>
+    near(averagePrecision([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), 0.8333333333333333));
   it('log_loss(spam, ham, ham, spam; .9, .1, .2, .65) = 0.21616...', () => near(logLoss([1, 0, 0, 1], [0.9, 0.1, 0.2, 0.65]), 0.21616187468057912));
   it('brier_score_loss([0, 1, 1, 0], [0.1, 0.9, 0.8, 0.3]) = 0.0375', () => near(brierScore([0, 1, 1, 0], [0.1, 0.9, 0.8, 0.3]), 0.0375));
 });
@@ -65,10 +76,16 @@ describe('evaluation against a second method', () => {
   it('lift deciles: equal sizes, capture reaching 1, mean lift 1; a perfect score puts every positive first', () => {
     const { labels, scores } = sample(1000, 3);
     const lift = liftByDecile(labels, scores);
-    assert.deepEqual(lift.map((r) => r.n), Array(10).fill(100));
+    assert.deepEqual(
+      lift.map((r) => r.n),
+      Array(10).fill(100),
+    );
     near(lift.at(-1)!.cumulativeCapture, 1);
     near(lift.reduce((s, r) => s + r.lift, 0) / 10, 1, 1e-9);
-    const perfect = liftByDecile(labels, labels.map((y) => y));
+    const perfect = liftByDecile(
+      labels,
+      labels.map((y) => y),
+    );
     const share = labels.filter((y) => y === 1).length / labels.length;
     assert.ok(perfect[0]!.rate === 1 && perfect[0]!.lift > 1 / share - 1e-9);
   });
@@ -80,7 +97,10 @@ describe('evaluation against a second method', () => {
     const table = calibrationTable(labels, probabilities);
     assert.equal(table.length, 10);
     for (const bin of table) assert.ok(Math.abs(bin.observedRate - bin.meanPredicted) < 4 * Math.sqrt(0.25 / bin.n), JSON.stringify(bin));
-    assert.equal(table.reduce((n, b) => n + b.n, 0), 20_000);
+    assert.equal(
+      table.reduce((n, b) => n + b.n, 0),
+      20_000,
+    );
   });
 
   it('evaluate() gathers them, and refuses bad input with the row', () => {

@@ -13,6 +13,7 @@ export function rehashed(bundle: ModelBundle, change: (copy: HostileBundle) => v
   return { ...body, version: contentHash(body) } as unknown as ModelBundle;
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests write any shape into these, wrong ones included: that is the point
 type HostileBundle = Omit<ModelBundle, 'model'> & { model: { topology: any; weightSpecs: any[]; weights: string } };
 
 /** The bundle's weights with `at` (a float index) set to `value`. */
@@ -47,7 +48,9 @@ export function hostileBundles(good: ModelBundle): Hostile[] {
       what: 'a weight of the wrong shape',
       bundle: rehashed(good, (b) => (b.model.weightSpecs[0].shape = [...firstKernel.shape].reverse())),
       code: 'bundle_unloadable',
-      message: new RegExp(`the weight ${firstKernel.name} has shape \\[${[...firstKernel.shape].reverse().join(',')}\\] in model.weightSpecs, but the topology makes it \\[${firstKernel.shape.join(',')}\\]`),
+      message: new RegExp(
+        `the weight ${firstKernel.name} has shape \\[${[...firstKernel.shape].reverse().join(',')}\\] in model.weightSpecs, but the topology makes it \\[${firstKernel.shape.join(',')}\\]`,
+      ),
     },
     {
       what: 'weights of the wrong length',
@@ -55,7 +58,12 @@ export function hostileBundles(good: ModelBundle): Hostile[] {
       code: 'bundle_unloadable',
       message: /model\.weights holds 6 bytes, but model\.weightSpecs describe \d+ float32 values/,
     },
-    { what: 'a NaN weight', bundle: withWeight(good, 1, Number.NaN), code: 'bundle_non_finite', message: new RegExp(`the weight ${firstKernel.name} holds NaN at \\[${(firstKernel.shape[1] ?? 1) > 1 ? '0,1' : '1,0'}\\]`) },
+    {
+      what: 'a NaN weight',
+      bundle: withWeight(good, 1, Number.NaN),
+      code: 'bundle_non_finite',
+      message: new RegExp(`the weight ${firstKernel.name} holds NaN at \\[${(firstKernel.shape[1] ?? 1) > 1 ? '0,1' : '1,0'}\\]`),
+    },
     { what: 'an infinite weight', bundle: withWeight(good, 0, Number.NEGATIVE_INFINITY), code: 'bundle_non_finite', message: /holds -Infinity at \[0,0\]/ },
     {
       what: 'an unknown layer class',
@@ -63,8 +71,18 @@ export function hostileBundles(good: ModelBundle): Hostile[] {
       code: 'bundle_unloadable',
       message: /tfjs cannot build a model from model\.topology: Unknown layer: NoSuchLayer/,
     },
-    { what: 'a topology that is a string', bundle: rehashed(good, (b) => (b.model.topology = 'Sequential')), code: 'bundle_unloadable', message: /model\.topology is the string "Sequential", not a tfjs model topology/ },
-    { what: 'a topology that is null', bundle: rehashed(good, (b) => (b.model.topology = null)), code: 'bundle_unloadable', message: /model\.topology is null, not a tfjs model topology/ },
+    {
+      what: 'a topology that is a string',
+      bundle: rehashed(good, (b) => (b.model.topology = 'Sequential')),
+      code: 'bundle_unloadable',
+      message: /model\.topology is the string "Sequential", not a tfjs model topology/,
+    },
+    {
+      what: 'a topology that is null',
+      bundle: rehashed(good, (b) => (b.model.topology = null)),
+      code: 'bundle_unloadable',
+      message: /model\.topology is null, not a tfjs model topology/,
+    },
     {
       what: 'a layer of a hundred million units (memory)',
       bundle: rehashed(good, (b) => (b.model.topology.config.layers[0].config.units = 100_000_000)),
@@ -74,7 +92,10 @@ export function hostileBundles(good: ModelBundle): Hostile[] {
     {
       what: 'a topology nested 10,000 levels deep',
       // JSON.stringify cannot write it (nor can a recursive hasher hash it): the text is made by hand.
-      json: JSON.stringify(rehashed(good, (b) => (b.model.topology.config.extra = 'DEEP'))).replace('"DEEP"', `${'{"a":'.repeat(10_000)}{}${'}'.repeat(10_000)}`),
+      json: JSON.stringify(rehashed(good, (b) => (b.model.topology.config.extra = 'DEEP'))).replace(
+        '"DEEP"',
+        `${'{"a":'.repeat(10_000)}{}${'}'.repeat(10_000)}`,
+      ),
       code: 'bad_input',
       message: /bundle\.model\.topology\.config\.extra(\.a)+ is nested deeper than 64 levels/,
     },

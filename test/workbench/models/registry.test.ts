@@ -66,7 +66,10 @@ describe('a registry with damaged files', { timeout: 60_000 }, () => {
     assert.match(edited.error, /^integrity: .*hashes to [0-9a-f]{16}, not to its version/);
     assert.deepEqual([edited.name, edited.aliases], ['propensity', ['challenger']]);
     // By name: the damaged version of that model is listed too (the truncated one has no known name).
-    assert.deepEqual(registry.list('propensity').map((v) => v.version), [unloadable.version, good.version, changed.version]);
+    assert.deepEqual(
+      registry.list('propensity').map((v) => v.version),
+      [unloadable.version, good.version, changed.version],
+    );
   });
 
   it('refuses to move an alias to a changed, unreadable, unloadable or foreign version with a 409, and the alias stays', async () => {
@@ -78,16 +81,22 @@ describe('a registry with damaged files', { timeout: 60_000 }, () => {
       ['of another model', () => registry.setAlias('other-model', 'champion', good.version), /it is a version of propensity, not of other-model/],
     ];
     for (const [what, move, why] of cases) {
-      await assert.rejects(async () => move(), (err: Error & { code?: string; status?: number }) => {
-        assert.deepEqual([err.status, err.code], [409, 'alias_refused'], `${what}: ${err.message}`);
-        assert.match(err.message, why, what);
-        assert.match(err.message, /^cannot point .* at [0-9a-f]{16}: .*; (champion stays at [0-9a-f]{16}|champion stays unset)$/s, what);
-        return true;
-      });
+      await assert.rejects(
+        async () => move(),
+        (err: Error & { code?: string; status?: number }) => {
+          assert.deepEqual([err.status, err.code], [409, 'alias_refused'], `${what}: ${err.message}`);
+          assert.match(err.message, why, what);
+          assert.match(err.message, /^cannot point .* at [0-9a-f]{16}: .*; (champion stays at [0-9a-f]{16}|champion stays unset)$/s, what);
+          return true;
+        },
+      );
     }
     assert.equal(registry.resolve('propensity', 'champion'), good.version);
     assert.equal(registry.history().length, historyBefore, 'no move recorded');
-    assert.throws(() => registry.setAlias('propensity', 'champion', '0123456789abcdef'), (err: Error & { status?: number }) => err.status === 404);
+    assert.throws(
+      () => registry.setAlias('propensity', 'champion', '0123456789abcdef'),
+      (err: Error & { status?: number }) => err.status === 404,
+    );
   });
 
   it('`wb models list` lists them marked and exits 0 (1 with --strict); `wb models alias` refuses the damaged one', () => {
@@ -95,9 +104,18 @@ describe('a registry with damaged files', { timeout: 60_000 }, () => {
     assert.equal(list.code, 0, list.err);
     const lines = list.out.trim().split('\n');
     assert.equal(lines.length, 4);
-    assert.match(lines.find((l) => l.includes(good.version))!, /^propensity\s+[0-9a-f]{16}\s+2026-11-01T00:00:00\s+logistic\s+champion/);
-    assert.match(lines.find((l) => l.includes(changed.version))!, /^! propensity\s+[0-9a-f]{16}\s+UNREADABLE\s+challenger\s+integrity: .*not to its version/);
-    assert.match(lines.find((l) => l.includes(truncated.version))!, /^! \?\s+[0-9a-f]{16}\s+UNREADABLE\s+-\s+integrity: .*not valid JSON/);
+    assert.match(
+      lines.find((l) => l.includes(good.version))!,
+      /^propensity\s+[0-9a-f]{16}\s+2026-11-01T00:00:00\s+logistic\s+champion/,
+    );
+    assert.match(
+      lines.find((l) => l.includes(changed.version))!,
+      /^! propensity\s+[0-9a-f]{16}\s+UNREADABLE\s+challenger\s+integrity: .*not to its version/,
+    );
+    assert.match(
+      lines.find((l) => l.includes(truncated.version))!,
+      /^! \?\s+[0-9a-f]{16}\s+UNREADABLE\s+-\s+integrity: .*not valid JSON/,
+    );
     assert.match(list.err, /2 versions in .* cannot be read \(marked !\)/);
     assert.equal(wb('--data-dir', dataDir, 'models', 'list', '--strict').code, 1);
     const json = JSON.parse(wb('--data-dir', dataDir, 'models', 'list', '--json').out) as VersionEntry[];
@@ -120,7 +138,10 @@ describe('a registry with damaged files', { timeout: 60_000 }, () => {
       writeFileSync(path, `${intact}{"at":"2026-11-29T00:0`);
       assert.equal(registry.history().length, moves, 'the torn last line is not a move');
       writeFileSync(path, `{"at":"2026-11-29T00:0\n${intact}`);
-      assert.throws(() => registry.history(), (err: Error & { code?: string }) => err.code === 'integrity' && /alias-history\.jsonl:1 is not a JSON alias move/.test(err.message));
+      assert.throws(
+        () => registry.history(),
+        (err: Error & { code?: string }) => err.code === 'integrity' && /alias-history\.jsonl:1 is not a JSON alias move/.test(err.message),
+      );
     } finally {
       writeFileSync(path, intact);
     }

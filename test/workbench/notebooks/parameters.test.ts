@@ -16,7 +16,9 @@ const notebook = (paramSource: string): Notebook => ({
 });
 
 describe('notebook parameters', () => {
-  const nb = notebook("// defaults\nconst users = 2_000;\nlet name: string = 'it\\'s';\nconst live = false; // comment\nconst rate = -0.5;\nconst path = \"a\\\\b\";");
+  const nb = notebook(
+    "// defaults\nconst users = 2_000;\nlet name: string = 'it\\'s';\nconst live = false; // comment\nconst rate = -0.5;\nconst path = \"a\\\\b\";",
+  );
 
   it('reads the defaults of the cell tagged parameters', () => {
     assert.deepEqual(findParameterCell(nb, 'x.ipynb'), { index: 1, defaults: { users: 2000, name: "it's", live: false, rate: -0.5, path: 'a\\b' } });
@@ -35,7 +37,9 @@ describe('notebook parameters', () => {
   it('refuses unknown parameters, listing the known ones', () => {
     assert.throws(
       () => injectParameters(nb, { userz: '1' }, 'x.ipynb'),
-      (err: Error) => err instanceof InputError && /x\.ipynb, cell 2: unknown parameter "userz": the notebook's parameters are users, name, live, rate, path/.test(err.message),
+      (err: Error) =>
+        err instanceof InputError &&
+        /x\.ipynb, cell 2: unknown parameter "userz": the notebook's parameters are users, name, live, rate, path/.test(err.message),
     );
   });
 

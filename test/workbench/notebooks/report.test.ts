@@ -16,10 +16,15 @@ describe('the HTML report of a notebook run, in a real browser', { timeout: 180_
       "show({ data: [{ type: 'bar', x: ['GB', 'FR'], y: [10, 4] }], layout: { title: { text: 'first' } } });",
       "show({ data: [{ type: 'scatter', mode: 'lines', x: [1, 2, 3], y: [3, 1, 2] }], layout: { title: { text: 'second' } } });",
     ];
-    writeFileSync(path, JSON.stringify({
-      nbformat: 4, nbformat_minor: 5, metadata: { kernelspec: { name: 'plg-workbench', display_name: 'TypeScript (plg-workbench)', language: 'typescript' } },
-      cells: cells.map((source, i) => ({ cell_type: 'code', id: `c${i}`, metadata: {}, source, outputs: [], execution_count: null })),
-    }));
+    writeFileSync(
+      path,
+      JSON.stringify({
+        nbformat: 4,
+        nbformat_minor: 5,
+        metadata: { kernelspec: { name: 'plg-workbench', display_name: 'TypeScript (plg-workbench)', language: 'typescript' } },
+        cells: cells.map((source, i) => ({ cell_type: 'code', id: `c${i}`, metadata: {}, source, outputs: [], execution_count: null })),
+      }),
+    );
     const result = await runNotebook(path, { outDir: join(dir, 'runs'), cellTimeout: 120 });
     assert.equal(result.ok, true, result.error?.message);
     const html = readFileSync(result.report, 'utf8');

@@ -15,7 +15,10 @@ function notebook(dir: string, name: string, cells: string[]): string {
     JSON.stringify({
       nbformat: 4,
       nbformat_minor: 5,
-      metadata: { kernelspec: { name: 'plg-workbench', display_name: 'TypeScript (plg-workbench)', language: 'typescript' }, 'plg-workbench': { ci_parameters: { n: 5 } } },
+      metadata: {
+        kernelspec: { name: 'plg-workbench', display_name: 'TypeScript (plg-workbench)', language: 'typescript' },
+        'plg-workbench': { ci_parameters: { n: 5 } },
+      },
       cells: cells.map((source, i) => ({
         cell_type: 'code',
         id: `c${i}`,
@@ -52,7 +55,12 @@ describe('wb nb run (a real Jupyter kernel)', { timeout: 180_000 }, () => {
   });
 
   it('reports a failing cell with its number, its source and the real error', async () => {
-    const path = notebook(dir, 'fails', ['const n = 1;', 'console.log("before");', 'const label = "boom";\nthrow new Error(`${label} at ${n}`);', 'console.log("never");']);
+    const path = notebook(dir, 'fails', [
+      'const n = 1;',
+      'console.log("before");',
+      'const label = "boom";\nthrow new Error(`${label} at ${n}`);',
+      'console.log("never");',
+    ]);
     const result = await runNotebook(path, { outDir: out, cellTimeout: 120 });
     assert.equal(result.ok, false);
     assert.ok(result.error instanceof NotebookError);

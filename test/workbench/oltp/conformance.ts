@@ -97,7 +97,10 @@ export function oltpConformance(name: string, open: () => Promise<OltpStore | st
       }
       assert.equal(seen.length, total);
       assert.equal(new Set(seen).size, total);
-      assert.deepEqual(seen, [...seen].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
+      assert.deepEqual(
+        seen,
+        [...seen].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
+      );
       assert.ok(batches >= 5);
     });
 
@@ -109,28 +112,50 @@ export function oltpConformance(name: string, open: () => Promise<OltpStore | st
       assert.deepEqual(again, [a('u1', 'control'), a('u3', 'control')], 'u1 keeps its first arm and exposure time');
       await store.insertAssignmentsIfAbsent([{ ...a('u1', 'treatment'), experiment: 'exp-2' }]);
       assert.deepEqual(await store.getAssignments('exp-1', ['u3', 'nobody', 'u1']), [a('u1', 'control'), a('u3', 'control')]);
-      assert.deepEqual((await store.getAssignments('exp-1')).map((x) => x.user_id), ['u1', 'u2', 'u3']);
+      assert.deepEqual(
+        (await store.getAssignments('exp-1')).map((x) => x.user_id),
+        ['u1', 'u2', 'u3'],
+      );
       assert.equal(await store.count('assignments'), 4);
       const scanned: Assignment[] = [];
       for await (const batch of store.scan('assignments')) scanned.push(...batch);
-      assert.deepEqual(scanned.map((x) => `${x.experiment}/${x.user_id}`), ['exp-1/u1', 'exp-1/u2', 'exp-1/u3', 'exp-2/u1']);
+      assert.deepEqual(
+        scanned.map((x) => `${x.experiment}/${x.user_id}`),
+        ['exp-1/u1', 'exp-1/u2', 'exp-1/u3', 'exp-2/u1'],
+      );
     });
 
     it('writes experiments only against the version they were read at, with a history of every change', async () => {
-      const rec = (version: number, by: string, definition = `{"v":${version}}`): ExperimentRecord => ({ key: 'checkout', version, definition, updated_at: `2025-03-0${version}T00:00:00.000Z`, updated_by: by });
+      const rec = (version: number, by: string, definition = `{"v":${version}}`): ExperimentRecord => ({
+        key: 'checkout',
+        version,
+        definition,
+        updated_at: `2025-03-0${version}T00:00:00.000Z`,
+        updated_by: by,
+      });
       await store.saveExperiment(rec(1, 'ana'), 'created');
       await assert.rejects(store.saveExperiment(rec(1, 'bo'), 'created'), (err: unknown) => err instanceof ConflictError && /already exists/.test(err.message));
       await store.saveExperiment(rec(2, 'bo'), 'status running');
       // A second editor who read version 1 is refused, and nothing of theirs is written.
-      await assert.rejects(store.saveExperiment(rec(2, 'cy', '{"lost":true}'), 'weights'), (err: unknown) => err instanceof ConflictError && /at version 2/.test(err.message));
+      await assert.rejects(
+        store.saveExperiment(rec(2, 'cy', '{"lost":true}'), 'weights'),
+        (err: unknown) => err instanceof ConflictError && /at version 2/.test(err.message),
+      );
       await assert.rejects(store.saveExperiment({ ...rec(3, 'cy'), key: 'nope' }, 'x'), ConflictError);
       // Concurrent writers against one version: exactly one wins.
-      const results = await Promise.allSettled([store.saveExperiment(rec(3, 'p'), 'a'), store.saveExperiment(rec(3, 'q'), 'b'), store.saveExperiment(rec(3, 'r'), 'c')]);
+      const results = await Promise.allSettled([
+        store.saveExperiment(rec(3, 'p'), 'a'),
+        store.saveExperiment(rec(3, 'q'), 'b'),
+        store.saveExperiment(rec(3, 'r'), 'c'),
+      ]);
       assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
       const [stored] = await store.getExperiments();
       assert.equal(stored!.version, 3);
       const history = await store.experimentHistory('checkout');
-      assert.deepEqual(history.map((h) => [h.version, h.updated_by, h.change]).slice(0, 2), [[1, 'ana', 'created'], [2, 'bo', 'status running']]);
+      assert.deepEqual(history.map((h) => [h.version, h.updated_by, h.change]).slice(0, 2), [
+        [1, 'ana', 'created'],
+        [2, 'bo', 'status running'],
+      ]);
       assert.equal(history.length, 3);
       assert.equal(history[2]!.updated_by, stored!.updated_by);
       assert.equal(history[1]!.updated_at, '2025-03-02T00:00:00.000Z');

@@ -3,7 +3,17 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { simulateIntoOltp } from '../../../src/app/history.js';
-import { appChurnData, buildLakehouse, Lakehouse, openOltp, Random, retailPropensityData, silentProgress, sql, type Row } from '../../../src/workbench/index.js';
+import {
+  appChurnData,
+  buildLakehouse,
+  Lakehouse,
+  openOltp,
+  Random,
+  retailPropensityData,
+  silentProgress,
+  sql,
+  type Row,
+} from '../../../src/workbench/index.js';
 import { RETAIL_PROPENSITY_DEFAULTS } from '../../../src/workbench/pipelines/retail-propensity.js';
 import { tempDir } from '../../helpers/tmp.js';
 
@@ -22,10 +32,12 @@ function retailCsv(): string {
   let invoice = 500_000;
   const buy = (customer: number, ms: number) => {
     invoice++;
-    for (let l = 0; l <= rng.int(3); l++) lines.push(`${invoice},P${rng.int(40)},THING,${1 + rng.int(12)},${stamp(ms)},${(0.5 + rng.int(900) / 100).toFixed(2)},${customer}.0,United Kingdom`);
+    for (let l = 0; l <= rng.int(3); l++)
+      lines.push(`${invoice},P${rng.int(40)},THING,${1 + rng.int(12)},${stamp(ms)},${(0.5 + rng.int(900) / 100).toFixed(2)},${customer}.0,United Kingdom`);
   };
   for (let c = 0; c < 500; c++) {
-    for (let i = 0; i <= rng.int(8); i++) buy(20_000 + c, Date.parse('2010-12-01T00:00:00Z') + rng.int(373) * DAY + (8 + rng.int(12)) * 3_600_000 + rng.int(3600) * 1000);
+    for (let i = 0; i <= rng.int(8); i++)
+      buy(20_000 + c, Date.parse('2010-12-01T00:00:00Z') + rng.int(373) * DAY + (8 + rng.int(12)) * 3_600_000 + rng.int(3600) * 1000);
   }
   // 10001 buys at 2011-03-01 00:00:00, a moment of the grid: neither a feature nor the label of that moment.
   buy(10_001, Date.parse('2011-01-10T12:00:00Z'));
@@ -70,7 +82,13 @@ describe('the training pipelines on spine() and labels()', { timeout: 180_000 },
   before(async () => {
     writeFileSync(join(dir, 'retail.csv'), retailCsv());
     const oltp = await openOltp(undefined, dir);
-    await buildLakehouse({ lakeDir: join(dir, 'lake'), retail: join(dir, 'retail.csv'), app: await simulateIntoOltp({ seed: 5, users: 200, days: 50, start: '2025-03-01' }, oltp), oltp, progress: silentProgress });
+    await buildLakehouse({
+      lakeDir: join(dir, 'lake'),
+      retail: join(dir, 'retail.csv'),
+      app: await simulateIntoOltp({ seed: 5, users: 200, days: 50, start: '2025-03-01' }, oltp),
+      oltp,
+      progress: silentProgress,
+    });
     await oltp.close();
     // Several threads even on a one-core machine, so an order that depends on them would show.
     lake = await Lakehouse.open(join(dir, 'lake'), { threads: 4 });
@@ -83,7 +101,9 @@ describe('the training pipelines on spine() and labels()', { timeout: 180_000 },
     assert.ok(first.length > 5000, `only ${first.length} rows`);
     assertSameRows(second, first);
     const keys = first.map(key);
-    const sorted = [...first].sort((a, b) => (a.as_of as Date).getTime() - (b.as_of as Date).getTime() || ((a.user_id as string) < (b.user_id as string) ? -1 : 1));
+    const sorted = [...first].sort(
+      (a, b) => (a.as_of as Date).getTime() - (b.as_of as Date).getTime() || ((a.user_id as string) < (b.user_id as string) ? -1 : 1),
+    );
     assert.deepEqual(keys, sorted.map(key));
     assert.equal(new Set(keys).size, keys.length, 'one row per customer and moment');
   });
@@ -107,7 +127,11 @@ describe('the training pipelines on spine() and labels()', { timeout: 180_000 },
     }
     const expected = new Map<string, number>();
     const cut = Date.parse(RETAIL_PROPENSITY_DEFAULTS.testFrom);
-    for (let m = Date.parse(`${RETAIL_PROPENSITY_DEFAULTS.from}T00:00:00Z`); m <= Date.parse(`${RETAIL_PROPENSITY_DEFAULTS.to}T00:00:00Z`); m += RETAIL_PROPENSITY_DEFAULTS.stepDays * DAY) {
+    for (
+      let m = Date.parse(`${RETAIL_PROPENSITY_DEFAULTS.from}T00:00:00Z`);
+      m <= Date.parse(`${RETAIL_PROPENSITY_DEFAULTS.to}T00:00:00Z`);
+      m += RETAIL_PROPENSITY_DEFAULTS.stepDays * DAY
+    ) {
       for (const [user, times] of purchases) {
         if (Math.min(...times) >= m) continue;
         expected.set(`${user}@${new Date(m).toISOString().slice(0, 10)}`, times.some((t) => t > m && t <= m + HORIZON * DAY) ? 1 : 0);
@@ -124,7 +148,10 @@ describe('the training pipelines on spine() and labels()', { timeout: 180_000 },
       // The newest purchase the features counted, from the recency feature, is the newest one strictly before as_of.
       const newestSeen = asOf - (r.since_last_purchase as number) * 1000;
       assert.equal(newestSeen, Math.max(...seen), `${key(r)}: recency`);
-      assert.ok(labelled.every((t) => t > newestSeen), `${key(r)}: a purchase is both a feature input and the label`);
+      assert.ok(
+        labelled.every((t) => t > newestSeen),
+        `${key(r)}: a purchase is both a feature input and the label`,
+      );
       assert.equal(asOf < cut, train.has(r), `${key(r)}: train before ${RETAIL_PROPENSITY_DEFAULTS.testFrom}, test from it`);
       positives += r.bought as number;
     }
@@ -149,7 +176,13 @@ describe('the training pipelines on spine() and labels()', { timeout: 180_000 },
   it("label an app row with the simulator's churn in (as_of, as_of + horizon], on users a week after signup and not churned yet", async () => {
     const horizonDays = 14;
     const rows = all(await appChurnData(lake, { horizonDays, stepDays: 2, progress: silentProgress }));
-    const truth = new Map((await lake.query<{ user_id: string; churned_at: Date | null; first_seen: Date }>(sql`SELECT user_id, churned_at, first_seen FROM app_truth JOIN users USING (user_id)`)).map((t) => [t.user_id, t]));
+    const truth = new Map(
+      (
+        await lake.query<{ user_id: string; churned_at: Date | null; first_seen: Date }>(
+          sql`SELECT user_id, churned_at, first_seen FROM app_truth JOIN users USING (user_id)`,
+        )
+      ).map((t) => [t.user_id, t]),
+    );
     const logins = new Map<string, number[]>();
     for (const e of await lake.query<{ user_id: string; time: Date }>(sql`SELECT user_id, time FROM events WHERE source = 'app' AND event = 'login'`)) {
       const times = logins.get(e.user_id) ?? [];
@@ -172,7 +205,8 @@ describe('the training pipelines on spine() and labels()', { timeout: 180_000 },
     // Every user on the grid at a moment who has not churned by it is there: none missing.
     const moments = [...new Set(rows.map((r) => (r.as_of as Date).getTime()))];
     let expected = 0;
-    for (const m of moments) for (const t of truth.values()) if (t.first_seen.getTime() + 7 * DAY < m && (t.churned_at === null || t.churned_at.getTime() > m)) expected++;
+    for (const m of moments)
+      for (const t of truth.values()) if (t.first_seen.getTime() + 7 * DAY < m && (t.churned_at === null || t.churned_at.getTime() > m)) expected++;
     assert.equal(rows.length, expected);
   });
 });

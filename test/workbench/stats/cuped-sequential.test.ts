@@ -81,7 +81,7 @@ describe('always-valid (sequential) intervals', () => {
     assert.ok(everFixed / runs > 0.12, `peeking at the fixed-horizon test: ${everFixed / runs}`);
   });
 
-  it("give the p-value at which the sequence just excludes 0, consistent with the interval", () => {
+  it('give the p-value at which the sequence just excludes 0, consistent with the interval', () => {
     const w = welch({ n: 5000, mean: 10, variance: 4 }, { n: 5000, mean: 10.2, variance: 4 });
     const s = sequential(w, 10_000);
     assert.ok(s.pValue! > w.pValue!, 'always-valid p-values are larger');

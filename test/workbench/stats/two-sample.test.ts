@@ -71,7 +71,9 @@ describe('two-sample tests', () => {
     assert.deepEqual(welch({ n: 1, mean: 3, variance: 0 }, { n: 50, mean: 2, variance: 1 }), { reason: 'an arm has fewer than 2 users (1 and 50)' });
     assert.deepEqual(welch({ n: 0, mean: 0, variance: 0 }, { n: 0, mean: 0, variance: 0 }).estimate, undefined);
     assert.deepEqual(welch({ n: 10, mean: 1, variance: 0 }, { n: 10, mean: 1, variance: 0 }), { reason: 'no variance in either arm' });
-    assert.deepEqual(relativeLift({ n: 10, mean: 0, variance: 1 }, { n: 10, mean: 1, variance: 1 }), { reason: 'the control mean is 0: a relative lift is undefined' });
+    assert.deepEqual(relativeLift({ n: 10, mean: 0, variance: 1 }, { n: 10, mean: 1, variance: 1 }), {
+      reason: 'the control mean is 0: a relative lift is undefined',
+    });
   });
 });
 
@@ -79,7 +81,7 @@ describe('sample ratio mismatch', () => {
   it('is the chi-square goodness of fit against the weights', () => {
     near(sampleRatioMismatch([1000, 1000], [0.5, 0.5]).pValue, 1);
     const r = sampleRatioMismatch([1000, 1100], [0.5, 0.5]);
-    near(r.chiSquare, (50 * 50) / 1050 * 2);
+    near(r.chiSquare, ((50 * 50) / 1050) * 2);
     assert.ok(r.pValue > 0.028 && r.pValue < 0.03, `${r.pValue}`);
     assert.ok(sampleRatioMismatch([5000, 5600], [0.5, 0.5]).pValue < 0.001);
     near(sampleRatioMismatch([700, 300], [0.7, 0.3]).pValue, 1);
@@ -89,11 +91,23 @@ describe('sample ratio mismatch', () => {
 describe('multiple-comparison corrections', () => {
   // R: p.adjust(c(0.01, 0.02, 0.03, 0.04, 0.05), "holm") and "BH".
   it("match R's p.adjust", () => {
-    assert.deepEqual(holm([0.01, 0.02, 0.03, 0.04, 0.05]).map((x) => Math.round(x * 1e9) / 1e9), [0.05, 0.08, 0.09, 0.09, 0.09]);
-    assert.deepEqual(benjaminiHochberg([0.01, 0.02, 0.03, 0.04, 0.05]).map((x) => Math.round(x * 1e9) / 1e9), [0.05, 0.05, 0.05, 0.05, 0.05]);
+    assert.deepEqual(
+      holm([0.01, 0.02, 0.03, 0.04, 0.05]).map((x) => Math.round(x * 1e9) / 1e9),
+      [0.05, 0.08, 0.09, 0.09, 0.09],
+    );
+    assert.deepEqual(
+      benjaminiHochberg([0.01, 0.02, 0.03, 0.04, 0.05]).map((x) => Math.round(x * 1e9) / 1e9),
+      [0.05, 0.05, 0.05, 0.05, 0.05],
+    );
     // Input order is kept; values above 1 are capped.
-    assert.deepEqual(holm([0.04, 0.5, 0.001]).map((x) => Math.round(x * 1e9) / 1e9), [0.08, 0.5, 0.003]);
-    assert.deepEqual(benjaminiHochberg([0.04, 0.5, 0.001]).map((x) => Math.round(x * 1e9) / 1e9), [0.06, 0.5, 0.003]);
+    assert.deepEqual(
+      holm([0.04, 0.5, 0.001]).map((x) => Math.round(x * 1e9) / 1e9),
+      [0.08, 0.5, 0.003],
+    );
+    assert.deepEqual(
+      benjaminiHochberg([0.04, 0.5, 0.001]).map((x) => Math.round(x * 1e9) / 1e9),
+      [0.06, 0.5, 0.003],
+    );
   });
 });
 
