@@ -12,6 +12,7 @@
  * ISO 3166-1 alpha-2 codes with their English short names (CLDR's, as `Intl.DisplayNames` gives
  * them; shipped as a table so that a Node build without full ICU labels the same).
  */
+// prettier-ignore
 export const COUNTRIES: Readonly<Record<string, string>> = Object.freeze({
   AD: 'Andorra', AE: 'United Arab Emirates', AF: 'Afghanistan', AG: 'Antigua & Barbuda', AI: 'Anguilla',
   AL: 'Albania', AM: 'Armenia', AO: 'Angola', AQ: 'Antarctica', AR: 'Argentina', AS: 'American Samoa',
@@ -67,19 +68,50 @@ export const COUNTRIES: Readonly<Record<string, string>> = Object.freeze({
  * Only unambiguous names are here: "Korea" or "Congo" alone could be either of two countries.
  */
 const ALIASES: readonly (readonly [string, string])[] = [
-  ['United States of America', 'US'], ['USA', 'US'], ['U.S.A.', 'US'], ['UK', 'GB'], ['Great Britain', 'GB'],
+  ['United States of America', 'US'],
+  ['USA', 'US'],
+  ['U.S.A.', 'US'],
+  ['UK', 'GB'],
+  ['Great Britain', 'GB'],
   // The UK's nations have no alpha-2 code of their own (ISO 3166-2 subdivisions only).
-  ['England', 'GB'], ['Scotland', 'GB'], ['Wales', 'GB'], ['Northern Ireland', 'GB'],
-  ['Czech Republic', 'CZ'], ['Hong Kong', 'HK'], ['Macao', 'MO'], ['Macau', 'MO'], ['Russian Federation', 'RU'],
-  ['Republic of Korea', 'KR'], ['Turkey', 'TR'], ['Ivory Coast', 'CI'], ["Côte d'Ivoire", 'CI'], ['Viet Nam', 'VN'],
-  ['Cabo Verde', 'CV'], ['Swaziland', 'SZ'], ['Macedonia', 'MK'], ['Burma', 'MM'], ['Myanmar', 'MM'],
-  ['Palestine', 'PS'], ['Vatican', 'VA'], ['Holy See', 'VA'], ['Democratic Republic of the Congo', 'CD'],
-  ['Republic of the Congo', 'CG'], ['East Timor', 'TL'], ['Micronesia (Federated States of)', 'FM'],
-  ['Bolivia (Plurinational State of)', 'BO'], ['Iran (Islamic Republic of)', 'IR'], ['Tanzania, United Republic of', 'TZ'],
-  ['Venezuela (Bolivarian Republic of)', 'VE'], ["Lao People's Democratic Republic", 'LA'], ['Syrian Arab Republic', 'SY'],
-  ['Moldova, Republic of', 'MD'], ['Brunei Darussalam', 'BN'], ['Falkland Islands (Malvinas)', 'FK'],
+  ['England', 'GB'],
+  ['Scotland', 'GB'],
+  ['Wales', 'GB'],
+  ['Northern Ireland', 'GB'],
+  ['Czech Republic', 'CZ'],
+  ['Hong Kong', 'HK'],
+  ['Macao', 'MO'],
+  ['Macau', 'MO'],
+  ['Russian Federation', 'RU'],
+  ['Republic of Korea', 'KR'],
+  ['Turkey', 'TR'],
+  ['Ivory Coast', 'CI'],
+  ["Côte d'Ivoire", 'CI'],
+  ['Viet Nam', 'VN'],
+  ['Cabo Verde', 'CV'],
+  ['Swaziland', 'SZ'],
+  ['Macedonia', 'MK'],
+  ['Burma', 'MM'],
+  ['Myanmar', 'MM'],
+  ['Palestine', 'PS'],
+  ['Vatican', 'VA'],
+  ['Holy See', 'VA'],
+  ['Democratic Republic of the Congo', 'CD'],
+  ['Republic of the Congo', 'CG'],
+  ['East Timor', 'TL'],
+  ['Micronesia (Federated States of)', 'FM'],
+  ['Bolivia (Plurinational State of)', 'BO'],
+  ['Iran (Islamic Republic of)', 'IR'],
+  ['Tanzania, United Republic of', 'TZ'],
+  ['Venezuela (Bolivarian Republic of)', 'VE'],
+  ["Lao People's Democratic Republic", 'LA'],
+  ['Syrian Arab Republic', 'SY'],
+  ['Moldova, Republic of', 'MD'],
+  ['Brunei Darussalam', 'BN'],
+  ['Falkland Islands (Malvinas)', 'FK'],
   // The retail log's own spellings: Ireland by its Irish name, South Africa by its initials.
-  ['EIRE', 'IE'], ['RSA', 'ZA'],
+  ['EIRE', 'IE'],
+  ['RSA', 'ZA'],
 ];
 // Names the retail log uses that are deliberately NOT here, so that its lines are quarantined:
 // - "Unspecified": no country at all.
@@ -131,7 +163,7 @@ export function countryCode(nameOrCode: string): string | undefined {
  * @example
  * ```ts
  * const rows = await lake.query(sql`SELECT country, sum(amount) AS revenue FROM retail_lines GROUP BY 1`);
- * show(rows.map((r) => ({ ...r, name: countryName(r.country as string) })));
+ * show(rows.map((r) => ({ ...r, name: countryName(String(r.country)) })));
  * ```
  */
 export function countryName(code: string): string | undefined {

@@ -21,6 +21,7 @@ import type { Sql } from './sql.js';
  * JavaScript columns; errors come back as `SqlError` carrying the statement that failed.
  */
 
+/** One value of a query result (`Row`): narrow it with `typeof`, `instanceof Date` or `Number()`, never a cast. */
 export type Scalar = null | boolean | number | bigint | string | Date | Uint8Array | Scalar[] | { [k: string]: Scalar };
 
 export interface ColumnarResult {

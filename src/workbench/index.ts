@@ -23,6 +23,7 @@ import { Lakehouse } from './lakehouse.js';
  */
 export const openLakehouse = (root: string = lakeDir()): Promise<Lakehouse> => Lakehouse.open(root);
 export { Lakehouse, type ArchiveSource, type Row, type ViewInfo } from './lakehouse.js';
+export type { Scalar } from './duckdb.js';
 export { dataDir, lakeDir, oltpUrl, registryDir } from './config.js';
 
 // SQL builder: values escaped, identifiers quoted, fragments nested.
@@ -34,7 +35,21 @@ export { EventSchema, type Event } from './event.js';
 export { countryCode, countryName } from './countries.js';
 
 // Frames: the pandas habits (describe, value counts, group-by, pivot, head) over query rows.
-export { agg, describe, groupBy, head, pivot, quantile, rowsOf, valueCounts, type Aggregation, type AggregationName, type DescribeRow, type FrameLike, type PivotOptions } from './frames.js';
+export {
+  agg,
+  describe,
+  groupBy,
+  head,
+  pivot,
+  quantile,
+  rowsOf,
+  valueCounts,
+  type Aggregation,
+  type AggregationName,
+  type DescribeRow,
+  type FrameLike,
+  type PivotOptions,
+} from './frames.js';
 
 // Spines and labels: who is scored when, and what happened next.
 export { labels, spine, type Duration, type LabelOptions, type Relation, type SpineOptions } from './spine.js';
@@ -43,20 +58,11 @@ export { labels, spine, type Duration, type LabelOptions, type Relation, type Sp
 // Features: definitions, point-in-time training sets, online state, parity and skew
 // ---------------------------------------------------------------------------------------------
 
-export {
-  AGGREGATIONS,
-  feature,
-  featureSet,
-  featureSetVersion,
-  WINDOWS,
-  type Feature,
-  type FeatureInput,
-  type FeatureValue,
-} from './features/definition.js';
+export { AGGREGATIONS, feature, featureSet, featureSetVersion, WINDOWS, type Feature, type FeatureInput, type FeatureValue } from './features/definition.js';
 export { appFeatures, retailFeatures } from './features/catalog.js';
 export { buildTrainingSet, trainingSetSql, type TrainingSetSource } from './features/offline.js';
 export { OnlineFeatures, type FeatureEvent, type FeatureRead, type UserState } from './features/online.js';
-export { featureParity, type ParityReport } from './features/parity.js';
+export { featureParity, type FeatureParity, type ParityOptions, type ParityReport } from './features/parity.js';
 export { skewReport, type SkewReport } from './features/skew.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -64,7 +70,7 @@ export { skewReport, type SkewReport } from './features/skew.js';
 // ---------------------------------------------------------------------------------------------
 
 // Train.
-export { trainClassifier, type Classifier, type TrainOptions } from './models/train.js';
+export { trainClassifier, type Classifier, type EpochRecord, type ModelKind, type TrainOptions } from './models/train.js';
 export { columnsFor, fitPreprocessing, transform, type ColumnSpec, type Preprocessing } from './models/preprocess.js';
 
 // Evaluate.
@@ -107,7 +113,16 @@ export { bucketRanges, chooseArm, fnv1a32, hashBucket } from './experiments/hash
 export { ExperimentClient, type StoredExperimentView } from './experiments/client.js';
 
 // Results: from the service's live sums or recomputed from the lakehouse; decisions.
-export { experimentResults, type ArmStats, type Comparison, type ExperimentReport, type ExperimentResults, type ExperimentStats, type MetricResult, type MetricSums } from './experiments/results.js';
+export {
+  experimentResults,
+  type ArmStats,
+  type Comparison,
+  type ExperimentReport,
+  type ExperimentResults,
+  type ExperimentStats,
+  type MetricResult,
+  type MetricSums,
+} from './experiments/results.js';
 export { experimentStatsFromLake, experimentStatsSql, type LakehouseExperimentStats } from './experiments/lakehouse-stats.js';
 export { decide, fmtDays, fmtLift, type Decision, type DecisionRecord } from './experiments/decide.js';
 

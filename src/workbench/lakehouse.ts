@@ -36,10 +36,7 @@ export interface DataFrame {
  *
  *   for (const s of lake.sources()) if (s.kind === 'built') console.log(s.name, s.build.accepted);
  */
-export type ArchiveSource =
-  | { name: string; kind: 'built'; build: EventSourceEntry }
-  | { name: string; kind: 'live' }
-  | { name: string; kind: 'unlisted' };
+export type ArchiveSource = { name: string; kind: 'built'; build: EventSourceEntry } | { name: string; kind: 'live' } | { name: string; kind: 'unlisted' };
 
 export interface OpenOptions {
   /** Check every file the manifest lists against its checksum before use (default true). */
@@ -96,7 +93,11 @@ export class Lakehouse {
     }
   }
 
-  /** Rows as plain objects. BIGINT values that fit a double become numbers; larger ones stay bigint. */
+  /**
+   * Rows as plain objects. BIGINT values that fit a double become numbers; larger ones stay bigint.
+   * `T` is a claim about the columns, not checked: in a notebook keep the default `Row` and narrow
+   * each value (`typeof`, `instanceof Date`, `Number()`).
+   */
   async query<T extends object = Row>(statement: Sql): Promise<T[]> {
     const r = await this.db.query(statement);
     const columns = r.columns.map((c, i) => (isBigIntType(r.types[i]!) ? c.map(narrowBigInt) : c));
@@ -201,7 +202,11 @@ async function defineViews(db: DuckDb, layout: LakeLayout, manifest: Manifest): 
   }
   const lines = table('retail_lines');
   if (lines) {
-    await view('retail_lines', 'the retail archive, one typed row per invoice line (materialised from events at build)', sql`SELECT * FROM read_parquet(${lines})`);
+    await view(
+      'retail_lines',
+      'the retail archive, one typed row per invoice line (materialised from events at build)',
+      sql`SELECT * FROM read_parquet(${lines})`,
+    );
   }
   const customers = table('retail_customers');
   if (customers) {
@@ -248,7 +253,12 @@ async function defineViews(db: DuckDb, layout: LakeLayout, manifest: Manifest): 
   const predictions = table('predictions');
   if (predictions) await view('predictions', 'replica of the OLTP predictions table', sql`SELECT * FROM read_parquet(${predictions})`);
   const assignments = table('assignments');
-  if (assignments) await view('assignments', "replica of the OLTP assignments table: each user's sticky arm per experiment and exposure time", sql`SELECT * FROM read_parquet(${assignments})`);
+  if (assignments)
+    await view(
+      'assignments',
+      "replica of the OLTP assignments table: each user's sticky arm per experiment and exposure time",
+      sql`SELECT * FROM read_parquet(${assignments})`,
+    );
   const telco = table('telco_customers');
   if (telco) await view('telco_customers', 'the IBM Telco customer table, typed, with the churn label', sql`SELECT * FROM read_parquet(${telco})`);
   const truth = table('app_truth');
@@ -286,8 +296,12 @@ function toArrow(r: ColumnarResult): arrow.Table {
     const type = arrowType(r.types[i]!);
     const values = r.columns[i]!;
     vectors[name] =
-      type instanceof arrow.Utf8 ? arrow.vectorFromArray(values.map((v) => (v === null || typeof v === 'string' ? v : JSON.stringify(v, bigintJson))), type)
-      : arrow.vectorFromArray(values as never[], type);
+      type instanceof arrow.Utf8
+        ? arrow.vectorFromArray(
+            values.map((v) => (v === null || typeof v === 'string' ? v : JSON.stringify(v, bigintJson))),
+            type,
+          )
+        : arrow.vectorFromArray(values as never[], type);
   });
   return new arrow.Table(vectors);
 }

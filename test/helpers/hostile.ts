@@ -940,17 +940,15 @@ export function wellFormedRequest(routes: readonly ApiRoute[]): fc.Arbitrary<Hos
   return fc.oneof(
     {
       weight: 30,
-      arbitrary: fc
-        .array(goodEvent, { minLength: 1, maxLength: 12 })
-        .map((events): HostileRequest => ({
-          route: ingest,
-          params: {},
-          query: [],
-          auth: 'scope',
-          body: { kind: 'json', value: events },
-          contentType: 'application/json',
-          headers: [],
-        })),
+      arbitrary: fc.array(goodEvent, { minLength: 1, maxLength: 12 }).map((events): HostileRequest => ({
+        route: ingest,
+        params: {},
+        query: [],
+        auth: 'scope',
+        body: { kind: 'json', value: events },
+        contentType: 'application/json',
+        headers: [],
+      })),
     },
     {
       weight: 10,

@@ -55,7 +55,8 @@ export type Range = readonly [number, number];
  * @example
  * ```ts
  * const ranges = bucketRanges(2, 1, [0.5, 0.5]);
- * const arm = chooseArm(hashBucket('churn-offer', 'u42', 2)!, ranges);
+ * const bucket = hashBucket('churn-offer', 'u42', 2); // undefined only for an unknown hash version
+ * const arm = bucket === undefined ? -1 : chooseArm(bucket, ranges);
  * ```
  */
 export function bucketRanges(arms: number, coverage = 1, weights?: readonly number[]): Range[] {
@@ -80,7 +81,7 @@ export function equalWeights(arms: number): number[] {
  *
  * @example
  * ```ts
- * const arm = chooseArm(hashBucket('churn-offer', 'u42', 2)!, bucketRanges(2)); // 0 or 1
+ * const arm = chooseArm(hashBucket('churn-offer', 'u42', 2) ?? NaN, bucketRanges(2)); // 0 or 1 (-1 for an unknown hash version)
  * ```
  */
 export function chooseArm(bucket: number, ranges: readonly Range[]): number {

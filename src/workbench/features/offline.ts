@@ -11,9 +11,13 @@ import { WINDOWS, type Feature } from './definition.js';
  * window of definition.ts. One row out per spine row, in spine order, spine columns first.
  */
 export interface TrainingSetSource {
-  /** A table, view or subquery with `user_id` and `as_of` (TIMESTAMP, UTC); other columns are kept. */
+  /**
+   * The rows to compute, with `user_id` and `as_of` (TIMESTAMP, UTC); other columns are kept. What
+   * `spine()` and `labels()` return, a table or view name (``sql`my_spine` ``), or a query in parentheses
+   * (``sql`(SELECT ...)` ``): it is read as `FROM <spine>`, where a bare SELECT does not parse.
+   */
   spine: Sql;
-  /** The events: `event_id, time, user_id, event, props` (JSON). Default the lakehouse's `events` view. */
+  /** The events: `event_id, time, user_id, event, props` (JSON), a name or a query in parentheses as for `spine`. Default the lakehouse's `events` view, every source. */
   events?: Sql;
 }
 
@@ -26,7 +30,7 @@ const ROW = ident('__spine_row');
  *
  * @example
  * ```ts
- * const statement = trainingSetSql(appFeatures, { spine: sql`SELECT user_id, as_of FROM my_spine` });
+ * const statement = trainingSetSql(appFeatures, { spine: sql`(SELECT user_id, as_of FROM my_spine WHERE as_of >= '2025-02-01')` });
  * console.log(statement.toString());
  * ```
  */
@@ -57,7 +61,12 @@ export function trainingSetSql(features: readonly Feature[], source: TrainingSet
  * });
  * ```
  */
-export async function buildTrainingSet(lake: Lakehouse, features: readonly Feature[], source: TrainingSetSource, options: { progress?: Progress } = {}): Promise<Row[]> {
+export async function buildTrainingSet(
+  lake: Lakehouse,
+  features: readonly Feature[],
+  source: TrainingSetSource,
+  options: { progress?: Progress } = {},
+): Promise<Row[]> {
   const task = (options.progress ?? defaultProgress()).task(`building a training set of ${features.length} features`, 2, 'steps');
   const [check] = await lake.query<{ rows: number; no_user: number; no_time: number; first_bad: number | null }>(sql`
     SELECT count(*) AS rows, count(*) FILTER (WHERE user_id IS NULL) AS no_user, count(*) FILTER (WHERE as_of IS NULL) AS no_time,

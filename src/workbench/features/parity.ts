@@ -7,6 +7,7 @@ import { trainingSetSql } from './offline.js';
 import { Random } from '../random.js';
 import { OnlineFeatures, type UserState } from './online.js';
 
+/** What `featureParity` compares: the events of one source, how many (user, time) samples, and the seed that picks them. */
 export interface ParityOptions {
   /** The `source` of the lakehouse's events view to replay (`retail`, `app`, `live`). */
   source: string;
@@ -16,6 +17,7 @@ export interface ParityOptions {
   progress?: Progress;
 }
 
+/** One feature's line of a parity or skew report: values compared, how many differ, the largest difference and a first example. */
 export interface FeatureParity {
   name: string;
   compared: number;
@@ -59,7 +61,8 @@ export async function featureParity(lake: Lakehouse, features: readonly Feature[
   const rng = new Random(options.seed ?? 1);
   const random = () => rng.next();
   const [count] = await lake.query<{ n: number }>(sql`SELECT count(*) AS n FROM events WHERE source = ${source}`);
-  if (!count || count.n === 0) throw new InputError(`the lakehouse has no events with source ${JSON.stringify(source)}: build it with \`wb lake build\` (sources: retail, app, live)`);
+  if (!count || count.n === 0)
+    throw new InputError(`the lakehouse has no events with source ${JSON.stringify(source)}: build it with \`wb lake build\` (sources: retail, app, live)`);
   const picks = Array.from({ length: wanted }, () => Math.floor(random() * count.n));
   const anchors = await lake.query<{ user_id: string; t: number }>(sql`
     SELECT user_id, CAST(epoch_ms(time) AS DOUBLE) AS t FROM (SELECT user_id, time, row_number() OVER (ORDER BY time, event_id) - 1 AS i FROM events WHERE source = ${source})
@@ -73,7 +76,9 @@ export async function featureParity(lake: Lakehouse, features: readonly Feature[
 
   options.progress?.log(`parity on ${source}: ${samples.length} samples, ${features.length} features; offline (DuckDB)...`);
   const spine = sql`(SELECT * FROM (VALUES ${join(samples.map((s, k) => sql`(${s.user_id}, ${new Date(s.as_of)}, ${k})`))}) AS v(user_id, as_of, sample))`;
-  const offline = await lake.query<Record<string, FeatureValue>>(trainingSetSql(features, { spine, events: sql`(SELECT * FROM events WHERE source = ${source})` }));
+  const offline = await lake.query<Record<string, FeatureValue>>(
+    trainingSetSql(features, { spine, events: sql`(SELECT * FROM events WHERE source = ${source})` }),
+  );
 
   options.progress?.log(`parity on ${source}: online (replaying the events of ${new Set(samples.map((s) => s.user_id)).size} users)...`);
   const users = [...new Set(samples.map((s) => s.user_id))];

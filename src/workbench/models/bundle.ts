@@ -79,7 +79,8 @@ export async function createBundle(
   if (!NAME.test(name)) throw new InputError(`model name ${JSON.stringify(name)}: use lower-case letters, digits and -, starting with a letter`);
   const featureNames = new Set(features.map((f) => f.name));
   for (const step of trained.preprocessing.steps) {
-    if (!featureNames.has(step.name)) throw new InputError(`the model reads ${step.name}, which is not one of the bundle's features (${[...featureNames].join(', ')})`);
+    if (!featureNames.has(step.name))
+      throw new InputError(`the model reads ${step.name}, which is not one of the bundle's features (${[...featureNames].join(', ')})`);
   }
   let saved: io.ModelArtifacts | undefined;
   await trained.model.save(
@@ -127,7 +128,8 @@ export function verifyBundle(input: unknown, where = 'bundle'): ModelBundle {
   }
   const { version, ...body } = shape.data as ModelBundle;
   const actual = contentHash(body);
-  if (actual !== version) throw new IntegrityError(`${where}: its content hashes to ${actual}, not to its version ${version}: the bundle was changed after it was made; refusing it`);
+  if (actual !== version)
+    throw new IntegrityError(`${where}: its content hashes to ${actual}, not to its version ${version}: the bundle was changed after it was made; refusing it`);
   featureSet(body.features); // each definition valid, names unique
   const names = new Set(body.features.map((f) => f.name));
   for (const step of body.preprocessing.steps as { name: string }[]) {
@@ -157,8 +159,8 @@ export async function checkBundle(input: unknown, where = 'bundle'): Promise<Mod
  * @example
  * ```ts
  * const registry = ModelRegistry.open(registryDir());
- * const classifier = await loadClassifier(registry.get(registry.resolve('app-churn', 'champion')!));
- * console.log(classifier.predict(rows));
+ * const champion = registry.resolve('app-churn', 'champion'); // undefined when the alias points nowhere
+ * if (champion) console.log((await loadClassifier(registry.get(champion))).predict(rows));
  * ```
  */
 export async function loadClassifier(bundle: ModelBundle, where = `bundle ${bundle.version}`): Promise<Classifier> {
@@ -179,7 +181,8 @@ export async function loadClassifier(bundle: ModelBundle, where = `bundle ${bund
       tf.dispose(Object.values(decoded));
     }
     const width = (model.inputs[0]?.shape[1] as number | undefined) ?? -1;
-    if (width !== bundle.preprocessing.inputs.length) throw new UnloadableBundleError(`${where}: the model takes ${width} inputs but the preprocessing makes ${bundle.preprocessing.inputs.length}`);
+    if (width !== bundle.preprocessing.inputs.length)
+      throw new UnloadableBundleError(`${where}: the model takes ${width} inputs but the preprocessing makes ${bundle.preprocessing.inputs.length}`);
     const loaded = classifier(bundle.kind, model, bundle.preprocessing, bundle.label);
     const defaults = dict(bundle.features.map((f) => [f.name, Array.isArray(f.default) ? [...f.default] : f.default] as const));
     const score = loaded.predict([defaults])[0];
@@ -235,14 +238,17 @@ function modelArtifacts(model: ModelBundle['model'], where: string): { specs: io
     if (names.has(spec.data.name)) throw new UnloadableBundleError(`${where}: model.weightSpecs[${i}]: the weight ${spec.data.name} appears twice`);
     names.add(spec.data.name);
     const size = spec.data.shape.reduce((a, b) => a * b, 1);
-    if (size > MAX_WEIGHT_VALUES) throw new UnloadableBundleError(`${where}: model.weightSpecs[${i}]${name}: shape [${spec.data.shape.join(',')}] is over ${MAX_WEIGHT_VALUES} values`);
+    if (size > MAX_WEIGHT_VALUES)
+      throw new UnloadableBundleError(`${where}: model.weightSpecs[${i}]${name}: shape [${spec.data.shape.join(',')}] is over ${MAX_WEIGHT_VALUES} values`);
     values += size;
     specs.push({ name: spec.data.name, shape: spec.data.shape, dtype: 'float32' });
   });
   const bytes = Buffer.from(model.weights, 'base64');
   if (bytes.toString('base64') !== model.weights) throw new UnloadableBundleError(`${where}: model.weights is not base64 text`);
   if (bytes.length !== values * 4) {
-    throw new UnloadableBundleError(`${where}: model.weights holds ${bytes.length} bytes, but model.weightSpecs describe ${values} float32 values (${values * 4} bytes)`);
+    throw new UnloadableBundleError(
+      `${where}: model.weights holds ${bytes.length} bytes, but model.weightSpecs describe ${values} float32 values (${values * 4} bytes)`,
+    );
   }
   const oversized = oversizedLayer(topology, Math.max(values, 1));
   if (oversized) throw new UnloadableBundleError(`${where}: model.topology: ${oversized}, more than the ${values} weight values the bundle carries`);
@@ -270,9 +276,14 @@ function matchWeights(model: LayersModel, specs: readonly io.WeightsManifestEntr
   const expected = new Map(model.weights.map((w) => [w.originalName, w.shape]));
   for (const spec of specs) {
     const shape = expected.get(spec.name);
-    if (!shape) throw new UnloadableBundleError(`${where}: the weight ${spec.name} is not a weight of the model in model.topology (it has: ${[...expected.keys()].join(', ')})`);
+    if (!shape)
+      throw new UnloadableBundleError(
+        `${where}: the weight ${spec.name} is not a weight of the model in model.topology (it has: ${[...expected.keys()].join(', ')})`,
+      );
     if (shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i])) {
-      throw new UnloadableBundleError(`${where}: the weight ${spec.name} has shape [${spec.shape.join(',')}] in model.weightSpecs, but the topology makes it [${shape.join(',')}]`);
+      throw new UnloadableBundleError(
+        `${where}: the weight ${spec.name} has shape [${spec.shape.join(',')}] in model.weightSpecs, but the topology makes it [${shape.join(',')}]`,
+      );
     }
   }
   const given = new Set(specs.map((s) => s.name));
@@ -292,7 +303,8 @@ function oversizedLayer(topology: Record<string, unknown>, values: number): stri
     if (!node || typeof node !== 'object') continue;
     for (const [key, value] of Object.entries(node)) {
       if (SIZE_KEYS.has(key) && typeof value === 'number' && value > values) return `${at}.${key} is ${value}`;
-      if (SHAPE_KEYS.has(key) && Array.isArray(value) && value.some((d) => typeof d === 'number' && d > values)) return `${at}.${key} is ${JSON.stringify(value)}`;
+      if (SHAPE_KEYS.has(key) && Array.isArray(value) && value.some((d) => typeof d === 'number' && d > values))
+        return `${at}.${key} is ${JSON.stringify(value)}`;
       if (value && typeof value === 'object') stack.push({ node: value, at: `${at}.${key}` });
     }
   }

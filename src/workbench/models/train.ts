@@ -6,6 +6,7 @@ import { logLoss } from './evaluate.js';
 import { fitPreprocessing, transform, type ColumnSpec, type Preprocessing, type Row } from './preprocess.js';
 import { tensorflow, tf } from './tf.js';
 
+/** The model `trainClassifier` fits: `logistic` (one sigmoid unit) or `mlp` (hidden ReLU layers, then a sigmoid unit). */
 export type ModelKind = 'logistic' | 'mlp';
 
 /** How `trainClassifier` trains: the model kind, regularisation, epochs, early stopping, seed and progress. */
@@ -30,6 +31,7 @@ export interface TrainOptions {
   progress?: Progress;
 }
 
+/** One epoch of training (`Classifier.history`): its training loss and the held-out validation loss that decides when to stop. */
 export interface EpochRecord {
   epoch: number;
   loss: number;
@@ -62,7 +64,18 @@ export interface Classifier {
  */
 export async function trainClassifier(rows: readonly Row[], label: string, columns: readonly ColumnSpec[], options: TrainOptions = {}): Promise<Classifier> {
   await tensorflow();
-  const o = { model: 'logistic' as ModelKind, hidden: [32, 16], l2: 1e-4, learningRate: 0.01, batchSize: 256, maxEpochs: 200, validationFraction: 0.2, patience: 10, seed: 1, ...options };
+  const o = {
+    model: 'logistic' as ModelKind,
+    hidden: [32, 16],
+    l2: 1e-4,
+    learningRate: 0.01,
+    batchSize: 256,
+    maxEpochs: 200,
+    validationFraction: 0.2,
+    patience: 10,
+    seed: 1,
+    ...options,
+  };
   const labels = labelsOf(rows, label);
   const random = new Random(o.seed);
   const order = random.shuffle(rows.map((_, i) => i));
@@ -78,13 +91,20 @@ export async function trainClassifier(rows: readonly Row[], label: string, colum
   const model = buildModel(o.model, width, o.hidden, o.l2, o.seed);
   model.compile({ optimizer: tf.train.adam(o.learningRate), loss: 'binaryCrossentropy' });
   const xTrain = tf.tensor2d(transform(preprocessing, trainRows), [trainRows.length, width]);
-  const yTrain = tf.tensor2d(Float32Array.from(trainIndex, (i) => labels[i]!), [trainRows.length, 1]);
+  const yTrain = tf.tensor2d(
+    Float32Array.from(trainIndex, (i) => labels[i]!),
+    [trainRows.length, 1],
+  );
   const xValid = tf.tensor2d(transform(preprocessing, validRows), [validRows.length, width]);
   const yValid = Float32Array.from(validIndex, (i) => labels[i]!);
 
   const history: EpochRecord[] = [];
   let best = { valLoss: Number.POSITIVE_INFINITY, epoch: 0, weights: [] as Tensor[] };
-  const task = (o.progress ?? defaultProgress()).task(`training ${o.model} on ${trainRows.length.toLocaleString('en-US')} rows x ${width} inputs`, o.maxEpochs, 'epochs');
+  const task = (o.progress ?? defaultProgress()).task(
+    `training ${o.model} on ${trainRows.length.toLocaleString('en-US')} rows x ${width} inputs`,
+    o.maxEpochs,
+    'epochs',
+  );
   try {
     for (let epoch = 1; epoch <= o.maxEpochs; epoch++) {
       // Batches in a seeded order of our own, so that training is reproducible.
@@ -110,7 +130,14 @@ export async function trainClassifier(rows: readonly Row[], label: string, colum
 }
 
 /** Wraps a model and its preprocessing as a Classifier (also used when a bundle is loaded). */
-export function classifier(kind: ModelKind, model: LayersModel, preprocessing: Preprocessing, label: string, history: EpochRecord[] = [], bestEpoch = 0): Classifier {
+export function classifier(
+  kind: ModelKind,
+  model: LayersModel,
+  preprocessing: Preprocessing,
+  label: string,
+  history: EpochRecord[] = [],
+  bestEpoch = 0,
+): Classifier {
   return {
     kind,
     model,
@@ -144,7 +171,15 @@ function buildModel(kind: ModelKind, width: number, hidden: number[], l2: number
   const regularizer = l2 > 0 ? tf.regularizers.l2({ l2 }) : undefined;
   const layers = kind === 'mlp' ? hidden : [];
   layers.forEach((units, i) => {
-    model.add(tf.layers.dense({ units, activation: 'relu', kernelInitializer: tf.initializers.heNormal({ seed: seed + i }), kernelRegularizer: regularizer, ...(i === 0 ? { inputShape: [width] } : {}) }));
+    model.add(
+      tf.layers.dense({
+        units,
+        activation: 'relu',
+        kernelInitializer: tf.initializers.heNormal({ seed: seed + i }),
+        kernelRegularizer: regularizer,
+        ...(i === 0 ? { inputShape: [width] } : {}),
+      }),
+    );
   });
   model.add(
     tf.layers.dense({
