@@ -10,12 +10,13 @@ import { registerLake } from './lake.js';
 import { registerModels } from './models.js';
 import { registerNotebooks } from './notebooks.js';
 import { registerReplay } from './replay.js';
+import { registerRuns } from './runs.js';
 import { registerSql } from './sql.js';
 import { registerLogs, registerServe } from './serve.js';
 import { registerStart } from './start.js';
 
-/** The `wb` command: every subcommand has --help; errors are one clear line, not a stack. */
-export async function main(argv: string[]): Promise<void> {
+/** The `wb` command tree, every subcommand registered (tests walk it to check each one's --help). */
+export function buildProgram(): Command {
   const program = new Command('wb')
     .description('plg-workbench: lakehouse, notebooks, models and experiments for product-led growth')
     .option('--data-dir <dir>', 'where generated state lives (env WB_DATA_DIR)', process.env.WB_DATA_DIR ?? '.wb')
@@ -34,10 +35,16 @@ export async function main(argv: string[]): Promise<void> {
   registerFeatures(program);
   registerModels(program);
   registerJobs(program);
+  registerRuns(program);
   registerExperiments(program);
   registerDlq(program);
   registerSql(program);
+  return program;
+}
 
+/** The `wb` command: every subcommand has --help; errors are one clear line, not a stack. */
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
   try {
     await program.parseAsync(argv);
   } catch (err) {

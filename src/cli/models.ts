@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { registryDir } from '../workbench/config.js';
 import { ModelRegistry, type UnreadableVersion } from '../workbench/models/registry.js';
+import { registerModelCard } from './runs.js';
 
 /** `wb models`: the registry in the data dir (the service re-reads aliases within seconds). */
 export function registerModels(program: Command): void {
@@ -56,6 +57,8 @@ export function registerModels(program: Command): void {
     .action(async (name: string, alias: string, version: string, flags: { reason?: string }) => {
       // The version's model is built first: a changed, unreadable or unloadable version is refused and the alias stays.
       const move = await registry().moveAlias(name, alias, version, { by: process.env.USER ?? 'wb', reason: flags.reason });
-      console.log(`${name} ${alias}: ${move.from ?? '(none)'} -> ${move.to}`);
+      console.log(move.unchanged ? `unchanged: version ${version} of ${name} is already ${alias}` : `${name} ${alias}: ${move.from ?? '(none)'} -> ${move.to}`);
     });
+
+  registerModelCard(models, () => program.opts().dataDir);
 }

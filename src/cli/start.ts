@@ -54,7 +54,7 @@ export function registerStart(program: Command): void {
         const published = run.steps.find((s) => s.job === 'publish')?.outputs;
         console.log(
           `${name}: ${run.status}${trained ? `, test ROC AUC ${Number(trained.roc_auc).toFixed(3)}` : ''}` +
-            `${published ? (published.published ? `, published ${published.version} as ${published.alias}` : `, not published (${published.reason})`) : ''}`,
+            `${published ? (published.published ? (published.unchanged ? `, ${published.message}` : `, published ${published.version} as ${published.alias}`) : `, not published (${published.reason})`) : ''}`,
         );
       }
     }

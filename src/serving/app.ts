@@ -12,11 +12,13 @@ import { featureRoutes } from './http/features.js';
 import type { ExperimentPlatform } from './experiments/platform.js';
 import { jobRoutes } from './http/jobs.js';
 import { modelRoutes, type ModelRouteDeps } from './http/models.js';
+import { modelCardRoutes } from './http/model-card.js';
 import type { JobScheduler } from './jobs/scheduler.js';
 import { countRequests, observabilityRoutes } from './http/observability.js';
 import { openApiDocument } from './http/openapi.js';
 import { reportRoutes } from './http/reports.js';
 import type { Route } from './http/route.js';
+import { driftSummary } from './models/drift.js';
 import type { AlertSink } from './observability/alerts.js';
 import type { Metrics } from './observability/metrics.js';
 import type { LiveAggregates } from './pipeline/aggregates.js';
@@ -104,8 +106,10 @@ export function allRoutes(deps: AppDeps): Route[] {
     ...experimentRoutes(deps.experiments),
     ...(deps.deadLetters ? deadLetterRoutes(deps.deadLetters) : []),
     ...(deps.dataDir ? reportRoutes(deps.dataDir, deps.logger) : []),
+    ...modelCardRoutes({ registry: deps.models.models.registry, dataDir: deps.dataDir }),
     ...observabilityRoutes(deps.metrics, deps.alerts, async () => {
       for (const c of await lag()) deps.metrics.consumerLag.set({ consumer: c.name }, c.lag);
+      deps.models.drift?.refreshMetrics();
     }),
     ...dashboardRoutes({
       aggregates: deps.aggregates,
@@ -115,7 +119,12 @@ export function allRoutes(deps: AppDeps): Route[] {
       archive: deps.archiveFreshness,
       models: async () => {
         const served = new Map((await deps.metrics.predictions.get()).values.map((v) => [String(v.labels.model), v.value]));
-        return Object.entries(deps.models.models.aliases()).map(([name, aliases]) => ({ name, aliases, predictions: served.get(name) ?? 0 }));
+        return Object.entries(deps.models.models.aliases()).map(([name, aliases]) => ({
+          name,
+          aliases,
+          predictions: served.get(name) ?? 0,
+          ...(deps.models.drift ? { drift: driftSummary(deps.models.drift.report(name)) } : {}),
+        }));
       },
       experiments: () =>
         deps.experiments.experiments.list().map((s) => ({

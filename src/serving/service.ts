@@ -26,6 +26,7 @@ import { RedisOnlineStore } from './features/redis-store.js';
 import { FeatureServing } from './features/serving.js';
 import type { OnlineStore } from './features/store.js';
 import { JobScheduler, type ScheduleEntry } from './jobs/scheduler.js';
+import { DriftMonitor, type DriftOptions } from './models/drift.js';
 import { ModelServer } from './models/model-server.js';
 import { PredictionLog } from './models/prediction-log.js';
 import { Precompute, type PrecomputeRule } from './models/precompute.js';
@@ -61,6 +62,8 @@ export interface ServiceConfig {
   /** URL that receives each alert as a JSON POST. */
   alertWebhook?: string;
   anomaly?: AnomalyOptions;
+  /** How served features are compared with each model's training distribution (window, thresholds). */
+  drift?: DriftOptions;
   /** How long stop() lets requests in flight finish before it closes the connections left (ms); default 10000. */
   drainMs?: number;
   /**
@@ -99,6 +102,8 @@ export interface RunningService {
   deadLetters: DeadLetterStore;
   features: FeatureServing;
   models: ModelServer;
+  /** Served feature values against each model version's training distribution. */
+  drift: DriftMonitor;
   jobs: JobScheduler;
   experiments: ExperimentPlatform;
   /** Stops taking requests, finishes the ones in flight, drains the consumers, closes everything. */
@@ -181,10 +186,12 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     onError: (err) => logger.error({ err }, 'cannot follow a model alias; it keeps answering with the version it had'),
     refreshMs: config.modelRefreshMs,
   });
+  const drift = new DriftMonitor({ alerts, metrics, now: () => clock.now() }, config.drift);
   if (config.precompute?.length) {
     const precompute = new Precompute(config.precompute, models, features, oltp, () => log.next(), {
       warn: (err, message) => logger.warn({ err }, message),
       scored: (model, count) => metrics.predictions.inc({ model: metrics.label('model', model) }, count),
+      observed: (bundle, rows) => drift.observeMany(bundle, rows),
     });
     runners.push(new ConsumerRunner(log, precompute, { batchSize: 1_000, maxWaitMs: 0, onError, deadLetters }, recent));
   }
@@ -207,7 +214,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     notReady: () => notReady,
     consumers: async () => [...runners, ...features.runners].map((r) => ({ name: r.consumer.name, committed: r.offset })),
     archiveFreshness: () => archiver.freshness,
-    models: { models, features, oltp, predictions, metrics, experiments },
+    models: { models, features, oltp, predictions, metrics, experiments, drift },
     jobs,
     experiments,
     limits: { bodyBytes: config.bodyLimitBytes },
@@ -292,6 +299,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     deadLetters: deadLetterStore,
     features,
     models,
+    drift,
     jobs,
     experiments,
     stop,

@@ -65,6 +65,21 @@ export class DuckDb {
     }
   }
 
+  /**
+   * A result a chunk at a time (up to 2,048 rows, as rows of JavaScript values, BIGINT as `bigint`):
+   * DuckDB computes on its own threads and each chunk is converted only when asked for, so a large
+   * result never holds the event loop in one piece (the service's online feature bootstrap).
+   */
+  async *stream(statement: Sql): AsyncGenerator<Scalar[][]> {
+    const text = statement.toString();
+    try {
+      const result = await this.connection.stream(text);
+      for await (const rows of result.yieldRowsJs()) yield rows as Scalar[][];
+    } catch (err) {
+      throw new SqlError(text, err);
+    }
+  }
+
   async query(statement: Sql): Promise<ColumnarResult> {
     const text = statement.toString();
     try {

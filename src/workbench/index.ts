@@ -79,18 +79,62 @@ export {
   brierScore,
   calibrationTable,
   evaluate,
+  expectedCalibrationError,
   liftByDecile,
   logLoss,
   rocAuc,
   rocCurve,
   stratifiedFolds,
+  type BinStrategy,
+  type CalibrationBin,
   type Evaluation,
 } from './models/evaluate.js';
+export {
+  applyCalibration,
+  calibrated,
+  chooseCalibration,
+  fitIsotonic,
+  fitPlatt,
+  fitSigmoid,
+  isotonicRegression,
+  splitInTime,
+  trainCalibrated,
+  uncalibrated,
+  type Calibration,
+  type CalibrationCandidate,
+  type CalibrationFit,
+  type CalibrationMap,
+  type CalibrationMethod,
+  type CalibratedTraining,
+} from './models/calibration.js';
 export { crossValidate, type CrossValidation, type FoldResult } from './models/cross-validate.js';
 
 // Bundles and lineage.
 export { BUNDLE_FORMAT, createBundle, loadClassifier, verifyBundle, type Lineage, type ModelBundle } from './models/bundle.js';
 export { dataSnapshot, lineageOf } from './models/lineage.js';
+
+// Model cards, and the bootstrap intervals they show.
+export {
+  bootstrapIntervals,
+  pairedBootstrap,
+  type BootstrapOptions,
+  type MetricInterval,
+  type MetricIntervals,
+  type PairedComparison,
+} from './models/bootstrap.js';
+export {
+  cardBlocks,
+  cardHtml,
+  cardMarkdown,
+  loadModelCard,
+  modelCard,
+  type CardBlock,
+  type CardFeature,
+  type CardMetric,
+  type ChampionRecord,
+  type GateRecord,
+  type ModelCard,
+} from './models/card.js';
 
 // Registry and publishing.
 export { ModelRegistry, type AliasMove, type VersionInfo } from './models/registry.js';
@@ -137,6 +181,25 @@ export { sequential, sequentialHalfwidth } from './stats/sequential.js';
 export { daysToDecision, powerForSize, sampleSizePerArm } from './stats/power.js';
 export { chiSquareSf, normalCdf, normalQuantile, tCdf, tQuantile } from './stats/distributions.js';
 export { Random } from './random.js';
+
+// ---------------------------------------------------------------------------------------------
+// Runs: every training run recorded (parameters, data snapshot, metrics, artefacts) and compared
+// ---------------------------------------------------------------------------------------------
+
+export { ActiveRun, startRun, type StartRunOptions } from './runs/run.js';
+export { compareRuns, flattenRuns, runsPlot, runsTable, type ComparedValue, type FlatRun, type RunComparison, type RunsTableOptions } from './runs/table.js';
+export {
+  modelRef,
+  openTracking,
+  type JsonValue,
+  type MetricPoint,
+  type ParamValue,
+  type RunArtifact,
+  type RunFilter,
+  type RunStatus,
+  type TrackedRun,
+  type TrackingStore,
+} from './runs/index.js';
 
 // ---------------------------------------------------------------------------------------------
 // Jobs: training DAGs and their runs

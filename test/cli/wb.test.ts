@@ -4,6 +4,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { EventSchema } from '../../src/workbench/event.js';
+import type { Command } from 'commander';
+import { buildProgram } from '../../src/cli/main.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const wb = (...args: string[]) => {
@@ -15,37 +17,19 @@ describe('the wb command', () => {
   const dir = tempDir();
 
   it('has --help on every subcommand', () => {
-    const commands = [
-      [],
-      ['start'],
-      ['lake'],
-      ['lake', 'build'],
-      ['lake', 'info'],
-      ['lake', 'path'],
-      ['app'],
-      ['app', 'simulate'],
-      ['nb'],
-      ['nb', 'run'],
-      ['nb', 'strip'],
-      ['nb', 'check'],
-      ['kernel'],
-      ['kernel', 'install'],
-      ['serve'],
-      ['keys'],
-      ['keys', 'create'],
-      ['keys', 'list'],
-      ['keys', 'revoke'],
-      ['logs'],
-      ['replay'],
-      ['experiments'],
-      ['experiments', 'create'],
-      ['experiments', 'status'],
-      ['experiments', 'results'],
-    ];
-    for (const c of commands) {
-      const r = wb(...c, '--help');
-      assert.equal(r.code, 0, `${c.join(' ')}: ${r.err}`);
-      assert.match(r.out, new RegExp(`^Usage: wb${c.length ? ` ${c.join(' ')}` : ''} `), c.join(' '));
+    // Every command of the tree, so a new one cannot be forgotten here; the root through the real binary.
+    const root = wb('--help');
+    assert.equal(root.code, 0, root.err);
+    assert.match(root.out, /^Usage: wb /);
+    const walk = (command: Command, path: string[]): string[][] => [path, ...command.commands.flatMap((c) => walk(c, [...path, c.name()]))];
+    const commands = walk(buildProgram(), []);
+    assert.ok(commands.length > 40, `the tree has ${commands.length} commands`);
+    for (const path of commands) {
+      let command: Command = buildProgram();
+      for (const name of path) command = command.commands.find((c) => c.name() === name)!;
+      const help = command.helpInformation();
+      assert.match(help, new RegExp(`^Usage: wb${path.length ? ` ${path.join(' ')}` : ''} `), path.join(' '));
+      if (path.length > 0) assert.ok(command.description().length > 0, `wb ${path.join(' ')} has a description`);
     }
   });
 

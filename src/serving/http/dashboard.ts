@@ -3,6 +3,7 @@ import type { Clock } from '../../workbench/clock.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dict } from '../../workbench/dict.js';
+import type { DriftSummary } from '../models/drift.js';
 import type { AlertSink } from '../observability/alerts.js';
 import type { LiveAggregates } from '../pipeline/aggregates.js';
 import type { Route } from './route.js';
@@ -14,8 +15,8 @@ export interface DashboardSources {
   lag: () => Promise<{ name: string; committed: number; lag: number }[]>;
   /** When the archive last received a batch and the newest event time in it. */
   archive: () => { at: number; newestEvent: string } | undefined;
-  /** The models with aliases, and the predictions each has served since the service started. */
-  models: () => Promise<{ name: string; aliases: Record<string, string>; predictions: number }[]>;
+  /** The models with aliases, the predictions each has served since the service started, and their versions' drift. */
+  models: () => Promise<{ name: string; aliases: Record<string, string>; predictions: number; drift?: DriftSummary[] }[]>;
   /** Experiments, their users per arm and latest decision (the experiment page has the rest). */
   experiments: () => {
     key: string;

@@ -4,10 +4,12 @@ import { dict, hasOwn, own } from '../../workbench/dict.js';
 import { UserIdSchema } from '../../workbench/event.js';
 import { InputError, IntegrityError, NonFiniteScoreError, NotFoundError } from '../../workbench/errors.js';
 import type { FeatureValue } from '../../workbench/features/definition.js';
+import { publishMessage } from '../../workbench/models/registry.js';
 import type { OltpStore } from '../../workbench/oltp/store.js';
 import { badRequest, HttpError, parseBody as body } from '../errors.js';
 import type { FeatureServing } from '../features/serving.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { DriftMonitor } from '../models/drift.js';
 import type { ModelServer } from '../models/model-server.js';
 import type { PredictionLog } from '../models/prediction-log.js';
 import type { Route } from './route.js';
@@ -18,6 +20,8 @@ export interface ModelRouteDeps {
   oltp: OltpStore;
   predictions: PredictionLog;
   metrics: Metrics;
+  /** Served feature values against each model's training distribution (PSI, out of range). */
+  drift?: DriftMonitor;
   /** Experiments whose arms serve models: a user's arm picks the alias. */
   experiments?: { modelArm(model: string, user_id: string): Promise<{ experiment: string; arm: string; alias: string } | undefined> };
 }
@@ -76,7 +80,7 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
       scope: 'admin',
       body: { contentTypes: ['application/json'], description: '{ bundle, alias?, reason? }' },
       responses: {
-        200: '{ name, version, alias, from, features_added }',
+        200: '{ name, version, alias, from, stored, unchanged, message, features_added }: publishing a version the registry holds (same hash: the same model) to an alias already on it writes nothing, with unchanged: true and message "unchanged: version <v> of <name> is already <alias>"',
         400: 'a bundle that is not valid (bad_input), changed after it was made (bundle_integrity), whose model cannot be built from its topology and weights (bundle_unloadable), or with a NaN or infinite weight or default-value score (bundle_non_finite); the message names the layer or weight',
         409: 'a feature name the service serves with another definition',
         413: 'over 50 MB',
@@ -92,8 +96,11 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
         // New features are computed from the log before the alias moves, so the new version never
         // answers with features the store does not have yet.
         const added = await deps.features.register(bundle.features);
+        const stored = !registry.has(bundle.version);
         const move = await deps.models.activate(bundle, p.alias, { by: req.apiKey?.name, reason: p.reason });
-        res.json({ name: bundle.name, version: bundle.version, alias: p.alias, from: move.from, features_added: added.map((f) => f.name) });
+        // A version the registry holds, to an alias already on it: nothing was written, and the answer says so.
+        const outcome = { name: bundle.name, version: bundle.version, alias: p.alias, from: move.from, stored };
+        res.json({ ...outcome, unchanged: !stored && move.unchanged === true, message: publishMessage(outcome), features_added: added.map((f) => f.name) });
       },
     },
     {
@@ -103,7 +110,7 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
       scope: 'admin',
       body: { contentTypes: ['application/json'], schema: MoveAlias, description: '{ version, reason? }' },
       responses: {
-        200: 'the move: { at, name, alias, from, to, by, reason }',
+        200: 'the move: { at, name, alias, from, to, by, reason }, with unchanged: true when the alias already pointed at the version (nothing recorded)',
         400: 'a bad alias or version',
         404: 'no such version',
         409: 'a version that is changed, unreadable, of another model or cannot load (alias_refused), or whose features conflict: the alias stays',
@@ -120,11 +127,12 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
       path: '/v1/predict',
       summary:
         "Score a user with a model (its champion by default, or an alias or a version): reads the user's online features, applies the bundle's preprocessing and model. " +
-        'Features without a value use their declared defaults and are listed in `defaulted`. Every prediction is logged as a `prediction` event.',
+        'Features without a value use their declared defaults and are listed in `defaulted`. Every prediction is logged as a `prediction` event. ' +
+        "When the bundle carries its training distribution, `outOfRange` lists the numeric features whose value lies outside the range of the model's training values (its score there is an extrapolation), and the values count toward the model's drift (PSI and out-of-range share on /metrics and the dashboard, a feature_drift alert past the thresholds).",
       scope: 'read',
       body: { contentTypes: ['application/json'], schema: Predict, description: '{ model, alias? | version?, user_id, values? }' },
       responses: {
-        200: '{ score, model: { name, version, alias }, features, defaulted }: score is always a finite number',
+        200: '{ score, model: { name, version, alias }, features, defaulted, outOfRange?: [{ feature, value, min, max }] }: score is always a finite number; outOfRange is present (possibly empty) when the bundle carries its training distribution',
         400: 'a bad request',
         404: 'an unknown model, alias, version or user (a user with no events and no OLTP record, unless values holds every feature the model reads)',
         422: 'the values sent make the model score NaN or infinity (score_non_finite)',
@@ -183,10 +191,12 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
               );
         }
         deps.predictions.record(p.user_id, scored, sent, at);
+        const outOfRange = deps.drift?.observe(loaded.bundle, features);
         deps.metrics.predictions.inc({ model: deps.metrics.label('model', scored.model.name) });
         // Time spent in the handler (features, model, logging), for clients and benchmarks.
         res.set('Server-Timing', `predict;dur=${(performance.now() - started).toFixed(3)}`);
-        res.json(arm ? { ...scored, experiment: { key: arm.experiment, arm: arm.arm } } : scored);
+        const answer = outOfRange ? { ...scored, outOfRange } : scored;
+        res.json(arm ? { ...answer, experiment: { key: arm.experiment, arm: arm.arm } } : answer);
       },
     },
   ];

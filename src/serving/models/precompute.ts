@@ -1,6 +1,7 @@
 import { InputError, NonFiniteScoreError } from '../../workbench/errors.js';
 import type { EnrichedEvent } from '../../workbench/event.js';
 import type { FeatureValue } from '../../workbench/features/definition.js';
+import type { ModelBundle } from '../../workbench/models/bundle.js';
 import type { OltpStore, Prediction } from '../../workbench/oltp/store.js';
 import type { FeatureServing } from '../features/serving.js';
 import type { EventConsumer } from '../pipeline/consumer.js';
@@ -30,7 +31,12 @@ export class Precompute implements EventConsumer {
     private readonly features: FeatureServing,
     private readonly oltp: OltpStore,
     private readonly logEnd: () => Promise<number>,
-    private readonly report: { warn(err: unknown, message: string): void; scored?(model: string, count: number): void },
+    private readonly report: {
+      warn(err: unknown, message: string): void;
+      scored?(model: string, count: number): void;
+      /** The feature values scored (drift: precomputed scores are served to the app, so their inputs count too). */
+      observed?(bundle: ModelBundle, rows: readonly Record<string, FeatureValue>[]): void;
+    },
   ) {}
 
   /** Where it stopped; the first time, the end of the log: history is not rescored. */
@@ -59,6 +65,7 @@ export class Precompute implements EventConsumer {
       const at = this.features.now();
       for (const user of users) rows.push((await this.features.read(user, at)).values);
       const scores = loaded.classifier.predict(rows);
+      this.report.observed?.(loaded.bundle, rows);
       const now = new Date(at).toISOString();
       const version = loaded.bundle.version;
       const predictions: Prediction[] = [];

@@ -36,10 +36,25 @@ export interface DeadLetterAlert {
   detectedAt: string;
 }
 
-export type Alert = AnomalyAlert | DecisionAlert | LogRecoveryAlert | DeadLetterAlert;
+/** A served model's inputs have moved away from its training distribution (see models/drift.ts); raised once per episode. */
+export interface FeatureDriftAlert {
+  kind: 'feature_drift';
+  /** `model/<name>`. */
+  series: string;
+  labels: { model: string; version: string };
+  /** The features past a threshold when it was raised, worst first. */
+  features: { feature: string; psi: number; outOfRange: number }[];
+  /** Predictions in the window judged. */
+  predictions: number;
+  reason: string;
+  detectedAt: string;
+}
+
+export type Alert = AnomalyAlert | DecisionAlert | LogRecoveryAlert | DeadLetterAlert | FeatureDriftAlert;
 
 function describe(alert: Alert): string {
   if ('kind' in alert && alert.kind === 'log_recovery') return `event log recovery: ${alert.reason}`;
+  if ('kind' in alert && alert.kind === 'feature_drift') return `feature drift: ${alert.reason}`;
   if ('kind' in alert && alert.kind === 'dead_letter')
     return `dead letter ${alert.id}: ${alert.labels.consumer} set record ${alert.offset} aside: ${alert.reason}`;
   return 'kind' in alert

@@ -8,7 +8,7 @@ import { labelVocabulary, type VocabularyLabel } from './label-vocabulary.js';
  * project (label-vocabulary.ts) or are counted under `other`; and each label keeps at most
  * `MAX_VALUES` distinct values, later ones counted under `other`.
  */
-export type LabelName = 'event' | 'country' | 'device' | 'tier' | 'method' | 'route' | 'status' | 'consumer' | 'kind' | 'model';
+export type LabelName = 'event' | 'country' | 'device' | 'tier' | 'method' | 'route' | 'status' | 'consumer' | 'kind' | 'model' | 'version' | 'feature';
 
 const MAX_VALUES = 200;
 
@@ -54,6 +54,26 @@ export class Metrics {
     name: 'wb_predictions_total',
     help: 'Predictions served, by model name',
     labelNames: ['model'] satisfies LabelName[],
+    registers: [this.registry],
+  });
+  // Model and feature names come from published bundles (an admin's); versions are those the drift
+  // monitor keeps (a few), their series removed when it drops one (models/drift.ts).
+  readonly featurePsi = new Gauge({
+    name: 'wb_model_feature_psi',
+    help: "Population stability index of a served feature's recent values against the model version's training distribution",
+    labelNames: ['model', 'version', 'feature'] satisfies LabelName[],
+    registers: [this.registry],
+  });
+  readonly featureOutOfRange = new Gauge({
+    name: 'wb_model_feature_out_of_range_ratio',
+    help: "Share of a served feature's recent values outside the model version's training range",
+    labelNames: ['model', 'version', 'feature'] satisfies LabelName[],
+    registers: [this.registry],
+  });
+  readonly driftWindow = new Gauge({
+    name: 'wb_model_drift_window_predictions',
+    help: 'Recent predictions of a model version the drift gauges are computed over',
+    labelNames: ['model', 'version'] satisfies LabelName[],
     registers: [this.registry],
   });
   readonly alerts = new Counter({

@@ -4,21 +4,25 @@ import type { Feature } from '../features/definition.js';
 import { Lakehouse, type Row } from '../lakehouse.js';
 import { buildLakehouse } from '../lakehouse/build.js';
 import { createBundle, loadClassifier } from '../models/bundle.js';
+import type { Calibration } from '../models/calibration.js';
 import { evaluate, type Evaluation } from '../models/evaluate.js';
 import { lineageOf } from '../models/lineage.js';
 import { publish } from '../models/publish.js';
 import { ModelRegistry } from '../models/registry.js';
 import type { Classifier } from '../models/train.js';
 import { openOltp } from '../oltp/index.js';
+import { INTERVALS_STATE, trackRuns } from '../runs/job.js';
 import { appChurnData, trainAppChurn } from '../pipelines/app-churn.js';
 import { retailPropensityData, trainRetailPropensity } from '../pipelines/retail-propensity.js';
 import type { Progress } from '../progress.js';
 import type { Dag } from './dag.js';
 
 /**
- * The training DAGs: snapshot the OLTP replica -> build the training set -> train -> evaluate
- * against the current champion -> publish. The gate: the new model's test ROC AUC is at least
- * `minAuc` and no more than `tolerance` below the champion's on the same test rows. A model that
+ * The training DAGs: snapshot the OLTP replica -> build the training set -> train (and calibrate on
+ * the latest training moments) -> evaluate against the current champion -> publish. The gate: the
+ * new model's test ROC AUC is at least `minAuc` and no more than `tolerance` below the champion's on
+ * the same test rows, and its test Brier score (of the calibrated probabilities) is below the base
+ * rate's: a model that predicts worse than the test rows' share of positives is not published. A model that
  * passes becomes the champion when there is none, else the challenger (or `--param alias=...`).
  * It is published to the service when `url` and `key` are given (params, or WB_URL and
  * WB_ADMIN_KEY), else saved to the data dir's registry, which a running service re-reads.
@@ -35,12 +39,20 @@ interface TrainingSpec {
     train: Row[];
     test: Row[];
     buildSeconds: number;
-  }): Promise<{ model: Classifier; evaluation: Evaluation; baseline: Evaluation; baselineName: string }>;
+  }): Promise<{ model: Classifier; evaluation: Evaluation; uncalibrated?: Evaluation; calibration?: Calibration; baseline: Evaluation; baselineName: string }>;
 }
 
 const TOLERANCE = 0.005;
 
+/** Each run of a training DAG is recorded as a run (`wb runs list`): see trackRuns. */
 function trainingDag(spec: TrainingSpec): Dag {
+  return trackRuns(
+    { dag: spec.dag, model: spec.model, label: spec.label, description: spec.description, minAuc: spec.minAuc, tolerance: TOLERANCE },
+    untrackedDag(spec),
+  );
+}
+
+function untrackedDag(spec: TrainingSpec): Dag {
   return {
     name: spec.dag,
     description: spec.description,
@@ -80,6 +92,11 @@ function trainingDag(spec: TrainingSpec): Dag {
             roc_auc: result.evaluation.rocAuc,
             pr_auc: result.evaluation.prAuc,
             log_loss: result.evaluation.logLoss,
+            brier: result.evaluation.brier,
+            base_rate_brier: result.evaluation.baseRateBrier,
+            ece: result.evaluation.ece,
+            calibration: result.calibration?.method ?? 'none',
+            ...(result.uncalibrated ? { uncalibrated_brier: result.uncalibrated.brier, uncalibrated_ece: result.uncalibrated.ece } : {}),
             [`${result.baselineName}_roc_auc`]: result.baseline.rocAuc,
             best_epoch: result.model.bestEpoch,
           };
@@ -109,15 +126,14 @@ function trainingDag(spec: TrainingSpec): Dag {
               }
             }
           }
-          const reasons: string[] = [];
-          if (!(evaluation.rocAuc >= minAuc)) reasons.push(`ROC AUC ${evaluation.rocAuc.toFixed(4)} is below the minimum ${minAuc}`);
-          if (championAuc !== null && evaluation.rocAuc < championAuc - TOLERANCE)
-            reasons.push(`ROC AUC ${evaluation.rocAuc.toFixed(4)} is below the champion's ${championAuc.toFixed(4)} (tolerance ${TOLERANCE})`);
+          const reasons = gateReasons(evaluation, { minAuc, championAuc });
           const passed = reasons.length === 0;
           state.set('gate', { passed, championVersion });
           return {
             passed,
             challenger_roc_auc: evaluation.rocAuc,
+            challenger_brier: evaluation.brier,
+            base_rate_brier: evaluation.baseRateBrier,
             champion_version: championVersion ?? null,
             champion_roc_auc: championAuc,
             reason: passed ? 'passes the gate' : reasons.join('; '),
@@ -130,16 +146,22 @@ function trainingDag(spec: TrainingSpec): Dag {
         async run({ dataDir, params, state }) {
           const gate = state.get('gate') as { passed: boolean; championVersion?: string };
           if (!gate.passed) return { published: false, reason: 'the model did not pass the gate' };
-          const { model, evaluation, baseline, baselineName } = state.get('trained') as Awaited<ReturnType<TrainingSpec['train']>>;
+          const { model, evaluation, uncalibrated, baseline, baselineName } = state.get('trained') as Awaited<ReturnType<TrainingSpec['train']>>;
           const data = state.get('data') as { features: readonly Feature[]; train: Row[]; test: Row[] };
           const bundle = await createBundle(spec.model, model, data.features, {
             metrics: {
               rocAuc: evaluation.rocAuc,
               prAuc: evaluation.prAuc,
               logLoss: evaluation.logLoss,
+              brier: evaluation.brier,
+              baseRateBrier: evaluation.baseRateBrier,
+              ece: evaluation.ece,
+              ...(uncalibrated ? { uncalibratedBrier: uncalibrated.brier, uncalibratedEce: uncalibrated.ece } : {}),
               [`${baselineName}RocAuc`]: baseline.rocAuc,
               trainRows: data.train.length,
               testRows: data.test.length,
+              // The test rows' bootstrap intervals of ROC AUC and Brier (trackRuns computes them after training; seeded).
+              intervals: state.get(INTERVALS_STATE),
             },
             lineage: lineageOf(`job:${spec.dag}`, state.get('lake') as Lakehouse, gate.championVersion),
           });
@@ -147,13 +169,19 @@ function trainingDag(spec: TrainingSpec): Dag {
           const alias = params.alias ?? (gate.championVersion ? 'challenger' : 'champion');
           const url = params.url ?? process.env.WB_URL;
           const key = params.key ?? process.env.WB_ADMIN_KEY;
-          if (url && key) {
-            const result = await publish(bundle, { url, key, alias, reason: `job ${spec.dag}` });
-            return { published: true, to: url, version: result.version, alias };
-          }
-          registry.put(bundle);
-          registry.setAlias(spec.model, alias, bundle.version, { by: `job ${spec.dag}` });
-          return { published: true, to: 'registry', version: bundle.version, alias };
+          // Publishing what is already there moves nothing: the answer says unchanged.
+          const outcome =
+            url && key
+              ? await publish(bundle, { url, key, alias, reason: `job ${spec.dag}` })
+              : await registry.publish(bundle, alias, { by: `job ${spec.dag}` });
+          return {
+            published: true,
+            to: url && key ? url : 'registry',
+            version: outcome.version,
+            alias,
+            unchanged: outcome.unchanged,
+            message: outcome.message,
+          };
         },
       },
     ],
@@ -162,6 +190,29 @@ function trainingDag(spec: TrainingSpec): Dag {
       (state.get('lake') as Lakehouse | undefined)?.close();
     },
   };
+}
+
+/**
+ * Why a challenger fails the gate (none: it passes): its test ROC AUC under `minAuc` or more than
+ * the tolerance under the champion's on the same rows, or its test Brier score not below the base
+ * rate's (the Brier of predicting the test rows' share of positives for every row).
+ *
+ * @example
+ * ```ts
+ * gateReasons(evaluate(labels, scores), { minAuc: 0.65, championAuc: null }); // [] when it passes
+ * ```
+ */
+export function gateReasons(evaluation: Evaluation, limits: { minAuc: number; championAuc: number | null; tolerance?: number }): string[] {
+  const tolerance = limits.tolerance ?? TOLERANCE;
+  const reasons: string[] = [];
+  if (!(evaluation.rocAuc >= limits.minAuc)) reasons.push(`ROC AUC ${evaluation.rocAuc.toFixed(4)} is below the minimum ${limits.minAuc}`);
+  if (limits.championAuc !== null && evaluation.rocAuc < limits.championAuc - tolerance)
+    reasons.push(`ROC AUC ${evaluation.rocAuc.toFixed(4)} is below the champion's ${limits.championAuc.toFixed(4)} (tolerance ${tolerance})`);
+  if (!(evaluation.brier < evaluation.baseRateBrier))
+    reasons.push(
+      `Brier score ${evaluation.brier.toFixed(5)} is not better than the base rate's ${evaluation.baseRateBrier.toFixed(5)} (predicting ${evaluation.baseRate.toFixed(4)} for every row)`,
+    );
+  return reasons;
 }
 
 /** The training DAGs `wb jobs run` and the scheduler know, by name (see `findDag`). */
@@ -184,7 +235,7 @@ export const TRAINING_DAGS: readonly Dag[] = [
     data: (lake, progress) => appChurnData(lake, { progress }),
     train: async (data) => {
       const r = await trainAppChurn(data);
-      return { model: r.model, evaluation: r.evaluation, baseline: r.oracle, baselineName: 'oracle' };
+      return { model: r.model, evaluation: r.evaluation, uncalibrated: r.uncalibrated, calibration: r.calibration, baseline: r.oracle, baselineName: 'oracle' };
     },
   }),
 ];

@@ -3,6 +3,8 @@ import { z } from 'zod';
 import { dict } from '../dict.js';
 import { IntegrityError, InputError, NonFiniteBundleError, UnloadableBundleError, WorkbenchError } from '../errors.js';
 import { canonicalJson, contentHash, featureSet, type Feature } from '../features/definition.js';
+import { calibrated, CalibrationSchema, type Calibration } from './calibration.js';
+import { TrainingDistributionSchema, trainingDistributionProblem, type TrainingDistribution } from './distribution.js';
 import type { Evaluation } from './evaluate.js';
 import type { Preprocessing } from './preprocess.js';
 import { classifier, type Classifier, type ModelKind } from './train.js';
@@ -12,7 +14,8 @@ import { tensorflow, tf } from './tf.js';
  * A model bundle: everything needed to serve a model, by value, in one JSON document: the tfjs
  * topology and weights, the feature definitions it reads, the preprocessing it learned, its input
  * and output signature, its metrics and its lineage. Its version is the hash of its content, so a
- * bundle is immutable and loading it checks that nothing was changed.
+ * bundle is immutable and loading it checks that nothing was changed. The hash leaves out one field,
+ * `lineage.createdAt` (see `bundleVersion`): the same data, definitions and seed make the same version.
  */
 export const BUNDLE_FORMAT = 'plg-workbench/model-bundle@1';
 
@@ -25,6 +28,11 @@ export interface Lineage {
   dataSnapshot?: string;
   /** The version it was derived from or meant to replace. */
   parent?: string;
+  /**
+   * When the bundle was made (ISO 8601): metadata, outside the version's hash, so training the same
+   * model again makes the same version; the registry keeps the first copy's. Not checked by
+   * `verifyBundle`: editing it changes no score and no provenance, only the date shown.
+   */
   createdAt: string;
 }
 
@@ -42,7 +50,11 @@ export interface ModelBundle {
   model: { topology: unknown; weightSpecs: io.WeightsManifestEntry[]; weights: string };
   metrics: Record<string, number | Evaluation | unknown>;
   lineage: Lineage;
-  /** Hash of everything else; set by `createBundle`, checked by `verifyBundle`. */
+  /** Each input's training distribution (range, quantile bins): what the service compares served values with. Absent in older bundles. */
+  training?: TrainingDistribution;
+  /** The post-hoc calibration every score goes through (`calibrated`): absent when the model has none. */
+  calibration?: Calibration;
+  /** Hash of everything else but `lineage.createdAt` (`bundleVersion`); set by `createBundle`, checked by `verifyBundle`. */
   version: string;
 }
 
@@ -59,6 +71,8 @@ const BundleShape = z.object({
   model: z.object({ topology: z.unknown(), weightSpecs: z.array(z.unknown()), weights: z.string() }),
   metrics: z.record(z.string(), z.unknown()),
   lineage: z.object({ createdAt: z.string() }).passthrough(),
+  training: TrainingDistributionSchema.optional(),
+  calibration: CalibrationSchema.optional(),
   version: z.string().regex(/^[0-9a-f]{16}$/),
 });
 
@@ -74,7 +88,12 @@ export async function createBundle(
   name: string,
   trained: Classifier,
   features: readonly Feature[],
-  extra: { metrics?: ModelBundle['metrics']; lineage?: Omit<Lineage, 'createdAt'> & { createdAt?: string } } = {},
+  extra: {
+    metrics?: ModelBundle['metrics'];
+    lineage?: Omit<Lineage, 'createdAt'> & { createdAt?: string };
+    /** Default: the classifier's own (`trainClassifier` computes it from its rows). */
+    training?: TrainingDistribution;
+  } = {},
 ): Promise<ModelBundle> {
   if (!NAME.test(name)) throw new InputError(`model name ${JSON.stringify(name)}: use lower-case letters, digits and -, starting with a letter`);
   const featureNames = new Set(features.map((f) => f.name));
@@ -90,6 +109,7 @@ export async function createBundle(
     }),
   );
   const weights = concatWeights(saved!.weightData);
+  const training = extra.training ?? trained.training;
   const body: Omit<ModelBundle, 'version'> = {
     format: BUNDLE_FORMAT,
     name,
@@ -101,10 +121,13 @@ export async function createBundle(
     model: { topology: saved!.modelTopology, weightSpecs: saved!.weightSpecs ?? [], weights: Buffer.from(weights).toString('base64') },
     metrics: JSON.parse(JSON.stringify(extra.metrics ?? {})) as ModelBundle['metrics'],
     lineage: { ...extra.lineage, createdAt: extra.lineage?.createdAt ?? new Date().toISOString() },
+    // Absent rather than undefined when unknown: the hash of a bundle without it is what it always was.
+    ...(training ? { training } : {}),
+    ...(trained.calibration ? { calibration: trained.calibration } : {}),
   };
   // The checks the service makes on upload, made here: a notebook hears of NaN weights (a diverged
   // training) or a model that does not load before it saves or publishes anything.
-  return checkBundle({ ...body, version: contentHash(body) }, `bundle of ${name}`);
+  return checkBundle({ ...body, version: bundleVersion(body) }, `bundle of ${name}`);
 }
 
 /**
@@ -127,16 +150,39 @@ export function verifyBundle(input: unknown, where = 'bundle'): ModelBundle {
     throw new InputError(`${where}: ${issue.path.join('.') || 'bundle'}: ${issue.message}`);
   }
   const { version, ...body } = shape.data as ModelBundle;
-  const actual = contentHash(body);
-  if (actual !== version)
+  const actual = bundleVersion(body);
+  // Bundles made before createdAt left the hash hashed it too: still accepted, so older registries load.
+  if (actual !== version && contentHash(body) !== version)
     throw new IntegrityError(`${where}: its content hashes to ${actual}, not to its version ${version}: the bundle was changed after it was made; refusing it`);
   featureSet(body.features); // each definition valid, names unique
   const names = new Set(body.features.map((f) => f.name));
   for (const step of body.preprocessing.steps as { name: string }[]) {
     if (!names.has(step.name)) throw new InputError(`${where}: the preprocessing reads ${step.name}, which is not among the bundle's features`);
   }
+  const training = body.training && trainingDistributionProblem(body.training, names);
+  if (training) throw new InputError(`${where}: ${training}`);
   modelArtifacts(body.model, where);
   return shape.data as ModelBundle;
+}
+
+/**
+ * A bundle's version: the hash of everything that decides what it does and where it came from
+ * (topology, weights, preprocessing, features, label, kind, metrics, calibration, training
+ * distribution, and the lineage's source, git commit, data snapshot and parent), but not of
+ * `lineage.createdAt`, a wall-clock time: the same data, definitions and seed make the same version
+ * whenever they are trained, and publishing it again changes nothing. Keep timings out of `metrics`,
+ * or every run would make a new version.
+ *
+ * @example
+ * ```ts
+ * const { version, ...body } = bundle;
+ * console.log(bundleVersion(body) === version); // true for a bundle nobody changed
+ * ```
+ */
+export function bundleVersion(body: Omit<ModelBundle, 'version'>): string {
+  const lineage: Partial<Lineage> = { ...body.lineage };
+  delete lineage.createdAt;
+  return contentHash({ ...body, lineage });
 }
 
 /**
@@ -183,7 +229,9 @@ export async function loadClassifier(bundle: ModelBundle, where = `bundle ${bund
     const width = (model.inputs[0]?.shape[1] as number | undefined) ?? -1;
     if (width !== bundle.preprocessing.inputs.length)
       throw new UnloadableBundleError(`${where}: the model takes ${width} inputs but the preprocessing makes ${bundle.preprocessing.inputs.length}`);
-    const loaded = classifier(bundle.kind, model, bundle.preprocessing, bundle.label);
+    const own = classifier(bundle.kind, model, bundle.preprocessing, bundle.label);
+    // Served scores are the calibrated ones: the service and the gate see what the notebook evaluated.
+    const loaded = bundle.calibration ? calibrated(own, bundle.calibration) : own;
     const defaults = dict(bundle.features.map((f) => [f.name, Array.isArray(f.default) ? [...f.default] : f.default] as const));
     const score = loaded.predict([defaults])[0];
     if (score === undefined || !Number.isFinite(score)) {

@@ -134,6 +134,7 @@ export function brierScore(labels: ArrayLike<number>, probabilities: ArrayLike<n
   return sum / n;
 }
 
+/** One bin of a reliability diagram: the scores' mean against the observed rate of positives. */
 export interface CalibrationBin {
   lower: number;
   upper: number;
@@ -143,24 +144,82 @@ export interface CalibrationBin {
 }
 
 /**
- * Reliability table: predictions in equal-width bins of [0, 1], each bin's mean prediction and observed rate.
+ * How reliability bins are drawn: `uniform`, equal widths of [0, 1]; `quantile`, equal numbers of
+ * rows (scikit-learn's calibration_curve strategies).
+ */
+export type BinStrategy = 'uniform' | 'quantile';
+
+/**
+ * Reliability table: predictions in bins, each bin's mean prediction and observed rate (the mean
+ * label; or the mean true probability, when true probabilities are given as outcomes). `uniform`
+ * (the default) cuts [0, 1] into equal widths; `quantile` sorts the predictions and cuts them into
+ * equal counts, never splitting a run of equal predictions (so the bins do not depend on row order,
+ * and may be fewer or uneven where predictions tie).
  *
  * @example
  * ```ts
  * show(calibrationTable(outcomes, model.predict(test), 10), { caption: 'Calibration' });
  * ```
  */
-export function calibrationTable(labels: ArrayLike<number>, probabilities: ArrayLike<number>, bins = 10): CalibrationBin[] {
-  const n = check(labels, probabilities);
-  const table = Array.from({ length: bins }, (_, b) => ({ lower: b / bins, upper: (b + 1) / bins, n: 0, sumP: 0, positives: 0 }));
-  for (let i = 0; i < n; i++) {
-    const p = probabilities[i]!;
-    const bin = table[Math.min(bins - 1, Math.max(0, Math.floor(p * bins)))]!;
-    bin.n++;
-    bin.sumP += p;
-    bin.positives += labels[i] === 1 ? 1 : 0;
+export function calibrationTable(labels: ArrayLike<number>, probabilities: ArrayLike<number>, bins = 10, strategy: BinStrategy = 'uniform'): CalibrationBin[] {
+  checkOutcomes(labels, probabilities);
+  return reliabilityBins(labels, probabilities, bins, strategy);
+}
+
+/**
+ * Expected calibration error: the row-weighted mean over reliability bins of |mean prediction -
+ * observed rate| (Naeini, Cooper & Hauskrecht 2015; Guo et al. 2017). Bins are equal-mass by
+ * default (`quantile`, 10 bins, see `calibrationTable`): churn and purchase scores crowd the low end
+ * of [0, 1], where equal widths would put nearly every row in one bin and hide the error inside it.
+ * `outcomes` are labels (0/1) or, where they are known (a simulator's), the true probabilities:
+ * then the observed rate of a bin is its mean true probability, free of label noise.
+ *
+ * @example
+ * ```ts
+ * expectedCalibrationError([0, 1, 0, 1], [0.1, 0.9, 0.3, 0.7], { bins: 2 }); // 0.2
+ * ```
+ */
+export function expectedCalibrationError(
+  outcomes: ArrayLike<number>,
+  probabilities: ArrayLike<number>,
+  options: { bins?: number; strategy?: BinStrategy } = {},
+): number {
+  const n = checkOutcomes(outcomes, probabilities);
+  let sum = 0;
+  for (const b of reliabilityBins(outcomes, probabilities, options.bins ?? 10, options.strategy ?? 'quantile'))
+    sum += b.n * Math.abs(b.meanPredicted - b.observedRate);
+  return sum / n;
+}
+
+function reliabilityBins(outcomes: ArrayLike<number>, probabilities: ArrayLike<number>, bins: number, strategy: BinStrategy): CalibrationBin[] {
+  if (!Number.isInteger(bins) || bins < 1) throw new InputError(`bins must be a whole number of at least 1, got ${bins}`);
+  const n = outcomes.length;
+  const table: { lower: number; upper: number; n: number; sumP: number; sumY: number }[] = [];
+  if (strategy === 'uniform') {
+    for (let b = 0; b < bins; b++) table.push({ lower: b / bins, upper: (b + 1) / bins, n: 0, sumP: 0, sumY: 0 });
+    for (let i = 0; i < n; i++) {
+      const p = probabilities[i]!;
+      const bin = table[Math.min(bins - 1, Math.max(0, Math.floor(p * bins)))]!;
+      bin.n++;
+      bin.sumP += p;
+      bin.sumY += outcomes[i]!;
+    }
+    return table.filter((b) => b.n > 0).map((b) => ({ lower: b.lower, upper: b.upper, n: b.n, meanPredicted: b.sumP / b.n, observedRate: b.sumY / b.n }));
   }
-  return table.filter((b) => b.n > 0).map((b) => ({ lower: b.lower, upper: b.upper, n: b.n, meanPredicted: b.sumP / b.n, observedRate: b.positives / b.n }));
+  if (strategy !== 'quantile') throw new InputError(`unknown bin strategy ${JSON.stringify(strategy)}: uniform or quantile`);
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => probabilities[a]! - probabilities[b]!);
+  for (let start = 0, b = 1; start < n; b++) {
+    let end = Math.max(start + 1, Math.floor((b * n) / bins));
+    while (end < n && probabilities[order[end]!] === probabilities[order[end - 1]!]) end++;
+    const bin = { lower: probabilities[order[start]!]!, upper: probabilities[order[end - 1]!]!, n: end - start, sumP: 0, sumY: 0 };
+    for (let k = start; k < end; k++) {
+      bin.sumP += probabilities[order[k]!]!;
+      bin.sumY += outcomes[order[k]!]!;
+    }
+    table.push(bin);
+    start = end;
+  }
+  return table.map((b) => ({ lower: b.lower, upper: b.upper, n: b.n, meanPredicted: b.sumP / b.n, observedRate: b.sumY / b.n }));
 }
 
 export interface LiftRow {
@@ -219,12 +278,24 @@ export interface Evaluation {
   prAuc: number;
   logLoss: number;
   brier: number;
+  /** Share of positives: the constant prediction every model must beat. */
+  baseRate: number;
+  /** Brier score of predicting the base rate for every row: baseRate * (1 - baseRate). */
+  baseRateBrier: number;
+  /** 1 - brier / baseRateBrier: above 0 only when the scores beat the constant (Brier skill score). */
+  brierSkill: number;
+  /** Mean prediction, to set against `baseRate`. */
+  meanScore: number;
+  /** Expected calibration error over 10 equal-mass bins (`expectedCalibrationError`). */
+  ece: number;
   calibration: CalibrationBin[];
   lift: LiftRow[];
 }
 
 /**
- * Every metric of a binary classifier at once: ROC AUC, PR AUC, log loss, Brier score, calibration and lift by decile.
+ * Every metric of a binary classifier at once: ROC AUC, PR AUC, log loss, Brier score against the
+ * base rate's (the test rows' own share of positives, the hardest constant to beat), ECE, the
+ * reliability table and lift by decile.
  *
  * @example
  * ```ts
@@ -234,14 +305,26 @@ export interface Evaluation {
  */
 export function evaluate(labels: ArrayLike<number>, probabilities: ArrayLike<number>): Evaluation {
   let positives = 0;
-  for (let i = 0; i < labels.length; i++) positives += labels[i] === 1 ? 1 : 0;
+  let sumP = 0;
+  for (let i = 0; i < labels.length; i++) {
+    positives += labels[i] === 1 ? 1 : 0;
+    sumP += probabilities[i]!;
+  }
+  const brier = brierScore(labels, probabilities);
+  const baseRate = positives / labels.length;
+  const baseRateBrier = baseRate * (1 - baseRate);
   return {
     n: labels.length,
     positives,
     rocAuc: rocAuc(labels, probabilities),
     prAuc: averagePrecision(labels, probabilities),
     logLoss: logLoss(labels, probabilities),
-    brier: brierScore(labels, probabilities),
+    brier,
+    baseRate,
+    baseRateBrier,
+    brierSkill: baseRateBrier > 0 ? 1 - brier / baseRateBrier : Number.NaN,
+    meanScore: sumP / labels.length,
+    ece: expectedCalibrationError(labels, probabilities),
     calibration: calibrationTable(labels, probabilities),
     lift: liftByDecile(labels, probabilities),
   };
@@ -267,6 +350,18 @@ export function stratifiedFolds(labels: ArrayLike<number>, k: number, seed = 1):
     random.shuffle(rows).forEach((row, i) => (folds[row] = i % k));
   }
   return folds;
+}
+
+/** Like `check`, for outcomes that may be true probabilities in [0, 1] as well as labels. */
+function checkOutcomes(outcomes: ArrayLike<number>, probabilities: ArrayLike<number>): number {
+  if (outcomes.length !== probabilities.length) throw new InputError(`${outcomes.length} outcomes but ${probabilities.length} probabilities`);
+  if (outcomes.length === 0) throw new InputError('nothing to evaluate: no rows');
+  for (let i = 0; i < outcomes.length; i++) {
+    const y = outcomes[i]!;
+    if (!(y >= 0 && y <= 1)) throw new InputError(`outcome ${i} is ${y}: outcomes are labels (0/1) or probabilities in [0, 1]`);
+    if (!Number.isFinite(probabilities[i]!)) throw new InputError(`probability ${i} is ${probabilities[i]}: probabilities must be finite numbers`);
+  }
+  return outcomes.length;
 }
 
 function check(labels: ArrayLike<number>, scores: ArrayLike<number>): number {

@@ -1,6 +1,7 @@
 import { IntegrityError, WorkbenchError } from '../errors.js';
 import { defaultProgress, type Progress } from '../progress.js';
 import { checkBundle, type ModelBundle } from './bundle.js';
+import type { PublishOutcome } from './registry.js';
 
 /** Where and how `publish` publishes: the service URL, an admin key and the alias to move. */
 export interface PublishOptions {
@@ -15,12 +16,12 @@ export interface PublishOptions {
   progress?: Progress;
 }
 
-/** The service's answer to `publish`: the version registered and the alias it now holds. */
-export interface PublishResult {
-  name: string;
-  version: string;
-  alias: string;
-  from: string | null;
+/**
+ * The service's answer to `publish`: the version registered, the alias it now holds, and whether
+ * anything changed: publishing a bundle the registry already holds, to an alias already on it, writes
+ * nothing (`unchanged`), and `message` says so (`unchanged: version <v> of <name> is already <alias>`).
+ */
+export interface PublishResult extends PublishOutcome {
   features_added: string[];
 }
 
@@ -49,12 +50,13 @@ export class PublishError extends WorkbenchError {
 /**
  * Publishes a bundle to the serving service (from a notebook or a job): the service verifies it,
  * registers its features with the online store and moves the alias. Resolves once the alias points
- * at the new version.
+ * at the new version. A bundle the registry already holds, sent to an alias already on it, changes
+ * nothing: the answer has `unchanged: true` and a `message` saying so.
  *
  * @example
  * ```ts
  * const result = await publish(bundle, { url: 'http://127.0.0.1:8080', key: adminKey, alias: 'challenger' });
- * console.log(`${result.name} ${result.version} is now ${result.alias}`);
+ * console.log(result.message); // "stored app-churn 5d0c...; challenger: (none) -> 5d0c...", or "unchanged: ..." the second time
  * ```
  */
 export async function publish(bundle: ModelBundle, options: PublishOptions = {}): Promise<PublishResult> {
@@ -97,6 +99,6 @@ export async function publish(bundle: ModelBundle, options: PublishOptions = {})
       body.error?.code ?? 'error',
       `publishing ${bundle.name} ${bundle.version} failed (${res.status}): ${body.error?.message ?? res.statusText}`,
     );
-  task.finish(`${body.alias} -> ${body.name} ${body.version}`);
+  task.finish(body.message ?? `${body.alias} -> ${body.name} ${body.version}`);
   return body;
 }

@@ -46,6 +46,44 @@ export interface AliasMove {
   to: string;
   by?: string;
   reason?: string;
+  /**
+   * Only in what `setAlias` returns, never in the history: the alias already pointed at the version,
+   * so nothing was written and no move recorded (`from` and `to` are that version).
+   */
+  unchanged?: true;
+}
+
+/**
+ * What publishing a bundle did (`ModelRegistry.publish`, and the service's `POST /v1/models`): the
+ * version, where the alias was before, whether anything changed and a line saying so.
+ */
+export interface PublishOutcome {
+  name: string;
+  version: string;
+  alias: string;
+  /** The version the alias pointed at before (null: unset); `version` itself when it did not move. */
+  from: string | null;
+  /** False when the registry already held this version (the same model: same hash): the bundle was not written again. */
+  stored: boolean;
+  /** Nothing was written: the registry held the version and the alias already pointed at it. */
+  unchanged: boolean;
+  /** One line: `unchanged: version <v> of <name> is already <alias>`, or what was stored and how the alias moved. */
+  message: string;
+}
+
+/**
+ * The line a publication is reported with (`PublishOutcome.message`).
+ *
+ * @example
+ * ```ts
+ * console.log(publishMessage({ name: 'app-churn', version: 'c0ffee0123456789', alias: 'champion', from: 'c0ffee0123456789', stored: false }));
+ * // unchanged: version c0ffee0123456789 of app-churn is already champion
+ * ```
+ */
+export function publishMessage(o: Omit<PublishOutcome, 'unchanged' | 'message'>): string {
+  if (!o.stored && o.from === o.version) return `unchanged: version ${o.version} of ${o.name} is already ${o.alias}`;
+  const stored = o.stored ? `stored ${o.name} ${o.version}` : `${o.name} ${o.version} was already stored (the same model), not written again`;
+  return o.from === o.version ? `${stored}; ${o.alias} already pointed at it` : `${stored}; ${o.alias}: ${o.from ?? '(none)'} -> ${o.version}`;
 }
 
 const ALIAS = /^[a-z][a-z0-9_-]{0,31}$/;
@@ -74,6 +112,28 @@ export class ModelRegistry {
   /** Stores a bundle after building its model once (`checkBundle`): what a notebook or a job should call. */
   async save(input: unknown): Promise<ModelBundle> {
     return this.put(await checkBundle(input));
+  }
+
+  /**
+   * Stores a bundle and points an alias at it, building its model once first (`checkBundle`): what a
+   * notebook or a job publishing without the service calls. A version the registry already holds
+   * (the same hash: the same weights, features, metrics and lineage) is not written again, and an
+   * alias already on it does not move: publishing the same model twice changes nothing, and the
+   * outcome says so (`unchanged`, `message`).
+   *
+   * @example
+   * ```ts
+   * const outcome = await ModelRegistry.open(registryDir()).publish(bundle, 'challenger', { by: 'notebook 02' });
+   * console.log(outcome.message); // e.g. "unchanged: version 5d0c... of purchase-propensity is already challenger"
+   * ```
+   */
+  async publish(input: unknown, alias: string, meta: { by?: string; reason?: string } = {}): Promise<PublishOutcome> {
+    const bundle = await checkBundle(input);
+    const stored = !this.has(bundle.version);
+    this.put(bundle);
+    const move = this.setAlias(bundle.name, alias, bundle.version, meta);
+    const outcome = { name: bundle.name, version: bundle.version, alias, from: move.from, stored };
+    return { ...outcome, unchanged: !stored && move.unchanged === true, message: publishMessage(outcome) };
   }
 
   /** Stores a bundle (verified first, without building its model); storing the same version again changes nothing. */
@@ -178,11 +238,15 @@ export class ModelRegistry {
     return this.readAliases();
   }
 
-  /** Points an alias of a model at a version of that model, and records the move. */
+  /**
+   * Points an alias of a model at a version of that model, and records the move. An alias already
+   * on that version stays as it is: nothing is written or recorded, and the answer has `unchanged`.
+   */
   setAlias(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): AliasMove {
     if (!ALIAS.test(alias)) throw new InputError(`alias ${JSON.stringify(alias)}: use lower-case letters, digits, _ and -, up to 32`);
     this.usableVersion(name, alias, version);
     const all = this.readAliases();
+    if (all[name]?.[alias] === version) return { at: new Date().toISOString(), name, alias, from: version, to: version, ...meta, unchanged: true };
     const named = (all[name] ??= dict());
     const move: AliasMove = { at: new Date().toISOString(), name, alias, from: named[alias] ?? null, to: version, ...meta };
     named[alias] = version;

@@ -2,6 +2,8 @@ import type { LayersModel, Tensor } from '@tensorflow/tfjs';
 import { InputError } from '../errors.js';
 import { defaultProgress, type Progress } from '../progress.js';
 import { Random } from '../random.js';
+import type { Calibration } from './calibration.js';
+import { trainingDistribution, type TrainingDistribution } from './distribution.js';
 import { logLoss } from './evaluate.js';
 import { fitPreprocessing, transform, type ColumnSpec, type Preprocessing, type Row } from './preprocess.js';
 import { tensorflow, tf } from './tf.js';
@@ -25,7 +27,11 @@ export interface TrainOptions {
   validationFraction?: number;
   /** Epochs without a better validation loss before stopping; the best epoch's weights are kept. */
   patience?: number;
-  /** Same seed, same data, same model: initial weights, the validation split and batch order. */
+  /**
+   * Same seed, same rows in the same order, same options: the same weights, bit for bit, in any
+   * process (the seed draws the initial weights, the validation split and the batch order; the
+   * models have no dropout; tfjs on one backend computes the same in every run).
+   */
   seed?: number;
   /** Where epochs are reported; default a live bar in a notebook, nothing elsewhere. */
   progress?: Progress;
@@ -46,6 +52,12 @@ export interface Classifier {
   readonly label: string;
   readonly history: EpochRecord[];
   readonly bestEpoch: number;
+  /** Each input's distribution in the rows it was trained on (set by `trainClassifier`; `createBundle` keeps it in the bundle). */
+  readonly training?: TrainingDistribution;
+  /** The post-hoc calibration `predict` applies (set by `calibrated`; `createBundle` keeps it in the bundle). */
+  readonly calibration?: Calibration;
+  /** The same model before calibration, when it has one. */
+  readonly uncalibrated?: Classifier;
   /** Probabilities of the positive class, one per row. */
   predict(rows: readonly Row[]): Float32Array;
   dispose(): void;
@@ -126,7 +138,8 @@ export async function trainClassifier(rows: readonly Row[], label: string, colum
   model.setWeights(best.weights);
   tf.dispose(best.weights);
   task.finish(`best epoch ${best.epoch} of ${history.length}, validation log loss ${best.valLoss.toFixed(4)}`);
-  return classifier(o.model, model, preprocessing, label, history, best.epoch);
+  // Over every row given (the validation part too): the range the model was fitted and stopped on.
+  return { ...classifier(o.model, model, preprocessing, label, history, best.epoch), training: trainingDistribution(rows, columns) };
 }
 
 /** Wraps a model and its preprocessing as a Classifier (also used when a bundle is loaded). */
@@ -167,7 +180,9 @@ function predictMatrix(model: LayersModel, x: Tensor): Float32Array {
 }
 
 function buildModel(kind: ModelKind, width: number, hidden: number[], l2: number, seed: number): LayersModel {
-  const model = tf.sequential();
+  // Named, not numbered: tfjs numbers unnamed models and layers per process (sequential_3,
+  // dense_Dense7), and the names are in the topology, hence in the bundle's version.
+  const model = tf.sequential({ name: kind });
   const regularizer = l2 > 0 ? tf.regularizers.l2({ l2 }) : undefined;
   const layers = kind === 'mlp' ? hidden : [];
   layers.forEach((units, i) => {
@@ -175,6 +190,7 @@ function buildModel(kind: ModelKind, width: number, hidden: number[], l2: number
       tf.layers.dense({
         units,
         activation: 'relu',
+        name: `hidden_${i + 1}`,
         kernelInitializer: tf.initializers.heNormal({ seed: seed + i }),
         kernelRegularizer: regularizer,
         ...(i === 0 ? { inputShape: [width] } : {}),
@@ -185,6 +201,7 @@ function buildModel(kind: ModelKind, width: number, hidden: number[], l2: number
     tf.layers.dense({
       units: 1,
       activation: 'sigmoid',
+      name: 'output',
       kernelInitializer: tf.initializers.glorotUniform({ seed: seed + layers.length }),
       kernelRegularizer: regularizer,
       ...(layers.length === 0 ? { inputShape: [width] } : {}),

@@ -2,9 +2,10 @@ import { retailFeatures } from '../features/catalog.js';
 import type { Feature } from '../features/definition.js';
 import { buildTrainingSet } from '../features/offline.js';
 import type { Lakehouse, Row } from '../lakehouse.js';
+import { trainCalibrated, uncalibrated, type Calibration } from '../models/calibration.js';
 import { evaluate, type Evaluation } from '../models/evaluate.js';
 import { columnsFor } from '../models/preprocess.js';
-import { trainClassifier, type Classifier, type TrainOptions } from '../models/train.js';
+import type { Classifier, TrainOptions } from '../models/train.js';
 import type { Progress } from '../progress.js';
 import { days, labels, spine } from '../spine.js';
 import { sql } from '../sql.js';
@@ -69,14 +70,25 @@ export async function retailPropensityData(lake: Lakehouse, options: RetailPrope
 
 /** The trained retail propensity model with its test evaluation and the recency baseline (see `trainRetailPropensity`). */
 export interface RetailPropensityModel {
+  /** Calibrated: its `predict` gives calibrated probabilities, and its bundle keeps the calibration. */
   model: Classifier;
+  /** Test metrics of the calibrated scores. */
   evaluation: Evaluation;
+  /** Test metrics of the model's own scores, before calibration. */
+  uncalibrated: Evaluation;
+  /** Chosen on the latest training moments (`calibrationShare`), never on the test ones. */
+  calibration: Calibration;
+  /** Rows the model was fitted on and rows its calibration was chosen on. */
+  fitRows: number;
+  validationRows: number;
   /** Recency alone on the same test rows. */
   baseline: Evaluation;
 }
 
 /**
- * Trains the retail purchase-propensity model and evaluates it on the test period, next to a recency-only baseline.
+ * Trains the retail purchase-propensity model on the earlier training moments, calibrates it on the
+ * latest `calibrationShare` of them (default 0.3; 0 for none) and evaluates it on the test period,
+ * next to a recency-only baseline.
  *
  * @example
  * ```ts
@@ -84,18 +96,23 @@ export interface RetailPropensityModel {
  * console.log(evaluation.rocAuc, baseline.rocAuc);
  * ```
  */
-export async function trainRetailPropensity(data: RetailPropensityData, options: TrainOptions = {}): Promise<RetailPropensityModel> {
-  const model = await trainClassifier(data.train, 'bought', columnsFor(data.features), {
+export async function trainRetailPropensity(
+  data: RetailPropensityData,
+  options: TrainOptions & { calibrationShare?: number } = {},
+): Promise<RetailPropensityModel> {
+  const trained = await trainCalibrated(data.train, 'bought', columnsFor(data.features), {
     seed: 1,
     batchSize: 512,
     learningRate: 0.03,
     patience: 5,
     ...options,
   });
+  const { model } = trained;
   const labels = data.test.map((r) => r.bought as number);
   return {
-    model,
+    ...trained,
     evaluation: evaluate(labels, model.predict(data.test)),
+    uncalibrated: evaluate(labels, uncalibrated(model).predict(data.test)),
     baseline: evaluate(
       labels,
       data.test.map((r) => 1 / (1 + (r.since_last_purchase as number) / 86_400)),

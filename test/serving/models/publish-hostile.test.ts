@@ -80,11 +80,14 @@ describe('hostile bundles, a damaged registry and models that score NaN, against
 
   it('lists a damaged registry over HTTP, and refuses alias moves to damaged or unloadable versions with a 409', async () => {
     const registry = ModelRegistry.open(join(t.dataDir, 'registry'));
-    const changed = registry.put(await createBundle('propensity', model, features, { lineage: { createdAt: '2026-11-02T00:00:00.000Z' } }));
-    const truncated = registry.put(await createBundle('propensity', model, features, { lineage: { createdAt: '2026-11-03T00:00:00.000Z' } }));
+    // Distinct sources make distinct versions (createdAt is outside the version's hash).
+    const changed = registry.put(await createBundle('propensity', model, features, { lineage: { source: 'test 02', createdAt: '2026-11-02T00:00:00.000Z' } }));
+    const truncated = registry.put(
+      await createBundle('propensity', model, features, { lineage: { source: 'test 03', createdAt: '2026-11-03T00:00:00.000Z' } }),
+    );
     const unloadable = registry.put(
       rehashed(
-        await createBundle('propensity', model, features, { lineage: { createdAt: '2026-11-04T00:00:00.000Z' } }),
+        await createBundle('propensity', model, features, { lineage: { source: 'test 04', createdAt: '2026-11-04T00:00:00.000Z' } }),
         (b) => (b.model.topology.config.layers[0].class_name = 'NoSuchLayer'),
       ),
     );

@@ -1,5 +1,4 @@
-import { contentHash } from '../../../src/workbench/features/definition.js';
-import type { ModelBundle } from '../../../src/workbench/models/bundle.js';
+import { bundleVersion, type ModelBundle } from '../../../src/workbench/models/bundle.js';
 
 /**
  * Hostile variants of a good bundle, each re-hashed so that it passes the integrity check: what a
@@ -10,7 +9,7 @@ export function rehashed(bundle: ModelBundle, change: (copy: HostileBundle) => v
   const copy = JSON.parse(JSON.stringify(bundle)) as HostileBundle;
   change(copy);
   const { version: _old, ...body } = copy;
-  return { ...body, version: contentHash(body) } as unknown as ModelBundle;
+  return { ...body, version: bundleVersion(body as unknown as Omit<ModelBundle, 'version'>) } as unknown as ModelBundle;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests write any shape into these, wrong ones included: that is the point

@@ -31,7 +31,8 @@ describe('a registry with damaged files', { timeout: 60_000 }, () => {
   let unloadable: ModelBundle;
   const dataDir = tempDir('wb-registry-');
   let registry: ModelRegistry;
-  const at = (day: number) => ({ lineage: { createdAt: `2026-11-${String(day).padStart(2, '0')}T00:00:00.000Z` } });
+  // A distinct source per day: createdAt alone is outside the version's hash, the same model would be one version.
+  const at = (day: number) => ({ lineage: { source: `test day ${day}`, createdAt: `2026-11-${String(day).padStart(2, '0')}T00:00:00.000Z` } });
   before(async () => {
     model = await trainClassifier(rows, 'bought', columnsFor(features), { seed: 1, maxEpochs: 3 });
     good = await createBundle('propensity', model, features, at(1));
@@ -55,8 +56,8 @@ describe('a registry with damaged files', { timeout: 60_000 }, () => {
     const byVersion = new Map<string, VersionEntry>(list.map((v) => [v.version, v]));
     assert.deepEqual(
       list.map((v) => v.version),
-      [unloadable.version, good.version, changed.version, truncated.version],
-      'readable newest first, then the unreadable',
+      [unloadable.version, good.version, ...[changed.version, truncated.version].sort()],
+      'readable newest first, then the unreadable (by version)',
     );
     assert.deepEqual((byVersion.get(good.version) as { aliases: string[] }).aliases, ['champion']);
     const cut = byVersion.get(truncated.version) as UnreadableVersion;
