@@ -4,30 +4,54 @@
  *     request was due or sent, whichever is later, so a stall is not hidden), p50 and p99, and the ratio to a no-op route
  *     (GET /healthz) at the same rate in the same run (goal: p99 under 2 ms);
  *   - time to deploy: a new version published as champion while that load runs, until the first
- *     prediction from it, and the requests that failed meanwhile (goal: under 1 s, none).
+ *     prediction from it, and the requests that failed meanwhile (goal: under 1 s, none);
+ *   - a deploy with a new feature on the default data (the simulated app's defaults and the retail
+ *     log's first 120 days alongside, replayed through a service on a simulated clock, as `npm
+ *     start` plays them; two models served): a model reading a feature the service does not serve
+ *     yet is published while the app model is predicted at the same fixed rate, until the new model's
+ *     first prediction (goal: under 2 s), with the app model's p50 and p99 in that window (goal: p99
+ *     under 5 ms), and the server's CPU per prediction. The new feature starts from the lakehouse
+ *     archive; the baseline, in the same run on a copy of the same data, computes it from the
+ *     whole log (`featureBootstrap: false`). BENCH_DEPLOY=0 leaves this part out.
  * Ends with one JSON line.
  */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { quantile, round, startServer, stopServer } from './support.js';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KeyStore } from '../src/serving/auth/keys.js';
-import { featureSet } from '../src/workbench/features/definition.js';
-import { createBundle } from '../src/workbench/models/bundle.js';
+import { registryDir } from '../src/workbench/config.js';
+import { appFeatures, retailFeatures } from '../src/workbench/features/catalog.js';
+import { featureSet, type Feature } from '../src/workbench/features/definition.js';
+import { silentProgress } from '../src/workbench/progress.js';
+import { ModelRegistry } from '../src/workbench/models/registry.js';
+import { createBundle, type ModelBundle } from '../src/workbench/models/bundle.js';
 import { columnsFor } from '../src/workbench/models/preprocess.js';
 import { publish } from '../src/workbench/models/publish.js';
 import { trainClassifier } from '../src/workbench/models/train.js';
 
 const RATE = Number(process.env.BENCH_RATE ?? 1000);
+/**
+ * The rate of the deploy with a new feature: on the default data a prediction costs the service
+ * about 0.8 ms of CPU (its events go through every consumer: 24 features, the archive, the
+ * aggregates), so 1,000/s keeps a core busy on its own and the latencies measure queueing, deploy
+ * or not; at this rate the steady state has room, and what the deploy adds shows.
+ */
+const DEPLOY_RATE = Number(process.env.BENCH_DEPLOY_RATE ?? 250);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const USERS = 1000;
 
 interface LoadResult {
   latencies: number[];
+  /** When each answered request was due or sent, whichever is later (performance.now()), in the order of `latencies`. */
+  from: number[];
   /** Handler time the service reports (Server-Timing), in ms. */
   server: number[];
   failures: number;
+  /** The first few failures: status and body, or the error. */
+  failed: string[];
   /** (time answered, model version) of each prediction. */
   versions: { at: number; version: string }[];
 }
@@ -61,32 +85,47 @@ function call(url: string, method: string, headers: Record<string, string>, body
 }
 
 /**
- * Sends `request` at a fixed rate for `seconds`. Each latency counts from when the request was due
- * or actually sent, whichever is later: from the due time, a stall of the sender is not hidden; from
- * the send, a request the timer let go a little early is not credited with negative time.
+ * Sends `request` at a fixed rate for `seconds`, never before its due time. Each latency counts
+ * from when the request was due or actually sent, whichever is later: from the due time, a stall of
+ * the sender is not hidden; from the send, a request sent late is not charged with the sender's delay.
  */
-async function openLoop(seconds: number, request: () => Promise<Answer>, onAnswer?: (body: unknown, at: number) => void): Promise<LoadResult> {
-  const result: LoadResult = { latencies: [], server: [], failures: 0, versions: [] };
-  const total = Math.round(seconds * RATE);
+async function openLoop(
+  seconds: number,
+  request: () => Promise<Answer>,
+  onAnswer?: (body: unknown, at: number) => void,
+  /** Stops sending early once it returns true. */
+  until?: () => boolean,
+  rate = RATE,
+): Promise<LoadResult> {
+  const result: LoadResult = { latencies: [], from: [], server: [], failures: 0, failed: [], versions: [] };
+  const total = Math.round(seconds * rate);
   const started = performance.now();
   const inflight: Promise<void>[] = [];
-  for (let i = 0; i < total; i++) {
-    const due = started + (i * 1000) / RATE;
-    const wait = due - performance.now();
-    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+  for (let i = 0; i < total && !until?.(); i++) {
+    const due = started + (i * 1000) / rate;
+    // Never before it is due (a request sent early and answered before its due time would count
+    // negative time); a timer waits at least a millisecond, so a request may go a little late, and
+    // the following ones catch up with the schedule.
+    for (let wait = due - performance.now(); wait > 0; wait = due - performance.now()) await new Promise((r) => setTimeout(r, wait));
     const from = Math.max(due, performance.now());
     inflight.push(
       request()
         .then((res) => {
           const now = performance.now();
-          if (res.status !== 200) result.failures++;
-          else {
+          if (res.status !== 200) {
+            result.failures++;
+            if (result.failed.length < 5) result.failed.push(`${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
+          } else {
             result.latencies.push(now - from);
+            result.from.push(from);
             if (res.serverMs !== undefined) result.server.push(res.serverMs);
             onAnswer?.(res.body, now);
           }
         })
-        .catch(() => void result.failures++),
+        .catch((err: unknown) => {
+          result.failures++;
+          if (result.failed.length < 5) result.failed.push(String(err));
+        }),
     );
   }
   await Promise.all(inflight);
@@ -94,6 +133,11 @@ async function openLoop(seconds: number, request: () => Promise<Answer>, onAnswe
 }
 
 async function main(): Promise<void> {
+  // BENCH_PART=deploy: only the deploy with a new feature.
+  if (process.env.BENCH_PART === 'deploy') {
+    console.log(JSON.stringify({ bench: 'serving', deploy_new_feature: await deployWithNewFeature() }));
+    return;
+  }
   const dir = mkdtempSync(join(tmpdir(), 'wb-bench-serving-'));
   const store = KeyStore.open(join(dir, 'keys.json'));
   const admin = store.create('bench-admin', ['admin']).key;
@@ -173,6 +217,7 @@ async function main(): Promise<void> {
     );
     m1.dispose();
     m2.dispose();
+    const withFeature = process.env.BENCH_DEPLOY === '0' ? undefined : await deployWithNewFeature();
     const figures = {
       bench: 'serving',
       rate_per_second: RATE,
@@ -187,16 +232,209 @@ async function main(): Promise<void> {
       predict_failures: served.failures,
       deploy_ms: round(deployMs, 0),
       deploy_failed_requests: deploy.failures,
+      ...(withFeature ? { deploy_new_feature: withFeature } : {}),
       goals_met: {
         predict_p99_under_2ms: quantile(served.latencies, 0.99) < 2,
         deploy_under_1s: deployMs < 1000,
         no_failed_requests: deploy.failures === 0 && served.failures === 0,
+        ...(withFeature
+          ? {
+              new_feature_deploy_under_2s: withFeature.from_archive.publish_to_first_prediction_s < 2,
+              predict_p99_during_new_feature_deploy_under_5ms: withFeature.from_archive.deploy_predict_p99_ms < 5,
+            }
+          : {}),
       },
     };
     console.log(JSON.stringify(figures));
   } finally {
     await stopServer(child);
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const DEPLOY_SERVER = join(__dirname, 'serving-deploy-server.ts');
+const STEADY_SECONDS = 5;
+/** A feature the served models do not read: publishing a model on it makes the service compute it. */
+const NEW_FEATURE = {
+  name: 'feature_seconds_7d',
+  description: 'seconds spent in features in the last 7 days',
+  source: { event: 'feature_used' },
+  aggregation: 'sum',
+  prop: 'duration_s',
+  window: '7d',
+  default: 0,
+} as const;
+
+interface DeployFigures {
+  publish_to_first_prediction_s: number;
+  /** The app model's latencies for requests due (or sent) from the publish to the new model's first prediction. */
+  deploy_predict_p50_ms: number;
+  deploy_predict_p99_ms: number;
+  deploy_predict_max_ms: number;
+  deploy_requests: number;
+  deploy_failed_requests: number;
+  /** The server's CPU (all threads) from the publish to the first prediction, over what the same load costs without a deploy. */
+  deploy_extra_server_cpu_s: number;
+  steady_predict_p50_ms: number;
+  steady_predict_p99_ms: number;
+  steady_server_cpu_ms_per_prediction: number;
+}
+
+/** A small model on these features (the scores do not matter here, only that it serves them). */
+async function bundleOn(name: string, features: readonly Feature[]): Promise<ModelBundle> {
+  const rows = Array.from({ length: 400 }, (_, i) => {
+    const row: Record<string, number | string[] | number> = { y: i % 4 === 0 ? 1 : 0 };
+    for (const f of features) row[f.name] = Array.isArray(f.default) ? [`v${i % 5}`] : (i * 7) % 31;
+    return row;
+  });
+  const model = await trainClassifier(rows as never, 'y', columnsFor(features), { seed: 1, maxEpochs: 3 });
+  try {
+    return await createBundle(name, model, features);
+  } finally {
+    model.dispose();
+  }
+}
+
+/** CPU time of a process (user + system, all threads) in seconds, from /proc. */
+const clockTicks = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK']).toString()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    .replace(/^.*\) /, '')
+    .split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+}
+
+function runChild(args: string[], env: Record<string, string>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, ...env } });
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${args.join(' ')} exited with ${code}`))));
+  });
+}
+
+/**
+ * The default data replayed once into a service (two models served: the app's and the retail
+ * log's catalog features), then the same deploy on two copies of it: from the archive, and from
+ * the whole log.
+ */
+async function deployWithNewFeature(): Promise<{ events: number; rate_per_second: number; from_archive: DeployFigures; from_log: DeployFigures }> {
+  const dir = mkdtempSync(join(tmpdir(), 'wb-bench-deploy-'));
+  const baseline = `${dir}-log`;
+  // BENCH_DEPLOY_DATA=<dir>: a data dir this bench replayed before (kept with BENCH_KEEP=1), copied instead of replaying again.
+  const reuse = process.env.BENCH_DEPLOY_DATA;
+  try {
+    if (reuse) cpSync(reuse, dir, { recursive: true });
+    const keys = KeyStore.open(join(dir, 'keys.json'));
+    const admin = keys.create('bench-admin', ['admin']).key;
+    const client = keys.create('bench-client', ['read', 'ingest']).key;
+    const next = await bundleOn('app-next', featureSet([...appFeatures, NEW_FEATURE]));
+    if (!reuse) {
+      const registry = ModelRegistry.open(registryDir(dir));
+      for (const [name, features] of [
+        ['app', appFeatures],
+        ['retail', retailFeatures],
+      ] as const) {
+        const bundle = await bundleOn(name, features);
+        registry.put(bundle);
+        registry.setAlias(name, 'champion', bundle.version);
+      }
+      console.log('\ndeploy with a new feature: replaying the default data into a service...');
+      await runChild(['--import', 'tsx', DEPLOY_SERVER, 'replay', dir], { BENCH_INGEST_KEY: client });
+    }
+    const { events } = JSON.parse(readFileSync(join(dir, 'bench-clock.json'), 'utf8')) as { events: number };
+    cpSync(dir, baseline, { recursive: true });
+    const fromArchive = await deployRun(dir, false, admin, client, next);
+    // BENCH_BASELINE=0 leaves the baseline out (its deploy takes a minute or more).
+    const fromLog = process.env.BENCH_BASELINE === '0' ? fromArchive : await deployRun(baseline, true, admin, client, next);
+    for (const [what, f] of [
+      ['from the archive', fromArchive],
+      ['from the whole log (baseline)', fromLog],
+    ] as const) {
+      console.log(
+        `new feature ${what}, the app model predicted at ${DEPLOY_RATE}/s: first prediction of the new model ${f.publish_to_first_prediction_s} s after publishing started; ` +
+          `the app model meanwhile: p50 ${f.deploy_predict_p50_ms} ms, p99 ${f.deploy_predict_p99_ms} ms, max ${f.deploy_predict_max_ms} ms over ${f.deploy_requests} requests, ${f.deploy_failed_requests} failed; ` +
+          `server CPU ${f.deploy_extra_server_cpu_s} s over the load's (steady: p99 ${f.steady_predict_p99_ms} ms, ${f.steady_server_cpu_ms_per_prediction} ms CPU per prediction)`,
+      );
+    }
+    return { events, rate_per_second: DEPLOY_RATE, from_archive: fromArchive, from_log: fromLog };
+  } finally {
+    if (process.env.BENCH_KEEP === '1') console.log(`kept ${dir} and ${baseline}`);
+    else {
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(baseline, { recursive: true, force: true });
+    }
+  }
+}
+
+/** What the service logged about the new features coming online (the `new features are served` line, and any fallback). */
+function servedLines(dataDir: string): string[] {
+  const logs = join(dataDir, 'logs');
+  return readdirSync(logs)
+    .flatMap((f) => readFileSync(join(logs, f), 'utf8').split('\n'))
+    .filter((l) => l.includes('new features are served') || l.includes('cannot start from the lakehouse archive'))
+    .map((l) => {
+      const { time: _time, level: _level, service: _service, ...rest } = JSON.parse(l) as Record<string, unknown>;
+      return JSON.stringify(rest);
+    });
+}
+
+async function deployRun(dataDir: string, rebuild: boolean, admin: string, client: string, next: ModelBundle): Promise<DeployFigures> {
+  const { child, url } = await startServer(['--import', 'tsx', DEPLOY_SERVER, 'serve', dataDir, ...(rebuild ? ['--rebuild'] : [])]);
+  const pid = child.pid!;
+  try {
+    let n = 0;
+    const headers = { authorization: `Bearer ${client}`, 'content-type': 'application/json' };
+    const predict = (model: string) => () =>
+      call(`${url}/v1/predict`, 'POST', headers, JSON.stringify({ model, user_id: `u${String((n++ % 2000) + 1).padStart(6, '0')}` }));
+    await openLoop(2, predict('app'), undefined, undefined, DEPLOY_RATE); // warm up
+    let cpu = cpuSeconds(pid);
+    const steady = await openLoop(STEADY_SECONDS, predict('app'), undefined, undefined, DEPLOY_RATE);
+    const steadyCpu = cpuSeconds(pid) - cpu;
+    if (steady.failures > 0) throw new Error(`${steady.failures} predictions failed before the deploy`);
+
+    let done = false;
+    const load = openLoop(300, predict('app'), undefined, () => done, DEPLOY_RATE);
+    await new Promise((r) => setTimeout(r, 1000));
+    cpu = cpuSeconds(pid);
+    const publishedAt = performance.now();
+    const published = publish(next, { url, key: admin, alias: 'champion', progress: silentProgress });
+    let firstAt = Number.NaN;
+    const probe = predict('app-next');
+    while (Number.isNaN(firstAt) && performance.now() - publishedAt < 300_000) {
+      if ((await probe()).status === 200) firstAt = performance.now();
+      else await new Promise((r) => setTimeout(r, 5));
+    }
+    const deployCpu = cpuSeconds(pid) - cpu;
+    await published;
+    await new Promise((r) => setTimeout(r, 500));
+    done = true;
+    const during = await load;
+    if (during.failures > 0) console.log(`  failed during the deploy (${rebuild ? 'from the log' : 'from the archive'}): ${during.failed.join('; ')}`);
+    const window = during.latencies.filter((_, i) => during.from[i]! >= publishedAt && during.from[i]! <= firstAt);
+    const seconds = (firstAt - publishedAt) / 1000;
+    return {
+      publish_to_first_prediction_s: round(seconds, 2),
+      deploy_predict_p50_ms: round(quantile(window, 0.5), 2),
+      deploy_predict_p99_ms: round(quantile(window, 0.99), 2),
+      deploy_predict_max_ms: round(
+        window.reduce((a, b) => Math.max(a, b), 0),
+        1,
+      ),
+      deploy_requests: window.length,
+      deploy_failed_requests: during.failures,
+      deploy_extra_server_cpu_s: round(deployCpu - (steadyCpu / STEADY_SECONDS) * seconds, 2),
+      steady_predict_p50_ms: round(quantile(steady.latencies, 0.5), 2),
+      steady_predict_p99_ms: round(quantile(steady.latencies, 0.99), 2),
+      steady_server_cpu_ms_per_prediction: round((steadyCpu * 1000) / steady.latencies.length, 3),
+    };
+  } finally {
+    await stopServer(child);
+    for (const line of servedLines(dataDir)) console.log(`  service (${rebuild ? 'from the log' : 'from the archive'}): ${line}`);
   }
 }
 

@@ -46,6 +46,11 @@ export interface ServiceConfig {
   eventLog?: string;
   /** `memory` (default: in process, snapshotted in the data dir) or a Redis URL `redis://host:6379`. */
   featureStore?: string;
+  /**
+   * How a feature registered while the service runs comes online: computed from the lakehouse
+   * archive in DuckDB, then the log's tail (true, the default); false: from the whole log.
+   */
+  featureBootstrap?: boolean;
   /** Ingest's options, the event limits among them (any left out keep their defaults). */
   ingest?: IngestSettings;
   bodyLimitBytes?: number;
@@ -170,6 +175,8 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     openStore: (setVersion) => openFeatureStore(config, setVersion),
     runner: { commitEveryMs, onError, deadLetters },
     clock,
+    archive: config.featureBootstrap === false ? undefined : lakeDirOf(config.dataDir),
+    logger,
     required: aliased.flatMap((version) => {
       try {
         return [registry.get(version).features];
