@@ -153,14 +153,32 @@ export function show(value: Tabular | Figure, options: TableOptions & { height?:
  * ```
  */
 export function displayHtml(html: string): boolean {
-  let tslab: { display: { html(s: string): void } };
+  return displayAs('html', html);
+}
+
+/**
+ * Shows Markdown in the notebook, rendered by Jupyter and by the HTML report of `wb nb run`.
+ * Returns false outside a Jupyter kernel. A model card shows best this way (`cardMarkdown`):
+ * `cardHtml` is a standalone page whose style hangs on its `<body>`, which an output loses.
+ *
+ * @example
+ * ```ts
+ * displayMarkdown(cardMarkdown(modelCard(bundle)));
+ * ```
+ */
+export function displayMarkdown(markdown: string): boolean {
+  return displayAs('markdown', markdown);
+}
+
+function displayAs(kind: 'html' | 'markdown', text: string): boolean {
+  let tslab: { display: { html(s: string): void; markdown(s: string): void } };
   try {
     tslab = require('tslab');
   } catch {
     return false;
   }
   try {
-    tslab.display.html(html);
+    tslab.display[kind](text);
     return true;
   } catch {
     return false; // "Not ready": tslab is installed but this is not a kernel

@@ -212,7 +212,7 @@ export { runDag, RunStore, type Dag, type Job, type RunRecord } from './jobs/dag
 // Display and progress
 // ---------------------------------------------------------------------------------------------
 
-export { displayHtml, htmlTable, plotHtml, PLOTLY_SCRIPT_PATH, show, type Figure, type Tabular } from './display.js';
+export { displayHtml, displayMarkdown, htmlTable, plotHtml, PLOTLY_SCRIPT_PATH, show, type Figure, type Tabular } from './display.js';
 export { consoleProgress, defaultProgress, notebookProgress, silentProgress, type Progress, type ProgressTask } from './progress.js';
 
 // ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { htmlTable, plotHtml } from '../../src/workbench/display.js';
+import { displayHtml, displayMarkdown, htmlTable, plotHtml } from '../../src/workbench/display.js';
 import { readNotebook } from '../../src/workbench/notebooks/notebook.js';
 import { runNotebook } from '../../src/workbench/notebooks/run.js';
 import { launchBrowser } from '../helpers/browser.js';
@@ -35,6 +35,11 @@ describe('display helpers', () => {
       }),
       html,
     );
+  });
+
+  it('shows HTML and Markdown only in a kernel: elsewhere they say so and throw nothing', () => {
+    assert.equal(displayHtml('<b>x</b>'), false);
+    assert.equal(displayMarkdown('# x'), false);
   });
 
   it('shows at most maxRows rows and says how many more there are', () => {
@@ -103,7 +108,9 @@ describe('figures of an executed notebook, in a real browser', { timeout: 240_00
       "import { crossValidate } from './src/workbench/index';\n" +
       'const rows = Array.from({ length: 200 }, (_, i) => ({ x: i % 10, y: i % 10 > 4 ? 1 : 0 }));\n' +
       "await crossValidate(rows, 'y', [{ name: 'x', kind: 'numeric' }], { folds: 3, maxEpochs: 3 });";
-    const cells = ["import { show } from './src/workbench/index';", ...[0, 1, 2, 3, 4].map(chart), crossValidation];
+    const markdown =
+      "import { displayMarkdown } from './src/workbench/index';\nif (!displayMarkdown('## A card\\n\\n| metric | value |\\n| --- | ---: |\\n| ROC AUC | 0.74 |')) throw new Error('no kernel');";
+    const cells = ["import { show } from './src/workbench/index';", ...[0, 1, 2, 3, 4].map(chart), crossValidation, markdown];
     writeFileSync(
       path,
       JSON.stringify({
@@ -133,6 +140,10 @@ describe('figures of an executed notebook, in a real browser', { timeout: 240_00
     assert.equal(charts.length, 5);
     const report = readFileSync(result.report, 'utf8');
     assert.equal(report.split('plotly.js v').length - 1, 1, 'the report includes plotly.js once');
+    // Markdown (a model card) is an output of its own kind, rendered as HTML in the report.
+    assert.equal(outputs.filter((o) => o.data?.['text/markdown'] !== undefined).length, 1);
+    assert.match(report, /<h2[^>]*>A card/);
+    assert.match(report, /<td[^>]*>ROC AUC<\/td>/);
 
     const browser = await launchBrowser();
     if (typeof browser === 'string') return t.skip(browser);

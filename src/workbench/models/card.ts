@@ -159,7 +159,7 @@ const METRIC_NAMES: Record<string, string> = {
  * @example
  * ```ts
  * const card = modelCard(bundle, { purpose: 'Which users to offer a discount before they churn.' });
- * displayHtml(cardHtml(card));
+ * displayMarkdown(cardMarkdown(card)); // in a notebook
  * ```
  */
 export function modelCard(bundle: ModelBundle, options: { run?: TrackedRun | null; purpose?: string } = {}): ModelCard {
@@ -471,7 +471,8 @@ export function cardMarkdown(card: ModelCard): string {
  *
  * @example
  * ```ts
- * displayHtml(cardHtml(modelCard(bundle)));
+ * import { writeFileSync } from 'node:fs';
+ * writeFileSync('card.html', cardHtml(modelCard(bundle))); // a page to open or share
  * ```
  */
 export function cardHtml(card: ModelCard): string {

@@ -35,7 +35,13 @@ export interface StartRunOptions {
   lake?: Lakehouse;
   /** The data snapshot, when there is no lakehouse to read it from. */
   dataSnapshot?: string;
-  /** Where to record; default `openTracking(oltpUrl(), dataDir())`, closed when the run ends. */
+  /**
+   * The data dir to record in when no `store` is given: its `tracking.sqlite` (or PostgreSQL when
+   * WB_OLTP_URL names one). Default `dataDir()`; a notebook passes its `dataDir` parameter, so a
+   * run on the CI lake is recorded next to it.
+   */
+  dataDir?: string;
+  /** Where to record instead (not with `dataDir`); default `openTracking(oltpUrl(), dataDir)`, closed when the run ends. */
   store?: TrackingStore;
 }
 
@@ -133,7 +139,7 @@ export class ActiveRun {
  *
  * @example
  * ```ts
- * const run = await startRun({ name: 'app-churn', params: { learningRate: 0.03 }, source: 'notebooks/04-app-churn.ipynb', lake });
+ * const run = await startRun({ name: 'app-churn', params: { learningRate: 0.03 }, source: 'notebooks/04-app-churn.ipynb', lake, dataDir: '.wb' });
  * const trained = await trainAppChurn(data, { learningRate: 0.03 });
  * await run.log({ roc_auc: trained.evaluation.rocAuc, brier: trained.evaluation.brier });
  * await run.end();
@@ -150,7 +156,8 @@ export async function startRun(options: StartRunOptions): Promise<ActiveRun> {
     : options.dataSnapshot === undefined
       ? null
       : checkText(options.dataSnapshot, 'a data snapshot', LIMITS.source);
-  const store = options.store ?? (await openTracking(oltpUrl(), defaultDataDir()));
+  if (options.store && options.dataDir !== undefined) throw new InputError('a run is recorded in a store or in a data dir, not both');
+  const store = options.store ?? (await openTracking(oltpUrl(), defaultDataDir(options.dataDir)));
   const id = randomBytes(8).toString('hex');
   try {
     await store.createRun({
