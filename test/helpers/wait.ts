@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks';
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `probe` until it returns a value, or fails naming what it waited for. */
@@ -9,4 +11,17 @@ export async function until<T>(what: string, probe: () => Promise<T | undefined>
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(50);
   }
+}
+
+/**
+ * Wall time over CPU time of 20 ms of busy work: 1 on an idle machine, more when others share its
+ * cores. Timed tests scale their bounds by it (best of several), so a loaded machine is not a failure.
+ */
+export function stretch(): number {
+  const wall = performance.now();
+  const cpu = process.cpuUsage();
+  let x = 0;
+  while (performance.now() - wall < 20) x += Math.sqrt(x + 1);
+  const used = process.cpuUsage(cpu);
+  return x > 0 ? (performance.now() - wall) / Math.max(1, (used.user + used.system) / 1000) : 1;
 }

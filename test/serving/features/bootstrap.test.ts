@@ -14,6 +14,7 @@ import { featureSet, type Feature, type FeatureInput } from '../../../src/workbe
 import { OnlineFeatures, type FeatureRead } from '../../../src/workbench/features/online.js';
 import { lakeLayout, sourceDir } from '../../../src/workbench/lakehouse/layout.js';
 import { LIVE_SOURCE, LiveArchiveWriter } from '../../../src/workbench/lakehouse/live.js';
+import { stretch } from '../../helpers/wait.js';
 import { Random } from '../../../src/workbench/random.js';
 
 const MIN = 60_000;
@@ -494,14 +495,4 @@ async function until(probe: () => Promise<boolean>, timeoutMs = 60_000): Promise
     if (Date.now() > deadline) throw new Error('timed out');
     await new Promise((r) => setTimeout(r, 20));
   }
-}
-
-/** Wall time over CPU time of 20 ms of busy work: 1 on an idle machine, more when others share its cores. */
-function stretch(): number {
-  const wall = performance.now();
-  const cpu = process.cpuUsage();
-  let x = 0;
-  while (performance.now() - wall < 20) x += Math.sqrt(x + 1);
-  const used = process.cpuUsage(cpu);
-  return x > 0 ? (performance.now() - wall) / Math.max(1, (used.user + used.system) / 1000) : 1;
 }

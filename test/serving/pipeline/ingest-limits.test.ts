@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
 import type { EnrichedEvent } from '../../../src/workbench/event.js';
 import { openOltp, type OltpStore } from '../../../src/workbench/oltp/index.js';
 import { FileEventLog } from '../../../src/serving/pipeline/file-log.js';
 import { Ingest, type IngestResult, type Rejection } from '../../../src/serving/pipeline/ingest.js';
 import { event, startTestService, type TestService } from '../../helpers/service.js';
+import { stretch } from '../../helpers/wait.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 /** The most a request may hold the event loop, in ms: generous for a loaded CI machine (the old parser held it for seconds). */
@@ -239,13 +240,3 @@ describe('ingest over a log and an OLTP database', () => {
     assert.equal((await oltp.getUsers(['ghost2'])).size, 0);
   });
 });
-
-/** Wall time over CPU time of 20 ms of busy work: 1 on an idle machine, more when others share its cores. */
-function stretch(): number {
-  const wall = performance.now();
-  const cpu = process.cpuUsage();
-  let x = 0;
-  while (performance.now() - wall < 20) x += Math.sqrt(x + 1);
-  const used = process.cpuUsage(cpu);
-  return x > 0 ? (performance.now() - wall) / Math.max(1, (used.user + used.system) / 1000) : 1;
-}
