@@ -1,6 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 
 /**
  * Writes a file so that readers see either the old content or the new, never half of it:
@@ -51,6 +53,52 @@ export function processAlive(pid: number): boolean {
  */
 export function writeCheckedSnapshot(path: string, body: string): void {
   writeFileAtomic(path, `${body}\n${createHash('sha256').update(body).digest('hex')}\n`);
+}
+
+/**
+ * `writeCheckedSnapshot` for a large body given as pieces, without holding the event loop: the
+ * pieces are produced, hashed and written a few milliseconds at a time (`sliceMs`), then the file
+ * is synced and renamed into place, so a reader sees the old snapshot or the whole new one.
+ */
+export async function writeCheckedSnapshotInSlices(path: string, pieces: Iterable<string>, sliceMs = 4): Promise<void> {
+  const tmp = temporarySibling(path);
+  const file = await open(tmp, 'w', 0o644);
+  const hash = createHash('sha256');
+  try {
+    let pending: string[] = [];
+    let pendingLength = 0;
+    let since = performance.now();
+    const drain = async () => {
+      const chunk = pending.join('');
+      pending = [];
+      pendingLength = 0;
+      hash.update(chunk);
+      await file.write(chunk);
+    };
+    for (const piece of pieces) {
+      pending.push(piece);
+      pendingLength += piece.length;
+      if (pendingLength >= 1 << 20) await drain();
+      if (performance.now() - since >= sliceMs) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        since = performance.now();
+      }
+    }
+    await drain();
+    await file.write(`\n${hash.digest('hex')}\n`);
+    await file.sync();
+  } catch (err) {
+    await file.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await file.close();
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
 }
 
 export function readCheckedSnapshot(path: string): { body: string } | { corrupt: string } | undefined {

@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
 import { MemoryOnlineStore } from '../../../src/serving/features/memory-store.js';
 import { RedisOnlineStore } from '../../../src/serving/features/redis-store.js';
+import type { UserState } from '../../../src/workbench/features/online.js';
 import { serverAvailable } from '../../helpers/servers.js';
 import { tempDir } from '../../helpers/tmp.js';
+import { stretch } from '../../helpers/wait.js';
 import { onlineStoreConformance } from './conformance.js';
 
 const dir = tempDir('wb-online-');
@@ -32,6 +35,44 @@ describe('MemoryOnlineStore', () => {
     assert.equal(await reopened.position(), undefined);
     assert.match(warnings[0] ?? '', /fails its checksum; kept as .*corrupt-\d+, rebuilding the states from the event log/);
     assert.ok(readdirSync(join(path, '..')).some((f) => f.startsWith('online.snapshot.corrupt-')));
+  });
+
+  it('writes a large snapshot a few milliseconds at a time, consistent with the offset it started at', async () => {
+    const path = join(tempDir('wb-online-large-'), 'online.snapshot');
+    const store = MemoryOnlineStore.open(path);
+    await store.reset('v1');
+    // 20,000 users with a day of hourly buckets each: about 20 MB of JSON.
+    const state = (u: number): UserState => [Array.from({ length: 24 }, (_, h) => ({ start: h * 3_600_000, n: u % 7, sum: u * 1.5, min: 0, max: h }))];
+    const users = new Map(Array.from({ length: 20_000 }, (_, u) => [`user-${u}`, state(u)] as const));
+    await store.write(users, 100);
+    const started = performance.now();
+    const oneStringify = JSON.stringify([...users]).length > 0 ? performance.now() - started : 0;
+    let bound = 0;
+    let longest = Number.POSITIVE_INFINITY;
+    // Best of three, the bound scaled by how loaded the machine is right now (see stretch()).
+    for (let attempt = 0; attempt < 3 && longest > bound; attempt++) {
+      bound = 25 * Math.min(4, Math.max(1, stretch()));
+      const delay = monitorEventLoopDelay({ resolution: 1 });
+      delay.enable();
+      const flushed = store.flush();
+      // A write while the snapshot is being written (it has started: it yields every few ms) belongs to the next one.
+      await new Promise((resolve) => setImmediate(resolve));
+      await store.write(new Map([['user-0', undefined]]), 101 + 2 * attempt);
+      await flushed;
+      delay.disable();
+      longest = delay.max / 1e6;
+      const written = JSON.parse(readFileSync(path, 'utf8').trimEnd().split('\n')[0]!) as { offset: number; users: [string, UserState][] };
+      assert.equal(written.offset, 100 + 2 * attempt, 'the offset of the moment the snapshot started');
+      assert.equal(written.users.length, 20_000, 'the users of that moment: user-0 was removed after it');
+      await store.write(new Map([['user-0', state(0)]]), 102 + 2 * attempt);
+    }
+    console.log(`longest event-loop block while flushing ~20 MB: ${longest.toFixed(1)} ms (one synchronous stringify: ${oneStringify.toFixed(1)} ms)`);
+    assert.ok(longest <= bound, `the event loop was held ${longest.toFixed(1)} ms (bound ${bound.toFixed(0)} ms)`);
+    await store.flush();
+    const reopened = MemoryOnlineStore.open(path);
+    assert.equal(await reopened.size(), 20_000);
+    assert.deepEqual(await reopened.position(), await store.position());
+    assert.deepEqual(await reopened.peek('user-19999'), state(19_999));
   });
 
   it('snapshots on its own once the interval has passed', async () => {
