@@ -322,7 +322,7 @@ function runChild(args: string[], env: Record<string, string>): Promise<void> {
  * log's catalog features), then the same deploy on two copies of it: from the archive, and from
  * the whole log.
  */
-async function deployWithNewFeature(): Promise<{ events: number; rate_per_second: number; from_archive: DeployFigures; from_log: DeployFigures }> {
+async function deployWithNewFeature(): Promise<{ events: number; rate_per_second: number; from_archive: DeployFigures; from_log: DeployFigures | null }> {
   const dir = mkdtempSync(join(tmpdir(), 'wb-bench-deploy-'));
   const baseline = `${dir}-log`;
   // BENCH_DEPLOY_DATA=<dir>: a data dir this bench replayed before (kept with BENCH_KEEP=1), copied instead of replaying again.
@@ -350,18 +350,21 @@ async function deployWithNewFeature(): Promise<{ events: number; rate_per_second
     cpSync(dir, baseline, { recursive: true });
     const fromArchive = await deployRun(dir, false, admin, client, next);
     // BENCH_BASELINE=0 leaves the baseline out (its deploy takes a minute or more).
-    const fromLog = process.env.BENCH_BASELINE === '0' ? fromArchive : await deployRun(baseline, true, admin, client, next);
-    for (const [what, f] of [
-      ['from the archive', fromArchive],
-      ['from the whole log (baseline)', fromLog],
-    ] as const) {
+    const fromLog = process.env.BENCH_BASELINE === '0' ? undefined : await deployRun(baseline, true, admin, client, next);
+    const runs = fromLog
+      ? ([
+          ['from the archive', fromArchive],
+          ['from the whole log (baseline)', fromLog],
+        ] as const)
+      : ([['from the archive', fromArchive]] as const);
+    for (const [what, f] of runs) {
       console.log(
         `new feature ${what}, the app model predicted at ${DEPLOY_RATE}/s: first prediction of the new model ${f.publish_to_first_prediction_s} s after publishing started; ` +
           `the app model meanwhile: p50 ${f.deploy_predict_p50_ms} ms, p99 ${f.deploy_predict_p99_ms} ms, max ${f.deploy_predict_max_ms} ms over ${f.deploy_requests} requests, ${f.deploy_failed_requests} failed; ` +
           `server CPU ${f.deploy_extra_server_cpu_s} s over the load's (steady: p99 ${f.steady_predict_p99_ms} ms, ${f.steady_server_cpu_ms_per_prediction} ms CPU per prediction)`,
       );
     }
-    return { events, rate_per_second: DEPLOY_RATE, from_archive: fromArchive, from_log: fromLog };
+    return { events, rate_per_second: DEPLOY_RATE, from_archive: fromArchive, from_log: fromLog ?? null };
   } finally {
     if (process.env.BENCH_KEEP === '1') console.log(`kept ${dir} and ${baseline}`);
     else {
