@@ -1,4 +1,6 @@
 import net from 'node:net';
+import { after } from 'node:test';
+import pg from 'pg';
 
 /**
  * Whether a scale-out server's test may run. Under CI the server must be there (.ci/run starts it),
@@ -24,4 +26,29 @@ export async function serverAvailable(name: string, url: string): Promise<true |
   if (process.env.CI) throw new Error(`${reason}, and CI must test against it (.ci/run starts it)`);
   console.warn(`\n*** SKIPPING ${name} tests: ${reason}. Start it to run them (see README). ***\n`);
   return `SKIPPED: ${reason}`;
+}
+
+/**
+ * A PostgreSQL schema of this test process's own, dropped when the test file ends: `open` makes a
+ * store on it once the server is reachable (or returns the skip reason of `serverAvailable`).
+ */
+export function postgresTestSchema(prefix: string): { open<T>(make: (url: string, schema: string) => Promise<T>): Promise<T | string> } {
+  const url = process.env.WB_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const schema = `${prefix}_${process.pid}_${Date.now()}`;
+  let created = false;
+  after(async () => {
+    if (!created) return;
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await client.end();
+  });
+  return {
+    async open(make) {
+      const available = await serverAvailable('PostgreSQL', url);
+      if (available !== true) return available;
+      created = true;
+      return make(url, schema);
+    },
+  };
 }

@@ -1,26 +1,13 @@
-import { after } from 'node:test';
-import pg from 'pg';
 import { PostgresOltp } from '../../../src/workbench/oltp/index.js';
-import { serverAvailable } from '../../helpers/servers.js';
+import { postgresTestSchema } from '../../helpers/servers.js';
 import { oltpConformance } from './conformance.js';
 
-const url = process.env.WB_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const schema = `wb_test_${process.pid}_${Date.now()}`;
-let created = false;
+const postgres = postgresTestSchema('wb_test');
 
-after(async () => {
-  if (!created) return;
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  await client.end();
-});
-
-oltpConformance('PostgreSQL', async () => {
-  const available = await serverAvailable('PostgreSQL', url);
-  if (available !== true) return available;
-  const store = new PostgresOltp(url, schema);
-  await store.migrate();
-  created = true;
-  return store;
-});
+oltpConformance('PostgreSQL', () =>
+  postgres.open(async (url, schema) => {
+    const store = new PostgresOltp(url, schema);
+    await store.migrate();
+    return store;
+  }),
+);
