@@ -138,8 +138,11 @@ export function registerExperiments(program: Command): void {
       }
       if (r.plan.usersPerArm)
         console.log(
-          `plan: ${r.plan.usersPerArm} users per arm for the MDE${r.plan.daysToDecision !== undefined ? `, about ${fmtDays(r.plan.daysToDecision)} more` : ''}`,
+          `plan: ${r.plan.usersPerArm} users per arm for the MDE (fixed horizon, 80% power); ${r.plan.usersSoFar ?? 0} so far in the pacing arm` +
+            `${r.plan.daysToDecision !== undefined ? `, about ${fmtDays(r.plan.daysToDecision)} more` : ''}` +
+            ' (the always-valid interval may decide earlier: see the decision)',
         );
+      else if (r.plan.reason) console.log(`plan: ${r.plan.reason}`);
       if (body.decision)
         console.log(
           `decision: ${body.decision.action}${body.decision.acted ? ' (done)' : body.decision.action === 'continue' ? '' : ' (recommended)'}: ${body.decision.reason}`,
@@ -159,7 +162,7 @@ interface ResultsBody {
       role: string;
       comparisons: { arm: string; sequential: { estimate?: number; ci?: [number, number]; reason?: string }; verdict: string }[];
     }[];
-    plan: { usersPerArm?: number; daysToDecision?: number };
+    plan: { usersPerArm?: number; usersSoFar?: number; daysToDecision?: number; reason?: string };
   };
   decision?: { action: string; acted: boolean; reason: string };
 }

@@ -52,7 +52,7 @@ export {
 } from './frames.js';
 
 // Spines and labels: who is scored when, and what happened next.
-export { labels, spine, type Duration, type LabelOptions, type Relation, type SpineOptions } from './spine.js';
+export { eventSpine, labels, spine, type Duration, type EventSpineOptions, type LabelOptions, type Relation, type SpineOptions } from './spine.js';
 
 // ---------------------------------------------------------------------------------------------
 // Features: definitions, point-in-time training sets, online state, parity and skew
@@ -174,12 +174,26 @@ export { decide, fmtDays, fmtLift, type Decision, type DecisionRecord } from './
 // Stats: pure functions over sufficient statistics, each with its reference
 // ---------------------------------------------------------------------------------------------
 
-export { benjaminiHochberg, holm, moments, relativeLift, sampleRatioMismatch, welch, type Estimate, type Moments, type Sums } from './stats/two-sample.js';
+export {
+  benjaminiHochberg,
+  holm,
+  moments,
+  proportionMoments,
+  relativeLift,
+  sampleRatioMismatch,
+  twoProportionZTest,
+  welch,
+  welchDf,
+  type Estimate,
+  type Moments,
+  type Sums,
+  type TestOptions,
+} from './stats/two-sample.js';
 export { cuped, type CovariateSums, type CupedResult } from './stats/cuped.js';
 export { bayesianSummary, ratioDifference, ratioMoments, type RatioSums } from './stats/ratio.js';
 export { sequential, sequentialHalfwidth } from './stats/sequential.js';
 export { daysToDecision, powerForSize, sampleSizePerArm } from './stats/power.js';
-export { chiSquareSf, normalCdf, normalQuantile, tCdf, tQuantile } from './stats/distributions.js';
+export { chiSquareSf, normalCdf, normalQuantile, normalSf, tCdf, tQuantile, tSf } from './stats/distributions.js';
 export { Random } from './random.js';
 
 // ---------------------------------------------------------------------------------------------

@@ -75,6 +75,57 @@ export function spine(options: SpineOptions): Sql {
     ORDER BY g.as_of, e.user_id)`;
 }
 
+/** What `eventSpine` scores: an event, where it is read from, the span, and who is scored. */
+export interface EventSpineOptions {
+  /** The event whose moments are scored (the `event` column), e.g. `login`. */
+  event: string;
+  /** Where events are read from: a table, view or query with user_id, time and event; default the `events` view, every source. */
+  events?: Relation;
+  /** The first and last moment (both included), as a `Date` or an ISO date or timestamp (UTC). */
+  from: Date | string;
+  to: Date | string;
+  /**
+   * Who is scored: a table, view or query with one row per entity and a `user_id` column, with the
+   * `since` and `until` columns when given; default everyone who did the event.
+   */
+  entities?: Relation;
+  /** A column of `entities`: an entity is scored only at moments strictly after it (as in `spine`). */
+  since?: string;
+  /** A column of `entities`: an entity is scored only at moments strictly before it, NULL for never (as in `spine`). */
+  until?: string;
+}
+
+/**
+ * A spine of the moments a model is used at: one row (user_id, as_of) per time a user did `event`,
+ * with as_of 1 ms after it, so the features (events strictly before as_of) include the event itself,
+ * as a service scoring the user on that event sees them. A model served on an event (the precompute
+ * scores each user at login) is trained on those moments, not on a calendar grid: users who log in
+ * are not the population of every user at midnight, and a model fitted on the grid serves inputs it
+ * never saw (a login's `since_last_login` is 0; the grid's is days). Rows are ordered by
+ * (as_of, user_id); a user doing the event twice in the same millisecond has one row.
+ *
+ * @example
+ * ```ts
+ * // Every login of the app, labelled with a purchase in the next 30 days.
+ * const logins = eventSpine({ event: 'login', events: 'app_events', from: '2025-01-15', to: '2025-04-01' });
+ * const rows = await lake.query(labels(logins, { name: 'bought', within: '30d', event: 'upgrade', events: 'app_events' }));
+ * ```
+ */
+export function eventSpine(options: EventSpineOptions): Sql {
+  const asOf = sql`x.time + INTERVAL 1 MILLISECOND`;
+  const within = sql`${asOf} >= CAST(${moment(options.from, 'from')} AS TIMESTAMP) AND ${asOf} <= CAST(${moment(options.to, 'to')} AS TIMESTAMP)`;
+  const entered = options.since === undefined ? sql`TRUE` : sql`e.${ident(options.since)} < ${asOf}`;
+  const present = options.until === undefined ? sql`TRUE` : sql`(e.${ident(options.until)} IS NULL OR ${asOf} < e.${ident(options.until)})`;
+  const who = options.entities === undefined ? sql`` : sql`JOIN ${relation(options.entities)} e ON e.user_id = x.user_id AND ${entered} AND ${present}`;
+  if (options.entities === undefined && (options.since !== undefined || options.until !== undefined))
+    throw new InputError('eventSpine: since and until are columns of entities: give entities too');
+  return sql`(
+    SELECT DISTINCT x.user_id, ${asOf} AS as_of
+    FROM ${relation(options.events ?? 'events')} x ${who}
+    WHERE x.event = ${options.event} AND ${within}
+    ORDER BY as_of, user_id)`;
+}
+
 /** What `labels` counts: the label's name, the window after each moment, and the event. */
 export interface LabelOptions {
   /** The label column's name. */

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildLakehouse, Lakehouse, sql } from '../../src/workbench/index.js';
-import { days, labels, spine } from '../../src/workbench/spine.js';
+import { days, eventSpine, labels, spine } from '../../src/workbench/spine.js';
 import { tempDir } from '../helpers/tmp.js';
 
 // Customer 1001 buys on Jan 5 and Jan 20; 1002 on Jan 12 and at exactly Feb 5 00:00 (a window's
@@ -73,6 +73,46 @@ describe('spine and labels', () => {
         ['1002', '01-29', 0],
       ],
     );
+  });
+
+  it('puts a moment 1 ms after each event, so its features include the event, between since and until', async () => {
+    const retail = sql`SELECT * FROM events WHERE source = 'retail'`;
+    const at = (iso: string) => new Date(Date.parse(iso) + 1);
+    const every = await lake.query<{ user_id: string; as_of: Date }>(eventSpine({ event: 'purchase', events: retail, from: '2011-01-01', to: '2011-02-05' }));
+    assert.deepEqual(
+      every.map((r) => [r.user_id, r.as_of]),
+      [
+        ['1001', at('2011-01-05T10:00:00Z')],
+        ['1003', at('2011-01-08T00:00:00Z')],
+        ['1002', at('2011-01-12T10:00:00Z')],
+        ['1001', at('2011-01-20T10:00:00Z')],
+        // 1002's purchase at 02-05 00:00 has its moment 1 ms later, past `to`.
+      ],
+    );
+    // 1001 from its first purchase on (strictly after); 1002 until 01-12 10:00:00.001 (strictly before); 1003 not at all.
+    const entities = sql`SELECT * FROM (VALUES ('1001', TIMESTAMP '2011-01-05 10:00:00', NULL), ('1002', TIMESTAMP '2011-01-01 00:00:00', TIMESTAMP '2011-01-12 10:00:00.001')) AS e(user_id, since, gone)`;
+    const some = await lake.query<{ user_id: string; as_of: Date }>(
+      eventSpine({ event: 'purchase', events: retail, from: '2011-01-01', to: '2011-03-01', entities, since: 'since', until: 'gone' }),
+    );
+    assert.deepEqual(
+      some.map((r) => [r.user_id, r.as_of]),
+      [
+        ['1001', at('2011-01-05T10:00:00Z')],
+        ['1001', at('2011-01-20T10:00:00Z')],
+      ],
+    );
+    const labelled = await lake.query<{ user_id: string; bought: number }>(
+      sql`SELECT l.user_id, l.bought FROM ${labels(eventSpine({ event: 'purchase', events: retail, from: '2011-01-01', to: '2011-01-10' }), { name: 'bought', within: '21d', event: 'purchase', events: retail })} l`,
+    );
+    // 1001's next purchase on 01-20 is within 21 days of 01-05 10:00:00.001; the event itself is not its own label.
+    assert.deepEqual(
+      labelled.map((r) => [r.user_id, r.bought]),
+      [
+        ['1001', 1],
+        ['1003', 0],
+      ],
+    );
+    assert.throws(() => eventSpine({ event: 'purchase', from: '2011-01-01', to: '2011-02-01', since: 'first' }), /since and until are columns of entities/);
   });
 
   it('writes whole numbers of days as durations, and refuses the rest naming the option', () => {

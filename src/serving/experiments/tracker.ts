@@ -26,12 +26,22 @@ interface Member {
 
 interface ArmState {
   users: number;
+  /** Per metric: sums of deviations from the experiment's shifts (recorded in each), and their compensations (Neumaier). */
   sums: MetricSums[];
+  err?: MetricSums[];
 }
+
+type Field = 'sumY' | 'sumY2' | 'sumX' | 'sumX2' | 'sumXY';
 
 /** Experiment, arm and user keys come from outside: every object keyed by them has no prototype (see dict.ts). */
 interface ExperimentState {
   metrics: string[];
+  /**
+   * Per metric, the references [Y, X] every arm's sums are deviations from: the first non-zero value
+   * seen (null until then, when every value is 0). Deviations keep the variance's precision when the
+   * mean is large against the spread; snapshots from before shifts have [0, 0].
+   */
+  shifts?: [number | null, number | null][];
   arms: Record<string, ArmState>;
   members: Record<string, Member>;
   firstExposure?: number;
@@ -50,7 +60,63 @@ interface Snapshot {
 }
 
 const NO_TRACES: Trace[] = [];
-const emptySums = (): MetricSums => ({ n: 0, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 });
+const emptySums = (shift: [number | null, number | null]): MetricSums => ({
+  n: 0,
+  sumY: 0,
+  sumY2: 0,
+  sumX: 0,
+  sumX2: 0,
+  sumXY: 0,
+  ...(shift[0] !== null ? { shiftY: shift[0] } : {}),
+  ...(shift[1] !== null ? { shiftX: shift[1] } : {}),
+});
+
+/** Neumaier's compensated summation: sums[f] + err[f] is the sum of every term, to about 2^-106 of the largest. */
+function accumulate(sums: MetricSums, err: MetricSums, f: Field, term: number): void {
+  const sum = sums[f];
+  const t = sum + term;
+  err[f] += Math.abs(sum) >= Math.abs(term) ? sum - t + term : term - t + sum;
+  sums[f] = t;
+}
+
+/** Adds (sign 1) or removes (sign -1) one user's values, as deviations from the sums' shifts. */
+function move(sums: MetricSums, err: MetricSums, sign: 1 | -1, y: number, x: number): void {
+  const dy = y - (sums.shiftY ?? 0);
+  const dx = x - (sums.shiftX ?? 0);
+  accumulate(sums, err, 'sumY', sign * dy);
+  accumulate(sums, err, 'sumY2', sign * dy * dy);
+  accumulate(sums, err, 'sumX', sign * dx);
+  accumulate(sums, err, 'sumX2', sign * dx * dx);
+  accumulate(sums, err, 'sumXY', sign * dx * dy);
+}
+
+function errOf(a: ArmState, i: number): MetricSums {
+  a.err ??= a.sums.map(() => emptySums([null, null]));
+  return a.err[i]!;
+}
+
+/**
+ * Fixes metric i's shift of Y (which 0) or X (which 1) at its first non-zero value. Until then every
+ * such value was 0, so each arm's sums are re-centred exactly: each user's deviation is -shift.
+ */
+function establish(s: ExperimentState, i: number, which: 0 | 1, value: number): void {
+  s.shifts![i]![which] = value;
+  for (const a of Object.values(s.arms)) {
+    const sums = a.sums[i]!;
+    const err = errOf(a, i);
+    const [v, v2, other]: [Field, Field, Field] = which === 0 ? ['sumY', 'sumY2', 'sumX'] : ['sumX', 'sumX2', 'sumY'];
+    const otherSum = sums[other] + err[other];
+    sums[v] = err[v] = sums[v2] = err[v2] = sums.sumXY = err.sumXY = 0;
+    // One term per user, as they will come out again when the users' values change.
+    for (let k = 0; k < sums.n; k++) {
+      accumulate(sums, err, v, -value);
+      accumulate(sums, err, v2, value * value);
+    }
+    accumulate(sums, err, 'sumXY', -value * otherSum);
+    if (which === 0) sums.shiftY = value;
+    else sums.shiftX = value;
+  }
+}
 
 /**
  * The experiments' live statistics: a consumer of the event log that keeps, per experiment, arm and
@@ -161,7 +227,7 @@ export class ExperimentTracker implements EventConsumer {
         const m = this.metrics.get(metricKey);
         const tr = traces.find((x) => x[1] === metricKey);
         if (!m || !tr || t >= member.exposedAt + m.windowDays * DAY_MS) return;
-        this.add(s.arms[member.arm]!.sums[i]!, m, member, i, tr[2], tr[3]);
+        this.add(s, s.arms[member.arm]!, m, member, i, tr[2], tr[3]);
       });
       this.advance(key, s, t);
     }
@@ -185,19 +251,20 @@ export class ExperimentTracker implements EventConsumer {
     });
     const member: Member = { arm, exposedAt: t, y: s.metrics.map(() => 0), x };
     s.members[user] = member;
-    const a = (s.arms[arm] ??= { users: 0, sums: s.metrics.map(emptySums) });
+    const shifts = (s.shifts ??= s.metrics.map(() => [null, null]));
+    const a = (s.arms[arm] ??= { users: 0, sums: s.metrics.map((_, i) => emptySums(shifts[i]!)), err: s.metrics.map(() => emptySums([null, null])) });
     a.users++;
     a.sums.forEach((sums, i) => {
+      if (x[i] !== 0 && shifts[i]![1] === null) establish(s, i, 1, x[i]!);
       sums.n++;
-      sums.sumX += x[i]!;
-      sums.sumX2 += x[i]! * x[i]!;
+      move(sums, errOf(a, i), 1, 0, x[i]!);
     });
     s.firstExposure = Math.min(s.firstExposure ?? t, t);
     this.advance(def.key, s, t);
   }
 
   /** Changes a member's value of metric i by its numerator and denominator contributions, and the arm's sums by the difference. */
-  private add(sums: MetricSums, m: Metric, member: Member, i: number, num: number, den: number): void {
+  private add(s: ExperimentState, a: ArmState, m: Metric, member: Member, i: number, num: number, den: number): void {
     const y0 = member.y[i]!;
     const x0 = member.x[i]!;
     let y1 = y0;
@@ -209,11 +276,12 @@ export class ExperimentTracker implements EventConsumer {
       x1 = x0 + den;
     }
     if (y1 === y0 && x1 === x0) return;
-    sums.sumY += y1 - y0;
-    sums.sumY2 += y1 * y1 - y0 * y0;
-    sums.sumX += x1 - x0;
-    sums.sumX2 += x1 * x1 - x0 * x0;
-    sums.sumXY += y1 * x1 - y0 * x0;
+    const shifts = (s.shifts ??= s.metrics.map(() => [null, null]));
+    if (y1 !== 0 && shifts[i]![0] === null) establish(s, i, 0, y1);
+    if (x1 !== 0 && shifts[i]![1] === null) establish(s, i, 1, x1);
+    // The old values out, the new in: each term compensated, so a user's (0 - shift)^2 that goes in at exposure comes out exactly.
+    move(a.sums[i]!, errOf(a, i), -1, y0, x0);
+    move(a.sums[i]!, errOf(a, i), 1, y1, x1);
     member.y[i] = y1;
     member.x[i] = x1;
   }
@@ -280,7 +348,14 @@ function valueOf(e: EnrichedEvent, prop: string | undefined): number {
 const NUMBER = /^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/;
 
 function toStats(s: ExperimentState, arms: Record<string, ArmState>, asOf: number | undefined): ExperimentStats {
-  const out: ArmStats[] = Object.entries(arms).map(([arm, a]) => ({ arm, users: a.users, metrics: dict(s.metrics.map((m, i) => [m, { ...a.sums[i]! }])) }));
+  // Each sum with its compensation: the sums of deviations from the shifts, which the engine reads with the shifts.
+  const total = (a: ArmState, i: number): MetricSums => {
+    const x = { ...a.sums[i]! };
+    const e = a.err?.[i];
+    if (e) for (const f of ['sumY', 'sumY2', 'sumX', 'sumX2', 'sumXY'] as const) x[f] += e[f];
+    return x;
+  };
+  const out: ArmStats[] = Object.entries(arms).map(([arm, a]) => ({ arm, users: a.users, metrics: dict(s.metrics.map((m, i) => [m, total(a, i)])) }));
   return {
     arms: out,
     ...(s.firstExposure !== undefined ? { firstExposure: new Date(s.firstExposure).toISOString() } : {}),
@@ -290,14 +365,26 @@ function toStats(s: ExperimentState, arms: Record<string, ArmState>, asOf: numbe
 
 /** A copy of the arms for a timeline point (structuredClone would give them Object.prototype back). */
 function cloneArms(arms: Record<string, ArmState>): Record<string, ArmState> {
-  return dict(Object.entries(arms).map(([arm, a]) => [arm, { users: a.users, sums: a.sums.map((x) => ({ ...x })) }]));
+  return dict(
+    Object.entries(arms).map(([arm, a]) => [
+      arm,
+      { users: a.users, sums: a.sums.map((x) => ({ ...x })), ...(a.err ? { err: a.err.map((x) => ({ ...x })) } : {}) },
+    ]),
+  );
 }
 
 /** A parsed snapshot with its keyed objects (experiments, arms, members) made prototype-free again. */
 function revive(snap: Snapshot): Snapshot {
   const experiments = dict<ExperimentState>();
   for (const [key, s] of Object.entries(snap.experiments)) {
-    experiments[key] = { ...s, arms: toDict(s.arms), members: toDict(s.members), timeline: s.timeline.map((p) => ({ at: p.at, arms: toDict(p.arms) })) };
+    experiments[key] = {
+      ...s,
+      // A snapshot from before shifts has raw sums: their shift stays 0.
+      shifts: s.shifts ?? s.metrics.map(() => [0, 0]),
+      arms: toDict(s.arms),
+      members: toDict(s.members),
+      timeline: s.timeline.map((p) => ({ at: p.at, arms: toDict(p.arms) })),
+    };
   }
   return { ...snap, experiments };
 }

@@ -88,6 +88,19 @@ export const ExperimentSchema = z
     /** Minimum detectable effect, relative (0.05: 5%). */
     mde: z.number().positive().max(10),
     minRunDays: z.number().min(0).max(365).default(7),
+    /**
+     * How the results are read where two conventions are standard; the defaults are GrowthBook's
+     * frequentist engine: the relative effect (m_t - m_c) / |m_c|, Student's t with Welch's degrees
+     * of freedom, and CUPED's theta pooled within arms (`joint`: GrowthBook's, from both arms' sums).
+     */
+    analysis: z
+      .object({
+        effect: z.enum(['relative', 'absolute']).default('relative'),
+        distribution: z.enum(['t', 'z']).default('t'),
+        cupedTheta: z.enum(['within', 'joint']).default('within'),
+      })
+      .strict()
+      .default({ effect: 'relative', distribution: 't', cupedTheta: 'within' }),
     status: z.enum(STATUSES).default('draft'),
     /** The arm everyone gets once the experiment is shipped. */
     winner: z.string().regex(KEY, 'arm keys are lower-case letters, digits, _ and -').optional(),

@@ -3,7 +3,7 @@ import { cuped, type CovariateSums } from '../stats/cuped.js';
 import { sampleSizePerArm } from '../stats/power.js';
 import { bayesianSummary, ratioDifference } from '../stats/ratio.js';
 import { sequential } from '../stats/sequential.js';
-import { holm, moments, relativeLift, sampleRatioMismatch, welch, type Estimate } from '../stats/two-sample.js';
+import { holm, moments, relativeLift, sampleRatioMismatch, welch, type Estimate, type Moments, type TestOptions } from '../stats/two-sample.js';
 import type { DecisionRecord } from './decide.js';
 import type { Experiment, ExperimentStatus, Metric } from './definition.js';
 
@@ -11,11 +11,16 @@ import type { Experiment, ExperimentStatus, Metric } from './definition.js';
  * An experiment's results from per-arm sufficient statistics: what the service's live consumer keeps
  * and what a notebook computes from the lakehouse with one GROUP BY, so both read the same numbers.
  * The first arm is the control. Each treatment arm is compared with it on every metric:
- * - fixed horizon: Welch's test on the difference and the delta-method relative lift;
- * - CUPED (conversion and mean metrics): the relative lift of the covariate-adjusted means;
- * - always valid: the sequential interval of the relative lift (CUPED-adjusted when available),
- *   which is what decisions use, since the results are watched continuously; with more than one
- *   treatment arm at alpha / (arms - 1), and the fixed-horizon p-values Holm-adjusted across arms.
+ * - fixed horizon: Welch's test on the difference and the delta-method relative lift
+ *   ((m_t - m_c) / |m_c|), both with Student's t at Welch's degrees of freedom (the experiment's
+ *   `analysis` may choose the normal); a conversion's variance is p (1 - p);
+ * - CUPED (conversion and mean metrics): the lift of the covariate-adjusted means;
+ * - always valid: the sequential interval of the effect the experiment reads (relative by default;
+ *   CUPED-adjusted when available), which is what decisions use, since the results are watched
+ *   continuously; with more than one treatment arm at alpha / (arms - 1), and the fixed-horizon
+ *   p-values Holm-adjusted across arms. When the control mean is 0 a relative effect is undefined:
+ *   the comparison then reads the absolute difference (`effect: 'absolute'`), so a guard-rail such
+ *   as cancellations, 0 in control, is still judged.
  */
 
 /** Per-arm sums of one metric: Y the value per user and X its pre-exposure value (for a ratio metric, X is the denominator). */
@@ -51,8 +56,10 @@ export interface Comparison {
   treatment: { users: number; mean?: number };
   absolute: Estimate;
   relative: Estimate;
-  cuped?: { relative: Estimate; varianceReduction: number; theta: number };
-  /** Always-valid interval and p-value of the relative lift (CUPED-adjusted when available), at alpha / (treatment arms). */
+  cuped?: { relative: Estimate; absolute?: Estimate; varianceReduction: number; theta: number };
+  /** The effect `sequential`, the chance to win and the verdict are on: relative, or absolute (chosen, or because the control mean is 0). */
+  effect: 'relative' | 'absolute';
+  /** Always-valid interval and p-value of the effect (CUPED-adjusted when available), at alpha / (treatment arms). */
   sequential: Estimate;
   /** The fixed-horizon relative lift's p-value, Holm-adjusted across this metric's treatment arms. */
   holmPValue?: number;
@@ -83,10 +90,9 @@ export interface ExperimentResults {
   asOf?: string;
   firstExposure?: string;
   arms: { arm: string; weight: number; users: number }[];
-  srm: { pValue: number; chiSquare: number; mismatch: boolean };
+  srm: { pValue: number; chiSquare: number; mismatch: boolean; reason?: string };
   metrics: MetricResult[];
-  /** Users per arm a fixed-horizon test needs for the MDE at 80% power (CUPED-adjusted), and the days (of event time) until the smallest arm has them at the current rate. */
-  plan: { usersPerArm?: number; daysToDecision?: number; reason?: string };
+  plan: Plan;
 }
 
 /** What the service answers for an experiment's results (GET /v1/experiments/:key/results). */
@@ -134,7 +140,7 @@ export function experimentResults(e: Experiment, metrics: ReadonlyMap<string, Me
     // With several treatment arms, each always-valid interval is at alpha / (arms - 1) (Bonferroni), so
     // the chance that some useless arm looks better (and is shipped) stays at alpha.
     const alpha = ALPHA / Math.max(1, e.arms.length - 1);
-    const comparisons = e.arms.slice(1).map((a) => compare(m, a.key, sumsOf(control, metric), sumsOf(a.key, metric), goal, alpha));
+    const comparisons = e.arms.slice(1).map((a) => compare(e, m, a.key, sumsOf(control, metric), sumsOf(a.key, metric), goal, alpha));
     const adjusted = holm(comparisons.map((c) => c.relative.pValue ?? 1));
     comparisons.forEach((c, i) => {
       if (c.relative.pValue !== undefined) c.holmPValue = adjusted[i]!;
@@ -154,32 +160,62 @@ export function experimentResults(e: Experiment, metrics: ReadonlyMap<string, Me
   };
 }
 
-function compare(m: Metric, arm: string, c: MetricSums, t: MetricSums, goal: 'increase' | 'decrease', sequentialAlpha: number): Comparison {
+/** An arm's moments of Y from its sums; a conversion's variance is p (1 - p), the binomial variance (GrowthBook's convention). */
+function momentsOf(m: Metric, s: MetricSums): Moments {
+  const mo = moments({ n: s.n, sum: s.sumY, sumSquares: s.sumY2, ...(s.shiftY !== undefined ? { shift: s.shiftY } : {}) });
+  return m.kind === 'conversion' ? { ...mo, variance: mo.mean * (1 - mo.mean) } : mo;
+}
+
+function compare(e: Experiment, m: Metric, arm: string, c: MetricSums, t: MetricSums, goal: 'increase' | 'decrease', sequentialAlpha: number): Comparison {
+  const options: TestOptions = { alpha: ALPHA, distribution: e.analysis.distribution };
   let absolute: Estimate;
   let relative: Estimate;
   let adjusted: Comparison['cuped'];
   let cMean: number | undefined;
   let tMean: number | undefined;
   if (m.kind === 'ratio') {
-    const ratio = (s: MetricSums) => ({ n: s.n, sumM: s.sumY, sumM2: s.sumY2, sumD: s.sumX, sumD2: s.sumX2, sumMD: s.sumXY });
-    absolute = ratioDifference(ratio(c), ratio(t));
-    relative = ratioDifference(ratio(c), ratio(t), { relative: true });
-    cMean = c.sumX !== 0 ? c.sumY / c.sumX : undefined;
-    tMean = t.sumX !== 0 ? t.sumY / t.sumX : undefined;
+    const ratio = (s: MetricSums) => ({
+      n: s.n,
+      sumM: s.sumY,
+      sumM2: s.sumY2,
+      sumD: s.sumX,
+      sumD2: s.sumX2,
+      sumMD: s.sumXY,
+      ...(s.shiftY !== undefined ? { shiftM: s.shiftY } : {}),
+      ...(s.shiftX !== undefined ? { shiftD: s.shiftX } : {}),
+    });
+    absolute = ratioDifference(ratio(c), ratio(t), options);
+    relative = ratioDifference(ratio(c), ratio(t), { ...options, relative: true });
+    const ratioOf = (s: MetricSums) => {
+      const d = s.n * (s.shiftX ?? 0) + s.sumX;
+      return d !== 0 ? (s.n * (s.shiftY ?? 0) + s.sumY) / d : undefined;
+    };
+    cMean = ratioOf(c);
+    tMean = ratioOf(t);
   } else {
-    const mc = moments({ n: c.n, sum: c.sumY, sumSquares: c.sumY2 });
-    const mt = moments({ n: t.n, sum: t.sumY, sumSquares: t.sumY2 });
-    absolute = welch(mc, mt, ALPHA);
-    relative = relativeLift(mc, mt, ALPHA);
+    const mc = momentsOf(m, c);
+    const mt = momentsOf(m, t);
+    absolute = welch(mc, mt, options);
+    relative = relativeLift(mc, mt, options);
     cMean = c.n > 0 ? mc.mean : undefined;
     tMean = t.n > 0 ? mt.mean : undefined;
     if (m.preExposureDays > 0) {
-      const res = cuped([c, t]);
-      adjusted = { relative: relativeLift(res.arms[0]!, res.arms[1]!, ALPHA), varianceReduction: res.varianceReduction, theta: res.theta };
+      const res = cuped([c, t], e.analysis.cupedTheta);
+      adjusted = {
+        relative: relativeLift(res.arms[0]!, res.arms[1]!, options),
+        absolute: welch(res.arms[0]!, res.arms[1]!, options),
+        varianceReduction: res.varianceReduction,
+        theta: res.theta,
+      };
     }
   }
+  // The effect read: the experiment's choice, or the absolute difference when a relative one is undefined (a control mean of 0).
+  const controlZero = cMean === 0 && absolute.estimate !== undefined;
+  const effect: Comparison['effect'] = e.analysis.effect === 'absolute' || controlZero ? 'absolute' : 'relative';
+  const plain = effect === 'absolute' ? absolute : relative;
+  const withCuped = effect === 'absolute' ? adjusted?.absolute : adjusted?.relative;
   // CUPED only where it has an estimate; otherwise the unadjusted one, which has the same reason when it has none.
-  const basis = adjusted?.relative.estimate !== undefined ? adjusted.relative : relative;
+  const basis = withCuped?.estimate !== undefined ? withCuped : plain;
   const seq = sequential(basis, c.n + t.n, sequentialAlpha, SEQUENTIAL_TUNING);
   const bayes = bayesianSummary(basis, goal === 'increase' ? 'higher' : 'lower');
   return {
@@ -189,6 +225,7 @@ function compare(m: Metric, arm: string, c: MetricSums, t: MetricSums, goal: 'in
     absolute,
     relative,
     ...(adjusted ? { cuped: adjusted } : {}),
+    effect,
     sequential: seq,
     ...(bayes.chanceToWin !== undefined ? { chanceToWin: bayes.chanceToWin, expectedLoss: bayes.expectedLossTreatment } : {}),
     verdict: verdict(seq, goal),
@@ -203,17 +240,51 @@ function verdict(seq: Estimate, goal: 'increase' | 'decrease'): Verdict {
   return 'inconclusive';
 }
 
-function plan(e: Experiment, m: Metric, control: MetricSums, objective: MetricResult, stats: ExperimentStats): ExperimentResults['plan'] {
+/**
+ * The plan of an experiment: the users per arm a fixed-horizon test of the objective needs to
+ * detect the MDE with 80% power, against the users so far; and why a decision may come earlier.
+ */
+export interface Plan {
+  /** Users per arm for the MDE at 80% power, two-sided, at alpha 0.05, on the effect the experiment reads (CUPED-adjusted; each arm's own variance for a conversion). */
+  usersPerArm?: number;
+  /** Users so far in the arm that sets the pace (the smallest weight, treatments included). */
+  usersSoFar?: number;
+  /** usersSoFar / usersPerArm. */
+  progress?: number;
+  /** Days (of event time) until the pacing arm has the planned users at the current rate. */
+  daysToDecision?: number;
+  reason?: string;
+}
+
+function plan(e: Experiment, m: Metric, control: MetricSums, objective: MetricResult, stats: ExperimentStats): Plan {
   if (m.kind === 'ratio') return { reason: 'planning covers conversion and mean metrics' };
-  const mc = moments({ n: control.n, sum: control.sumY, sumSquares: control.sumY2 });
+  const mc = momentsOf(m, control);
   if (mc.n < 2 || mc.mean === 0 || mc.variance === 0) return { reason: 'the control arm has too little data to plan from' };
+  if (m.kind === 'conversion' && !(mc.mean * (1 + e.mde) < 1)) return { reason: `a ${fmtShare(e.mde)} lift of a ${fmtShare(mc.mean)} rate is not a rate` };
   const reduction = Math.max(0, ...objective.comparisons.map((c) => c.cuped?.varianceReduction ?? 0));
-  const usersPerArm = sampleSizePerArm({ mean: mc.mean, sd: Math.sqrt(mc.variance * (1 - reduction)), mde: e.mde, alpha: ALPHA });
+  const sign = objective.goal === 'decrease' ? -1 : 1;
+  const usersPerArm = sampleSizePerArm({
+    kind: m.kind,
+    mean: mc.mean,
+    // CUPED removes a share of each arm's variance; for a conversion, of the binomial one.
+    sd: Math.sqrt(mc.variance * (1 - reduction)),
+    ...(m.kind === 'conversion' ? { treatmentSd: Math.sqrt(mc.mean * (1 + sign * e.mde) * (1 - mc.mean * (1 + sign * e.mde)) * (1 - reduction)) } : {}),
+    mde: sign * e.mde,
+    effect: e.analysis.effect,
+    alpha: ALPHA,
+  });
+  // Users per arm scale with the arm's weight; the smallest arm sets the pace.
+  const live = e.arms.filter((a) => a.weight > 0);
+  const pacing = live.reduce((low, a) => (a.weight < low.weight ? a : low), live[0]!);
+  const byArm = new Map(stats.arms.map((a) => [a.arm, a.users]));
+  const usersSoFar = byArm.get(pacing.key) ?? 0;
+  const out: Plan = { usersPerArm, usersSoFar, progress: usersSoFar / usersPerArm };
   const users = stats.arms.reduce((s, a) => s + a.users, 0);
   const elapsedDays = stats.firstExposure && stats.asOf ? (Date.parse(stats.asOf) - Date.parse(stats.firstExposure)) / 86_400_000 : 0;
-  if (!(elapsedDays > 0)) return { usersPerArm };
-  // Users per arm scale with the arm's weight; the smallest arm sets the pace.
-  const minWeight = Math.min(...e.arms.map((a) => a.weight));
-  const needed = usersPerArm / minWeight;
-  return { usersPerArm, daysToDecision: Math.max(0, (needed - users) / (users / elapsedDays)) };
+  if (!(elapsedDays > 0) || users === 0) return out;
+  const weights = live.reduce((s, a) => s + a.weight, 0);
+  const needed = (usersPerArm * weights) / pacing.weight;
+  return { ...out, daysToDecision: Math.max(0, (needed - users) / (users / elapsedDays)) };
 }
+
+const fmtShare = (x: number) => `${(100 * x).toPrecision(3)}%`;

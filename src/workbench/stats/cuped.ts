@@ -1,3 +1,4 @@
+import { InputError } from '../errors.js';
 import { type Moments } from './two-sample.js';
 
 /**
@@ -6,15 +7,26 @@ import { type Moments } from './two-sample.js';
  * adjustment applies to every arm and the difference stays unbiased). The adjusted variance is
  * var(Y) (1 - rho^2) when theta is the pooled one: what the pre-period correlation predicts.
  * Works from per-arm sufficient statistics, as the pipeline keeps them.
+ *
+ * Two conventions for theta, both standard: `within` (default) pools each arm's (co)variances
+ * around its own means, so a true effect on Y cannot leak into theta; `joint` (GrowthBook's) takes
+ * the (co)variances of both arms' sums together, as one sample.
  */
 export interface CovariateSums {
   n: number;
+  /** Sums of (Y - shiftY), (Y - shiftY)^2, (X - shiftX), (X - shiftX)^2 and their product (shifts default 0). */
   sumY: number;
   sumY2: number;
   sumX: number;
   sumX2: number;
   sumXY: number;
+  /** References the sums are taken from: values near the means keep the variances' precision at large means. Every arm has the same. */
+  shiftY?: number;
+  shiftX?: number;
 }
+
+/** How CUPED's theta is estimated: within arms, pooled (default), or from both arms' joint sums (GrowthBook). */
+export type CupedTheta = 'within' | 'joint';
 
 /** What `cuped` returns: the pooled theta, each arm's adjusted moments and the variance reduction. */
 export interface CupedResult {
@@ -35,7 +47,45 @@ export interface CupedResult {
  * console.log(cuped([control, treatment]));
  * ```
  */
-export function cuped(arms: readonly CovariateSums[]): CupedResult {
+export function cuped(arms: readonly CovariateSums[], theta: CupedTheta = 'within'): CupedResult {
+  for (const a of arms) {
+    if (
+      !(Number.isInteger(a.n) && a.n >= 0) ||
+      ![a.sumY, a.sumY2, a.sumX, a.sumX2, a.sumXY, a.shiftY ?? 0, a.shiftX ?? 0].every(Number.isFinite) ||
+      a.sumY2 < 0 ||
+      a.sumX2 < 0
+    )
+      throw new InputError(`bad CUPED sufficient statistics: ${JSON.stringify(a)}`);
+  }
+  // Every arm's sums from the same shifts (those of the first arm with users): re-centred exactly where they differ.
+  const ref = arms.find((a) => a.n > 0) ?? arms[0];
+  const shiftY = ref?.shiftY ?? 0;
+  const shiftX = ref?.shiftX ?? 0;
+  return cupedOf(
+    arms.map((a) => recenter(a, shiftY, shiftX)),
+    theta,
+    shiftY,
+  );
+}
+
+/** The same sums taken from other shifts: sum (v - k') = sum (v - k) + n (k - k'), and so on for the squares and the product. */
+function recenter(a: CovariateSums, ky: number, kx: number): CovariateSums {
+  const dy = (a.shiftY ?? 0) - ky;
+  const dx = (a.shiftX ?? 0) - kx;
+  if (dy === 0 && dx === 0) return a;
+  return {
+    n: a.n,
+    sumY: a.sumY + a.n * dy,
+    sumY2: a.sumY2 + 2 * dy * a.sumY + a.n * dy * dy,
+    sumX: a.sumX + a.n * dx,
+    sumX2: a.sumX2 + 2 * dx * a.sumX + a.n * dx * dx,
+    sumXY: a.sumXY + dx * a.sumY + dy * a.sumX + a.n * dx * dy,
+    shiftY: ky,
+    shiftX: kx,
+  };
+}
+
+function cupedOf(arms: readonly CovariateSums[], convention: CupedTheta, shiftY: number): CupedResult {
   const pooled = arms.reduce(
     (p, a) => ({ n: p.n + a.n, sumY: p.sumY + a.sumY, sumY2: p.sumY2 + a.sumY2, sumX: p.sumX + a.sumX, sumX2: p.sumX2 + a.sumX2, sumXY: p.sumXY + a.sumXY }),
     { n: 0, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 },
@@ -49,22 +99,29 @@ export function cuped(arms: readonly CovariateSums[]): CupedResult {
     if (a.n < 2) continue;
     const mx = a.sumX / a.n;
     const my = a.sumY / a.n;
-    covXY += a.sumXY - a.n * mx * my;
-    varX += a.sumX2 - a.n * mx * mx;
-    varY += a.sumY2 - a.n * my * my;
+    covXY += a.sumXY - a.sumX * my;
+    varX += a.sumX2 - a.sumX * mx;
+    varY += a.sumY2 - a.sumY * my;
     dof += a.n - 1;
   }
-  const theta = varX > 0 ? covXY / varX : 0;
+  // The means below are of the deviations from the shifts: (co)variances and mean differences do not depend on them.
   const meanX = pooled.n > 0 ? pooled.sumX / pooled.n : 0;
+  let theta = varX > 0 ? covXY / varX : 0;
+  if (convention === 'joint') {
+    const meanY = pooled.n > 0 ? pooled.sumY / pooled.n : 0;
+    const jointVarX = pooled.sumX2 - pooled.sumX * meanX;
+    theta = jointVarX > 0 ? (pooled.sumXY - pooled.sumX * meanY) / jointVarX : 0;
+  }
   const adjusted = arms.map((a): Moments => {
     if (a.n === 0) return { n: 0, mean: 0, variance: 0 };
     const mx = a.sumX / a.n;
     const my = a.sumY / a.n;
-    const vy = a.n > 1 ? (a.sumY2 - a.n * my * my) / (a.n - 1) : 0;
-    const vx = a.n > 1 ? (a.sumX2 - a.n * mx * mx) / (a.n - 1) : 0;
-    const cxy = a.n > 1 ? (a.sumXY - a.n * mx * my) / (a.n - 1) : 0;
-    return { n: a.n, mean: my - theta * (mx - meanX), variance: Math.max(0, vy + theta * theta * vx - 2 * theta * cxy) };
+    const vy = a.n > 1 ? (a.sumY2 - a.sumY * my) / (a.n - 1) : 0;
+    const vx = a.n > 1 ? (a.sumX2 - a.sumX * mx) / (a.n - 1) : 0;
+    const cxy = a.n > 1 ? (a.sumXY - a.sumX * my) / (a.n - 1) : 0;
+    return { n: a.n, mean: shiftY + my - theta * (mx - meanX), variance: Math.max(0, vy + theta * theta * vx - 2 * theta * cxy) };
   });
+  // The variance removed is measured within arms under either convention.
   const pooledVarY = dof > 0 ? varY / dof : 0;
   const pooledAdjusted = dof > 0 ? (varY - 2 * theta * covXY + theta * theta * varX) / dof : 0;
   return { theta, arms: adjusted, varianceReduction: pooledVarY > 0 ? 1 - pooledAdjusted / pooledVarY : 0 };

@@ -1,9 +1,12 @@
+import { InputError } from '../errors.js';
+
 /**
  * The distributions the stats engine needs, to double precision: normal, Student's t and
  * chi-square, built on the log-gamma function (Lanczos, g = 7) and the regularized incomplete gamma
  * and beta functions (series and continued fractions, Numerical Recipes 3rd ed. §6.2 and §6.4).
  * Each is tested against published table values and closed forms (t with 1 and 2 degrees of
- * freedom, chi-square with 2).
+ * freedom, chi-square with 2). Tails (p-values) come from the complementary functions directly
+ * (`normalSf`, `tSf`, `chiSquareSf`), never as 1 - cdf, which is 0 below about 1e-16.
  */
 
 const LANCZOS = [
@@ -156,6 +159,18 @@ export function normalQuantile(p: number): number {
   return x;
 }
 
+/**
+ * Upper tail of the standard normal, P(Z > z), computed directly (not 1 - cdf): exact far into the tail.
+ *
+ * @example
+ * ```ts
+ * normalSf(9); // about 1.13e-19 (1 - normalCdf(9) is 0)
+ * ```
+ */
+export function normalSf(z: number): number {
+  return normalCdf(-z);
+}
+
 export function normalPdf(z: number): number {
   return Math.exp(-(z * z) / 2) / Math.sqrt(2 * Math.PI);
 }
@@ -169,9 +184,27 @@ export function normalPdf(z: number): number {
  * ```
  */
 export function tCdf(t: number, df: number): number {
-  if (!Number.isFinite(df) || df > 1e7) return normalCdf(t);
+  checkDf(df);
+  if (df > 1e7) return normalCdf(t);
   const tail = 0.5 * betaI(df / (df + t * t), df / 2, 0.5);
   return t > 0 ? 1 - tail : tail;
+}
+
+/**
+ * Upper tail of Student's t, P(T > t), from the incomplete beta directly (not 1 - cdf).
+ *
+ * @example
+ * ```ts
+ * tSf(2.228, 10); // about 0.025
+ * ```
+ */
+export function tSf(t: number, df: number): number {
+  return tCdf(-t, df);
+}
+
+/** Degrees of freedom are positive, or Infinity for the normal; NaN (a 0/0 upstream) is an error, never the normal in disguise. */
+function checkDf(df: number): void {
+  if (!(df > 0)) throw new InputError(`degrees of freedom must be positive (or Infinity for the normal), not ${df}`);
 }
 
 /**
@@ -183,7 +216,9 @@ export function tCdf(t: number, df: number): number {
  * ```
  */
 export function tQuantile(p: number, df: number): number {
-  if (!Number.isFinite(df) || df > 1e7) return normalQuantile(p);
+  checkDf(df);
+  if (!(p > 0 && p < 1)) throw new InputError(`a quantile needs a probability strictly between 0 and 1, not ${p}`);
+  if (df > 1e7) return normalQuantile(p);
   if (p === 0.5) return 0;
   let lo = -1;
   let hi = 1;

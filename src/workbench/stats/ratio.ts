@@ -1,5 +1,6 @@
-import { normalCdf, normalPdf, normalQuantile } from './distributions.js';
-import type { Estimate } from './two-sample.js';
+import { InputError } from '../errors.js';
+import { normalCdf, normalPdf } from './distributions.js';
+import { infer, welchDf, type Estimate, type TestOptions } from './two-sample.js';
 
 /**
  * Ratio metrics (revenue per order, errors per session): sum of a numerator over sum of a
@@ -12,11 +13,14 @@ import type { Estimate } from './two-sample.js';
  */
 export interface RatioSums {
   n: number;
+  /** Sums of (M - shiftM), (M - shiftM)^2, (D - shiftD), (D - shiftD)^2 and their product: deviations keep precision at large means. */
   sumM: number;
   sumM2: number;
   sumD: number;
   sumD2: number;
   sumMD: number;
+  shiftM?: number;
+  shiftD?: number;
 }
 
 export interface RatioMoments {
@@ -36,26 +40,34 @@ export interface RatioMoments {
  * ```
  */
 export function ratioMoments(s: RatioSums): RatioMoments | string {
+  const fields = [s.sumM, s.sumM2, s.sumD, s.sumD2, s.sumMD, s.shiftM ?? 0, s.shiftD ?? 0];
+  if (!(Number.isInteger(s.n) && s.n >= 0) || !fields.every(Number.isFinite) || s.sumM2 < 0 || s.sumD2 < 0)
+    throw new InputError(`bad ratio sufficient statistics: ${JSON.stringify(s)}`);
   if (s.n < 2) return `an arm has fewer than 2 users (${s.n})`;
-  const mM = s.sumM / s.n;
-  const mD = s.sumD / s.n;
+  // Deviations from the shifts for the (co)variances, which do not depend on them; the shifts back for the means.
+  const dM = s.sumM / s.n;
+  const dD = s.sumD / s.n;
+  const mM = (s.shiftM ?? 0) + dM;
+  const mD = (s.shiftD ?? 0) + dD;
   if (mD === 0) return 'the denominator is 0 in an arm';
-  const vM = (s.sumM2 - s.n * mM * mM) / (s.n - 1);
-  const vD = (s.sumD2 - s.n * mD * mD) / (s.n - 1);
-  const cMD = (s.sumMD - s.n * mM * mD) / (s.n - 1);
+  const vM = (s.sumM2 - s.sumM * dM) / (s.n - 1);
+  const vD = (s.sumD2 - s.sumD * dD) / (s.n - 1);
+  const cMD = (s.sumMD - s.sumM * dD) / (s.n - 1);
   const variance = Math.max(0, (vM / mD ** 2 - (2 * mM * cMD) / mD ** 3 + (mM * mM * vD) / mD ** 4) / s.n);
   return { n: s.n, ratio: mM / mD, variance };
 }
 
 /**
- * Difference of two arms' ratios (absolute, or relative to the control's), with a normal interval.
+ * Difference of two arms' ratios (absolute, or relative: over the control's |ratio|), with a t
+ * interval at the Welch degrees of freedom of the two ratio estimates (GrowthBook's convention; `z`
+ * in the options for the normal).
  *
  * @example
  * ```ts
  * const lift = ratioDifference(controlSums, treatmentSums, { relative: true }); // revenue per order, relative
  * ```
  */
-export function ratioDifference(control: RatioSums, treatment: RatioSums, options: { relative?: boolean; alpha?: number } = {}): Estimate {
+export function ratioDifference(control: RatioSums, treatment: RatioSums, options: { relative?: boolean } & TestOptions = {}): Estimate {
   const a = ratioMoments(control);
   const b = ratioMoments(treatment);
   if (typeof a === 'string') return { reason: a };
@@ -65,21 +77,24 @@ export function ratioDifference(control: RatioSums, treatment: RatioSums, option
   let se: number;
   if (options.relative) {
     if (a.ratio === 0) return { reason: 'the control ratio is 0: a relative lift is undefined' };
-    estimate = b.ratio / a.ratio - 1;
+    estimate = (b.ratio - a.ratio) / Math.abs(a.ratio);
     se = Math.sqrt(b.variance / a.ratio ** 2 + (b.ratio ** 2 * a.variance) / a.ratio ** 4);
   } else {
     estimate = b.ratio - a.ratio;
     se = Math.sqrt(a.variance + b.variance);
   }
-  const z = normalQuantile(1 - (options.alpha ?? 0.05) / 2);
-  return { estimate, se, pValue: 2 * (1 - normalCdf(Math.abs(estimate / se))), ci: [estimate - z * se, estimate + z * se] };
+  return infer(estimate, se, welchDf(a.variance, a.n, b.variance, b.n), options);
 }
 
 /**
- * A Bayesian reading of an effect estimated as normal (mean `estimate`, sd `se`; a flat prior, the
- * normal approximation GrowthBook's engine also uses): the chance the treatment is better, and the
- * expected loss of choosing each arm, E[max(0, -delta)] = se phi(mu/se) - mu Phi(-mu/se) for the
- * treatment and E[max(0, delta)] for the control. `better: 'lower'` for metrics where less is better.
+ * A Bayesian reading of an effect estimated as normal (mean `estimate`, sd `se`; the normal
+ * approximation GrowthBook's engine also uses): the chance the treatment is better, and the
+ * expected loss of choosing each arm, E[max(0, -delta)] = s phi(mu/s) - mu Phi(-mu/s) for the
+ * treatment and E[max(0, delta)] for the control, with mu and s the posterior's mean and sd.
+ * Without `prior` the prior is flat (the posterior is the estimate); with a proper normal prior
+ * N(mean, variance) on the effect (GrowthBook's `GaussianPrior`) the posterior is the conjugate
+ * one: precision 1/se^2 + 1/variance, mean the precision-weighted average. `better: 'lower'` for
+ * metrics where less is better.
  *
  * @example
  * ```ts
@@ -89,12 +104,18 @@ export function ratioDifference(control: RatioSums, treatment: RatioSums, option
 export function bayesianSummary(
   e: Estimate,
   better: 'higher' | 'lower' = 'higher',
-): { chanceToWin?: number; expectedLossTreatment?: number; expectedLossControl?: number; reason?: string } {
+  prior?: { mean: number; variance: number },
+): { chanceToWin?: number; expectedLossTreatment?: number; expectedLossControl?: number; posterior?: { mean: number; sd: number }; reason?: string } {
   if (e.estimate === undefined || e.se === undefined || !(e.se > 0)) return { reason: e.reason ?? 'no estimate' };
-  const mu = better === 'higher' ? e.estimate : -e.estimate;
-  const s = e.se;
+  if (prior && !(Number.isFinite(prior.mean) && prior.variance > 0 && Number.isFinite(prior.variance)))
+    throw new InputError(`a proper prior has a finite mean and a finite variance > 0, not ${JSON.stringify(prior)}`);
+  const precision = 1 / e.se ** 2 + (prior ? 1 / prior.variance : 0);
+  const mean = (e.estimate / e.se ** 2 + (prior ? prior.mean / prior.variance : 0)) / precision;
+  const s = Math.sqrt(1 / precision);
+  const mu = better === 'higher' ? mean : -mean;
   const z = mu / s;
   return {
+    posterior: { mean, sd: s },
     chanceToWin: normalCdf(z),
     expectedLossTreatment: s * normalPdf(z) - mu * normalCdf(-z),
     expectedLossControl: s * normalPdf(z) + mu * normalCdf(z),

@@ -7,6 +7,10 @@ import { ExperimentTracker } from '../../../src/serving/experiments/tracker.js';
 import type { EnrichedEvent } from '../../../src/workbench/event.js';
 import { ExperimentSchema } from '../../../src/workbench/experiments/definition.js';
 import { metricCatalog } from '../../../src/workbench/experiments/metrics.js';
+import type { MetricSums } from '../../../src/workbench/experiments/results.js';
+import { cuped } from '../../../src/workbench/stats/cuped.js';
+import { moments } from '../../../src/workbench/stats/two-sample.js';
+import { Random } from '../../../src/workbench/random.js';
 
 const e = ExperimentSchema.parse({
   key: 'exp',
@@ -46,6 +50,19 @@ const events: EnrichedEvent[] = [
   ev('9', 'u2', 'login', 41),
 ];
 
+/** The raw sums (of the values, not of their deviations from the shifts) the tracker's shifted sums stand for. */
+function raw(s: MetricSums): Omit<MetricSums, 'shiftY' | 'shiftX'> {
+  const [ky, kx] = [s.shiftY ?? 0, s.shiftX ?? 0];
+  return {
+    n: s.n,
+    sumY: s.sumY + s.n * ky,
+    sumY2: s.sumY2 + 2 * ky * s.sumY + s.n * ky * ky,
+    sumX: s.sumX + s.n * kx,
+    sumX2: s.sumX2 + 2 * kx * s.sumX + s.n * kx * kx,
+    sumXY: s.sumXY + kx * s.sumY + ky * s.sumX + s.n * kx * ky,
+  };
+}
+
 const open = (dir: string, warn?: (m: string) => void) =>
   new ExperimentTracker((k) => (k === 'exp' ? e : undefined), metricCatalog(), {
     snapshotPath: join(dir, 'experiments.snapshot'),
@@ -61,11 +78,11 @@ describe('the experiment statistics consumer', () => {
     const stats = t.stats('exp');
     const a = stats.arms.find((x) => x.arm === 'a')!;
     const b = stats.arms.find((x) => x.arm === 'b')!;
-    assert.deepEqual(a.metrics.logins, { n: 1, sumY: 1, sumY2: 1, sumX: 2, sumX2: 4, sumXY: 2 });
+    assert.deepEqual(raw(a.metrics.logins!), { n: 1, sumY: 1, sumY2: 1, sumX: 2, sumX2: 4, sumXY: 2 });
     // mrr: 29 + 10 ("ten" is not a number); no upgrade before exposure.
-    assert.deepEqual(a.metrics.mrr, { n: 1, sumY: 39, sumY2: 39 * 39, sumX: 0, sumX2: 0, sumXY: 0 });
+    assert.deepEqual(raw(a.metrics.mrr!), { n: 1, sumY: 39, sumY2: 39 * 39, sumX: 0, sumX2: 0, sumXY: 0 });
     // u2's login is not tagged: not counted.
-    assert.deepEqual(b.metrics.logins, { n: 1, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 });
+    assert.deepEqual(raw(b.metrics.logins!), { n: 1, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 });
     assert.equal(stats.firstExposure, at(20));
   });
 
@@ -94,5 +111,37 @@ describe('the experiment statistics consumer', () => {
     const t = open(dir, (m) => warnings.push(m));
     assert.equal(await t.resumeAt(), 0);
     assert.match(warnings[0]!, /fails its checksum; kept as .*corrupt/);
+  });
+
+  it('keeps the variance of a metric whose mean is large against its spread (mean 1e8), as a two-pass computation gives it', async () => {
+    // mrr of 1e8 + N(0, 1.2) per user, and logins whose pre-period count is about 1e8 too: raw sums of squares (1e19) leave no digit of a variance of 1.44.
+    const r = new Random(13);
+    const big: EnrichedEvent[] = [];
+    const values: Record<string, number[]> = { a: [], b: [] };
+    for (let u = 0; u < 2000; u++) {
+      const arm = u % 2 === 0 ? 'a' : 'b';
+      const user = `big${u}`;
+      big.push(ev(`e${u}`, user, 'experiment_exposure', 100 + u * 0.01, { experiment: 'exp', arm }, arm));
+      const v = 1e8 + r.normal(0, 1.2);
+      values[arm]!.push(v);
+      big.push(ev(`m${u}`, user, 'upgrade', 100 + u * 0.01 + 0.005, { mrr: v }, arm));
+    }
+    big.sort((x, y) => x.time.localeCompare(y.time));
+    const t = open(mkdtempSync(join(tmpdir(), 'wb-tracker-')));
+    await t.resumeAt();
+    await t.handle(big, 0);
+    for (const arm of ['a', 'b']) {
+      const s = t.stats('exp').arms.find((x) => x.arm === arm)!.metrics.mrr!;
+      const m = moments({ n: s.n, sum: s.sumY, sumSquares: s.sumY2, shift: s.shiftY! });
+      const xs = values[arm]!;
+      const mean = xs.reduce((acc, v) => acc + (v - 1e8), 0) / xs.length + 1e8;
+      const twoPass = xs.reduce((acc, v) => acc + (v - mean) ** 2, 0) / (xs.length - 1);
+      assert.equal(m.n, 1000);
+      assert.ok(Math.abs(m.variance - twoPass) <= 1e-9 * twoPass, `${arm}: ${m.variance} vs two-pass ${twoPass}`);
+      assert.ok(Math.abs(m.mean - mean) <= 1e-14 * mean, `${arm}: ${m.mean} vs ${mean}`);
+    }
+    // The engine reads the shifted sums the same way everywhere (CUPED too).
+    const [sa, sb] = ['a', 'b'].map((arm) => t.stats('exp').arms.find((x) => x.arm === arm)!.metrics.mrr!);
+    assert.ok(Math.abs(cuped([sa!, sb!]).arms[0]!.mean - 1e8) < 1);
   });
 });

@@ -171,3 +171,104 @@ describe('experiments with several treatment arms', () => {
     );
   });
 });
+
+describe('guard-rails and decisions, issue 13', () => {
+  const conversions = (n: number, k: number): MetricSums => ({ n, sumY: k, sumY2: k, sumX: 0, sumX2: 0, sumXY: 0 });
+  /** n users (n even), half at mean - d and half at mean + d: the mean exactly `mean`. */
+  const exact = (n: number, mean: number, d: number): MetricSums => ({
+    n,
+    sumY: n * mean,
+    sumY2: (n / 2) * ((mean - d) ** 2 + (mean + d) ** 2),
+    sumX: 0,
+    sumX2: 0,
+    sumXY: 0,
+  });
+
+  it('a guard-rail whose values are negative and rise (higher is better) is no reason to roll back', () => {
+    // Control -10, treatment -8: (m_t - m_c) / |m_c| = +20%, better; m_t / m_c - 1 = -20% rolled an improvement back.
+    const r = new Random(21);
+    const e = experiment({ guardrails: [{ metric: 'feature_uses', bad: 'decrease', tolerance: 0.05 }] });
+    const res = experimentResults(
+      e,
+      metrics,
+      stats([arm('control', 2000, sums(r, 2000, 10), exact(2000, -10, 2)), arm('b', 2000, sums(r, 2000, 10), exact(2000, -8, 2))]),
+    );
+    const g = res.metrics[1]!.comparisons[0]!;
+    assert.ok(Math.abs(g.relative.estimate! - 0.2) < 1e-12, `${g.relative.estimate}`);
+    assert.equal(g.verdict, 'better');
+    assert.ok(g.chanceToWin! > 0.999);
+    assert.notEqual(decide(e, res, 10).action, 'rollback');
+  });
+
+  it('a guard-rail whose control mean is 0 is judged on the absolute difference', () => {
+    // No cancellations in control, 40 of 2000 in the treatment: the relative change is undefined, the rise is not.
+    const r = new Random(22);
+    const e = experiment({ guardrails: [{ metric: 'cancellation', bad: 'increase', tolerance: 0.5 }] });
+    const armOf = (name: string, k: number) => ({ arm: name, users: 2000, metrics: { logins: sums(r, 2000, 10), cancellation: conversions(2000, k) } });
+    const res = experimentResults(e, metrics, stats([armOf('control', 0), armOf('b', 40)]));
+    const g = res.metrics[1]!.comparisons[0]!;
+    assert.equal(g.relative.estimate, undefined);
+    assert.equal(g.effect, 'absolute');
+    assert.ok(Math.abs(g.sequential.estimate! - 0.02) < 1e-12);
+    assert.equal(g.verdict, 'worse');
+    const d = decide(e, res, 10);
+    assert.deepEqual([d.action, d.arm], ['rollback', 'b']);
+    assert.match(d.reason, /control mean is 0: judged on the absolute difference/);
+  });
+
+  it('the decision text never says "no guard-rail worse" while one has no estimate', () => {
+    const r = new Random(23);
+    const e = experiment({ guardrails: [{ metric: 'cancellation', bad: 'increase', tolerance: 0.5 }] });
+    const armOf = (name: string, mean: number) => ({ arm: name, users: 4000, metrics: { logins: sums(r, 4000, mean), cancellation: conversions(4000, 0) } });
+    const d = decide(e, experimentResults(e, metrics, stats([armOf('control', 10), armOf('b', 10.8)])), 10);
+    assert.equal(d.action, 'ship');
+    assert.doesNotMatch(d.reason, /no guard-rail worse/);
+    assert.match(d.reason, /no guard-rail has an estimate yet: cancellation \(no variance in either arm\)/);
+  });
+
+  it('a decision before the planned users says why: planned users against users so far', () => {
+    const r = new Random(24);
+    const e = experiment({ guardrails: [] });
+    // A 25% lift against a 5% MDE: the always-valid interval excludes 0 long before the fixed-horizon plan.
+    const res = experimentResults(
+      e,
+      metrics,
+      stats([arm('control', 300, sums(r, 300, 10, 4), sums(r, 300, 5)), arm('b', 300, sums(r, 300, 12.5, 4), sums(r, 300, 5))]),
+    );
+    assert.equal(res.plan.usersSoFar, 300);
+    assert.ok(res.plan.usersPerArm! > 300, `${res.plan.usersPerArm}`);
+    assert.ok(Math.abs(res.plan.progress! - 300 / res.plan.usersPerArm!) < 1e-12);
+    const d = decide(e, res, 10);
+    assert.equal(d.action, 'ship');
+    assert.match(d.reason, new RegExp(`decided at 300 of the ${res.plan.usersPerArm!.toLocaleString('en-US')} users per arm planned`));
+    assert.match(d.reason, /larger than the MDE/);
+  });
+
+  it('a paused arm (weight 0) counts in no degree of freedom of the sample-ratio check', () => {
+    const r = new Random(25);
+    const e = experiment({
+      arms: [
+        { key: 'control', weight: 0.5 },
+        { key: 'b', weight: 0.5 },
+        { key: 'paused', weight: 0 },
+      ],
+    });
+    const res = experimentResults(
+      e,
+      metrics,
+      stats([arm('control', 1000, sums(r, 1000, 10), sums(r, 1000, 5)), arm('b', 1160, sums(r, 1160, 10), sums(r, 1160, 5))]),
+    );
+    assert.ok(Math.abs(res.srm.pValue - 0.0005760403386062815) < 1e-12, `${res.srm.pValue}`);
+    assert.equal(res.srm.mismatch, true);
+  });
+
+  it('conversions are read with the binomial variance p (1 - p), and planned with each arm its own', () => {
+    const e = experiment({ objective: 'upgrade', guardrails: [] });
+    const armOf = (name: string, k: number) => ({ arm: name, users: 3000, metrics: { upgrade: conversions(3000, k) } });
+    const res = experimentResults(e, metrics, stats([armOf('control', 300), armOf('b', 330)]));
+    const c = res.metrics[0]!.comparisons[0]!;
+    assert.ok(Math.abs(c.absolute.se! - Math.sqrt((0.1 * 0.9 + 0.11 * 0.89) / 3000)) < 1e-15);
+    // Relative, 5% of 10%: bigger than the one-variance plan 2 (z + z)^2 0.09 / 0.005^2 = 56,512.
+    assert.ok(res.plan.usersPerArm! > 56_512, `${res.plan.usersPerArm}`);
+  });
+});

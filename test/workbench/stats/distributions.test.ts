@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { chiSquareSf, logGamma, normalCdf, normalQuantile, tCdf, tQuantile } from '../../../src/workbench/stats/distributions.js';
+import { InputError } from '../../../src/workbench/errors.js';
+import { chiSquareSf, logGamma, normalCdf, normalQuantile, normalSf, tCdf, tQuantile, tSf } from '../../../src/workbench/stats/distributions.js';
 
 const near = (got: number, want: number, tol = 1e-12) => assert.ok(Math.abs(got - want) <= tol * Math.max(1, Math.abs(want)), `${got} vs ${want}`);
 
@@ -39,5 +40,26 @@ describe('distributions against published table values and closed forms', () => 
     near(chiSquareSf(5.991464547107979, 2), 0.05, 1e-11);
     near(chiSquareSf(7.814727903251178, 3), 0.05, 1e-11);
     for (const x of [0.1, 1, 7, 30]) near(chiSquareSf(x, 2), Math.exp(-x / 2), 1e-12);
+  });
+
+  it('tails come from the complementary functions: exact where 1 - cdf has no digit left', () => {
+    // Q(9) and Q(20) (python3: 0.5 * math.erfc(z / math.sqrt(2))); 1 - normalCdf(9) is 0.
+    near(normalSf(9), 1.1285884059538422e-19, 1e-12);
+    near(normalSf(20), 2.7536241186063314e-89, 1e-12);
+    near(normalSf(-1), 0.8413447460685429, 1e-12);
+    // Closed forms, written without cancellation: df 1, P(T > t) = atan(1/t) / pi; df 2, 1 / (sqrt(2 + t^2) (sqrt(2 + t^2) + t)).
+    for (const t of [3, 1e3, 1e6, 1e9]) {
+      near(tSf(t, 1), Math.atan(1 / t) / Math.PI, 1e-12);
+      const r = Math.sqrt(2 + t * t);
+      near(tSf(t, 2), 1 / (r * (r + t)), 1e-12);
+    }
+  });
+
+  it('invalid degrees of freedom are an error, not the normal in disguise', () => {
+    assert.throws(() => tCdf(1, Number.NaN), InputError);
+    assert.throws(() => tCdf(1, 0), InputError);
+    assert.throws(() => tQuantile(0.975, Number.NaN), InputError);
+    assert.throws(() => tQuantile(1.2, 10), InputError);
+    near(tCdf(1, Number.POSITIVE_INFINITY), normalCdf(1));
   });
 });

@@ -1,7 +1,19 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { InputError } from '../../../src/workbench/errors.js';
 import { daysToDecision, powerForSize, sampleSizePerArm } from '../../../src/workbench/stats/power.js';
-import { benjaminiHochberg, holm, moments, relativeLift, sampleRatioMismatch, welch, type Moments } from '../../../src/workbench/stats/two-sample.js';
+import { bayesianSummary, ratioDifference } from '../../../src/workbench/stats/ratio.js';
+import {
+  benjaminiHochberg,
+  holm,
+  moments,
+  relativeLift,
+  sampleRatioMismatch,
+  twoProportionZTest,
+  welch,
+  welchDf,
+  type Moments,
+} from '../../../src/workbench/stats/two-sample.js';
 import { Random } from '../../../src/workbench/random.js';
 
 const near = (got: number, want: number, tol = 1e-9) => assert.ok(Math.abs(got - want) <= tol * Math.max(1, Math.abs(want)), `${got} vs ${want}`);
@@ -128,3 +140,161 @@ describe('power planning', () => {
     assert.equal(daysToDecision(100, 2, 0), Number.POSITIVE_INFINITY);
   });
 });
+
+/**
+ * P(|T| > t) for Student's t with (fractional) df, by an independent method: with x = sqrt(df) tan(u)
+ * the density is proportional to cos(u)^(df - 1) on (-pi/2, pi/2), integrated by Simpson's rule.
+ */
+function tTwoSidedByIntegration(t: number, df: number): number {
+  const simpson = (to: number) => {
+    const steps = 20_000;
+    const h = to / steps;
+    let s = 0;
+    for (let i = 0; i <= steps; i++) s += (i === 0 || i === steps ? 1 : i % 2 === 1 ? 4 : 2) * Math.cos(i * h) ** (df - 1);
+    return (s * h) / 3;
+  };
+  return 1 - simpson(Math.atan(Math.abs(t) / Math.sqrt(df))) / simpson(Math.PI / 2);
+}
+
+describe('relative effects', () => {
+  it('are (m_t - m_c) / |m_c|: a negative metric that rises is an improvement', () => {
+    // Control -10, treatment -8, higher is better: +20%, not -20%.
+    const c = { n: 1000, mean: -10, variance: 4 };
+    const t = { n: 1000, mean: -8, variance: 4 };
+    const r = relativeLift(c, t);
+    near(r.estimate!, 0.2);
+    assert.ok(r.ci![0] > 0, `${r.ci}`);
+    assert.ok(bayesianSummary(r, 'higher').chanceToWin! > 0.999);
+    const ratio = ratioDifference(
+      { n: 2, sumM: -20, sumM2: 200, sumD: 2, sumD2: 2, sumMD: -20 + 0 },
+      { n: 2, sumM: -16, sumM2: 130, sumD: 2, sumD2: 2, sumMD: -16 },
+      { relative: true },
+    );
+    near(ratio.estimate!, 0.2);
+  });
+
+  it("use Student's t at the arms' Welch degrees of freedom, not the normal, for intervals and p-values", () => {
+    // df about 3.3: the normal would say p < 0.001; the t says over 0.02.
+    const c = { n: 4, mean: 10, variance: 0.2 };
+    const t = { n: 4, mean: 14, variance: 4 };
+    const df = (0.05 + 1) ** 2 / (0.05 ** 2 / 3 + 1 / 3);
+    near(welchDf(0.05, 4, 1, 4), df);
+    const r = relativeLift(c, t);
+    near(r.df!, df);
+    assert.ok(df > 3.2 && df < 3.4, `df ${df}`);
+    const z = 0.4 / Math.sqrt(1 / 100 + (196 * 0.05) / 10 ** 4);
+    near(r.pValue!, tTwoSidedByIntegration(z, df), 1e-8);
+    assert.ok(r.pValue! > 0.02, `${r.pValue}`);
+    // The normal is an option ('z'), and then has no degrees of freedom.
+    assert.equal(relativeLift(c, t, { distribution: 'z' }).df, undefined);
+    assert.ok(relativeLift(c, t, { distribution: 'z' }).pValue! < 0.001);
+  });
+
+  it('keep p-values far in the tail (no 2 (1 - cdf) = 0)', () => {
+    // z = 9 with a million users per arm: p = 2 Q(9) = 2.2571768119076845e-19 (python3 math.erfc), df ~ 2e6.
+    const se = Math.sqrt(2 / 1e6);
+    const r = welch({ n: 1e6, mean: 0, variance: 1 }, { n: 1e6, mean: 9 * se, variance: 1 });
+    assert.ok(r.pValue! > 0, 'not 0');
+    near(r.pValue!, 2.2571768119076845e-19, 1e-5); // t at df 2e6 differs from the normal in the 6th digit
+  });
+});
+
+describe('sufficient statistics with a large mean', () => {
+  it('keep the variance when taken from a shift near the mean (mean 1e8)', () => {
+    const r = new Random(11);
+    const values = Array.from({ length: 5000 }, () => 1e8 + r.normal(0, 1.2));
+    const mean = values.reduce((s, v) => s + v, 0) / values.length;
+    const twoPass = values.reduce((s, v) => s + (v - mean) ** 2, 0) / (values.length - 1);
+    const shift = values[0]!;
+    const shifted = moments({
+      n: values.length,
+      sum: values.reduce((s, v) => s + (v - shift), 0),
+      sumSquares: values.reduce((s, v) => s + (v - shift) ** 2, 0),
+      shift,
+    });
+    near(shifted.variance, twoPass, 1e-9);
+    near(shifted.mean, mean, 1e-14);
+    // Raw sums of squares (about 5e19) have nothing left of a variance of 1.44.
+    const raw = moments({ n: values.length, sum: values.reduce((s, v) => s + v, 0), sumSquares: values.reduce((s, v) => s + v * v, 0) });
+    assert.ok(Math.abs(raw.variance - twoPass) > 0.1, `raw ${raw.variance} vs ${twoPass}`);
+  });
+});
+
+describe('invalid input is a clear error, never a number', () => {
+  it('a negative variance, a NaN, a count that is not a whole number', () => {
+    assert.throws(
+      () => welch({ n: 10, mean: 1, variance: -1 }, { n: 10, mean: 2, variance: 1 }),
+      (e: unknown) => e instanceof InputError && /variance/.test(e.message),
+    );
+    assert.throws(() => relativeLift({ n: 10, mean: Number.NaN, variance: 1 }, { n: 10, mean: 2, variance: 1 }), InputError);
+    assert.throws(() => welch({ n: 10.5, mean: 1, variance: 1 }, { n: 10, mean: 2, variance: 1 }), InputError);
+    assert.throws(() => moments({ n: 3, sum: 1, sumSquares: -1 }), InputError);
+    assert.throws(() => welch({ n: 10, mean: 1, variance: 1 }, { n: 10, mean: 2, variance: 1 }, { alpha: 1.5 }), InputError);
+  });
+
+  it('Holm and Benjamini-Hochberg refuse a NaN or a p-value outside [0, 1] instead of spreading it', () => {
+    assert.throws(
+      () => holm([0.01, Number.NaN, 0.03]),
+      (e: unknown) => e instanceof InputError && /p-value 1 is NaN/.test(e.message),
+    );
+    assert.throws(() => benjaminiHochberg([0.01, Number.NaN]), InputError);
+    assert.throws(() => holm([0.01, 1.5]), InputError);
+  });
+
+  it('power and alpha outside (0, 1) are refused', () => {
+    assert.throws(
+      () => sampleSizePerArm({ mean: 10, sd: 4, mde: 0.05, power: 1.2 }),
+      (e: unknown) => e instanceof InputError && /power/.test(e.message),
+    );
+    assert.throws(() => sampleSizePerArm({ mean: 10, sd: 4, mde: 0.05, power: 0 }), InputError);
+    assert.throws(() => powerForSize({ mean: 10, sd: 4, mde: 0.05, nPerArm: 100, alpha: Number.NaN }), InputError);
+    assert.throws(() => sampleSizePerArm({ mean: 10, sd: -4, mde: 0.05 }), InputError);
+  });
+});
+
+describe('sample ratio mismatch with a paused arm (weight 0)', () => {
+  it('leaves the arm out of the test and of its degrees of freedom', () => {
+    // 1000 / 1160 / 0 at 0.5 / 0.5 / 0: chi-square 11.85 with 1 df, p = 0.000576 (python3: math.erfc(sqrt(x / 2))); with 2 df it would be 0.00267.
+    const r = sampleRatioMismatch([1000, 1160, 0], [0.5, 0.5, 0]);
+    near(r.chiSquare, (2 * 80 * 80) / 1080);
+    near(r.pValue, 0.0005760403386062815, 1e-10);
+    assert.ok(r.pValue < 0.001, 'flagged');
+  });
+
+  it('flags users found in an arm of weight 0: no working assignment puts them there', () => {
+    const r = sampleRatioMismatch([1000, 1000, 3], [0.5, 0.5, 0]);
+    assert.equal(r.pValue, 0);
+    assert.match(r.reason!, /3 users in arms of weight 0/);
+  });
+});
+
+describe('the two-proportion z-test', () => {
+  it("pooled: z^2 is Pearson's chi-square of the 2x2 table; unpooled: each arm's p (1 - p)", () => {
+    const [a, b, n] = [100, 130, 1000];
+    const r = twoProportionZTest({ n, conversions: a }, { n, conversions: b }, { pooled: true });
+    // Pearson's chi-square without continuity correction, by hand from the table's expected counts.
+    const p = (a + b) / (2 * n);
+    const cells = [
+      [a, n * p],
+      [n - a, n * (1 - p)],
+      [b, n * p],
+      [n - b, n * (1 - p)],
+    ];
+    const chi = cells.reduce((s, [o, e]) => s + (o! - e!) ** 2 / e!, 0);
+    near(r.pValue!, Math.exp(-0) * 0 + chiSquareSf1(chi), 1e-9);
+    near(r.estimate!, 0.03);
+    const unpooled = twoProportionZTest({ n, conversions: a }, { n, conversions: b });
+    near(unpooled.se!, Math.sqrt((0.1 * 0.9 + 0.13 * 0.87) / n));
+    assert.ok(unpooled.pValue! < r.pValue!, 'the unpooled standard error is the smaller one here');
+  });
+});
+
+/** P(chi-square with 1 df > x) = 2 Q(sqrt(x)), by Simpson on the normal density (independent of the engine's gamma functions). */
+function chiSquareSf1(x: number): number {
+  const to = Math.sqrt(x);
+  const steps = 20_000;
+  const h = to / steps;
+  let s = 0;
+  for (let i = 0; i <= steps; i++) s += (i === 0 || i === steps ? 1 : i % 2 === 1 ? 4 : 2) * Math.exp(-((i * h) ** 2) / 2);
+  return 1 - (2 * ((s * h) / 3)) / Math.sqrt(2 * Math.PI);
+}
