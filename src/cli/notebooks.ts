@@ -1,12 +1,15 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, relative, resolve } from 'node:path';
-import { consoleProgress, dataDir } from '../workbench/index.js';
+import { availableParallelism } from 'node:os';
+import { basename, join, relative, resolve } from 'node:path';
+// Single modules, not the workbench's index: `wb nb run` should not load DuckDB and tfjs before its kernel starts.
+import { dataDir } from '../workbench/config.js';
+import { consoleProgress, silentProgress, type Progress } from '../workbench/progress.js';
 import { InputError } from '../workbench/errors.js';
 import { diffNotebooks, notebookAtHead } from '../workbench/notebooks/diff.js';
 import { cellsWithOutputs, cleanNotebookFile, readNotebook } from '../workbench/notebooks/notebook.js';
 import { parseParamFlags } from '../workbench/notebooks/parameters.js';
-import { runNotebook } from '../workbench/notebooks/run.js';
+import { ENGINES, runNotebook, type Engine, type RunResult } from '../workbench/notebooks/run.js';
 import { publishReport } from '../workbench/notebooks/gallery.js';
 import { lineageOf } from '../workbench/models/lineage.js';
 import { collect, intOption } from './main.js';
@@ -18,7 +21,43 @@ interface RunFlags {
   out?: string;
   reportCode?: boolean;
   publish?: boolean;
+  engine: Engine;
+  jobs: number;
 }
+
+const engineOption = (value: string): Engine => {
+  const engine = ENGINES.find((e) => e === value);
+  if (!engine) throw new InvalidArgumentError(`--engine must be one of ${ENGINES.join(', ')}`);
+  return engine;
+};
+
+/**
+ * Runs `items` with at most `jobs` at once; `onDone` sees each result as it comes (in completion
+ * order), the returned list keeps the input order.
+ */
+async function pool<T, R>(items: readonly T[], jobs: number, run: (item: T) => Promise<R>, onDone: (result: R) => void): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      const result = await run(items[i]!);
+      results[i] = result;
+      onDone(result);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(jobs, items.length) }, worker));
+  return results;
+}
+
+/**
+ * With several notebooks at once, one line per event, each naming its notebook: live bars of two
+ * runs would overwrite each other on a terminal. Cell progress is left out; the run's line says it all.
+ */
+const parallelProgress = (file: string): Progress => ({
+  log: (message) => void process.stderr.write(`[${basename(file)}] ${message}\n`),
+  task: silentProgress.task,
+});
 
 const isClean = (file: string): boolean => {
   const { text, clean } = cleanNotebookFile(file);
@@ -43,26 +82,52 @@ export function registerNotebooks(program: Command): void {
     .option('--out <dir>', 'where executed notebooks and reports go (default <data-dir>/runs)')
     .option('--report-code', 'show code in the HTML report (default: text, tables and charts only)')
     .option('--publish', "add each run's report to the gallery in the data dir (served at /reports), failed runs too")
+    .option('--engine <engine>', "node: the workbench's own Jupyter client, no Python; jupyter: Python's nbclient and nbconvert", engineOption, 'node')
+    .option('-j, --jobs <n>', 'notebooks run at once, each in its own kernel (default: the number of cores)', intOption('--jobs', 1), availableParallelism())
     .action(async (files: string[], flags: RunFlags) => {
       const params = parseParamFlags(flags.param);
       const outDir = resolve(flags.out ?? join(dataDir(program.opts().dataDir), 'runs'));
-      const progress = consoleProgress();
-      const failures: string[] = [];
-      const started = Date.now();
+      // Two notebooks of the same name would write the same executed notebook and report.
+      const names = new Map<string, string>();
       for (const file of files) {
-        const runStarted = new Date();
-        const result = await runNotebook(file, { params, ci: flags.ci, cellTimeout: flags.timeout, outDir, reportCode: flags.reportCode, progress });
-        console.log(`${result.ok ? 'ok    ' : 'FAILED'} ${file} (${result.seconds.toFixed(1)} s) -> ${relative(process.cwd(), result.report)}`);
-        if (flags.publish) {
-          const published = publishReport(dataDir(program.opts().dataDir), { result, startedAt: runStarted, gitCommit: lineageOf(file).gitCommit });
-          console.log(`       published to the gallery: /reports/${published.id}`);
-        }
-        if (result.error) {
-          console.error(`\n${result.error.message}\n`);
-          failures.push(file);
-        }
+        const other = names.get(basename(file));
+        if (other !== undefined && resolve(other) !== resolve(file))
+          throw new InputError(`${other} and ${file} would both write ${basename(file)} in ${outDir}; run them apart`);
+        names.set(basename(file), file);
       }
-      console.log(`${files.length - failures.length} passed, ${failures.length} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+      const jobs = Math.min(flags.jobs, files.length);
+      if (jobs > 1) console.log(`running ${files.length} notebooks, ${jobs} at a time (${flags.engine} engine)`);
+      const started = Date.now();
+      const results = await pool(
+        files,
+        jobs,
+        async (file): Promise<{ file: string; result: RunResult; published?: string }> => {
+          const runStarted = new Date();
+          const progress = jobs > 1 ? parallelProgress(file) : consoleProgress();
+          const result = await runNotebook(file, {
+            params,
+            ci: flags.ci,
+            cellTimeout: flags.timeout,
+            outDir,
+            reportCode: flags.reportCode,
+            progress,
+            engine: flags.engine,
+          });
+          if (!flags.publish) return { file, result };
+          const published = publishReport(dataDir(program.opts().dataDir), { result, startedAt: runStarted, gitCommit: lineageOf(file).gitCommit });
+          return { file, result, published: published.id };
+        },
+        // Each run reports in one piece when it ends, its error under it, so parallel runs never interleave.
+        ({ file, result, published }) => {
+          const lines = [`${result.ok ? 'ok    ' : 'FAILED'} ${file} (${result.seconds.toFixed(1)} s) -> ${relative(process.cwd(), result.report)}`];
+          if (published) lines.push(`       published to the gallery: /reports/${published}`);
+          console.log(lines.join('\n'));
+          if (result.error) console.error(`\n${result.error.message}\n`);
+        },
+      );
+      const failures = results.filter((r) => !r.result.ok).map((r) => r.file);
+      const seconds = ((Date.now() - started) / 1000).toFixed(1);
+      console.log(`${files.length - failures.length} passed, ${failures.length} failed (${seconds} s)${failures.length > 0 ? `: ${failures.join(', ')}` : ''}`);
       if (failures.length > 0) process.exitCode = 1;
     });
 

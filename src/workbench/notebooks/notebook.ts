@@ -61,8 +61,39 @@ const clean = require('../../../scripts/notebook-clean.cjs') as {
   summariseOutputs(outputs: unknown): string;
 };
 
-/** The notebook as nbformat (and so Jupyter) writes it: sorted keys, indent 1, sources as lines. */
-export const formatNotebook = (nb: Notebook): string => clean.formatNotebook(nb);
+/** The notebook as nbformat (and so Jupyter) writes it: sorted keys, indent 1, sources and output text as lines. */
+export const formatNotebook = (nb: Notebook): string => clean.formatNotebook(splitOutputText(nb));
+
+/** Mime types nbformat writes as lists of lines besides `text/*`; other data (JSON, base64 images) stays whole. */
+const SPLIT_MIMES = new Set(['application/javascript', 'image/svg+xml']);
+
+/** Python's str.splitlines(keepends=True), nbformat's `split_lines` on outputs. */
+function splitLines(text: string): string[] {
+  // eslint-disable-next-line no-control-regex -- these control characters are line boundaries to Python
+  return text.match(/[^\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]*(?:\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]|$)/g)!.filter((line) => line !== '');
+}
+
+/** Stream text and textual output data as lists of lines, as nbformat writes them. */
+function splitOutputText(nb: Notebook): Notebook {
+  const split = (v: unknown) => (typeof v === 'string' ? splitLines(v) : v);
+  const cells = nb.cells.map((cell) => {
+    if (cell.cell_type !== 'code' || !cell.outputs?.length) return cell;
+    const outputs = cell.outputs.map((o) => {
+      if (typeof o !== 'object' || o === null) return o;
+      const out = o as Record<string, unknown>;
+      if (out.output_type === 'stream') return { ...out, text: split(out.text) };
+      if ((out.output_type === 'display_data' || out.output_type === 'execute_result') && typeof out.data === 'object' && out.data !== null) {
+        const data = Object.fromEntries(
+          Object.entries(out.data).map(([mime, value]) => [mime, mime.startsWith('text/') || SPLIT_MIMES.has(mime) ? split(value) : value]),
+        );
+        return { ...out, data };
+      }
+      return out;
+    });
+    return { ...cell, outputs };
+  });
+  return { ...nb, cells };
+}
 
 export function writeNotebook(path: string, nb: Notebook): void {
   // Jupyter's own layout: a clean notebook saved by Jupyter changes no byte.

@@ -64,6 +64,8 @@ export function injectParameters(nb: Notebook, params: Record<string, string | P
   }
   const injected: Cell = {
     cell_type: 'code',
+    // nbformat 4.5 requires an id on every cell (and 4.4 allows none); a run injects one cell at most.
+    ...(nb.nbformat_minor >= 5 ? { id: 'injected-parameters' } : {}),
     metadata: { tags: ['injected-parameters'] },
     source: `// Parameters injected by wb nb run\n${lines.join('\n')}`,
     outputs: [],

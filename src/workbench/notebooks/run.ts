@@ -3,13 +3,23 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { basename, delimiter, dirname, join, resolve } from 'node:path';
 import { PLOTLY_SCRIPT_PATH } from '../display.js';
 import { NotebookError, WorkbenchError } from '../errors.js';
+import { writeFileAtomic } from '../files.js';
 import { silentProgress, type Progress } from '../progress.js';
+import { executeNotebook, type ExecuteSummary } from './execute.js';
+import { KERNEL_NAME, REPO_ROOT } from './kernel-spec.js';
 import { cellSource, readNotebook, writeNotebook, type Notebook } from './notebook.js';
 import { injectParameters, type ParamValue } from './parameters.js';
+import { notebookTitle, renderReport } from './report.js';
 
-/** The repository root: the kernel spec, and the `src/` that notebooks import, live under it. */
-export const REPO_ROOT = resolve(__dirname, '..', '..', '..');
-export const KERNEL_NAME = 'plg-workbench';
+export { KERNEL_NAME, REPO_ROOT };
+
+/**
+ * Who runs the notebook: `node`, this package's own Jupyter client (kernel-client.ts) and report
+ * (report.ts), which needs nothing but Node; or `jupyter`, Python's nbclient and nbconvert
+ * (execute.py), for anyone who wants Jupyter's own tools.
+ */
+export type Engine = 'node' | 'jupyter';
+export const ENGINES: readonly Engine[] = ['node', 'jupyter'];
 
 export interface RunOptions {
   /** Values for the notebook's `parameters` cell (raw strings are converted to the default's type). */
@@ -23,6 +33,8 @@ export interface RunOptions {
   /** Show code in the HTML report (default: outputs and text only, for readers who do not code). */
   reportCode?: boolean;
   progress?: Progress;
+  /** Default `node`. */
+  engine?: Engine;
 }
 
 export interface RunResult {
@@ -35,17 +47,13 @@ export interface RunResult {
   error?: NotebookError | WorkbenchError;
 }
 
-interface ExecutorSummary {
-  status: 'ok' | 'error' | 'timeout' | 'dead_kernel' | 'kernel_error';
-  failed_cell: number | null;
-  reason: string | null;
-  seconds: number;
+interface ExecutorSummary extends ExecuteSummary {
   report_error?: string;
 }
 
 /**
- * Executes a notebook headlessly through Jupyter (nbclient) with the workbench's tslab kernel, after
- * injecting parameters. Writes `<outDir>/<name>.ipynb` (executed) and `<name>.html` (the report).
+ * Executes a notebook headlessly with the workbench's tslab kernel, after injecting parameters, with
+ * the engine asked for (default: Node alone). Writes `<outDir>/<name>.ipynb` (executed) and `<name>.html` (the report).
  * Input errors (bad JSON, unknown parameter) throw before anything runs; a failing cell does not
  * throw but comes back as `error`, with the executed notebook written up to that cell.
  */
@@ -53,32 +61,84 @@ export async function runNotebook(path: string, options: RunOptions): Promise<Ru
   const nb = readNotebook(path);
   const ciParams = options.ci ? ciParameters(nb) : {};
   const prepared = injectParameters(nb, { ...ciParams, ...(options.params ?? {}) }, path);
-  const python = findJupyterPython();
+  const engine = options.engine ?? 'node';
+  const python = engine === 'jupyter' ? findJupyterPython() : null;
   const name = basename(path, '.ipynb');
   const outDir = resolve(options.outDir);
   mkdirSync(outDir, { recursive: true });
-  const input = join(outDir, `.${name}.input.ipynb`);
   const executed = join(outDir, `${name}.ipynb`);
   const report = join(outDir, `${name}.html`);
-  writeNotebook(input, prepared);
 
   const progress = options.progress ?? silentProgress;
   const codeCells = prepared.cells.filter((c) => c.cell_type === 'code').length;
   const task = progress.task(`running ${path}`, codeCells, 'cells');
+  const cellTimeout = options.cellTimeout ?? 300;
+  const summary =
+    python === null
+      ? await executeWithNode(prepared, {
+          executed,
+          report,
+          outDir,
+          cellTimeout,
+          reportCode: options.reportCode === true,
+          title: notebookTitle(prepared) ?? name,
+          onCell: (n) => task.update(n),
+        })
+      : await executeWithJupyter(python, prepared, {
+          name,
+          executed,
+          report,
+          outDir,
+          cellTimeout,
+          reportCode: options.reportCode === true,
+          onCell: (n) => task.update(n),
+        });
+  if (summary.report_error) progress.log(`warning: the HTML report could not be written: ${summary.report_error}`);
+  if (summary.status === 'ok') {
+    task.finish(`ok, ${codeCells} code cells`);
+    return { notebook: path, ok: true, seconds: summary.seconds, executed, report };
+  }
+  task.finish(`FAILED (${summary.status})`);
+  return { notebook: path, ok: false, seconds: summary.seconds, executed, report, error: describeFailure(path, executed, summary, prepared) };
+}
+
+interface EngineRun {
+  executed: string;
+  report: string;
+  outDir: string;
+  cellTimeout: number;
+  reportCode: boolean;
+  onCell: (n: number) => void;
+}
+
+/** The Node engine: this package's Jupyter client, the executed notebook and the report written here. */
+async function executeWithNode(prepared: Notebook, run: EngineRun & { title: string }): Promise<ExecutorSummary> {
+  // The kernel starts where nbclient would start it (the notebook's folder); the spec's launcher moves to the root.
+  const { notebook, summary } = await executeNotebook(prepared, { cwd: run.outDir, env: kernelEnv(), cellTimeout: run.cellTimeout, onCell: run.onCell });
+  writeNotebook(run.executed, notebook);
   try {
-    const summary = await execute(python, [input, executed, report, KERNEL_NAME, String(options.cellTimeout ?? 300), options.reportCode ? '1' : '0'], (cell) =>
-      task.update(cell),
-    );
-    if (summary.report_error) progress.log(`warning: the HTML report could not be written: ${summary.report_error}`);
-    if (summary.status === 'ok') {
-      task.finish(`ok, ${codeCells} code cells`);
-      return { notebook: path, ok: true, seconds: summary.seconds, executed, report };
-    }
-    task.finish(`FAILED (${summary.status})`);
-    return { notebook: path, ok: false, seconds: summary.seconds, executed, report, error: describeFailure(path, executed, summary, prepared) };
+    writeFileAtomic(run.report, renderReport(notebook, { code: run.reportCode, title: run.title, plotlyScript: PLOTLY_SCRIPT_PATH }));
+    return summary;
+  } catch (err) {
+    // a report that cannot be written must not hide the run's own result
+    return { ...summary, report_error: `${(err as Error).name}: ${(err as Error).message}` };
+  }
+}
+
+/** The Jupyter engine: nbclient and nbconvert in Python (execute.py). */
+async function executeWithJupyter(python: string, prepared: Notebook, run: EngineRun & { name: string }): Promise<ExecutorSummary> {
+  const input = join(run.outDir, `.${run.name}.input.ipynb`);
+  writeNotebook(input, prepared);
+  try {
+    return await execute(python, [input, run.executed, run.report, KERNEL_NAME, String(run.cellTimeout), run.reportCode ? '1' : '0'], run.onCell);
   } finally {
     rmSync(input, { force: true });
   }
+}
+
+/** The kernel's environment: the spec runs `node`, and that is the one running wb. */
+function kernelEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, PATH: [join(REPO_ROOT, 'node_modules', '.bin'), dirname(process.execPath), process.env.PATH].filter(Boolean).join(delimiter) };
 }
 
 /** The parameters a notebook asks CI to run it with, from its metadata. */
@@ -103,6 +163,7 @@ function describeFailure(path: string, executedPath: string, summary: ExecutorSu
     }
   }
   if (summary.status === 'timeout') details.unshift(`timed out: ${summary.reason}`);
+  if (summary.status === 'dead_kernel' && summary.reason) details.unshift(stripAnsi(summary.reason));
   if (details.length === 0 && summary.reason) details.push(stripAnsi(summary.reason));
   return new NotebookError(path, summary.failed_cell + 1, cellSource(cell), details.join('\n').trim());
 }
