@@ -12,6 +12,7 @@ import { runReplay } from './replay.js';
 import { prepareDemoExperiments, scaledMetrics } from './start-experiments.js';
 import { openOltp } from '../workbench/oltp/index.js';
 import { SimulatedClock } from '../workbench/clock.js';
+import { APP_CHURN_WARM_UP_MS } from '../workbench/pipelines/app-churn.js';
 
 const START_KEY_NAME = 'wb start (local)';
 
@@ -90,7 +91,9 @@ export function registerStart(program: Command): void {
       host: '127.0.0.1',
       oltpUrl: oltpUrl(flags.oltp),
       logger,
-      precompute: [{ event: 'login', model: 'app-churn' }],
+      // From the day the churn model's training moments start: the replay plays the history it was
+      // trained on from its first day, when every window is still short.
+      precompute: [{ event: 'login', model: 'app-churn', from: app.origin! + APP_CHURN_WARM_UP_MS }],
       metrics: clock ? undefined : scaledMetrics(scale),
     });
     const oltp = await openOltp(oltpUrl(flags.oltp), data);

@@ -10,7 +10,7 @@ import type { RecentEvents } from '../pipeline/recent-events.js';
 import { bootstrapFromArchive, foldFromLog } from './bootstrap.js';
 import { ServedFeatures } from './served.js';
 import type { OnlineStore } from './store.js';
-import { FeatureUpdater } from './updater.js';
+import { FeatureUpdater, type CapturedRead } from './updater.js';
 
 export interface FeatureServingOptions {
   log: EventLog;
@@ -103,6 +103,7 @@ export class FeatureServing {
   private stopping = false;
   /** The DuckDB that computes new features from the archive, opened on first use and kept (closing one holds the event loop). */
   private archiveDb: Promise<DuckDb> | undefined;
+  private captureEvents: ReadonlySet<string> = new Set();
 
   private constructor(private readonly o: FeatureServingOptions) {
     this.served = ServedFeatures.open(join(o.dir, 'served.json'));
@@ -139,6 +140,29 @@ export class FeatureServing {
   /** The consumers to show with their offsets: the current set's, and a set being built. */
   get runners(): ConsumerRunner[] {
     return this.building ? [this.current.runner, this.building] : [this.current.runner];
+  }
+
+  /**
+   * Reads the user of each of these events as of 1 ms after it, while the event is folded, for
+   * `captured()`: the precompute scores a login as of the login, not as of when it gets to it.
+   */
+  capture(events: Iterable<string>): void {
+    this.captureEvents = new Set(events);
+    this.current.updater.capture(this.captureEvents);
+  }
+
+  /** The read taken when the event at this log offset was folded (see `capture`); undefined when none was (before `capture`, or the set was swapped since). */
+  captured(offset: number): CapturedRead | undefined {
+    return this.current.updater.captured.get(offset);
+  }
+
+  /** Forgets the reads of events before `offset`; returns how many triggers were not kept because too many reads were waiting. */
+  releaseCaptured(offset: number): number {
+    const updater = this.current.updater;
+    updater.releaseCaptured(offset);
+    const dropped = updater.capturedDropped;
+    updater.capturedDropped = 0;
+    return dropped;
   }
 
   /** A user's feature values at `at` (default the service clock's now). */
@@ -272,6 +296,7 @@ export class FeatureServing {
       await store.reset(this.served.version);
       await store.write(joined, offset);
       const updater = new ServedUpdater(store, features);
+      updater.capture(this.captureEvents);
       const runner = this.runner(updater);
       await runner.start();
       this.current = { updater, runner };
@@ -362,6 +387,7 @@ export class FeatureServing {
     // Swap: the new set's consumer takes over the name `features` and resumes where it stands.
     const old = this.current;
     const updater = new ServedUpdater(store, features);
+    updater.capture(this.captureEvents);
     const runner = this.runner(updater);
     await runner.start();
     this.current = { updater, runner };

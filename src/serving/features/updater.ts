@@ -4,6 +4,17 @@ import { OnlineFeatures, type FeatureRead, type UserState } from '../../workbenc
 import type { EventConsumer } from '../pipeline/consumer.js';
 import type { OnlineStore } from './store.js';
 
+/** A user's values read as of `at`, 1 ms after an event, while folding it (see `FeatureUpdater.capture`). */
+export interface CapturedRead extends FeatureRead {
+  at: number;
+}
+
+/**
+ * Reads kept for the precompute at most: past it (the precompute further behind than this many
+ * triggers), it reads at the current time instead. A read is about 1 KB.
+ */
+const MAX_CAPTURED = 50_000;
+
 /**
  * The features consumer of one feature set: folds every event into the set's online state. The
  * store records the log offset with each batch's states, so after a restart the consumer resumes
@@ -13,6 +24,11 @@ import type { OnlineStore } from './store.js';
 export class FeatureUpdater implements EventConsumer {
   private readonly compiled: OnlineFeatures;
   private readonly version: string;
+  private captureEvents: ReadonlySet<string> = new Set();
+  /** Reads taken while folding, by the log offset of their event, until the precompute takes them. */
+  readonly captured = new Map<number, CapturedRead>();
+  /** Triggers not kept because `captured` was full. */
+  capturedDropped = 0;
 
   constructor(
     readonly store: OnlineStore,
@@ -43,28 +59,57 @@ export class FeatureUpdater implements EventConsumer {
    * The reset is flushed at once, so a crash cannot bring back a position past the end.
    */
   async rewind(_end: number): Promise<number> {
+    this.captured.clear();
     await this.store.reset(this.version);
     await this.store.flush();
     return 0;
   }
 
+  /**
+   * While folding, reads the user of each of these events as of 1 ms after it, into `captured` by
+   * the event's log offset: the values a model scoring that event should see, the event in and
+   * nothing after it, however far behind the reader runs (on a replay at full speed the precompute
+   * reads hours of event time after the login). Exact as long as a user's events come in time order.
+   */
+  capture(events: ReadonlySet<string>): void {
+    this.captureEvents = events;
+  }
+
   async handle(events: EnrichedEvent[], first: number): Promise<void> {
     const compiled = this.compiled;
-    const relevant = events.filter((e) => compiled.reads(e.event));
-    const users = [...new Set(relevant.map((e) => e.user_id))];
+    const capture = this.captureEvents;
+    const users = [...new Set(events.filter((e) => compiled.reads(e.event) || capture.has(e.event)).map((e) => e.user_id))];
     const states: Map<string, UserState | undefined> = await this.store.get(users);
     const newest = new Map<string, number>();
-    for (const e of relevant) {
+    events.forEach((e, i) => {
+      const folds = compiled.reads(e.event);
+      if (!folds && !capture.has(e.event)) return;
       const time = Date.parse(e.time);
-      if (time > (newest.get(e.user_id) ?? 0)) newest.set(e.user_id, time);
       let state = states.get(e.user_id);
-      if (!state) states.set(e.user_id, (state = compiled.emptyState()));
-      compiled.update(state, { event_id: e.event_id, time, user_id: e.user_id, event: e.event, props: e.props });
-    }
+      if (folds) {
+        if (time > (newest.get(e.user_id) ?? 0)) newest.set(e.user_id, time);
+        if (!state) states.set(e.user_id, (state = compiled.emptyState()));
+        compiled.update(state, { event_id: e.event_id, time, user_id: e.user_id, event: e.event, props: e.props });
+      }
+      if (!capture.has(e.event)) return;
+      if (this.captured.size < MAX_CAPTURED) this.captured.set(first + i, { ...compiled.read(state, time + 1), at: time + 1 });
+      else this.capturedDropped++;
+    });
     // Buckets that no window covers any more, as of the user's newest event, leave (never later:
     // the user may be read at any time after it); a user with nothing left leaves the store.
-    for (const [user, state] of states) if (state && compiled.expire(state, newest.get(user)!)) states.set(user, undefined);
+    for (const [user, state] of states) {
+      const at = newest.get(user);
+      if (state && at !== undefined && compiled.expire(state, at)) states.set(user, undefined);
+    }
     await this.store.write(states, first + events.length);
+  }
+
+  /** Forgets the reads of events before `offset` (taken or not wanted). */
+  releaseCaptured(offset: number): void {
+    for (const key of this.captured.keys()) {
+      if (key >= offset) break;
+      this.captured.delete(key);
+    }
   }
 
   /** A user's feature values at a time, with the features that fell back to defaults. */

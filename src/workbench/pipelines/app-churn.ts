@@ -1,6 +1,6 @@
 import { appFeatures } from '../features/catalog.js';
 import { InputError } from '../errors.js';
-import type { Feature } from '../features/definition.js';
+import { WINDOWS, type Feature } from '../features/definition.js';
 import { buildTrainingSet } from '../features/offline.js';
 import type { Lakehouse, Row } from '../lakehouse.js';
 import { trainCalibrated, uncalibrated, type Calibration } from '../models/calibration.js';
@@ -8,20 +8,21 @@ import { evaluate, type Evaluation } from '../models/evaluate.js';
 import { columnsFor } from '../models/preprocess.js';
 import type { Classifier, TrainOptions } from '../models/train.js';
 import type { Progress } from '../progress.js';
-import { days, labels, spine } from '../spine.js';
+import { days, eventSpine, labels } from '../spine.js';
 import { sql } from '../sql.js';
 
 const DAY_MS = 86_400_000;
 
 /**
- * Churn on the simulated app, the code notebook 04 and the `app-churn` job share: one row per user
- * and moment (users signed up at least a week before, not churned yet); the label is churning within
- * the horizon, in (as_of, as_of + horizon], while the features see the events strictly before as_of;
- * `true_p` is the simulator's true probability of that, for checking (never an input).
+ * Churn on the simulated app, the code notebook 04 and the `app-churn` job share. The model is used
+ * at logins (the service's precompute scores each user when they log in, and the churn-offer
+ * experiment reads that score), so it is trained on logins: one row per login of a user not churned
+ * yet, from their first, its features as the service sees them at that login (the
+ * login included); the label is churning within the horizon, in (as_of, as_of + horizon]; `true_p`
+ * is the simulator's true probability of that, for checking (never an input).
  */
 export interface AppChurnOptions {
   horizonDays?: number;
-  stepDays?: number;
   /** Share of the moments (the earliest) to train on. */
   trainShare?: number;
   progress?: Progress;
@@ -36,29 +37,36 @@ export interface AppChurnData {
 }
 
 /**
- * The very short windows say nothing at moments chosen by the calendar. `user_age` (time since the
- * first event) is left out too: it grows with the calendar for every user, so the test moments hold
- * ages the training moments never saw (on the default lake their mean is 1.7 training standard
- * deviations above the training mean), and the weight it learns early on, standing in for 30-day
- * windows still cut short by the start of the log, then pushes every later score up: with it the
- * test scores averaged 0.116 against a true 0.084, beyond what a calibration fitted on earlier
- * moments can correct.
+ * The app features a login says something about. Left out: what the login itself sets (the time since
+ * the last login is 0 at every login; the last 10 minutes' and hour's events are the login and what the
+ * service folded in before it read, which depends on its lag, not the user), and `user_age`, the time
+ * since the first event: it grows with the calendar, so the test moments hold ages the training ones
+ * never saw, and the weight it learns early on, standing in for 30-day windows still cut short by the
+ * start of the log, then pushes every later score up (a mean of 0.116 against a true 0.084 when it was
+ * in), beyond what a calibration fitted on earlier moments can correct.
  */
-export const APP_CHURN_FEATURES: readonly Feature[] = appFeatures.filter((f) => !['events_10m', 'events_1h', 'user_age'].includes(f.name));
+export const APP_CHURN_FEATURES: readonly Feature[] = appFeatures.filter((f) => !['events_10m', 'events_1h', 'since_last_login', 'user_age'].includes(f.name));
 
 /**
- * The app churn training and test sets: a spine of users every `stepDays`, the app features as of each moment, and whether the user churned within `horizonDays`.
+ * How far into the history the moments start: the features' longest window (30 days). Before it
+ * every window is cut short by the start of the log, so the early moments' counts run low for
+ * everyone, and a model fitted on them takes the later, whole windows for users far safer than they
+ * are (served at the end of a 60-day history, logins_30d had a PSI of 1.1 against such a training
+ * set). A service replaying the history (npm start) scores from there on too.
+ */
+export const APP_CHURN_WARM_UP_MS = Math.max(...APP_CHURN_FEATURES.map((f) => WINDOWS[f.window].ms).filter(Number.isFinite));
+
+/**
+ * The app churn training and test sets: every login (see `eventSpine`), the app features as the service sees them at it, and whether the user churned within `horizonDays`.
  *
  * @example
  * ```ts
- * const data = await appChurnData(lake, { horizonDays: 14, stepDays: 2 });
+ * const data = await appChurnData(lake, { horizonDays: 14 });
  * show(data.train.slice(0, 5));
  * ```
  */
 export async function appChurnData(lake: Lakehouse, options: AppChurnOptions = {}): Promise<AppChurnData> {
   const horizon = options.horizonDays ?? 14;
-  const step = options.stepDays ?? 2;
-  const every = days(step, 'stepDays');
   const within = days(horizon, 'horizonDays');
   const [span] = await lake.query<{ first: Date; last: Date }>(sql`SELECT min(time) AS first, max(time) AS last FROM app_events`);
   if (!span?.first || !span.last) throw new InputError('the lakehouse has no app events: build it with the simulated app (wb lake build)');
@@ -67,15 +75,16 @@ export async function appChurnData(lake: Lakehouse, options: AppChurnOptions = {
   // nor a quiet spell (an occasional user) would say who churned. It is what a real product reads
   // from its account records; true_p, also from app_truth, is for checking and never an input.
   const truth = sql`SELECT user_id, CAST(churned_at AS TIMESTAMP) AS time FROM app_truth WHERE churned_at IS NOT NULL`;
-  // Users from a week after signup until they churn: no row at or after the churn.
-  const users = sql`SELECT u.user_id, CAST(u.first_seen AS TIMESTAMP) + INTERVAL 7 DAY AS settled, CAST(t.churned_at AS TIMESTAMP) AS churned_at
+  // Users from their first login (the service scores new users too) until they churn: no row at or after the churn.
+  const users = sql`SELECT u.user_id, CAST(u.first_seen AS TIMESTAMP) AS signed_up, CAST(t.churned_at AS TIMESTAMP) AS churned_at
                     FROM users u JOIN app_truth t USING (user_id)`;
-  const grid = spine({
+  const grid = eventSpine({
+    event: 'login',
+    events: 'app_events',
     entities: users,
-    from: new Date(span.first.getTime() + 14 * DAY_MS),
+    from: new Date(span.first.getTime() + APP_CHURN_WARM_UP_MS),
     to: new Date(span.last.getTime() - horizon * DAY_MS),
-    every,
-    since: 'settled',
+    since: 'signed_up',
     until: 'churned_at',
   });
   const labelled = labels(grid, { name: 'churned', within, events: truth });
@@ -86,7 +95,7 @@ export async function appChurnData(lake: Lakehouse, options: AppChurnOptions = {
     FROM ${labelled} l JOIN app_truth t USING (user_id)
     ORDER BY l.as_of, l.user_id)`;
   const started = Date.now();
-  options.progress?.log(`building the training set: ${APP_CHURN_FEATURES.length} features every ${step} days, horizon ${horizon} days`);
+  options.progress?.log(`building the training set: ${APP_CHURN_FEATURES.length} features at every login, horizon ${horizon} days`);
   const rows = await buildTrainingSet(lake, APP_CHURN_FEATURES, { spine: withTruth, events: sql`(SELECT * FROM events WHERE source = 'app')` });
   const moments = [...new Set(rows.map((r) => (r.as_of as Date).getTime()))].sort((a, b) => a - b);
   const cut = moments[Math.floor(moments.length * (options.trainShare ?? 0.5))] ?? Number.POSITIVE_INFINITY;

@@ -345,4 +345,41 @@ describe('precomputed predictions', { timeout: 60_000 }, () => {
       await t.stop();
     }
   });
+
+  it('scores each login on the values its user had just after it, not when the precompute gets to it', async () => {
+    const t = await startTestService({ precompute: [{ event: 'login', model: 'at-login' }] });
+    const model = await trainClassifier(rows, 'bought', columnsFor(features), { seed: 1, maxEpochs: 5 });
+    const { openOltp } = await import('../../../src/workbench/oltp/index.js');
+    const oltp = await openOltp(undefined, t.dataDir);
+    try {
+      const bundle = await createBundle('at-login', model, features);
+      await publish(bundle, { url: t.service.url, key: t.keys.admin, alias: 'champion' });
+      // In one batch: gina logs in twice, then buys; the precompute reads after all of it is folded.
+      const at = Date.now() - 3 * 3_600_000;
+      await t.post('/v1/events', [
+        event('al1', { user_id: 'gina', event: 'login', time: new Date(at).toISOString() }),
+        event('al2', { user_id: 'gina', event: 'login', time: new Date(at + 3_600_000).toISOString() }),
+        event('al3', { user_id: 'gina', event: 'purchase', time: new Date(at + 2 * 3_600_000).toISOString(), props: { amount: 30 } }),
+      ]);
+      let found: { user_id: string; score: number; created_at: string }[] = [];
+      for (let i = 0; i < 100 && found.length === 0; i++) {
+        await sleep(50);
+        found = [];
+        for await (const batch of oltp.scan('predictions')) found.push(...batch);
+      }
+      assert.equal(found.length, 1);
+      // The second login's moment: both logins in, the later purchase not.
+      assert.equal(found[0]!.created_at, new Date(at + 3_600_000 + 1).toISOString());
+      assert.equal(found[0]!.score, model.predict([{ logins_7d: 2, spend_30d: 0 }])[0]);
+      assert.notEqual(found[0]!.score, model.predict([{ logins_7d: 2, spend_30d: 30 }])[0], 'the purchase after the login changes the score');
+      // The table keeps the latest login's score, counted once.
+      await sleep(300);
+      const metricsText = await (await t.call('/metrics', { key: t.keys.read })).text();
+      assert.match(metricsText, /wb_predictions_total\{model="at-login"\} 1\n/);
+    } finally {
+      model.dispose();
+      await oltp.close();
+      await t.stop();
+    }
+  });
 });

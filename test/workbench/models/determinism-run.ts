@@ -52,7 +52,7 @@ async function main(): Promise<void> {
     writeFileSync(join(outDir, 'purchase-propensity.json'), bundleJson(rb));
     out.retail = summary(rb, [...retail.train, ...retail.test]);
 
-    const app = await appChurnData(lake, { stepDays: 4, progress });
+    const app = await appChurnData(lake, { progress });
     // An MLP: He-normal and Glorot initialisers, several layers.
     const a = await trainAppChurn(app, { model: 'mlp', hidden: [8, 4], maxEpochs: 6, progress });
     const ab = await createBundle('app-churn', a.model, app.features, {

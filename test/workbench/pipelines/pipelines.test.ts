@@ -111,7 +111,7 @@ describe('the training pipelines on spine() and labels()', { timeout: 180_000 },
   it('give the same app rows in the same order on every run', async () => {
     const first = all(await appChurnData(lake, { progress: silentProgress }));
     const second = all(await appChurnData(lake, { progress: silentProgress }));
-    assert.ok(first.length > 500, `only ${first.length} rows`);
+    assert.ok(first.length > 200, `only ${first.length} rows`);
     assertSameRows(second, first);
   });
 
@@ -173,9 +173,9 @@ describe('the training pipelines on spine() and labels()', { timeout: 180_000 },
     await assert.rejects(appChurnData(lake, { horizonDays: 0, progress: silentProgress }), /horizonDays: 0 is not a whole number of days/);
   });
 
-  it("label an app row with the simulator's churn in (as_of, as_of + horizon], on users a week after signup and not churned yet", async () => {
+  it("score an app user at each login, from the first and before churning, labelled with the simulator's churn in (as_of, as_of + horizon]", async () => {
     const horizonDays = 14;
-    const rows = all(await appChurnData(lake, { horizonDays, stepDays: 2, progress: silentProgress }));
+    const rows = all(await appChurnData(lake, { horizonDays, progress: silentProgress }));
     const truth = new Map(
       (
         await lake.query<{ user_id: string; churned_at: Date | null; first_seen: Date }>(
@@ -183,30 +183,33 @@ describe('the training pipelines on spine() and labels()', { timeout: 180_000 },
         )
       ).map((t) => [t.user_id, t]),
     );
-    const logins = new Map<string, number[]>();
-    for (const e of await lake.query<{ user_id: string; time: Date }>(sql`SELECT user_id, time FROM events WHERE source = 'app' AND event = 'login'`)) {
-      const times = logins.get(e.user_id) ?? [];
-      times.push(e.time.getTime());
-      logins.set(e.user_id, times);
-    }
+    const logins = await lake.query<{ user_id: string; time: Date }>(sql`SELECT user_id, time FROM events WHERE source = 'app' AND event = 'login'`);
     let churned = 0;
     for (const r of rows) {
       const asOf = (r.as_of as Date).getTime();
       const t = truth.get(r.user_id as string)!;
       const churnedAt = t.churned_at?.getTime();
-      assert.ok(t.first_seen.getTime() + 7 * DAY < asOf, `${key(r)}: signed up a week before`);
+      assert.ok(t.first_seen.getTime() < asOf, `${key(r)}: signed up before`);
       assert.ok(churnedAt === undefined || churnedAt > asOf, `${key(r)}: churned at or before its moment`);
       assert.equal(r.churned, churnedAt !== undefined && churnedAt <= asOf + horizonDays * DAY ? 1 : 0, `${key(r)}: label`);
-      const seen = (logins.get(r.user_id as string) ?? []).filter((x) => x < asOf);
-      assert.equal(r.since_last_login, seen.length === 0 ? -1 : (asOf - Math.max(...seen)) / 1000, `${key(r)}: recency from logins strictly before as_of`);
+      // The login itself is in the features, as the service sees them when it scores the login.
+      assert.ok((r.logins_7d as number) >= 1, `${key(r)}: its own login counted`);
       churned += r.churned as number;
     }
     assert.ok(churned > 10, `${churned} churned rows`);
-    // Every user on the grid at a moment who has not churned by it is there: none missing.
-    const moments = [...new Set(rows.map((r) => (r.as_of as Date).getTime()))];
-    let expected = 0;
-    for (const m of moments)
-      for (const t of truth.values()) if (t.first_seen.getTime() + 7 * DAY < m && (t.churned_at === null || t.churned_at.getTime() > m)) expected++;
-    assert.equal(rows.length, expected);
+    // Each row is a login 1 ms before its as_of, and every login of a user not churned yet,
+    // inside the span (from when the 30-day windows are covered), is there: none missing, none made up.
+    const [span] = await lake.query<{ first: Date; last: Date }>(sql`SELECT min(time) AS first, max(time) AS last FROM app_events`);
+    const from = span!.first.getTime() + 30 * DAY;
+    const to = span!.last.getTime() - horizonDays * DAY;
+    const expected = new Set<string>();
+    for (const e of logins) {
+      const asOf = e.time.getTime() + 1;
+      const t = truth.get(e.user_id)!;
+      if (asOf < from || asOf > to || t.first_seen.getTime() >= asOf || (t.churned_at !== null && t.churned_at.getTime() <= asOf)) continue;
+      expected.add(`${e.user_id}@${asOf}`);
+    }
+    assert.deepEqual(new Set(rows.map((r) => `${r.user_id as string}@${(r.as_of as Date).getTime()}`)), expected);
+    assert.equal(rows.length, expected.size, 'one row per login');
   });
 });
