@@ -12,19 +12,25 @@
  *    on average, E[min(stop, n_max)] (the average sample number of sequential designs), against n
  *    (goal: at least 30% fewer users); n_max is reported beside it. The experiments are drawn from
  *    the app simulator's users: logins in the 14 days after an exposure on day 60 and in the
- *    `logins` metric's pre-exposure period before it, with the true effect added to the treatment.
+ *    `logins` metric's pre-exposure period before it, with the true effect added to the treatment;
+ * 4. the same with CUPAC (a model's prediction made before exposure as the covariate) in place of
+ *    CUPED (goal: at least 45% fewer users than the fixed horizon without CUPED). The model is a
+ *    least-squares regression of the 14-day logins on 56 days of history (logins by period, login
+ *    rate, recency, feature uses per login, tier), fitted on the users who entered a same-length
+ *    window 14 days earlier, before the experiment, as a served model would have been.
  * Ends with one JSON line.
  */
-import { AppSimulator } from '../src/app/simulator.js';
+import { AppSimulator, FEATURES } from '../src/app/simulator.js';
 import { assign, checkExperiment, ExperimentSchema } from '../src/workbench/experiments/definition.js';
 import { fnv1a32 } from '../src/workbench/experiments/hash.js';
 import { experimentResults, type ArmStats, type MetricSums } from '../src/workbench/experiments/results.js';
 import { MetricSchema } from '../src/workbench/experiments/definition.js';
 import { Random } from '../src/workbench/random.js';
-import { cuped } from '../src/workbench/stats/cuped.js';
+import { cupedDifference } from '../src/workbench/stats/cuped.js';
+import { leastSquares } from '../src/workbench/stats/least-squares.js';
 import { sampleSizePerArm } from '../src/workbench/stats/power.js';
 import { sequential } from '../src/workbench/stats/sequential.js';
-import { moments, relativeLift, welch } from '../src/workbench/stats/two-sample.js';
+import { moments, welch } from '../src/workbench/stats/two-sample.js';
 import { SEQUENTIAL_TUNING } from '../src/workbench/experiments/results.js';
 import { METRICS } from '../src/workbench/experiments/metrics.js';
 
@@ -92,11 +98,13 @@ const metrics = new Map(
     }),
   ]),
 );
-const sums = (n: number): MetricSums => {
+/** An arm's sums; a conversion metric's values are 0 or 1 (its variance is p (1 - p)). */
+const sums = (n: number, conversion: boolean): MetricSums => {
   const s: MetricSums = { n, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 };
   for (let i = 0; i < n; i++) {
-    const x = r.normal(5, 2);
-    const y = x * 0.7 + r.normal(2, 1.5);
+    let x = r.normal(5, 2);
+    let y = x * 0.7 + r.normal(2, 1.5);
+    if (conversion) [x, y] = [x > 6 ? 1 : 0, y > 6 ? 1 : 0];
     s.sumY += y;
     s.sumY2 += y * y;
     s.sumX += x;
@@ -118,7 +126,11 @@ const experiments = Array.from({ length: 20 }, (_, k) => {
     mde: 0.05,
     status: 'running',
   });
-  const arms: ArmStats[] = e.arms.map((a) => ({ arm: a.key, users: 2000, metrics: Object.fromEntries(metricKeys.map((m) => [m, sums(2000)])) }));
+  const arms: ArmStats[] = e.arms.map((a) => ({
+    arm: a.key,
+    users: 2000,
+    metrics: Object.fromEntries(metricKeys.map((m) => [m, sums(2000, metrics.get(m)!.kind === 'conversion')])),
+  }));
   return { e, stats: { arms, firstExposure: '2026-01-01T00:00:00Z', asOf: '2026-01-08T00:00:00Z' } };
 });
 const timeIt = (f: () => void) => {
@@ -148,22 +160,90 @@ console.log(
 
 // 3. Time to a safe decision, on experiments drawn from the simulator's users.
 const EXPOSE_DAY = 60;
+const TRAIN_DAY = 46;
+const HISTORY_DAYS = 56;
 const PRE_DAYS = METRICS.find((m) => m.key === 'logins')!.preExposureDays;
 const sim = new AppSimulator({ users: 24_000, days: EXPOSE_DAY + 14, seed: 3, signup_days: 40 });
-const logins = new Map<string, { pre: number; post: number; exposed: boolean }>();
+/** Per user and day of the simulation: logins, uses of each feature, the signup day and the day of an upgrade to pro. */
+interface History {
+  user: string;
+  logins: Uint8Array;
+  uses: Uint16Array[];
+  signup: number;
+  upgraded: number;
+}
+const history = new Map<string, History>();
+const day0 = Date.parse('2025-01-01T00:00:00Z') / 86_400_000;
 for (const day of sim.days()) {
-  const d = Date.parse(`${day.date}T00:00:00Z`) / 86_400_000 - Date.parse('2025-01-01T00:00:00Z') / 86_400_000;
+  const d = Date.parse(`${day.date}T00:00:00Z`) / 86_400_000 - day0;
   for (const e of day.events) {
-    if (e.event !== 'login' || d < EXPOSE_DAY - PRE_DAYS) continue;
-    const u = logins.get(e.user_id) ?? { pre: 0, post: 0, exposed: false };
-    if (d < EXPOSE_DAY) u.pre++;
-    else u.post++;
-    // Exposure is at a login: users who log in during the experiment's first week enter it.
-    if (d >= EXPOSE_DAY && d < EXPOSE_DAY + 7) u.exposed = true;
-    logins.set(e.user_id, u);
+    let h = history.get(e.user_id);
+    if (!h)
+      history.set(
+        e.user_id,
+        (h = {
+          user: e.user_id,
+          logins: new Uint8Array(EXPOSE_DAY + 14),
+          uses: FEATURES.map(() => new Uint16Array(EXPOSE_DAY + 14)),
+          signup: d,
+          upgraded: Number.POSITIVE_INFINITY,
+        }),
+      );
+    if (e.event === 'login') h.logins[d] = 1;
+    else if (e.event === 'feature_used') h.uses[FEATURES.indexOf(e.props.feature as (typeof FEATURES)[number])]![d]!++;
+    else if (e.event === 'upgrade') h.upgraded = Math.min(h.upgraded, d);
   }
 }
-const pool = [...logins.values()].filter((u) => u.exposed);
+const count = (a: ArrayLike<number>, from: number, to: number) => {
+  let c = 0;
+  for (let d = Math.max(0, from); d < to; d++) c += a[d]!;
+  return c;
+};
+/**
+ * CUPAC's model: what a served model knows about a user at day `at` (before exposure), over the 56
+ * days before: logins by period, the login rate since signup (and its square and cube), days since
+ * the last login, uses of each feature per login, and the pro tier (which churns less).
+ */
+const features = (h: History, at: number): number[] => {
+  const active = Math.min(HISTORY_DAYS, at - h.signup);
+  let last = at - 1;
+  while (last >= h.signup && last >= at - HISTORY_DAYS && h.logins[last] === 0) last--;
+  const logins = count(h.logins, at - HISTORY_DAYS, at);
+  const rate = logins / Math.max(1, active);
+  const recency = Math.min(at - last, 14);
+  const pro = h.upgraded < at ? 1 : 0;
+  return [
+    count(h.logins, at - 7, at),
+    count(h.logins, at - 14, at - 7),
+    count(h.logins, at - 28, at - 14),
+    count(h.logins, at - HISTORY_DAYS, at - 28),
+    active,
+    recency,
+    rate,
+    rate ** 2,
+    rate ** 3,
+    rate * recency,
+    ...h.uses.map((u) => count(u, at - HISTORY_DAYS, at) / Math.max(1, logins)),
+    pro,
+    pro * rate,
+  ];
+};
+// Users enter at a login in the experiment's first week; the model is fitted on the same kind of users 14 days earlier
+// (their history before day 46, then their logins in the 14 days from it): a model trained before the experiment.
+const entered = (h: History, from: number) => count(h.logins, from, from + 7) > 0;
+const training = [...history.values()].filter((h) => h.signup < TRAIN_DAY && entered(h, TRAIN_DAY));
+const model = leastSquares(
+  training.map((h) => features(h, TRAIN_DAY)),
+  training.map((h) => count(h.logins, TRAIN_DAY, TRAIN_DAY + 14)),
+  { ridge: 1e-4 },
+);
+const pool = [...history.values()]
+  .filter((h) => h.signup < EXPOSE_DAY && entered(h, EXPOSE_DAY))
+  .map((h) => ({
+    pre: count(h.logins, EXPOSE_DAY - PRE_DAYS, EXPOSE_DAY),
+    predicted: model.predict(features(h, EXPOSE_DAY)),
+    post: count(h.logins, EXPOSE_DAY, EXPOSE_DAY + 14),
+  }));
 const post = moments({ n: pool.length, sum: pool.reduce((s, u) => s + u.post, 0), sumSquares: pool.reduce((s, u) => s + u.post * u.post, 0) });
 const MDE = 0.05;
 const effect = MDE * post.mean;
@@ -172,54 +252,69 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 300);
 const BATCH = 50;
 const cap = Math.min(Math.floor(pool.length / 2), 3 * nFixed);
 let fixedDetected = 0;
-const stops: number[] = [];
-let reductionSum = 0;
+/** Per covariate (CUPED: the 28-day pre-period count; CUPAC: the model's prediction), each run's stop and the variance cut there. */
+const methods = { cuped: { stops: [] as number[], reduction: 0 }, cupac: { stops: [] as number[], reduction: 0 } };
 for (let run = 0; run < RUNS; run++) {
   const order = r.shuffle([...pool]);
   const arm = (): MetricSums => ({ n: 0, sumY: 0, sumY2: 0, sumX: 0, sumX2: 0, sumXY: 0 });
-  const a = arm();
-  const b = arm();
-  const add = (s: MetricSums, u: { pre: number; post: number }, lift: number) => {
-    const y = u.post + lift;
+  const arms = { cuped: [arm(), arm()], cupac: [arm(), arm()] };
+  const add = (s: MetricSums, x: number, y: number) => {
     s.n++;
     s.sumY += y;
     s.sumY2 += y * y;
-    s.sumX += u.pre;
-    s.sumX2 += u.pre * u.pre;
-    s.sumXY += u.pre * y;
+    s.sumX += x;
+    s.sumX2 += x * x;
+    s.sumXY += x * y;
   };
-  let stopped = Number.POSITIVE_INFINITY;
+  const stopped = { cuped: Number.POSITIVE_INFINITY, cupac: Number.POSITIVE_INFINITY };
   for (let n = 0; n < cap; n++) {
-    add(a, order[2 * n]!, 0);
-    add(b, order[2 * n + 1]!, effect);
+    const [u, v] = [order[2 * n]!, order[2 * n + 1]!];
+    add(arms.cuped[0]!, u.pre, u.post);
+    add(arms.cuped[1]!, v.pre, v.post + effect);
+    add(arms.cupac[0]!, u.predicted, u.post);
+    add(arms.cupac[1]!, v.predicted, v.post + effect);
+    const [a, b] = arms.cuped as [MetricSums, MetricSums];
     if (n + 1 === nFixed) {
       const w = welch(moments({ n: a.n, sum: a.sumY, sumSquares: a.sumY2 }), moments({ n: b.n, sum: b.sumY, sumSquares: b.sumY2 }));
       if ((w.pValue ?? 1) < 0.05 && (w.estimate ?? 0) > 0) fixedDetected++;
     }
-    if ((n + 1) % BATCH === 0 && stopped === Number.POSITIVE_INFINITY) {
-      const c = cuped([a, b]);
-      const seq = sequential(relativeLift(c.arms[0]!, c.arms[1]!), a.n + b.n, 0.05, SEQUENTIAL_TUNING);
-      if (seq.ci && seq.ci[0] > 0) {
-        stopped = n + 1;
-        reductionSum += c.varianceReduction;
+    if ((n + 1) % BATCH === 0)
+      for (const k of ['cuped', 'cupac'] as const) {
+        if (stopped[k] !== Number.POSITIVE_INFINITY) continue;
+        // The platform's reading: the adjusted difference relative to the control's unadjusted mean (GrowthBook's).
+        const c = cupedDifference(arms[k][0]!, arms[k][1]!, { relative: true });
+        const seq = sequential(c, 2 * (n + 1), 0.05, SEQUENTIAL_TUNING);
+        if (seq.ci && seq.ci[0] > 0) {
+          stopped[k] = n + 1;
+          methods[k].reduction += c.varianceReduction;
+        }
       }
-    }
-    if (stopped !== Number.POSITIVE_INFINITY && n + 1 >= nFixed) break;
+    if (Number.isFinite(stopped.cuped) && Number.isFinite(stopped.cupac) && n + 1 >= nFixed) break;
   }
-  stops.push(stopped);
+  for (const k of ['cuped', 'cupac'] as const) methods[k].stops.push(stopped[k]);
 }
-stops.sort((x, y) => x - y);
-const nMax = stops[Math.ceil(0.8 * RUNS) - 1]!;
-const average = stops.reduce((sum, n) => sum + Math.min(n, nMax), 0) / RUNS;
-const medianStop = stops[Math.floor(RUNS / 2)]!;
+/** n_max (the users per arm by which 80% of experiments have stopped: the same power), the average users to a decision E[min(stop, n_max)], the median stop. */
+const summarise = (m: { stops: number[]; reduction: number }) => {
+  const stops = [...m.stops].sort((x, y) => x - y);
+  const nMax = stops[Math.ceil(0.8 * RUNS) - 1]!;
+  const average = stops.reduce((sum, n) => sum + Math.min(n, nMax), 0) / RUNS;
+  const detected = stops.filter(Number.isFinite).length;
+  return { nMax, average, median: stops[Math.floor(RUNS / 2)]!, saving: 1 - average / nFixed, reduction: m.reduction / Math.max(1, detected) };
+};
+const withCuped = summarise(methods.cuped);
+const withCupac = summarise(methods.cupac);
 const exposedPerDay = pool.length / 7; // users enter over the experiment's first week
-const saving = 1 - average / nFixed;
-const detected = stops.filter(Number.isFinite);
+const saving = withCuped.saving;
+const describeMethod = (name: string, s: ReturnType<typeof summarise>, goal: number) =>
+  `${name} + always-valid, checked every ${BATCH} users per arm, has 80% power by n_max = ${Number.isFinite(s.nMax) ? s.nMax : `more than ${cap}`} users per arm and reaches a decision after ${Math.round(s.average)} users per arm on average (median stop ${s.median}; mean variance cut ${(100 * s.reduction).toFixed(0)}%): ` +
+  `${(100 * s.saving).toFixed(0)}% fewer users (goal >= ${100 * goal}%); ${((2 * nFixed) / exposedPerDay).toFixed(2)} vs ${((2 * s.average) / exposedPerDay).toFixed(2)} days at ${Math.round(exposedPerDay)} users a day`;
 console.log(
-  `time to decision (${RUNS} experiments from ${pool.length.toLocaleString('en-US')} simulated users, +${(100 * MDE).toFixed(0)}% true effect on 14-day logins, CUPED on ${PRE_DAYS} days before): ` +
-    `fixed horizon without CUPED needs ${nFixed} users per arm for 80% power (detected in ${((100 * fixedDetected) / RUNS).toFixed(1)}% of runs); ` +
-    `CUPED + always-valid, checked every ${BATCH} users per arm, has 80% power by n_max = ${Number.isFinite(nMax) ? nMax : `more than ${cap}`} users per arm and reaches a decision after ${Math.round(average)} users per arm on average (median stop ${medianStop}; mean variance cut ${((100 * reductionSum) / Math.max(1, detected.length)).toFixed(0)}%): ` +
-    `${(100 * saving).toFixed(0)}% fewer users (goal >= 30%); ${((2 * nFixed) / exposedPerDay).toFixed(2)} vs ${((2 * average) / exposedPerDay).toFixed(2)} days at ${Math.round(exposedPerDay)} users a day`,
+  `time to decision (${RUNS} experiments from ${pool.length.toLocaleString('en-US')} simulated users, +${(100 * MDE).toFixed(0)}% true effect on 14-day logins): ` +
+    `fixed horizon without CUPED needs ${nFixed} users per arm for 80% power (detected in ${((100 * fixedDetected) / RUNS).toFixed(1)}% of runs)`,
+);
+console.log(`  CUPED on the ${PRE_DAYS} days before: ${describeMethod('CUPED', withCuped, 0.3)}`);
+console.log(
+  `  CUPAC on a least-squares model of the 14-day logins from ${HISTORY_DAYS} days of history (${model.coefficients.length} features, fitted on ${training.length.toLocaleString('en-US')} users entering 14 days earlier, R^2 ${model.rSquared.toFixed(2)} there): ${describeMethod('CUPAC', withCupac, 0.45)}`,
 );
 console.log(
   JSON.stringify({
@@ -232,9 +327,20 @@ console.log(
     results_ratio: Math.round((resultsMs / welchMs) * 10) / 10,
     fixed_users_per_arm: nFixed,
     fixed_power_observed: fixedDetected / RUNS,
-    cuped_sequential_max_users_per_arm: Number.isFinite(nMax) ? nMax : null,
-    cuped_sequential_average_users_per_arm: Math.round(average),
+    cuped_sequential_max_users_per_arm: Number.isFinite(withCuped.nMax) ? withCuped.nMax : null,
+    cuped_sequential_average_users_per_arm: Math.round(withCuped.average),
     users_saved: Math.round(saving * 1000) / 1000,
-    goals_met: { assignments: assignments >= 1_000_000, results: resultsMs < 50, time_to_decision: saving >= 0.3 },
+    cuped_variance_cut: Math.round(withCuped.reduction * 1000) / 1000,
+    cupac_model_r2_training: Math.round(model.rSquared * 1000) / 1000,
+    cupac_sequential_max_users_per_arm: Number.isFinite(withCupac.nMax) ? withCupac.nMax : null,
+    cupac_sequential_average_users_per_arm: Math.round(withCupac.average),
+    cupac_users_saved: Math.round(withCupac.saving * 1000) / 1000,
+    cupac_variance_cut: Math.round(withCupac.reduction * 1000) / 1000,
+    goals_met: {
+      assignments: assignments >= 1_000_000,
+      results: resultsMs < 50,
+      time_to_decision: saving >= 0.3,
+      cupac_time_to_decision: withCupac.saving >= 0.45,
+    },
   }),
 );

@@ -130,7 +130,11 @@ export function registerExperiments(program: Command): void {
       );
       for (const m of r.metrics) {
         for (const c of m.comparisons) {
-          const ci = c.sequential.ci ? `[${fmtLift(c.sequential.ci[0])}, ${fmtLift(c.sequential.ci[1])}]` : `(${c.sequential.reason ?? 'no estimate'})`;
+          // A one-sided interval's open end is infinite: null in JSON.
+          const end = (x: number | null, open: number) => fmtLift(x === null ? open : x);
+          const ci = c.sequential.ci
+            ? `[${end(c.sequential.ci[0], Number.NEGATIVE_INFINITY)}, ${end(c.sequential.ci[1], Number.POSITIVE_INFINITY)}]`
+            : `(${c.sequential.reason ?? 'no estimate'})`;
           console.log(
             `  ${m.role.padEnd(9)} ${m.metric.padEnd(14)} ${c.arm.padEnd(10)} lift ${fmtLift(c.sequential.estimate).padStart(8)} ${ci}  ${c.verdict}`,
           );

@@ -189,7 +189,8 @@ export {
   type Sums,
   type TestOptions,
 } from './stats/two-sample.js';
-export { cuped, type CovariateSums, type CupedResult } from './stats/cuped.js';
+export { cuped, cupedDifference, type CovariateSums, type CupedResult, type CupedTheta } from './stats/cuped.js';
+export { leastSquares, type LinearPredictor } from './stats/least-squares.js';
 export { bayesianSummary, ratioDifference, ratioMoments, type RatioSums } from './stats/ratio.js';
 export { sequential, sequentialHalfwidth } from './stats/sequential.js';
 export { daysToDecision, powerForSize, sampleSizePerArm } from './stats/power.js';

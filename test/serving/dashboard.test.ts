@@ -131,6 +131,17 @@ describe('the live dashboard in headless Chromium', { timeout: 120_000 }, () => 
     // The decision comes from the platform's next evaluation (every 2 s), a little after the numbers.
     await page.waitForFunction("document.getElementById('decision').dataset.action === 'ship'", undefined, { timeout: 10_000 });
     assert.match((await page.textContent('#decision')) ?? '', /^ship bold \(recommended\): objective logins is better in bold/);
+    // Planned users against users so far, and why the decision came before the plan.
+    await page.waitForFunction("document.getElementById('plan').dataset.early === 'yes'", undefined, { timeout: 10_000 });
+    const plan = (await page.textContent('#plan')) ?? '';
+    const planned = Number(await page.getAttribute('#plan', 'data-planned'));
+    const soFar = Number(await page.getAttribute('#plan', 'data-so-far'));
+    assert.ok(soFar >= 50 && soFar < planned, `${soFar} of ${planned}`);
+    assert.match(
+      plan,
+      new RegExp(`^Plan: ${planned.toLocaleString('en-US')} users per arm .* so far ${soFar} in the arm that sets the pace \\(\\d+% of the plan\\)`),
+    );
+    assert.match(plan, /Decided \(ship\) before the plan: .* stops as soon as it excludes 0/);
     assert.deepEqual(errors, []);
   });
 });

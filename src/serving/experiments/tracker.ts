@@ -50,8 +50,15 @@ interface ExperimentState {
   timeline: { at: number; arms: Record<string, ArmState> }[];
 }
 
-/** One metric-relevant event of a user: time, metric, numerator and denominator contributions. */
-type Trace = [time: number, metric: string, num: number, den: number];
+/**
+ * One metric-relevant event of a user: time, metric, numerator and denominator contributions; or,
+ * marked `covariate`, a prediction of the metric's CUPAC model (its score in `num`), which only ever
+ * serves as the covariate of a later exposure.
+ */
+type Trace = [time: number, metric: string, num: number, den: number, covariate?: 1];
+
+/** The event every served prediction is logged as (model, alias, score in its props). */
+const PREDICTION_EVENT = 'prediction';
 
 interface Snapshot {
   offset: number;
@@ -144,7 +151,9 @@ export class ExperimentTracker implements EventConsumer {
   ) {
     this.maxPreMs = Math.max(0, ...[...metrics.values()].map((m) => m.preExposureDays)) * DAY_MS;
     for (const m of metrics.values()) {
-      for (const name of m.kind === 'ratio' ? [m.event, m.denominator!.event] : [m.event]) {
+      const names = m.kind === 'ratio' ? [m.event, m.denominator!.event] : [m.event];
+      if (m.covariate) names.push(PREDICTION_EVENT);
+      for (const name of names) {
         const list = this.byEvent.get(name) ?? [];
         if (!list.includes(m)) list.push(m);
         this.byEvent.set(name, list);
@@ -225,7 +234,7 @@ export class ExperimentTracker implements EventConsumer {
       if (!s || !member || t < member.exposedAt) continue;
       s.metrics.forEach((metricKey, i) => {
         const m = this.metrics.get(metricKey);
-        const tr = traces.find((x) => x[1] === metricKey);
+        const tr = traces.find((x) => x[1] === metricKey && x[4] === undefined);
         if (!m || !tr || t >= member.exposedAt + m.windowDays * DAY_MS) return;
         this.add(s, s.arms[member.arm]!, m, member, i, tr[2], tr[3]);
       });
@@ -246,7 +255,14 @@ export class ExperimentTracker implements EventConsumer {
       const m = this.metrics.get(key);
       if (!m || m.kind === 'ratio' || m.preExposureDays === 0) return 0;
       const from = t - m.preExposureDays * DAY_MS;
-      const values = pre.filter((tr) => tr[1] === key && tr[0] >= from && tr[0] < t);
+      const inPre = (tr: Trace) => tr[1] === key && tr[0] >= from && tr[0] < t;
+      if (m.covariate) {
+        // CUPAC: the latest prediction before exposure (the later in the log of two at the same time); 0 without one.
+        let latest: Trace | undefined;
+        for (const tr of pre) if (tr[4] === 1 && inPre(tr) && (!latest || tr[0] >= latest[0])) latest = tr;
+        return latest ? latest[2] : 0;
+      }
+      const values = pre.filter((tr) => tr[4] === undefined && inPre(tr));
       return m.kind === 'conversion' ? (values.length > 0 ? 1 : 0) : values.reduce((sum, tr) => sum + tr[2], 0);
     });
     const member: Member = { arm, exposedAt: t, y: s.metrics.map(() => 0), x };
@@ -292,6 +308,11 @@ export class ExperimentTracker implements EventConsumer {
     if (!relevant) return NO_TRACES;
     const out: Trace[] = [];
     for (const m of relevant) {
+      if (m.covariate && e.event === PREDICTION_EVENT) {
+        const score = scoreOf(e, m.covariate);
+        if (score !== undefined) out.push([t, m.key, score, 0, 1]);
+      }
+      if (e.event !== m.event && !(m.kind === 'ratio' && e.event === m.denominator!.event)) continue;
       const num = e.event === m.event ? valueOf(e, m.prop) : 0;
       const den = m.kind === 'ratio' && e.event === m.denominator!.event ? valueOf(e, m.denominator!.prop) : 0;
       if (num !== 0 || den !== 0) out.push([t, m.key, num, den]);
@@ -346,6 +367,14 @@ function valueOf(e: EnrichedEvent, prop: string | undefined): number {
   return Number.isFinite(n) ? n : 0;
 }
 const NUMBER = /^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/;
+
+/** A prediction event's score when it is of the covariate's model (and alias, if named) and a finite number (as TRY_CAST reads it in the lakehouse). */
+function scoreOf(e: EnrichedEvent, covariate: NonNullable<Metric['covariate']>): number | undefined {
+  if (e.props.model !== covariate.model || (covariate.alias !== undefined && e.props.alias !== covariate.alias)) return undefined;
+  const v = hasOwn(e.props, 'score') ? e.props.score : undefined;
+  const n = typeof v === 'number' ? v : typeof v === 'string' && NUMBER.test(v) ? Number(v) : Number.NaN;
+  return Number.isFinite(n) ? n : undefined;
+}
 
 function toStats(s: ExperimentState, arms: Record<string, ArmState>, asOf: number | undefined): ExperimentStats {
   // Each sum with its compensation: the sums of deviations from the shifts, which the engine reads with the shifts.

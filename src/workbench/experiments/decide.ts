@@ -15,7 +15,7 @@ import type { Comparison, ExperimentResults } from './results.js';
  * 4. Otherwise continue, saying what is missing.
  * A decision before the plan's users (the fixed-horizon size for the MDE) says why it may come
  * early: the always-valid interval may be read at any time, and a lift larger than the MDE is
- * detected with fewer users.
+ * detected with fewer users; a rollback, that a harm is acted on as soon as it is certain.
  * `mode` is the experiment's setting for that action: `auto` acts, `recommend` only says.
  */
 export interface Decision {
@@ -44,10 +44,13 @@ export interface DecisionRecord extends Decision {
  * fmtLift(0.0123); // '+1.23%'
  * ```
  */
-export const fmtLift = (x: number | undefined) => (x === undefined ? 'n/a' : `${x >= 0 ? '+' : ''}${(100 * x).toFixed(2)}%`);
+export const fmtLift = (x: number | undefined) =>
+  x === undefined ? 'n/a' : !Number.isFinite(x) ? infinite(x) : `${x >= 0 ? '+' : ''}${(100 * x).toFixed(2)}%`;
+/** The open end of a one-sided interval. */
+const infinite = (x: number) => (Number.isNaN(x) ? 'n/a' : x > 0 ? '+∞' : '-∞');
 /** An effect as the comparison reads it: a relative lift in percent, an absolute difference as a signed number. */
 const fmtEffect = (c: Comparison, x: number | undefined) =>
-  c.effect === 'relative' ? fmtLift(x) : x === undefined ? 'n/a' : `${x >= 0 ? '+' : ''}${Number(x.toPrecision(3))}`;
+  c.effect === 'relative' ? fmtLift(x) : x === undefined ? 'n/a' : !Number.isFinite(x) ? infinite(x) : `${x >= 0 ? '+' : ''}${Number(x.toPrecision(3))}`;
 const interval = (c: Comparison) => (c.sequential.ci ? `[${fmtEffect(c, c.sequential.ci[0])}, ${fmtEffect(c, c.sequential.ci[1])}]` : '(no interval)');
 const lift = (c: Comparison) => `${c.effect === 'relative' ? 'lift' : 'absolute difference'} ${fmtEffect(c, c.sequential.estimate)}`;
 
@@ -83,7 +86,7 @@ export function decide(e: Experiment, results: ExperimentResults, elapsedDays: n
           action: 'rollback',
           arm: c.arm,
           mode: e.decisions.rollback,
-          reason: `guard-rail ${m.metric} is worse in ${c.arm} beyond its tolerance of ${fmtLift(m.goal === 'increase' ? -tolerance : tolerance)}${zero}: ${lift(c)}, always-valid 95% interval ${interval(c)}`,
+          reason: `guard-rail ${m.metric} is worse in ${c.arm} beyond its tolerance of ${fmtLift(m.goal === 'increase' ? -tolerance : tolerance)}${zero}: ${lift(c)}, always-valid 95% interval ${interval(c)}${earlyRollback(results)}`,
           evidence: evidence(m.metric, c),
         };
       }
@@ -152,6 +155,16 @@ function early(e: Experiment, results: ExperimentResults, c: Comparison): string
   return (
     `; decided at ${p.usersSoFar.toLocaleString('en-US')} of the ${p.usersPerArm.toLocaleString('en-US')} users per arm planned: the plan is a fixed-horizon test's size for the ${fmtLift(e.mde)} minimum detectable effect at 80% power, while the always-valid interval may be read at every look and stops as soon as it excludes 0` +
     (size !== undefined && size > e.mde ? `, which comes early when the effect (${fmtLift(c.sequential.estimate)}) is larger than the MDE` : '')
+  );
+}
+
+/** Why a rollback comes before the plan's users: the plan sizes the objective's test; a harm is acted on as soon as it is certain. */
+function earlyRollback(results: ExperimentResults): string {
+  const p = results.plan;
+  if (p.usersPerArm === undefined || p.usersSoFar === undefined || p.usersSoFar >= p.usersPerArm) return '';
+  return (
+    `; rolled back at ${p.usersSoFar.toLocaleString('en-US')} of the ${p.usersPerArm.toLocaleString('en-US')} users per arm planned: the plan is the objective's fixed-horizon size, ` +
+    `while a guard-rail's always-valid interval may be read at every look and rolls back as soon as it lies wholly past the tolerance, so that no more users than needed meet the harm`
   );
 }
 

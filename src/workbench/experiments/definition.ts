@@ -31,11 +31,34 @@ export const MetricSchema = z
     windowDays: z.number().positive().max(365).default(14),
     /** Days before exposure whose value is the CUPED covariate (0: no CUPED). */
     preExposureDays: z.number().min(0).max(365).default(14),
+    /**
+     * CUPAC (Tang, Huang, Li, Zhang & Wang, DoorDash 2020): the covariate is a served model's
+     * prediction made before exposure (of this metric from pre-period features, or a related score
+     * such as churn risk) instead of the metric's own pre-period value: the user's latest
+     * `prediction` event of `model` (of `alias`, when given) in the `preExposureDays` before
+     * exposure; 0 for a user without one. Made before exposure, the prediction cannot depend on the
+     * arm, so the adjusted lift stays unbiased however good or bad the model is; the better it
+     * predicts the metric, the more variance it removes.
+     */
+    covariate: z
+      .object({
+        model: z.string().regex(/^[a-z][a-z0-9-]{0,63}$/, 'model names are lower-case letters, digits and -'),
+        alias: z
+          .string()
+          .regex(/^[a-z][a-z0-9_-]{0,31}$/, 'aliases are lower-case letters, digits, _ and -')
+          .optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((m, ctx) => {
     if (m.kind === 'ratio' && !m.denominator) ctx.addIssue({ code: 'custom', path: ['denominator'], message: 'a ratio metric needs a denominator' });
     if (m.kind !== 'ratio' && m.denominator) ctx.addIssue({ code: 'custom', path: ['denominator'], message: 'only ratio metrics have a denominator' });
+    if (m.covariate && m.kind === 'ratio')
+      ctx.addIssue({ code: 'custom', path: ['covariate'], message: "a ratio metric's covariate slot is its denominator: no CUPAC covariate" });
+    if (m.covariate && m.preExposureDays === 0)
+      ctx.addIssue({ code: 'custom', path: ['preExposureDays'], message: 'a CUPAC covariate is read in the pre-exposure period: preExposureDays > 0' });
   });
 
 /** A checked metric definition (see `metricCatalog`). */
@@ -98,9 +121,26 @@ export const ExperimentSchema = z
         effect: z.enum(['relative', 'absolute']).default('relative'),
         distribution: z.enum(['t', 'z']).default('t'),
         cupedTheta: z.enum(['within', 'joint']).default('within'),
+        /**
+         * `one-sided`: each metric is tested in one direction only (GrowthBook's one-sided tests,
+         * fixed-horizon and sequential): the objective towards its goal (is the treatment better?),
+         * each guard-rail towards its bad direction (is it worse?). Narrower where it looks, blind the
+         * other way: an objective that gets worse is never "worse", only not better.
+         */
+        alternative: z.enum(['two-sided', 'one-sided']).default('two-sided'),
+        /**
+         * A proper normal prior on the effect read (relative by default), for the chance to win and
+         * the expected loss (GrowthBook's `GaussianPrior`: mean 0, variance 0.3^2 is its informative
+         * default); without it the prior is flat. Not applied where the comparison falls back to the
+         * absolute difference (a control mean of 0), whose scale the prior does not know.
+         */
+        prior: z
+          .object({ mean: z.number().min(-10).max(10), variance: z.number().positive().max(100) })
+          .strict()
+          .optional(),
       })
       .strict()
-      .default({ effect: 'relative', distribution: 't', cupedTheta: 'within' }),
+      .default({ effect: 'relative', distribution: 't', cupedTheta: 'within', alternative: 'two-sided' }),
     status: z.enum(STATUSES).default('draft'),
     /** The arm everyone gets once the experiment is shipped. */
     winner: z.string().regex(KEY, 'arm keys are lower-case letters, digits, _ and -').optional(),

@@ -1,5 +1,5 @@
 import { own } from '../dict.js';
-import { cuped, type CovariateSums } from '../stats/cuped.js';
+import { cupedDifference, type CovariateSums } from '../stats/cuped.js';
 import { sampleSizePerArm } from '../stats/power.js';
 import { bayesianSummary, ratioDifference } from '../stats/ratio.js';
 import { sequential } from '../stats/sequential.js';
@@ -14,7 +14,8 @@ import type { Experiment, ExperimentStatus, Metric } from './definition.js';
  * - fixed horizon: Welch's test on the difference and the delta-method relative lift
  *   ((m_t - m_c) / |m_c|), both with Student's t at Welch's degrees of freedom (the experiment's
  *   `analysis` may choose the normal); a conversion's variance is p (1 - p);
- * - CUPED (conversion and mean metrics): the lift of the covariate-adjusted means;
+ * - CUPED (conversion and mean metrics): the lift of the covariate-adjusted means, the covariate
+ *   being the metric's pre-period value or, with CUPAC, a model's prediction made before exposure;
  * - always valid: the sequential interval of the effect the experiment reads (relative by default;
  *   CUPED-adjusted when available), which is what decisions use, since the results are watched
  *   continuously; with more than one treatment arm at alpha / (arms - 1), and the fixed-horizon
@@ -56,7 +57,8 @@ export interface Comparison {
   treatment: { users: number; mean?: number };
   absolute: Estimate;
   relative: Estimate;
-  cuped?: { relative: Estimate; absolute?: Estimate; varianceReduction: number; theta: number };
+  /** The covariate-adjusted lift: CUPED on the metric's own pre-period value, or CUPAC on a model's prediction made before exposure (`covariate`). */
+  cuped?: { relative: Estimate; absolute?: Estimate; varianceReduction: number; theta: number; covariate: 'pre-period' | 'prediction' };
   /** The effect `sequential`, the chance to win and the verdict are on: relative, or absolute (chosen, or because the control mean is 0). */
   effect: 'relative' | 'absolute';
   /** Always-valid interval and p-value of the effect (CUPED-adjusted when available), at alpha / (treatment arms). */
@@ -140,7 +142,10 @@ export function experimentResults(e: Experiment, metrics: ReadonlyMap<string, Me
     // With several treatment arms, each always-valid interval is at alpha / (arms - 1) (Bonferroni), so
     // the chance that some useless arm looks better (and is shipped) stays at alpha.
     const alpha = ALPHA / Math.max(1, e.arms.length - 1);
-    const comparisons = e.arms.slice(1).map((a) => compare(e, m, a.key, sumsOf(control, metric), sumsOf(a.key, metric), goal, alpha));
+    // One-sided: the objective towards its goal, a guard-rail towards its bad direction (its goal's opposite).
+    const towards = role === 'objective' ? goal : goal === 'increase' ? 'decrease' : 'increase';
+    const alternative: Alternative = e.analysis.alternative === 'one-sided' ? (towards === 'increase' ? 'greater' : 'less') : 'two-sided';
+    const comparisons = e.arms.slice(1).map((a) => compare(e, m, a.key, sumsOf(control, metric), sumsOf(a.key, metric), goal, alpha, alternative));
     const adjusted = holm(comparisons.map((c) => c.relative.pValue ?? 1));
     comparisons.forEach((c, i) => {
       if (c.relative.pValue !== undefined) c.holmPValue = adjusted[i]!;
@@ -166,8 +171,19 @@ function momentsOf(m: Metric, s: MetricSums): Moments {
   return m.kind === 'conversion' ? { ...mo, variance: mo.mean * (1 - mo.mean) } : mo;
 }
 
-function compare(e: Experiment, m: Metric, arm: string, c: MetricSums, t: MetricSums, goal: 'increase' | 'decrease', sequentialAlpha: number): Comparison {
-  const options: TestOptions = { alpha: ALPHA, distribution: e.analysis.distribution };
+type Alternative = NonNullable<TestOptions['alternative']>;
+
+function compare(
+  e: Experiment,
+  m: Metric,
+  arm: string,
+  c: MetricSums,
+  t: MetricSums,
+  goal: 'increase' | 'decrease',
+  sequentialAlpha: number,
+  alternative: Alternative,
+): Comparison {
+  const options: TestOptions = { alpha: ALPHA, distribution: e.analysis.distribution, alternative };
   let absolute: Estimate;
   let relative: Estimate;
   let adjusted: Comparison['cuped'];
@@ -200,12 +216,15 @@ function compare(e: Experiment, m: Metric, arm: string, c: MetricSums, t: Metric
     cMean = c.n > 0 ? mc.mean : undefined;
     tMean = t.n > 0 ? mt.mean : undefined;
     if (m.preExposureDays > 0) {
-      const res = cuped([c, t], e.analysis.cupedTheta);
+      // GrowthBook's reading: the adjusted difference, relative to the control's unadjusted mean.
+      const { theta, varianceReduction, ...rel } = cupedDifference(c, t, { ...options, theta: e.analysis.cupedTheta, relative: true });
+      const { theta: _t, varianceReduction: _v, ...abs } = cupedDifference(c, t, { ...options, theta: e.analysis.cupedTheta });
       adjusted = {
-        relative: relativeLift(res.arms[0]!, res.arms[1]!, options),
-        absolute: welch(res.arms[0]!, res.arms[1]!, options),
-        varianceReduction: res.varianceReduction,
-        theta: res.theta,
+        relative: rel,
+        absolute: abs,
+        varianceReduction,
+        theta,
+        covariate: m.covariate ? 'prediction' : 'pre-period',
       };
     }
   }
@@ -216,8 +235,10 @@ function compare(e: Experiment, m: Metric, arm: string, c: MetricSums, t: Metric
   const withCuped = effect === 'absolute' ? adjusted?.absolute : adjusted?.relative;
   // CUPED only where it has an estimate; otherwise the unadjusted one, which has the same reason when it has none.
   const basis = withCuped?.estimate !== undefined ? withCuped : plain;
-  const seq = sequential(basis, c.n + t.n, sequentialAlpha, SEQUENTIAL_TUNING);
-  const bayes = bayesianSummary(basis, goal === 'increase' ? 'higher' : 'lower');
+  const seq = sequential(basis, c.n + t.n, sequentialAlpha, SEQUENTIAL_TUNING, alternative);
+  // The experiment's prior is on the effect it chose to read: not on an absolute difference it falls back to.
+  const prior = effect === e.analysis.effect ? e.analysis.prior : undefined;
+  const bayes = bayesianSummary(basis, goal === 'increase' ? 'higher' : 'lower', prior);
   return {
     arm,
     control: { users: c.n, ...(cMean !== undefined ? { mean: cMean } : {}) },

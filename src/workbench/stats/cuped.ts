@@ -1,5 +1,5 @@
 import { InputError } from '../errors.js';
-import { type Moments } from './two-sample.js';
+import { infer, welch, welchDf, type Estimate, type Moments, type TestOptions } from './two-sample.js';
 
 /**
  * CUPED (Deng, Xu, Kohavi & Walker, WSDM 2013): a metric Y adjusted with its pre-exposure value X,
@@ -25,8 +25,8 @@ export interface CovariateSums {
   shiftX?: number;
 }
 
-/** How CUPED's theta is estimated: within arms, pooled (default), or from both arms' joint sums (GrowthBook). */
-export type CupedTheta = 'within' | 'joint';
+/** How CUPED's theta is estimated: within arms, pooled (default), or from both arms' joint sums (GrowthBook); or a given number. */
+export type CupedTheta = 'within' | 'joint' | number;
 
 /** What `cuped` returns: the pooled theta, each arm's adjusted moments and the variance reduction. */
 export interface CupedResult {
@@ -107,7 +107,10 @@ function cupedOf(arms: readonly CovariateSums[], convention: CupedTheta, shiftY:
   // The means below are of the deviations from the shifts: (co)variances and mean differences do not depend on them.
   const meanX = pooled.n > 0 ? pooled.sumX / pooled.n : 0;
   let theta = varX > 0 ? covXY / varX : 0;
-  if (convention === 'joint') {
+  if (typeof convention === 'number') {
+    if (!Number.isFinite(convention)) throw new InputError(`a given CUPED theta must be a finite number, not ${convention}`);
+    theta = convention;
+  } else if (convention === 'joint') {
     const meanY = pooled.n > 0 ? pooled.sumY / pooled.n : 0;
     const jointVarX = pooled.sumX2 - pooled.sumX * meanX;
     theta = jointVarX > 0 ? (pooled.sumXY - pooled.sumX * meanY) / jointVarX : 0;
@@ -125,4 +128,51 @@ function cupedOf(arms: readonly CovariateSums[], convention: CupedTheta, shiftY:
   const pooledVarY = dof > 0 ? varY / dof : 0;
   const pooledAdjusted = dof > 0 ? (varY - 2 * theta * covXY + theta * theta * varX) / dof : 0;
   return { theta, arms: adjusted, varianceReduction: pooledVarY > 0 ? 1 - pooledAdjusted / pooledVarY : 0 };
+}
+
+/**
+ * The CUPED-adjusted difference of two arms (control first), as GrowthBook's engine reads it:
+ * absolute, the difference of the adjusted means by Welch's test; relative, that difference over
+ * the control's unadjusted |mean|, with the delta-method variance of that ratio (gbstats'
+ * `frequentist_variance_relative_cuped`): per arm, the adjusted variance over n, and for the
+ * control the covariance of its mean with its covariate's in the denominator's term. t at the
+ * Welch degrees of freedom of the adjusted variances (the normal with `distribution: 'z'`).
+ *
+ * @example
+ * ```ts
+ * const control = { n: 1000, sumY: 520, sumY2: 900, sumX: 480, sumX2: 800, sumXY: 600 };
+ * const treatment = { n: 1000, sumY: 560, sumY2: 950, sumX: 490, sumX2: 810, sumXY: 620 };
+ * const lift = cupedDifference(control, treatment, { relative: true });
+ * ```
+ */
+export function cupedDifference(
+  control: CovariateSums,
+  treatment: CovariateSums,
+  options: { theta?: CupedTheta; relative?: boolean } & TestOptions = {},
+): Estimate & { theta: number; varianceReduction: number } {
+  const res = cuped([control, treatment], options.theta ?? 'within');
+  const [a, b] = res.arms as [Moments, Moments];
+  const extra = { theta: res.theta, varianceReduction: res.varianceReduction };
+  const absolute = welch(a, b, options);
+  if (!options.relative || absolute.estimate === undefined) return { ...absolute, ...extra };
+  // Unadjusted means and (co)variances of each arm, from the same shifts as the adjusted ones.
+  const plain = (s: CovariateSums, shiftY: number) => {
+    const my = s.sumY / s.n;
+    const mx = s.sumX / s.n;
+    return {
+      mean: shiftY + my,
+      varY: (s.sumY2 - s.sumY * my) / (s.n - 1),
+      varX: (s.sumX2 - s.sumX * mx) / (s.n - 1),
+      cov: (s.sumXY - s.sumX * my) / (s.n - 1),
+    };
+  };
+  const ca = plain(control, control.shiftY ?? 0);
+  const cb = plain(treatment, treatment.shiftY ?? 0);
+  if (ca.mean === 0) return { reason: 'the control mean is 0: a relative lift is undefined', ...extra };
+  const t = res.theta;
+  const vTreatment = b.variance / (b.n * ca.mean ** 2);
+  const vControl = (ca.varY * (cb.mean / ca.mean) ** 2 - (2 * t * ca.cov * cb.mean) / ca.mean + t * t * ca.varX) / (a.n * ca.mean ** 2);
+  const se = Math.sqrt(Math.max(0, vTreatment + vControl));
+  if (!(se > 0)) return { reason: 'no variance in either arm', ...extra };
+  return { ...infer((b.mean - a.mean) / Math.abs(ca.mean), se, welchDf(a.variance / a.n, a.n, b.variance / b.n, b.n), options), ...extra };
 }

@@ -6,6 +6,9 @@ import { metricCatalog } from '../../../src/workbench/experiments/metrics.js';
 import { experimentResults, type ArmStats, type MetricSums } from '../../../src/workbench/experiments/results.js';
 import { Random } from '../../../src/workbench/random.js';
 import { correlatedSums } from '../../helpers/stats.js';
+import { normalCdf } from '../../../src/workbench/stats/distributions.js';
+import { bayesianSummary } from '../../../src/workbench/stats/ratio.js';
+import { sequential } from '../../../src/workbench/stats/sequential.js';
 import { moments, relativeLift, welch } from '../../../src/workbench/stats/two-sample.js';
 
 const metrics = metricCatalog();
@@ -56,6 +59,51 @@ describe('experiment results', () => {
     assert.equal(res.control, 'control');
     assert.equal(res.srm.mismatch, false);
     assert.ok(res.plan.usersPerArm! > 0);
+  });
+
+  it('test each metric one-sided when the experiment says so: the objective towards its goal, a guard-rail towards its bad direction (sequential too)', () => {
+    const r = new Random(31);
+    const c = sums(r, 3000, 10);
+    const b = sums(r, 3000, 10.3);
+    const [fc, fb] = [sums(r, 3000, 5), sums(r, 3000, 4.95)];
+    const data = stats([arm('control', 3000, c, fc), arm('b', 3000, b, fb)]);
+    const m = (s: MetricSums) => moments({ n: s.n, sum: s.sumY, sumSquares: s.sumY2 });
+    const twoSided = experimentResults(experiment(), metrics, data);
+    const oneSided = experimentResults(experiment({ analysis: { alternative: 'one-sided' } }), metrics, data);
+    const [objective, guardrail] = [oneSided.metrics[0]!.comparisons[0]!, oneSided.metrics[1]!.comparisons[0]!];
+    assert.deepEqual(objective.relative, relativeLift(m(c), m(b), { alternative: 'greater' }));
+    assert.deepEqual(objective.absolute, welch(m(c), m(b), { alternative: 'greater' }));
+    assert.equal(objective.sequential.ci![1], Number.POSITIVE_INFINITY);
+    const cupedRelative = objective.cuped!.relative;
+    assert.deepEqual(objective.sequential, sequential(cupedRelative, 6000, 0.05, 5000, 'greater'));
+    // feature_uses must not decrease: its one-sided test looks down.
+    assert.deepEqual(guardrail.relative, relativeLift(m(fc), m(fb), { alternative: 'less' }));
+    assert.equal(guardrail.sequential.ci![0], Number.NEGATIVE_INFINITY);
+    // Looking one way only, the p-value is half the two-sided one when the estimate is on that side.
+    const two = twoSided.metrics[0]!.comparisons[0]!.relative.pValue!;
+    assert.ok(objective.relative.estimate! > 0 && Math.abs(objective.relative.pValue! - two / 2) < 1e-12);
+    // An objective meant to go down looks down.
+    const down = experimentResults(experiment({ objectiveGoal: 'decrease', analysis: { alternative: 'one-sided' } }), metrics, data);
+    assert.equal(down.metrics[0]!.comparisons[0]!.sequential.ci![0], Number.NEGATIVE_INFINITY);
+    assert.match(decide(experiment({ analysis: { alternative: 'one-sided' } }), oneSided, 10).reason, /\+∞\]/);
+  });
+
+  it("read the chance to win with the experiment's prior when it sets one (conjugate normal), flat otherwise", () => {
+    const r = new Random(32);
+    const data = stats([arm('control', 400, sums(r, 400, 10), sums(r, 400, 5)), arm('b', 400, sums(r, 400, 10.3), sums(r, 400, 5))]);
+    const prior = { mean: 0, variance: 0.01 };
+    const flat = experimentResults(experiment(), metrics, data).metrics[0]!.comparisons[0]!;
+    const withPrior = experimentResults(experiment({ analysis: { prior } }), metrics, data).metrics[0]!.comparisons[0]!;
+    const basis = flat.cuped!.relative;
+    assert.equal(flat.chanceToWin, bayesianSummary(basis, 'higher').chanceToWin);
+    assert.equal(withPrior.chanceToWin, bayesianSummary(basis, 'higher', prior).chanceToWin);
+    // The posterior mean by hand: precision-weighted, the prior's mean 0 pulls the estimate in.
+    const w = 1 / basis.se! ** 2;
+    const mean = (w * basis.estimate!) / (w + 1 / prior.variance);
+    const sd = Math.sqrt(1 / (w + 1 / prior.variance));
+    assert.ok(Math.abs(withPrior.chanceToWin! - normalCdf(mean / sd)) < 1e-12);
+    assert.ok(withPrior.chanceToWin! < flat.chanceToWin!);
+    assert.throws(() => experiment({ analysis: { prior: { mean: 0, variance: 0 } } }), /variance/);
   });
 
   it('give no estimate and a reason for an arm without users, and flag the split', () => {
@@ -242,6 +290,22 @@ describe('guard-rails and decisions, issue 13', () => {
     assert.equal(d.action, 'ship');
     assert.match(d.reason, new RegExp(`decided at 300 of the ${res.plan.usersPerArm!.toLocaleString('en-US')} users per arm planned`));
     assert.match(d.reason, /larger than the MDE/);
+  });
+
+  it('a rollback before the planned users says why too', () => {
+    const r = new Random(26);
+    const e = experiment();
+    // feature_uses down 30% at 300 users per arm, the objective flat: the plan (for a 5% lift of logins) is far off.
+    const res = experimentResults(
+      e,
+      metrics,
+      stats([arm('control', 300, sums(r, 300, 10, 4), sums(r, 300, 5)), arm('b', 300, sums(r, 300, 10, 4), sums(r, 300, 3.5))]),
+    );
+    assert.ok(res.plan.usersPerArm! > 300, `${res.plan.usersPerArm}`);
+    const d = decide(e, res, 1);
+    assert.deepEqual([d.action, d.arm], ['rollback', 'b']);
+    assert.match(d.reason, new RegExp(`rolled back at 300 of the ${res.plan.usersPerArm!.toLocaleString('en-US')} users per arm planned`));
+    assert.match(d.reason, /as soon as it lies wholly past the tolerance/);
   });
 
   it('a paused arm (weight 0) counts in no degree of freedom of the sample-ratio check', () => {

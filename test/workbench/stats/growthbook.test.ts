@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { cupedDifference } from '../../../src/workbench/stats/cuped.js';
 import { sequential } from '../../../src/workbench/stats/sequential.js';
 import { moments, proportionMoments, relativeLift, welch, type Estimate, type Moments } from '../../../src/workbench/stats/two-sample.js';
 
@@ -11,7 +12,8 @@ import { moments, proportionMoments, relativeLift, welch, type Estimate, type Mo
  * also checked to 1e-9. The same two sets of sufficient statistics serve every case:
  *   SampleMeanStatistic(sum=1396.87, sum_squares=52377.9767, n=3407 or 3000),
  *   SampleMeanStatistic(sum=2422.7, sum_squares=134698.29, n=3461),
- * and ProportionStatistic(sum=14, n=28) / (16, 30), (1396, 3000) / (2422, 3461).
+ * and ProportionStatistic(sum=14, n=28) / (16, 30), (1396, 3000) / (2422, 3461); and the
+ * regression-adjusted (CUPED) case of TestSequentialTwoSidedTTest.
  */
 const round5 = (x: number) => Math.round(x * 1e5) / 1e5;
 const a3407 = moments({ n: 3407, sum: 1396.87, sumSquares: 52377.9767 });
@@ -68,6 +70,16 @@ describe("GrowthBook's published frequentist values (packages/stats/tests/freque
     assert.deepEqual({ expected: means.expected, ci: means.ci, stddev: means.stddev }, { expected: 0.50336, ci: [-0.55844, 1.56516], stddev: 0.33341 });
     const props = seq(proportionMoments({ n: 3000, conversions: 1396 }), proportionMoments({ n: 3461, conversions: 2422 }), 5000);
     assert.deepEqual(rounded(props), { expected: 0.50386, ci: [0.40098, 0.60675], stddev: 0.03386, pValue: 0 });
+  });
+
+  it('TestSequentialTwoSidedTTest.test_sequential_test_runs_ra: CUPED, theta from both arms joint sums, relative to the unadjusted control mean', () => {
+    // RegressionAdjustedStatistic(post=(1396.87, 52377.9767), pre=(16.87, 527.9767), post_pre_sum_of_products=1, n=3000; theta=None)
+    // against (2422.7, 134698.29), (22.7, 1348.29), 1, n=3461: gbstats computes theta from the arms joint sums (compute_theta).
+    const a = { n: 3000, sumY: 1396.87, sumY2: 52377.9767, sumX: 16.87, sumX2: 527.9767, sumXY: 1 };
+    const b = { n: 3461, sumY: 2422.7, sumY2: 134698.29, sumX: 22.7, sumX2: 1348.29, sumXY: 1 };
+    const adjusted = cupedDifference(a, b, { theta: 'joint', relative: true });
+    const seq = rounded(sequential(adjusted, 3000 + 3461, 0.05, 5000));
+    assert.deepEqual({ expected: seq.expected, ci: seq.ci, stddev: seq.stddev }, { expected: 0.50338, ci: [-0.50969, 1.51646], stddev: 0.33341 });
   });
 
   it('TestSequentialOneSided{Greater,Lesser}TTest: one-sided confidence sequences, relative and absolute', () => {
