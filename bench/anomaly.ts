@@ -3,8 +3,9 @@
  * seven NAB realKnownCause series (data/nab), scored by NAB's rules (bench/nab/scorer.ts, checked
  * against NAB's published per-file scores) under its three profiles, beside Numenta's HTM.
  *
- * - baseline: today's service detector (AnomalyDetector over the TimeSeriesStore: hourly sums,
- *   hour-of-week baseline), early window = max(15 min, the data's step);
+ * - baseline: the service's count detector before issue 16 (bench/nab/count-detector.ts:
+ *   AnomalyDetector over the TimeSeriesStore, hourly sums, hour-of-week baseline), early window =
+ *   max(15 min, the data's step);
  * - series: SeriesDetector with its defaults, one configuration for all seven series; the only
  *   per-series inputs are properties of the unlabelled data: the kind of metric (nyc_taxi sums
  *   passengers per interval; the others are gauges: temperatures, CPU, latency, key timings) and the
@@ -15,7 +16,7 @@
  * (55.5); its low-FP and low-FN figures here rescore its standard-threshold detections under those
  * profiles (NAB optimises one threshold per profile, which publishes no per-file detections).
  */
-import { AnomalyDetector } from '../src/serving/observability/anomaly.js';
+import { AnomalyDetector } from './nab/count-detector.js';
 import { SeriesDetector } from '../src/serving/observability/series-detector.js';
 import { MINUTE_MS, TimeSeriesStore } from '../src/serving/observability/timeseries.js';
 import { NAB_SERIES, loadNabSeries, loadPublishedDetections, type NabSeries } from './nab/data.js';

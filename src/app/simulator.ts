@@ -35,6 +35,41 @@ export const SimulationConfigSchema = z.object({
         .max(24 * 365),
     })
     .optional(),
+  /**
+   * Telemetry the app reports beside its users' behaviour, off unless given (histories without it
+   * are unchanged): each login carries the app's response time (`props.latency_ms`, log-normal around
+   * `latency_ms`), and after a login or a feature use a user buys add-on credits with probability
+   * `purchase_rate` (a `purchase` event, `props.amount` 5, 10 or 20). Drawn from streams of their
+   * own, so the users' behaviour is the same with it or without it.
+   */
+  telemetry: z
+    .object({
+      latency_ms: z.number().positive().default(120),
+      purchase_rate: z.number().min(0).max(1).default(0.5),
+    })
+    .optional(),
+  /** An injected revenue dip (needs telemetry): payments fail, only a share `factor` of the purchases goes through. */
+  revenue_dip: z
+    .object({
+      start: z.iso.datetime({ offset: true }),
+      hours: z
+        .number()
+        .positive()
+        .max(24 * 365),
+      factor: z.number().min(0).max(1),
+    })
+    .optional(),
+  /** An injected latency rise (needs telemetry): responses take `factor` times as long. */
+  latency_rise: z
+    .object({
+      start: z.iso.datetime({ offset: true }),
+      hours: z
+        .number()
+        .positive()
+        .max(24 * 365),
+      factor: z.number().positive(),
+    })
+    .optional(),
 });
 export type SimulationConfig = z.infer<typeof SimulationConfigSchema>;
 export const DEFAULT_SIMULATION: SimulationConfig = SimulationConfigSchema.parse({});
@@ -120,6 +155,8 @@ interface SimUser {
   churned: boolean;
   /** Experiment key -> the effect the user got at exposure (undefined: exposed, no effect). */
   exposed: Map<string, TreatmentEffect | undefined>;
+  /** The telemetry's own stream (config.telemetry), apart from the behaviour's. */
+  telemetry?: Random;
 }
 
 /** How an exposed user's behaviour changes: shifts of log-odds, added to the user's own. */
@@ -243,6 +280,7 @@ export class AppSimulator {
       signupDay,
       churned: false,
       exposed: new Map(),
+      ...(this.config.telemetry ? { telemetry: new Random(this.config.seed, index, 0x7e1e) } : {}),
     };
   }
 
@@ -268,6 +306,26 @@ export class AppSimulator {
       total.upgradeLogOdds += effect.upgradeLogOdds ?? 0;
     }
     return total;
+  }
+
+  /** A login with its response time (config.telemetry), with the injected latency rise. */
+  private emitLogin(rng: Random, at: number, device: string, emit: (atMs: number, event: string, props: Record<string, unknown>) => void): void {
+    const rise = during(this.config.latency_rise, at) ? this.config.latency_rise!.factor : 1;
+    emit(at, 'login', { device, latency_ms: Math.round(this.config.telemetry!.latency_ms * Math.exp(0.3 * rng.normal()) * rise) });
+    this.maybePurchase(rng, at, emit);
+  }
+
+  /** Perhaps a purchase a few minutes after `at` (config.telemetry), with the injected revenue dip. */
+  private maybePurchase(rng: Random, at: number, emit: (atMs: number, event: string, props: Record<string, unknown>) => void): void {
+    if (!rng.bernoulli(this.config.telemetry!.purchase_rate)) return;
+    const when = at + 60_000 + rng.int(10 * 60_000);
+    const amount = rng.weighted([
+      [5, 0.4],
+      [10, 0.4],
+      [20, 0.2],
+    ]);
+    const fails = during(this.config.revenue_dip, when) && !rng.bernoulli(this.config.revenue_dip!.factor);
+    if (!fails) emit(when, 'purchase', { amount });
   }
 
   private simulateUserDay(u: SimUser, day: number, out: Event[]): void {
@@ -320,7 +378,8 @@ export class AppSimulator {
       loggedIn = !rng.bernoulli(1 - p1 / p0);
     }
     if (loggedIn) {
-      emit(at, 'login', { device: user.device });
+      if (u.telemetry) this.emitLogin(u.telemetry, at, user.device, emit);
+      else emit(at, 'login', { device: user.device });
       this.expose(u, day);
       const effect = this.effectOf(u);
       let upgradeLogOdds = UPGRADE_BASE_LOG_ODDS + UPGRADE_ENGAGEMENT * truth.engagement + (effect.upgradeLogOdds ?? 0);
@@ -328,6 +387,7 @@ export class AppSimulator {
         if (!rng.bernoulli(truth.usage[f])) continue;
         at += 30_000 + rng.int(15 * 60_000);
         emit(at, 'feature_used', { feature: f, duration_s: 10 + rng.int(600) });
+        if (u.telemetry) this.maybePurchase(u.telemetry, at, emit);
         upgradeLogOdds += FEATURE_TRUTH[f].upgrade_log_odds;
       }
       if (user.tier === 'free' && rng.bernoulli(sigmoid(upgradeLogOdds))) {
@@ -402,6 +462,11 @@ export async function* streamSimulation(
       yield options.clock === 'wall' ? { ...e, time: new Date().toISOString() } : e;
     }
   }
+}
+
+/** Whether `ms` falls in an injected incident. */
+function during(incident: { start: string; hours: number } | undefined, ms: number): boolean {
+  return incident !== undefined && ms >= Date.parse(incident.start) && ms < Date.parse(incident.start) + incident.hours * 3_600_000;
 }
 
 /** A time of day for a session: mostly working hours, some evenings, few nights. */

@@ -6,6 +6,8 @@ import { parseSchedule } from '../serving/jobs/scheduler.js';
 import { parsePrecompute } from '../serving/models/precompute.js';
 import { LEVELS, searchLogs, type LevelName } from '../serving/observability/log-search.js';
 import { createLogger } from '../serving/observability/logger.js';
+import { loadAnomalySettings, resolveMetrics, type MonitorSettings } from '../serving/observability/monitor-settings.js';
+import type { SeriesOverrides } from '../serving/observability/series-detector.js';
 import { startService } from '../serving/service.js';
 import { dataDir, oltpUrl } from '../workbench/config.js';
 import { InputError } from '../workbench/errors.js';
@@ -40,6 +42,21 @@ export function registerServe(program: Command): void {
     .option('--event-names <names>', 'accept only these event names, comma-separated (env WB_EVENT_NAMES; default: any)', process.env.WB_EVENT_NAMES)
     .option('--alert-webhook <url>', 'POST each anomaly alert as JSON to this URL (env WB_ALERT_WEBHOOK)', process.env.WB_ALERT_WEBHOOK)
     .option(
+      '--anomaly-settings <file>',
+      'JSON file of the metrics watched for anomalies and their detector settings (env WB_ANOMALY_SETTINGS; README: Observability)',
+      process.env.WB_ANOMALY_SETTINGS,
+    )
+    .option(
+      '--anomaly-step <minutes>',
+      'interval the anomaly detectors judge, for every metric; must divide a day (env WB_ANOMALY_STEP_MINUTES; default 15)',
+      process.env.WB_ANOMALY_STEP_MINUTES,
+    )
+    .option(
+      '--anomaly-time-zone <zone>',
+      "IANA time zone of the metrics' daily and weekly seasons, e.g. Europe/London (env WB_ANOMALY_TIME_ZONE; default UTC)",
+      process.env.WB_ANOMALY_TIME_ZONE,
+    )
+    .option(
       '--drain-seconds <s>',
       'on stop, how long requests in flight may finish before their connections are closed (env WB_DRAIN_SECONDS)',
       secondsOption('--drain-seconds'),
@@ -67,6 +84,9 @@ export function registerServe(program: Command): void {
         oltp?: string;
         eventNames?: string;
         alertWebhook?: string;
+        anomalySettings?: string;
+        anomalyStep?: string;
+        anomalyTimeZone?: string;
         drainSeconds?: number;
         headersTimeoutSeconds?: number;
         requestTimeoutSeconds?: number;
@@ -94,6 +114,7 @@ export function registerServe(program: Command): void {
           precompute: parsePrecompute(flags.precompute),
           ingest: eventNames ? { eventNames } : {},
           alertWebhook: flags.alertWebhook,
+          anomaly: anomalySettings(flags),
           drainMs: (flags.drainSeconds ?? seconds('WB_DRAIN_SECONDS', 10)) * 1000,
           timeouts: {
             headersMs: (flags.headersTimeoutSeconds ?? seconds('WB_HEADERS_TIMEOUT_SECONDS', 10)) * 1000,
@@ -184,6 +205,21 @@ export function registerLogs(program: Command): void {
       }
       console.error(`${records.length} records from ${files} log files${unreadable ? ` (${unreadable} lines were not JSON and were skipped)` : ''}`);
     });
+}
+
+/** The anomaly settings file and the CLI's overrides, checked before the service starts. */
+function anomalySettings(flags: { anomalySettings?: string; anomalyStep?: string; anomalyTimeZone?: string }): MonitorSettings {
+  const overrides: SeriesOverrides = {};
+  if (flags.anomalyStep !== undefined) {
+    const minutes = Number(flags.anomalyStep);
+    if (!(Number.isFinite(minutes) && minutes > 0))
+      throw new InputError(`--anomaly-step must be a number of minutes, got ${JSON.stringify(flags.anomalyStep)}`);
+    overrides.stepMs = Math.round(minutes * 60_000);
+  }
+  if (flags.anomalyTimeZone !== undefined) overrides.timeZone = flags.anomalyTimeZone;
+  const settings: MonitorSettings = { file: flags.anomalySettings ? loadAnomalySettings(flags.anomalySettings) : undefined, overrides };
+  resolveMetrics(settings); // an invalid step or zone is an InputError now, not a failed start later
+  return settings;
 }
 
 /** A non-negative number of seconds (fractions allowed). */

@@ -8,7 +8,7 @@ import { httpLimits, httpServer } from './http/server.js';
 import { reportLogRecovery } from './pipeline/recovery-report.js';
 import { KeyStore } from './auth/keys.js';
 import { AlertSink } from './observability/alerts.js';
-import type { AnomalyOptions } from './observability/anomaly.js';
+import type { MonitorSettings } from './observability/monitor-settings.js';
 import type { Logger } from './observability/logger.js';
 import { labelVocabulary } from './observability/label-vocabulary.js';
 import { Metrics } from './observability/metrics.js';
@@ -66,7 +66,8 @@ export interface ServiceConfig {
   decideEveryMs?: number;
   /** URL that receives each alert as a JSON POST. */
   alertWebhook?: string;
-  anomaly?: AnomalyOptions;
+  /** The metrics watched for anomalies and their detector settings (a settings file and the CLI's overrides). */
+  anomaly?: MonitorSettings;
   /** How served features are compared with each model's training distribution (window, thresholds). */
   drift?: DriftOptions;
   /** How long stop() lets requests in flight finish before it closes the connections left (ms); default 10000. */
@@ -151,7 +152,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     onDropped: (events) => metrics.droppedCohortEvents.inc(events),
   });
   const archiver = await Archiver.open(lakeDirOf(config.dataDir));
-  const monitor = new Monitor(metrics, alerts, () => log.next(), { anomaly: config.anomaly });
+  const monitor = new Monitor(metrics, alerts, () => log.next(), { anomaly: config.anomaly, clock: () => clock.now() });
   const onError = (err: unknown, consumer: string) => logger.error({ err, consumer }, 'consumer failed; retrying the batch');
   // A record a consumer keeps failing on is set aside there, and the consumer goes on.
   const deadLetterStore = await openDeadLetterStore(config.dataDir, config.eventLog, { warn: (message) => logger.warn(message) });

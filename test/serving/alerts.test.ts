@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { describe, it } from 'node:test';
 import { AppSimulator, type SimulationConfig } from '../../src/app/simulator.js';
-import type { Alert } from '../../src/serving/observability/anomaly.js';
+import type { AnomalyAlert as Alert, Incident } from '../../src/serving/observability/alerts.js';
 import type { Event } from '../../src/workbench/event.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 
@@ -49,7 +49,7 @@ describe('anomaly alerts on a replayed simulation', { timeout: 300_000 }, () => 
       await caughtUp(t);
       const alerts = (await (await t.call('/v1/alerts', { key: t.keys.read })).json()) as { alerts: Alert[] };
       assert.deepEqual(
-        alerts.alerts.map((a) => `${a.series} ${a.direction} ${a.windowStart} ${a.observed}/${Math.round(a.expected)}`),
+        alerts.alerts.map((a) => `${a.series} ${a.pattern} ${a.direction} ${a.windowStart} ${a.observed}/${Math.round(a.expected)} z ${a.score.toFixed(1)}`),
         [],
         `${sent} events replayed`,
       );
@@ -59,12 +59,12 @@ describe('anomaly alerts on a replayed simulation', { timeout: 300_000 }, () => 
   });
 
   it('alerts on exactly the series of an outage in one country, within the stated delay, and calls the webhook', async () => {
-    const received: Alert[] = [];
+    const received: { alert?: Alert; incident?: Incident }[] = [];
     const hook = createServer((req, res) => {
       let body = '';
       req.on('data', (d) => (body += d));
       req.on('end', () => {
-        received.push((JSON.parse(body) as { alert: Alert }).alert);
+        received.push(JSON.parse(body) as { alert?: Alert; incident?: Incident });
         res.end('ok');
       });
     });
@@ -74,7 +74,7 @@ describe('anomaly alerts on a replayed simulation', { timeout: 300_000 }, () => 
     try {
       await replay(t, { ...BASE, outage: { country: 'GB', start: OUTAGE_START, hours: 3 } });
       await caughtUp(t);
-      const { alerts } = (await (await t.call('/v1/alerts', { key: t.keys.read })).json()) as { alerts: Alert[] };
+      const { alerts, incidents } = (await (await t.call('/v1/alerts', { key: t.keys.read })).json()) as { alerts: Alert[]; incidents: Incident[] };
       assert.ok(alerts.length > 0, 'the outage was detected');
       const series = [...new Set(alerts.map((a) => a.series))];
       // GB's events stop altogether, so every event-by-country series of GB with enough traffic
@@ -88,8 +88,30 @@ describe('anomaly alerts on a replayed simulation', { timeout: 300_000 }, () => 
       const delay = first - Date.parse(OUTAGE_START);
       assert.ok(delay >= 0 && delay <= STATED_DELAY_MS, `first alert ${delay / 60_000} minutes after the outage began (stated: at most 90)`);
       assert.ok(Date.parse(alerts.at(-1)!.windowStart) < Date.parse(OUTAGE_START) + 3 * HOUR);
+      // One incident per alert: it spans the outage (its intervals off reach past the first two hours;
+      // the level-shift test, a median over 6 intervals, stays off for a while after), its peak
+      // inside it, resolved within hours of its end.
+      assert.deepEqual(incidents.map((i) => i.id).sort(), alerts.map((a) => a.incident).sort());
+      const outage = Date.parse(OUTAGE_START);
+      for (const i of incidents) {
+        assert.ok(i.resolved && Date.parse(i.resolvedAt!) < outage + 3 * HOUR + 8 * HOUR, JSON.stringify(i));
+        assert.ok(Date.parse(i.peak.at) >= outage && Date.parse(i.peak.at) < outage + 3 * HOUR, JSON.stringify(i));
+        assert.ok(Date.parse(i.end) >= outage + 2 * HOUR && i.intervals >= 8, JSON.stringify(i));
+      }
       await new Promise((r) => setTimeout(r, 500));
-      assert.equal(received.length, alerts.length, 'the webhook received every alert');
+      assert.equal(received.filter((b) => b.alert).length, alerts.length, 'the webhook received every alert');
+      assert.ok(
+        received.filter((b) => b.alert).every((b) => b.incident?.id === b.alert!.incident),
+        'each with the incident it opened',
+      );
+      assert.deepEqual(
+        received
+          .filter((b) => !b.alert)
+          .map((b) => b.incident!.id)
+          .sort(),
+        incidents.map((i) => i.id).sort(),
+        'and each incident once more when it was resolved',
+      );
       console.log(`# outage detected ${delay / 60_000} minutes after it began; ${alerts.length} alerts on ${series.join(', ')}`);
     } finally {
       await t.stop();

@@ -130,6 +130,7 @@ async function snapshot(sources: DashboardSources) {
     perMinute: byDimension,
     perEvent,
     alerts: sources.alerts.list().slice(0, 20),
+    incidents: sources.alerts.incidents().slice(0, 20),
     consumers: await sources.lag(),
     models: await sources.models(),
     experiments: sources.experiments(),

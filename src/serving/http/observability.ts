@@ -25,16 +25,17 @@ export function observabilityRoutes(metrics: Metrics, alerts: AlertSink, beforeS
       method: 'get',
       path: '/v1/alerts',
       summary:
-        'Alerts, newest first: anomalies (a metric series far from its seasonal baseline), experiment decisions, event log recoveries and dead letters (each with its kind).',
+        'Alerts, newest first: anomalies (a metric series far from its expected value: counts, sums, gauges), experiment decisions, event log recoveries and dead letters (each with its kind); and the incidents anomalies opened (open ones and those detected since `since`), each grouping the intervals of one episode with its start, peak, end and whether it is resolved.',
       scope: 'read',
       query: AlertQuery,
       responses: {
-        200: '{ alerts: [{ series, labels, direction, observed, expected, threshold, windowStart, windowEnd, detectedAt }] }',
+        200: '{ alerts: [{ series, labels, metric, direction, pattern, observed, expected, score, threshold, windowStart, windowEnd, detectedAt, incident }], incidents: [{ id, series, labels, metric, direction, start, detectedAt, peak: { at, observed, expected, score }, end, intervals, resolved, resolvedAt, alert }] }',
         400: 'a bad query parameter',
       },
       handler: (req, res) => {
         const { since } = parseQuery(AlertQuery, req.query);
-        res.json({ alerts: alerts.list(since ? Date.parse(since) : undefined) });
+        const from = since ? Date.parse(since) : undefined;
+        res.json({ alerts: alerts.list(from), incidents: alerts.incidents(from) });
       },
     },
   ];

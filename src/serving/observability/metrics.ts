@@ -8,7 +8,8 @@ import { labelVocabulary, type VocabularyLabel } from './label-vocabulary.js';
  * project (label-vocabulary.ts) or are counted under `other`; and each label keeps at most
  * `MAX_VALUES` distinct values, later ones counted under `other`.
  */
-export type LabelName = 'event' | 'country' | 'device' | 'tier' | 'method' | 'route' | 'status' | 'consumer' | 'kind' | 'model' | 'version' | 'feature';
+export type LabelName =
+  'event' | 'country' | 'device' | 'tier' | 'method' | 'route' | 'status' | 'consumer' | 'kind' | 'model' | 'version' | 'feature' | 'outcome';
 
 const MAX_VALUES = 200;
 
@@ -80,6 +81,19 @@ export class Metrics {
     name: 'wb_alerts_total',
     help: 'Anomaly alerts raised',
     labelNames: ['kind'] satisfies LabelName[],
+    registers: [this.registry],
+  });
+  // The anomaly detectors' inputs, so that nothing is absorbed silently (monitor.ts); `outcome` takes
+  // the detector's five verdicts only.
+  readonly anomalyPoints = new Counter({
+    name: 'wb_anomaly_points_total',
+    help: 'Points of the monitored metrics by outcome: accepted (first of its interval), merged (into an interval that had one), refused as late (interval already judged), non_finite (NaN, an infinity, a prop that is not a number) or future (stamped far ahead of the clock)',
+    labelNames: ['outcome'] satisfies LabelName[],
+    registers: [this.registry],
+  });
+  readonly anomalyUnknownIntervals = new Counter({
+    name: 'wb_anomaly_unknown_intervals_total',
+    help: 'Intervals of a monitored series without a value that could not be taken as zero (a gauge measured nothing, a DST change skipped them): unknown, never judged',
     registers: [this.registry],
   });
   readonly deadLetters = new Counter({

@@ -17,14 +17,27 @@
  * intervals, from unlabelled history alone; the mean, not the MAD, so that a level baseline that
  * misses every daily edge by far loses to the day baseline):
  * - level: the median of the last `levelIntervals` known values (a gauge without seasons);
- * - day: the median of the same local time on the previous 7 days;
+ * - day: the median of the same local time on the previous 7 days of the same kind (weekdays with
+ *   weekdays, Saturdays and Sundays together, within 14 days: before the week baseline has weeks to
+ *   learn from, a Saturday compared with Fridays would look like a drop);
  * - week: the median of the same local time of week in the previous `seasonWeeks` weeks.
- * Medians, so that one past anomaly does not move the baseline.
+ * Medians, so that one past anomaly does not move the baseline. A baseline is trusted once it has
+ * `minIntervals` residuals; while one that fits better is still learning (it has a quarter of them),
+ * or cannot judge this interval (the day baseline on the first weekend), nothing is judged: in a
+ * seasonal series' first days only the level is trusted, and every morning would look like a jump.
  *
  * Spread: sigma = 1.4826 * MAD of those residuals (the standard deviation of normal data, which a
  * few outliers do not inflate), or 1.2533 * their mean absolute deviation when more than half are
- * equal (a sparse series whose MAD is 0); for a count, at least sqrt(expected) (independent events
- * vary at least like a Poisson variable). z = (observed - expected) / sigma.
+ * equal (a sparse series whose MAD is 0). z = (observed - expected) / sigma. One spread is pooled
+ * over all the hours of the day, so each kind is judged on a scale where a quiet night and a busy
+ * noon vary alike (alerts report values on the series' own scale):
+ * - a count on Anscombe's 2 sqrt(count + 3/8), where a Poisson count has a variance of 1 at any
+ *   mean; its sigma is at least 1 (independent events vary at least like a Poisson variable), and a
+ *   drop from 40 to 0 is z = -11.6 where (0 - 40) / sqrt(40) says -6.3;
+ * - a sum on sign(y) sqrt(|y|): the total of a random number of purchases has a variance
+ *   proportional to its mean too;
+ * - a gauge as it is, its residuals weighted by sqrt(n) for an interval of n values (a mean of n
+ *   response times varies like 1 / sqrt(n)); NAB's gauges have one value an interval.
  *
  * Rule, per judged interval:
  *   spike or drop  when |z| > max(k, q_point)                      defaults: k = 6
@@ -45,40 +58,82 @@
  */
 import { z } from 'zod';
 
+const DAY_MS = 86_400_000;
+
 export type SeriesKind = 'count' | 'sum' | 'gauge';
 
-/** Per-metric settings (a settings file is validated with `SeriesSettingsSchema`). */
-export const SeriesSettingsSchema = z
+/** An IANA time zone name that this Node.js knows (Intl throws a RangeError for any other). */
+const TimeZone = z.string().refine((zone) => {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}, 'an IANA time zone, e.g. Europe/London');
+
+/**
+ * Settings that a settings file or the CLI may give for one metric or for all (no defaults here, so
+ * that layers merge: built-in defaults, then a file's defaults, then the metric's own, then the CLI).
+ */
+export const SeriesOverridesSchema = z
   .object({
-    kind: z.enum(['count', 'sum', 'gauge']),
     /** Native resolution, ms; must divide one day. */
     stepMs: z
       .number()
       .int()
       .positive()
-      .refine((s) => 86_400_000 % s === 0, 'stepMs must divide one day'),
+      .refine((s) => DAY_MS % s === 0, 'stepMs must divide one day')
+      .optional(),
     /** IANA time zone of the seasons (days and weeks). Default UTC. */
-    timeZone: z.string().default('UTC'),
-    k: z.number().positive().default(6),
-    shiftK: z.number().positive().default(4),
-    shiftIntervals: z.number().int().min(1).default(6),
-    levelIntervals: z.number().int().min(1).default(12),
-    seasonWeeks: z.number().int().min(2).default(4),
-    scaleIntervals: z.number().int().min(10).default(2000),
+    timeZone: TimeZone.optional(),
+    k: z.number().positive().optional(),
+    shiftK: z.number().positive().optional(),
+    shiftIntervals: z.number().int().min(1).optional(),
+    levelIntervals: z.number().int().min(1).optional(),
+    seasonWeeks: z.number().int().min(2).optional(),
+    scaleIntervals: z.number().int().min(10).optional(),
     /** Judged intervals needed before a baseline's spread is trusted. */
-    minIntervals: z.number().int().min(10).default(200),
-    alertsPerDay: z.number().positive().default(1),
-    budgetMs: z
-      .number()
-      .positive()
-      .default(14 * 86_400_000),
-    quietIntervals: z.number().int().min(1).default(12),
+    minIntervals: z.number().int().min(10).optional(),
+    alertsPerDay: z.number().positive().optional(),
+    budgetMs: z.number().positive().optional(),
+    quietIntervals: z.number().int().min(1).optional(),
     /** Values stamped later than the clock plus this are refused (only with a clock). Default 1 hour. */
-    maxAheadMs: z.number().positive().default(3_600_000),
+    maxAheadMs: z.number().positive().optional(),
   })
   .strict();
+export type SeriesOverrides = z.infer<typeof SeriesOverridesSchema>;
+
+/** Per-metric settings: a kind and a step, the rest defaulting to `SERIES_DEFAULTS`. */
+export const SeriesSettingsSchema = SeriesOverridesSchema.extend({
+  kind: z.enum(['count', 'sum', 'gauge']),
+  stepMs: SeriesOverridesSchema.shape.stepMs.unwrap(),
+}).strict();
 export type SeriesSettings = z.input<typeof SeriesSettingsSchema>;
-type Resolved = z.output<typeof SeriesSettingsSchema>;
+type Resolved = Required<z.output<typeof SeriesSettingsSchema>>;
+
+/** The defaults of every setting but the kind and the step. */
+export const SERIES_DEFAULTS: Readonly<Required<Omit<SeriesOverrides, 'stepMs'>>> = {
+  timeZone: 'UTC',
+  k: 6,
+  shiftK: 4,
+  shiftIntervals: 6,
+  levelIntervals: 12,
+  seasonWeeks: 4,
+  scaleIntervals: 2000,
+  minIntervals: 200,
+  alertsPerDay: 1,
+  budgetMs: 14 * 86_400_000,
+  quietIntervals: 12,
+  maxAheadMs: 3_600_000,
+};
+
+/** `layers` merged left to right, settings left undefined in a layer keeping the earlier value. */
+export function mergeSettings<T extends object>(...layers: (Partial<T> | undefined)[]): Partial<T> {
+  const out: Partial<T> = {};
+  for (const layer of layers) for (const [k, v] of Object.entries(layer ?? {})) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  return out;
+}
 
 export type Baseline = 'level' | 'day' | 'week';
 
@@ -91,7 +146,7 @@ export interface SeriesAlert {
   intervalEnd: number;
   observed: number;
   expected: number;
-  /** Robust standard deviation of the residuals, in the series' units. */
+  /** Robust standard deviation of the residuals on the scale judged (a count's Anscombe scale, a sum's square root, a gauge's units for one value). */
   sigma: number;
   /** The statistic that crossed its threshold (z of the interval, or the median z of the last intervals) and the threshold. */
   score: number;
@@ -114,9 +169,22 @@ export interface InputCounts {
   unknownIntervals: number;
 }
 
+/** One anomaly from its first alert until `quietIntervals` ordinary intervals in a row: one incident. */
+export interface Episode {
+  /** The alert that opened it. */
+  alert: SeriesAlert;
+  /** The interval farthest from its expected value (largest |z|) so far. */
+  peak: { intervalStart: number; observed: number; expected: number; score: number };
+  /** End of the last interval that was off (|z| > 3) so far (UTC ms). */
+  lastAnomalousEnd: number;
+  /** Intervals off so far. */
+  intervals: number;
+  /** End of the interval that closed it (UTC ms); undefined while it is open. */
+  closedAt?: number;
+}
+
 export type InputVerdict = 'accepted' | 'merged' | 'late' | 'nonFinite' | 'future';
 
-const DAY_MS = 86_400_000;
 const WEEK_MS = 7 * DAY_MS;
 const HOUR_MS = 3_600_000;
 
@@ -145,13 +213,14 @@ export class SeriesDetector {
   private qShift: number;
   private sinceRecompute = Infinity;
   private readonly perHour: number;
-  private episode: { quiet: number } | undefined;
+  private episode: (Episode & { quiet: number }) | undefined;
+  private readonly ended: Episode[] = [];
 
   constructor(
     settings: SeriesSettings,
     private readonly clock?: () => number,
   ) {
-    this.settings = SeriesSettingsSchema.parse(settings);
+    this.settings = { ...SERIES_DEFAULTS, ...mergeSettings<Resolved>(SeriesSettingsSchema.parse(settings)) } as Resolved;
     const s = this.settings;
     this.offset = zoneOffset(s.timeZone);
     this.perDay = DAY_MS / s.stepMs;
@@ -216,6 +285,16 @@ export class SeriesDetector {
     return this.episode !== undefined;
   }
 
+  /** The episode in progress (updated in place as intervals are judged), if any. */
+  get openEpisode(): Episode | undefined {
+    return this.episode;
+  }
+
+  /** The episodes that closed since the last call. */
+  takeEnded(): Episode[] {
+    return this.ended.splice(0);
+  }
+
   private refuse(reason: Exclude<InputVerdict, 'accepted' | 'merged'>): InputVerdict {
     this.counts[reason]++;
     return reason;
@@ -228,7 +307,7 @@ export class SeriesDetector {
     const value = this.settings.kind === 'gauge' ? this.openSum / this.openN : this.openSum;
     this.openSlot = undefined;
     this.gapTo(slot);
-    const a = this.judge(slot, value);
+    const a = this.judge(slot, value, this.openN);
     if (a) out.push(a);
     if (last > slot && this.settings.kind !== 'gauge') out.push(...this.fillThrough(last));
     return out;
@@ -268,13 +347,25 @@ export class SeriesDetector {
       for (let i = 1; i <= L; i++) pushKnown(xs, this.value(slot - i));
       return xs.length >= Math.ceil(L / 2) ? median(xs) : undefined;
     }
-    const [period, n] = b === 'day' ? [this.perDay, 7] : [this.perWeek, this.settings.seasonWeeks];
-    for (let i = 1; i <= n; i++) pushKnown(xs, this.value(slot - i * period));
+    if (b === 'day') {
+      // Weekdays with weekdays, Saturdays and Sundays together: before the week baseline has weeks
+      // to learn from, a Saturday compared with Fridays looks like a drop.
+      const weekend = isWeekend(slot, this.perDay);
+      for (let i = 1; i <= 14 && xs.length < 7; i++)
+        if (isWeekend(slot - i * this.perDay, this.perDay) === weekend) pushKnown(xs, this.value(slot - i * this.perDay));
+      return xs.length >= 2 ? median(xs) : undefined;
+    }
+    for (let i = 1; i <= this.settings.seasonWeeks; i++) pushKnown(xs, this.value(slot - i * this.perWeek));
     return xs.length >= 2 ? median(xs) : undefined;
   }
 
-  private judge(slot: number, observed: number): SeriesAlert | undefined {
+  /** Judges `value` (`n` values' mean for a gauge). */
+  private judge(slot: number, value: number, n = 1): SeriesAlert | undefined {
     const s = this.settings;
+    const observed = this.scale(value);
+    // A gauge's mean of n values varies like 1 / sqrt(n): residuals are weighted by sqrt(n), so a
+    // night of 3 response times and a noon of 300 share one spread (NAB's gauges have one value an interval).
+    const weight = s.kind === 'gauge' ? Math.sqrt(n) : 1;
     const t = slot * s.stepMs - this.offset(slot * s.stepMs); // UTC start, near enough across a DST change
     const recompute = this.sinceRecompute >= this.perHour;
     if (recompute) {
@@ -284,10 +375,17 @@ export class SeriesDetector {
     this.sinceRecompute++;
 
     let best: { b: Baseline; sigma: number; expected: number; fit: number } | undefined;
+    /** The best fit of a baseline still learning (fewer than `minIntervals` residuals, more than a quarter of them). */
+    let learning = Infinity;
     for (const b of ['level', 'day', 'week'] as const) {
       const e = this.expected(b, slot);
-      if (e === undefined) continue;
       const rs = this.residuals[b];
+      if (e === undefined) {
+        // A baseline that fits better but cannot judge this interval (the day baseline on the
+        // first weekend) holds judgement too.
+        if (this.fits[b] !== undefined) learning = Math.min(learning, this.fits[b]);
+        continue;
+      }
       if (rs.length >= Math.min(s.scaleIntervals, s.minIntervals)) {
         if (recompute || this.sigmas[b] === undefined) {
           const recent = rs.slice(-s.scaleIntervals);
@@ -296,16 +394,23 @@ export class SeriesDetector {
         }
         const sigma = this.sigmas[b]!;
         if (!best || this.fits[b]! < best.fit) best = { b, sigma, expected: e, fit: this.fits[b]! };
+      } else if (rs.length >= s.minIntervals / 4) {
+        if (recompute || this.fits[b] === undefined) this.fits[b] = rs.reduce((a, r) => a + Math.abs(r), 0) / rs.length;
+        learning = Math.min(learning, this.fits[b]!);
       }
-      rs.push(observed - e);
+      rs.push((observed - e) * weight);
       if (rs.length > 2 * s.scaleIntervals) rs.splice(0, rs.length - s.scaleIntervals);
     }
     this.judged = slot;
     this.history[mod(slot, this.history.length)] = observed;
-    if (!best) return undefined;
+    // While a baseline that already fits better is still learning (the day baseline in a seasonal
+    // series' first days, when only the recent level is trusted and every morning looks like a
+    // jump), nothing is judged: the trusted one would mistake the season for anomalies.
+    if (!best || learning < best.fit) return undefined;
 
-    const sigma = s.kind === 'count' ? Math.max(best.sigma, Math.sqrt(Math.max(best.expected, 1))) : best.sigma;
-    const z = sigma > 0 ? (observed - best.expected) / sigma : 0;
+    // On the Anscombe scale a Poisson count has a standard deviation of 1: no count varies less.
+    const sigma = s.kind === 'count' ? Math.max(best.sigma, 1) : best.sigma;
+    const z = sigma > 0 ? ((observed - best.expected) * weight) / sigma : 0;
     this.recentZ.push(z);
     if (this.recentZ.length > s.shiftIntervals) this.recentZ.shift();
     const shift = this.recentZ.length === s.shiftIntervals ? median(this.recentZ) : 0;
@@ -315,26 +420,61 @@ export class SeriesDetector {
 
     const point = Math.abs(z) > this.qPoint;
     const held = Math.abs(shift) > this.qShift;
-    if (this.episode) {
-      if (point || held || Math.abs(z) > 3) this.episode.quiet = 0;
-      else if (++this.episode.quiet >= s.quietIntervals) this.episode = undefined;
+    const ep = this.episode;
+    if (ep) {
+      if (point || held || Math.abs(z) > 3) {
+        ep.quiet = 0;
+        ep.intervals++;
+        ep.lastAnomalousEnd = t + s.stepMs;
+        if (Math.abs(z) > Math.abs(ep.peak.score)) ep.peak = { intervalStart: t, observed: value, expected: this.unscale(best.expected), score: z };
+      } else if (++ep.quiet >= s.quietIntervals) {
+        ep.closedAt = t + s.stepMs;
+        const { quiet: _quiet, ...episode } = ep;
+        this.ended.push(episode);
+        this.episode = undefined;
+      }
       return undefined;
     }
     if (!point && !held) return undefined;
-    this.episode = { quiet: 0 };
     const [score, threshold] = point ? [z, this.qPoint] : [shift, this.qShift];
-    return {
+    const alert: SeriesAlert = {
       direction: score < 0 ? 'drop' : 'spike',
       pattern: point ? 'point' : 'shift',
       intervalStart: t,
       intervalEnd: t + s.stepMs,
-      observed,
-      expected: best.expected,
+      observed: value,
+      expected: this.unscale(best.expected),
       sigma,
       score,
       threshold,
       baseline: best.b,
     };
+    this.episode = {
+      alert,
+      peak: { intervalStart: t, observed: value, expected: alert.expected, score: z },
+      lastAnomalousEnd: t + s.stepMs,
+      intervals: 1,
+      quiet: 0,
+    };
+    return alert;
+  }
+
+  /**
+   * The scale intervals are judged on: a count's is Anscombe's 2 sqrt(y + 3/8), on which Poisson
+   * counts have a variance of 1 whatever their mean (a night's 3 events and a noon's 300 share one
+   * spread, and a drop to 0 from 40 is as far as it is rare: z = -11.6, where (0 - 40) / sqrt(40)
+   * says -6.3); sums and gauges are judged as they are.
+   */
+  private scale(y: number): number {
+    if (this.settings.kind === 'count') return 2 * Math.sqrt(Math.max(y, 0) + 0.375);
+    if (this.settings.kind === 'sum') return Math.sign(y) * Math.sqrt(Math.abs(y));
+    return y;
+  }
+
+  private unscale(v: number): number {
+    if (this.settings.kind === 'count') return Math.max(0, (v / 2) ** 2 - 0.375);
+    if (this.settings.kind === 'sum') return Math.sign(v) * v * v;
+    return v;
   }
 
   /** The alert budget: the d-th largest |z| (and |shift|) over the last d days of judged intervals. */
@@ -349,6 +489,12 @@ export class SeriesDetector {
     this.qPoint = Math.max(s.k, kthLargest(b.point, allowed));
     this.qShift = Math.max(s.shiftK, kthLargest(b.shift, allowed));
   }
+}
+
+/** Whether a local-time slot falls on a Saturday or a Sunday (day 0 of the epoch, 1970-01-01, was a Thursday). */
+function isWeekend(slot: number, perDay: number): boolean {
+  const dow = mod(Math.floor(slot / perDay) + 4, 7);
+  return dow === 0 || dow === 6;
 }
 
 function pushKnown(xs: number[], v: number): void {

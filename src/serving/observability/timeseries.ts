@@ -1,6 +1,15 @@
 /**
- * A small embedded time-series store for low-cardinality counters (events per minute by
- * `{event, country}`), with memory bounded per series and in the number of series.
+ * A small embedded time-series store for low-cardinality metrics (events per minute by
+ * `{event, country}`, revenue, response times), with memory bounded per series and in the number of
+ * series.
+ *
+ * Kinds. A series is a `count` or a `sum` (a bucket holds the total of its values; an empty bucket
+ * is 0: nothing happened) or a `gauge` (a bucket holds the sum and the number of its values and
+ * reads as their mean; an empty bucket is unknown and is not returned: nothing was measured). Its
+ * first `add` fixes the kind. Values are checked: a non-finite value is refused (counted in
+ * `nonFinite`: one NaN would poison every sum after it), and with a `clock`, a time more than
+ * `maxAheadMs` after it is refused (counted in `future`: a time a year ahead would otherwise move
+ * `now` a year on, and every real point after it would fall out of the windows).
  *
  * Each series keeps two ring buffers of counts:
  * - fine buckets (default 60 s) for the last `fineRetentionMs` (default 6 h = 360 buckets): enough
@@ -31,7 +40,13 @@ export interface TimeSeriesStoreOptions {
   hourRetentionMs?: number;
   /** Most series kept; events of further new series are refused and counted in `dropped`. Default 10,000. */
   maxSeries?: number;
+  /** The present (the service's clock): points stamped more than `maxAheadMs` after it are refused. */
+  clock?: () => number;
+  /** Default 1 hour. */
+  maxAheadMs?: number;
 }
+
+export type SeriesKind = 'count' | 'sum' | 'gauge';
 
 /** A bucket: its start time (ms since the epoch) and the sum of the values added in it. */
 export interface Bucket {
@@ -42,6 +57,7 @@ export interface Bucket {
 export interface SeriesInfo {
   key: string;
   name: string;
+  kind: SeriesKind;
   labels: Labels;
   /** Start of the first fine bucket that holds data: earlier buckets are unknown, not zero. */
   firstMs: number;
@@ -96,6 +112,9 @@ const slot = (index: number, n: number) => ((index % n) + n) % n;
 interface Series extends SeriesInfo {
   fine: Ring;
   hourly: Ring;
+  /** Gauges: the number of values in each bucket. */
+  fineN?: Ring;
+  hourlyN?: Ring;
 }
 
 export class TimeSeriesStore {
@@ -107,6 +126,12 @@ export class TimeSeriesStore {
   dropped = 0;
   /** Events older than the hourly window when they arrived (kept nowhere). */
   late = 0;
+  /** Points refused because their value was NaN or infinite. */
+  nonFinite = 0;
+  /** Points refused because they were stamped more than `maxAheadMs` after the clock. */
+  future = 0;
+  private readonly clock?: () => number;
+  private readonly maxAheadMs: number;
   private nowMs = -Infinity;
   private readonly byKey = new Map<string, Series>();
 
@@ -116,6 +141,8 @@ export class TimeSeriesStore {
     this.fineLength = Math.ceil((options.fineRetentionMs ?? 6 * HOUR_MS) / this.bucketMs);
     this.hourLength = Math.ceil((options.hourRetentionMs ?? 5 * WEEK_MS) / HOUR_MS);
     this.maxSeries = options.maxSeries ?? 10_000;
+    this.clock = options.clock;
+    this.maxAheadMs = options.maxAheadMs ?? HOUR_MS;
   }
 
   /** Bytes of counts each series holds (the rings); add ~1 KB of heap per series for keys and objects. */
@@ -134,11 +161,20 @@ export class TimeSeriesStore {
   }
 
   /**
-   * Adds `value` to the series `name{labels}` at event time `timeMs`. Returns false when the event
-   * was not stored: a new series beyond the cap (counted in `dropped`) or an event older than the
-   * hourly window (counted in `late`).
+   * Adds `value` to the series `name{labels}` (of `kind`, fixed by its first point) at event time
+   * `timeMs`. Returns false when the point was not stored: a non-finite value or time (counted in
+   * `nonFinite`), a time too far ahead of the clock (`future`), a new series beyond the cap
+   * (`dropped`) or a time older than the hourly window (`late`).
    */
-  add(name: string, labels: Labels, timeMs: number, value = 1): boolean {
+  add(name: string, labels: Labels, timeMs: number, value = 1, kind: SeriesKind = 'count'): boolean {
+    if (!Number.isFinite(value) || !Number.isFinite(timeMs)) {
+      this.nonFinite++;
+      return false;
+    }
+    if (this.clock && timeMs > this.clock() + this.maxAheadMs) {
+      this.future++;
+      return false;
+    }
     const key = seriesKey(name, labels);
     let s = this.byKey.get(key);
     if (!s) {
@@ -150,10 +186,12 @@ export class TimeSeriesStore {
       s = {
         key,
         name,
+        kind,
         labels: Object.freeze({ ...labels }),
         firstMs: fineIndex * this.bucketMs,
         fine: new Ring(this.fineLength, fineIndex),
         hourly: new Ring(this.hourLength, Math.floor(timeMs / HOUR_MS)),
+        ...(kind === 'gauge' ? { fineN: new Ring(this.fineLength, fineIndex), hourlyN: new Ring(this.hourLength, Math.floor(timeMs / HOUR_MS)) } : {}),
       };
       this.byKey.set(key, s);
     }
@@ -164,13 +202,17 @@ export class TimeSeriesStore {
       return false;
     }
     s.hourly.add(hourIndex, value);
+    s.hourlyN?.add(hourIndex, 1);
     const fineIndex = Math.floor(timeMs / this.bucketMs);
-    if (fineIndex >= this.oldestFineIndex()) s.fine.add(fineIndex, value);
+    if (fineIndex >= this.oldestFineIndex()) {
+      s.fine.add(fineIndex, value);
+      s.fineN?.add(fineIndex, 1);
+    }
     return true;
   }
 
   series(): SeriesInfo[] {
-    return [...this.byKey.values()].map(({ key, name, labels, firstMs }) => ({ key, name, labels, firstMs }));
+    return [...this.byKey.values()].map(({ key, name, kind, labels, firstMs }) => ({ key, name, kind, labels, firstMs }));
   }
 
   /** Fine buckets overlapping [fromMs, toMs) that are known: inside the window and after the series began. */
@@ -178,7 +220,7 @@ export class TimeSeriesStore {
     const s = this.byKey.get(key);
     if (!s) return [];
     const first = Math.max(this.oldestFineIndex(), Math.floor(s.firstMs / this.bucketMs));
-    return read(s.fine, this.bucketMs, first, this.lastIndex(this.bucketMs, this.fineLength), fromMs, toMs);
+    return read(s.fine, s.fineN, this.bucketMs, first, this.lastIndex(this.bucketMs, this.fineLength), fromMs, toMs);
   }
 
   /** Hourly buckets overlapping [fromMs, toMs) that are known (the current hour is partial). */
@@ -186,10 +228,10 @@ export class TimeSeriesStore {
     const s = this.byKey.get(key);
     if (!s) return [];
     const first = Math.max(this.oldestHourIndex(), Math.floor(s.firstMs / HOUR_MS));
-    return read(s.hourly, HOUR_MS, first, this.lastIndex(HOUR_MS, this.hourLength), fromMs, toMs);
+    return read(s.hourly, s.hourlyN, HOUR_MS, first, this.lastIndex(HOUR_MS, this.hourLength), fromMs, toMs);
   }
 
-  /** The count of the hour starting at `startMs`, or undefined when that hour is not known. */
+  /** The value of the hour starting at `startMs` (a gauge's mean), or undefined when that hour is not known. */
   hour(key: string, startMs: number): number | undefined {
     return this.hours(key, startMs, startMs + 1)[0]?.value;
   }
@@ -208,10 +250,12 @@ export class TimeSeriesStore {
   }
 }
 
-function read(ring: Ring, width: number, firstIndex: number, lastIndex: number, fromMs: number, toMs: number): Bucket[] {
+/** The buckets in range; for a gauge (`counts` given) the mean of each, and none where nothing was measured. */
+function read(ring: Ring, counts: Ring | undefined, width: number, firstIndex: number, lastIndex: number, fromMs: number, toMs: number): Bucket[] {
   const out: Bucket[] = [];
   for (let i = Math.max(firstIndex, Math.floor(fromMs / width)); i <= lastIndex && i * width < toMs; i++) {
-    out.push({ start: i * width, value: ring.get(i) });
+    if (!counts) out.push({ start: i * width, value: ring.get(i) });
+    else if (counts.get(i) > 0) out.push({ start: i * width, value: ring.get(i) / counts.get(i) });
   }
   return out;
 }

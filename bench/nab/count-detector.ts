@@ -1,4 +1,7 @@
 /**
+ * The service's count detector before issue 16 (replaced there by series-detector.ts), kept here as
+ * the baseline `npm run bench:anomaly` measures the SeriesDetector against.
+ *
  * Seasonal anomaly detection on the hourly counts of a TimeSeriesStore: "logins from GB suddenly
  * drop" alerts, normal daily and weekly swings do not.
  *
@@ -48,7 +51,7 @@
  * detector never reads the wall clock: event time comes in `evaluate(nowMs)`, so replays run at any
  * speed.
  */
-import { DAY_MS, HOUR_MS, MINUTE_MS, WEEK_MS, type Labels, type TimeSeriesStore } from './timeseries.js';
+import { DAY_MS, HOUR_MS, MINUTE_MS, WEEK_MS, type Labels, type TimeSeriesStore } from '../../src/serving/observability/timeseries.js';
 
 // simple-statistics ships a CommonJS build (its `require` export) but only ESM typings, which this
 // CommonJS package cannot import statically (and `npx tsc`, tslab's TypeScript 5.0, cannot import
