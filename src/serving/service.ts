@@ -195,16 +195,17 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     refreshMs: config.modelRefreshMs,
   });
   const drift = new DriftMonitor({ alerts, metrics, now: () => clock.now() }, config.drift);
+  const predictions = new PredictionLog(ingest, (err) => logger.error({ err }, 'cannot log predictions'));
   if (config.precompute?.length) {
     const precompute = new Precompute(config.precompute, models, features, oltp, () => log.next(), {
       warn: (err, message) => logger.warn({ err }, message),
       scored: (model, count) => metrics.predictions.inc({ model: metrics.label('model', model) }, count),
       observed: (bundle, rows) => drift.observeMany(bundle, rows),
+      predicted: (user, scored, at, eventId) => predictions.record(user, scored, [], at, eventId),
     });
     runners.push(new ConsumerRunner(log, precompute, { batchSize: 1_000, maxWaitMs: 0, onError, deadLetters }, recent));
   }
   const jobs = new JobScheduler(config.dataDir, config.schedule ?? [], logger);
-  const predictions = new PredictionLog(ingest, (err) => logger.error({ err }, 'cannot log predictions'));
   for (const r of runners) await r.start();
   void deadLetterReports.refreshOpen();
   await reportLogRecovery(log, [...runners, ...features.runners], archiver, { logger, alerts, metrics });

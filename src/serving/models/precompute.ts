@@ -5,7 +5,7 @@ import type { ModelBundle } from '../../workbench/models/bundle.js';
 import type { OltpStore, Prediction } from '../../workbench/oltp/store.js';
 import type { FeatureServing } from '../features/serving.js';
 import type { EventConsumer } from '../pipeline/consumer.js';
-import type { ModelServer } from './model-server.js';
+import type { ModelServer, Scored } from './model-server.js';
 
 export interface PrecomputeRule {
   /** The event that triggers scoring its user, e.g. `login`. */
@@ -46,6 +46,11 @@ export class Precompute implements EventConsumer {
       scored?(model: string, count: number): void;
       /** The feature values scored (drift: precomputed scores are served to the app, so their inputs count too). */
       observed?(bundle: ModelBundle, rows: readonly Record<string, FeatureValue>[]): void;
+      /**
+       * Each score, as the prediction log records a served one (skew checks, CUPAC covariates). The
+       * id is derived from the trigger's, so a batch handled again after a restart logs nothing twice.
+       */
+      predicted?(userId: string, scored: Scored, at: number, eventId: string): void;
     },
   ) {
     features.capture(rules.map((r) => r.event));
@@ -75,9 +80,10 @@ export class Precompute implements EventConsumer {
   }
 
   private async score(rule: PrecomputeRule, events: EnrichedEvent[], first: number): Promise<void> {
-    const triggers: { user: string; offset: number }[] = [];
+    const triggers: { user: string; offset: number; eventId: string }[] = [];
     events.forEach((e, i) => {
-      if (e.event === rule.event && (rule.from === undefined || Date.parse(e.time) >= rule.from)) triggers.push({ user: e.user_id, offset: first + i });
+      if (e.event === rule.event && (rule.from === undefined || Date.parse(e.time) >= rule.from))
+        triggers.push({ user: e.user_id, offset: first + i, eventId: e.event_id });
     });
     if (triggers.length === 0) return;
     let loaded: Awaited<ReturnType<ModelServer['resolve']>>;
@@ -92,22 +98,28 @@ export class Precompute implements EventConsumer {
       return;
     }
     const rows: Record<string, FeatureValue>[] = [];
+    const defaulted: string[][] = [];
     const at: number[] = [];
     for (const t of triggers) {
-      const read = this.features.captured(t.offset);
-      if (read) {
-        rows.push(read.values);
-        at.push(read.at);
-      } else {
+      let read = this.features.captured(t.offset);
+      if (!read) {
         this.late++;
         const now = this.features.now();
-        rows.push((await this.features.read(t.user, now)).values);
-        at.push(now);
+        read = { ...(await this.features.read(t.user, now)), at: now };
       }
+      rows.push(read.values);
+      defaulted.push(read.defaulted);
+      at.push(read.at);
     }
     const scores = loaded.classifier.predict(rows);
     this.report.observed?.(loaded.bundle, rows);
     const version = loaded.bundle.version;
+    const model = { name: rule.model, version, ...(rule.alias ? { alias: rule.alias } : {}) };
+    triggers.forEach((t, i) => {
+      const score = scores[i]!;
+      if (Number.isFinite(score))
+        this.report.predicted?.(t.user, { score, model, features: rows[i]!, defaulted: defaulted[i]! }, at[i]!, `prediction-${rule.model}-${t.eventId}`);
+    });
     // Each user's latest trigger is what the app reads.
     const latest = new Map<string, number>();
     triggers.forEach((t, i) => latest.set(t.user, i));

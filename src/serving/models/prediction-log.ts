@@ -22,11 +22,13 @@ export class PredictionLog {
 
   /**
    * `overrides`: features whose value came with the request rather than from the store; `at`: when
-   * the features were read (ms since the epoch, on the service's clock), the prediction event's time.
+   * the features were read (ms since the epoch, on the service's clock), the prediction event's time;
+   * `eventId`: the event's id when a retry must be recognised (the precompute's, derived from its
+   * trigger), else a new one.
    */
-  record(userId: string, scored: Scored, overrides: string[], at: number): void {
+  record(userId: string, scored: Scored, overrides: string[], at: number, eventId = `prediction-${randomUUID()}`): void {
     this.buffer.push({
-      event_id: `prediction-${randomUUID()}`,
+      event_id: eventId,
       time: new Date(at).toISOString(),
       user_id: userId,
       event: 'prediction',

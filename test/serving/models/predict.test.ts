@@ -376,6 +376,23 @@ describe('precomputed predictions', { timeout: 60_000 }, () => {
       await sleep(300);
       const metricsText = await (await t.call('/metrics', { key: t.keys.read })).text();
       assert.match(metricsText, /wb_predictions_total\{model="at-login"\} 1\n/);
+      // Each login's score is a prediction event too, at its moment, with an id from its login's.
+      type Logged = { event_id: string; time: string; event: string; props: { score: number; features: Record<string, number> } };
+      const logged = async () =>
+        (await t.service.log.read(0, 1000)).map((e) => JSON.parse(new TextDecoder().decode(e.payload)) as Logged).filter((e) => e.event === 'prediction');
+      let predictions: Logged[] = [];
+      for (let i = 0; i < 100 && predictions.length < 2; i++) {
+        await sleep(50);
+        predictions = await logged();
+      }
+      assert.deepEqual(
+        predictions.map((e) => [e.event_id, e.time, e.props.features.logins_7d, e.props.features.spend_30d]),
+        [
+          ['prediction-at-login-al1', new Date(at + 1).toISOString(), 1, 0],
+          ['prediction-at-login-al2', new Date(at + 3_600_000 + 1).toISOString(), 2, 0],
+        ],
+      );
+      assert.equal(predictions[1]!.props.score, found[0]!.score);
     } finally {
       model.dispose();
       await oltp.close();
