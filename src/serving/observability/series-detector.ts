@@ -38,6 +38,9 @@
  *   proportional to its mean too;
  * - a gauge as it is, its residuals weighted by sqrt(n) for an interval of n values (a mean of n
  *   response times varies like 1 / sqrt(n)); NAB's gauges have one value an interval.
+ * Spreads and fits are read once an hour of intervals from windows that keep their residuals sorted
+ * as they come (rolling-stats.ts), not computed from thousands of residuals again: a catch-up on
+ * months of history judges every interval of every series.
  *
  * Rule, per judged interval:
  *   spike or drop  when |z| > max(k, q_point)                      defaults: k = 6
@@ -57,6 +60,7 @@
  * defaults (one set for all seven) score above Numenta's HTM (`npm run bench:anomaly`, README).
  */
 import { z } from 'zod';
+import { RollingWindow, SortedValues } from './rolling-stats.js';
 
 const DAY_MS = 86_400_000;
 
@@ -187,6 +191,9 @@ export type InputVerdict = 'accepted' | 'merged' | 'late' | 'nonFinite' | 'futur
 
 const WEEK_MS = 7 * DAY_MS;
 const HOUR_MS = 3_600_000;
+const BASELINES: readonly Baseline[] = ['level', 'day', 'week'];
+const LEVEL = 0;
+const DAY = 1;
 
 export class SeriesDetector {
   readonly settings: Resolved;
@@ -203,12 +210,24 @@ export class SeriesDetector {
   /** The latest slot judged. */
   private judged: number | undefined;
   private lastTime = -Infinity;
-  private readonly residuals: Record<Baseline, number[]> = { level: [], day: [], week: [] };
-  private readonly sigmas: Partial<Record<Baseline, number>> = {};
-  private readonly fits: Partial<Record<Baseline, number>> = {};
+  /**
+   * Per baseline (by its index in BASELINES): its last `scaleIntervals` residuals, kept sorted too
+   * (rolling-stats.ts: its spread is read every hour without sorting them again), its spread and
+   * its fit as of the last hour it was read.
+   */
+  private readonly residuals: RollingWindow[];
+  private readonly sigmas: (number | undefined)[] = [undefined, undefined, undefined];
+  private readonly fits: (number | undefined)[] = [undefined, undefined, undefined];
   private readonly recentZ: number[] = [];
-  /** |z| and |shift| of the judged intervals of the last `budgetMs`, with their times. */
-  private readonly budget: { t: number[]; point: number[]; shift: number[] } = { t: [], point: [], shift: [] };
+  /** Scratch for the median of `recentZ`. */
+  private readonly recentScratch: Float64Array;
+  /**
+   * |z| and |shift| of the judged intervals of the last `budgetMs`, with their times, oldest first
+   * from `head` (entries before it have left the window), and the same values sorted.
+   */
+  private readonly budget: { t: number[]; point: number[]; shift: number[]; head: number; sortedPoint: SortedValues; sortedShift: SortedValues };
+  /** Scratch for a baseline's past values (its median is taken in place). */
+  private readonly scratch: Float64Array;
   private qPoint: number;
   private qShift: number;
   private sinceRecompute = Infinity;
@@ -229,6 +248,12 @@ export class SeriesDetector {
     this.history = new Float64Array(Math.max(this.perWeek * s.seasonWeeks, 7 * this.perDay, s.levelIntervals) + 1).fill(Number.NaN);
     this.qPoint = s.k;
     this.qShift = s.shiftK;
+    this.residuals = BASELINES.map(() => new RollingWindow(s.scaleIntervals));
+    this.recentScratch = new Float64Array(s.shiftIntervals);
+    // Sized for the intervals of budgetMs (it grows if a DST change or a long budget needs more).
+    const budgetIntervals = Math.min(Math.ceil(s.budgetMs / s.stepMs) + 1, 1 << 14);
+    this.budget = { t: [], point: [], shift: [], head: 0, sortedPoint: new SortedValues(budgetIntervals), sortedShift: new SortedValues(budgetIntervals) };
+    this.scratch = new Float64Array(Math.max(s.levelIntervals, 14, s.seasonWeeks));
   }
 
   /** The local-time slot of a UTC time. */
@@ -249,8 +274,8 @@ export class SeriesDetector {
     if (this.openSlot === undefined || slot > this.openSlot) {
       // A value for a later interval closes the open one (callers that never call advance still get
       // judgements); for a count or a sum, the empty intervals before it are zeros.
-      if (this.openSlot !== undefined) this.pending.push(...this.closeThrough(slot - 1));
-      else if (this.judged !== undefined && slot - 1 > this.judged && this.settings.kind !== 'gauge') this.pending.push(...this.fillThrough(slot - 1));
+      if (this.openSlot !== undefined) this.closeThrough(slot - 1);
+      else if (this.judged !== undefined && slot - 1 > this.judged && this.settings.kind !== 'gauge') this.fillThrough(slot - 1);
       this.openSlot = slot;
       this.openSum = value;
       this.openN = 1;
@@ -270,14 +295,30 @@ export class SeriesDetector {
   /**
    * Judges every interval that ended at or before `nowMs` (UTC): the open one, and for a count or a
    * sum the empty ones after it (zeros). Returns the alerts raised since the last call.
+   *
+   * `limit` bounds the intervals judged in this call (after a long quiet spell there can be four
+   * weeks of them), so that a caller can give the event loop back in between: calls with the same
+   * `nowMs` until `caughtUp(nowMs)` judge exactly what one call without a limit would.
    */
-  advance(nowMs: number): SeriesAlert[] {
+  advance(nowMs: number, limit = Infinity): SeriesAlert[] {
     const last = this.slotOf(nowMs) - 1; // the last interval that has ended
-    if (this.openSlot !== undefined && this.openSlot <= last) this.pending.push(...this.closeThrough(last));
+    if (this.openSlot !== undefined && this.openSlot <= last) this.closeThrough(last, limit);
     else if (this.openSlot === undefined && this.judged !== undefined && this.judged < last && this.settings.kind !== 'gauge') {
-      this.pending.push(...this.fillThrough(last));
+      this.fillThrough(last, limit);
     }
-    return this.pending.splice(0);
+    // Most calls (every minute, per series) find nothing: no array for them.
+    return this.pending.length === 0 ? [] : this.pending.splice(0);
+  }
+
+  /**
+   * Whether `advance(nowMs)` and `takeEnded()` have nothing to give: every interval that ended at or
+   * before `nowMs` has been judged (see the limit), and no alert or closed episode is waiting.
+   */
+  caughtUp(nowMs: number): boolean {
+    if (this.pending.length > 0 || this.ended.length > 0) return false;
+    const last = this.slotOf(nowMs) - 1;
+    if (this.openSlot !== undefined) return this.openSlot > last;
+    return this.judged === undefined || this.judged >= last || this.settings.kind === 'gauge';
   }
 
   /** The episode in progress, if any. */
@@ -292,7 +333,7 @@ export class SeriesDetector {
 
   /** The episodes that closed since the last call. */
   takeEnded(): Episode[] {
-    return this.ended.splice(0);
+    return this.ended.length === 0 ? [] : this.ended.splice(0);
   }
 
   private refuse(reason: Exclude<InputVerdict, 'accepted' | 'merged'>): InputVerdict {
@@ -300,30 +341,27 @@ export class SeriesDetector {
     return reason;
   }
 
-  /** Judges the open slot, then the empty slots up to `last`. */
-  private closeThrough(last: number): SeriesAlert[] {
-    const out: SeriesAlert[] = [];
+  /** Judges the open slot, then the empty slots up to `last`, `limit` slots at most; alerts go to `pending`. */
+  private closeThrough(last: number, limit = Infinity): void {
     const slot = this.openSlot!;
     const value = this.settings.kind === 'gauge' ? this.openSum / this.openN : this.openSum;
     this.openSlot = undefined;
     this.gapTo(slot);
     const a = this.judge(slot, value, this.openN);
-    if (a) out.push(a);
-    if (last > slot && this.settings.kind !== 'gauge') out.push(...this.fillThrough(last));
-    return out;
+    if (a) this.pending.push(a);
+    if (last > slot && this.settings.kind !== 'gauge' && limit > 1) this.fillThrough(last, limit - 1);
   }
 
-  /** Counts and sums: the slots after the last judged one up to `last` held nothing, so they are zeros. */
-  private fillThrough(last: number): SeriesAlert[] {
-    const out: SeriesAlert[] = [];
+  /** Counts and sums: the slots after the last judged one up to `last` held nothing, so they are zeros (`limit` of them at most). */
+  private fillThrough(last: number, limit = Infinity): void {
     // A gap longer than the history is not judged zero by zero: the series was away.
     const from = Math.max(this.judged! + 1, last - this.history.length + 1);
     this.gapTo(from);
-    for (let s = from; s <= last; s++) {
+    const to = Math.min(last, from + limit - 1);
+    for (let s = from; s <= to; s++) {
       const a = this.judge(s, 0);
-      if (a) out.push(a);
+      if (a) this.pending.push(a);
     }
-    return out;
   }
 
   /** Marks the slots between the last judged one and `slot` unknown (gauges; and a gap a count cannot vouch for). */
@@ -340,23 +378,35 @@ export class SeriesDetector {
     return this.history[mod(slot, this.history.length)]!;
   }
 
-  private expected(b: Baseline, slot: number): number | undefined {
-    const xs: number[] = [];
-    if (b === 'level') {
+  /** The value baseline `b` (an index in BASELINES) expects at `slot`, or undefined when it has too little history there. */
+  private expected(b: number, slot: number): number | undefined {
+    // The known values go to a scratch array (no closure, no array per call: this runs three times an interval).
+    const xs = this.scratch;
+    let n = 0;
+    if (b === LEVEL) {
       const L = this.settings.levelIntervals;
-      for (let i = 1; i <= L; i++) pushKnown(xs, this.value(slot - i));
-      return xs.length >= Math.ceil(L / 2) ? median(xs) : undefined;
+      for (let i = 1; i <= L; i++) {
+        const v = this.value(slot - i);
+        if (!Number.isNaN(v)) xs[n++] = v;
+      }
+      return n >= Math.ceil(L / 2) ? medianInPlace(xs, n) : undefined;
     }
-    if (b === 'day') {
+    if (b === DAY) {
       // Weekdays with weekdays, Saturdays and Sundays together: before the week baseline has weeks
       // to learn from, a Saturday compared with Fridays looks like a drop.
       const weekend = isWeekend(slot, this.perDay);
-      for (let i = 1; i <= 14 && xs.length < 7; i++)
-        if (isWeekend(slot - i * this.perDay, this.perDay) === weekend) pushKnown(xs, this.value(slot - i * this.perDay));
-      return xs.length >= 2 ? median(xs) : undefined;
+      for (let i = 1; i <= 14 && n < 7; i++) {
+        if (isWeekend(slot - i * this.perDay, this.perDay) !== weekend) continue;
+        const v = this.value(slot - i * this.perDay);
+        if (!Number.isNaN(v)) xs[n++] = v;
+      }
+      return n >= 2 ? medianInPlace(xs, n) : undefined;
     }
-    for (let i = 1; i <= this.settings.seasonWeeks; i++) pushKnown(xs, this.value(slot - i * this.perWeek));
-    return xs.length >= 2 ? median(xs) : undefined;
+    for (let i = 1; i <= this.settings.seasonWeeks; i++) {
+      const v = this.value(slot - i * this.perWeek);
+      if (!Number.isNaN(v)) xs[n++] = v;
+    }
+    return n >= 2 ? medianInPlace(xs, n) : undefined;
   }
 
   /** Judges `value` (`n` values' mean for a gauge). */
@@ -374,49 +424,66 @@ export class SeriesDetector {
     }
     this.sinceRecompute++;
 
-    let best: { b: Baseline; sigma: number; expected: number; fit: number } | undefined;
+    // The best baseline so far (index, spread, expected value, fit); no object per interval.
+    let best = -1;
+    let bestSigma = 0;
+    let bestExpected = 0;
+    let bestFit = Infinity;
     /** The best fit of a baseline still learning (fewer than `minIntervals` residuals, more than a quarter of them). */
     let learning = Infinity;
-    for (const b of ['level', 'day', 'week'] as const) {
+    for (let b = 0; b < BASELINES.length; b++) {
       const e = this.expected(b, slot);
-      const rs = this.residuals[b];
+      const rs = this.residuals[b]!;
       if (e === undefined) {
         // A baseline that fits better but cannot judge this interval (the day baseline on the
         // first weekend) holds judgement too.
-        if (this.fits[b] !== undefined) learning = Math.min(learning, this.fits[b]);
+        const fit = this.fits[b];
+        if (fit !== undefined) learning = Math.min(learning, fit);
         continue;
       }
-      if (rs.length >= Math.min(s.scaleIntervals, s.minIntervals)) {
+      // The window holds the last scaleIntervals residuals, and both thresholds are at most that.
+      if (rs.size >= Math.min(s.scaleIntervals, s.minIntervals)) {
         if (recompute || this.sigmas[b] === undefined) {
-          const recent = rs.slice(-s.scaleIntervals);
-          this.sigmas[b] = robustSpread(recent);
-          this.fits[b] = recent.reduce((a, r) => a + Math.abs(r), 0) / recent.length;
+          this.sigmas[b] = rs.robustSpread();
+          this.fits[b] = rs.meanAbs();
         }
-        const sigma = this.sigmas[b]!;
-        if (!best || this.fits[b]! < best.fit) best = { b, sigma, expected: e, fit: this.fits[b]! };
-      } else if (rs.length >= s.minIntervals / 4) {
-        if (recompute || this.fits[b] === undefined) this.fits[b] = rs.reduce((a, r) => a + Math.abs(r), 0) / rs.length;
+        const fit = this.fits[b]!;
+        if (best < 0 || fit < bestFit) {
+          best = b;
+          bestSigma = this.sigmas[b]!;
+          bestExpected = e;
+          bestFit = fit;
+        }
+      } else if (rs.size >= s.minIntervals / 4) {
+        if (recompute || this.fits[b] === undefined) this.fits[b] = rs.meanAbs();
         learning = Math.min(learning, this.fits[b]!);
       }
       rs.push((observed - e) * weight);
-      if (rs.length > 2 * s.scaleIntervals) rs.splice(0, rs.length - s.scaleIntervals);
     }
     this.judged = slot;
     this.history[mod(slot, this.history.length)] = observed;
     // While a baseline that already fits better is still learning (the day baseline in a seasonal
     // series' first days, when only the recent level is trusted and every morning looks like a
     // jump), nothing is judged: the trusted one would mistake the season for anomalies.
-    if (!best || learning < best.fit) return undefined;
+    if (best < 0 || learning < bestFit) return undefined;
 
     // On the Anscombe scale a Poisson count has a standard deviation of 1: no count varies less.
-    const sigma = s.kind === 'count' ? Math.max(best.sigma, 1) : best.sigma;
-    const z = sigma > 0 ? ((observed - best.expected) * weight) / sigma : 0;
-    this.recentZ.push(z);
-    if (this.recentZ.length > s.shiftIntervals) this.recentZ.shift();
-    const shift = this.recentZ.length === s.shiftIntervals ? median(this.recentZ) : 0;
-    this.budget.t.push(t);
-    this.budget.point.push(Math.abs(z));
-    this.budget.shift.push(Math.abs(shift));
+    const sigma = s.kind === 'count' ? Math.max(bestSigma, 1) : bestSigma;
+    const z = sigma > 0 ? ((observed - bestExpected) * weight) / sigma : 0;
+    const recent = this.recentZ;
+    recent.push(z);
+    if (recent.length > s.shiftIntervals) recent.shift();
+    let shift = 0;
+    if (recent.length === s.shiftIntervals) {
+      this.recentScratch.set(recent);
+      shift = medianInPlace(this.recentScratch, recent.length);
+    }
+    const budget = this.budget;
+    budget.t.push(t);
+    budget.point.push(Math.abs(z));
+    budget.shift.push(Math.abs(shift));
+    budget.sortedPoint.insert(Math.abs(z));
+    budget.sortedShift.insert(Math.abs(shift));
 
     const point = Math.abs(z) > this.qPoint;
     const held = Math.abs(shift) > this.qShift;
@@ -426,7 +493,7 @@ export class SeriesDetector {
         ep.quiet = 0;
         ep.intervals++;
         ep.lastAnomalousEnd = t + s.stepMs;
-        if (Math.abs(z) > Math.abs(ep.peak.score)) ep.peak = { intervalStart: t, observed: value, expected: this.unscale(best.expected), score: z };
+        if (Math.abs(z) > Math.abs(ep.peak.score)) ep.peak = { intervalStart: t, observed: value, expected: this.unscale(bestExpected), score: z };
       } else if (++ep.quiet >= s.quietIntervals) {
         ep.closedAt = t + s.stepMs;
         const { quiet: _quiet, ...episode } = ep;
@@ -443,11 +510,11 @@ export class SeriesDetector {
       intervalStart: t,
       intervalEnd: t + s.stepMs,
       observed: value,
-      expected: this.unscale(best.expected),
+      expected: this.unscale(bestExpected),
       sigma,
       score,
       threshold,
-      baseline: best.b,
+      baseline: BASELINES[best]!,
     };
     this.episode = {
       alert,
@@ -481,13 +548,22 @@ export class SeriesDetector {
   private recomputeBudget(t: number): void {
     const s = this.settings;
     const b = this.budget;
-    let drop = 0;
-    while (drop < b.t.length && b.t[drop]! < t - s.budgetMs) drop++;
-    if (drop > 0) for (const a of [b.t, b.point, b.shift]) a.splice(0, drop);
-    if (b.t.length === 0) return;
-    const allowed = Math.max(1, Math.round(((t - b.t[0]!) / DAY_MS) * s.alertsPerDay));
-    this.qPoint = Math.max(s.k, kthLargest(b.point, allowed));
-    this.qShift = Math.max(s.shiftK, kthLargest(b.shift, allowed));
+    while (b.head < b.t.length && b.t[b.head]! < t - s.budgetMs) {
+      b.sortedPoint.remove(b.point[b.head]!);
+      b.sortedShift.remove(b.shift[b.head]!);
+      b.head++;
+    }
+    // The entries that left are cut off now and then, not at every hour (a move of the whole window).
+    if (b.head >= 256) {
+      for (const a of [b.t, b.point, b.shift]) a.splice(0, b.head);
+      b.head = 0;
+    }
+    if (b.t.length === b.head) return;
+    const allowed = Math.max(1, Math.round(((t - b.t[b.head]!) / DAY_MS) * s.alertsPerDay));
+    // The allowed-th largest: the sorted values' index n - allowed (the smallest when fewer).
+    const n = b.sortedPoint.size;
+    this.qPoint = Math.max(s.k, b.sortedPoint.at(Math.max(0, n - allowed)));
+    this.qShift = Math.max(s.shiftK, b.sortedShift.at(Math.max(0, n - allowed)));
   }
 }
 
@@ -497,26 +573,25 @@ function isWeekend(slot: number, perDay: number): boolean {
   return dow === 0 || dow === 6;
 }
 
-function pushKnown(xs: number[], v: number): void {
-  if (!Number.isNaN(v)) xs.push(v);
-}
-
 const mod = (i: number, n: number) => ((i % n) + n) % n;
 
 export function median(values: readonly number[]): number {
-  const a = [...values];
-  const n = a.length;
-  const hi = select(a, n >> 1);
-  return n % 2 ? hi : (hi + select(a, (n >> 1) - 1)) / 2;
+  return medianInPlace([...values], values.length);
+}
+
+/** The median of the first `n` values of `a`, which it reorders. */
+function medianInPlace(a: number[] | Float64Array, n: number): number {
+  const hi = select(a, n >> 1, n);
+  return n % 2 ? hi : (hi + select(a, (n >> 1) - 1, n)) / 2;
 }
 
 /**
- * The k-th smallest value (0-based) of `a`, which it reorders: Hoare's quickselect, O(n) on
- * average, so the spreads and budgets over thousands of intervals can be recomputed every hour.
+ * The k-th smallest value (0-based) of the first `n` of `a`, which it reorders: Hoare's
+ * quickselect, O(n) on average.
  */
-function select(a: number[], k: number): number {
+function select(a: number[] | Float64Array, k: number, n = a.length): number {
   let lo = 0;
-  let hi = a.length - 1;
+  let hi = n - 1;
   while (hi > lo) {
     const pivot = a[(lo + hi) >> 1]!;
     let i = lo;
@@ -549,10 +624,6 @@ export function robustSpread(values: readonly number[]): number {
   const mad = median(dev);
   if (mad > 0) return 1.4826 * mad;
   return (1.2533 * dev.reduce((a, b) => a + b, 0)) / dev.length;
-}
-
-function kthLargest(values: readonly number[], k: number): number {
-  return select([...values], Math.max(0, values.length - k));
 }
 
 /**

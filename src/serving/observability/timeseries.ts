@@ -164,9 +164,10 @@ export class TimeSeriesStore {
    * Adds `value` to the series `name{labels}` (of `kind`, fixed by its first point) at event time
    * `timeMs`. Returns false when the point was not stored: a non-finite value or time (counted in
    * `nonFinite`), a time too far ahead of the clock (`future`), a new series beyond the cap
-   * (`dropped`) or a time older than the hourly window (`late`).
+   * (`dropped`) or a time older than the hourly window (`late`). `key`: `seriesKey(name, labels)`,
+   * when the caller has it already.
    */
-  add(name: string, labels: Labels, timeMs: number, value = 1, kind: SeriesKind = 'count'): boolean {
+  add(name: string, labels: Labels, timeMs: number, value = 1, kind: SeriesKind = 'count', key = seriesKey(name, labels)): boolean {
     if (!Number.isFinite(value) || !Number.isFinite(timeMs)) {
       this.nonFinite++;
       return false;
@@ -175,7 +176,6 @@ export class TimeSeriesStore {
       this.future++;
       return false;
     }
-    const key = seriesKey(name, labels);
     let s = this.byKey.get(key);
     if (!s) {
       if (this.byKey.size >= this.maxSeries) {
