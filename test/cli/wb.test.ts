@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { EventSchema } from '../../src/workbench/event.js';
 import type { Command } from 'commander';
-import { buildProgram } from '../../src/cli/main.js';
+import { buildProgram, commandOf } from '../../src/cli/main.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const wb = (...args: string[]) => {
@@ -31,6 +31,49 @@ describe('the wb command', () => {
       assert.match(help, new RegExp(`^Usage: wb${path.length ? ` ${path.join(' ')}` : ''} `), path.join(' '));
       if (path.length > 0) assert.ok(command.description().length > 0, `wb ${path.join(' ')} has a description`);
     }
+  });
+
+  it('loads only the command it runs, and lists every command as the loaded tree would', () => {
+    // The root help from the stand-ins is the full tree's, word for word (names, usage terms, descriptions, order).
+    const full = buildProgram();
+    assert.equal(buildProgram(null).helpInformation(), full.helpInformation());
+    for (const command of full.commands) {
+      const lazy = buildProgram(command.name());
+      assert.equal(lazy.helpInformation(), full.helpInformation(), command.name());
+      const loaded = lazy.commands.find((c) => c.name() === command.name())!;
+      assert.equal(loaded.helpInformation(), command.helpInformation(), `wb ${command.name()} is the real command`);
+      assert.deepEqual(
+        loaded.commands.map((c) => c.name()),
+        command.commands.map((c) => c.name()),
+      );
+    }
+
+    assert.equal(commandOf(['node', 'wb', 'nb', 'run', 'x.ipynb', '--out', 'o']), 'nb');
+    assert.equal(commandOf(['node', 'wb', '--data-dir', 'sql', 'lake', 'info']), 'lake', '--data-dir takes its value');
+    assert.equal(commandOf(['node', 'wb', '--data-dir=d', '--debug', 'keys', 'list']), 'keys');
+    assert.equal(commandOf(['node', 'wb', 'help', 'models']), 'models');
+    assert.equal(commandOf(['node', 'wb', '--help']), null);
+    assert.equal(commandOf(['node', 'wb', 'nope']), null);
+    assert.equal(commandOf(['node', 'wb', '--data-dir']), null, 'a missing value is for the real parse to report');
+
+    // `wb nb` starts without DuckDB, tfjs, Arrow or the service: what made every notebook run a second slower.
+    const nb = join(dir, 'clean.ipynb');
+    writeFileSync(nb, JSON.stringify({ nbformat: 4, nbformat_minor: 5, metadata: {}, cells: [] }));
+    const probe = spawnSync(
+      process.execPath,
+      [
+        '-e',
+        `require('tsx/cjs');
+         require('./src/cli/main.ts').main(['node', 'wb', 'nb', 'diff', ${JSON.stringify(nb)}, ${JSON.stringify(nb)}]).then(() => {
+           const heavy = Object.keys(require.cache).filter((f) => /node_modules[\\/](@duckdb|@tensorflow|apache-arrow|express)[\\/]|src[\\/]serving[\\/]/.test(f));
+           console.log(JSON.stringify(heavy));
+         });`,
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.equal(probe.status, 0, probe.stderr);
+    assert.match(probe.stdout, /no differences between/);
+    assert.deepEqual(JSON.parse(probe.stdout.trim().split('\n').pop()!), []);
   });
 
   it('answers bad input with one clear line and a non-zero exit', () => {

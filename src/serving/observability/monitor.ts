@@ -221,12 +221,13 @@ export class Monitor implements EventConsumer {
       this.seriesNodes = 0;
     }
     const trees = (this.seriesTrees[rule.index] ??= []);
-    let node = (trees[i] ??= { children: new Map() });
+    // Typed: notebooks compile this file with an older TypeScript, which infers `??=` too narrowly.
+    let node: SeriesNode = (trees[i] ??= { children: new Map<string, SeriesNode>() });
     for (const d of dims) {
       const value = d === 'event' ? e.event : e.dims[d];
       let next = node.children.get(value);
       if (!next) {
-        node.children.set(value, (next = { children: new Map() }));
+        node.children.set(value, (next = { children: new Map<string, SeriesNode>() }));
         this.seriesNodes++;
       }
       node = next;

@@ -53,6 +53,12 @@ export type ExecuteOutcome =
 
 /** How long the IOPub `idle` may lag the shell reply: the two come on different sockets (nbclient waits 4 s too). */
 const IOPUB_AFTER_REPLY_MS = 4_000;
+/**
+ * How often a socket retries its connection while the kernel has not bound its ports yet (ZeroMQ's
+ * default is 100 ms): tslab binds them only after loading TypeScript, and every retry interval lost
+ * there is start-up time. Loopback connections refused this often cost nothing worth counting.
+ */
+const RECONNECT_MS = 10;
 const SHUTDOWN_GRACE_MS = 3_000;
 
 /**
@@ -119,9 +125,9 @@ export class KernelClient {
   readonly exited: Promise<KernelExit>;
   private exit: KernelExit | null = null;
   private readonly session = randomUUID();
-  private readonly shell = new Dealer({ linger: 0 });
-  private readonly control = new Dealer({ linger: 0 });
-  private readonly iopub = new Subscriber({ linger: 0 });
+  private readonly shell = new Dealer({ linger: 0, reconnectInterval: RECONNECT_MS });
+  private readonly control = new Dealer({ linger: 0, reconnectInterval: RECONNECT_MS });
+  private readonly iopub = new Subscriber({ linger: 0, reconnectInterval: RECONNECT_MS });
   private readonly replies = new Map<string, (msg: JupyterMessage) => void>();
   private readonly listeners = new Map<string, (msg: JupyterMessage) => void>();
   private iopubSeen = false;

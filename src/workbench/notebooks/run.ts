@@ -1,17 +1,24 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { basename, delimiter, dirname, join, resolve } from 'node:path';
-import { PLOTLY_SCRIPT_PATH } from '../display.js';
 import { NotebookError, WorkbenchError } from '../errors.js';
 import { writeFileAtomic } from '../files.js';
 import { silentProgress, type Progress } from '../progress.js';
 import { executeNotebook, type ExecuteSummary } from './execute.js';
 import { KERNEL_NAME, REPO_ROOT } from './kernel-spec.js';
-import { cellSource, readNotebook, writeNotebook, type Notebook } from './notebook.js';
+import { cellSource, formatNotebook, readNotebook, writeNotebook, type Notebook } from './notebook.js';
 import { injectParameters, type ParamValue } from './parameters.js';
 import { notebookTitle, renderReport } from './report.js';
+import { trustNotebook } from './trust.js';
 
 export { KERNEL_NAME, REPO_ROOT };
+
+/**
+ * plotly.js, which the report inlines once per page for the figures: the file display.ts's
+ * PLOTLY_SCRIPT_PATH names, resolved here rather than imported, because display.ts brings Apache Arrow
+ * (a tenth of a second) into every `wb nb run` before its kernel can start.
+ */
+export const REPORT_PLOTLY_SCRIPT: string = require.resolve('plotly.js-dist-min');
 
 /**
  * Who runs the notebook: `node`, this package's own Jupyter client (kernel-client.ts) and report
@@ -49,6 +56,7 @@ export interface RunResult {
 
 interface ExecutorSummary extends ExecuteSummary {
   report_error?: string;
+  trust_error?: string;
 }
 
 /**
@@ -94,6 +102,7 @@ export async function runNotebook(path: string, options: RunOptions): Promise<Ru
           onCell: (n) => task.update(n),
         });
   if (summary.report_error) progress.log(`warning: the HTML report could not be written: ${summary.report_error}`);
+  if (summary.trust_error) progress.log(`warning: the executed notebook is not signed as trusted for Jupyter: ${summary.trust_error}`);
   if (summary.status === 'ok') {
     task.finish(`ok, ${codeCells} code cells`);
     return { notebook: path, ok: true, seconds: summary.seconds, executed, report };
@@ -115,14 +124,23 @@ interface EngineRun {
 async function executeWithNode(prepared: Notebook, run: EngineRun & { title: string }): Promise<ExecutorSummary> {
   // The kernel starts where nbclient would start it (the notebook's folder); the spec's launcher moves to the root.
   const { notebook, summary } = await executeNotebook(prepared, { cwd: run.outDir, env: kernelEnv(), cellTimeout: run.cellTimeout, onCell: run.onCell });
-  writeNotebook(run.executed, notebook);
+  const text = formatNotebook(notebook);
+  writeFileAtomic(run.executed, text);
+  const result: ExecutorSummary = { ...summary };
   try {
-    writeFileAtomic(run.report, renderReport(notebook, { code: run.reportCode, title: run.title, plotlyScript: PLOTLY_SCRIPT_PATH }));
-    return summary;
+    // As Jupyter does for a notebook it ran itself, and as the Jupyter engine does (execute.py).
+    await trustNotebook(text);
+  } catch (err) {
+    // an unsigned notebook only opens untrusted: Jupyter asks before it runs the figures' scripts
+    result.trust_error = `${(err as Error).name}: ${(err as Error).message}`;
+  }
+  try {
+    writeFileAtomic(run.report, renderReport(notebook, { code: run.reportCode, title: run.title, plotlyScript: REPORT_PLOTLY_SCRIPT }));
   } catch (err) {
     // a report that cannot be written must not hide the run's own result
-    return { ...summary, report_error: `${(err as Error).name}: ${(err as Error).message}` };
+    result.report_error = `${(err as Error).name}: ${(err as Error).message}`;
   }
+  return result;
 }
 
 /** The Jupyter engine: nbclient and nbconvert in Python (execute.py). */
@@ -188,7 +206,7 @@ function execute(python: string, args: string[], onCell: (n: number) => void): P
         PATH: [join(REPO_ROOT, 'node_modules', '.bin'), dirname(process.execPath), process.env.PATH].filter(Boolean).join(delimiter),
         PYDEVD_DISABLE_FILE_VALIDATION: '1',
         // The report inlines plotly.js once for all its figures (execute.py).
-        WB_PLOTLY_JS: PLOTLY_SCRIPT_PATH,
+        WB_PLOTLY_JS: REPORT_PLOTLY_SCRIPT,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

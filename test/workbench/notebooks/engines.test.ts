@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import Ajv from 'ajv';
@@ -104,8 +105,23 @@ const jupyterMissing = (): string | null => {
   }
 };
 
+/** Whether Jupyter opens the notebook trusted: `jupyter trust <file>` (nbformat's own check) finds it already signed. */
+function trustedByJupyter(path: string, dataDir: string): boolean {
+  const python = findJupyterPython();
+  const r = spawnSync(python, ['-c', 'import sys\nfrom nbformat.sign import main\nsys.argv[0] = "jupyter-trust"\nmain()', path], {
+    encoding: 'utf8',
+    env: { ...process.env, JUPYTER_DATA_DIR: dataDir },
+  });
+  assert.equal(r.status, 0, r.stderr);
+  return /Notebook already signed/.test(r.stdout);
+}
+
 describe('both engines, one conformance suite', { timeout: 240_000 }, () => {
   const dir = tempDir();
+  // Both engines sign what they ran for the user's Jupyter: here a Jupyter of the test's own.
+  const jupyterData = join(dir, 'jupyter-data');
+  mkdirSync(jupyterData);
+  process.env.JUPYTER_DATA_DIR = jupyterData;
   const path = writeNotebookFile(dir, 'conformance', CONFORMANCE_CELLS);
   const results = new Map<Engine, RunResult>();
 
@@ -144,6 +160,7 @@ describe('both engines, one conformance suite', { timeout: 240_000 }, () => {
       assert.match(html, /<td[^>]*>GB<\/td>/);
       assert.equal(html.split('plotly.js v').length - 1, 1);
       assert.match(html, /<img src="data:image\/png;base64,iVBOR/);
+      if (jupyterMissing() === null) assert.ok(trustedByJupyter(result.executed, jupyterData), 'Jupyter opens the executed notebook trusted');
     });
   }
 

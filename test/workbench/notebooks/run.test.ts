@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { NotebookError } from '../../../src/workbench/errors.js';
 import { readNotebook } from '../../../src/workbench/notebooks/notebook.js';
-import { runNotebook } from '../../../src/workbench/notebooks/run.js';
+import { PLOTLY_SCRIPT_PATH } from '../../../src/workbench/display.js';
+import { REPORT_PLOTLY_SCRIPT, runNotebook } from '../../../src/workbench/notebooks/run.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 /** Writes a notebook whose first code cell is the parameters cell. */
@@ -33,6 +34,10 @@ function notebook(dir: string, name: string, cells: string[]): string {
 }
 
 const outputText = (path: string) => JSON.stringify(readNotebook(path).cells.map((c) => c.outputs));
+
+it("inlines in reports the plotly.js the notebooks' figures are drawn with", () => {
+  assert.equal(REPORT_PLOTLY_SCRIPT, PLOTLY_SCRIPT_PATH);
+});
 
 describe('wb nb run (a real Jupyter kernel)', { timeout: 180_000 }, () => {
   const dir = tempDir();
