@@ -15,6 +15,8 @@ import { SimulatedClock } from '../workbench/clock.js';
 import { APP_CHURN_WARM_UP_MS } from '../workbench/pipelines/app-churn.js';
 
 const START_KEY_NAME = 'wb start (local)';
+/** The simulator's telemetry at its defaults (120 ms responses, a purchase after half the logins and feature uses). */
+const APP_TELEMETRY = SimulationConfigSchema.shape.telemetry.unwrap().parse({});
 
 /**
  * `npm start`: the main job on embedded defaults. Builds the lakehouse, starts the service, replays
@@ -75,8 +77,11 @@ export function registerStart(program: Command): void {
     // Every login of the app is scored with the churn model and the score written to OLTP (precompute).
     const speed = flags.speed === 'max' ? Number.POSITIVE_INFINITY : Number(flags.speed);
     const appDays = SimulationConfigSchema.parse({ days: flags.days }).days;
+    // With the app's telemetry (response times on logins, add-on purchases), so the monitor watches
+    // revenue and latency too. Drawn from streams of their own: the users behave as in the
+    // lakehouse's history (built without it), and the churn model's features count no purchases.
     const app = appSource(
-      { seed: flags.seed, users: flags.users, days: flags.days, start: flags.start },
+      { seed: flags.seed, users: flags.users, days: flags.days, start: flags.start, telemetry: APP_TELEMETRY },
       { beforeDay: (day, sim) => beforeDay?.(day, sim) ?? Promise.resolve() },
     );
     // One clock: the service lives in the history's time, which starts standing at the app's first

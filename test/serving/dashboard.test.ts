@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import type { Browser } from 'playwright-core';
+import type { AnomalyAlert, Incident } from '../../src/serving/observability/alerts.js';
+import { seriesKey } from '../../src/serving/observability/timeseries.js';
 import { launchBrowser } from '../helpers/browser.js';
 import { event, startTestService, type TestService } from '../helpers/service.js';
 
@@ -72,6 +74,88 @@ describe('the live dashboard in headless Chromium', { timeout: 120_000 }, () => 
     }
     await page.waitForFunction("document.querySelector('td[data-model=\"dash-model\"]').textContent === '3'", undefined, { timeout: 10_000 });
     assert.match((await page.textContent('#models')) ?? '', new RegExp(`champion ${bundle.version.slice(0, 8)}`));
+  });
+
+  it('shows an incident in its card: when it started, its peak as it grows, open until it is resolved', async (ctx: TestContext) => {
+    if (typeof browser === 'string') return ctx.skip(browser);
+    // The monitor needs days of history before it judges a series: the incident is raised through the
+    // service's own AlertSink as the monitor raises it (monitor.test.ts and alerts.test.ts check the detection).
+    const labels = { device: 'ios' };
+    const series = seriesKey('latency_ms', labels);
+    const start = '2025-02-12T13:00:00.000Z';
+    const alert: AnomalyAlert = {
+      series,
+      labels,
+      metric: 'gauge',
+      direction: 'spike',
+      pattern: 'point',
+      observed: 310.4,
+      expected: 121.2,
+      score: 9.3,
+      threshold: 6,
+      windowStart: start,
+      windowEnd: '2025-02-12T13:15:00.000Z',
+      detectedAt: '2025-02-12T13:16:00.000Z',
+      incident: `${series}@${start}`,
+    };
+    const opened: Incident = {
+      kind: 'incident',
+      id: alert.incident,
+      series,
+      labels,
+      metric: 'gauge',
+      direction: 'spike',
+      start,
+      detectedAt: alert.detectedAt,
+      peak: { at: start, observed: alert.observed, expected: alert.expected, score: alert.score },
+      end: alert.windowEnd,
+      intervals: 1,
+      resolved: false,
+      resolvedAt: null,
+      alert,
+    };
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${t.service.url}/dashboard#key=${encodeURIComponent(t.keys.read)}`);
+    await page.waitForFunction("/^live:/.test(document.getElementById('status').textContent)", undefined, { timeout: 10_000 });
+    assert.equal(await page.textContent('#incidents'), 'none');
+    // The card's one row, and its cells as shown.
+    const row = '#incidents tr[data-incident]';
+    const cells = () => page.$$eval(`${row} td`, (tds) => tds.map((td) => td.textContent));
+    const shows = (cell: string, text: string) =>
+      page.waitForFunction(`document.querySelector(${JSON.stringify(`${row} ${cell}`)})?.textContent === ${JSON.stringify(text)}`, undefined, {
+        timeout: 5_000,
+      });
+
+    t.service.alerts.raise(alert, opened);
+    await page.waitForSelector(row, { timeout: 5_000 });
+    assert.equal(await page.getAttribute(row, 'data-incident'), alert.incident);
+    assert.deepEqual(await cells(), ['spike', series, '2025-02-12T13:00 to 13:15', 'peak 310 vs 121', 'open']);
+    assert.equal(await page.getAttribute(`${row} td:first-child`, 'class'), 'spike');
+
+    // The episode goes on: a higher peak and a later end, shown at the next push (updates are only listed, every 2 s).
+    t.service.alerts.update({
+      ...opened,
+      peak: { at: '2025-02-12T13:45:00.000Z', observed: 1402.6, expected: 119.5, score: 14.1 },
+      end: '2025-02-12T14:15:00.000Z',
+      intervals: 5,
+    });
+    await shows('td:nth-child(4)', 'peak 1,403 vs 120');
+    assert.deepEqual(await cells(), ['spike', series, '2025-02-12T13:00 to 14:15', 'peak 1,403 vs 120', 'open']);
+
+    t.service.alerts.resolve({
+      ...opened,
+      peak: { at: '2025-02-12T13:45:00.000Z', observed: 1402.6, expected: 119.5, score: 14.1 },
+      end: '2025-02-12T14:15:00.000Z',
+      intervals: 5,
+      resolved: true,
+      resolvedAt: '2025-02-12T17:15:00.000Z',
+    });
+    await shows('td:last-child', 'resolved');
+    assert.deepEqual(await cells(), ['spike', series, '2025-02-12T13:00 to 14:15', 'peak 1,403 vs 120', 'resolved']);
+    assert.equal(await page.$$eval('#incidents tr', (rows) => rows.length), 1, 'one row per incident, not one per update');
+    assert.deepEqual(errors, []);
   });
 
   it('asks for a key when the one given is not valid', async (ctx: TestContext) => {
