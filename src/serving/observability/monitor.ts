@@ -146,6 +146,7 @@ export class Monitor implements EventConsumer {
             verdicts.nonFinite++;
             continue;
           }
+          if (rule.metric.positive && !(v > 0)) continue;
           value = v;
         }
         for (let i = 0; i < rule.by.length; i++) {

@@ -104,6 +104,11 @@ export const SeriesOverridesSchema = z
     quietIntervals: z.number().int().min(1).optional(),
     /** Values stamped later than the clock plus this are refused (only with a clock). Default 1 hour. */
     maxAheadMs: z.number().positive().optional(),
+    /**
+     * Which way alerts: `both` (default), `drop` (revenue: a spike of sales is no incident) or
+     * `spike` (latency: faster answers are none). The other way is judged as usual and never alerts.
+     */
+    alertOn: z.enum(['both', 'drop', 'spike']).optional(),
   })
   .strict();
 export type SeriesOverrides = z.infer<typeof SeriesOverridesSchema>;
@@ -130,6 +135,7 @@ export const SERIES_DEFAULTS: Readonly<Required<Omit<SeriesOverrides, 'stepMs'>>
   budgetMs: 14 * 86_400_000,
   quietIntervals: 12,
   maxAheadMs: 3_600_000,
+  alertOn: 'both',
 };
 
 /** `layers` merged left to right, settings left undefined in a layer keeping the earlier value. */
@@ -504,6 +510,7 @@ export class SeriesDetector {
     }
     if (!point && !held) return undefined;
     const [score, threshold] = point ? [z, this.qPoint] : [shift, this.qShift];
+    if ((s.alertOn === 'drop' && score > 0) || (s.alertOn === 'spike' && score < 0)) return undefined;
     const alert: SeriesAlert = {
       direction: score < 0 ? 'drop' : 'spike',
       pattern: point ? 'point' : 'shift',

@@ -71,6 +71,16 @@ describe('SeriesDetector', () => {
     assert.deepEqual([alerts[0]!.intervalStart, alerts[0]!.pattern, alerts[0]!.direction], [spikeAt, 'point', 'spike']);
   });
 
+  it('alerts one way when told (alertOn): a drop-only series ignores a spike and still finds a drop, a spike-only one the reverse', () => {
+    const spikeAt = START + 7 * DAY + 10 * HOUR;
+    const dropAt = START + 7 * DAY + 16 * HOUR;
+    const shape = (t: number, v: number) => (t === spikeAt ? v + 20 : t === dropAt ? v - 20 : v);
+    const directions = (alertOn: 'both' | 'drop' | 'spike') => feed({ alertOn }, { days: 8, shape }).alerts.map((a) => `${a.intervalStart} ${a.direction}`);
+    assert.deepEqual(directions('both'), [`${spikeAt} spike`, `${dropAt} drop`]);
+    assert.deepEqual(directions('drop'), [`${dropAt} drop`]);
+    assert.deepEqual(directions('spike'), [`${spikeAt} spike`]);
+  });
+
   it('is scale-free: a series in thousandths or in millions alerts on the same intervals', () => {
     const shape = (t: number, v: number) => (t >= START + 7 * DAY + 6 * HOUR && t < START + 7 * DAY + 8 * HOUR ? v * 0.8 : v);
     const at = (scale: number) => feed({}, { days: 8, scale, shape }).alerts.map((a) => `${a.intervalStart} ${a.pattern} ${a.direction}`);

@@ -180,6 +180,24 @@ describe('Monitor inputs and settings', () => {
     assert.match(text, /wb_anomaly_unknown_intervals_total 7\b/, 'the 2 hours between the two latency values: 7 unknown 15-minute intervals');
   });
 
+  it('adds up only the sales into revenue: a refund (a negative amount) is left out', async () => {
+    const now = Date.parse('2025-01-06T12:00:00Z');
+    const monitor = new Monitor(new Metrics(), new AlertSink(silentLogger()), async () => 0, { clock: () => now });
+    const dims = { country: 'GB', device: 'web', tier: 'free', first_seen: '2025-01-01T00:00:00Z' };
+    const purchase = (i: number, amount: number): EnrichedEvent => ({
+      event_id: `p${i}`,
+      time: new Date(now + i * 1000).toISOString(),
+      user_id: `u${i}`,
+      event: 'purchase',
+      props: { amount },
+      dims,
+      experiments: {},
+      received_at: new Date(now + i * 1000).toISOString(),
+    });
+    await monitor.handle([purchase(1, 50), purchase(2, -30), purchase(3, 20)], 0);
+    assert.equal(monitor.store.hour('revenue{}', Date.parse('2025-01-06T12:00:00Z')), 70);
+  });
+
   it('layers settings: service defaults, a file, its metric, the CLI; a bad file is refused with its reasons', () => {
     const dir = mkdtempSync(join(tmpdir(), 'wb-anomaly-'));
     const file = join(dir, 'anomaly.json');
