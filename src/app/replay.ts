@@ -346,10 +346,11 @@ export async function* replayBatches(sources: readonly ReplaySource[], options: 
         yield batchOf(pending, lastOffset);
         pending = [];
       }
-      const wait = due - Date.now();
-      if (wait > 1) {
+      // Timers may fire up to a millisecond before Date.now() reaches their due time (libuv's loop
+      // clock lags it), so wait again until the event is due: an event is never emitted early.
+      for (let wait = due - Date.now(); wait > 0; wait = due - Date.now()) {
         try {
-          await sleep(wait, undefined, signal ? { signal } : undefined);
+          await sleep(Math.max(1, wait), undefined, signal ? { signal } : undefined);
         } catch (err) {
           if (signal?.aborted) return;
           throw err;
