@@ -8,7 +8,10 @@
  * 3. time to a safe decision, at the same power: a fixed-horizon test without CUPED needs the
  *    planner's n users per arm for 80% power; CUPED + always-valid intervals, watched after every
  *    batch, stop at the first significant look, and run to at most the n_max at which 80% of
- *    experiments have stopped (the same power). The figure is the users needed to reach a decision
+ *    experiments have stopped (the same power). The always-valid intervals are tuned as the product
+ *    tunes them: the experiment plans n users per arm (`plannedUsersPerArm`), so its tuning is the
+ *    2n users of both arms (GrowthBook's advice: the sample size at which a decision is expected,
+ *    fixed for the experiment; 5,000 when nothing is planned). The figure is the users needed to reach a decision
  *    on average, E[min(stop, n_max)] (the average sample number of sequential designs), against n
  *    (goal: at least 30% fewer users); n_max is reported beside it. The experiments are drawn from
  *    the app simulator's users: logins in the 14 days after an exposure on day 60 and in the
@@ -23,7 +26,7 @@
 import { AppSimulator, FEATURES } from '../src/app/simulator.js';
 import { assign, checkExperiment, ExperimentSchema } from '../src/workbench/experiments/definition.js';
 import { fnv1a32 } from '../src/workbench/experiments/hash.js';
-import { experimentResults, type ArmStats, type MetricSums } from '../src/workbench/experiments/results.js';
+import { experimentResults, sequentialTuningOf, type ArmStats, type MetricSums } from '../src/workbench/experiments/results.js';
 import { MetricSchema } from '../src/workbench/experiments/definition.js';
 import { Random } from '../src/workbench/random.js';
 import { cupedDifference } from '../src/workbench/stats/cuped.js';
@@ -31,7 +34,6 @@ import { leastSquares } from '../src/workbench/stats/least-squares.js';
 import { sampleSizePerArm } from '../src/workbench/stats/power.js';
 import { sequential } from '../src/workbench/stats/sequential.js';
 import { moments, welch } from '../src/workbench/stats/two-sample.js';
-import { SEQUENTIAL_TUNING } from '../src/workbench/experiments/results.js';
 import { METRICS } from '../src/workbench/experiments/metrics.js';
 
 const N = 2_000_000;
@@ -248,6 +250,20 @@ const post = moments({ n: pool.length, sum: pool.reduce((s, u) => s + u.post, 0)
 const MDE = 0.05;
 const effect = MDE * post.mean;
 const nFixed = sampleSizePerArm({ mean: post.mean, sd: Math.sqrt(post.variance), mde: MDE, power: 0.8 });
+// The experiment as the product would run it: planned before it starts (the planner's n), its always-valid intervals tuned by the product's rule.
+const planned = ExperimentSchema.parse({
+  key: 'logins-bench',
+  hypothesis: 'bench',
+  arms: [
+    { key: 'control', weight: 0.5 },
+    { key: 'treatment', weight: 0.5 },
+  ],
+  objective: 'logins',
+  mde: MDE,
+  plannedUsersPerArm: nFixed,
+  status: 'running',
+});
+const tuning = sequentialTuningOf(planned, 'treatment');
 const RUNS = Number(process.env.BENCH_RUNS ?? 300);
 const BATCH = 50;
 const cap = Math.min(Math.floor(pool.length / 2), 3 * nFixed);
@@ -283,7 +299,7 @@ for (let run = 0; run < RUNS; run++) {
         if (stopped[k] !== Number.POSITIVE_INFINITY) continue;
         // The platform's reading: the adjusted difference relative to the control's unadjusted mean (GrowthBook's).
         const c = cupedDifference(arms[k][0]!, arms[k][1]!, { relative: true });
-        const seq = sequential(c, 2 * (n + 1), 0.05, SEQUENTIAL_TUNING);
+        const seq = sequential(c, 2 * (n + 1), 0.05, tuning);
         if (seq.ci && seq.ci[0] > 0) {
           stopped[k] = n + 1;
           methods[k].reduction += c.varianceReduction;
@@ -310,7 +326,7 @@ const describeMethod = (name: string, s: ReturnType<typeof summarise>, goal: num
   `${(100 * s.saving).toFixed(0)}% fewer users (goal >= ${100 * goal}%); ${((2 * nFixed) / exposedPerDay).toFixed(2)} vs ${((2 * s.average) / exposedPerDay).toFixed(2)} days at ${Math.round(exposedPerDay)} users a day`;
 console.log(
   `time to decision (${RUNS} experiments from ${pool.length.toLocaleString('en-US')} simulated users, +${(100 * MDE).toFixed(0)}% true effect on 14-day logins): ` +
-    `fixed horizon without CUPED needs ${nFixed} users per arm for 80% power (detected in ${((100 * fixedDetected) / RUNS).toFixed(1)}% of runs)`,
+    `fixed horizon without CUPED needs ${nFixed} users per arm for 80% power (detected in ${((100 * fixedDetected) / RUNS).toFixed(1)}% of runs); the always-valid intervals are tuned to the ${tuning} users planned`,
 );
 console.log(`  CUPED on the ${PRE_DAYS} days before: ${describeMethod('CUPED', withCuped, 0.3)}`);
 console.log(
@@ -327,6 +343,7 @@ console.log(
     results_ratio: Math.round((resultsMs / welchMs) * 10) / 10,
     fixed_users_per_arm: nFixed,
     fixed_power_observed: fixedDetected / RUNS,
+    sequential_tuning: tuning,
     cuped_sequential_max_users_per_arm: Number.isFinite(withCuped.nMax) ? withCuped.nMax : null,
     cuped_sequential_average_users_per_arm: Math.round(withCuped.average),
     users_saved: Math.round(saving * 1000) / 1000,

@@ -142,7 +142,7 @@ export function registerExperiments(program: Command): void {
       }
       if (r.plan.usersPerArm)
         console.log(
-          `plan: ${r.plan.usersPerArm} users per arm for the MDE (fixed horizon, 80% power); ${r.plan.usersSoFar ?? 0} so far in the pacing arm` +
+          `plan: ${r.plan.usersPerArm} users per arm for the MDE (fixed horizon, 80% power${r.plan.alternative === 'one-sided' ? ', one-sided' : ''}); ${r.plan.usersSoFar ?? 0} so far in the pacing arm` +
             `${r.plan.daysToDecision !== undefined ? `, about ${fmtDays(r.plan.daysToDecision)} more` : ''}` +
             ' (the always-valid interval may decide earlier: see the decision)',
         );
@@ -166,7 +166,7 @@ interface ResultsBody {
       role: string;
       comparisons: { arm: string; sequential: { estimate?: number; ci?: [number, number]; reason?: string }; verdict: string }[];
     }[];
-    plan: { usersPerArm?: number; usersSoFar?: number; daysToDecision?: number; reason?: string };
+    plan: { usersPerArm?: number; alternative?: string; usersSoFar?: number; daysToDecision?: number; reason?: string };
   };
   decision?: { action: string; acted: boolean; reason: string };
 }

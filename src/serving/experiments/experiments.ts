@@ -135,6 +135,13 @@ export class Experiments {
       const metricsOf = (x: Experiment) => [x.objective, ...x.guardrails.map((g) => g.metric)].join(',');
       if (metricsOf(e) !== metricsOf(current.experiment))
         throw new InputError(`experiment ${key} has assigned users: its objective and guard-rail metrics cannot change (tolerances and directions can)`);
+      // An always-valid interval keeps its guarantee only at a tuning fixed before the data: retuned
+      // mid-way, it could be chosen to make the interval exclude 0 now.
+      const tuning = (x: Experiment) => JSON.stringify([x.plannedUsersPerArm, x.analysis?.sequentialTuning]);
+      if (tuning(e) !== tuning(current.experiment))
+        throw new InputError(
+          `experiment ${key} has assigned users: plannedUsersPerArm and analysis.sequentialTuning cannot change (the always-valid intervals are tuned to them before the start)`,
+        );
     }
     const changed = Object.keys(e).filter((k) => JSON.stringify(e[k as keyof Experiment]) !== JSON.stringify(current.experiment[k as keyof Experiment]));
     return this.save(e, version + 1, by, `changed ${changed.join(', ') || 'nothing'}`);

@@ -110,6 +110,12 @@ export const ExperimentSchema = z
       .default([]),
     /** Minimum detectable effect, relative (0.05: 5%). */
     mde: z.number().positive().max(10),
+    /**
+     * The users per arm the experiment is planned to run to, fixed before it starts: what
+     * `sampleSizePerArm` gives for the objective at the MDE (in the smallest arm, when the weights
+     * differ). The always-valid intervals are tuned to it (see `analysis.sequentialTuning`).
+     */
+    plannedUsersPerArm: z.number().int().positive().max(1e12).optional(),
     minRunDays: z.number().min(0).max(365).default(7),
     /**
      * How the results are read where two conventions are standard; the defaults are GrowthBook's
@@ -128,6 +134,15 @@ export const ExperimentSchema = z
          * other way: an objective that gets worse is never "worse", only not better.
          */
         alternative: z.enum(['two-sided', 'one-sided']).default('two-sided'),
+        /**
+         * The always-valid intervals' tuning parameter: the users in a comparison (control and
+         * treatment together) at which its interval is tightest. Without it, the users the
+         * comparison will have when the plan is reached (`plannedUsersPerArm`, scaled by the two
+         * arms' weights over the smallest arm's), else GrowthBook's default of 5,000. GrowthBook's
+         * documentation: set it to the sample size at which a decision is most likely, and keep it
+         * fixed for the experiment (a tuning that moved with the data would void the guarantee).
+         */
+        sequentialTuning: z.number().positive().max(1e12).optional(),
         /**
          * A proper normal prior on the effect read (relative by default), for the chance to win and
          * the expected loss (GrowthBook's `GaussianPrior`: mean 0, variance 0.3^2 is its informative

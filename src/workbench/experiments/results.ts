@@ -1,5 +1,5 @@
 import { own } from '../dict.js';
-import { cupedDifference, type CovariateSums } from '../stats/cuped.js';
+import { cupedDifferences, type CovariateSums } from '../stats/cuped.js';
 import { sampleSizePerArm } from '../stats/power.js';
 import { bayesianSummary, ratioDifference } from '../stats/ratio.js';
 import { sequential } from '../stats/sequential.js';
@@ -45,8 +45,30 @@ export interface ExperimentStats {
 export const ALPHA = 0.05;
 /** p-value under which the split of users is declared broken (GrowthBook's default). */
 export const SRM_THRESHOLD = 0.001;
-/** The sample size at which the always-valid interval is tightest (GrowthBook's default). */
+/** The sample size at which the always-valid interval is tightest, when the experiment plans none (GrowthBook's default). */
 export const SEQUENTIAL_TUNING = 5000;
+
+/**
+ * The always-valid interval's tuning parameter for the comparison of `arm` with the control: the
+ * experiment's `analysis.sequentialTuning`; else the users the two arms will have when the plan
+ * is reached (`plannedUsersPerArm` is the smallest live arm's; each arm gets its weight's share),
+ * which is GrowthBook's advice (the sample size at which a decision is most likely, fixed for the
+ * experiment); else GrowthBook's default, 5,000.
+ *
+ * @example
+ * ```ts
+ * sequentialTuningOf(experiment, 'treatment'); // 2 x plannedUsersPerArm for two arms of equal weight
+ * ```
+ */
+export function sequentialTuningOf(e: Experiment, arm: string): number {
+  if (e.analysis.sequentialTuning !== undefined) return e.analysis.sequentialTuning;
+  if (e.plannedUsersPerArm === undefined) return SEQUENTIAL_TUNING;
+  const smallest = Math.min(...e.arms.filter((a) => a.weight > 0).map((a) => a.weight));
+  const weight = (key: string) => e.arms.find((a) => a.key === key)?.weight ?? 0;
+  const share = weight(e.arms[0]!.key) + weight(arm);
+  // Two paused arms get no more users: no planned size for them.
+  return share > 0 ? (e.plannedUsersPerArm * share) / smallest : SEQUENTIAL_TUNING;
+}
 
 export type Verdict = 'better' | 'worse' | 'inconclusive' | 'no estimate';
 
@@ -217,13 +239,13 @@ function compare(
     tMean = t.n > 0 ? mt.mean : undefined;
     if (m.preExposureDays > 0) {
       // GrowthBook's reading: the adjusted difference, relative to the control's unadjusted mean.
-      const { theta, varianceReduction, ...rel } = cupedDifference(c, t, { ...options, theta: e.analysis.cupedTheta, relative: true });
-      const { theta: _t, varianceReduction: _v, ...abs } = cupedDifference(c, t, { ...options, theta: e.analysis.cupedTheta });
+      // One adjustment for both readings.
+      const both = cupedDifferences(c, t, { ...options, theta: e.analysis.cupedTheta });
       adjusted = {
-        relative: rel,
-        absolute: abs,
-        varianceReduction,
-        theta,
+        relative: both.relative,
+        absolute: both.absolute,
+        varianceReduction: both.varianceReduction,
+        theta: both.theta,
         covariate: m.covariate ? 'prediction' : 'pre-period',
       };
     }
@@ -235,7 +257,7 @@ function compare(
   const withCuped = effect === 'absolute' ? adjusted?.absolute : adjusted?.relative;
   // CUPED only where it has an estimate; otherwise the unadjusted one, which has the same reason when it has none.
   const basis = withCuped?.estimate !== undefined ? withCuped : plain;
-  const seq = sequential(basis, c.n + t.n, sequentialAlpha, SEQUENTIAL_TUNING, alternative);
+  const seq = sequential(basis, c.n + t.n, sequentialAlpha, sequentialTuningOf(e, arm), alternative);
   // The experiment's prior is on the effect it chose to read: not on an absolute difference it falls back to.
   const prior = effect === e.analysis.effect ? e.analysis.prior : undefined;
   const bayes = bayesianSummary(basis, goal === 'increase' ? 'higher' : 'lower', prior);
@@ -266,8 +288,14 @@ function verdict(seq: Estimate, goal: 'increase' | 'decrease'): Verdict {
  * detect the MDE with 80% power, against the users so far; and why a decision may come earlier.
  */
 export interface Plan {
-  /** Users per arm for the MDE at 80% power, two-sided, at alpha 0.05, on the effect the experiment reads (CUPED-adjusted; each arm's own variance for a conversion). */
+  /**
+   * Users per arm for the MDE at 80% power at alpha 0.05, on the effect the experiment reads
+   * (CUPED-adjusted; each arm's own variance for a conversion), with the experiment's sides: a
+   * one-sided experiment is planned one-sided, towards the objective's goal.
+   */
   usersPerArm?: number;
+  /** The sides the plan is for (the experiment's `analysis.alternative`). */
+  alternative?: 'two-sided' | 'one-sided';
   /** Users so far in the arm that sets the pace (the smallest weight, treatments included). */
   usersSoFar?: number;
   /** usersSoFar / usersPerArm. */
@@ -281,25 +309,31 @@ function plan(e: Experiment, m: Metric, control: MetricSums, objective: MetricRe
   if (m.kind === 'ratio') return { reason: 'planning covers conversion and mean metrics' };
   const mc = momentsOf(m, control);
   if (mc.n < 2 || mc.mean === 0 || mc.variance === 0) return { reason: 'the control arm has too little data to plan from' };
-  if (m.kind === 'conversion' && !(mc.mean * (1 + e.mde) < 1)) return { reason: `a ${fmtShare(e.mde)} lift of a ${fmtShare(mc.mean)} rate is not a rate` };
+  // The effect planned for moves the mean by the MDE times |m_c| towards the goal (the relative
+  // effect's convention); as a share of the (signed) mean, the planner's mde.
+  const towards = objective.goal === 'decrease' ? -1 : 1;
+  const mde = (towards * e.mde) / Math.sign(mc.mean);
+  if (m.kind === 'conversion' && !(mc.mean * (1 + mde) < 1 && mc.mean * (1 + mde) > 0))
+    return { reason: `a ${fmtShare(e.mde)} ${towards > 0 ? 'lift' : 'fall'} of a ${fmtShare(mc.mean)} rate is not a rate` };
   const reduction = Math.max(0, ...objective.comparisons.map((c) => c.cuped?.varianceReduction ?? 0));
-  const sign = objective.goal === 'decrease' ? -1 : 1;
   const usersPerArm = sampleSizePerArm({
     kind: m.kind,
     mean: mc.mean,
     // CUPED removes a share of each arm's variance; for a conversion, of the binomial one.
     sd: Math.sqrt(mc.variance * (1 - reduction)),
-    ...(m.kind === 'conversion' ? { treatmentSd: Math.sqrt(mc.mean * (1 + sign * e.mde) * (1 - mc.mean * (1 + sign * e.mde)) * (1 - reduction)) } : {}),
-    mde: sign * e.mde,
+    ...(m.kind === 'conversion' ? { treatmentSd: Math.sqrt(mc.mean * (1 + mde) * (1 - mc.mean * (1 + mde)) * (1 - reduction)) } : {}),
+    mde,
     effect: e.analysis.effect,
     alpha: ALPHA,
+    // One-sided: the objective is tested towards its goal only, so it is planned so (z_{1-alpha}).
+    alternative: e.analysis.alternative === 'one-sided' ? (towards > 0 ? 'greater' : 'less') : 'two-sided',
   });
   // Users per arm scale with the arm's weight; the smallest arm sets the pace.
   const live = e.arms.filter((a) => a.weight > 0);
   const pacing = live.reduce((low, a) => (a.weight < low.weight ? a : low), live[0]!);
   const byArm = new Map(stats.arms.map((a) => [a.arm, a.users]));
   const usersSoFar = byArm.get(pacing.key) ?? 0;
-  const out: Plan = { usersPerArm, usersSoFar, progress: usersSoFar / usersPerArm };
+  const out: Plan = { usersPerArm, alternative: e.analysis.alternative, usersSoFar, progress: usersSoFar / usersPerArm };
   const users = stats.arms.reduce((s, a) => s + a.users, 0);
   const elapsedDays = stats.firstExposure && stats.asOf ? (Date.parse(stats.asOf) - Date.parse(stats.firstExposure)) / 86_400_000 : 0;
   if (!(elapsedDays > 0) || users === 0) return out;

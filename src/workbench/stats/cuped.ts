@@ -150,11 +150,33 @@ export function cupedDifference(
   treatment: CovariateSums,
   options: { theta?: CupedTheta; relative?: boolean } & TestOptions = {},
 ): Estimate & { theta: number; varianceReduction: number } {
+  const both = cupedDifferences(control, treatment, options);
+  const extra = { theta: both.theta, varianceReduction: both.varianceReduction };
+  return { ...(options.relative ? both.relative : both.absolute), ...extra };
+}
+
+/** Both readings of the CUPED-adjusted difference from one adjustment (what the experiment's results show side by side). */
+export interface CupedDifferences {
+  absolute: Estimate;
+  relative: Estimate;
+  theta: number;
+  varianceReduction: number;
+}
+
+/**
+ * The absolute and the relative CUPED-adjusted difference at once (see `cupedDifference`): one
+ * theta, one adjustment and one Welch test shared by both readings.
+ */
+export function cupedDifferences(control: CovariateSums, treatment: CovariateSums, options: { theta?: CupedTheta } & TestOptions = {}): CupedDifferences {
   const res = cuped([control, treatment], options.theta ?? 'within');
   const [a, b] = res.arms as [Moments, Moments];
   const extra = { theta: res.theta, varianceReduction: res.varianceReduction };
   const absolute = welch(a, b, options);
-  if (!options.relative || absolute.estimate === undefined) return { ...absolute, ...extra };
+  return { absolute, relative: absolute.estimate === undefined ? absolute : relativeOf(control, treatment, a, b, res.theta, options), ...extra };
+}
+
+/** The adjusted difference over the control's unadjusted |mean|, given the adjusted moments of both arms. */
+function relativeOf(control: CovariateSums, treatment: CovariateSums, a: Moments, b: Moments, t: number, options: TestOptions): Estimate {
   // Unadjusted means and (co)variances of each arm, from the same shifts as the adjusted ones.
   const plain = (s: CovariateSums, shiftY: number) => {
     const my = s.sumY / s.n;
@@ -168,11 +190,10 @@ export function cupedDifference(
   };
   const ca = plain(control, control.shiftY ?? 0);
   const cb = plain(treatment, treatment.shiftY ?? 0);
-  if (ca.mean === 0) return { reason: 'the control mean is 0: a relative lift is undefined', ...extra };
-  const t = res.theta;
+  if (ca.mean === 0) return { reason: 'the control mean is 0: a relative lift is undefined' };
   const vTreatment = b.variance / (b.n * ca.mean ** 2);
   const vControl = (ca.varY * (cb.mean / ca.mean) ** 2 - (2 * t * ca.cov * cb.mean) / ca.mean + t * t * ca.varX) / (a.n * ca.mean ** 2);
   const se = Math.sqrt(Math.max(0, vTreatment + vControl));
-  if (!(se > 0)) return { reason: 'no variance in either arm', ...extra };
-  return { ...infer((b.mean - a.mean) / Math.abs(ca.mean), se, welchDf(a.variance / a.n, a.n, b.variance / b.n, b.n), options), ...extra };
+  if (!(se > 0)) return { reason: 'no variance in either arm' };
+  return infer((b.mean - a.mean) / Math.abs(ca.mean), se, welchDf(a.variance / a.n, a.n, b.variance / b.n, b.n), options);
 }

@@ -160,7 +160,11 @@ const optionsOf = (o: number | TestOptions): TestOptions => (typeof o === 'numbe
 /**
  * Welch's t-test for the difference of means (unequal variances; Welch 1947, with the
  * Welch-Satterthwaite degrees of freedom), two-sided by default, and its 1 - alpha confidence
- * interval. The third argument is alpha or the test's options.
+ * interval. The third argument is alpha or the test's options. `equalVariance: true` is Student's
+ * pooled-variance t-test instead (one variance for both arms, n_c + n_t - 2 degrees of freedom;
+ * scipy's `ttest_ind` default, `equal_var=True`): a convention choice for a library caller, never
+ * the experiments' (the arms of an experiment need not have one variance; GrowthBook's engine is
+ * Welch's).
  *
  * @example
  * ```ts
@@ -168,12 +172,19 @@ const optionsOf = (o: number | TestOptions): TestOptions => (typeof o === 'numbe
  * console.log(diff.estimate, diff.pValue);
  * ```
  */
-export function welch(control: Moments, treatment: Moments, options: number | TestOptions = {}): Estimate {
+export function welch(control: Moments, treatment: Moments, options: number | (TestOptions & { equalVariance?: boolean }) = {}): Estimate {
   const why = degenerate(control, treatment);
   if (why) return noEstimate(why);
+  const o: TestOptions & { equalVariance?: boolean } = typeof options === 'number' ? { alpha: options } : options;
+  const estimate = treatment.mean - control.mean;
+  if (o.equalVariance) {
+    const df = control.n + treatment.n - 2;
+    const pooled = ((control.n - 1) * control.variance + (treatment.n - 1) * treatment.variance) / df;
+    return infer(estimate, Math.sqrt(pooled * (1 / control.n + 1 / treatment.n)), df, o);
+  }
   const va = control.variance / control.n;
   const vb = treatment.variance / treatment.n;
-  return infer(treatment.mean - control.mean, Math.sqrt(va + vb), welchDf(va, control.n, vb, treatment.n), optionsOf(options));
+  return infer(estimate, Math.sqrt(va + vb), welchDf(va, control.n, vb, treatment.n), o);
 }
 
 /**

@@ -136,6 +136,8 @@ describe('experiments in the service', () => {
         },
         /arms cannot be renamed/,
       ],
+      [{ plannedUsersPerArm: 500 }, /plannedUsersPerArm and analysis.sequentialTuning cannot change/],
+      [{ analysis: { sequentialTuning: 800 } }, /plannedUsersPerArm and analysis.sequentialTuning cannot change/],
     ] as const) {
       const res = await put('/v1/experiments/edits', { ...checkout({ key: 'edits', mde: 0.1 }), status: 'running', ...change }, 3);
       assert.equal(res.status, 400);

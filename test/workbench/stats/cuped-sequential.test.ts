@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Random } from '../../../src/workbench/random.js';
 import { correlatedSums } from '../../helpers/stats.js';
-import { cuped, type CovariateSums } from '../../../src/workbench/stats/cuped.js';
+import { cuped, cupedDifference, cupedDifferences, type CovariateSums } from '../../../src/workbench/stats/cuped.js';
 import { sequential, sequentialHalfwidth } from '../../../src/workbench/stats/sequential.js';
 import { moments, welch } from '../../../src/workbench/stats/two-sample.js';
 
@@ -45,6 +45,21 @@ describe('CUPED', () => {
   });
 });
 
+describe('CUPED differences', () => {
+  it('both readings from one adjustment are the two single readings, number for number, under either theta', () => {
+    const r = new Random(4);
+    for (const theta of ['within', 'joint'] as const) {
+      const [a, b] = [arm(r, 2000, 0.7), arm(r, 2000, 0.7, 0.3)];
+      const both = cupedDifferences(a, b, { theta, alternative: 'greater' });
+      const { theta: t1, varianceReduction: v1, ...relative } = cupedDifference(a, b, { theta, alternative: 'greater', relative: true });
+      const { theta: t2, varianceReduction: v2, ...absolute } = cupedDifference(a, b, { theta, alternative: 'greater' });
+      assert.deepEqual(both, { relative, absolute, theta: t1, varianceReduction: v1 });
+      assert.equal(t1, t2);
+      assert.equal(v1, v2);
+    }
+  });
+});
+
 describe('always-valid (sequential) intervals', () => {
   it('are wider than the fixed-horizon interval at every n, and shrink as data comes in', () => {
     const v = 4 / 1000;
@@ -79,6 +94,45 @@ describe('always-valid (sequential) intervals', () => {
     }
     assert.ok(everSequential / runs <= 0.05 + 3 * Math.sqrt((0.05 * 0.95) / runs), `sequential: ${everSequential / runs}`);
     assert.ok(everFixed / runs > 0.12, `peeking at the fixed-horizon test: ${everFixed / runs}`);
+  });
+
+  it('stay at most 5% false positives when tuned to a planned size that the looks run far past, two-sided and one-sided (simulation)', () => {
+    // The experiment's tuning is its planned users (2 x 500 here): the interval is tightest there,
+    // so the early looks are the riskiest; the looks go on to 4x the plan.
+    const r = new Random(33);
+    const runs = 600;
+    const tuning = 1000;
+    let twoSided = 0;
+    let greater = 0;
+    let defaultTuning = 0;
+    for (let i = 0; i < runs; i++) {
+      let a = { n: 0, sum: 0, sumSquares: 0 };
+      let b = { n: 0, sum: 0, sumSquares: 0 };
+      const hit = { twoSided: false, greater: false, defaultTuning: false };
+      for (let look = 0; look < 40; look++) {
+        for (let k = 0; k < 50; k++) {
+          const x = r.normal(5, 2);
+          const y = r.normal(5, 2);
+          a = { n: a.n + 1, sum: a.sum + x, sumSquares: a.sumSquares + x * x };
+          b = { n: b.n + 1, sum: b.sum + y, sumSquares: b.sumSquares + y * y };
+        }
+        const w = welch(moments(a), moments(b));
+        const [lo, hi] = sequential(w, a.n + b.n, 0.05, tuning).ci!;
+        if (lo > 0 || hi < 0) hit.twoSided = true;
+        if (sequential(w, a.n + b.n, 0.05, tuning, 'greater').ci![0] > 0) hit.greater = true;
+        if (sequential(w, a.n + b.n).pValue! < 0.05) hit.defaultTuning = true;
+      }
+      if (hit.twoSided) twoSided++;
+      if (hit.greater) greater++;
+      if (hit.defaultTuning) defaultTuning++;
+    }
+    console.log(`A/A over 40 looks: tuned to 1,000 users ${twoSided / runs} (one-sided ${greater / runs}); tuned to 5,000 ${defaultTuning / runs}`);
+    const bound = 0.05 + 3 * Math.sqrt((0.05 * 0.95) / runs);
+    assert.ok(twoSided / runs <= bound, `two-sided at tuning ${tuning}: ${twoSided / runs}`);
+    assert.ok(greater / runs <= bound, `one-sided at tuning ${tuning}: ${greater / runs}`);
+    assert.ok(defaultTuning / runs <= bound, `default tuning: ${defaultTuning / runs}`);
+    // The tuning moves where the interval is tightest: at the planned 1,000 users it is narrower than at the default's.
+    assert.ok(sequentialHalfwidth(4 / 500, 1000, 0.05, 1000) < sequentialHalfwidth(4 / 500, 1000, 0.05, 5000));
   });
 
   it('give the p-value at which the sequence just excludes 0, consistent with the interval', () => {

@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { InputError } from '../../../src/workbench/errors.js';
 import { Random } from '../../../src/workbench/random.js';
 import { powerForSize, sampleSizePerArm } from '../../../src/workbench/stats/power.js';
 import { proportionMoments, relativeLift, twoProportionZTest, type Moments } from '../../../src/workbench/stats/two-sample.js';
 
 const near = (got: number, want: number, tol = 1e-9) => assert.ok(Math.abs(got - want) <= tol * Math.max(1, Math.abs(want)), `${got} vs ${want}`);
-// Typed in from tables, not computed by the engine: z(0.975) and z(0.8), z(0.9).
+// Typed in from tables, not computed by the engine: z(0.975), z(0.95) and z(0.8).
 const Z975 = 1.959963984540054;
+const Z95 = 1.6448536269514722;
 const Z80 = 0.8416212335729143;
 
 describe('sample sizes', () => {
@@ -61,6 +63,74 @@ describe('sample sizes', () => {
     const d = (0.5 * Math.sqrt(n)) / Math.sqrt(2 * 16);
     const phi = (x: number) => 0.5 * (1 + erf(x / Math.SQRT2));
     near(powerForSize({ mean: 10, sd: 4, mde: 0.05, nPerArm: n }), phi(d - Z975) + phi(-d - Z975), 1e-7);
+  });
+});
+
+describe('one-sided planning', () => {
+  const phi = (x: number) => 0.5 * (1 + erf(x / Math.SQRT2));
+
+  it('one tail at z(1 - alpha): the closed form, exact for the difference of means', () => {
+    // Power Phi(d - z_{0.95}) with d = delta sqrt(n) / sqrt(2 sd^2); no second tail.
+    for (const n of [50, 400]) {
+      const d = (0.5 * Math.sqrt(n)) / Math.sqrt(2 * 16);
+      near(powerForSize({ mean: 10, sd: 4, mde: 0.05, nPerArm: n, alternative: 'greater' }), phi(d - Z95), 1e-7);
+      near(powerForSize({ mean: 10, sd: 4, mde: -0.05, nPerArm: n, alternative: 'less' }), phi(d - Z95), 1e-7);
+    }
+    // n = ceil((z_{0.95} + z_{0.8})^2 2 sd^2 / delta^2) = ceil(791.35...) per arm, against 1,005 two-sided.
+    const oneSided = sampleSizePerArm({ mean: 10, sd: 4, mde: 0.05, alternative: 'greater' });
+    assert.equal(oneSided, Math.ceil(((Z95 + Z80) ** 2 * 32) / 0.25));
+    assert.equal(oneSided, 792);
+    assert.equal(sampleSizePerArm({ mean: 10, sd: 4, mde: -0.05, alternative: 'less' }), 792);
+    assert.equal(sampleSizePerArm({ mean: 10, sd: 4, mde: 0.05 }), Math.ceil(((Z975 + Z80) ** 2 * 32) / 0.25));
+    // Conversions, each arm its own variance: (z_{0.95} + z_{0.8})^2 (p1 q1 + p2 q2) / delta^2, 10% -> 11%.
+    assert.equal(
+      sampleSizePerArm({ kind: 'conversion', mean: 0.1, mde: 0.1, alternative: 'greater' }),
+      Math.ceil(((Z95 + Z80) ** 2 * (0.09 + 0.11 * 0.89)) / 0.01 ** 2),
+    );
+  });
+
+  it('a one-sided test away from the effect cannot be planned: an error, not a size', () => {
+    assert.throws(() => sampleSizePerArm({ mean: 10, sd: 4, mde: 0.05, alternative: 'less' }), InputError);
+    assert.throws(() => powerForSize({ mean: 10, sd: 4, mde: -0.05, alternative: 'greater', nPerArm: 100 }), InputError);
+    // A negative mean that rises (mde < 0 of a negative mean) is planned 'greater'.
+    assert.ok(sampleSizePerArm({ mean: -10, sd: 4, mde: -0.05, alternative: 'greater', effect: 'relative' }) > 0);
+  });
+
+  it('the promised one-sided power is delivered (simulation, seeded): conversion and mean, relative effect, t', () => {
+    const runs = 4000;
+    const within = (rate: number, what: string) =>
+      assert.ok(Math.abs(rate - 0.8) < 3 * Math.sqrt((0.8 * 0.2) / runs), `${what}: detected ${rate} for a target of 0.8`);
+    const r = new Random(2025);
+    const [p, mde] = [0.1, 0.3];
+    const nConversion = sampleSizePerArm({ kind: 'conversion', mean: p, mde, effect: 'relative', alternative: 'greater' });
+    assert.ok(nConversion < 0.85 * sampleSizePerArm({ kind: 'conversion', mean: p, mde, effect: 'relative' }));
+    const binomial = (n: number, rate: number) => {
+      let k = 0;
+      for (let i = 0; i < n; i++) if (r.next() < rate) k++;
+      return k;
+    };
+    let detected = 0;
+    for (let i = 0; i < runs; i++) {
+      const c = proportionMoments({ n: nConversion, conversions: binomial(nConversion, p) });
+      const t = proportionMoments({ n: nConversion, conversions: binomial(nConversion, p * (1 + mde)) });
+      if (relativeLift(c, t, { alternative: 'greater' }).pValue! < 0.05) detected++;
+    }
+    within(detected / runs, `conversion, one-sided, ${nConversion} per arm`);
+    // A decrease of a mean metric, tested 'less'.
+    const nMean = sampleSizePerArm({ mean: 10, sd: 4, mde: -0.05, effect: 'relative', alternative: 'less' });
+    const arm = (n: number, mean: number): Moments => {
+      let sum = 0;
+      let sumSquares = 0;
+      for (let i = 0; i < n; i++) {
+        const x = r.normal(mean, 4);
+        sum += x;
+        sumSquares += x * x;
+      }
+      return { n, mean: sum / n, variance: (sumSquares - (sum * sum) / n) / (n - 1) };
+    };
+    detected = 0;
+    for (let i = 0; i < runs; i++) if (relativeLift(arm(nMean, 10), arm(nMean, 9.5), { alternative: 'less' }).pValue! < 0.05) detected++;
+    within(detected / runs, `mean, one-sided, ${nMean} per arm`);
   });
 });
 
