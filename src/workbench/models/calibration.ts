@@ -29,7 +29,10 @@ export interface CalibrationCandidate {
   method: CalibrationMethod;
   logLoss: number;
   brier: number;
-  /** Its mean log loss per row minus that of the scores as they are (`none`), and the standard error of that paired difference. */
+  /**
+   * Its mean log loss per row minus that of the scores as they are (`none`), and the standard error
+   * of that paired difference (clustered by entity when the rows were given `groups`).
+   */
   vsNone: { difference: number; standardError: number };
 }
 
@@ -38,7 +41,10 @@ export interface CalibrationFit {
   rows: number;
   positives: number;
   folds: number;
-  /** The candidate with the lowest out-of-fold log loss wins (ties to the simpler, in the order none, platt, isotonic). */
+  /**
+   * The candidate with the lowest out-of-fold log loss wins (ties to the simpler, in the order none,
+   * platt, isotonic), a map only with a gain over none of at least two standard errors.
+   */
   criterion: 'logLoss';
   candidates: CalibrationCandidate[];
   /** Where the validation rows came from, e.g. `as_of in [2025-02-16, 2025-03-02)`. */
@@ -301,15 +307,19 @@ function interpolate(x: readonly number[], y: readonly number[], t: number): num
  * Chooses among none, Platt and isotonic on validation rows (labels and the model's scores, in
  * time order): each candidate is fitted on all folds but one and scored on that one (contiguous
  * folds, so with rows in time order each fold is a later or earlier period than what was fitted),
- * and the lowest out-of-fold **log loss** wins, ties going to the simpler. Log loss rather than
- * Brier: it punishes a confident 0 or 1 that a held-out row contradicts (isotonic's flat ends on
- * thin data), which Brier barely notices. Out of fold, because fitting and judging on the same rows
- * would always pick isotonic, which minimises in-sample squared error among all monotone maps. Each
- * candidate's gain over `none` is reported with its standard error (`vsNone`), for judging how
- * sure the choice is; it does not decide (a one-standard-error rule, tried on small simulated
- * lakes, kept overconfident scores more often than it spared a needless map). The winner is then
- * refitted on every validation row. Too few rows (fewer than 2 per fold of either class) give
- * `none`.
+ * and the lowest out-of-fold **log loss** wins, ties going to the simpler, among `none` and the maps
+ * whose gain over `none` is at least `MIN_GAIN_STANDARD_ERRORS` (2) standard errors (`vsNone`). Log
+ * loss rather than Brier: it punishes a confident 0 or 1 that a held-out row contradicts
+ * (isotonic's flat ends on thin data), which Brier barely notices. Out of fold, because fitting and
+ * judging on the same rows would always pick isotonic, which minimises in-sample squared error among
+ * all monotone maps. The gain must be clear because a map fitted on a slice also moves the scores'
+ * level to that slice's share of positives, noise included: on the app's default lake the latest
+ * logins' churn rate came out 21% below their true probability, and Platt scaling, 1.2 standard
+ * errors better there, took the test scores' mean from 0.3% to 22% below the truth. Give `groups`
+ * (the entity of each row) when rows are moments of the same users: their losses are not
+ * independent, and the standard errors are then clustered by entity (row-level ones were half as
+ * wide on that slice, 6,333 logins of 1,353 users). The winner is refitted on every validation row.
+ * Too few rows (fewer than 2 per fold of either class) give `none`.
  *
  * @example
  * ```ts
@@ -320,7 +330,7 @@ function interpolate(x: readonly number[], y: readonly number[], t: number): num
 export function chooseCalibration(
   labels: ArrayLike<number>,
   scores: ArrayLike<number>,
-  options: { folds?: number; methods?: readonly CalibrationMethod[]; source?: string } = {},
+  options: { folds?: number; methods?: readonly CalibrationMethod[]; source?: string; groups?: ArrayLike<string> } = {},
 ): Calibration {
   const n = checkBinary(labels, scores);
   const k = options.folds ?? 5;
@@ -339,18 +349,24 @@ export function chooseCalibration(
   });
   if (positives < 2 * k || n - positives < 2 * k) return { method: 'none', fit: fit([]) };
   const outOfFold = new Map<CalibrationMethod, Float64Array>(methods.map((m) => [m, new Float64Array(n)]));
+  const foldOf = options.groups ? groupFolds(options.groups, k) : timeFolds(n, k);
   for (let f = 0; f < k; f++) {
-    const from = Math.floor((f * n) / k);
-    const to = Math.floor(((f + 1) * n) / k);
     const fitLabels: number[] = [];
     const fitScores: number[] = [];
+    const held: number[] = [];
     for (let i = 0; i < n; i++) {
-      if (i >= from && i < to) continue;
-      fitLabels.push(labels[i]!);
-      fitScores.push(scores[i]!);
+      if (foldOf[i] === f) held.push(i);
+      else {
+        fitLabels.push(labels[i]!);
+        fitScores.push(scores[i]!);
+      }
     }
-    const held = Array.prototype.slice.call(scores, from, to) as number[];
-    for (const m of methods) outOfFold.get(m)!.set(applyCalibration(fitMethod(m, fitLabels, fitScores), held), from);
+    const heldScores = held.map((i) => scores[i]!);
+    for (const m of methods) {
+      const calibratedScores = applyCalibration(fitMethod(m, fitLabels, fitScores), heldScores);
+      const target = outOfFold.get(m)!;
+      held.forEach((i, j) => (target[i] = calibratedScores[j]!));
+    }
   }
   const identity = rowLogLoss(labels, scores);
   const candidates = methods.map((m): CalibrationCandidate => {
@@ -365,13 +381,65 @@ export function chooseCalibration(
     }
     const difference = sum / n;
     const variance = Math.max(0, (sumSq - n * difference * difference) / (n - 1));
-    return { method: m, logLoss: logLoss(labels, p), brier: brierScore(labels, p), vsNone: { difference, standardError: Math.sqrt(variance / n) } };
+    const standardError = options.groups ? clusteredStandardError(own, identity, options.groups) : Math.sqrt(variance / n);
+    return { method: m, logLoss: logLoss(labels, p), brier: brierScore(labels, p), vsNone: { difference, standardError } };
   });
-  const best = candidates.reduce((a, b) => (b.logLoss < a.logLoss ? b : a));
+  const canKeepScores = methods.includes('none');
+  const eligible = candidates.filter((c) => !canKeepScores || c.method === 'none' || c.vsNone.difference <= -MIN_GAIN_STANDARD_ERRORS * c.vsNone.standardError);
+  const best = eligible.reduce((a, b) => (b.logLoss < a.logLoss ? b : a));
   return { ...fitMethod(best.method, labels, scores), fit: fit(candidates) };
 }
 
 const ORDER: readonly CalibrationMethod[] = ['none', 'platt', 'isotonic'];
+
+/** How many standard errors of out-of-fold log loss a map must gain over the scores as they are to replace them. */
+export const MIN_GAIN_STANDARD_ERRORS = 2;
+
+/** Contiguous folds: with rows in time order, each fold is a period. */
+function timeFolds(n: number, k: number): Int32Array {
+  const foldOf = new Int32Array(n);
+  for (let f = 0; f < k; f++) foldOf.fill(f, Math.floor((f * n) / k), Math.floor(((f + 1) * n) / k));
+  return foldOf;
+}
+
+/**
+ * Folds of whole groups: a user's rows all in one fold, or a map fitted on some of their moments
+ * would be judged on others (isotonic regression learns a user's outcome from their scores: on
+ * honest scores it won 60 slices of 60 with rows split across folds). Groups are taken in the order
+ * of their first row, so with rows in time order the earlier users fill the earlier folds.
+ */
+function groupFolds(groups: ArrayLike<string>, k: number): Int32Array {
+  const n = groups.length;
+  const sizes = new Map<string, number>();
+  for (let i = 0; i < n; i++) sizes.set(groups[i]!, (sizes.get(groups[i]!) ?? 0) + 1);
+  const foldOfGroup = new Map<string, number>();
+  let before = 0;
+  for (const [group, size] of sizes) {
+    foldOfGroup.set(group, Math.min(k - 1, Math.floor((before * k) / n)));
+    before += size;
+  }
+  return Int32Array.from({ length: n }, (_, i) => foldOfGroup.get(groups[i]!)!);
+}
+
+/**
+ * The standard error of the mean paired difference a - b when rows of one group (a user's many
+ * moments) are not independent: the cluster-robust (Liang-Zeger) variance of a mean,
+ * G / (G - 1) * sum over groups of (the group's summed deviations)^2 / n^2.
+ */
+function clusteredStandardError(a: ArrayLike<number>, b: ArrayLike<number>, groups: ArrayLike<string>): number {
+  const n = a.length;
+  if (groups.length !== n) throw new InputError(`${groups.length} groups for ${n} rows`);
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += a[i]! - b[i]!;
+  const mean = sum / n;
+  const deviations = new Map<string, number>();
+  for (let i = 0; i < n; i++) deviations.set(groups[i]!, (deviations.get(groups[i]!) ?? 0) + a[i]! - b[i]! - mean);
+  const g = deviations.size;
+  if (g < 2) return Number.POSITIVE_INFINITY;
+  let squares = 0;
+  for (const d of deviations.values()) squares += d * d;
+  return Math.sqrt((g / (g - 1)) * squares) / n;
+}
 
 /** Each row's log loss, probabilities clipped as `logLoss` clips them. */
 function rowLogLoss(labels: ArrayLike<number>, probabilities: ArrayLike<number>): Float64Array {
@@ -457,21 +525,22 @@ export interface CalibratedTraining {
 /**
  * Trains a classifier on all but the latest `calibrationShare` of the moments (`timeColumn`), then
  * chooses its calibration (`chooseCalibration`) on those latest moments: a validation slice in time,
- * after the rows the model learns from and before any test rows. A share of 0 trains on every row
- * and calibrates nothing (`none`).
+ * after the rows the model learns from and before any test rows. `groupColumn` names the entity
+ * whose rows are not independent (a user's many moments): the choice's standard errors are then
+ * clustered by it. A share of 0 trains on every row and calibrates nothing (`none`).
  *
  * @example
  * ```ts
- * const { model, calibration } = await trainCalibrated(data.train, 'churned', columnsFor(data.features), { seed: 1, calibrationShare: 0.3 });
+ * const { model, calibration } = await trainCalibrated(data.train, 'churned', columnsFor(data.features), { seed: 1, calibrationShare: 0.3, groupColumn: 'user_id' });
  * ```
  */
 export async function trainCalibrated(
   rows: readonly Row[],
   label: string,
   columns: readonly ColumnSpec[],
-  options: TrainOptions & { calibrationShare?: number; timeColumn?: string } = {},
+  options: TrainOptions & { calibrationShare?: number; timeColumn?: string; groupColumn?: string } = {},
 ): Promise<CalibratedTraining> {
-  const { calibrationShare = 0.3, timeColumn = 'as_of', ...train } = options;
+  const { calibrationShare = 0.3, timeColumn = 'as_of', groupColumn, ...train } = options;
   if (calibrationShare === 0) {
     const model = await trainClassifier(rows, label, columns, train);
     return { model, calibration: { method: 'none' }, fitRows: rows.length, validationRows: 0 };
@@ -480,6 +549,7 @@ export async function trainCalibrated(
   const model = await trainClassifier(earlier, label, columns, train);
   try {
     const calibration = chooseCalibration(labelsOf(later, label), model.predict(later), {
+      ...(groupColumn === undefined ? {} : { groups: later.map((r) => String(r[groupColumn])) }),
       source: `${later.length} rows at ${timeColumn} from ${from!.toISOString()}, after the ${earlier.length} the model was fitted on`,
     });
     train.progress?.log(`calibration: ${calibration.method}, chosen on ${later.length} rows from ${from!.toISOString().slice(0, 10)}`);

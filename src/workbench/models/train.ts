@@ -100,7 +100,10 @@ export async function trainClassifier(rows: readonly Row[], label: string, colum
   const preprocessing = fitPreprocessing(trainRows, columns);
   const width = preprocessing.inputs.length;
 
-  const model = buildModel(o.model, width, o.hidden, o.l2, o.seed);
+  let positives = 0;
+  for (const i of trainIndex) positives += labels[i]!;
+  const baseRate = Math.min(1 - 1e-6, Math.max(1e-6, positives / trainIndex.length));
+  const model = buildModel(o.model, width, o.hidden, o.l2, o.seed, baseRate);
   model.compile({ optimizer: tf.train.adam(o.learningRate), loss: 'binaryCrossentropy' });
   const xTrain = tf.tensor2d(transform(preprocessing, trainRows), [trainRows.length, width]);
   const yTrain = tf.tensor2d(
@@ -179,7 +182,7 @@ function predictMatrix(model: LayersModel, x: Tensor): Float32Array {
   }
 }
 
-function buildModel(kind: ModelKind, width: number, hidden: number[], l2: number, seed: number): LayersModel {
+function buildModel(kind: ModelKind, width: number, hidden: number[], l2: number, seed: number, baseRate: number): LayersModel {
   // Named, not numbered: tfjs numbers unnamed models and layers per process (sequential_3,
   // dense_Dense7), and the names are in the topology, hence in the bundle's version.
   const model = tf.sequential({ name: kind });
@@ -203,6 +206,7 @@ function buildModel(kind: ModelKind, width: number, hidden: number[], l2: number
       activation: 'sigmoid',
       name: 'output',
       kernelInitializer: tf.initializers.glorotUniform({ seed: seed + layers.length }),
+      biasInitializer: tf.initializers.constant({ value: Math.log(baseRate / (1 - baseRate)) }),
       kernelRegularizer: regularizer,
       ...(layers.length === 0 ? { inputShape: [width] } : {}),
     }),

@@ -136,7 +136,13 @@ export interface AppChurnModel {
  * ```
  */
 export async function trainAppChurn(data: AppChurnData, options: TrainOptions & { calibrationShare?: number } = {}): Promise<AppChurnModel> {
-  const trained = await trainCalibrated(data.train, 'churned', columnsFor(data.features), { seed: 1, learningRate: 0.03, patience: 8, ...options });
+  const trained = await trainCalibrated(data.train, 'churned', columnsFor(data.features), {
+    seed: 1,
+    learningRate: 0.03,
+    patience: 8,
+    groupColumn: 'user_id',
+    ...options,
+  });
   const { model } = trained;
   const labels = data.test.map((r) => r.churned as number);
   return {

@@ -105,6 +105,7 @@ export async function trainRetailPropensity(
     batchSize: 512,
     learningRate: 0.03,
     patience: 5,
+    groupColumn: 'user_id',
     ...options,
   });
   const { model } = trained;

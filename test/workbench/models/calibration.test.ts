@@ -9,6 +9,7 @@ import {
   calibrated,
   CalibrationSchema,
   chooseCalibration,
+  MIN_GAIN_STANDARD_ERRORS,
   fitIsotonic,
   fitPlatt,
   fitSigmoid,
@@ -338,6 +339,61 @@ describe('calibration with a known truth', () => {
     const inSample = (c: Calibration) => brierScore(v.labels, applyCalibration(c, v.scores));
     assert.ok(inSample(fitIsotonic(v.labels, v.scores)) <= Math.min(inSample(fitPlatt(v.labels, v.scores)), inSample({ method: 'none' })));
     assert.notEqual(chooseCalibration(v.labels, v.scores).method, 'isotonic');
+  });
+});
+
+/**
+ * A slice of moments of the same users, as a login spine gives: `users` users with `moments` rows
+ * each, interleaved in time, one label per user (they churn or not) and one score per user, the
+ * truth bent by `distort`.
+ */
+function usersSlice(seed: number, users: number, moments: number, distort: (p: number) => number) {
+  const r = new Random(seed);
+  const truth = Array.from({ length: users }, () => sigmoid(r.normal(-2.2, 1)));
+  const outcome = truth.map((p) => (r.bernoulli(p) ? 1 : 0));
+  const rows = Array.from({ length: users * moments }, (_, i) => i % users);
+  return { labels: rows.map((u) => outcome[u]!), scores: rows.map((u) => distort(truth[u]!)), groups: rows.map((u) => `u${u}`) };
+}
+
+describe('choosing a calibration when rows are moments of the same users', () => {
+  it('clustered standard errors match the spread of the gain over repeated slices; row-level ones understate it', () => {
+    const gains: number[] = [];
+    const clustered: number[] = [];
+    const rowLevel: number[] = [];
+    for (let seed = 1; seed <= 150; seed++) {
+      const s = usersSlice(seed, 200, 10, (p) => sigmoid(1.3 * Math.log(p / (1 - p)) + 0.6));
+      const platt = (c: Calibration) => c.fit!.candidates.find((x) => x.method === 'platt')!.vsNone;
+      const byUser = platt(chooseCalibration(s.labels, s.scores, { groups: s.groups }));
+      gains.push(byUser.difference);
+      clustered.push(byUser.standardError);
+      rowLevel.push(platt(chooseCalibration(s.labels, s.scores)).standardError);
+    }
+    const spread = Math.sqrt(gains.reduce((a, g) => a + (g - mean(gains)) ** 2, 0) / (gains.length - 1));
+    assert.ok(Math.abs(mean(clustered) / spread - 1) < 0.25, `clustered SE ${mean(clustered)} against the spread ${spread}`);
+    assert.ok(mean(rowLevel) < 0.5 * spread, `row-level SE ${mean(rowLevel)} understates the spread ${spread}`);
+  });
+
+  it('with one row per user, clustered and row-level standard errors are the same formula', () => {
+    const s = usersSlice(7, 2000, 1, (p) => p ** 0.7);
+    const plain = chooseCalibration(s.labels, s.scores).fit!.candidates;
+    const byUser = chooseCalibration(s.labels, s.scores, { groups: s.groups }).fit!.candidates;
+    byUser.forEach((c, i) => near(c.vsNone.standardError, plain[i]!.vsNone.standardError, 1e-12 * (1 + plain[i]!.vsNone.standardError), c.method));
+  });
+
+  it('keeps honest scores unless a map gains two standard errors, judged on users it was not fitted on: the lowest log loss alone would often pick one', () => {
+    let mapped = 0;
+    let lowestIsAMap = 0;
+    for (let seed = 1; seed <= 60; seed++) {
+      const s = usersSlice(1000 + seed, 150, 8, (p) => p);
+      const calibration = chooseCalibration(s.labels, s.scores, { groups: s.groups });
+      const candidates = calibration.fit!.candidates;
+      if (calibration.method !== 'none') mapped++;
+      if (candidates.reduce((a, b) => (b.logLoss < a.logLoss ? b : a)).method !== 'none') lowestIsAMap++;
+      const chosen = candidates.find((c) => c.method === calibration.method)!;
+      if (chosen.method !== 'none') assert.ok(chosen.vsNone.difference <= -MIN_GAIN_STANDARD_ERRORS * chosen.vsNone.standardError);
+    }
+    assert.ok(mapped <= 6, `${mapped} of 60 honest slices got a map`);
+    assert.ok(lowestIsAMap >= 8, `the lowest log loss was a map on ${lowestIsAMap} of 60`);
   });
 });
 
