@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import Ajv from 'ajv';
 import { NotebookError } from '../../../src/workbench/errors.js';
 import { readNotebook } from '../../../src/workbench/notebooks/notebook.js';
 import { findJupyterPython, runNotebook, type Engine, type RunResult } from '../../../src/workbench/notebooks/run.js';
+import { writeNotebook } from '../../helpers/notebooks.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 /** nbformat's own JSON schema (test/fixtures/nbformat, BSD-3-Clause); draft-04, which Ajv reads once `$schema` is left out. */
@@ -18,27 +19,6 @@ const validateNbformat = new Ajv({ strict: false, allErrors: true }).compile(sch
 function assertValidNotebook(path: string): void {
   const ok = validateNbformat(JSON.parse(readFileSync(path, 'utf8')));
   assert.ok(ok, `${path} is not valid nbformat 4.5: ${JSON.stringify(validateNbformat.errors?.slice(0, 3))}`);
-}
-
-function writeNotebookFile(dir: string, name: string, cells: { source: string; markdown?: boolean; tags?: string[] }[]): string {
-  const path = join(dir, `${name}.ipynb`);
-  writeFileSync(
-    path,
-    JSON.stringify({
-      nbformat: 4,
-      nbformat_minor: 5,
-      metadata: {
-        kernelspec: { name: 'plg-workbench', display_name: 'TypeScript (plg-workbench)', language: 'typescript' },
-        'plg-workbench': { ci_parameters: { n: 4 } },
-      },
-      cells: cells.map((c, i) =>
-        c.markdown
-          ? { cell_type: 'markdown', id: `m${i}`, metadata: {}, source: c.source }
-          : { cell_type: 'code', id: `c${i}`, metadata: c.tags ? { tags: c.tags } : {}, source: c.source, outputs: [], execution_count: null },
-      ),
-    }),
-  );
-  return path;
 }
 
 /** Every kind of output the workbench's notebooks make: text, stderr, tables, markdown, figures, a bar updated in place, an image. */
@@ -122,7 +102,7 @@ describe('both engines, one conformance suite', { timeout: 240_000 }, () => {
   const jupyterData = join(dir, 'jupyter-data');
   mkdirSync(jupyterData);
   process.env.JUPYTER_DATA_DIR = jupyterData;
-  const path = writeNotebookFile(dir, 'conformance', CONFORMANCE_CELLS);
+  const path = writeNotebook(dir, 'conformance', CONFORMANCE_CELLS, { n: 4 });
   const results = new Map<Engine, RunResult>();
 
   const runWith = async (engine: Engine, t: TestContext): Promise<RunResult | undefined> => {
@@ -173,10 +153,12 @@ describe('both engines, one conformance suite', { timeout: 240_000 }, () => {
   });
 
   it('node: a kernel that dies fails its cell with the exit code, keeping what the cell printed', async () => {
-    const dying = writeNotebookFile(dir, 'dies', [
-      { source: 'console.log("before");' },
-      { source: 'console.log("last words");\nawait new Promise((r) => setTimeout(r, 100));\nprocess.exit(7);' },
-    ]);
+    const dying = writeNotebook(
+      dir,
+      'dies',
+      [{ source: 'console.log("before");' }, { source: 'console.log("last words");\nawait new Promise((r) => setTimeout(r, 100));\nprocess.exit(7);' }],
+      { n: 4 },
+    );
     const result = await runNotebook(dying, { outDir: join(dir, 'node'), cellTimeout: 60 });
     assert.equal(result.ok, false);
     assert.ok(result.error instanceof NotebookError);

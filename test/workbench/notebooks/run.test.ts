@@ -6,31 +6,17 @@ import { NotebookError } from '../../../src/workbench/errors.js';
 import { readNotebook } from '../../../src/workbench/notebooks/notebook.js';
 import { PLOTLY_SCRIPT_PATH } from '../../../src/workbench/display.js';
 import { REPORT_PLOTLY_SCRIPT, runNotebook } from '../../../src/workbench/notebooks/run.js';
+import { writeNotebook } from '../../helpers/notebooks.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 /** Writes a notebook whose first code cell is the parameters cell. */
 function notebook(dir: string, name: string, cells: string[]): string {
-  const path = join(dir, `${name}.ipynb`);
-  writeFileSync(
-    path,
-    JSON.stringify({
-      nbformat: 4,
-      nbformat_minor: 5,
-      metadata: {
-        kernelspec: { name: 'plg-workbench', display_name: 'TypeScript (plg-workbench)', language: 'typescript' },
-        'plg-workbench': { ci_parameters: { n: 5 } },
-      },
-      cells: cells.map((source, i) => ({
-        cell_type: 'code',
-        id: `c${i}`,
-        metadata: i === 0 ? { tags: ['parameters'] } : {},
-        source,
-        outputs: [],
-        execution_count: null,
-      })),
-    }),
+  return writeNotebook(
+    dir,
+    name,
+    cells.map((source, i) => (i === 0 ? { source, tags: ['parameters'] } : source)),
+    { n: 5 },
   );
-  return path;
 }
 
 const outputText = (path: string) => JSON.stringify(readNotebook(path).cells.map((c) => c.outputs));
