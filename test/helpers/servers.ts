@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { after } from 'node:test';
+import { after, before, beforeEach, type TestContext } from 'node:test';
 import pg from 'pg';
 
 /**
@@ -49,6 +49,32 @@ export function postgresTestSchema(prefix: string): { open<T>(make: (url: string
       if (available !== true) return available;
       created = true;
       return make(url, schema);
+    },
+  };
+}
+
+/**
+ * The store a conformance suite runs against: opened before the suite's tests, closed after them.
+ * When `open` returns a reason instead (a server that is not there, see `serverAvailable`), every
+ * test of the suite is skipped with it. Call inside `describe`; the tests read `.store`.
+ */
+export function storeUnderTest<T extends { close(): Promise<void> }>(open: () => Promise<T | string>): { readonly store: T } {
+  let store: T | undefined;
+  let skipped: string | undefined;
+  before(async () => {
+    const opened = await open();
+    if (typeof opened === 'string') skipped = opened;
+    else store = opened;
+  });
+  beforeEach((t) => {
+    if (skipped) (t as TestContext).skip(skipped);
+  });
+  after(async () => {
+    await store?.close();
+  });
+  return {
+    get store() {
+      return store!;
     },
   };
 }

@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { after, before, beforeEach, describe, it, type TestContext } from 'node:test';
 import pg from 'pg';
 import { EmbeddedLeaseStore, FencedError, Lease, PostgresLeaseStore, type LeaseStore, type LeaseTerm } from '../../../src/serving/cluster/lease.js';
-import { postgresTestSchema } from '../../helpers/servers.js';
+import { postgresTestSchema, storeUnderTest } from '../../helpers/servers.js';
 import { sleep, stretch, until } from '../../helpers/wait.js';
 
 const unique = (what: string) => `${what}-${randomUUID().slice(0, 8)}`;
@@ -16,62 +16,50 @@ const unique = (what: string) => `${what}-${randomUUID().slice(0, 8)}`;
 /** What every LeaseStore must do, driven directly (no runner): the semantics the runner relies on. */
 function leaseStoreConformance(name: string, open: () => Promise<LeaseStore | string>): void {
   describe(`LeaseStore conformance: ${name}`, () => {
-    let store: LeaseStore;
-    let skipped: string | undefined;
-    before(async () => {
-      const opened = await open();
-      if (typeof opened === 'string') skipped = opened;
-      else store = opened;
-    });
-    beforeEach((t) => {
-      if (skipped) (t as TestContext).skip(skipped);
-    });
-    after(async () => {
-      await store?.close();
-    });
+    const subject = storeUnderTest(open);
 
     it('gives a free lease to one holder, renews it with the same token, refuses it to another while live', async () => {
       const lease = unique('free');
-      const a = await store.acquire(lease, 'A', 5_000);
+      const a = await subject.store.acquire(lease, 'A', 5_000);
       assert.ok(a);
-      assert.equal((await store.acquire(lease, 'A', 5_000))?.token, a.token);
-      assert.equal(await store.acquire(lease, 'B', 5_000), undefined);
-      await store.check(lease, a.token);
-      await assert.rejects(store.check(lease, a.token + 1n), FencedError);
+      assert.equal((await subject.store.acquire(lease, 'A', 5_000))?.token, a.token);
+      assert.equal(await subject.store.acquire(lease, 'B', 5_000), undefined);
+      await subject.store.check(lease, a.token);
+      await assert.rejects(subject.store.check(lease, a.token + 1n), FencedError);
     });
 
     it('hands an expired lease to the next holder with a larger token and fences the old one', async () => {
       const lease = unique('expiry');
-      const a = (await store.acquire(lease, 'A', 150))!;
+      const a = (await subject.store.acquire(lease, 'A', 150))!;
       await sleep(300);
-      await assert.rejects(store.check(lease, a.token), /the term has expired/);
-      const b = (await store.acquire(lease, 'B', 5_000))!;
+      await assert.rejects(subject.store.check(lease, a.token), /the term has expired/);
+      const b = (await subject.store.acquire(lease, 'B', 5_000))!;
       assert.ok(b.token > a.token, `${b.token} > ${a.token}`);
-      assert.equal(await store.acquire(lease, 'A', 5_000), undefined, 'the old holder cannot renew');
-      await assert.rejects(store.check(lease, a.token), (err: unknown) => err instanceof FencedError && /current token is/.test(err.message));
-      await store.check(lease, b.token);
+      assert.equal(await subject.store.acquire(lease, 'A', 5_000), undefined, 'the old holder cannot renew');
+      await assert.rejects(subject.store.check(lease, a.token), (err: unknown) => err instanceof FencedError && /current token is/.test(err.message));
+      await subject.store.check(lease, b.token);
     });
 
     it('starts a new term (a new token) when the same holder comes back after its lease expired', async () => {
       const lease = unique('again');
-      const first = (await store.acquire(lease, 'A', 150))!;
+      const first = (await subject.store.acquire(lease, 'A', 150))!;
       await sleep(300);
-      const second = (await store.acquire(lease, 'A', 5_000))!;
+      const second = (await subject.store.acquire(lease, 'A', 5_000))!;
       assert.ok(second.token > first.token);
     });
 
     it('releases only for the holder and token that have it, tells listeners, and lets the next holder in at once', async () => {
       const lease = unique('release');
       const heard: string[] = [];
-      const stop = store.onRelease((n) => heard.push(n));
-      const a = (await store.acquire(lease, 'A', 60_000))!;
-      assert.equal(await store.release(lease, 'B', a.token), false);
-      assert.equal(await store.release(lease, 'A', a.token + 1n), false);
-      assert.equal(await store.acquire(lease, 'B', 5_000), undefined);
+      const stop = subject.store.onRelease((n) => heard.push(n));
+      const a = (await subject.store.acquire(lease, 'A', 60_000))!;
+      assert.equal(await subject.store.release(lease, 'B', a.token), false);
+      assert.equal(await subject.store.release(lease, 'A', a.token + 1n), false);
+      assert.equal(await subject.store.acquire(lease, 'B', 5_000), undefined);
       await sleep(300); // the LISTEN connection of the PostgreSQL store starts on the first subscription
-      assert.equal(await store.release(lease, 'A', a.token), true);
-      await assert.rejects(store.check(lease, a.token), FencedError);
-      const b = (await store.acquire(lease, 'B', 5_000))!;
+      assert.equal(await subject.store.release(lease, 'A', a.token), true);
+      await assert.rejects(subject.store.check(lease, a.token), FencedError);
+      const b = (await subject.store.acquire(lease, 'B', 5_000))!;
       assert.ok(b.token > a.token);
       await until('the release notification', async () => (heard.includes(lease) ? true : undefined), 5_000);
       stop();
@@ -79,13 +67,13 @@ function leaseStoreConformance(name: string, open: () => Promise<LeaseStore | st
 
     it('gives a lease to exactly one of many holders racing for it', async () => {
       const lease = unique('race');
-      const grants = await Promise.all(Array.from({ length: 12 }, (_, i) => store.acquire(lease, `H${i}`, 5_000)));
+      const grants = await Promise.all(Array.from({ length: 12 }, (_, i) => subject.store.acquire(lease, `H${i}`, 5_000)));
       assert.equal(grants.filter(Boolean).length, 1);
     });
 
     it('refuses a lease name that is not a short printable identifier', async () => {
-      await assert.rejects(store.acquire("x'; DROP TABLE wb_leases; --", 'A', 1_000));
-      await assert.rejects(store.acquire('', 'A', 1_000));
+      await assert.rejects(subject.store.acquire("x'; DROP TABLE wb_leases; --", 'A', 1_000));
+      await assert.rejects(subject.store.acquire('', 'A', 1_000));
     });
   });
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
+import { storeUnderTest } from '../../helpers/servers.js';
 import { ConflictError } from '../../../src/workbench/errors.js';
 import type { Assignment, ExperimentRecord, OltpStore, Prediction, User } from '../../../src/workbench/oltp/index.js';
 
@@ -15,57 +16,45 @@ const user = (id: string, over: Partial<User> = {}): User => ({
 /** The behaviour every OLTP implementation must have; run once per implementation. */
 export function oltpConformance(name: string, open: () => Promise<OltpStore | string>): void {
   describe(`OLTP conformance: ${name}`, () => {
-    let store: OltpStore;
-    let skipped: string | undefined;
-    before(async () => {
-      const opened = await open();
-      if (typeof opened === 'string') skipped = opened;
-      else store = opened;
-    });
-    beforeEach((t) => {
-      if (skipped) (t as TestContext).skip(skipped);
-    });
-    after(async () => {
-      await store?.close();
-    });
+    const subject = storeUnderTest(open);
 
     it('migrates twice without harm and starts empty', async () => {
-      await store.migrate();
-      assert.equal(await store.count('users'), 0);
-      assert.equal(await store.count('predictions'), 0);
+      await subject.store.migrate();
+      assert.equal(await subject.store.count('users'), 0);
+      assert.equal(await subject.store.count('predictions'), 0);
     });
 
     it('upserts users: inserts new ones and replaces every column of existing ones', async () => {
-      await store.upsertUsers([user('u1'), user('u2', { country: 'US', device: 'web' })]);
-      await store.upsertUsers([user('u1', { tier: 'pro', first_seen: '2025-01-01T00:00:00+02:00' })]);
-      const got = await store.getUsers(['u1', 'u2', 'nobody', 'u1']);
+      await subject.store.upsertUsers([user('u1'), user('u2', { country: 'US', device: 'web' })]);
+      await subject.store.upsertUsers([user('u1', { tier: 'pro', first_seen: '2025-01-01T00:00:00+02:00' })]);
+      const got = await subject.store.getUsers(['u1', 'u2', 'nobody', 'u1']);
       assert.equal(got.size, 2);
       assert.deepEqual(got.get('u1'), user('u1', { tier: 'pro', first_seen: '2024-12-31T22:00:00.000Z' }));
       assert.deepEqual(got.get('u2'), user('u2', { country: 'US', device: 'web' }));
-      assert.equal(await store.count('users'), 2);
+      assert.equal(await subject.store.count('users'), 2);
     });
 
     it('inserts only the users that do not exist yet', async () => {
-      await store.insertUsersIfAbsent([user('u1', { country: 'FR', first_seen: '2030-01-01T00:00:00.000Z' }), user('new-1', { device: 'android' })]);
-      const got = await store.getUsers(['u1', 'new-1']);
+      await subject.store.insertUsersIfAbsent([user('u1', { country: 'FR', first_seen: '2030-01-01T00:00:00.000Z' }), user('new-1', { device: 'android' })]);
+      const got = await subject.store.getUsers(['u1', 'new-1']);
       assert.equal(got.get('u1')?.country, 'GB', 'an existing user is left as it was');
       assert.equal(got.get('u1')?.first_seen, '2024-12-31T22:00:00.000Z');
       assert.deepEqual(got.get('new-1'), user('new-1', { device: 'android' }));
-      assert.equal(await store.count('users'), 3);
+      assert.equal(await subject.store.count('users'), 3);
     });
 
     it('keeps ids that look like SQL as plain data', async () => {
       const evil = "x'); DROP TABLE users; --";
-      await store.upsertUsers([user(evil)]);
-      assert.equal((await store.getUsers([evil])).get(evil)?.user_id, evil);
-      assert.equal(await store.count('users'), 4);
+      await subject.store.upsertUsers([user(evil)]);
+      assert.equal((await subject.store.getUsers([evil])).get(evil)?.user_id, evil);
+      assert.equal(await subject.store.count('users'), 4);
     });
 
     it('refuses a tier outside free/pro and keeps the batch all-or-nothing', async () => {
-      const before = await store.count('users');
-      await assert.rejects(store.upsertUsers([user('ok-1'), user('bad', { tier: 'gold' as User['tier'] })]));
-      assert.equal(await store.count('users'), before);
-      assert.equal((await store.getUsers(['ok-1'])).size, 0);
+      const before = await subject.store.count('users');
+      await assert.rejects(subject.store.upsertUsers([user('ok-1'), user('bad', { tier: 'gold' as User['tier'] })]));
+      assert.equal(await subject.store.count('users'), before);
+      assert.equal((await subject.store.getUsers(['ok-1'])).size, 0);
     });
 
     it('upserts predictions keyed by (model, user_id)', async () => {
@@ -76,21 +65,21 @@ export function oltpConformance(name: string, open: () => Promise<OltpStore | st
         score,
         created_at: '2025-02-01T00:00:00.000Z',
       });
-      await store.upsertPredictions([p('u1', 0.25), p('u2', 0.5)]);
-      await store.upsertPredictions([p('u1', 0.75, 'v2')]);
-      assert.equal(await store.count('predictions'), 2);
+      await subject.store.upsertPredictions([p('u1', 0.25), p('u2', 0.5)]);
+      await subject.store.upsertPredictions([p('u1', 0.75, 'v2')]);
+      assert.equal(await subject.store.count('predictions'), 2);
       const rows: Prediction[] = [];
-      for await (const batch of store.scan('predictions')) rows.push(...batch);
+      for await (const batch of subject.store.scan('predictions')) rows.push(...batch);
       assert.deepEqual(rows, [p('u1', 0.75, 'v2'), p('u2', 0.5)]);
     });
 
     it('scans a table in key order, in batches, without losing or repeating rows', async () => {
       const many = Array.from({ length: 2345 }, (_, i) => user(`bulk-${String(i).padStart(5, '0')}`));
-      await store.upsertUsers(many);
-      const total = await store.count('users');
+      await subject.store.upsertUsers(many);
+      const total = await subject.store.count('users');
       const seen: string[] = [];
       let batches = 0;
-      for await (const batch of store.scan('users', 500)) {
+      for await (const batch of subject.store.scan('users', 500)) {
         assert.ok(batch.length <= 500);
         batches++;
         seen.push(...batch.map((u) => u.user_id));
@@ -106,19 +95,19 @@ export function oltpConformance(name: string, open: () => Promise<OltpStore | st
 
     it('keeps the first assignment of a user in an experiment (sticky) and returns what is stored', async () => {
       const a = (user_id: string, arm: string, at = '2025-03-01T10:00:00.000Z'): Assignment => ({ experiment: 'exp-1', user_id, arm, assigned_at: at });
-      const first = await store.insertAssignmentsIfAbsent([a('u1', 'control'), a('u2', 'treatment')]);
+      const first = await subject.store.insertAssignmentsIfAbsent([a('u1', 'control'), a('u2', 'treatment')]);
       assert.deepEqual(first, [a('u1', 'control'), a('u2', 'treatment')]);
-      const again = await store.insertAssignmentsIfAbsent([a('u1', 'treatment', '2025-03-02T00:00:00.000Z'), a('u3', 'control')]);
+      const again = await subject.store.insertAssignmentsIfAbsent([a('u1', 'treatment', '2025-03-02T00:00:00.000Z'), a('u3', 'control')]);
       assert.deepEqual(again, [a('u1', 'control'), a('u3', 'control')], 'u1 keeps its first arm and exposure time');
-      await store.insertAssignmentsIfAbsent([{ ...a('u1', 'treatment'), experiment: 'exp-2' }]);
-      assert.deepEqual(await store.getAssignments('exp-1', ['u3', 'nobody', 'u1']), [a('u1', 'control'), a('u3', 'control')]);
+      await subject.store.insertAssignmentsIfAbsent([{ ...a('u1', 'treatment'), experiment: 'exp-2' }]);
+      assert.deepEqual(await subject.store.getAssignments('exp-1', ['u3', 'nobody', 'u1']), [a('u1', 'control'), a('u3', 'control')]);
       assert.deepEqual(
-        (await store.getAssignments('exp-1')).map((x) => x.user_id),
+        (await subject.store.getAssignments('exp-1')).map((x) => x.user_id),
         ['u1', 'u2', 'u3'],
       );
-      assert.equal(await store.count('assignments'), 4);
+      assert.equal(await subject.store.count('assignments'), 4);
       const scanned: Assignment[] = [];
-      for await (const batch of store.scan('assignments')) scanned.push(...batch);
+      for await (const batch of subject.store.scan('assignments')) scanned.push(...batch);
       assert.deepEqual(
         scanned.map((x) => `${x.experiment}/${x.user_id}`),
         ['exp-1/u1', 'exp-1/u2', 'exp-1/u3', 'exp-2/u1'],
@@ -133,25 +122,28 @@ export function oltpConformance(name: string, open: () => Promise<OltpStore | st
         updated_at: `2025-03-0${version}T00:00:00.000Z`,
         updated_by: by,
       });
-      await store.saveExperiment(rec(1, 'ana'), 'created');
-      await assert.rejects(store.saveExperiment(rec(1, 'bo'), 'created'), (err: unknown) => err instanceof ConflictError && /already exists/.test(err.message));
-      await store.saveExperiment(rec(2, 'bo'), 'status running');
+      await subject.store.saveExperiment(rec(1, 'ana'), 'created');
+      await assert.rejects(
+        subject.store.saveExperiment(rec(1, 'bo'), 'created'),
+        (err: unknown) => err instanceof ConflictError && /already exists/.test(err.message),
+      );
+      await subject.store.saveExperiment(rec(2, 'bo'), 'status running');
       // A second editor who read version 1 is refused, and nothing of theirs is written.
       await assert.rejects(
-        store.saveExperiment(rec(2, 'cy', '{"lost":true}'), 'weights'),
+        subject.store.saveExperiment(rec(2, 'cy', '{"lost":true}'), 'weights'),
         (err: unknown) => err instanceof ConflictError && /at version 2/.test(err.message),
       );
-      await assert.rejects(store.saveExperiment({ ...rec(3, 'cy'), key: 'nope' }, 'x'), ConflictError);
+      await assert.rejects(subject.store.saveExperiment({ ...rec(3, 'cy'), key: 'nope' }, 'x'), ConflictError);
       // Concurrent writers against one version: exactly one wins.
       const results = await Promise.allSettled([
-        store.saveExperiment(rec(3, 'p'), 'a'),
-        store.saveExperiment(rec(3, 'q'), 'b'),
-        store.saveExperiment(rec(3, 'r'), 'c'),
+        subject.store.saveExperiment(rec(3, 'p'), 'a'),
+        subject.store.saveExperiment(rec(3, 'q'), 'b'),
+        subject.store.saveExperiment(rec(3, 'r'), 'c'),
       ]);
       assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
-      const [stored] = await store.getExperiments();
+      const [stored] = await subject.store.getExperiments();
       assert.equal(stored!.version, 3);
-      const history = await store.experimentHistory('checkout');
+      const history = await subject.store.experimentHistory('checkout');
       assert.deepEqual(history.map((h) => [h.version, h.updated_by, h.change]).slice(0, 2), [
         [1, 'ana', 'created'],
         [2, 'bo', 'status running'],
@@ -159,7 +151,7 @@ export function oltpConformance(name: string, open: () => Promise<OltpStore | st
       assert.equal(history.length, 3);
       assert.equal(history[2]!.updated_by, stored!.updated_by);
       assert.equal(history[1]!.updated_at, '2025-03-02T00:00:00.000Z');
-      assert.deepEqual(await store.experimentHistory('nope'), []);
+      assert.deepEqual(await subject.store.experimentHistory('nope'), []);
     });
   });
 }

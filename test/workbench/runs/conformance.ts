@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
+import { storeUnderTest } from '../../helpers/servers.js';
 import { ConflictError, InputError, NotFoundError } from '../../../src/workbench/errors.js';
 import { startRun } from '../../../src/workbench/runs/run.js';
 import { modelRef, type NewRun, type TrackingStore } from '../../../src/workbench/runs/store.js';
@@ -19,27 +20,15 @@ const newRun = (id: string, over: Partial<NewRun> = {}): NewRun => ({
 /** The behaviour every run store must have; run once per implementation. */
 export function trackingConformance(name: string, open: () => Promise<TrackingStore | string>): void {
   describe(`run store conformance: ${name}`, () => {
-    let store: TrackingStore;
-    let skipped: string | undefined;
-    before(async () => {
-      const opened = await open();
-      if (typeof opened === 'string') skipped = opened;
-      else store = opened;
-    });
-    beforeEach((t) => {
-      if (skipped) (t as TestContext).skip(skipped);
-    });
-    after(async () => {
-      await store?.close();
-    });
+    const subject = storeUnderTest(open);
 
     it('migrates twice without harm and starts empty', async () => {
-      await store.migrate();
-      assert.deepEqual(await store.listRuns(), []);
+      await subject.store.migrate();
+      assert.deepEqual(await subject.store.listRuns(), []);
     });
 
     it('records a run: parameters with their JSON types, metrics by step, artefacts, status and times', async () => {
-      await store.createRun(
+      await subject.store.createRun(
         newRun('00000000000000a1', {
           params: new Map<string, string | number | boolean | null>([
             ['learningRate', 0.03],
@@ -50,7 +39,7 @@ export function trackingConformance(name: string, open: () => Promise<TrackingSt
         }),
       );
       const at = '2025-03-01T10:01:00.000Z';
-      await store.logMetrics('00000000000000a1', [
+      await subject.store.logMetrics('00000000000000a1', [
         { key: 'loss', step: 0, value: 0.7, at },
         { key: 'loss', step: 1, value: 0.5, at },
         { key: 'loss', step: 2, value: 0.45, at },
@@ -59,12 +48,17 @@ export function trackingConformance(name: string, open: () => Promise<TrackingSt
         { key: 'inf', step: 0, value: Number.POSITIVE_INFINITY, at },
       ]);
       // A step logged again replaces its value.
-      await store.logMetrics('00000000000000a1', [{ key: 'roc_auc', step: 0, value: 0.82, at }]);
-      await store.putArtifact('00000000000000a1', { name: 'model', ref: modelRef('churn', '0123456789abcdef'), value: { version: '0123456789abcdef' }, at });
-      await store.putArtifact('00000000000000a1', { name: 'gate', ref: null, value: { passed: true, reasons: [] }, at });
-      await store.endRun('00000000000000a1', 'finished', '2025-03-01T10:05:00.000Z');
+      await subject.store.logMetrics('00000000000000a1', [{ key: 'roc_auc', step: 0, value: 0.82, at }]);
+      await subject.store.putArtifact('00000000000000a1', {
+        name: 'model',
+        ref: modelRef('churn', '0123456789abcdef'),
+        value: { version: '0123456789abcdef' },
+        at,
+      });
+      await subject.store.putArtifact('00000000000000a1', { name: 'gate', ref: null, value: { passed: true, reasons: [] }, at });
+      await subject.store.endRun('00000000000000a1', 'finished', '2025-03-01T10:05:00.000Z');
 
-      const run = await store.getRun('00000000000000a1');
+      const run = await subject.store.getRun('00000000000000a1');
       assert.equal(run.status, 'finished');
       assert.equal(run.startedAt, '2025-03-01T10:00:00.000Z');
       assert.equal(run.endedAt, '2025-03-01T10:05:00.000Z');
@@ -83,7 +77,7 @@ export function trackingConformance(name: string, open: () => Promise<TrackingSt
         ],
       );
       assert.deepEqual(
-        (await store.metricHistory('00000000000000a1', 'loss')).map((p) => [p.step, p.value]),
+        (await subject.store.metricHistory('00000000000000a1', 'loss')).map((p) => [p.step, p.value]),
         [
           [0, 0.7],
           [1, 0.5],
@@ -94,7 +88,7 @@ export function trackingConformance(name: string, open: () => Promise<TrackingSt
 
     it('keeps names that are object keys or SQL as plain data', async () => {
       const evil = "x'); DROP TABLE tracking_runs; --";
-      await store.createRun(
+      await subject.store.createRun(
         newRun('00000000000000b2', {
           name: evil,
           params: new Map<string, string | number | boolean | null>([
@@ -104,9 +98,14 @@ export function trackingConformance(name: string, open: () => Promise<TrackingSt
           ]),
         }),
       );
-      await store.logMetrics('00000000000000b2', [{ key: '__proto__', step: 0, value: 1, at: '2025-03-01T10:00:00Z' }]);
-      await store.putArtifact('00000000000000b2', { name: '__proto__', ref: null, value: JSON.parse('{"__proto__": {"x": 1}}'), at: '2025-03-01T10:00:00Z' });
-      const run = await store.getRun('00000000000000b2');
+      await subject.store.logMetrics('00000000000000b2', [{ key: '__proto__', step: 0, value: 1, at: '2025-03-01T10:00:00Z' }]);
+      await subject.store.putArtifact('00000000000000b2', {
+        name: '__proto__',
+        ref: null,
+        value: JSON.parse('{"__proto__": {"x": 1}}'),
+        at: '2025-03-01T10:00:00Z',
+      });
+      const run = await subject.store.getRun('00000000000000b2');
       assert.equal(run.name, evil);
       assert.equal(run.params['__proto__'], 'polluted?');
       assert.equal(run.params.constructor, 1);
@@ -116,64 +115,67 @@ export function trackingConformance(name: string, open: () => Promise<TrackingSt
       const value = run.artifacts[0]!.value as Record<string, unknown>;
       assert.deepEqual(Object.keys(value), ['__proto__'], 'a __proto__ key in an artefact is an own key');
       assert.equal(({} as Record<string, unknown>).x, undefined, 'Object.prototype untouched');
-      assert.equal((await store.listRuns({ name: evil })).length, 1);
+      assert.equal((await subject.store.listRuns({ name: evil })).length, 1);
     });
 
     it('refuses writes to a run that ended or does not exist, and a parameter changed after it was logged', async () => {
-      await assert.rejects(store.logMetrics('00000000000000a1', [{ key: 'x', step: 0, value: 1, at: '2025-03-01T10:00:00Z' }]), ConflictError);
-      await assert.rejects(store.endRun('00000000000000a1', 'failed', '2025-03-01T11:00:00Z'), ConflictError);
-      await assert.rejects(store.putArtifact('ffffffffffffffff', { name: 'a', ref: null, value: 1, at: '2025-03-01T10:00:00Z' }), NotFoundError);
-      await store.createRun(newRun('00000000000000c3', { params: new Map([['seed', 1]]) }));
-      await store.logParams('00000000000000c3', new Map<string, number>([['seed', 1]]));
-      await store.logParams('00000000000000c3', new Map<string, number>([['epochs', 20]]));
-      await assert.rejects(store.logParams('00000000000000c3', new Map<string, number>([['seed', 2]])), /keeps its first value/);
-      assert.deepEqual({ ...(await store.getRun('00000000000000c3')).params }, { seed: 1, epochs: 20 });
+      await assert.rejects(subject.store.logMetrics('00000000000000a1', [{ key: 'x', step: 0, value: 1, at: '2025-03-01T10:00:00Z' }]), ConflictError);
+      await assert.rejects(subject.store.endRun('00000000000000a1', 'failed', '2025-03-01T11:00:00Z'), ConflictError);
+      await assert.rejects(subject.store.putArtifact('ffffffffffffffff', { name: 'a', ref: null, value: 1, at: '2025-03-01T10:00:00Z' }), NotFoundError);
+      await subject.store.createRun(newRun('00000000000000c3', { params: new Map([['seed', 1]]) }));
+      await subject.store.logParams('00000000000000c3', new Map<string, number>([['seed', 1]]));
+      await subject.store.logParams('00000000000000c3', new Map<string, number>([['epochs', 20]]));
+      await assert.rejects(subject.store.logParams('00000000000000c3', new Map<string, number>([['seed', 2]])), /keeps its first value/);
+      assert.deepEqual({ ...(await subject.store.getRun('00000000000000c3')).params }, { seed: 1, epochs: 20 });
     });
 
     it('finds a run by a unique prefix, and says when a prefix is ambiguous', async () => {
-      assert.equal((await store.getRun('00000000000000c')).id, '00000000000000c3');
-      await assert.rejects(store.getRun('0000'), (err: unknown) => err instanceof InputError && /is the start of \d+ runs/.test(err.message));
-      await assert.rejects(store.getRun('abcd'), NotFoundError);
-      await assert.rejects(store.getRun("0000' OR 1=1 --"), InputError);
+      assert.equal((await subject.store.getRun('00000000000000c')).id, '00000000000000c3');
+      await assert.rejects(subject.store.getRun('0000'), (err: unknown) => err instanceof InputError && /is the start of \d+ runs/.test(err.message));
+      await assert.rejects(subject.store.getRun('abcd'), NotFoundError);
+      await assert.rejects(subject.store.getRun("0000' OR 1=1 --"), InputError);
     });
 
     it('lists runs newest first, by name, status and artefact ref', async () => {
-      await store.createRun(newRun('00000000000000d4', { name: 'other', startedAt: '2025-03-02T00:00:00.000Z' }));
-      await store.createRun(newRun('00000000000000e5', { startedAt: '2025-02-01T00:00:00.000Z' }));
+      await subject.store.createRun(newRun('00000000000000d4', { name: 'other', startedAt: '2025-03-02T00:00:00.000Z' }));
+      await subject.store.createRun(newRun('00000000000000e5', { startedAt: '2025-02-01T00:00:00.000Z' }));
       assert.deepEqual(
-        (await store.listRuns({ name: 'churn' })).map((r) => r.id),
+        (await subject.store.listRuns({ name: 'churn' })).map((r) => r.id),
         ['00000000000000c3', '00000000000000a1', '00000000000000e5'],
         'same start: by id, descending',
       );
       assert.deepEqual(
-        (await store.listRuns({ limit: 2 })).map((r) => r.id),
+        (await subject.store.listRuns({ limit: 2 })).map((r) => r.id),
         ['00000000000000d4', '00000000000000c3'],
       );
       assert.deepEqual(
-        (await store.listRuns({ status: 'finished' })).map((r) => r.id),
+        (await subject.store.listRuns({ status: 'finished' })).map((r) => r.id),
         ['00000000000000a1'],
       );
       assert.deepEqual(
-        (await store.listRuns({ ref: modelRef('churn', '0123456789abcdef') })).map((r) => r.id),
+        (await subject.store.listRuns({ ref: modelRef('churn', '0123456789abcdef') })).map((r) => r.id),
         ['00000000000000a1'],
       );
-      await assert.rejects(store.listRuns({ limit: 0 }), InputError);
-      await assert.rejects(store.listRuns({ limit: 1_000_000 }), InputError);
+      await assert.rejects(subject.store.listRuns({ limit: 0 }), InputError);
+      await assert.rejects(subject.store.listRuns({ limit: 1_000_000 }), InputError);
     });
 
     it('bounds what a run holds', async () => {
-      await store.createRun(newRun('00000000000000f6'));
+      await subject.store.createRun(newRun('00000000000000f6'));
       const many = Array.from({ length: 1001 }, (_, i) => ({ key: 'm', step: i, value: i, at: '2025-03-01T10:00:00Z' }));
-      await assert.rejects(store.logMetrics('00000000000000f6', many), /at most 1000/);
-      for (let i = 0; i < 100; i++) await store.putArtifact('00000000000000f6', { name: `a${i}`, ref: null, value: i, at: '2025-03-01T10:00:00Z' });
-      await assert.rejects(store.putArtifact('00000000000000f6', { name: 'one-more', ref: null, value: 1, at: '2025-03-01T10:00:00Z' }), /100 artefacts/);
-      await store.putArtifact('00000000000000f6', { name: 'a0', ref: null, value: 'replaced', at: '2025-03-01T10:00:00Z' });
+      await assert.rejects(subject.store.logMetrics('00000000000000f6', many), /at most 1000/);
+      for (let i = 0; i < 100; i++) await subject.store.putArtifact('00000000000000f6', { name: `a${i}`, ref: null, value: i, at: '2025-03-01T10:00:00Z' });
+      await assert.rejects(
+        subject.store.putArtifact('00000000000000f6', { name: 'one-more', ref: null, value: 1, at: '2025-03-01T10:00:00Z' }),
+        /100 artefacts/,
+      );
+      await subject.store.putArtifact('00000000000000f6', { name: 'a0', ref: null, value: 'replaced', at: '2025-03-01T10:00:00Z' });
     });
 
     it('records through startRun: concurrent runs, steps per metric, the model artefact, and hostile input refused at the edge', async () => {
       const [a, b] = await Promise.all([
-        startRun({ name: 'concurrent', params: { lr: 0.1 }, source: 'test', dataSnapshot: 'snap-1', store }),
-        startRun({ name: 'concurrent', params: JSON.parse('{"lr": 0.2, "__proto__": "x"}') as Record<string, number>, source: 'test', store }),
+        startRun({ name: 'concurrent', params: { lr: 0.1 }, source: 'test', dataSnapshot: 'snap-1', store: subject.store }),
+        startRun({ name: 'concurrent', params: JSON.parse('{"lr": 0.2, "__proto__": "x"}') as Record<string, number>, source: 'test', store: subject.store }),
       ]);
       await Promise.all([
         ...[0, 1, 2].map((i) => a.log({ loss: 1 / (i + 1) }, { step: i })),
@@ -186,10 +188,10 @@ export function trackingConformance(name: string, open: () => Promise<TrackingSt
       await assert.rejects(a.artifact('big', 'x'.repeat(1_100_000)), /more than 1000000/);
       await assert.rejects(a.artifact('inf', { x: Number.POSITIVE_INFINITY }), /JSON cannot keep/);
       await assert.rejects(a.logParams({ lr: 0.5 }), ConflictError);
-      await assert.rejects(startRun({ name: 'x'.repeat(201), store }), /more than 200/);
-      await assert.rejects(startRun({ name: 'ok', params: { s: 'a\u0000b' }, store }), /NUL/);
-      await assert.rejects(startRun({ name: 'ok', params: { s: '\ud800' }, store }), /lone UTF-16 surrogate/);
-      await assert.rejects(startRun({ name: 'ok', params: { n: Number.NaN }, store }), /finite number/);
+      await assert.rejects(startRun({ name: 'x'.repeat(201), store: subject.store }), /more than 200/);
+      await assert.rejects(startRun({ name: 'ok', params: { s: 'a\u0000b' }, store: subject.store }), /NUL/);
+      await assert.rejects(startRun({ name: 'ok', params: { s: '\ud800' }, store: subject.store }), /lone UTF-16 surrogate/);
+      await assert.rejects(startRun({ name: 'ok', params: { n: Number.NaN }, store: subject.store }), /finite number/);
       const endedA = await a.end();
       const endedB = await b.end('failed');
       assert.equal(endedA.status, 'finished');
@@ -198,7 +200,7 @@ export function trackingConformance(name: string, open: () => Promise<TrackingSt
       assert.equal(endedB.metrics.loss, 2 / 3);
       assert.equal(endedA.metrics.roc_auc, 0.75);
       assert.deepEqual(
-        (await store.metricHistory(a.id, 'roc_auc')).map((p) => [p.step, p.value]),
+        (await subject.store.metricHistory(a.id, 'roc_auc')).map((p) => [p.step, p.value]),
         [
           [0, 0.7],
           [1, 0.75],
