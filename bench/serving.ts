@@ -11,7 +11,7 @@
  *     yet is published while the app model is predicted at the same fixed rate, until the new model's
  *     first prediction (goal: under 2 s), with the app model's p50 and p99 in that window (goal: p99
  *     under 5 ms), and the server's CPU per prediction. The new feature starts from the lakehouse
- *     archive; the baseline, in the same run on a copy of the same data, computes it from the
+ *     archive (in a worker thread); the baseline, in the same run on a copy of the same data, computes it from the
  *     whole log (`featureBootstrap: false`). BENCH_DEPLOY=0 leaves this part out.
  * Ends with one JSON line.
  */
@@ -19,7 +19,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { quantile, round, startServer, stopServer } from './support.js';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KeyStore } from '../src/serving/auth/keys.js';
 import { registryDir } from '../src/workbench/config.js';
@@ -278,6 +278,8 @@ interface DeployFigures {
   steady_predict_p50_ms: number;
   steady_predict_p99_ms: number;
   steady_server_cpu_ms_per_prediction: number;
+  /** The machine's 1-minute load average when the steady load began and when the deploy ended: the latencies depend on it (2 cores, shared). */
+  load_average: [number, number];
 }
 
 /** A small model on these features (the scores do not matter here, only that it serves them). */
@@ -361,7 +363,8 @@ async function deployWithNewFeature(): Promise<{ events: number; rate_per_second
       console.log(
         `new feature ${what}, the app model predicted at ${DEPLOY_RATE}/s: first prediction of the new model ${f.publish_to_first_prediction_s} s after publishing started; ` +
           `the app model meanwhile: p50 ${f.deploy_predict_p50_ms} ms, p99 ${f.deploy_predict_p99_ms} ms, max ${f.deploy_predict_max_ms} ms over ${f.deploy_requests} requests, ${f.deploy_failed_requests} failed; ` +
-          `server CPU ${f.deploy_extra_server_cpu_s} s over the load's (steady: p99 ${f.steady_predict_p99_ms} ms, ${f.steady_server_cpu_ms_per_prediction} ms CPU per prediction)`,
+          `server CPU ${f.deploy_extra_server_cpu_s} s over the load's (steady: p99 ${f.steady_predict_p99_ms} ms, ${f.steady_server_cpu_ms_per_prediction} ms CPU per prediction); ` +
+          `load average ${f.load_average.join(' -> ')}`,
       );
     }
     return { events, rate_per_second: DEPLOY_RATE, from_archive: fromArchive, from_log: fromLog ?? null };
@@ -395,6 +398,7 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
     const predict = (model: string) => () =>
       call(`${url}/v1/predict`, 'POST', headers, JSON.stringify({ model, user_id: `u${String((n++ % 2000) + 1).padStart(6, '0')}` }));
     await openLoop(2, predict('app'), undefined, undefined, DEPLOY_RATE); // warm up
+    const loadBefore = loadavg()[0]!;
     let cpu = cpuSeconds(pid);
     const steady = await openLoop(STEADY_SECONDS, predict('app'), undefined, undefined, DEPLOY_RATE);
     const steadyCpu = cpuSeconds(pid) - cpu;
@@ -434,6 +438,7 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
       steady_predict_p50_ms: round(quantile(steady.latencies, 0.5), 2),
       steady_predict_p99_ms: round(quantile(steady.latencies, 0.99), 2),
       steady_server_cpu_ms_per_prediction: round((steadyCpu * 1000) / steady.latencies.length, 3),
+      load_average: [round(loadBefore, 2), round(loadavg()[0]!, 2)],
     };
   } finally {
     await stopServer(child);

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join as joinPath } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import type { EnrichedEvent } from '../../workbench/event.js';
 import { DuckDb } from '../../workbench/duckdb.js';
 import { WINDOWS, type Feature } from '../../workbench/features/definition.js';
@@ -9,7 +10,8 @@ import { OnlineFeatures, type UserState } from '../../workbench/features/online.
 import { lakeLayout, sourceDir } from '../../workbench/lakehouse/layout.js';
 import { LIVE_SOURCE } from '../../workbench/lakehouse/live.js';
 import { join, raw, sql, type Sql } from '../../workbench/sql.js';
-import type { EventLog } from '../pipeline/event-log.js';
+import type { EventLog, LogEntry } from '../pipeline/event-log.js';
+import { StateChunkReader, type StateChunk } from './state-chunks.js';
 
 /**
  * The online state of a feature set computed from the lakehouse instead of the whole event log: the
@@ -20,21 +22,31 @@ import type { EventLog } from '../pipeline/event-log.js';
  * records the archive does not hold yet (its end `offset` on) are then folded from the log as
  * usual. Reads of the result equal reads of a rebuild from the log, at any time from the user's
  * newest event on (sums up to float rounding: the archive does not keep the log's order).
+ *
+ * DuckDB's queries, turning their rows into states and the garbage that makes all run in a worker
+ * thread (bootstrap-worker.ts), so that none of it holds the service's event loop: the worker reads
+ * the few log records it checks the archive against through the main thread, and hands the
+ * finished states over as flat data (state-chunks.ts) in chunks the main thread takes one at a
+ * time, each sized to be rebuilt in about a millisecond.
  */
 
 /** Why the archive cannot be used; the caller computes the set from the log instead, saying why. */
 export class ArchiveUnusable extends Error {}
+
+/** The bootstrap's worker thread failed (a DuckDB error, a file it cannot read, a crash): the message says what. */
+export class BootstrapFailed extends Error {
+  override readonly name = 'BootstrapFailed';
+}
 
 export interface BootstrapOptions {
   features: readonly Feature[];
   /** The lakehouse the service's archiver writes to. */
   lakeDir: string;
   log: EventLog;
-  /**
-   * The DuckDB to run in, left open; by default one of its own with one thread (the service keeps
-   * a core for requests), closed at the end: closing one holds the event loop for tens of ms.
-   */
-  db?: DuckDb;
+  /** DuckDB's threads in the worker (default 1: the service keeps a core for requests). */
+  threads?: number;
+  /** Where to take the worker from (one started ahead); by default one is started for this bootstrap. */
+  workers?: BootstrapWorkers;
 }
 
 export interface BootstrapResult {
@@ -50,8 +62,12 @@ export interface BootstrapResult {
   gapRecords: number;
   /** Rows DuckDB returned: one per user and feature with a value in the archive. */
   rows: number;
-  /** Time in the archive's checks, in DuckDB's queries and turning their rows into states, in listing the users, and in the gaps. */
-  ms: { check: number; states: number; users: number; gaps: number };
+  /**
+   * Time starting the worker thread; in the archive's checks, in DuckDB's queries and turning their
+   * rows into states, in listing the users (in the worker); in handing states and users over to the
+   * main thread; and in folding the gaps.
+   */
+  ms: { start: number; check: number; states: number; users: number; transfer: number; gaps: number };
 }
 
 /** The offsets one archived batch holds, and its files (one per event date). */
@@ -64,45 +80,316 @@ interface Batch {
 const PART = /^part-(\d+)-(\d+)\.parquet$/;
 /** Offsets compared between the log and the archive before trusting the archive. */
 const SAMPLES = 8;
-/** The longest the event loop is held between two turns while rows become states. */
-const SLICE_MS = 4;
-/** Records read from the log and folded at a time (the gaps, the tail). */
-const GAP_BATCH = 500;
+/** Records read from the log and folded at a time (the gaps, the tail): a millisecond or two of the event loop. */
+const GAP_BATCH = 200;
+/**
+ * The worker's entry: a CommonJS file that loads the TypeScript source through tsx, as bin/wb.cjs
+ * does (a worker does not inherit a loader registered with require, nor is it given `--import tsx`).
+ */
+const WORKER_ENTRY = joinPath(__dirname, 'bootstrap-worker.cjs');
+/**
+ * How long the main thread aims to spend rebuilding one chunk, and the bounds of a chunk's size
+ * (stateUnits). The first is small: the code that rebuilds states is not optimised yet.
+ */
+const CHUNK_MS = 1;
+const CHUNK_UNITS = { first: 250, min: 50, max: 500_000 };
+/** How long after a spare worker is taken another is started (not during the deploy that took it). */
+const REWARM_MS = 5_000;
 
 /**
- * The states of `features` from the archive up to its end, and the offset to fold the log from.
- * Throws ArchiveUnusable when the archive cannot stand for the log (no archive yet, files that
- * disagree with the log, offsets the log no longer has), and DuckDB's error when a query fails.
+ * The states of `features` from the archive up to its end, and the offset to fold the log from,
+ * computed in a worker thread. Throws ArchiveUnusable when the archive cannot stand for the log (no
+ * archive yet, files that disagree with the log, offsets the log no longer has), and
+ * BootstrapFailed when the worker fails (DuckDB's error when a query fails, or the worker stopped).
  */
 export async function bootstrapFromArchive(options: BootstrapOptions): Promise<BootstrapResult> {
   const started = performance.now();
-  const batches = await listArchive(options.lakeDir);
-  const db = options.db ?? (await DuckDb.open(':memory:', { threads: 1 }));
+  const input: WorkerInput = { features: [...options.features], lakeDir: options.lakeDir, threads: options.threads ?? 1 };
+  const worker = new ArchiveWorker(options.workers?.take() ?? startWorker().worker, input, options.log);
   try {
-    const { included, end, gaps } = await checkArchive(db, batches, options.log);
-    const checked = performance.now();
+    const computed = await worker.computed();
+    const received = performance.now();
+    const reader = new StateChunkReader();
+    const states = new Map<string, UserState>();
+    await worker.take('states', (chunk) => reader.states(chunk, states));
+    const users = new Set<string>();
+    await worker.take('users', (chunk) => reader.users(chunk, users));
+    const transferred = performance.now();
     const compiled = new OnlineFeatures(options.features);
+    let gapRecords = 0;
+    for (const [from, to] of computed.gaps) gapRecords += await foldFromLog(options.log, compiled, states, from, to, users);
+    const { check, states: statesMs, users: usersMs } = computed.ms;
+    return {
+      states,
+      users,
+      offset: computed.end,
+      files: computed.files,
+      gapRecords,
+      rows: computed.rows,
+      ms: {
+        start: Math.max(0, received - started - check - statesMs - usersMs),
+        check,
+        states: statesMs,
+        users: usersMs,
+        transfer: transferred - received,
+        gaps: performance.now() - transferred,
+      },
+    };
+  } finally {
+    worker.close();
+  }
+}
+
+/**
+ * Bootstrap workers started ahead of need: starting one (tsx, DuckDB's bindings, zod) takes 0.3 to
+ * 1 s of a loaded machine, which a deploy would otherwise wait for. One spare is kept, about 27 MB
+ * while it waits; a new one is started a few seconds after it is taken.
+ */
+export class BootstrapWorkers {
+  private spare: { worker: Worker; ready: Promise<void> } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  /** Starts the spare unless there is one; resolves once it is ready to work, or has failed to start (then there is none). */
+  async warm(): Promise<void> {
+    if (this.closed) return;
+    if (!this.spare) {
+      const spare = startWorker();
+      spare.worker.once('exit', () => {
+        if (this.spare === spare) this.spare = undefined;
+      });
+      // Waiting idle, a spare does not keep the process alive (while it starts, someone may wait for it).
+      void spare.ready.then(
+        () => this.spare === spare && spare.worker.unref(),
+        () => undefined,
+      );
+      this.spare = spare;
+    }
+    const spare = this.spare;
+    await spare.ready.catch(() => {
+      if (this.spare === spare) this.spare = undefined;
+    });
+  }
+
+  /** A worker for one bootstrap: the spare when there is one, or a new one. */
+  take(): Worker {
+    const spare = this.spare;
+    this.spare = undefined;
+    if (!this.closed) {
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => void this.warm(), REWARM_MS).unref();
+    }
+    if (!spare) return startWorker().worker;
+    spare.worker.ref();
+    return spare.worker;
+  }
+
+  /** Stops the spare; no other is started. */
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    void this.spare?.worker.terminate().catch(() => undefined);
+    this.spare = undefined;
+  }
+}
+
+/** Starts a bootstrap worker; `ready` resolves once it has loaded its code and waits for its work. */
+function startWorker(): { worker: Worker; ready: Promise<void> } {
+  // No execArgv: the entry registers tsx itself, and the parent's `--import tsx` would start a second loader.
+  const worker = new Worker(WORKER_ENTRY, { execArgv: [] });
+  // An error is reported to whoever waits on the worker (`ready`, a bootstrap), never thrown at the event loop.
+  worker.on('error', () => undefined);
+  const ready = new Promise<void>((resolve, reject) => {
+    const done = (err?: Error) => {
+      worker.off('message', onMessage).off('error', done).off('exit', onExit);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onMessage = (m: FromWorker) => {
+      if (m.kind === 'ready') done();
+    };
+    const onExit = (code: number) => done(new BootstrapFailed(`the archive bootstrap's worker thread stopped (exit code ${code}) while starting`));
+    worker.on('message', onMessage).on('error', done).on('exit', onExit);
+  });
+  // Nobody may wait for it (a worker started for one bootstrap reports its failure there).
+  ready.catch(() => undefined);
+  return { worker, ready };
+}
+
+/** What the worker is given (structured-cloned): the features, the lakehouse, DuckDB's threads. */
+export interface WorkerInput {
+  features: Feature[];
+  lakeDir: string;
+  threads: number;
+}
+
+/** What the worker has computed, before the states are handed over. */
+export interface ArchiveComputed {
+  end: number;
+  gaps: [number, number][];
+  files: number;
+  rows: number;
+  ms: { check: number; states: number; users: number };
+}
+
+/** The parts of the result handed over in chunks: each user's states, then the archive's users. */
+export type ChunkPart = 'states' | 'users';
+
+/** A chunk of a part (written by a StateChunkWriter). */
+export interface Chunk extends StateChunk {
+  part: ChunkPart;
+  /** Whether the part has more chunks. */
+  more: boolean;
+}
+
+/** Messages from the worker: its log requests, what it computed, a chunk, or why it failed. */
+export type FromWorker =
+  | { kind: 'ready' }
+  | { kind: 'log-next'; id: number }
+  | { kind: 'log-read'; id: number; from: number; max: number }
+  | ({ kind: 'computed' } & ArchiveComputed)
+  | ({ kind: 'chunk' } & Chunk)
+  | { kind: 'failed'; unusable: boolean; message: string };
+
+/** Messages to the worker: its work, the answer to a log request, or a request for the next chunk of about `units` states or users. */
+export type ToWorker =
+  | { kind: 'start'; input: WorkerInput }
+  | { kind: 'log'; id: number; value?: number | LogEntry[]; error?: string }
+  | { kind: 'take'; part: ChunkPart; units: number };
+
+/**
+ * The main thread's side of one bootstrap's worker: answers its reads of the log, and takes the
+ * result a chunk at a time. Never more than one chunk is on its way: a port delivers every message
+ * that is waiting in one turn of the event loop, so chunks sent ahead would be deserialized back to back.
+ */
+class ArchiveWorker {
+  private readonly inbox: FromWorker[] = [];
+  private waiting: { resolve: (m: FromWorker) => void; reject: (err: Error) => void } | undefined;
+  private failure: Error | undefined;
+  private closed = false;
+  private units = CHUNK_UNITS.first;
+
+  constructor(
+    private readonly worker: Worker,
+    input: WorkerInput,
+    private readonly log: EventLog,
+  ) {
+    this.worker.on('message', (m: FromWorker) => {
+      if (m.kind === 'ready') return;
+      if (m.kind === 'log-next' || m.kind === 'log-read') void this.answer(m);
+      else if (m.kind === 'failed') this.fail(m.unusable ? new ArchiveUnusable(m.message) : new BootstrapFailed(m.message));
+      else if (this.waiting) {
+        this.waiting.resolve(m);
+        this.waiting = undefined;
+      } else this.inbox.push(m);
+    });
+    this.worker.on('error', (err) => this.fail(new BootstrapFailed(`the archive bootstrap's worker thread failed: ${err.message}`)));
+    this.worker.on('exit', (code) => this.fail(new BootstrapFailed(`the archive bootstrap's worker thread stopped (exit code ${code}) before it was done`)));
+    // A spare that stopped before it was taken: its exit has been reported already.
+    if (this.worker.threadId < 0) this.fail(new BootstrapFailed("the archive bootstrap's worker thread stopped before it was given its work"));
+    this.send({ kind: 'start', input });
+  }
+
+  /** Resolves once the worker has computed everything (checks, states, users). */
+  async computed(): Promise<ArchiveComputed> {
+    const m = await this.receive();
+    if (m.kind !== 'computed') throw new BootstrapFailed(`the archive bootstrap's worker sent ${m.kind} before its result`);
+    const { kind: _kind, ...computed } = m;
+    return computed;
+  }
+
+  /**
+   * Takes a part of the result, a chunk per turn of the event loop, each passed to `apply` as it
+   * comes. Chunk sizes follow the time the last one took, so that whatever the states hold (a count
+   * or a month of hourly buckets), a chunk costs the main thread about CHUNK_MS.
+   */
+  async take(part: ChunkPart, apply: (chunk: Chunk) => void): Promise<void> {
+    for (let more = true; more;) {
+      this.send({ kind: 'take', part, units: this.units });
+      const m = await this.receive();
+      if (m.kind !== 'chunk' || m.part !== part) throw new BootstrapFailed(`the archive bootstrap's worker sent ${m.kind} when ${part} were asked for`);
+      const began = performance.now();
+      apply(m);
+      const ms = performance.now() - began;
+      if (ms > 0.05) this.units = Math.round(Math.min(CHUNK_UNITS.max, Math.max(CHUNK_UNITS.min, this.units * Math.min(2, Math.max(0.5, CHUNK_MS / ms)))));
+      more = m.more;
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  /** Stops the worker (when done, it has closed its DuckDB already), without waiting for its thread to end. */
+  close(): void {
+    this.closed = true;
+    void this.worker.terminate().catch(() => undefined);
+  }
+
+  private receive(): Promise<FromWorker> {
+    if (this.failure) return Promise.reject(this.failure);
+    const next = this.inbox.shift();
+    if (next) return Promise.resolve(next);
+    return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
+  }
+
+  private fail(err: Error): void {
+    if (this.closed || this.failure) return;
+    this.failure = err;
+    this.waiting?.reject(err);
+    this.waiting = undefined;
+  }
+
+  private send(m: ToWorker): void {
+    this.worker.postMessage(m);
+  }
+
+  private async answer(m: Extract<FromWorker, { kind: 'log-next' | 'log-read' }>): Promise<void> {
+    try {
+      // A payload is a view of the log's read buffer: copied, or the whole buffer would be cloned.
+      const value =
+        m.kind === 'log-next'
+          ? await this.log.next()
+          : (await this.log.read(m.from, m.max)).map((e) => ({ offset: e.offset, payload: new Uint8Array(e.payload) }));
+      if (!this.closed) this.send({ kind: 'log', id: m.id, value });
+    } catch (err) {
+      if (!this.closed) this.send({ kind: 'log', id: m.id, error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+}
+
+/** The log as the archive's checks read it: its end, and records by offset. */
+export type LogReader = Pick<EventLog, 'next' | 'read'>;
+
+/**
+ * What the worker computes (bootstrap-worker.ts): the states of `features` from the archive up to
+ * its end, every user the archive holds, and the offsets before the end it does not hold. Throws
+ * ArchiveUnusable when the archive cannot stand for the log, and DuckDB's error when a query fails.
+ */
+export async function computeFromArchive(
+  input: WorkerInput,
+  log: LogReader,
+): Promise<{ states: Map<string, UserState>; users: Set<string> } & ArchiveComputed> {
+  const started = performance.now();
+  const batches = await listArchive(input.lakeDir);
+  const db = await DuckDb.open(':memory:', { threads: input.threads });
+  try {
+    const { included, end, gaps } = await checkArchive(db, batches, log);
+    const checked = performance.now();
+    const compiled = new OnlineFeatures(input.features);
     const paths = included.flatMap((b) => b.paths);
     const { states, rows } = await statesFromArchive(db, compiled, paths);
     const computed = performance.now();
     const users = new Set<string>();
     for await (const chunk of db.stream(sql`SELECT DISTINCT user_id FROM read_parquet(${paths})`)) for (const [u] of chunk) users.add(u as string);
-    const listed = performance.now();
-    let gapRecords = 0;
-    for (const [from, to] of gaps) gapRecords += await foldFromLog(options.log, compiled, states, from, to, users);
     return {
       states,
       users,
-      offset: end,
+      end,
+      gaps,
       files: paths.length,
-      gapRecords,
       rows,
-      ms: { check: checked - started, states: computed - checked, users: listed - computed, gaps: performance.now() - listed },
+      ms: { check: checked - started, states: computed - checked, users: performance.now() - computed },
     };
   } finally {
-    // What the tables hold is freed on DuckDB's threads, not by a close on the event loop.
-    await db.run(sql`DROP TABLE IF EXISTS ev; DROP TABLE IF EXISTS nu`).catch(() => undefined);
-    if (!options.db) db.close();
+    db.close();
   }
 }
 
@@ -131,7 +418,7 @@ async function listArchive(lakeDir: string): Promise<Batch[]> {
  * last) and the offsets before it that no batch holds. A batch whose files hold fewer rows than its
  * range (being moved in, or cut short) is left out; records the archiver set aside leave gaps.
  */
-async function checkArchive(db: DuckDb, batches: readonly Batch[], log: EventLog): Promise<{ included: Batch[]; end: number; gaps: [number, number][] }> {
+async function checkArchive(db: DuckDb, batches: readonly Batch[], log: LogReader): Promise<{ included: Batch[]; end: number; gaps: [number, number][] }> {
   const meta = await db.query(sql`SELECT file_name, CAST(num_rows AS DOUBLE) AS n FROM parquet_file_metadata(${batches.flatMap((b) => b.paths)})`);
   const rowsOf = new Map<string, number>();
   meta.columns[0]!.forEach((name, i) => rowsOf.set(String(name), Number(meta.columns[1]![i])));
@@ -170,8 +457,7 @@ async function checkArchive(db: DuckDb, batches: readonly Batch[], log: EventLog
 /**
  * One query for the whole set: a row per user and feature with the slot as JSON text (DuckDB writes
  * doubles so that they parse back to the same number), which JavaScript parses far faster than it
- * converts DuckDB's values one by one. Read a chunk (2,048 rows) at a time, so no step holds the
- * event loop for more than a few milliseconds.
+ * converts DuckDB's values one by one. In the worker thread: it may hold its own event loop as long as it takes.
  */
 async function statesFromArchive(db: DuckDb, compiled: OnlineFeatures, paths: readonly string[]): Promise<{ states: Map<string, UserState>; rows: number }> {
   const { features } = compiled;
@@ -191,7 +477,6 @@ async function statesFromArchive(db: DuckDb, compiled: OnlineFeatures, paths: re
   const parts = features.map((f, i) => (f.aggregation === 'last_n' ? lastNQuery(f, i) : bucketQuery(f, i)));
   const states = new Map<string, UserState>();
   let rows = 0;
-  let slice = performance.now();
   for await (const chunk of db.stream(join(parts, ' UNION ALL '))) {
     rows += chunk.length;
     for (const [f, user, text] of chunk) {
@@ -199,11 +484,6 @@ async function statesFromArchive(db: DuckDb, compiled: OnlineFeatures, paths: re
       let state = states.get(user as string);
       if (!state) states.set(user as string, (state = compiled.emptyState()));
       state[i] = features[i]!.aggregation === 'last_n' ? lastNSlot(text as string, features[i]!.n!) : bucketSlot(text as string);
-      // A chunk of long lists (last_n of 50, a month of buckets) takes tens of milliseconds to parse.
-      if (performance.now() - slice > SLICE_MS) {
-        await new Promise((r) => setImmediate(r));
-        slice = performance.now();
-      }
     }
   }
   return { states, rows };

@@ -1,13 +1,12 @@
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Feature, FeatureInput } from '../../workbench/features/definition.js';
-import { DuckDb } from '../../workbench/duckdb.js';
 import { OnlineFeatures, type FeatureRead, type UserState } from '../../workbench/features/online.js';
 import { wallClock, type Clock } from '../../workbench/clock.js';
 import { ConsumerRunner, type RunnerOptions } from '../pipeline/consumer.js';
 import type { EventLog } from '../pipeline/event-log.js';
 import type { RecentEvents } from '../pipeline/recent-events.js';
-import { bootstrapFromArchive, foldFromLog } from './bootstrap.js';
+import { BootstrapWorkers, bootstrapFromArchive, foldFromLog } from './bootstrap.js';
 import { ServedFeatures } from './served.js';
 import type { OnlineStore } from './store.js';
 import { FeatureUpdater, type CapturedRead } from './updater.js';
@@ -34,7 +33,7 @@ export interface FeatureServingOptions {
    * logged with the reason) they are computed from the whole log.
    */
   archive?: string;
-  /** DuckDB's threads for that (default 1: the other core stays with requests). */
+  /** DuckDB's threads for that, in the bootstrap's worker thread (default 1: the other core stays with requests). */
   archiveThreads?: number;
   /** Told how each new set came online (info) and why the archive could not be used (warn). */
   logger?: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void };
@@ -45,16 +44,19 @@ export interface FeatureServingOptions {
  * one piece (its users' states copied out of the store and back), so it is kept small.
  */
 const CATCH_UP_BATCH = 200;
-/** Users joined between two turns of the event loop. */
-const JOIN_SLICE = 2_000;
+/** Users joined between two turns of the event loop (a millisecond or so). */
+const JOIN_SLICE = 500;
 
 /** What extending the served set from the archive did, for the log. */
 interface ExtendReport {
   archive_end: number;
   archive_files: number;
   archive_gap_records: number;
-  /** Time checking the archive against the log, computing the states in DuckDB, listing its users, folding its gaps from the log. */
-  archive_ms: { check: number; states: number; users: number; gaps: number };
+  /**
+   * Time starting the bootstrap's worker thread, checking the archive against the log, computing
+   * the states in DuckDB, listing its users (in the worker), handing them to the main thread, folding its gaps from the log.
+   */
+  archive_ms: { start: number; check: number; states: number; users: number; transfer: number; gaps: number };
   /** Records folded from the log for the added features: the archive's gaps, and from its end to the current set's offset. */
   tail_records: number;
   /** Of those, the records the current set had folded past the added features when it stopped, folded during the pause. */
@@ -90,7 +92,7 @@ async function peekAll(store: OnlineStore, users: readonly string[]): Promise<Ma
  * The online feature store as the service runs it: the served feature set, its store and its
  * consumer. Registering new features never disturbs the features being served, and reads go to the
  * current set throughout. Only the added features are computed: from the lakehouse archive
- * (bootstrap.ts: DuckDB aggregates the archived records on its own thread), then from the log's
+ * (bootstrap.ts: DuckDB aggregates the archived records in a worker thread), then from the log's
  * tail in slices, and joined with the served states into the larger set's store (`extend`).
  * Without a usable archive the larger set is computed from the start of the log in a store of its
  * own, beside the current one, which it replaces once caught up.
@@ -101,12 +103,13 @@ export class FeatureServing {
   private registering: Promise<unknown> = Promise.resolve();
   private building: ConsumerRunner | undefined;
   private stopping = false;
-  /** The DuckDB that computes new features from the archive, opened on first use and kept (closing one holds the event loop). */
-  private archiveDb: Promise<DuckDb> | undefined;
+  /** With an archive: the bootstrap's worker thread, started ahead so that a deploy does not wait for one. */
+  private readonly workers: BootstrapWorkers | undefined;
   private captureEvents: ReadonlySet<string> = new Set();
 
   private constructor(private readonly o: FeatureServingOptions) {
     this.served = ServedFeatures.open(join(o.dir, 'served.json'));
+    if (o.archive) this.workers = new BootstrapWorkers();
   }
 
   static async start(options: FeatureServingOptions): Promise<FeatureServing> {
@@ -119,9 +122,11 @@ export class FeatureServing {
       }
     }
     serving.removeStaleSnapshots();
+    const warming = serving.workers?.warm();
     const updater = new ServedUpdater(await options.openStore(serving.served.version), serving.served.features);
     serving.current = { updater, runner: serving.runner(updater) };
     await serving.current.runner.start();
+    await warming;
     return serving;
   }
 
@@ -207,8 +212,7 @@ export class FeatureServing {
     await this.registering;
     await this.current.runner.stop();
     await this.current.updater.store.close();
-    const db = await this.archiveDb?.catch(() => undefined);
-    db?.close();
+    this.workers?.close();
   }
 
   private runner(updater: FeatureUpdater, batchSize = 5_000): ConsumerRunner {
@@ -254,7 +258,7 @@ export class FeatureServing {
 
   /**
    * The set served so far, extended by the added features without computing it again: the added
-   * features' states come from the archive (DuckDB, off the event loop), then from the log up to
+   * features' states come from the archive (DuckDB in a worker thread), then from the log up to
    * where the current set's consumer stands, in slices. That consumer then stops for a moment (reads
    * keep being answered from its store), the added features catch up with it, each user's states
    * are joined into the larger set's store at that offset, and its consumer takes over from there.
@@ -263,8 +267,7 @@ export class FeatureServing {
   private async extend(features: readonly Feature[], lakeDir: string): Promise<ExtendReport> {
     const old = this.current;
     const added = features.slice(old.updater.features.length);
-    const db = await (this.archiveDb ??= DuckDb.open(':memory:', { threads: this.o.archiveThreads ?? 1 }));
-    const boot = await bootstrapFromArchive({ features: added, lakeDir, log: this.o.log, db });
+    const boot = await bootstrapFromArchive({ features: added, lakeDir, log: this.o.log, threads: this.o.archiveThreads ?? 1, workers: this.workers });
     const compiled = new OnlineFeatures(added);
     const users = boot.users;
     for (const u of boot.states.keys()) users.add(u);
@@ -306,7 +309,14 @@ export class FeatureServing {
         archive_end: boot.offset,
         archive_files: boot.files,
         archive_gap_records: boot.gapRecords,
-        archive_ms: { check: Math.round(boot.ms.check), states: Math.round(boot.ms.states), users: Math.round(boot.ms.users), gaps: Math.round(boot.ms.gaps) },
+        archive_ms: {
+          start: Math.round(boot.ms.start),
+          check: Math.round(boot.ms.check),
+          states: Math.round(boot.ms.states),
+          users: Math.round(boot.ms.users),
+          transfer: Math.round(boot.ms.transfer),
+          gaps: Math.round(boot.ms.gaps),
+        },
         tail_records: tail + caughtUp,
         pause_records: caughtUp,
         users: joined.size,

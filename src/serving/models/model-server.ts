@@ -88,6 +88,9 @@ export class ModelServer {
   /** Verifies a bundle and loads its model: a bundle that cannot serve is refused before anything changes. */
   async prepare(input: unknown): Promise<ModelBundle> {
     const bundle = verifyBundle(input);
+    // Checking the bundle (its hash) and building its model are a few milliseconds each: in two
+    // turns of the event loop, so a publish does not hold requests for both at once.
+    await new Promise((r) => setImmediate(r));
     await this.load(bundle.version, bundle);
     return bundle;
   }
