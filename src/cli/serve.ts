@@ -1,7 +1,8 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { KeyStore } from '../serving/auth/keys.js';
+import { openKeyStore, type ApiKeyStore } from '../serving/auth/keys.js';
+import { openChangeFeed } from '../serving/cluster/changes.js';
 import { parseSchedule } from '../serving/jobs/scheduler.js';
 import { parsePrecompute } from '../serving/models/precompute.js';
 import { LEVELS, searchLogs, type LevelName } from '../serving/observability/log-search.js';
@@ -124,11 +125,10 @@ export function registerServe(program: Command): void {
           logger,
           version: version(),
         });
-        if (
-          KeyStore.open(join(data, 'keys.json'))
-            .list()
-            .every((k) => k.revoked_at)
-        ) {
+        const keyStore = await openKeyStore(data, oltpUrl(flags.oltp));
+        const noKey = keyStore.list().every((k) => k.revoked_at);
+        await keyStore.close();
+        if (noKey) {
           console.error('no API key yet: create one with `npx wb keys create --name me --scope admin` (the service picks it up within seconds)');
         }
         console.error(`plg-workbench service on ${service.url} (event log: ${service.log.kind}); Ctrl-C to stop`);
@@ -145,33 +145,66 @@ export function registerServe(program: Command): void {
     );
 
   const keys = program.command('keys').description('API keys of the service (kept hashed in <data-dir>/keys.json)');
-  const store = () => KeyStore.open(join(dataDir(program.opts().dataDir), 'keys.json'));
+  const oltpOption = ['--oltp <url>', 'OLTP database: with postgres://... the keys are kept there, for every instance (env WB_OLTP_URL)'] as const;
+  // With PostgreSQL the running instances are told at once (they also re-read the keys every few seconds).
+  const withStore = async (flags: { oltp?: string }, fn: (store: ApiKeyStore) => Promise<string | undefined>) => {
+    const url = oltpUrl(flags.oltp);
+    const store = await openKeyStore(dataDir(program.opts().dataDir), url, { warn: (message) => console.error(`warning: ${message}`) });
+    try {
+      const changed = await fn(store);
+      if (changed !== undefined && store.kind === 'postgres') {
+        const feed = openChangeFeed(url);
+        await feed
+          .publish('keys', changed)
+          .catch((err: unknown) =>
+            console.error(`warning: the running instances were not told (${(err as Error).message}); they see the change within seconds`),
+          )
+          .finally(() => feed.close());
+      }
+    } finally {
+      await store.close();
+    }
+  };
   keys
     .command('create')
     .description('create a key; it is printed once and cannot be shown again')
     .requiredOption('--name <name>', 'who or what uses the key')
     .option('--scope <scope>', 'ingest, read or admin (repeatable; admin includes the others)', collect, [])
-    .action((flags: { name: string; scope: string[] }) => {
-      if (flags.scope.length === 0) throw new InputError('give at least one --scope (ingest, read, admin)');
-      const { key, info } = store().create(flags.name, flags.scope);
-      console.error(`created key ${info.id} "${info.name}" with scopes ${info.scopes.join(', ')}; store it now, it is not kept:`);
-      console.log(key);
-    });
+    .option(...oltpOption)
+    .action((flags: { name: string; scope: string[]; oltp?: string }) =>
+      withStore(flags, async (store) => {
+        if (flags.scope.length === 0) throw new InputError('give at least one --scope (ingest, read, admin)');
+        const { key, info } = await store.create(flags.name, flags.scope);
+        console.error(`created key ${info.id} "${info.name}" with scopes ${info.scopes.join(', ')}; store it now, it is not kept:`);
+        console.log(key);
+        return info.id;
+      }),
+    );
   keys
     .command('list')
     .description('list keys (ids, names, scopes; never secrets)')
-    .action(() => {
-      for (const k of store().list())
-        console.log(`${k.id}  ${k.name.padEnd(20)} ${k.scopes.join(',').padEnd(18)} created ${k.created_at}${k.revoked_at ? `  REVOKED ${k.revoked_at}` : ''}`);
-    });
+    .option(...oltpOption)
+    .action((flags: { oltp?: string }) =>
+      withStore(flags, async (store) => {
+        for (const k of store.list())
+          console.log(
+            `${k.id}  ${k.name.padEnd(20)} ${k.scopes.join(',').padEnd(18)} created ${k.created_at}${k.revoked_at ? `  REVOKED ${k.revoked_at}` : ''}`,
+          );
+        return undefined;
+      }),
+    );
   keys
     .command('revoke')
-    .description('revoke a key by id; a running service stops accepting it within seconds')
+    .description('revoke a key by id; a running service stops accepting it within seconds (within a second with PostgreSQL)')
     .argument('<id>', 'the key id (from `wb keys list`)')
-    .action((id: string) => {
-      store().revoke(id);
-      console.log(`revoked ${id}`);
-    });
+    .option(...oltpOption)
+    .action((id: string, flags: { oltp?: string }) =>
+      withStore(flags, async (store) => {
+        await store.revoke(id);
+        console.log(`revoked ${id}`);
+        return id;
+      }),
+    );
 }
 
 /** `wb logs`: search the service's JSON logs by level, time range and text. */

@@ -1,6 +1,6 @@
 import express, { type Express } from 'express';
 import { wallClock, type Clock } from '../workbench/clock.js';
-import type { KeyStore } from './auth/keys.js';
+import type { ApiKeyStore } from './auth/keys.js';
 import { errorHandler, notFound, unavailable, type ErrorLogger } from './errors.js';
 import { requireScope } from './http/auth.js';
 import { aggregateRoutes } from './http/aggregates.js';
@@ -27,7 +27,7 @@ import type { EventLog } from './pipeline/event-log.js';
 import type { Ingest } from './pipeline/ingest.js';
 
 export interface AppDeps {
-  keys: KeyStore;
+  keys: ApiKeyStore;
   /** The service's clock (default the wall clock). */
   clock?: Clock;
   ingest: Ingest;
@@ -51,6 +51,8 @@ export interface AppDeps {
   deadLetters?: DeadLetterStore;
   /** The data dir, whose `reports/` folder holds the published notebook reports (`wb nb run --publish`). */
   dataDir?: string;
+  /** Which instance answers, and the singletons' leases it holds now, for /healthz (several instances behind a proxy). */
+  instance?: () => { id: string; singletons: Record<string, boolean> };
 }
 
 /**
@@ -83,9 +85,12 @@ export function allRoutes(deps: AppDeps): Route[] {
     {
       method: 'get',
       path: '/healthz',
-      summary: 'Liveness: the process answers.',
-      responses: { 200: '{ status: "ok" }' },
-      handler: (_req, res) => void res.json({ status: 'ok' }),
+      summary: 'Liveness: the process answers; which instance it is, and which singletons (decider, scheduler, precompute) it runs now.',
+      responses: { 200: '{ status: "ok", instance, singletons: { "wb:decider": true, ... } }' },
+      handler: (_req, res) => {
+        const instance = deps.instance?.();
+        res.json({ status: 'ok', ...(instance ? { instance: instance.id, singletons: instance.singletons } : {}) });
+      },
     },
     {
       method: 'get',

@@ -1,12 +1,18 @@
+import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { wallClock, type Clock } from '../workbench/clock.js';
+import { InputError } from '../workbench/errors.js';
 import { lakeDir as lakeDirOf, registryDir } from '../workbench/config.js';
-import { openOltp, type OltpStore } from '../workbench/oltp/index.js';
+import { openOltp, PostgresOltp, type OltpStore, type WriteGuard } from '../workbench/oltp/index.js';
+import { EmbeddedLeaseStore, Lease, PostgresLeaseStore, type LeaseStore } from './cluster/lease.js';
 import { createApp } from './app.js';
 import { httpLimits, httpServer } from './http/server.js';
 import { reportLogRecovery } from './pipeline/recovery-report.js';
-import { KeyStore } from './auth/keys.js';
+import { openKeyStore } from './auth/keys.js';
+import { openChangeFeed } from './cluster/changes.js';
+import { followChanges } from './cluster/follow.js';
 import { AlertSink } from './observability/alerts.js';
 import type { MonitorSettings } from './observability/monitor-settings.js';
 import type { Logger } from './observability/logger.js';
@@ -42,6 +48,21 @@ export interface ServiceConfig {
   host: string;
   /** OLTP URL (postgres://... or a SQLite file); default the data dir's SQLite. */
   oltpUrl?: string;
+  /**
+   * The PostgreSQL schema of the OLTP tables and of the leases (created if missing); default the
+   * connection's search_path. Several instances of one service name the same schema.
+   */
+  oltpSchema?: string;
+  /**
+   * This instance's name: the holder of the leases it takes, shown on /healthz. Default
+   * `<hostname>:<pid>:<4 random hex>`, unique per start.
+   */
+  instanceId?: string;
+  /**
+   * How long a singleton's lease lasts without renewal (ms; renewed every third of it): how long a
+   * dead instance's singletons wait for a successor. Default 5000.
+   */
+  leaseTtlMs?: number;
   /** `file` (default: segment files in the data dir) or a NATS URL `nats://host:4222` for JetStream. */
   eventLog?: string;
   /** `memory` (default: in process, snapshotted in the data dir) or a Redis URL `redis://host:6379`. */
@@ -95,6 +116,12 @@ export interface ServiceConfig {
 
 export interface RunningService {
   url: string;
+  /** This instance's name (the holder of its leases). */
+  instanceId: string;
+  /** Where the singletons' leases live: PostgreSQL with a PostgreSQL OLTP, else in this process. */
+  leases: LeaseStore;
+  /** The singletons' leases by name (`wb:decider`, `wb:scheduler`, `wb:precompute`); each runs its work only while held. */
+  singletons: Map<string, Lease>;
   ingest: Ingest;
   server: Server;
   log: EventLog;
@@ -122,9 +149,45 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const clock = config.clock ?? wallClock;
   const limits = httpLimits(config);
   let notReady: string | undefined = 'starting';
-  const oltp: OltpStore = await openOltp(config.oltpUrl, config.dataDir);
+  const instanceId = config.instanceId ?? `${hostname()}:${process.pid}:${randomBytes(2).toString('hex')}`;
+  const oltp: OltpStore = await openServiceOltp(config);
+  // Cluster mode is a PostgreSQL OLTP: the leases live beside its tables, and the decider's fence
+  // runs in the OLTP's own transactions. Otherwise this process is the whole service.
+  const leases: LeaseStore =
+    oltp.kind === 'postgres' && config.oltpUrl
+      ? new PostgresLeaseStore(config.oltpUrl, {
+          ...(config.oltpSchema ? { schema: config.oltpSchema } : {}),
+          onError: (err) => logger.warn({ err }, 'lease notifications lost; handovers wait for the next renewal'),
+        })
+      : new EmbeddedLeaseStore();
+  await leases.migrate();
+  const singletons = new Map<string, Lease>();
+  const singleton = (name: string, events: { onAcquired?: () => void; onLost?: () => void } = {}) => {
+    const lease = new Lease(leases, name, {
+      holder: instanceId,
+      ...(config.leaseTtlMs ? { ttlMs: config.leaseTtlMs } : {}),
+      onAcquired: (term) => {
+        logger.info({ lease: name, token: String(term.token), instance: instanceId }, `this instance runs ${name}`);
+        events.onAcquired?.();
+      },
+      onLost: (term, reason) => {
+        logger.warn({ lease: name, token: String(term.token), reason, instance: instanceId }, `this instance no longer runs ${name}`);
+        events.onLost?.();
+      },
+      onError: (err) => logger.warn({ err, lease: name }, 'cannot renew a lease; the singleton stops when its term runs out'),
+    });
+    singletons.set(name, lease);
+    return lease;
+  };
+  /** A write guard for a singleton's term: the fence in the write's PostgreSQL transaction, else the store's check. */
+  const fence =
+    (name: string, token: bigint): WriteGuard =>
+    async (tx) => {
+      if (leases instanceof PostgresLeaseStore && tx.client) await leases.fence(tx.client, name, token);
+      else await leases.check(name, token);
+    };
   const log = await openEventLog(config);
-  const keys = KeyStore.open(join(config.dataDir, 'keys.json'));
+  const keys = await openKeyStore(config.dataDir, config.oltpUrl, { schema: config.oltpSchema, warn: (message) => logger.warn(message) });
   const recent = new RecentEvents();
   const alerts = new AlertSink(logger, config.alertWebhook);
   const registry = ModelRegistry.open(registryDir(config.dataDir));
@@ -196,20 +259,72 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   });
   const drift = new DriftMonitor({ alerts, metrics, now: () => clock.now() }, config.drift);
   const predictions = new PredictionLog(ingest, (err) => logger.error({ err }, 'cannot log predictions'));
-  if (config.precompute?.length) {
-    const precompute = new Precompute(config.precompute, models, features, oltp, () => log.next(), {
-      warn: (err, message) => logger.warn({ err }, message),
-      scored: (model, count) => metrics.predictions.inc({ model: metrics.label('model', model) }, count),
-      observed: (bundle, rows) => drift.observeMany(bundle, rows),
-      predicted: (user, scored, at, eventId) => predictions.record(user, scored, [], at, eventId),
-    });
-    runners.push(new ConsumerRunner(log, precompute, { batchSize: 1_000, maxWaitMs: 0, onError, deadLetters }, recent));
-  }
-  const jobs = new JobScheduler(config.dataDir, config.schedule ?? [], logger);
+  const precompute = config.precompute?.length
+    ? new Precompute(config.precompute, models, features, oltp, () => log.next(), {
+        warn: (err, message) => logger.warn({ err }, message),
+        scored: (model, count) => metrics.predictions.inc({ model: metrics.label('model', model) }, count),
+        observed: (bundle, rows) => drift.observeMany(bundle, rows),
+        predicted: (user, scored, at, eventId) => predictions.record(user, scored, [], at, eventId),
+      })
+    : undefined;
+  const jobs = new JobScheduler(config.dataDir, config.schedule ?? [], logger, { paused: true });
   for (const r of runners) await r.start();
   void deadLetterReports.refreshOpen();
   await reportLogRecovery(log, [...runners, ...features.runners], archiver, { logger, alerts, metrics });
-  experiments.start((keys) => ingest.ingest([], { internal: true, expose: keys }), config.decideEveryMs);
+
+  // Singletons: each runs here only while this instance holds its lease. Starting and stopping one
+  // goes through one queue, each step doing what the lease's state is when the step runs, so a
+  // quick loss and re-acquisition cannot leave two precompute runners or a paused schedule running.
+  let singletonSteps: Promise<void> = Promise.resolve();
+  const step = (what: string, fn: () => Promise<void>) => {
+    singletonSteps = singletonSteps.then(fn).catch((err: unknown) => logger.error({ err }, `${what} failed`));
+  };
+  const schedulerLease: Lease = singleton('wb:scheduler', {
+    onAcquired: () => syncScheduler(),
+    onLost: () => syncScheduler(),
+  });
+  const syncScheduler = () =>
+    step('starting or pausing the job schedule', async () => {
+      if (schedulerLease.held) jobs.resume();
+      else await jobs.pause();
+    });
+  // The precompute consumer's offset is committed in the log (JetStream: the stream's KV bucket), so
+  // a new holder resumes where the last one committed. A holder that lost its lease finishes the
+  // batch in hand before it stops: its writes are upserts keyed by (model, user) of the same scores,
+  // so that overlap only writes rows again, and needs no fence.
+  let precomputeRunner: ConsumerRunner | undefined;
+  const precomputeLease: Lease | undefined = precompute
+    ? singleton('wb:precompute', { onAcquired: () => syncPrecompute(), onLost: () => syncPrecompute() })
+    : undefined;
+  const syncPrecompute = () =>
+    step('starting or stopping the precompute consumer', async () => {
+      if (precomputeLease?.held && precompute && !precomputeRunner) {
+        const runner = new ConsumerRunner(log, precompute, { batchSize: 1_000, maxWaitMs: 0, onError, deadLetters }, recent);
+        await runner.start();
+        precomputeRunner = runner;
+        runners.push(runner);
+      } else if (!precomputeLease?.held && precomputeRunner) {
+        const runner = precomputeRunner;
+        precomputeRunner = undefined;
+        runners.splice(runners.indexOf(runner), 1);
+        await runner.stop();
+      }
+    });
+  // Every instance evaluates experiments (for its reports); the holder alone acts, fenced.
+  const deciderLease = singleton('wb:decider');
+  experiments.start((keys) => ingest.ingest([], { internal: true, expose: keys }), config.decideEveryMs, {
+    term: () => deciderLease.term,
+    guard: (term) => fence('wb:decider', term.token),
+  });
+  for (const lease of singletons.values()) lease.start();
+  if (leases.kind === 'embedded') {
+    // Alone, this instance takes every lease at once: the singletons run before it answers, as before leases.
+    await Promise.all([...singletons.values()].map((l) => l.waitUntilHeld(5_000)));
+    await singletonSteps;
+  }
+  // Keys, alias moves and experiment changes made by any instance reach this one within a second (the timers stay as the fallback).
+  const feed = openChangeFeed(config.oltpUrl, { namespace: config.oltpSchema, onError: (err) => logger.warn({ err }, 'change feed') });
+  const changes = followChanges(feed, { keys, models, experiments: experiments.experiments, logger });
 
   const app = createApp({
     keys,
@@ -230,6 +345,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     version: config.version,
     deadLetters: deadLetterStore,
     dataDir: config.dataDir,
+    instance: () => ({ id: instanceId, singletons: Object.fromEntries([...singletons].map(([name, lease]) => [name, lease.held])) }),
   });
   const { server, inFlight } = httpServer(app, limits);
   const { drainMs } = limits;
@@ -246,20 +362,31 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     const positions = [...runners, ...features.runners].map((r) => r.offset);
     if (positions.length > 0) recent.release(Math.min(...positions));
   }, 1_000).unref();
-  const reloadKeys = setInterval(() => {
+  const reloadKeys = setInterval(async () => {
     try {
-      keys.reload();
+      await keys.reload();
     } catch (err) {
-      logger.error({ err }, 'cannot reload the key file; keeping the keys already loaded');
+      logger.error({ err }, 'cannot reload the keys; keeping the keys already loaded');
     }
   }, 5_000).unref();
   notReady = undefined;
-  logger.info({ url, eventLog: log.kind, oltp: oltp.kind, dataDir: config.dataDir, clock: clock.kind }, 'service started');
+  logger.info(
+    { url, instance: instanceId, leases: leases.kind, eventLog: log.kind, oltp: oltp.kind, dataDir: config.dataDir, clock: clock.kind },
+    'service started',
+  );
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
       notReady = 'shutting down';
+      // Released first, so another instance takes the singletons over while this one drains.
+      const released = Promise.all([...singletons.values()].map((l) => l.stop())).then(async () => {
+        for (;;) {
+          const pending = singletonSteps;
+          await pending;
+          if (pending === singletonSteps) return;
+        }
+      });
       clearInterval(reloadKeys);
       clearInterval(releaseRecent);
       // close() stops new connections and resolves once in-flight requests (and their appends) end,
@@ -281,6 +408,12 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       }
       // Everything is closed even when one part fails to stop, so the process can exit.
       const failures: unknown[] = [];
+      // The feed first: a key reload it started ends before the key store closes.
+      await changes
+        .close()
+        .then(() => keys.close())
+        .catch((err: unknown) => failures.push(err));
+      await released;
       await jobs.stop();
       await experiments.stop();
       await predictions.flush();
@@ -290,12 +423,16 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       await log.close().catch((err: unknown) => failures.push(err));
       await deadLetterStore.close().catch((err: unknown) => failures.push(err));
       await oltp.close().catch((err: unknown) => failures.push(err));
+      await leases.close().catch((err: unknown) => failures.push(err));
       for (const err of failures) logger.error({ err }, 'a part of the service failed to stop cleanly');
       logger.info('service stopped');
     })());
 
   return {
     url,
+    instanceId,
+    leases,
+    singletons,
     ingest,
     server,
     log,
@@ -313,6 +450,21 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     experiments,
     stop,
   };
+}
+
+/** The OLTP database: `oltpSchema` names the PostgreSQL schema several instances share (tests give each run its own). */
+async function openServiceOltp(config: ServiceConfig): Promise<OltpStore> {
+  if (!config.oltpSchema) return openOltp(config.oltpUrl, config.dataDir);
+  if (!config.oltpUrl || !/^postgres(ql)?:\/\//.test(config.oltpUrl))
+    throw new InputError('oltpSchema names a PostgreSQL schema: give a postgres:// OLTP URL too');
+  const store = new PostgresOltp(config.oltpUrl, config.oltpSchema);
+  try {
+    await store.migrate();
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    throw err;
+  }
+  return store;
 }
 
 /** The online store of one feature set: its own snapshot file, or its own Redis key prefix. */

@@ -1,6 +1,7 @@
 import { decide, type Decision, type DecisionRecord } from '../../workbench/experiments/decide.js';
 import { wallClock, type Clock } from '../../workbench/clock.js';
 import type { Experiment } from '../../workbench/experiments/definition.js';
+import type { WriteGuard } from '../../workbench/oltp/store.js';
 import { experimentResults, type ExperimentResults } from '../../workbench/experiments/results.js';
 import type { AlertSink } from '../observability/alerts.js';
 import type { Logger } from '../observability/logger.js';
@@ -44,19 +45,27 @@ export class Decider {
     return this.latest.get(key);
   }
 
-  async evaluate(): Promise<void> {
+  /**
+   * Decides on every running experiment. `act: false` (an instance that does not hold the decider's
+   * lease) only records the decisions, for the reports, and says nothing. `guard` runs in each
+   * status change's transaction (the lease's fence): a decider that lost its lease, even one that
+   * does not know it yet, writes nothing. `signal` (the lease term's) stops the round early.
+   */
+  async evaluate(options: { act?: boolean; guard?: WriteGuard; signal?: AbortSignal } = {}): Promise<void> {
+    const { act = true, guard, signal } = options;
     for (const stored of this.experiments.list()) {
       const e = stored.experiment;
       if (e.status !== 'running') continue;
+      if (signal?.aborted) return;
       const results = this.results(e);
       const elapsedDays = results.asOf && results.firstExposure ? (Date.parse(results.asOf) - Date.parse(results.firstExposure)) / DAY_MS : 0;
       const decision = decide(e, results, elapsedDays);
-      const acts = decision.action !== 'continue' && decision.mode === 'auto';
+      const acts = act && decision.action !== 'continue' && decision.mode === 'auto';
       const previous = this.latest.get(e.key);
       const record: DecisionRecord = { ...decision, experiment: e.key, ...(results.asOf ? { asOf: results.asOf } : {}), acted: false };
       this.latest.set(e.key, record);
       if (!acts) {
-        if (decision.action !== 'continue' && (previous?.action !== decision.action || previous.arm !== decision.arm)) {
+        if (act && decision.action !== 'continue' && (previous?.action !== decision.action || previous.arm !== decision.arm)) {
           this.logger.info(
             { experiment: e.key, decision },
             `experiment ${e.key}: recommends ${decision.action}${decision.arm ? ` of ${decision.arm}` : ''} (recommend-only): ${decision.reason}`,
@@ -65,7 +74,7 @@ export class Decider {
         continue;
       }
       try {
-        await this.act(e, stored.version, decision);
+        await this.act(e, stored.version, decision, guard);
         record.acted = true;
       } catch (err) {
         this.logger.error({ err, experiment: e.key, decision }, `experiment ${e.key}: could not ${decision.action}`);
@@ -73,13 +82,18 @@ export class Decider {
     }
   }
 
-  private async act(e: Experiment, version: number, d: Decision): Promise<void> {
+  /**
+   * The status change is the decision: it names the version it was read at, so of two deciders that
+   * read one version only one can write (optimistic versioning alone makes each decision once), and
+   * the guard (the lease's fence) keeps a decider that lost its lease from writing at all.
+   */
+  private async act(e: Experiment, version: number, d: Decision, guard?: WriteGuard): Promise<void> {
     const numbers = JSON.stringify(d.evidence);
     if (d.action === 'rollback') {
-      await this.experiments.setStatus(e.key, 'rolled_back', version, DECIDER, `${d.reason} ${numbers}`);
+      await this.experiments.setStatus(e.key, 'rolled_back', version, DECIDER, `${d.reason} ${numbers}`, undefined, guard);
     } else {
-      // The decision is recorded first: if the status cannot change (a concurrent edit), no alias has moved.
-      await this.experiments.setStatus(e.key, 'shipped', version, DECIDER, `${d.reason} ${numbers}`, d.arm);
+      // The decision is recorded first: if the status cannot change (a concurrent edit, a lost lease), no alias has moved.
+      await this.experiments.setStatus(e.key, 'shipped', version, DECIDER, `${d.reason} ${numbers}`, d.arm, guard);
       const winner = e.arms.find((a) => a.key === d.arm)!;
       const control = e.arms[0]!;
       if (winner.model && control.model && this.models) {

@@ -1,6 +1,6 @@
 import { checkExperiment, type Experiment, type ExperimentStatus, type Metric } from '../../workbench/experiments/definition.js';
 import { ConflictError, InputError, NotFoundError } from '../../workbench/errors.js';
-import type { ExperimentChange, OltpStore } from '../../workbench/oltp/store.js';
+import type { ExperimentChange, OltpStore, WriteGuard } from '../../workbench/oltp/store.js';
 
 /** An experiment as stored: its definition and the version a change must name. */
 export interface StoredExperiment {
@@ -31,6 +31,7 @@ const FIXED_WHILE_ASSIGNED = ['seed', 'hashVersion', 'namespace'] as const;
 export class Experiments {
   private cache = new Map<string, StoredExperiment>();
   private listeners: ((e: StoredExperiment) => void)[] = [];
+  private readonly savedListeners = new Set<(e: StoredExperiment) => void>();
 
   private readonly reported = new Set<string>();
 
@@ -50,6 +51,15 @@ export class Experiments {
   /** Called with every experiment whose version changed (here or in another process). */
   onChange(listener: (e: StoredExperiment) => void): void {
     this.listeners.push(listener);
+  }
+
+  /**
+   * Called after a change made through this object is stored (not for changes `refresh` finds): what
+   * other instances must be told of. Returns the unsubscribe function.
+   */
+  onSaved(listener: (e: StoredExperiment) => void): () => void {
+    this.savedListeners.add(listener);
+    return () => void this.savedListeners.delete(listener);
   }
 
   async refresh(): Promise<void> {
@@ -147,7 +157,16 @@ export class Experiments {
     return this.save(e, version + 1, by, `changed ${changed.join(', ') || 'nothing'}`);
   }
 
-  async setStatus(key: string, status: ExperimentStatus, version: number, by: string, reason: string, winner?: string): Promise<StoredExperiment> {
+  /** `guard` runs in the write's transaction (the decider's lease fence): if it throws, nothing changes. */
+  async setStatus(
+    key: string,
+    status: ExperimentStatus,
+    version: number,
+    by: string,
+    reason: string,
+    winner?: string,
+    guard?: WriteGuard,
+  ): Promise<StoredExperiment> {
     await this.refresh();
     const current = this.get(key);
     const from = current.experiment.status;
@@ -155,7 +174,7 @@ export class Experiments {
       throw new ConflictError(`experiment ${key} is ${from}: it can become ${TRANSITIONS[from].join(' or ') || 'nothing else (it is over)'}, not ${status}`);
     }
     const e = this.check({ ...current.experiment, status, ...(status === 'shipped' ? { winner: winner ?? current.experiment.winner } : {}) });
-    return this.save(e, version + 1, by, `status ${from} -> ${status}${reason ? `: ${reason}` : ''}`);
+    return this.save(e, version + 1, by, `status ${from} -> ${status}${reason ? `: ${reason}` : ''}`, guard);
   }
 
   private check(input: unknown): Experiment {
@@ -165,11 +184,12 @@ export class Experiments {
     return checkExperiment(input, { metrics: new Set(this.metrics.keys()), others });
   }
 
-  private async save(e: Experiment, version: number, by: string, change: string): Promise<StoredExperiment> {
+  private async save(e: Experiment, version: number, by: string, change: string, guard?: WriteGuard): Promise<StoredExperiment> {
     const stored: StoredExperiment = { experiment: e, version, updated_at: new Date().toISOString(), updated_by: by };
-    await this.oltp.saveExperiment({ key: e.key, version, definition: JSON.stringify(e), updated_at: stored.updated_at, updated_by: by }, change);
+    await this.oltp.saveExperiment({ key: e.key, version, definition: JSON.stringify(e), updated_at: stored.updated_at, updated_by: by }, change, guard);
     this.cache.set(e.key, stored);
     for (const l of this.listeners) l(stored);
+    for (const l of this.savedListeners) l(stored);
     return stored;
   }
 }

@@ -4,7 +4,8 @@ import type { Experiment, Metric } from '../../workbench/experiments/definition.
 import { experimentResults, type ExperimentReport } from '../../workbench/experiments/results.js';
 import { metricCatalog } from '../../workbench/experiments/metrics.js';
 import type { UserDims } from '../../workbench/event.js';
-import type { OltpStore } from '../../workbench/oltp/store.js';
+import type { OltpStore, WriteGuard } from '../../workbench/oltp/store.js';
+import type { LeaseTerm } from '../cluster/lease.js';
 import type { AlertSink } from '../observability/alerts.js';
 import type { Logger } from '../observability/logger.js';
 import { Assigner, type ArmAnswer, type ExposureKey } from './assigner.js';
@@ -12,6 +13,12 @@ import { unavailable } from '../errors.js';
 import { Decider, type AliasMover } from './decider.js';
 import { Experiments } from './experiments.js';
 import { ExperimentTracker } from './tracker.js';
+
+/** The decider's lease, as the platform needs it: the current term while held, and the fence of a term's writes. */
+export interface DecidingLease {
+  term(): LeaseTerm | undefined;
+  guard(term: LeaseTerm): WriteGuard;
+}
 
 /**
  * The experimentation platform inside the service: definitions (OLTP), sticky assignment and
@@ -24,6 +31,7 @@ export class ExperimentPlatform {
   private logExposures: (keys: ExposureKey[]) => Promise<unknown> = async () => undefined;
   private timer: NodeJS.Timeout | undefined;
   private evaluating: Promise<void> | undefined;
+  private deciding: DecidingLease | undefined;
 
   private constructor(
     readonly experiments: Experiments,
@@ -34,7 +42,7 @@ export class ExperimentPlatform {
     models?: AliasMover,
     clock: Clock = wallClock,
   ) {
-    this.assigner = new Assigner(experiments, oltp, (err, message) => logger.error({ err }, message), clock);
+    this.assigner = new Assigner(experiments, oltp, (err, message) => logger.error({ err }, message), clock, { shared: oltp.kind === 'postgres' });
     const definition = (key: string) => {
       try {
         return experiments.get(key).experiment;
@@ -63,19 +71,32 @@ export class ExperimentPlatform {
     return new ExperimentPlatform(experiments, options.oltp, options.alerts, options.logger, options.dataDir, options.models, options.clock);
   }
 
-  /** How exposures of users assigned through the API reach the log (the service's ingest), and the decision loop's pace. */
-  start(logExposures: (keys: ExposureKey[]) => Promise<unknown>, decideEveryMs = 2_000): void {
+  /**
+   * How exposures of users assigned through the API reach the log (the service's ingest), the
+   * decision loop's pace, and the lease it acts under (without one it always acts, as a single
+   * service does): every instance evaluates, for its reports; only the holder acts, fenced.
+   */
+  start(logExposures: (keys: ExposureKey[]) => Promise<unknown>, decideEveryMs = 2_000, deciding?: DecidingLease): void {
     this.logExposures = logExposures;
+    this.deciding = deciding;
     this.timer = setInterval(() => void this.evaluate(), decideEveryMs);
     this.timer.unref();
   }
 
-  /** Re-reads definitions (other processes change them too) and evaluates every running experiment once. */
+  /**
+   * Re-reads definitions (other processes change them too), evaluates every running experiment once
+   * (acting only while this instance holds the decider's lease), and logs exposures whose carrier failed.
+   */
   evaluate(): Promise<void> {
     this.evaluating ??= (async () => {
       try {
         await this.experiments.refresh();
-        await this.decider.evaluate();
+        const term = this.deciding?.term();
+        if (!this.deciding) await this.decider.evaluate();
+        else if (term) await this.decider.evaluate({ guard: this.deciding.guard(term), signal: term.signal });
+        else await this.decider.evaluate({ act: false });
+        const pending = this.assigner.pendingExposures();
+        if (pending.length > 0) await this.logExposures(pending);
       } catch (err) {
         this.logger.error({ err }, 'experiment evaluation failed; retrying on the next tick');
       } finally {

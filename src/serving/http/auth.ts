@@ -1,5 +1,5 @@
 import type { RequestHandler } from 'express';
-import { hasScope, type ApiKeyInfo, type KeyStore, type Scope } from '../auth/keys.js';
+import { hasScope, type ApiKeyInfo, type ApiKeyStore, type Scope } from '../auth/keys.js';
 import { forbidden, unauthorized } from '../errors.js';
 
 declare module 'express-serve-static-core' {
@@ -9,7 +9,7 @@ declare module 'express-serve-static-core' {
 }
 
 /** Requires a valid key with `scope`, from `Authorization: Bearer <key>` or `X-API-Key: <key>`. */
-export function requireScope(keys: KeyStore, scope: Scope): RequestHandler {
+export function requireScope(keys: Pick<ApiKeyStore, 'verify'>, scope: Scope): RequestHandler {
   return (req, _res, next) => {
     const header = req.get('authorization');
     const key = header?.startsWith('Bearer ') ? header.slice(7).trim() : req.get('x-api-key')?.trim();

@@ -22,10 +22,16 @@ const WB = resolve(__dirname, '../../../bin/wb.cjs');
  * scheduled runs start every `everyMs` from the service's start. A job publishes to the data dir's
  * registry, which the model server follows. A child that dies without finishing its record gets
  * its run marked failed here.
+ *
+ * The schedule is a singleton of the cluster: with `paused`, nothing is scheduled until `resume()`
+ * (the service calls it when it takes the scheduler's lease, and `pause()` when it loses it, which
+ * also ends the scheduled runs in flight: the new holder schedules from its own start). Runs started
+ * by hand (`start`) run on the instance asked, whatever the lease.
  */
 export class JobScheduler {
-  private readonly running = new Map<string, { runId: string; child: ChildProcess }>();
-  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly running = new Map<string, { runId: string; child: ChildProcess; trigger: string }>();
+  private timers: NodeJS.Timeout[] = [];
+  private on = false;
   private readonly nextAt = new Map<string, number>();
   readonly runs: RunStore;
 
@@ -33,10 +39,23 @@ export class JobScheduler {
     private readonly dataDir: string,
     readonly schedule: readonly ScheduleEntry[],
     private readonly log: SchedulerLog,
+    options: { paused?: boolean } = {},
   ) {
     this.runs = RunStore.forDataDir(dataDir);
-    for (const entry of schedule) {
-      findDag(entry.dag);
+    for (const entry of schedule) findDag(entry.dag);
+    if (!options.paused) this.resume();
+  }
+
+  /** Whether the schedule runs here. */
+  get active(): boolean {
+    return this.on;
+  }
+
+  /** Starts the schedule, every entry `everyMs` from now (idempotent). */
+  resume(): void {
+    if (this.on) return;
+    this.on = true;
+    for (const entry of this.schedule) {
       this.nextAt.set(entry.dag, Date.now() + entry.everyMs);
       const timer = setInterval(() => {
         this.nextAt.set(entry.dag, Date.now() + entry.everyMs);
@@ -46,6 +65,15 @@ export class JobScheduler {
       timer.unref();
       this.timers.push(timer);
     }
+  }
+
+  /** Stops scheduling and ends the scheduled runs in flight (recorded as failed); runs started by hand go on. */
+  async pause(): Promise<void> {
+    this.on = false;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    this.nextAt.clear();
+    await this.end([...this.running.values()].filter((r) => r.trigger === 'schedule'));
   }
 
   /** Starts a run now; refuses while one of the same DAG runs. Returns its id. */
@@ -68,7 +96,7 @@ export class JobScheduler {
       ...Object.entries(params).flatMap(([k, v]) => ['--param', `${k}=${v}`]),
     ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.running.set(dag, { runId, child });
+    this.running.set(dag, { runId, child, trigger });
     this.log.info({ dag, runId, trigger }, 'job run started');
     const forward = (data: Buffer) => {
       for (const line of data.toString().split('\n')) if (line.trim()) this.log.info({ dag, runId }, line.trim());
@@ -108,11 +136,18 @@ export class JobScheduler {
 
   /** Stops scheduling and ends running jobs (their runs are recorded as failed). */
   async stop(): Promise<void> {
+    this.on = false;
     for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    await this.end([...this.running.values()]);
+  }
+
+  private async end(runs: readonly { child: ChildProcess }[]): Promise<void> {
     await Promise.all(
-      [...this.running.values()].map(
+      runs.map(
         ({ child }) =>
           new Promise<void>((done) => {
+            if (child.exitCode !== null || child.signalCode !== null) return done();
             child.once('exit', () => done());
             child.kill('SIGTERM');
           }),

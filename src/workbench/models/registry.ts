@@ -102,6 +102,7 @@ const Aliases = z.record(z.string(), z.record(z.string(), z.string().regex(VERSI
  * ```
  */
 export class ModelRegistry {
+  private readonly aliasListeners = new Set<(move: AliasMove) => void>();
   private constructor(readonly root: string) {}
 
   static open(root: string): ModelRegistry {
@@ -252,7 +253,19 @@ export class ModelRegistry {
     named[alias] = version;
     writeFileAtomic(join(this.root, 'aliases.json'), `${JSON.stringify(all, null, 2)}\n`);
     appendFileSync(join(this.root, 'alias-history.jsonl'), `${JSON.stringify(move)}\n`);
+    for (const l of this.aliasListeners) l(move);
     return move;
+  }
+
+  /**
+   * Calls `listener` after each alias move made through this registry object (a service tells its
+   * other instances with it). Returns the unsubscribe function.
+   */
+  onAliasMoved(listener: (move: AliasMove) => void): () => void {
+    this.aliasListeners.add(listener);
+    return () => {
+      this.aliasListeners.delete(listener);
+    };
   }
 
   /** `setAlias` after building the version's model once: what `wb models alias` runs (the service builds it itself). */

@@ -13,6 +13,7 @@ import {
   type TableName,
   type TableRows,
   type User,
+  type WriteGuard,
 } from './store.js';
 
 const SCHEMA = `
@@ -88,8 +89,17 @@ export class PostgresOltp implements OltpStore {
   private readonly schema?: string;
 
   async migrate(): Promise<void> {
-    if (this.schema) await this.pool.query(sql`CREATE SCHEMA IF NOT EXISTS ${ident(this.schema)}`.toString());
-    await this.pool.query(SCHEMA);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        if (this.schema) await this.pool.query(sql`CREATE SCHEMA IF NOT EXISTS ${ident(this.schema)}`.toString());
+        await this.pool.query(SCHEMA);
+        return;
+      } catch (err) {
+        // Service instances starting together race on IF NOT EXISTS (the catalog's unique index): once
+        // the winner has committed, the statements find everything there.
+        if (attempt >= 3 || !['23505', '42P06', '42P07'].includes((err as { code?: string }).code ?? '')) throw err;
+      }
+    }
   }
 
   async upsertUsers(users: readonly User[]): Promise<void> {
@@ -142,6 +152,42 @@ export class PostgresOltp implements OltpStore {
     return rows.map((r) => stored.get(`${r.experiment}\u0000${r.user_id}`)!);
   }
 
+  async claimAssignments(rows: readonly Assignment[]): Promise<{ assignment: Assignment; claimed: boolean }[]> {
+    if (rows.length === 0) return [];
+    const claimed = new Set<string>();
+    // In key order: two instances claiming the same users in different orders would deadlock.
+    const ordered = [...rows].sort((x, y) =>
+      x.experiment < y.experiment ? -1 : x.experiment > y.experiment ? 1 : x.user_id < y.user_id ? -1 : x.user_id > y.user_id ? 1 : 0,
+    );
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      for (let i = 0; i < ordered.length; i += 1000) {
+        const values = ordered.slice(i, i + 1000).map((a) => sql`(${a.experiment}, ${a.user_id}, ${a.arm}, ${isoInstant(a.assigned_at)}::timestamptz)`);
+        // RETURNING lists only the rows this statement inserted: a row another transaction committed
+        // first (or is committing: the insert waits for it) is skipped, so each pair has one winner.
+        const { text, params } = sql`INSERT INTO assignments (experiment, user_id, arm, assigned_at) VALUES ${join(values)}
+          ON CONFLICT (experiment, user_id) DO NOTHING RETURNING experiment, user_id`.toParameterized('dollar');
+        for (const r of (await client.query(text, params)).rows as { experiment: string; user_id: string }[]) claimed.add(`${r.experiment}\u0000${r.user_id}`);
+      }
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+    const stored = new Map<string, Assignment>();
+    for (const experiment of new Set(rows.map((r) => r.experiment))) {
+      const users = rows.filter((r) => r.experiment === experiment).map((r) => r.user_id);
+      for (const a of await this.getAssignments(experiment, users)) stored.set(`${a.experiment}\u0000${a.user_id}`, a);
+    }
+    return rows.map((r) => {
+      const key = `${r.experiment}\u0000${r.user_id}`;
+      return { assignment: stored.get(key)!, claimed: claimed.has(key) };
+    });
+  }
+
   async getAssignments(experiment: string, userIds?: readonly string[]): Promise<Assignment[]> {
     const { rows } = userIds
       ? await this.pool.query('SELECT * FROM assignments WHERE experiment = $1 AND user_id = ANY($2::text[]) ORDER BY user_id', [
@@ -152,10 +198,12 @@ export class PostgresOltp implements OltpStore {
     return rows.map(toAssignment);
   }
 
-  async saveExperiment(record: ExperimentRecord, change: string): Promise<void> {
+  async saveExperiment(record: ExperimentRecord, change: string, guard?: WriteGuard): Promise<void> {
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
+      // First, so a fence's lock is held from before the version check until the commit.
+      if (guard) await guard({ client });
       // The row lock (or, for a new key, the primary key) makes the version check and the write one step.
       const { rows } = await client.query('SELECT version FROM experiments WHERE key = $1 FOR UPDATE', [record.key]);
       const stored = rows[0]?.version as number | undefined;

@@ -15,6 +15,7 @@ import {
   type TableName,
   type TableRows,
   type User,
+  type WriteGuard,
 } from './store.js';
 
 const SCHEMA = `
@@ -133,6 +134,19 @@ export class SqliteOltp implements OltpStore {
     )(rows);
   }
 
+  async claimAssignments(rows: readonly Assignment[]): Promise<{ assignment: Assignment; claimed: boolean }[]> {
+    const insert = this.db.prepare(
+      'INSERT INTO assignments (experiment, user_id, arm, assigned_at) VALUES (?, ?, ?, ?) ON CONFLICT (experiment, user_id) DO NOTHING',
+    );
+    const read = this.db.prepare('SELECT experiment, user_id, arm, assigned_at FROM assignments WHERE experiment = ? AND user_id = ?');
+    return this.db.transaction((batch: readonly Assignment[]) =>
+      batch.map((a) => {
+        const claimed = insert.run(a.experiment, a.user_id, a.arm, isoInstant(a.assigned_at)).changes === 1;
+        return { assignment: read.get(a.experiment, a.user_id) as Assignment, claimed };
+      }),
+    )(rows);
+  }
+
   async getAssignments(experiment: string, userIds?: readonly string[]): Promise<Assignment[]> {
     if (!userIds)
       return this.db
@@ -142,7 +156,10 @@ export class SqliteOltp implements OltpStore {
     return [...new Set(userIds)].sort().flatMap((id) => (read.get(experiment, id) as Assignment | undefined) ?? []);
   }
 
-  async saveExperiment(record: ExperimentRecord, change: string): Promise<void> {
+  async saveExperiment(record: ExperimentRecord, change: string, guard?: WriteGuard): Promise<void> {
+    // The transaction below is synchronous: the guard runs just before it, and nothing of this
+    // process can run in between (a lease of this process's embedded store cannot change hands).
+    if (guard) await guard({});
     const current = this.db.prepare('SELECT version FROM experiments WHERE key = ?');
     const upsert = this.db.prepare(
       `INSERT INTO experiments (key, version, definition, updated_at, updated_by) VALUES (?, ?, ?, ?, ?)

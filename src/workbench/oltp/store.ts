@@ -1,3 +1,5 @@
+import type { ClientBase } from 'pg';
+
 /**
  * The OLTP database of the app, behind one small interface. The app writes users; the service reads
  * them to enrich events; stage 6 writes precomputed predictions; the lakehouse replicates every table.
@@ -87,6 +89,12 @@ export interface OltpStore {
   upsertPredictions(rows: readonly Prediction[]): Promise<void>;
   /** Keeps the assignments of users that have none in that experiment yet; returns what is stored for every row's (experiment, user). */
   insertAssignmentsIfAbsent(rows: readonly Assignment[]): Promise<Assignment[]>;
+  /**
+   * `insertAssignmentsIfAbsent` that also says, per row, whether this call stored it (`claimed`) or
+   * found one there (then `assignment` is the stored one): of several service instances assigning
+   * one user at once, the database picks exactly one winner, which alone logs the exposure.
+   */
+  claimAssignments(rows: readonly Assignment[]): Promise<{ assignment: Assignment; claimed: boolean }[]>;
   /** An experiment's assignments, of the given users or of all. */
   getAssignments(experiment: string, userIds?: readonly string[]): Promise<Assignment[]>;
   /**
@@ -94,7 +102,7 @@ export interface OltpStore {
    * `record.version` must be one more than the stored version (1 for a new key); otherwise nothing
    * is written and a ConflictError names the version that is stored.
    */
-  saveExperiment(record: ExperimentRecord, change: string): Promise<void>;
+  saveExperiment(record: ExperimentRecord, change: string, guard?: WriteGuard): Promise<void>;
   getExperiments(): Promise<ExperimentRecord[]>;
   /** Every change of one experiment, oldest first. */
   experimentHistory(key: string): Promise<ExperimentChange[]>;
@@ -103,6 +111,14 @@ export interface OltpStore {
   scan<T extends TableName>(table: T, batchSize?: number): AsyncIterable<TableRows[T][]>;
   close(): Promise<void>;
 }
+
+/**
+ * A check that must pass for a write to commit, run inside the write's transaction where the store
+ * has one it can lend: PostgreSQL hands over the transaction's client (a lease's fence locks its row
+ * there until the commit); SQLite, whose transactions are synchronous, runs the guard just before its
+ * transaction, with no client. Throwing refuses the write and nothing is written.
+ */
+export type WriteGuard = (tx: { client?: ClientBase }) => Promise<void>;
 
 /** Normalises a timestamp to the ISO-8601 UTC form every implementation returns. */
 export function isoInstant(value: string | Date): string {

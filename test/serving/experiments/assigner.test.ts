@@ -87,11 +87,17 @@ describe('exposure and tagging at ingest', () => {
     await oltp.close();
   });
 
-  it('stores an assignment only once its exposure is in the log, and carries the exposure again after a failed append', async () => {
+  it('stores an assignment before its exposure goes to the log (the database decides), and carries the exposure again after a failed append', async () => {
     faulty.failNext = true;
     await assert.rejects(ingest.ingest([ev('1', 'u1')]), /the disk is full/);
     assert.equal((await records()).length, 0);
-    assert.deepEqual(await oltp.getAssignments('exp'), [], 'nothing stored for an exposure that is not in the log');
+    const arm0 = assign(ExperimentSchema.parse(definition), { user_id: 'u1' })!;
+    assert.deepEqual(
+      (await oltp.getAssignments('exp')).map((a) => [a.user_id, a.arm]),
+      [['u1', arm0]],
+      'claimed in the database first; its exposure is still owed',
+    );
+    assert.ok(assigner.isUnlogged({ experiment: 'exp', user_id: 'u1' }));
     // The next event of u1 (not itself an exposure event) carries the exposure, just before it.
     await ingest.ingest([ev('2', 'u1', 'feature_used')]);
     const log = await records();

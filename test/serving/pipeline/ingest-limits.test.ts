@@ -92,7 +92,7 @@ describe('ingest limits', { timeout: 120_000 }, () => {
       [['deep-5', 'props']],
       'nine levels are refused before parsing',
     );
-    assert.deepEqual(await (await t.call('/healthz')).json(), { status: 'ok' });
+    assert.equal(((await (await t.call('/healthz')).json()) as { status: string }).status, 'ok');
   });
 
   it('counts a batch against its limit before parsing any of it, and refuses items too large to be events unparsed', async () => {

@@ -114,6 +114,27 @@ export function oltpConformance(name: string, open: () => Promise<OltpStore | st
       );
     });
 
+    it('claims an assignment for exactly one of several concurrent callers, and tells each whether it was theirs', async () => {
+      const a = (user_id: string, arm: string, at = '2025-04-01T10:00:00.000Z'): Assignment => ({ experiment: 'claims', user_id, arm, assigned_at: at });
+      const first = await subject.store.claimAssignments([a('c1', 'control'), a('c2', 'treatment')]);
+      assert.deepEqual(first, [
+        { assignment: a('c1', 'control'), claimed: true },
+        { assignment: a('c2', 'treatment'), claimed: true },
+      ]);
+      const again = await subject.store.claimAssignments([a('c1', 'treatment', '2025-04-02T00:00:00.000Z'), a('c3', 'control')]);
+      assert.deepEqual(again, [
+        { assignment: a('c1', 'control'), claimed: false },
+        { assignment: a('c3', 'control'), claimed: true },
+      ]);
+      // Racing callers (as service instances): one winner per user, and every caller reads the winner's row.
+      const racers = await Promise.all(['x', 'y', 'z', 'w'].map((arm) => subject.store.claimAssignments([a('c4', arm), a('c5', arm)])));
+      for (const user of [0, 1]) {
+        assert.equal(racers.filter((r) => r[user]!.claimed).length, 1);
+        const winner = racers.find((r) => r[user]!.claimed)![user]!.assignment;
+        for (const r of racers) assert.deepEqual(r[user]!.assignment, winner);
+      }
+    });
+
     it('writes experiments only against the version they were read at, with a history of every change', async () => {
       const rec = (version: number, by: string, definition = `{"v":${version}}`): ExperimentRecord => ({
         key: 'checkout',
@@ -149,6 +170,21 @@ export function oltpConformance(name: string, open: () => Promise<OltpStore | st
         [2, 'bo', 'status running'],
       ]);
       assert.equal(history.length, 3);
+      // A guard (a lease's fence) runs with the write and can refuse it: then nothing is written.
+      let lent: unknown;
+      await assert.rejects(
+        subject.store.saveExperiment(rec(4, 'stale'), 'fenced', async (tx) => {
+          lent = tx.client;
+          if (tx.client) assert.equal(((await tx.client.query('SELECT 1 AS one')).rows[0] as { one: number }).one, 1);
+          throw new Error('fenced');
+        }),
+        /fenced/,
+      );
+      assert.equal(subject.store.kind === 'postgres', lent !== undefined, 'PostgreSQL lends the transaction client, SQLite none');
+      assert.equal((await subject.store.getExperiments())[0]!.version, 3);
+      assert.equal((await subject.store.experimentHistory('checkout')).length, 3);
+      await subject.store.saveExperiment(rec(4, 'current'), 'guarded', async () => undefined);
+      assert.equal((await subject.store.getExperiments())[0]!.version, 4);
       assert.equal(history[2]!.updated_by, stored!.updated_by);
       assert.equal(history[1]!.updated_at, '2025-03-02T00:00:00.000Z');
       assert.deepEqual(await subject.store.experimentHistory('nope'), []);
