@@ -1,6 +1,8 @@
 /**
  * The durable, append-only event log between ingest and the consumers. Offsets are dense and start
- * at 0; a batch is acknowledged only once it is on stable storage. Each consumer keeps its own
+ * at 0; a batch is acknowledged only once it is on stable storage. The file log has one writer (its
+ * process); a JetStream stream may have several (service instances), whose batches interleave and
+ * whose retries the stream recognises by record id (see `append`). Each consumer keeps its own
  * committed offset (the next offset it will read), so it resumes after a restart exactly where it
  * stopped. The embedded implementation writes segment files in the data dir; the scale-out one is
  * NATS JetStream. Both pass test/serving/pipeline/conformance.ts.
@@ -51,17 +53,52 @@ export interface LogRecovery {
   readonly rewound: readonly { readonly consumer: string; readonly committed: number }[];
 }
 
+/**
+ * Where an appended batch went. With one writer a batch is contiguous: its records are at `first`
+ * to `next - 1`, in order, and `offsets` is absent. Otherwise `offsets` says where each record is.
+ */
+export interface Appended {
+  /** The lowest offset of the batch's records (for an empty batch, the log's end). */
+  first: number;
+  /** One past the highest: every record of the batch lies before it (a consumer past it has them all). */
+  next: number;
+  /**
+   * Each record's offset, in the order given, when they are not exactly `first` to `next - 1`:
+   * another writer's records fell between them, or some were in the log already (`duplicates`).
+   * Ascending, except a duplicate's, which is its original's.
+   */
+  offsets?: readonly number[];
+  /**
+   * Indexes (in the batch) of records whose id the log already held within its duplicate window:
+   * not stored again; their offset is the original's, whose payload may differ (an earlier copy).
+   */
+  duplicates?: readonly number[];
+}
+
+/** Each record's offset: `offsets`, or the contiguous range. */
+export function offsetsOf(appended: Appended, count: number): readonly number[] {
+  return appended.offsets ?? Array.from({ length: count }, (_, i) => appended.first + i);
+}
+
 export interface EventLog {
   /** `file` or `jetstream`. */
   readonly kind: string;
   /** What opening repaired, for a log that can repair itself (the file log). */
   readonly recovered?: LogRecovery;
   /**
-   * Appends a batch; resolves once the whole batch is durable (on disk, fsynced; or acknowledged by
-   * the JetStream server), with the offset of its first record and the next free offset. Concurrent
-   * calls are allowed and keep each batch contiguous.
+   * How long the log recognises a record id it stored (JetStream's duplicate window), in ms;
+   * absent for a log that ignores ids (the file log: its one writer's ingest dedupes event ids).
    */
-  append(payloads: readonly Payload[]): Promise<{ first: number; next: number }>;
+  readonly duplicateWindowMs?: number;
+  /**
+   * Appends a batch; resolves once the whole batch is durable (on disk, fsynced; or acknowledged by
+   * the JetStream server) with where its records are. Concurrent calls are allowed; each batch
+   * keeps its order, and with one writer it is contiguous. `ids` (one per payload, e.g. event ids)
+   * make the append idempotent on a log with a `duplicateWindowMs`: a record whose id the log stored
+   * within the window is not stored again (`duplicates`). An append that fails may have stored part
+   * of the batch; appending it again with the same ids within the window stores only the rest.
+   */
+  append(payloads: readonly Payload[], ids?: readonly string[]): Promise<Appended>;
   /** Up to `max` entries with offsets from `from` on, in offset order. */
   read(from: number, max: number): Promise<LogEntry[]>;
   /** The offset the next appended record will get: the number of records in the log. */

@@ -113,7 +113,9 @@ export class FileEventLog implements EventLog {
     }
   }
 
-  async append(payloads: readonly Payload[]): Promise<{ first: number; next: number }> {
+  /** `ids` are checked and otherwise ignored: one writer, whose ingest dedupes event ids (see EventLog). */
+  async append(payloads: readonly Payload[], ids?: readonly string[]): Promise<{ first: number; next: number }> {
+    if (ids && ids.length !== payloads.length) throw new Error(`append: ${ids.length} ids for ${payloads.length} records`);
     this.assertOpen();
     if (this.failure) throw this.failure;
     if (payloads.length === 0) return { first: this.durableNext, next: this.durableNext };

@@ -12,7 +12,7 @@ import {
 } from '../../workbench/event.js';
 import { InputError } from '../../workbench/errors.js';
 import type { OltpStore, User } from '../../workbench/oltp/store.js';
-import type { EventLog } from './event-log.js';
+import type { Appended, EventLog } from './event-log.js';
 import type { RecentEvents } from './recent-events.js';
 import { RecentIds } from './recent-ids.js';
 
@@ -111,7 +111,10 @@ export interface IngestResult {
   /** Events already in the log (a retry): acknowledged, not appended again. */
   duplicates: number;
   rejected: Rejection[];
-  /** Offsets of the appended events in the log. */
+  /**
+   * Where this call's records are in the log: from `first` to before `next`. With several service
+   * instances on one stream, others' events may lie between; every event of the call is before `next`.
+   */
   offsets?: { first: number; next: number };
 }
 
@@ -305,7 +308,12 @@ export class Ingest {
       const receivedAt = new Date(now).toISOString();
       const enriched: EnrichedEvent[] = [];
       const payloads: string[] = [];
+      /** The records' ids: a log shared by instances recognises a retry by them (`EventLog.append`). */
+      const ids: string[] = [];
+      /** Indexes of the exposure records among the payloads. */
+      const exposureAt: number[] = [];
       const push = (event: Event, text: string, user: UserEntry, experiments: Record<string, string>) => {
+        ids.push(event.event_id);
         // A literal of one shape (not a spread) and JSON spliced from the event's and the user's
         // JSON text: this runs for every event the service takes.
         enriched.push({
@@ -328,6 +336,7 @@ export class Ingest {
         if (this.recent.has(exposure.event_id)) return;
         this.recent.add(exposure.event_id, now);
         exposed.push(exposure);
+        exposureAt.push(payloads.length);
         push(exposure, JSON.stringify(exposure), dims.get(exposure.user_id)!, { [String(exposure.props.experiment)]: String(exposure.props.arm) });
       };
       for (const exposure of tagged?.head ?? []) pushExposure(exposure);
@@ -338,23 +347,47 @@ export class Ingest {
         for (const exposure of tagged?.exposures.get(i) ?? []) pushExposure(exposure);
         push(event, texts[i]!, dims.get(event.user_id)!, tagged?.tags[i] ?? NO_ARMS);
       }
-      let offsets: { first: number; next: number };
+      let appended: Appended;
       try {
         // Events tagged here whose user's exposure another batch is appending go after it.
         if (tagged?.after.length) await Promise.all(tagged.after);
-        offsets = payloads.length > 0 ? await this.log.append(payloads) : { first: await this.log.next(), next: await this.log.next() };
+        if (payloads.length > 0) appended = await this.log.append(payloads, ids);
+        else {
+          const end = await this.log.next();
+          appended = { first: end, next: end };
+        }
       } catch (err) {
         await tagged?.settle(false);
         throw err;
       }
       await tagged?.settle(logged);
-      // Bounded by bytes too: a burst of large events must not keep hundreds of MB decoded.
-      this.tail?.put(
-        offsets.first,
-        enriched,
-        payloads.map((p) => p.length),
-      );
-      return { accepted: fresh.length, duplicates, rejected, offsets };
+      const offsets = { first: appended.first, next: appended.next };
+      const sizes = payloads.map((p) => p.length);
+      if (!appended.offsets) {
+        // Bounded by bytes too: a burst of large events must not keep hundreds of MB decoded.
+        this.tail?.put(appended.first, enriched, sizes);
+        return { accepted: fresh.length, duplicates, rejected, offsets };
+      }
+      // Interleaved with another instance's records, or partly in the log already (another instance
+      // took this batch before, or an append of it failed after storing some): the ring is given
+      // exactly the offsets this call stored, and the events stored before count as duplicates.
+      const again = new Set(appended.duplicates);
+      const exposures = new Set(exposureAt);
+      const at: number[] = [];
+      const kept: EnrichedEvent[] = [];
+      const keptSizes: number[] = [];
+      let clientDuplicates = 0;
+      for (let i = 0; i < enriched.length; i++) {
+        if (again.has(i)) {
+          if (!exposures.has(i)) clientDuplicates++;
+          continue;
+        }
+        at.push(appended.offsets[i]!);
+        kept.push(enriched[i]!);
+        keptSizes.push(sizes[i]!);
+      }
+      this.tail?.put(at, kept, keptSizes);
+      return { accepted: fresh.length - clientDuplicates, duplicates: duplicates + clientDuplicates, rejected, offsets };
     } catch (err) {
       for (const event of [...fresh, ...exposed]) this.recent.delete(event.event_id);
       throw err;

@@ -36,11 +36,27 @@ export class RecentEvents {
     this.sizes = new Float64Array(capacity);
   }
 
-  /** Events from offset `first` on; `sizes` (their records' lengths) lets the ring keep to its byte bound. */
-  put(first: number, events: readonly EnrichedEvent[], sizes?: readonly number[]): void {
+  /**
+   * Events at offsets `at` to `at + events.length - 1`, or, when `at` is a list, each at its own
+   * offset (a log shared with other writers: the offsets between are theirs, never held here, so a
+   * consumer reads them from the log). `sizes` (their records' lengths) lets the ring keep to its
+   * byte bound.
+   */
+  put(at: number | readonly number[], events: readonly EnrichedEvent[], sizes?: readonly number[]): void {
+    if (events.length === 0) return;
+    const list = typeof at === 'number' ? undefined : at;
+    let first = list ? list[0]! : (at as number);
+    let end = first + events.length;
+    if (list) {
+      end = first + 1;
+      for (const o of list) {
+        if (o < first) first = o;
+        if (o >= end) end = o + 1;
+      }
+    }
     if (this.oldest < 0) this.oldest = first;
     for (let i = 0; i < events.length; i++) {
-      const offset = first + i;
+      const offset = list ? list[i]! : first + i;
       // A batch that arrives after the ring evicted past it is left to the log.
       if (offset < this.oldest) continue;
       const slot = offset % this.capacity;
@@ -50,9 +66,9 @@ export class RecentEvents {
       this.sizes[slot] = sizes?.[i] ?? 0;
       this.bytes += this.sizes[slot]!;
     }
-    this.end = Math.max(this.end, first + events.length);
-    this.oldest = Math.max(this.oldest, first + events.length - this.capacity);
-    while (this.bytes > this.maxBytes && this.oldest < first + events.length) this.evictOldest();
+    this.end = Math.max(this.end, end);
+    this.oldest = Math.max(this.oldest, end - this.capacity);
+    while (this.bytes > this.maxBytes && this.oldest < end) this.evictOldest();
     if (this.waiters.size > 0) this.wake();
   }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, beforeEach, describe, it, type TestContext } from 'node:test';
-import type { EventLog } from '../../../src/serving/pipeline/event-log.js';
+import { offsetsOf, type EventLog } from '../../../src/serving/pipeline/event-log.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -115,6 +115,24 @@ export function eventLogConformance(name: string, open: () => Promise<EventLog |
         results.map((r) => r.next - r.first),
         Array.from({ length: 20 }, () => 50),
       );
+    });
+
+    it('takes an id per record, and says where each record is', async () => {
+      const ids = ['id-1', 'id \u2713 2', 'x'.repeat(128)];
+      const appended = await log.append(['one', 'two', 'three'], ids);
+      const offsets = offsetsOf(appended, 3);
+      assert.equal(appended.next, Math.max(...offsets) + 1);
+      for (const [i, text] of ['one', 'two', 'three'].entries()) assert.equal(dec((await log.read(offsets[i]!, 1))[0]!.payload), text);
+      await assert.rejects(log.append(['a', 'b'], ['only one id']), /ids/);
+      // A log that recognises ids stores a repeat within its window once; one that does not (one
+      // writer, whose ingest dedupes) stores it again.
+      const end = await log.next();
+      const again = await log.append(['one'], ['id-1']);
+      if (log.duplicateWindowMs === undefined) assert.deepEqual(again, { first: end, next: end + 1 });
+      else {
+        assert.deepEqual(again, { first: offsets[0]!, next: offsets[0]! + 1, offsets: [offsets[0]!], duplicates: [0] });
+        assert.equal(await log.next(), end);
+      }
     });
 
     it('keeps a committed offset per consumer', async () => {

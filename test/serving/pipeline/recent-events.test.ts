@@ -22,6 +22,30 @@ describe('the ring of recent events', () => {
     );
   });
 
+  it("holds events at the offsets given, the ones between being another writer's (a shared log)", () => {
+    const ring = new RecentEvents(100);
+    ring.put([3, 4, 7, 9], events(0, 4));
+    assert.deepEqual(
+      ring.take(3, 10).map((e) => e.event_id),
+      ['e0', 'e1'],
+    );
+    assert.deepEqual(ring.take(5, 10), [], 'offset 5 is not held: read from the log');
+    assert.deepEqual(
+      ring.take(7, 10).map((e) => e.event_id),
+      ['e2'],
+    );
+    assert.deepEqual(
+      ring.take(9, 10).map((e) => e.event_id),
+      ['e3'],
+    );
+    assert.equal(ring.expects(10), true, 'past the newest offset put, more may come');
+    ring.put([5, 6], events(10, 2));
+    assert.deepEqual(
+      ring.take(3, 10).map((e) => e.event_id),
+      ['e0', 'e1', 'e10', 'e11', 'e2'],
+    );
+  });
+
   it('keeps to its byte bound when ingest gives record sizes, dropping the oldest first (a burst of large events)', () => {
     const ring = new RecentEvents(1_000, 1_000);
     ring.put(0, events(0, 3), [400, 400, 400]);
