@@ -9,9 +9,12 @@
  *   node --import tsx bench/serving-deploy-server.ts serve <data dir> [--rebuild]
  *     starts the service on that data with the simulated clock running at 1x from there, and prints
  *     `service on <url>`. --rebuild: new features are computed from the whole log (the old path).
+ *     SIGUSR2 prints `loop-delay {"max_ms","p99_ms"}`, the event loop's delays since the previous
+ *     SIGUSR2 (perf_hooks.monitorEventLoopDelay, 1 ms resolution), and starts counting again.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { appSource, retailSource } from '../src/app/replay.js';
 import { SimulationConfigSchema } from '../src/app/simulator.js';
@@ -66,6 +69,12 @@ async function serve(dir: string): Promise<void> {
   // Ready once every consumer has read what the log held on start (they resume from snapshots and commits).
   const end = await service.log.next();
   while (![...service.runners, ...service.features.runners].every((r) => r.offset >= end)) await new Promise((r) => setTimeout(r, 50));
+  const delay = monitorEventLoopDelay({ resolution: 1 });
+  delay.enable();
+  process.on('SIGUSR2', () => {
+    console.log(`loop-delay ${JSON.stringify({ max_ms: delay.max / 1e6, p99_ms: delay.percentile(99) / 1e6 })}`);
+    delay.reset();
+  });
   console.log(`service on ${service.url}`);
   process.once('SIGTERM', () => {
     void service.stop().then(() => {

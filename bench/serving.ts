@@ -278,6 +278,13 @@ interface DeployFigures {
   steady_predict_p50_ms: number;
   steady_predict_p99_ms: number;
   steady_server_cpu_ms_per_prediction: number;
+  /**
+   * The longest the service's event loop was held (perf_hooks.monitorEventLoopDelay, 1 ms
+   * resolution) from the publish to the first prediction, and in the steady load: what a request
+   * arriving then waited before the service could even read it.
+   */
+  deploy_loop_delay_max_ms: number;
+  steady_loop_delay_max_ms: number;
   /** The machine's 1-minute load average when the steady load began and when the deploy ended: the latencies depend on it (2 cores, shared). */
   load_average: [number, number];
 }
@@ -364,6 +371,7 @@ async function deployWithNewFeature(): Promise<{ events: number; rate_per_second
         `new feature ${what}, the app model predicted at ${DEPLOY_RATE}/s: first prediction of the new model ${f.publish_to_first_prediction_s} s after publishing started; ` +
           `the app model meanwhile: p50 ${f.deploy_predict_p50_ms} ms, p99 ${f.deploy_predict_p99_ms} ms, max ${f.deploy_predict_max_ms} ms over ${f.deploy_requests} requests, ${f.deploy_failed_requests} failed; ` +
           `server CPU ${f.deploy_extra_server_cpu_s} s over the load's (steady: p99 ${f.steady_predict_p99_ms} ms, ${f.steady_server_cpu_ms_per_prediction} ms CPU per prediction); ` +
+          `event loop held at most ${f.deploy_loop_delay_max_ms} ms during the deploy (steady: ${f.steady_loop_delay_max_ms} ms); ` +
           `load average ${f.load_average.join(' -> ')}`,
       );
     }
@@ -392,6 +400,21 @@ function servedLines(dataDir: string): string[] {
 async function deployRun(dataDir: string, rebuild: boolean, admin: string, client: string, next: ModelBundle): Promise<DeployFigures> {
   const { child, url } = await startServer(['--import', 'tsx', DEPLOY_SERVER, 'serve', dataDir, ...(rebuild ? ['--rebuild'] : [])]);
   const pid = child.pid!;
+  // The service's event-loop delays since the previous call (it prints them on SIGUSR2).
+  const delays: ((d: { max_ms: number }) => void)[] = [];
+  let printed = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    printed += d.toString();
+    for (let m = /loop-delay (\{.*\})\n/.exec(printed); m; m = /loop-delay (\{.*\})\n/.exec(printed)) {
+      printed = printed.slice(m.index + m[0].length);
+      delays.shift()?.(JSON.parse(m[1]!) as { max_ms: number });
+    }
+  });
+  const loopDelay = () =>
+    new Promise<{ max_ms: number }>((resolve) => {
+      delays.push(resolve);
+      child.kill('SIGUSR2');
+    });
   try {
     let n = 0;
     const headers = { authorization: `Bearer ${client}`, 'content-type': 'application/json' };
@@ -400,14 +423,17 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
     await openLoop(2, predict('app'), undefined, undefined, DEPLOY_RATE); // warm up
     const loadBefore = loadavg()[0]!;
     let cpu = cpuSeconds(pid);
+    await loopDelay();
     const steady = await openLoop(STEADY_SECONDS, predict('app'), undefined, undefined, DEPLOY_RATE);
     const steadyCpu = cpuSeconds(pid) - cpu;
+    const steadyDelay = await loopDelay();
     if (steady.failures > 0) throw new Error(`${steady.failures} predictions failed before the deploy`);
 
     let done = false;
     const load = openLoop(300, predict('app'), undefined, () => done, DEPLOY_RATE);
     await new Promise((r) => setTimeout(r, 1000));
     cpu = cpuSeconds(pid);
+    await loopDelay();
     const publishedAt = performance.now();
     const published = publish(next, { url, key: admin, alias: 'champion', progress: silentProgress });
     let firstAt = Number.NaN;
@@ -417,6 +443,7 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
       else await new Promise((r) => setTimeout(r, 5));
     }
     const deployCpu = cpuSeconds(pid) - cpu;
+    const deployDelay = await loopDelay();
     await published;
     await new Promise((r) => setTimeout(r, 500));
     done = true;
@@ -438,6 +465,8 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
       steady_predict_p50_ms: round(quantile(steady.latencies, 0.5), 2),
       steady_predict_p99_ms: round(quantile(steady.latencies, 0.99), 2),
       steady_server_cpu_ms_per_prediction: round((steadyCpu * 1000) / steady.latencies.length, 3),
+      deploy_loop_delay_max_ms: round(deployDelay.max_ms, 1),
+      steady_loop_delay_max_ms: round(steadyDelay.max_ms, 1),
       load_average: [round(loadBefore, 2), round(loadavg()[0]!, 2)],
     };
   } finally {

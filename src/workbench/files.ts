@@ -25,6 +25,47 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
   }
 }
 
+/**
+ * `writeFileAtomic` without holding the event loop: the write, the fsync and the rename run on
+ * libuv's threads, then the directory is synced so that the rename itself survives a crash. What a
+ * server calls while it answers requests (a synchronous fsync there stalls every request for as
+ * long as the disk takes, tens of milliseconds on a busy one).
+ */
+export async function writeFileAtomicAsync(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  const tmp = temporarySibling(path);
+  const file = await open(tmp, 'w', mode);
+  try {
+    await file.writeFile(data);
+    await file.sync();
+  } catch (err) {
+    await file.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await file.close();
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await syncDirectory(dirname(path));
+}
+
+/** fsyncs a directory (its entries: a rename into it); a file system that cannot is left as it is. */
+async function syncDirectory(dir: string): Promise<void> {
+  let handle;
+  try {
+    handle = await open(dir, 'r');
+    await handle.sync();
+  } catch (err) {
+    // Some file systems refuse to open or sync a directory (EISDIR, EINVAL, EPERM): the rename stands.
+    if (!['EISDIR', 'EINVAL', 'EPERM', 'EACCES', 'ENOTSUP'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+  } finally {
+    await handle?.close();
+  }
+}
+
 /** A name beside `path` that no other writer uses, hidden from globs by its leading dot. */
 export function temporarySibling(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);

@@ -1,8 +1,9 @@
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ConflictError, IntegrityError } from '../../workbench/errors.js';
 import { feature, featureSet, featureSetVersion, type Feature, type FeatureInput } from '../../workbench/features/definition.js';
-import { writeFileAtomic } from '../../workbench/files.js';
+import { writeFileAtomicAsync } from '../../workbench/files.js';
 
 /**
  * The feature set the service serves: every definition registered so far (by publishing a model
@@ -42,8 +43,9 @@ export class ServedFeatures {
   /**
    * Adds definitions to the served set; one already served is fine when it is the same definition.
    * A served name with another definition is a conflict: renaming is how a feature changes.
+   * Resolves once the file is written (asynchronously: a service calls this while it answers requests).
    */
-  register(inputs: readonly (FeatureInput | Feature)[]): Feature[] {
+  async register(inputs: readonly (FeatureInput | Feature)[]): Promise<Feature[]> {
     const incoming = featureSet(inputs);
     const byName = new Map(this.list.map((f) => [f.name, f]));
     const added: Feature[] = [];
@@ -58,8 +60,8 @@ export class ServedFeatures {
     }
     if (added.length > 0) {
       this.list = [...this.list, ...added];
-      mkdirSync(dirname(this.path), { recursive: true });
-      writeFileAtomic(this.path, `${JSON.stringify({ features: this.list }, null, 2)}\n`);
+      await mkdir(dirname(this.path), { recursive: true });
+      await writeFileAtomicAsync(this.path, `${JSON.stringify({ features: this.list }, null, 2)}\n`);
     }
     return added;
   }

@@ -90,7 +90,7 @@ export class ModelServer {
     const bundle = verifyBundle(input);
     // Checking the bundle (its hash) and building its model are a few milliseconds each: in two
     // turns of the event loop, so a publish does not hold requests for both at once.
-    await new Promise((r) => setImmediate(r));
+    await turn();
     await this.load(bundle.version, bundle);
     return bundle;
   }
@@ -98,8 +98,11 @@ export class ModelServer {
   /** Stores a prepared bundle and points the alias at it (the model is already loaded: a hot swap). */
   async activate(bundle: ModelBundle, alias: string, meta: { by?: string; reason?: string } = {}): Promise<AliasMove> {
     await this.load(bundle.version, bundle);
-    this.registry.put(bundle);
-    const move = this.registry.setAlias(bundle.name, alias, bundle.version, meta);
+    // The registry's writes without a synchronous fsync (each took the event loop for as long as the
+    // disk did), and its checks (a hash each) in turns of their own.
+    await this.registry.putAsync(bundle);
+    await turn();
+    const move = await this.registry.setAliasAsync(bundle.name, alias, bundle.version, meta);
     this.follow(bundle.name, alias, bundle.version);
     return move;
   }
@@ -112,7 +115,7 @@ export class ModelServer {
       throw this.registry.refusal(name, alias, version, err);
     });
     await this.ready(loaded.bundle);
-    const move = this.registry.setAlias(name, alias, version, meta);
+    const move = await this.registry.setAliasAsync(name, alias, version, meta);
     this.follow(name, alias, version);
     return move;
   }
@@ -184,6 +187,11 @@ export class ModelServer {
     }
     return p;
   }
+}
+
+/** Lets the event loop answer what is waiting before going on. */
+function turn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 function abbreviated(text: string, max = 300): string {

@@ -1,9 +1,10 @@
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { dict, toDict } from '../dict.js';
 import { AliasRefusedError, InputError, IntegrityError, NotFoundError, WorkbenchError } from '../errors.js';
-import { writeFileAtomic } from '../files.js';
+import { writeFileAtomic, writeFileAtomicAsync } from '../files.js';
 import { bundleJson, checkBundle, loadClassifier, verifyBundle, type ModelBundle } from './bundle.js';
 
 /**
@@ -103,6 +104,8 @@ const Aliases = z.record(z.string(), z.record(z.string(), z.string().regex(VERSI
  */
 export class ModelRegistry {
   private readonly aliasListeners = new Set<(move: AliasMove) => void>();
+  /** The async alias moves of this object, one after the other (each reads, then writes, the table). */
+  private aliasWrites: Promise<unknown> = Promise.resolve();
   private constructor(readonly root: string) {}
 
   static open(root: string): ModelRegistry {
@@ -142,6 +145,17 @@ export class ModelRegistry {
     const bundle = verifyBundle(input);
     const path = this.bundlePath(bundle.version);
     if (!existsSync(path)) writeFileAtomic(path, bundleJson(bundle));
+    return bundle;
+  }
+
+  /**
+   * `put` for a server answering requests: the same checks, and the file written without holding
+   * the event loop (`writeFileAtomicAsync`: no synchronous fsync).
+   */
+  async putAsync(input: unknown): Promise<ModelBundle> {
+    const bundle = verifyBundle(input);
+    const path = this.bundlePath(bundle.version);
+    if (!existsSync(path)) await writeFileAtomicAsync(path, bundleJson(bundle));
     return bundle;
   }
 
@@ -244,17 +258,42 @@ export class ModelRegistry {
    * on that version stays as it is: nothing is written or recorded, and the answer has `unchanged`.
    */
   setAlias(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): AliasMove {
+    const planned = this.planMove(name, alias, version, meta);
+    if (!planned.table) return planned.move;
+    writeFileAtomic(join(this.root, 'aliases.json'), planned.table);
+    appendFileSync(join(this.root, 'alias-history.jsonl'), `${JSON.stringify(planned.move)}\n`);
+    for (const l of this.aliasListeners) l(planned.move);
+    return planned.move;
+  }
+
+  /**
+   * `setAlias` for a server answering requests: the same checks and records, written without holding
+   * the event loop (no synchronous fsync). The moves made through it by this object are made one
+   * after the other; a synchronous `setAlias` on the same registry meanwhile could be overwritten.
+   */
+  setAliasAsync(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): Promise<AliasMove> {
+    const run = this.aliasWrites.then(async () => {
+      const planned = this.planMove(name, alias, version, meta);
+      if (!planned.table) return planned.move;
+      await writeFileAtomicAsync(join(this.root, 'aliases.json'), planned.table);
+      await appendFile(join(this.root, 'alias-history.jsonl'), `${JSON.stringify(planned.move)}\n`);
+      for (const l of this.aliasListeners) l(planned.move);
+      return planned.move;
+    });
+    this.aliasWrites = run.catch(() => undefined);
+    return run;
+  }
+
+  /** The move `setAlias` records and the alias table it writes (none when the alias is already there: `unchanged`). */
+  private planMove(name: string, alias: string, version: string, meta: { by?: string; reason?: string }): { move: AliasMove; table?: string } {
     if (!ALIAS.test(alias)) throw new InputError(`alias ${JSON.stringify(alias)}: use lower-case letters, digits, _ and -, up to 32`);
     this.usableVersion(name, alias, version);
     const all = this.readAliases();
-    if (all[name]?.[alias] === version) return { at: new Date().toISOString(), name, alias, from: version, to: version, ...meta, unchanged: true };
+    if (all[name]?.[alias] === version) return { move: { at: new Date().toISOString(), name, alias, from: version, to: version, ...meta, unchanged: true } };
     const named = (all[name] ??= dict());
     const move: AliasMove = { at: new Date().toISOString(), name, alias, from: named[alias] ?? null, to: version, ...meta };
     named[alias] = version;
-    writeFileAtomic(join(this.root, 'aliases.json'), `${JSON.stringify(all, null, 2)}\n`);
-    appendFileSync(join(this.root, 'alias-history.jsonl'), `${JSON.stringify(move)}\n`);
-    for (const l of this.aliasListeners) l(move);
-    return move;
+    return { move, table: `${JSON.stringify(all, null, 2)}\n` };
   }
 
   /**

@@ -5,6 +5,7 @@ import { Random } from '../random.js';
 import type { Calibration } from './calibration.js';
 import { trainingDistribution, type TrainingDistribution } from './distribution.js';
 import { logLoss } from './evaluate.js';
+import { denseStack, forward } from './forward.js';
 import { fitPreprocessing, transform, type ColumnSpec, type Preprocessing, type Row } from './preprocess.js';
 import { tensorflow, tf } from './tf.js';
 
@@ -47,6 +48,7 @@ export interface EpochRecord {
 /** A trained binary classifier: the model with the preprocessing it was trained with. */
 export interface Classifier {
   readonly kind: ModelKind;
+  /** The tfjs model. `predict` reads a Dense stack's weights once, when the classifier is made: weights set on it later are not seen. */
   readonly model: LayersModel;
   readonly preprocessing: Preprocessing;
   readonly label: string;
@@ -154,6 +156,9 @@ export function classifier(
   history: EpochRecord[] = [],
   bestEpoch = 0,
 ): Classifier {
+  // Scored in plain JS when the model is a stack of Dense layers (what buildModel makes): the same
+  // float32 as tfjs, without a tensor per call (forward.ts). The weights are read here, once.
+  const stack = denseStack(model);
   return {
     kind,
     model,
@@ -162,6 +167,7 @@ export function classifier(
     history,
     bestEpoch,
     predict: (rows) => {
+      if (stack) return forward(stack, transform(preprocessing, rows), rows.length);
       const x = tf.tensor2d(transform(preprocessing, rows), [rows.length, preprocessing.inputs.length]);
       try {
         return predictMatrix(model, x);

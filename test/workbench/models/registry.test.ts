@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { featureSet } from '../../../src/workbench/features/definition.js';
@@ -145,6 +145,65 @@ describe('a registry with damaged files', { timeout: 60_000 }, () => {
       );
     } finally {
       writeFileSync(path, intact);
+    }
+  });
+});
+
+/** What a service calls while it answers requests: the same checks and records, no synchronous fsync. */
+describe("a registry's writes for a server", { timeout: 60_000 }, () => {
+  it('stores bundles and moves aliases as the synchronous calls do, one move after the other, refusing what they refuse', async () => {
+    const model = await trainClassifier(rows, 'bought', columnsFor(features), { seed: 2, maxEpochs: 2 });
+    try {
+      const versions = await Promise.all(
+        [1, 2, 3].map((day) =>
+          createBundle('propensity', model, features, { lineage: { source: `async day ${day}`, createdAt: `2026-11-0${day}T00:00:00.000Z` } }),
+        ),
+      );
+      const root = join(tempDir('wb-registry-async-'), 'registry');
+      const registry = ModelRegistry.open(root);
+      const moved: string[] = [];
+      registry.onAliasMoved((m) => moved.push(`${m.alias}->${m.to}`));
+      for (const b of versions) assert.equal((await registry.putAsync(b)).version, b.version);
+      assert.deepEqual(
+        readdirSync(join(root, 'bundles')).sort(),
+        versions.map((b) => `${b.version}.json`).sort(),
+        'each bundle stored once, no temporary file left',
+      );
+      assert.equal(registry.get(versions[0]!.version).version, versions[0]!.version, 'a stored bundle reads back verified');
+      // Started together: each reads the table the previous one wrote, so none is lost.
+      const moves = await Promise.all([
+        registry.setAliasAsync('propensity', 'champion', versions[0]!.version, { by: 'a' }),
+        registry.setAliasAsync('propensity', 'challenger', versions[1]!.version, { by: 'b' }),
+        registry.setAliasAsync('propensity', 'champion', versions[2]!.version, { by: 'c' }),
+        registry.setAliasAsync('propensity', 'champion', versions[2]!.version, { by: 'd' }),
+      ]);
+      assert.deepEqual(
+        moves.map((m) => [m.from, m.to, m.unchanged ?? false]),
+        [
+          [null, versions[0]!.version, false],
+          [null, versions[1]!.version, false],
+          [versions[0]!.version, versions[2]!.version, false],
+          [versions[2]!.version, versions[2]!.version, true],
+        ],
+      );
+      const reopened = ModelRegistry.open(root);
+      assert.deepEqual({ ...reopened.aliases('propensity') }, { champion: versions[2]!.version, challenger: versions[1]!.version });
+      assert.deepEqual(
+        reopened.history('propensity').map((m) => m.by),
+        ['a', 'b', 'c'],
+        'every move recorded in order; the unchanged one is not',
+      );
+      assert.deepEqual(moved, [`champion->${versions[0]!.version}`, `challenger->${versions[1]!.version}`, `champion->${versions[2]!.version}`]);
+      await assert.rejects(
+        registry.setAliasAsync('propensity', 'Champion!', versions[0]!.version),
+        (err: Error & { code?: string }) => err.code === 'bad_input',
+      );
+      await assert.rejects(registry.setAliasAsync('propensity', 'champion', '0123456789abcdef'), (err: Error & { code?: string }) => err.code === 'not_found');
+      // A refused move does not stop the ones after it.
+      assert.equal((await registry.setAliasAsync('propensity', 'champion', versions[0]!.version)).to, versions[0]!.version);
+      await assert.rejects(registry.putAsync({ ...versions[0]!, label: 'changed' }), (err: Error & { code?: string }) => err.code === 'integrity');
+    } finally {
+      model.dispose();
     }
   });
 });
