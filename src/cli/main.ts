@@ -42,6 +42,10 @@ const REGISTRARS: readonly { commands: readonly (readonly [term: string, descrip
     load: () => (require('./serve.js') as typeof import('./serve.js')).registerServe,
   },
   {
+    commands: [['cluster', 'a local cluster: several `wb serve` instances behind HAProxy, on PostgreSQL and NATS JetStream']],
+    load: () => (require('./cluster.js') as typeof import('./cluster.js')).registerCluster,
+  },
+  {
     commands: [['logs [options]', "search the service's logs (<data-dir>/logs) by level, time range and text"]],
     load: () => (require('./serve.js') as typeof import('./serve.js')).registerLogs,
   },

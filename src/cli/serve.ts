@@ -1,6 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import { openKeyStore, type ApiKeyStore } from '../serving/auth/keys.js';
 import { openChangeFeed } from '../serving/cluster/changes.js';
 import { parseSchedule } from '../serving/jobs/scheduler.js';
@@ -73,7 +73,12 @@ export function registerServe(program: Command): void {
       secondsOption('--request-timeout-seconds'),
     )
     .option('--repair-log', 'start even when a corrupt record in the event log is followed by intact records: cut them (kept aside, reported)')
-    .option('--quiet', 'log to the files in <data-dir>/logs only, not to standard output')
+    .option(
+      '--instance-dir <dir>',
+      "this instance's own state: read models' snapshots and offsets, in-memory features, file event log and dead letters, logs; several instances share the data dir, each with its own instance dir (env WB_INSTANCE_DIR; default the data dir)",
+      process.env.WB_INSTANCE_DIR,
+    )
+    .option('--quiet', 'log to the files in <instance-dir>/logs only, not to standard output')
     .action(
       async (flags: {
         port: number;
@@ -92,10 +97,12 @@ export function registerServe(program: Command): void {
         headersTimeoutSeconds?: number;
         requestTimeoutSeconds?: number;
         repairLog?: boolean;
+        instanceDir?: string;
         quiet?: boolean;
       }) => {
         const data = dataDir(program.opts().dataDir);
-        const logger = createLogger(data, { quiet: flags.quiet });
+        const instanceDir = flags.instanceDir ? resolvePath(flags.instanceDir) : data;
+        const logger = createLogger(instanceDir, { quiet: flags.quiet });
         const eventNames = flags.eventNames
           ? new Set(
               flags.eventNames
@@ -106,6 +113,7 @@ export function registerServe(program: Command): void {
           : undefined;
         const service = await startService({
           dataDir: data,
+          instanceDir,
           port: flags.port,
           host: flags.host,
           oltpUrl: oltpUrl(flags.oltp),

@@ -22,6 +22,7 @@ import { Monitor } from './observability/monitor.js';
 import { DEFAULT_AGGREGATES, LiveAggregates } from './pipeline/aggregates.js';
 import { Archiver } from './pipeline/archiver.js';
 import { ConsumerRunner } from './pipeline/consumer.js';
+import { InstanceOffsets, withInstanceOffsets } from './pipeline/instance-offsets.js';
 import { openDeadLetterStore, reportDeadLetters, type DeadLetterStore } from './pipeline/dead-letters.js';
 import type { EventLog } from './pipeline/event-log.js';
 import { FileEventLog } from './pipeline/file-log.js';
@@ -42,7 +43,17 @@ import { ExperimentPlatform } from './experiments/platform.js';
 import type { Metric } from '../workbench/experiments/definition.js';
 
 export interface ServiceConfig {
+  /**
+   * What the instances of one service share: the registry, the lakehouse (the archive), job runs,
+   * reports (and, without PostgreSQL, the OLTP database and the keys).
+   */
   dataDir: string;
+  /**
+   * What is this instance's own (default `dataDir`: a single instance keeps everything there): the
+   * read models' snapshots and committed offsets (`consumers/`), the in-memory feature store's
+   * snapshots (`features/`), the file event log, the file dead-letter store.
+   */
+  instanceDir?: string;
   /** 0 picks a free port. */
   port: number;
   host: string;
@@ -118,14 +129,20 @@ export interface RunningService {
   url: string;
   /** This instance's name (the holder of its leases). */
   instanceId: string;
+  /** This instance's own state (see `ServiceConfig.instanceDir`). */
+  instanceDir: string;
   /** Where the singletons' leases live: PostgreSQL with a PostgreSQL OLTP, else in this process. */
   leases: LeaseStore;
-  /** The singletons' leases by name (`wb:decider`, `wb:scheduler`, `wb:precompute`); each runs its work only while held. */
+  /**
+   * The singletons' leases by name (`wb:decider`, `wb:scheduler`, `wb:archiver`, `wb:monitor`, and
+   * `wb:precompute` when configured); each runs its work only while held.
+   */
   singletons: Map<string, Lease>;
   ingest: Ingest;
   server: Server;
   log: EventLog;
   aggregates: LiveAggregates;
+  /** Writes to the shared archive only on the holder of `wb:archiver` (its runner is in `runners` while held). */
   archiver: Archiver;
   monitor: Monitor;
   alerts: AlertSink;
@@ -150,6 +167,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const limits = httpLimits(config);
   let notReady: string | undefined = 'starting';
   const instanceId = config.instanceId ?? `${hostname()}:${process.pid}:${randomBytes(2).toString('hex')}`;
+  const instanceDir = config.instanceDir ?? config.dataDir;
   const oltp: OltpStore = await openServiceOltp(config);
   // Cluster mode is a PostgreSQL OLTP: the leases live beside its tables, and the decider's fence
   // runs in the OLTP's own transactions. Otherwise this process is the whole service.
@@ -186,10 +204,30 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       if (leases instanceof PostgresLeaseStore && tx.client) await leases.fence(tx.client, name, token);
       else await leases.check(name, token);
     };
-  const log = await openEventLog(config);
+  const log = await openEventLog(config, instanceDir);
+  // This instance's read models (dashboard aggregates, experiment statistics, the monitor, the
+  // in-memory features) each consume the whole log, with their offsets committed beside their
+  // snapshots: a shared log's offsets are one per consumer name, for the singletons. A file log
+  // is this instance's own: a consumer with no offset in the file yet takes the log's (an upgrade).
+  const offsets = InstanceOffsets.open(join(instanceDir, 'consumers', 'offsets.json'), (message) => logger.warn(message));
+  const instanceLog = withInstanceOffsets(log, offsets, { fallback: log.kind === 'file' });
   const keys = await openKeyStore(config.dataDir, config.oltpUrl, { schema: config.oltpSchema, warn: (message) => logger.warn(message) });
   const recent = new RecentEvents();
-  const alerts = new AlertSink(logger, config.alertWebhook);
+  // Every instance's monitor raises the same alerts (they are computed from the shared log) and
+  // lists them at /v1/alerts; the holder of `wb:monitor` alone posts them, and the dead letters of
+  // the per-instance consumers (each instance sets the same record aside). The others are this
+  // instance's own (a decision it took as the decider's holder, a singleton's dead letter, drift
+  // of its predictions, what its start repaired): it posts them itself. An alert raised during a
+  // handover, while no instance holds the lease, is listed but not posted.
+  const monitorLease = singleton('wb:monitor');
+  const memoryFeatures = (config.featureStore ?? 'memory') === 'memory';
+  const perInstance: ReadonlySet<string> = new Set(['aggregates', 'metrics', 'experiments', ...(memoryFeatures ? ['features', 'features-next'] : [])]);
+  const alerts = new AlertSink(logger, config.alertWebhook, undefined, (alert) => {
+    if (monitorLease.held) return true;
+    // An anomaly (from the monitor) is the one alert kind without a `kind`.
+    if (!('kind' in alert)) return false;
+    return !(alert.kind === 'dead_letter' && perInstance.has(alert.labels.consumer));
+  });
   const registry = ModelRegistry.open(registryDir(config.dataDir));
   // Models are opened after ingest (they need its prediction log), so the shipping of a model arm reaches them late-bound.
   let models: ModelServer | undefined;
@@ -197,7 +235,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     oltp,
     alerts,
     logger,
-    dataDir: config.dataDir,
+    instanceDir,
     clock,
     ...(config.metrics ? { metrics: config.metrics } : {}),
     models: {
@@ -209,34 +247,38 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const metrics = new Metrics({ eventNames: ingest.options.eventNames });
   const aggregates = new LiveAggregates({
     ...DEFAULT_AGGREGATES,
-    snapshotPath: join(config.dataDir, 'consumers', 'aggregates.json'),
+    snapshotPath: join(instanceDir, 'consumers', 'aggregates.json'),
     // The dashboard's cohorts follow /metrics: known values always, the sender's text within limits.
     known: labelVocabulary(ingest.options.eventNames),
     onDropped: (events) => metrics.droppedCohortEvents.inc(events),
   });
-  const archiver = await Archiver.open(lakeDirOf(config.dataDir));
+  // Opened on this instance only while it holds `wb:archiver`; the fence before each batch's files are published.
+  const archiverLease: Lease = singleton('wb:archiver', { onAcquired: () => syncArchiver(), onLost: () => syncArchiver() });
+  const archiver = Archiver.unopened(lakeDirOf(config.dataDir), { beforePublish: () => archiverLease.check() });
   const monitor = new Monitor(metrics, alerts, () => log.next(), { anomaly: config.anomaly, clock: () => clock.now() });
   const onError = (err: unknown, consumer: string) => logger.error({ err, consumer }, 'consumer failed; retrying the batch');
   // A record a consumer keeps failing on is set aside there, and the consumer goes on.
-  const deadLetterStore = await openDeadLetterStore(config.dataDir, config.eventLog, { warn: (message) => logger.warn(message) });
+  const deadLetterStore = await openDeadLetterStore(instanceDir, config.eventLog, { warn: (message) => logger.warn(message) });
   const deadLetterReports = reportDeadLetters({ store: deadLetterStore, alerts, metrics, logger });
   const deadLetters = { store: deadLetterStore, ...deadLetterReports };
   // Each of these finds its own position on start (snapshot, archive file names, rebuild), so the
   // committed offsets only show progress and need not be written after every batch.
   const commitEveryMs = 1_000;
   const runners = [
-    new ConsumerRunner(log, aggregates, { batchSize: 5_000, maxWaitMs: 0, commitEveryMs, onError, deadLetters }, recent),
-    new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, commitEveryMs, onError, deadLetters }, recent),
-    new ConsumerRunner(log, monitor, { batchSize: 2_000, maxWaitMs: 0, commitEveryMs, onError, deadLetters }, recent),
-    new ConsumerRunner(log, experiments.tracker, { batchSize: 5_000, maxWaitMs: 0, commitEveryMs, onError, deadLetters }, recent),
+    new ConsumerRunner(instanceLog, aggregates, { batchSize: 5_000, maxWaitMs: 0, commitEveryMs, onError, deadLetters }, recent),
+    new ConsumerRunner(instanceLog, monitor, { batchSize: 2_000, maxWaitMs: 0, commitEveryMs, onError, deadLetters }, recent),
+    new ConsumerRunner(instanceLog, experiments.tracker, { batchSize: 5_000, maxWaitMs: 0, commitEveryMs, onError, deadLetters }, recent),
   ];
   // Models saved to the registry outside the service (a notebook, `wb models alias`) are served too.
   const aliased = [...new Set(Object.values(registry.aliasTable()).flatMap((aliases) => Object.values(aliases)))];
+  // The in-memory store is this instance's: its offsets are too. Redis keeps its offset with its
+  // states, in one transaction. (Its updater still runs on every instance, into the one store:
+  // making it a `wb:features:<set>` singleton is not done yet; see the README's Scaling out.)
   const features = await FeatureServing.start({
-    log,
+    log: memoryFeatures ? instanceLog : log,
     recent,
-    dir: join(config.dataDir, 'features'),
-    openStore: (setVersion) => openFeatureStore(config, setVersion),
+    dir: join(instanceDir, 'features'),
+    openStore: (setVersion) => openFeatureStore(config, instanceDir, setVersion),
     runner: { commitEveryMs, onError, deadLetters },
     clock,
     archive: config.featureBootstrap === false ? undefined : lakeDirOf(config.dataDir),
@@ -270,7 +312,6 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const jobs = new JobScheduler(config.dataDir, config.schedule ?? [], logger, { paused: true });
   for (const r of runners) await r.start();
   void deadLetterReports.refreshOpen();
-  await reportLogRecovery(log, [...runners, ...features.runners], archiver, { logger, alerts, metrics });
 
   // Singletons: each runs here only while this instance holds its lease. Starting and stopping one
   // goes through one queue, each step doing what the lease's state is when the step runs, so a
@@ -310,6 +351,26 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
         await runner.stop();
       }
     });
+  // The archiver's position is the archive's file names (shared): a new holder opens the writer
+  // afresh and resumes after the last file any holder published. A holder that lost its lease is
+  // stopped here; a batch it has in hand is refused at the fence before its files are published
+  // (and stays staged, discarded by the next holder's open).
+  let archiverRunner: ConsumerRunner | undefined;
+  let archiverDone = false;
+  const syncArchiver = () =>
+    step('starting or stopping the archiver', async () => {
+      if (archiverLease.held && !archiverRunner && !archiverDone) {
+        const runner = new ConsumerRunner(log, archiver, { batchSize: 50_000, maxWaitMs: 2_000, commitEveryMs, onError, deadLetters }, recent);
+        await runner.start();
+        archiverRunner = runner;
+        runners.push(runner);
+      } else if ((!archiverLease.held || archiverDone) && archiverRunner) {
+        const runner = archiverRunner;
+        archiverRunner = undefined;
+        runners.splice(runners.indexOf(runner), 1);
+        await runner.stop();
+      }
+    });
   // Every instance evaluates experiments (for its reports); the holder alone acts, fenced.
   const deciderLease = singleton('wb:decider');
   experiments.start((keys) => ingest.ingest([], { internal: true, expose: keys }), config.decideEveryMs, {
@@ -322,9 +383,18 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     await Promise.all([...singletons.values()].map((l) => l.waitUntilHeld(5_000)));
     await singletonSteps;
   }
+  // (With several instances, the archiver's rewind after a lost log tail is reported by no start
+  // report unless this instance held the lease by now; its holder logs the files it set aside.)
+  await reportLogRecovery(log, [...runners, ...features.runners], archiver, { logger, alerts, metrics });
   // Keys, alias moves and experiment changes made by any instance reach this one within a second (the timers stay as the fallback).
   const feed = openChangeFeed(config.oltpUrl, { namespace: config.oltpSchema, onError: (err) => logger.warn({ err }, 'change feed') });
   const changes = followChanges(feed, { keys, models, experiments: experiments.experiments, logger });
+  // Changes made before the feed listened were not heard: once it listens, everything is read again.
+  let listenTimer: NodeJS.Timeout | undefined;
+  const listening = await Promise.race([feed.ready().then(() => true), new Promise<false>((r) => (listenTimer = setTimeout(() => r(false), 5_000)))]);
+  clearTimeout(listenTimer);
+  if (listening) await changes.resync();
+  else logger.warn('the change feed does not listen yet: changes made by other instances are seen at the periodic refreshes until it does');
 
   const app = createApp({
     keys,
@@ -371,7 +441,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   }, 5_000).unref();
   notReady = undefined;
   logger.info(
-    { url, instance: instanceId, leases: leases.kind, eventLog: log.kind, oltp: oltp.kind, dataDir: config.dataDir, clock: clock.kind },
+    { url, instance: instanceId, leases: leases.kind, eventLog: log.kind, oltp: oltp.kind, dataDir: config.dataDir, instanceDir, clock: clock.kind },
     'service started',
   );
 
@@ -379,8 +449,12 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   const stop = () =>
     (stopping ??= (async () => {
       notReady = 'shutting down';
-      // Released first, so another instance takes the singletons over while this one drains.
-      const released = Promise.all([...singletons.values()].map((l) => l.stop())).then(async () => {
+      // Released first, so another instance takes the singletons over while this one drains; the
+      // archiver first finishes the batch in hand (under its lease, which fences its publication).
+      archiverDone = true;
+      syncArchiver();
+      const archived = singletonSteps;
+      const released = Promise.all([...singletons.values()].map((l) => (l === archiverLease ? archived.then(() => l.stop()) : l.stop()))).then(async () => {
         for (;;) {
           const pending = singletonSteps;
           await pending;
@@ -431,6 +505,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   return {
     url,
     instanceId,
+    instanceDir,
     leases,
     singletons,
     ingest,
@@ -468,18 +543,18 @@ async function openServiceOltp(config: ServiceConfig): Promise<OltpStore> {
 }
 
 /** The online store of one feature set: its own snapshot file, or its own Redis key prefix. */
-async function openFeatureStore(config: ServiceConfig, setVersion: string): Promise<OnlineStore> {
+async function openFeatureStore(config: ServiceConfig, instanceDir: string, setVersion: string): Promise<OnlineStore> {
   const spec = config.featureStore ?? 'memory';
   if (spec === 'memory') {
-    return MemoryOnlineStore.open(join(config.dataDir, 'features', `online-${setVersion}.snapshot`), { warn: (message) => config.logger.warn(message) });
+    return MemoryOnlineStore.open(join(instanceDir, 'features', `online-${setVersion}.snapshot`), { warn: (message) => config.logger.warn(message) });
   }
   if (/^rediss?:\/\//.test(spec)) return RedisOnlineStore.open(spec, `wb:features:${setVersion}:`);
   throw new Error(`unknown feature store ${JSON.stringify(spec)}: use "memory" or redis://host:6379[/db]`);
 }
 
-async function openEventLog(config: ServiceConfig): Promise<EventLog> {
+async function openEventLog(config: ServiceConfig, instanceDir: string): Promise<EventLog> {
   const spec = config.eventLog ?? 'file';
-  if (spec === 'file') return FileEventLog.open(join(config.dataDir, 'log'), { repairTail: config.repairLog });
+  if (spec === 'file') return FileEventLog.open(join(instanceDir, 'log'), { repairTail: config.repairLog });
   if (/^nats:\/\//.test(spec)) {
     const url = new URL(spec);
     const stream = url.searchParams.get('stream') ?? 'WB_EVENTS';

@@ -25,3 +25,22 @@ export function stretch(): number {
   const used = process.cpuUsage(cpu);
   return x > 0 ? (performance.now() - wall) / Math.max(1, (used.user + used.system) / 1000) : 1;
 }
+
+/** A time bound for this machine now: `ms` on an idle one, stretched by its load (see `stretch`). */
+export function loadScaled(ms: number): number {
+  return ms * Math.max(1, stretch());
+}
+
+/**
+ * Milliseconds until `probe` holds, polling every 10 ms, or a failure after `timeoutMs` (scaled by
+ * the machine's load when the wait starts, so "within a second" means a second on an idle machine).
+ */
+export async function within(what: string, probe: () => boolean | Promise<boolean>, timeoutMs = 1_000): Promise<number> {
+  const bound = loadScaled(timeoutMs);
+  const start = performance.now();
+  for (;;) {
+    if (await probe()) return performance.now() - start;
+    if (performance.now() - start > bound) throw new Error(`${what}: not within ${bound.toFixed(0)} ms (${timeoutMs} ms scaled by the machine's load)`);
+    await sleep(10);
+  }
+}

@@ -17,7 +17,7 @@ describe('the service over HTTP', () => {
     assert.deepEqual(await (await t.call('/healthz')).json(), {
       status: 'ok',
       instance: t.service.instanceId,
-      singletons: { 'wb:scheduler': true, 'wb:decider': true },
+      singletons: { 'wb:scheduler': true, 'wb:decider': true, 'wb:archiver': true, 'wb:monitor': true },
     });
     assert.match(t.service.instanceId, /^.+:\d+:[0-9a-f]{4}$/);
     assert.deepEqual(await (await t.call('/readyz')).json(), { status: 'ready' });

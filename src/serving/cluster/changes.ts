@@ -36,6 +36,8 @@ export interface ChangeFeed {
   publish(topic: ChangeTopic, detail?: string): Promise<void>;
   /** Calls `listener` on each change of `topic`; returns the unsubscribe function. */
   subscribe(topic: ChangeTopic, listener: ChangeListener): () => void;
+  /** Resolves once a change published from now on is heard (the PostgreSQL feed listens). */
+  ready(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -81,6 +83,10 @@ export class EmbeddedChangeFeed implements ChangeFeed {
 
   subscribe(t: ChangeTopic, listener: ChangeListener): () => void {
     return addListener(this.listeners, topic.parse(t), listener);
+  }
+
+  ready(): Promise<void> {
+    return Promise.resolve();
   }
 
   async close(): Promise<void> {

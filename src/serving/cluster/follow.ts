@@ -19,6 +19,8 @@ export interface Following {
   readonly feed: ChangeFeed;
   /** Resolves when no refresh runs (tests, and `close`). */
   idle(): Promise<void>;
+  /** Re-reads everything followed, as after a missed notification; resolves when done. */
+  resync(): Promise<void>;
   /** Stops following and announcing, waits for a refresh in flight, and closes the feed. */
   close(): Promise<void>;
 }
@@ -65,6 +67,10 @@ export function followChanges(feed: ChangeFeed, followed: Followed): Following {
   return {
     feed,
     idle,
+    resync: async () => {
+      for (const r of refreshes) r.kick();
+      await idle();
+    },
     close: () =>
       (closing ??= (async () => {
         for (const u of undo) u();

@@ -38,7 +38,7 @@ export class ExperimentPlatform {
     private readonly oltp: OltpStore,
     alerts: AlertSink,
     private readonly logger: Logger,
-    dataDir: string,
+    instanceDir: string,
     models?: AliasMover,
     clock: Clock = wallClock,
   ) {
@@ -51,7 +51,7 @@ export class ExperimentPlatform {
       }
     };
     this.tracker = new ExperimentTracker(definition, experiments.metrics, {
-      snapshotPath: join(dataDir, 'consumers', 'experiments.snapshot'),
+      snapshotPath: join(instanceDir, 'consumers', 'experiments.snapshot'),
       warn: (m) => logger.warn(m),
     });
     this.decider = new Decider(experiments, this.tracker, alerts, logger, models, clock);
@@ -62,13 +62,14 @@ export class ExperimentPlatform {
     oltp: OltpStore;
     alerts: AlertSink;
     logger: Logger;
-    dataDir: string;
+    /** Where the tracker keeps its snapshot: this instance's own dir (every instance tracks the whole log itself). */
+    instanceDir: string;
     metrics?: readonly Metric[];
     models?: AliasMover;
     clock?: Clock;
   }): Promise<ExperimentPlatform> {
     const experiments = await Experiments.open(options.oltp, metricCatalog(options.metrics), (message) => options.logger.warn(message));
-    return new ExperimentPlatform(experiments, options.oltp, options.alerts, options.logger, options.dataDir, options.models, options.clock);
+    return new ExperimentPlatform(experiments, options.oltp, options.alerts, options.logger, options.instanceDir, options.models, options.clock);
   }
 
   /**

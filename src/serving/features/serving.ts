@@ -116,7 +116,7 @@ export class FeatureServing {
     const serving = new FeatureServing(options);
     for (const set of options.required ?? []) {
       try {
-        serving.served.register(set);
+        await serving.served.register(set);
       } catch (err) {
         options.onConflict?.(err);
       }
@@ -197,7 +197,7 @@ export class FeatureServing {
    */
   register(inputs: readonly (FeatureInput | Feature)[]): Promise<Feature[]> {
     const run = this.registering.then(async () => {
-      const added = this.served.register(inputs);
+      const added = await this.served.register(inputs);
       if (added.length > 0) await this.rebuild();
       return added;
     });

@@ -123,6 +123,9 @@ const round = (x: number) => Number(x.toPrecision(4));
  * webhook (a JSON POST, retried a few times, never blocking the pipeline). Anomalies also open
  * incidents, kept beside the alerts: the webhook receives `{ alert, incident }` when one opens and
  * `{ incident }` when it is resolved; updates in between (its peak, its end) are only listed.
+ *
+ * `notifies` says which alerts this sink sends out (the webhook): with several instances each one
+ * raises the alerts computed from the shared log, and only one of them (the holder of a lease) posts.
  */
 export class AlertSink {
   private readonly recent: Alert[] = [];
@@ -133,6 +136,7 @@ export class AlertSink {
     private readonly logger: Logger,
     private readonly webhook?: string,
     private readonly keep = 1000,
+    private readonly notifies: (alert: Alert) => boolean = () => true,
   ) {}
 
   /** An alert; an anomaly's opens `incident`. */
@@ -142,7 +146,7 @@ export class AlertSink {
     if (incident) this.keepIncident(incident);
     this.logger.warn({ alert }, describe(alert));
     for (const l of this.listeners) l(alert);
-    if (this.webhook) void this.post(incident ? { alert, incident } : { alert }, alert.series);
+    if (this.webhook && this.notifies(alert)) void this.post(incident ? { alert, incident } : { alert }, alert.series);
   }
 
   /** An incident goes on: a new peak, a later end. */
@@ -159,7 +163,7 @@ export class AlertSink {
       `resolved: ${incident.series} ${incident.direction} from ${incident.start} to ${incident.end}`,
     );
     for (const l of this.listeners) l(incident.alert);
-    if (this.webhook) void this.post({ incident }, incident.series);
+    if (this.webhook && this.notifies(incident.alert)) void this.post({ incident }, incident.series);
   }
 
   /** Newest first, optionally only those detected at or after `since` (event time). */

@@ -1,13 +1,17 @@
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { lakeLayout, sourceDir } from '../../workbench/lakehouse/layout.js';
-import { LIVE_SOURCE, LiveArchiveWriter } from '../../workbench/lakehouse/live.js';
+import { LIVE_SOURCE, LiveArchiveWriter, type LiveArchiveOptions } from '../../workbench/lakehouse/live.js';
 import type { RecordConsumer } from './consumer.js';
 
 /**
  * The archiver: micro-batches of the log's records, as they are, of the event log into the lakehouse's Parquet archive. Its position is
  * read from the archive's own file names (they carry offset ranges), not only from the log's
  * committed offset, so a crash between writing a batch and committing it never writes it twice.
+ *
+ * With several instances on one lake it is a singleton (the `wb:archiver` lease): the holder runs it,
+ * and each run (each term) opens the writer afresh in `resumeAt`, so a new holder resumes after the
+ * last file any holder published, and `close` closes it. The writer's `beforePublish` is the fence.
  */
 export class Archiver implements RecordConsumer {
   readonly name = 'archiver';
@@ -18,17 +22,34 @@ export class Archiver implements RecordConsumer {
   /** Archive files set aside by the last rewind (paths), for the recovery report. */
   quarantined: string[] = [];
 
+  private opened: LiveArchiveWriter | undefined;
+
   private constructor(
-    private readonly writer: LiveArchiveWriter,
     private readonly lakeDir: string,
+    private readonly options: LiveArchiveOptions,
   ) {}
 
-  static async open(lakeDir: string): Promise<Archiver> {
-    return new Archiver(await LiveArchiveWriter.open(lakeDir), lakeDir);
+  /** Opens the writer at once (finishing or discarding what a crash left staged); it is reopened on each start after a `close`. */
+  static async open(lakeDir: string, options: LiveArchiveOptions = {}): Promise<Archiver> {
+    const archiver = new Archiver(lakeDir, options);
+    await archiver.writer();
+    return archiver;
+  }
+
+  /**
+   * Opens nothing yet: the writer opens when a runner starts (`resumeAt`). For the service's
+   * singleton, whose instance must not touch the shared staging folder before it holds the lease.
+   */
+  static unopened(lakeDir: string, options: LiveArchiveOptions = {}): Archiver {
+    return new Archiver(lakeDir, options);
+  }
+
+  private async writer(): Promise<LiveArchiveWriter> {
+    return (this.opened ??= await LiveArchiveWriter.open(this.lakeDir, this.options));
   }
 
   async resumeAt(committed: number): Promise<number> {
-    return Math.max(committed, this.writer.resumeAt());
+    return Math.max(committed, (await this.writer()).resumeAt());
   }
 
   /**
@@ -51,29 +72,22 @@ export class Archiver implements RecordConsumer {
         this.quarantined.push(join(aside, date, f));
       }
     }
-    return Math.min(end, this.writer.resumeAt());
+    return Math.min(end, (await this.writer()).resumeAt());
   }
 
   async handle(records: Uint8Array[], first: number): Promise<void> {
+    const writer = await this.writer();
     let written: { newestEvent: string };
     try {
-      written = await this.writer.write(records, first, first + records.length - 1);
+      written = await writer.write(records, first, first + records.length - 1);
     } catch (err) {
       // A failed batch leaves its staging folder (its records as NDJSON, maybe some Parquet), and a
       // poison record is tried, and split, many times: each try would leave one. (Leftovers of a
       // crash are removed when the writer opens.)
-      this.removeUnfinishedBatches();
+      writer.discardUnfinished();
       throw err;
     }
     this.lastWrite = { at: Date.now(), newestEvent: written.newestEvent };
-  }
-
-  /** Batches being staged (`*.tmp`, as LiveArchiveWriter names them); a `.ready` one is complete and left to be published. */
-  private removeUnfinishedBatches(): void {
-    const staging = join(lakeLayout(this.lakeDir).root, '.staging-live');
-    for (const entry of existsSync(staging) ? readdirSync(staging) : []) {
-      if (entry.endsWith('.tmp')) rmSync(join(staging, entry), { recursive: true, force: true });
-    }
   }
 
   /** When the archive last received a batch, and the newest event time in it (archive freshness). */
@@ -82,6 +96,8 @@ export class Archiver implements RecordConsumer {
   }
 
   async close(): Promise<void> {
-    this.writer.close();
+    const writer = this.opened;
+    this.opened = undefined;
+    writer?.close();
   }
 }

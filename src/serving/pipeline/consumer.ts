@@ -1,4 +1,5 @@
 import type { EnrichedEvent } from '../../workbench/event.js';
+import { FencedError } from '../cluster/lease.js';
 import type { DeadLetter, DeadLetterStore } from './dead-letters.js';
 import { payloadBytes } from './dead-letters.js';
 import type { EventLog } from './event-log.js';
@@ -222,6 +223,9 @@ export class ConsumerRunner {
         this.advance(values.length);
         return;
       } catch (err) {
+        // A singleton whose lease has passed on: no record's fault, none is set aside. The batch is
+        // tried again after a pause, until the service stops this runner.
+        if (err instanceof FencedError) throw err;
         failure = err;
         this.lastError = err;
         if (whole || single) this.options.onError?.(err, this.consumer.name);

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
@@ -20,16 +21,34 @@ const NEWLINE = Buffer.from('\n');
 
 const PART = /^part-(\d+)-(\d+)\.parquet$/;
 
+export interface LiveArchiveOptions {
+  /**
+   * Runs right before a staged batch is moved into the archive, and may refuse it by throwing: the
+   * service's fence, so that a writer whose lease has passed to another instance adds no file (the
+   * batch stays staged; the next holder discards it when it opens).
+   */
+  beforePublish?: () => Promise<void>;
+}
+
 export class LiveArchiveWriter {
+  /** In its staging folders' names: two writers on one lake (an old lease holder and the new one) never share or remove each other's. */
+  private readonly id = randomBytes(4).toString('hex');
+
   private constructor(
     private readonly db: DuckDb,
     private readonly archive: string,
     private readonly staging: string,
+    private readonly options: LiveArchiveOptions,
   ) {}
 
-  static async open(lakeDir: string): Promise<LiveArchiveWriter> {
+  static async open(lakeDir: string, options: LiveArchiveOptions = {}): Promise<LiveArchiveWriter> {
     const layout = lakeLayout(lakeDir);
-    const writer = new LiveArchiveWriter(await DuckDb.open(':memory:', { threads: 1 }), sourceDir(layout, LIVE_SOURCE), join(layout.root, '.staging-live'));
+    const writer = new LiveArchiveWriter(
+      await DuckDb.open(':memory:', { threads: 1 }),
+      sourceDir(layout, LIVE_SOURCE),
+      join(layout.root, '.staging-live'),
+      options,
+    );
     writer.recover();
     return writer;
   }
@@ -55,7 +74,7 @@ export class LiveArchiveWriter {
    */
   async write(records: readonly Uint8Array[], first: number, last: number): Promise<{ files: number; newestEvent: string }> {
     const name = `${pad(first)}-${pad(last)}`;
-    const tmp = join(this.staging, `${name}.tmp`);
+    const tmp = join(this.staging, `${name}.${this.id}.tmp`);
     rmSync(tmp, { recursive: true, force: true });
     mkdirSync(tmp, { recursive: true });
     const input = join(tmp, 'records.ndjson');
@@ -75,10 +94,20 @@ export class LiveArchiveWriter {
     }
     rmSync(input);
     await this.db.run(sql`DROP TABLE live`);
-    const ready = join(this.staging, `${name}.ready`);
+    // The fence: from here to the renames below nothing awaits, so a stale writer gets past it only
+    // if it is paused for the rest of its term between the check and the renames (a few syscalls).
+    await this.options.beforePublish?.();
+    const ready = join(this.staging, `${name}.${this.id}.ready`);
     renameSync(tmp, ready);
     this.publish(ready);
     return { files: dateColumn.length, newestEvent: new Date(Math.max(...newestColumn.map(Number))).toISOString() };
+  }
+
+  /** Removes this writer's batches left half-staged by a failed write (a poison record is tried, and split, many times). */
+  discardUnfinished(): void {
+    for (const entry of existsSync(this.staging) ? readdirSync(this.staging) : []) {
+      if (entry.endsWith(`.${this.id}.tmp`)) rmSync(join(this.staging, entry), { recursive: true, force: true });
+    }
   }
 
   close(): void {

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import pg from 'pg';
 import { buildProgram } from '../../../src/cli/main.js';
@@ -11,6 +10,7 @@ import { followChanges } from '../../../src/serving/cluster/follow.js';
 import { silentLogger } from '../../../src/serving/observability/logger.js';
 import { startService, type RunningService } from '../../../src/serving/service.js';
 import { postgresTestSchema } from '../../helpers/servers.js';
+import { within } from '../../helpers/wait.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 /** Runs `wb <args>` in this process and returns what it printed on standard output. */
@@ -27,16 +27,6 @@ async function wb(dataDir: string, ...args: string[]): Promise<string> {
     console.error = error;
   }
   return out.join('\n');
-}
-
-/** Milliseconds until `probe` holds, polling every 10 ms, or a failure after `timeoutMs`. */
-async function within(what: string, probe: () => boolean | Promise<boolean>, timeoutMs = 1_000): Promise<number> {
-  const start = performance.now();
-  for (;;) {
-    if (await probe()) return performance.now() - start;
-    if (performance.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 describe('API keys in PostgreSQL', { timeout: 60_000 }, () => {

@@ -17,7 +17,7 @@ import { trainClassifier } from '../../../src/workbench/models/train.js';
 import { PostgresOltp } from '../../../src/workbench/oltp/postgres.js';
 import { postgresTestSchema } from '../../helpers/servers.js';
 import { tempDir } from '../../helpers/tmp.js';
-import { sleep } from '../../helpers/wait.js';
+import { loadScaled, sleep, within } from '../../helpers/wait.js';
 
 /** Collects what a feed delivers on a topic, and waits for the next delivery matching `match`. */
 function heard(feed: ChangeFeed, topic: ChangeTopic) {
@@ -37,7 +37,8 @@ function heard(feed: ChangeFeed, topic: ChangeTopic) {
     /** The time the first delivery matching `match` arrives (from now on), or a failure after `timeoutMs`. */
     next(match: (c: Change) => boolean, timeoutMs = 2_000): Promise<number> {
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no ${topic} change within ${timeoutMs} ms`)), timeoutMs);
+        const bound = loadScaled(timeoutMs);
+        const timer = setTimeout(() => reject(new Error(`no ${topic} change within ${bound.toFixed(0)} ms`)), bound);
         waiters.push({ match, resolve: (at) => (clearTimeout(timer), resolve(at)) });
       });
     },
@@ -162,7 +163,7 @@ describe('the PostgreSQL change feed', { timeout: 60_000 }, () => {
       const arrived = onTo.next((c) => c.detail === `to ${to}`);
       await from.publish('aliases', `to ${to}`);
       const latency = (await arrived) - sent;
-      assert.ok(latency < 1_000, `${latency.toFixed(0)} ms`);
+      assert.ok(latency < loadScaled(1_000), `${latency.toFixed(0)} ms`);
     }
     await sleep(100);
     assert.equal(onOther.changes.length, 0, 'another namespace hears nothing');
@@ -182,12 +183,14 @@ describe('the PostgreSQL change feed', { timeout: 60_000 }, () => {
     const onB = heard(b, 'keys');
     await b.ready();
     const notify = (payload: string) => admin!.query('SELECT pg_notify($1, $2)', ['wb_changes', payload]);
+    // Waited for before it is sent: it may arrive before the last notify's query returns.
+    const ok = onB.next((c) => c.detail === 'ok');
     await notify('not json');
     await notify(JSON.stringify({ v: 1, ns, topic: 'secrets' }));
     await notify(JSON.stringify({ v: 1, ns, topic: 'keys', detail: 42 }));
     await notify(JSON.stringify({ v: 2, ns, topic: 'keys' }));
     await notify(`{"v":1,"ns":${JSON.stringify(ns)},"topic":"keys","detail":"ok","__proto__":{"polluted":true}}`);
-    await onB.next((c) => c.detail === 'ok');
+    await ok;
     assert.equal(b.malformed, 4);
     assert.equal(onB.changes.length, 1);
     assert.equal(({} as { polluted?: boolean }).polluted, undefined);
@@ -210,7 +213,7 @@ describe('the PostgreSQL change feed', { timeout: 60_000 }, () => {
     assert.equal(rows.length, 1, 'one LISTEN connection was terminated');
     const [resyncedAt] = await Promise.all([resynced, keysResynced]);
     const took = resyncedAt - killedAt;
-    assert.ok(took < 1_000, `resync ${took.toFixed(0)} ms after the drop`);
+    assert.ok(took < loadScaled(1_000), `resync ${took.toFixed(0)} ms after the drop`);
     assert.equal(b.reconnects, 1);
     assert.ok(errors.some((e) => /change notifications interrupted/.test(e.message)));
     const arrived = onB.next((c) => c.detail === 'after');
@@ -266,16 +269,6 @@ describe('the PostgreSQL change feed', { timeout: 60_000 }, () => {
     await followingB.close();
   });
 });
-
-/** Milliseconds until `probe` holds, polling every 10 ms, or a failure after `timeoutMs`. */
-async function within(what: string, probe: () => boolean | Promise<boolean>, timeoutMs = 1_000): Promise<number> {
-  const start = performance.now();
-  for (;;) {
-    if (await probe()) return performance.now() - start;
-    if (performance.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(10);
-  }
-}
 
 describe('two instances following each other through PostgreSQL', { timeout: 60_000 }, () => {
   const pgSchema = postgresTestSchema('wb_follow');

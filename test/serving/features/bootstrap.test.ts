@@ -14,7 +14,7 @@ import { featureSet, type Feature, type FeatureInput } from '../../../src/workbe
 import { OnlineFeatures, type FeatureRead } from '../../../src/workbench/features/online.js';
 import { lakeLayout, sourceDir } from '../../../src/workbench/lakehouse/layout.js';
 import { LIVE_SOURCE, LiveArchiveWriter } from '../../../src/workbench/lakehouse/live.js';
-import { stretch } from '../../helpers/wait.js';
+import { loadScaled, sleep, stretch } from '../../helpers/wait.js';
 import { Random } from '../../../src/workbench/random.js';
 
 const MIN = 60_000;
@@ -387,8 +387,13 @@ describe('a new feature set served from the archive', { timeout: 300_000 }, () =
       const { s, lines } = await serving(`live-${attempt}`, log, current, lakeDir, slowFirst);
       try {
         let appended = 5000;
+        // Paced, so that the events outlast the swap on a loaded machine too (a worker starting there may take seconds).
+        const pace = loadScaled(3);
         const appending = (async () => {
-          for (; appended < events.length; appended += 5) await log.append(events.slice(appended, appended + 5).map(toRecord));
+          for (; appended < events.length; appended += 5) {
+            await log.append(events.slice(appended, appended + 5).map(toRecord));
+            await sleep(pace);
+          }
         })();
         await s.register(features);
         assert.ok(appended < events.length, 'events were still arriving when the larger set took over');
