@@ -3,9 +3,8 @@ import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { wallClock, type Clock } from '../workbench/clock.js';
-import { InputError } from '../workbench/errors.js';
 import { lakeDir as lakeDirOf, registryDir } from '../workbench/config.js';
-import { openOltp, PostgresOltp, type OltpStore, type WriteGuard } from '../workbench/oltp/index.js';
+import { openOltp, type OltpStore, type WriteGuard } from '../workbench/oltp/index.js';
 import { EmbeddedLeaseStore, Lease, PostgresLeaseStore, type LeaseStore } from './cluster/lease.js';
 import { createApp } from './app.js';
 import { httpLimits, httpServer } from './http/server.js';
@@ -168,7 +167,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   let notReady: string | undefined = 'starting';
   const instanceId = config.instanceId ?? `${hostname()}:${process.pid}:${randomBytes(2).toString('hex')}`;
   const instanceDir = config.instanceDir ?? config.dataDir;
-  const oltp: OltpStore = await openServiceOltp(config);
+  const oltp: OltpStore = await openOltp(config.oltpUrl, config.dataDir, config.oltpSchema === undefined ? {} : { schema: config.oltpSchema });
   // Cluster mode is a PostgreSQL OLTP: the leases live beside its tables, and the decider's fence
   // runs in the OLTP's own transactions. Otherwise this process is the whole service.
   const leases: LeaseStore =
@@ -525,21 +524,6 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     experiments,
     stop,
   };
-}
-
-/** The OLTP database: `oltpSchema` names the PostgreSQL schema several instances share (tests give each run its own). */
-async function openServiceOltp(config: ServiceConfig): Promise<OltpStore> {
-  if (!config.oltpSchema) return openOltp(config.oltpUrl, config.dataDir);
-  if (!config.oltpUrl || !/^postgres(ql)?:\/\//.test(config.oltpUrl))
-    throw new InputError('oltpSchema names a PostgreSQL schema: give a postgres:// OLTP URL too');
-  const store = new PostgresOltp(config.oltpUrl, config.oltpSchema);
-  try {
-    await store.migrate();
-  } catch (err) {
-    await store.close().catch(() => undefined);
-    throw err;
-  }
-  return store;
 }
 
 /** The online store of one feature set: its own snapshot file, or its own Redis key prefix. */

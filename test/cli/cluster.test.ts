@@ -6,11 +6,11 @@ import { delimiter, join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { connect } from 'nats';
 import pg from 'pg';
-import { buildProgram } from '../../src/cli/main.js';
 import { clusterEngines, haproxyConfig, plannedInstances } from '../../src/cli/cluster.js';
 import { postgresTestSchema, serverAvailable } from '../helpers/servers.js';
 import { sleep, until } from '../helpers/wait.js';
 import { tempDir } from '../helpers/tmp.js';
+import { wbInProcess } from '../helpers/wb.js';
 
 describe('haproxyConfig', () => {
   const config = haproxyConfig({
@@ -178,18 +178,7 @@ describe('wb cluster up (PostgreSQL, JetStream, HAProxy)', { timeout: 240_000 },
   it('serves through the proxy, keeps serving when an instance is killed, and stops every process on SIGTERM', async (t: TestContext) => {
     if (skip) return t.skip(skip);
     // The key is made before the cluster starts, in the shared OLTP: every instance reads it on start.
-    const out: string[] = [];
-    const log = console.log;
-    const error = console.error;
-    console.log = (...a: unknown[]) => void out.push(a.join(' '));
-    console.error = () => undefined;
-    try {
-      await buildProgram('keys').parseAsync(['node', 'wb', '--data-dir', dataDir, 'keys', 'create', '--name', 'cluster', '--scope', 'admin', '--oltp', url]);
-    } finally {
-      console.log = log;
-      console.error = error;
-    }
-    const key = out.join('').trim();
+    const key = (await wbInProcess(dataDir, 'keys', 'create', '--name', 'cluster', '--scope', 'admin', '--oltp', url)).trim();
     assert.match(key, /^wb_/);
 
     const port = await freePort();

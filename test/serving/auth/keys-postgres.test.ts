@@ -3,7 +3,6 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import pg from 'pg';
-import { buildProgram } from '../../../src/cli/main.js';
 import { KeyStore, PostgresKeyStore, openKeyStore } from '../../../src/serving/auth/keys.js';
 import { PostgresChangeFeed } from '../../../src/serving/cluster/changes.js';
 import { followChanges } from '../../../src/serving/cluster/follow.js';
@@ -12,22 +11,9 @@ import { startService, type RunningService } from '../../../src/serving/service.
 import { postgresTestSchema } from '../../helpers/servers.js';
 import { within } from '../../helpers/wait.js';
 import { tempDir } from '../../helpers/tmp.js';
+import { wbInProcess } from '../../helpers/wb.js';
 
-/** Runs `wb <args>` in this process and returns what it printed on standard output. */
-async function wb(dataDir: string, ...args: string[]): Promise<string> {
-  const out: string[] = [];
-  const log = console.log;
-  const error = console.error;
-  console.log = (...a: unknown[]) => void out.push(a.join(' '));
-  console.error = () => undefined;
-  try {
-    await buildProgram('keys').parseAsync(['node', 'wb', '--data-dir', dataDir, ...args]);
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-  return out.join('\n');
-}
+const wb = wbInProcess;
 
 describe('API keys in PostgreSQL', { timeout: 60_000 }, () => {
   const pgSchema = postgresTestSchema('wb_keys');

@@ -1,20 +1,15 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, afterEach, before, beforeEach, describe, it, type TestContext } from 'node:test';
-import { connect } from 'nats';
-import pino from 'pino';
-import { openKeyStore } from '../../../src/serving/auth/keys.js';
+import { describe, it } from 'node:test';
 import type { AnomalyAlert } from '../../../src/serving/observability/alerts.js';
-import { startService, type RunningService } from '../../../src/serving/service.js';
 import { lakeDir } from '../../../src/workbench/config.js';
 import { DuckDb } from '../../../src/workbench/duckdb.js';
 import { lakeLayout, sourceDir } from '../../../src/workbench/lakehouse/layout.js';
 import { LIVE_SOURCE } from '../../../src/workbench/lakehouse/live.js';
 import { sql } from '../../../src/workbench/sql.js';
-import { postgresTestSchema, serverAvailable } from '../../helpers/servers.js';
+import { serviceCluster, type Cluster, type ClusterInstance } from '../../helpers/cluster.js';
 import { sleep, until } from '../../helpers/wait.js';
 
 /**
@@ -22,96 +17,13 @@ import { sleep, until } from '../../helpers/wait.js';
  * one shared data dir, an instance dir each): the archiver writes each offset once, whichever
  * instance holds it; the read models count everything on every instance; an alert is posted once.
  */
-const NATS = 'nats://127.0.0.1:4222';
 const TTL_MS = 1_500;
-const streamPrefix = `WB_CONSUMERS_${process.pid}_${Date.now()}`;
-let streams = 0;
+const harness = serviceCluster('consumers');
+const { undo } = harness;
+type Instance = ClusterInstance;
 
-const postgres = postgresTestSchema('wb_consumers');
-let url = '';
-let schema = '';
-let adminKey = '';
-let skipped: string | undefined;
-
-interface Instance {
-  name: string;
-  service: RunningService;
-  post(path: string, body: unknown): Promise<Response>;
-  stop(): Promise<void>;
-}
-const instances: Instance[] = [];
-const undo: (() => void)[] = [];
-const dirs: string[] = [];
-
-before(async () => {
-  const opened = await postgres.open(async (u, s) => {
-    url = u;
-    schema = s;
-    return true;
-  });
-  if (typeof opened === 'string') return void (skipped = opened);
-  const nats = await serverAvailable('NATS JetStream', NATS);
-  if (nats !== true) return void (skipped = nats);
-  const dir = mkdtempSync(join(tmpdir(), 'wb-consumers-keys-'));
-  const keys = await openKeyStore(dir, url, { schema });
-  adminKey = (await keys.create('cluster-test', ['admin'])).key;
-  await keys.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-beforeEach((t) => {
-  if (skipped) (t as TestContext).skip(skipped);
-});
-afterEach(async () => {
-  for (const f of undo.splice(0)) f();
-  for (const i of instances.splice(0)) await i.stop().catch(() => undefined);
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-after(async () => {
-  if (skipped || streams === 0) return;
-  const nc = await connect({ servers: NATS });
-  const jsm = await nc.jetstreamManager();
-  for await (const name of jsm.streams.names()) if (name.includes(streamPrefix)) await jsm.streams.delete(name).catch(() => undefined);
-  await nc.close();
-});
-
-/** One cluster: a stream and a shared data dir. */
-function cluster(): { stream: string; dataDir: string } {
-  const dataDir = mkdtempSync(join(tmpdir(), 'wb-consumers-shared-'));
-  dirs.push(dataDir);
-  return { stream: `${streamPrefix}_${++streams}`, dataDir };
-}
-
-async function instance(name: string, c: { stream: string; dataDir: string }, over: { alertWebhook?: string } = {}): Promise<Instance> {
-  const instanceDir = mkdtempSync(join(tmpdir(), `wb-consumers-${name}-`));
-  dirs.push(instanceDir);
-  const service = await startService({
-    dataDir: c.dataDir,
-    instanceDir,
-    port: 0,
-    host: '127.0.0.1',
-    logger: pino({ level: 'silent' }),
-    oltpUrl: url,
-    oltpSchema: schema,
-    eventLog: `${NATS}?stream=${c.stream}`,
-    instanceId: name,
-    leaseTtlMs: TTL_MS,
-    ...over,
-  });
-  let stopped: Promise<void> | undefined;
-  const i: Instance = {
-    name,
-    service,
-    post: (path, body) =>
-      fetch(`${service.url}${path}`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-      }),
-    stop: () => (stopped ??= service.stop()),
-  };
-  instances.push(i);
-  return i;
-}
+const cluster = () => harness.cluster();
+const instance = (name: string, c: Cluster, over: { alertWebhook?: string } = {}) => harness.instance(name, c, { leaseTtlMs: TTL_MS, ...over });
 
 let sent = 0;
 /** `count` page views, in batches of 50, to the instances in turn. */
@@ -197,7 +109,11 @@ describe('consumers across service instances', { timeout: 180_000 }, () => {
     });
     // Events keep coming meanwhile, to both.
     const during = sendEvents([a, b], 400);
-    await until('a to stop archiving', async () => (!archiving(a) ? true : undefined), 20_000);
+    await until('a to stop archiving', async () => (!archiving(a) ? true : undefined), 20_000).catch((err: unknown) => {
+      const lease = a.service.singletons.get('wb:archiver')!;
+      const state = { held: lease.held, token: String(lease.token), runners: a.service.runners.map((r) => r.consumer.name) };
+      throw new Error(`${(err as Error).message}; a's archiver lease and runners: ${JSON.stringify(state)}`, { cause: err });
+    });
     await until('b to archive', async () => (archiving(b) ? true : undefined), 20_000);
     await during;
     await sendEvents([a, b], 300);

@@ -1,123 +1,31 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { after, afterEach, before, beforeEach, describe, it, type TestContext } from 'node:test';
-import { connect } from 'nats';
-import pino from 'pino';
-import { openKeyStore } from '../../../src/serving/auth/keys.js';
+import { describe, it } from 'node:test';
 import { FencedError, PostgresLeaseStore } from '../../../src/serving/cluster/lease.js';
-import { startService, type RunningService } from '../../../src/serving/service.js';
 import { assign, ExperimentSchema, type ExperimentInput } from '../../../src/workbench/experiments/definition.js';
 import { PostgresOltp } from '../../../src/workbench/oltp/postgres.js';
 import { Random } from '../../../src/workbench/random.js';
-import { postgresTestSchema, serverAvailable } from '../../helpers/servers.js';
+import { serviceCluster, type Cluster, type ClusterInstance } from '../../helpers/cluster.js';
 import { sleep, stretch, until } from '../../helpers/wait.js';
 
 /**
- * Several service instances in one test process, as a cluster: one PostgreSQL schema (OLTP, leases,
- * keys), one JetStream stream per test, each instance with its own data dir.
+ * Several service instances in one test process, as a cluster (test/helpers/cluster.ts).
  */
-const NATS = 'nats://127.0.0.1:4222';
 const SINGLETONS = ['wb:decider', 'wb:scheduler', 'wb:precompute'];
 const TTL_MS = 1_500;
-const streamPrefix = `WB_SINGLE_${process.pid}_${Date.now()}`;
-let streams = 0;
+const cluster = serviceCluster('single');
+const { undo } = cluster;
+type Instance = ClusterInstance;
 
-const postgres = postgresTestSchema('wb_single');
-let url = '';
-let schema = '';
-let adminKey = '';
-let skipped: string | undefined;
-
-interface Instance {
-  name: string;
-  service: RunningService;
-  lines: { level: number; msg: string }[];
-  post(path: string, body: unknown): Promise<Response>;
-  get(path: string): Promise<Response>;
-  stop(): Promise<void>;
-}
-const instances: Instance[] = [];
-/** Undone after each test, before its instances stop: a stubbed lease store would hold a stop forever. */
-const undo: (() => void)[] = [];
-
-before(async () => {
-  const opened = await postgres.open(async (u, s) => {
-    url = u;
-    schema = s;
-    return true;
-  });
-  if (typeof opened === 'string') return void (skipped = opened);
-  const nats = await serverAvailable('NATS JetStream', NATS);
-  if (nats !== true) return void (skipped = nats);
-  // The keys live in the OLTP database with PostgreSQL: made once, seen by every instance.
-  const dir = mkdtempSync(join(tmpdir(), 'wb-single-keys-'));
-  const keys = await openKeyStore(dir, url, { schema });
-  adminKey = (await keys.create('cluster-test', ['admin'])).key;
-  await keys.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-beforeEach((t) => {
-  if (skipped) (t as TestContext).skip(skipped);
-});
-// A failed test must not leave its instances holding the schema's leases for the next one.
-afterEach(async () => {
-  for (const f of undo.splice(0)) f();
-  for (const i of instances) await i.stop().catch(() => undefined);
-});
-after(async () => {
-  for (const i of instances) await i.stop().catch(() => undefined);
-  if (skipped || streams === 0) return;
-  const nc = await connect({ servers: NATS });
-  const jsm = await nc.jetstreamManager();
-  for await (const name of jsm.streams.names()) if (name.includes(streamPrefix)) await jsm.streams.delete(name).catch(() => undefined);
-  await nc.close();
-});
-
-const newStream = () => `${streamPrefix}_${++streams}`;
-
-async function instance(name: string, stream: string): Promise<Instance> {
-  const dataDir = mkdtempSync(join(tmpdir(), `wb-single-${name}-`));
-  const lines: { level: number; msg: string }[] = [];
-  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) });
-  const service = await startService({
-    dataDir,
-    port: 0,
-    host: '127.0.0.1',
-    logger,
-    oltpUrl: url,
-    oltpSchema: schema,
-    eventLog: `${NATS}?stream=${stream}`,
-    instanceId: name,
+const newStream = () => cluster.cluster();
+const instance = (name: string, c: Cluster) =>
+  cluster.instance(name, c, {
     leaseTtlMs: TTL_MS,
     decideEveryMs: 200,
     // The model does not exist: the precompute consumer runs (or not) and scores nothing.
     precompute: [{ event: 'login', model: 'not-published' }],
     schedule: [{ dag: 'app-churn', everyMs: 3_600_000 }],
   });
-  let stopped: Promise<void> | undefined;
-  const i: Instance = {
-    name,
-    service,
-    lines,
-    post: (path, body) =>
-      fetch(`${service.url}${path}`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-      }),
-    get: (path) => fetch(`${service.url}${path}`, { headers: { authorization: `Bearer ${adminKey}` } }),
-    stop: () =>
-      (stopped ??= (async () => {
-        await service.stop();
-        rmSync(dataDir, { recursive: true, force: true });
-      })()),
-  };
-  instances.push(i);
-  return i;
-}
 
 /** What an instance runs now, by its own singletons' effects (not only the leases' flags). */
 function runs(i: Instance): Record<string, boolean> {
@@ -130,7 +38,7 @@ function runs(i: Instance): Record<string, boolean> {
 const holds = (i: Instance) => SINGLETONS.every((n) => runs(i)[n]);
 const holdsNone = (i: Instance) => SINGLETONS.every((n) => !runs(i)[n]);
 
-/** Posts until accepted: two instances appending to one stream at once may see "another writer" and fail, and a client retries. */
+/** Posts until accepted, as a client retries a failed request. */
 async function send(i: Instance, path: string, body: unknown): Promise<Response> {
   for (let attempt = 1; ; attempt++) {
     const res = await i.post(path, body);
@@ -291,7 +199,7 @@ describe('singletons across service instances (PostgreSQL leases)', { timeout: 1
     const current = (await (await a.get('/v1/experiments/checkout')).json()) as { version: number };
     const changed = await fetch(`${a.service.url}/v1/experiments/checkout`, {
       method: 'PUT',
-      headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json', 'if-match': `"${current.version}"` },
+      headers: { authorization: `Bearer ${cluster.adminKey}`, 'content-type': 'application/json', 'if-match': `"${current.version}"` },
       body: JSON.stringify(experiment('checkout', { decisions: { ship: 'auto', rollback: 'auto' } })),
     });
     assert.equal(changed.status, 200, await changed.text());
@@ -316,7 +224,7 @@ describe('singletons across service instances (PostgreSQL leases)', { timeout: 1
     await until('b to hold the decider', async () => (b.service.singletons.get('wb:decider')!.held ? true : undefined), 10_000);
     const leases = a.service.leases;
     assert.ok(leases instanceof PostgresLeaseStore);
-    const oltp = new PostgresOltp(url, schema);
+    const oltp = new PostgresOltp(cluster.url, cluster.schema);
     try {
       const created2 = await send(a, '/v1/experiments', experiment('fenced'));
       assert.equal(created2.status, 201);
@@ -402,7 +310,7 @@ describe('sticky assignment across service instances', { timeout: 120_000 }, () 
       assert.equal(mine.length, 3, `${user}: one exposure and two logins`);
       for (const x of mine) assert.equal(x.experiments.onboard, assign(e, { user_id: user }));
     }
-    const oltp = new PostgresOltp(url, schema);
+    const oltp = new PostgresOltp(cluster.url, cluster.schema);
     try {
       const stored = await oltp.getAssignments('onboard');
       assert.deepEqual(
