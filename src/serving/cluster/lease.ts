@@ -473,7 +473,11 @@ export class Lease {
     if (!current) return;
     this.watchdog = setTimeout(
       () => {
-        if (this.current === current && !this.held) this.end('expired');
+        if (this.current !== current) return;
+        // A timer may fire a little before performance.now() reaches its time (libuv's loop clock
+        // lags): still held by that clock, it waits again, or the term would end with no onLost.
+        if (this.held) this.armWatchdog();
+        else this.end('expired');
       },
       Math.max(0, current.validUntil - performance.now()) + 1,
     ).unref();

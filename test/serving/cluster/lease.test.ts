@@ -364,6 +364,32 @@ describe('Lease runner, embedded (one process)', () => {
     await b.stop();
   });
 
+  it('reports a term that runs out while a renewal hangs, even when timers fire before their time', async () => {
+    const store = new EmbeddedLeaseStore();
+    const acquire = store.acquire.bind(store);
+    let cut = false;
+    let reconnect!: () => void;
+    const network = new Promise<undefined>((resolve) => (reconnect = () => resolve(undefined)));
+    // A renewal that does not answer (a cut network): the term ends by the runner's clock alone.
+    store.acquire = (name, holder, ttlMs) => (cut ? network : acquire(name, holder, ttlMs));
+    const lost: string[] = [];
+    const lease = new Lease(store, 'archiver', { ttlMs: 300, renewEveryMs: 100, onLost: (_term, reason) => lost.push(reason) }).start();
+    await lease.waitUntilHeld(1_000);
+    // Timers that fire 5 ms before performance.now() reaches their time, as libuv's loop clock may make them.
+    const realNow = performance.now.bind(performance);
+    performance.now = () => realNow() - 5;
+    try {
+      cut = true;
+      await until('the lost term to be reported', async () => (lost.length > 0 ? true : undefined), 2_000);
+    } finally {
+      performance.now = realNow;
+    }
+    assert.deepEqual(lost, ['expired']);
+    assert.equal(lease.held, false);
+    reconnect(); // stop() waits for the renewal on the wire
+    await lease.stop();
+  });
+
   it('rejects bad settings', () => {
     const store = new EmbeddedLeaseStore();
     assert.throws(() => new Lease(store, 'x', { ttlMs: 1_000, renewEveryMs: 1_000 }), /renewEveryMs must be less than ttlMs/);
