@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect as tcpConnect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Dealer, Subscriber } from 'zeromq';
@@ -96,6 +96,24 @@ function track(child: ChildProcess, connectionDir: string): void {
 
 const sleep = (ms: number) => new Promise<'timeout'>((resolve) => setTimeout(resolve, ms, 'timeout').unref());
 
+/** Whether something listens on each of these loopback ports (a connection opened and closed at once). */
+async function allListening(ports: readonly number[]): Promise<boolean> {
+  const open = await Promise.all(
+    ports.map(
+      (port) =>
+        new Promise<boolean>((resolve) => {
+          const socket = tcpConnect({ host: '127.0.0.1', port });
+          socket.once('connect', () => {
+            socket.destroy();
+            resolve(true);
+          });
+          socket.once('error', () => resolve(false));
+        }),
+    ),
+  );
+  return open.every(Boolean);
+}
+
 /** `n` distinct free TCP ports on the loopback, each held until all are found (so none repeats). */
 async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
@@ -140,6 +158,8 @@ export class KernelClient {
     private readonly key: string,
     private readonly connectionDir: string,
     ports: { shell: number; iopub: number; control: number },
+    /** Every port of the connection file: the kernel binds them all before it is asked anything. */
+    private readonly allPorts: readonly number[],
   ) {
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => resolve((this.exit = { code, signal })));
@@ -186,7 +206,7 @@ export class KernelClient {
     const [command, ...args] = kernelArgv(options.spec, connectionFile) as [string, ...string[]];
     const child = spawn(command, args, { cwd: options.cwd, env: { ...(options.env ?? process.env), ...options.spec.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     track(child, dir);
-    const client = new KernelClient(child, options.spec, key, dir, { shell, iopub, control });
+    const client = new KernelClient(child, options.spec, key, dir, { shell, iopub, control }, [shell, iopub, stdin, control, hb]);
     try {
       await client.waitReady(options.startTimeoutMs ?? 60_000);
     } catch (err) {
@@ -280,6 +300,20 @@ export class KernelClient {
 
   private async waitReady(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    const notReady = () => {
+      if (!this.alive) return new KernelStartError(`the kernel stopped before it answered (${describeExit(this.exit!)})${this.logTail()}`);
+      if (Date.now() > deadline) return new KernelStartError(`the kernel did not answer within ${Math.round(timeoutMs / 1000)} s${this.logTail()}`);
+      return undefined;
+    };
+    // tslab binds its sockets one after another and handles what reaches a bound one at once: a
+    // reply it publishes on a socket still binding fails (EBUSY, "Socket is blocked by a bind
+    // operation") and ends its message loop, and the kernel never answers again (a CI run waited
+    // 60 s on one). So nothing is sent until every port of the connection file listens.
+    while (!(await allListening(this.allPorts))) {
+      const err = notReady();
+      if (err) throw err;
+      await sleep(25);
+    }
     let info: JupyterMessage | null = null;
     // Repeat kernel_info_request until both its reply and some IOPub message arrive: a SUB socket
     // misses what is published before its subscription reaches the kernel (ZeroMQ's slow joiner),
