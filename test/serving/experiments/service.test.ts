@@ -365,8 +365,12 @@ describe('experiments in the service', () => {
     await until('the automatic ship', async () =>
       (await json<{ status: string }>(t.call('/v1/experiments/model-test', { key: t.keys.read }))).status === 'shipped' ? true : undefined,
     );
-    const aliases = await json<{ aliases: Record<string, string> }>(t.call('/v1/models/exp-model', { key: t.keys.read }));
-    assert.equal(aliases.aliases.champion, versions[1], 'the control arm alias now points at the winner');
+    // The decision (the status) is written first and the alias moved after it, so a reader can see
+    // `shipped` a moment before the alias follows.
+    await until('the control arm alias to point at the winner', async () => {
+      const aliases = await json<{ aliases: Record<string, string> }>(t.call('/v1/models/exp-model', { key: t.keys.read }));
+      return aliases.aliases.champion === versions[1] ? true : undefined;
+    });
   });
 
   it('agrees with a recomputation in the lakehouse (one SQL query over the archive, arms recomputed with the hash macro)', async () => {
