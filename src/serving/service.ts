@@ -271,8 +271,8 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   // Models saved to the registry outside the service (a notebook, `wb models alias`) are served too.
   const aliased = [...new Set(Object.values(registry.aliasTable()).flatMap((aliases) => Object.values(aliases)))];
   // The in-memory store is this instance's: its offsets are too. Redis keeps its offset with its
-  // states, in one transaction. (Its updater still runs on every instance, into the one store:
-  // making it a `wb:features:<set>` singleton is not done yet; see the README's Scaling out.)
+  // states, and every instance folds into it: each batch is written once, by compare-and-set on
+  // that offset (FeatureUpdater.handle).
   const features = await FeatureServing.start({
     log: memoryFeatures ? instanceLog : log,
     recent,

@@ -2,7 +2,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { UserState } from '../../workbench/features/online.js';
 import { readCheckedSnapshot, writeCheckedSnapshotInSlices } from '../../workbench/files.js';
-import type { OnlineStore, StorePosition } from './store.js';
+import { StoreMovedError, type OnlineStore, type StorePosition } from './store.js';
 
 interface Snapshot {
   setVersion: string;
@@ -69,8 +69,9 @@ export class MemoryOnlineStore implements OnlineStore {
     return this.states.get(user);
   }
 
-  async write(states: ReadonlyMap<string, UserState | undefined>, offset: number): Promise<void> {
+  async write(states: ReadonlyMap<string, UserState | undefined>, offset: number, from?: number): Promise<void> {
     if (!this.pos) throw new Error('the online store was written before reset() chose its feature set');
+    if (from !== undefined && from !== this.pos.offset) throw new StoreMovedError(from, { ...this.pos });
     for (const [user, state] of states) {
       if (state) this.states.set(user, state);
       else this.states.delete(user);

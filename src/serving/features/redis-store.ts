@@ -1,11 +1,35 @@
 import { Redis } from 'ioredis';
 import type { UserState } from '../../workbench/features/online.js';
-import type { OnlineStore, StorePosition } from './store.js';
+import { StoreMovedError, type OnlineStore, type StorePosition } from './store.js';
+
+/** How long a dropped set's keys stay for the instances still serving it. */
+const DROP_GRACE_SECONDS = 600;
+
+/**
+ * Stores a batch's states and the position after it, unless the position stands elsewhere than
+ * where the batch was read (ARGV[1], '' for no check) or holds another set. Returns {1} when
+ * written, else {0, the position as it is}. KEYS: users hash, position. ARGV: from, set version,
+ * new position, number of users to set, then user/state pairs, then users to delete.
+ */
+const WRITE_IF_AT = `
+local current = redis.call('GET', KEYS[2])
+if ARGV[1] ~= '' then
+  if not current then return {0, false} end
+  local p = cjson.decode(current)
+  if p.setVersion ~= ARGV[2] or p.offset ~= tonumber(ARGV[1]) then return {0, current} end
+end
+local n = tonumber(ARGV[4])
+for i = 5, 4 + 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 5 + 2 * n, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
+redis.call('SET', KEYS[2], ARGV[3])
+return {1, false}
+`;
 
 /**
  * The scale-out online store: one Redis hash of user -> state (JSON) and one key with the position,
- * both changed in one MULTI/EXEC per batch, so the states and the offset never disagree. Several
- * service processes can read it; one features consumer writes it.
+ * both changed in one script per batch, so the states and the offset never disagree. Several
+ * service instances read it and fold into it; a write names the position its batch was read at and
+ * is refused when another instance has applied the batch first (see FeatureUpdater).
  */
 export class RedisOnlineStore implements OnlineStore {
   readonly kind = 'redis';
@@ -71,22 +95,29 @@ export class RedisOnlineStore implements OnlineStore {
     return v === null ? undefined : (JSON.parse(v) as UserState);
   }
 
-  async write(states: ReadonlyMap<string, UserState | undefined>, offset: number): Promise<void> {
+  async write(states: ReadonlyMap<string, UserState | undefined>, offset: number, from?: number): Promise<void> {
     const setVersion = this.setVersion ?? (await this.position())?.setVersion;
     if (!setVersion) throw new Error('the online store was written before reset() chose its feature set');
-    const tx = this.redis.multi();
     const set: string[] = [];
     const gone: string[] = [];
     for (const [user, state] of states) {
       if (state) set.push(user, JSON.stringify(state));
       else gone.push(user);
     }
-    if (set.length > 0) tx.hset(this.usersKey, ...set);
-    if (gone.length > 0) tx.hdel(this.usersKey, ...gone);
-    tx.set(this.positionKey, JSON.stringify({ setVersion, offset }));
-    const results = await tx.exec();
-    const failed = results?.find(([err]) => err);
-    if (!results || failed) throw new Error(`Redis refused a feature state write: ${failed?.[0]?.message ?? 'transaction aborted'}`);
+    // One script: Redis runs it whole, so the check of the position and the write are one step.
+    const [applied, current] = (await this.redis.eval(
+      WRITE_IF_AT,
+      2,
+      this.usersKey,
+      this.positionKey,
+      from === undefined ? '' : String(from),
+      setVersion,
+      JSON.stringify({ setVersion, offset }),
+      String(set.length / 2),
+      ...set,
+      ...gone,
+    )) as [number, string | null];
+    if (applied !== 1) throw new StoreMovedError(from ?? 0, current ? (JSON.parse(current) as StorePosition) : undefined);
   }
 
   async flush(): Promise<void> {
@@ -97,8 +128,12 @@ export class RedisOnlineStore implements OnlineStore {
     return this.redis.hlen(this.usersKey);
   }
 
+  /**
+   * The set's keys expire after DROP_GRACE_SECONDS rather than going at once: other instances may
+   * still serve this set until they move to the next one (they learn of it within a second or two).
+   */
   async drop(): Promise<void> {
-    await this.redis.del(this.usersKey, this.positionKey);
+    await this.redis.multi().expire(this.usersKey, DROP_GRACE_SECONDS).expire(this.positionKey, DROP_GRACE_SECONDS).exec();
     this.setVersion = undefined;
     await this.close();
   }

@@ -227,6 +227,13 @@ export class FeatureServing {
     // The served list only grows, so the current set is its start; anything else is built from the log.
     const prefix = current.every((f, i) => features[i]?.version === f.version);
     if (this.stopping) throw new Error('the service is stopping: new features are not computed');
+    if (await this.adopt(features)) {
+      this.o.logger?.info(
+        { feature_set: this.served.version, from: 'shared store', offset: this.offset, ms: Math.round(performance.now() - started) },
+        'new features are served',
+      );
+      return;
+    }
     if (this.o.archive && prefix) {
       try {
         const report = await this.extend(features, this.o.archive);
@@ -254,6 +261,38 @@ export class FeatureServing {
       { feature_set: this.served.version, from: 'log', log_end: this.offset, ms: Math.round(performance.now() - started) },
       'new features are served',
     );
+  }
+
+  /**
+   * Serves a set another instance has already built in a shared store (Redis): its states are
+   * taken as they are and this instance's consumer joins in from the store's position. The instance
+   * that built it drops the previous set. False when there is nothing to take.
+   */
+  private async adopt(features: readonly Feature[]): Promise<boolean> {
+    if (this.store.kind === 'memory') return false;
+    const store = await this.o.openStore(this.served.version);
+    const position = await store.position().catch(() => undefined);
+    if (position?.setVersion !== this.served.version || position.offset === 0) {
+      await store.close();
+      return false;
+    }
+    const old = this.current;
+    await old.runner.stop();
+    const updater = new ServedUpdater(store, features);
+    updater.capture(this.captureEvents);
+    const runner = this.runner(updater);
+    try {
+      await runner.start();
+    } catch (err) {
+      await store.close().catch(() => undefined);
+      const resumed = this.runner(old.updater);
+      await resumed.start();
+      this.current = { updater: old.updater, runner: resumed };
+      throw err;
+    }
+    this.current = { updater, runner };
+    await old.updater.store.close();
+    return true;
   }
 
   /**

@@ -25,8 +25,11 @@ export interface OnlineStore {
   /**
    * Stores the states a batch changed (undefined: the user has nothing left in any window) together
    * with the offset after the batch: after a crash the store is at a batch boundary, never half-way.
+   * With `from` (where the batch's states were read), the write is refused with StoreMovedError,
+   * changing nothing, unless the store still stands at `from`: of several instances folding into one
+   * shared store, only the first to apply a batch does (a compare-and-set on the position).
    */
-  write(states: ReadonlyMap<string, UserState | undefined>, offset: number): Promise<void>;
+  write(states: ReadonlyMap<string, UserState | undefined>, offset: number, from?: number): Promise<void>;
   /** Makes what was written survive a restart (the memory store writes its snapshot). */
   flush(): Promise<void>;
   /** Users held. */
@@ -34,4 +37,17 @@ export interface OnlineStore {
   close(): Promise<void>;
   /** Deletes every state and the position, and closes: the set is no longer served. */
   drop(): Promise<void>;
+}
+
+/** A write refused because the store no longer stands where its batch was read: another writer applied it first. */
+export class StoreMovedError extends Error {
+  constructor(
+    readonly expected: number,
+    readonly position: StorePosition | undefined,
+  ) {
+    super(
+      `the online store moved: the batch was read at offset ${expected}, the store stands at ${position ? `${position.offset} (set ${position.setVersion})` : 'nothing (dropped)'}`,
+    );
+    this.name = 'StoreMovedError';
+  }
 }

@@ -1,8 +1,8 @@
 import type { EnrichedEvent } from '../../workbench/event.js';
 import { featureSetVersion, type Feature } from '../../workbench/features/definition.js';
 import { OnlineFeatures, type FeatureRead, type UserState } from '../../workbench/features/online.js';
-import type { EventConsumer } from '../pipeline/consumer.js';
-import type { OnlineStore } from './store.js';
+import { ConsumerBlocked, Reposition, type EventConsumer } from '../pipeline/consumer.js';
+import { StoreMovedError, type OnlineStore } from './store.js';
 
 /** A user's values read as of `at`, 1 ms after an event, while folding it (see `FeatureUpdater.capture`). */
 export interface CapturedRead extends FeatureRead {
@@ -29,6 +29,8 @@ export class FeatureUpdater implements EventConsumer {
   readonly captured = new Map<number, CapturedRead>();
   /** Triggers not kept because `captured` was full. */
   capturedDropped = 0;
+  /** The offset this consumer last found or left the store at. */
+  private reached = 0;
 
   constructor(
     readonly store: OnlineStore,
@@ -49,9 +51,9 @@ export class FeatureUpdater implements EventConsumer {
 
   async resumeAt(): Promise<number> {
     const position = await this.store.position();
-    if (position && position.setVersion === this.version) return position.offset;
+    if (position && position.setVersion === this.version) return (this.reached = position.offset);
     await this.store.reset(this.version);
-    return 0;
+    return (this.reached = 0);
   }
 
   /**
@@ -62,7 +64,7 @@ export class FeatureUpdater implements EventConsumer {
     this.captured.clear();
     await this.store.reset(this.version);
     await this.store.flush();
-    return 0;
+    return (this.reached = 0);
   }
 
   /**
@@ -75,7 +77,44 @@ export class FeatureUpdater implements EventConsumer {
     this.captureEvents = events;
   }
 
+  /**
+   * Folds the events the store does not hold yet. The store's position is the truth: with a store
+   * shared by several instances (Redis), whichever folds a batch first writes it (a compare-and-set
+   * on the position), the others find it applied and skip it, so every event counts once however
+   * many instances run this consumer. A store moved past the batch, or rebuilt behind it, moves the
+   * runner there (Reposition).
+   */
   async handle(events: EnrichedEvent[], first: number): Promise<void> {
+    const end = first + events.length;
+    for (;;) {
+      const position = await this.store.position();
+      if (!position || position.setVersion !== this.version) {
+        throw new ConsumerBlocked(`the online store no longer holds feature set ${this.version} (it holds ${position ? position.setVersion : 'nothing'})`);
+      }
+      const at = position.offset;
+      if (at > end || (at < first && at !== this.reached)) {
+        this.reached = at;
+        throw new Reposition(at, `the online store of feature set ${this.version} stands there (another instance moved it)`);
+      }
+      // Between `reached` and `first`: records this runner set aside, applied by no one.
+      const from = Math.max(at, first);
+      if (from < end) {
+        try {
+          await this.fold(events.slice(from - first), from, end, at);
+        } catch (err) {
+          if (!(err instanceof StoreMovedError)) throw err;
+          // Another instance wrote first: what was read is stale, and so are the reads taken from it.
+          for (let o = from; o < end; o++) this.captured.delete(o);
+          continue;
+        }
+      }
+      this.reached = end;
+      return;
+    }
+  }
+
+  /** Folds `events` (log offsets `first`..) into their users' states and writes them with `end`, if the store still stands at `at`. */
+  private async fold(events: EnrichedEvent[], first: number, end: number, at: number): Promise<void> {
     const compiled = this.compiled;
     const capture = this.captureEvents;
     const users = [...new Set(events.filter((e) => compiled.reads(e.event) || capture.has(e.event)).map((e) => e.user_id))];
@@ -101,7 +140,7 @@ export class FeatureUpdater implements EventConsumer {
       const at = newest.get(user);
       if (state && at !== undefined && compiled.expire(state, at)) states.set(user, undefined);
     }
-    await this.store.write(states, first + events.length);
+    await this.store.write(states, end, at);
   }
 
   /** Forgets the reads of events before `offset` (taken or not wanted). */

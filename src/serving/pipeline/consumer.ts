@@ -93,6 +93,29 @@ interface Batch {
 /** Thrown out of a pause when the runner stops in the middle of isolating a poison record. */
 const STOPPED = Symbol('stopped');
 
+/**
+ * Thrown by a consumer that cannot apply anything for now through no record's fault (its store is
+ * gone or holds something else): nothing is set aside, and the batch is tried again after a pause.
+ */
+export class ConsumerBlocked extends Error {
+  override name = 'ConsumerBlocked';
+}
+
+/**
+ * Thrown by a consumer whose store says where it stands and is shared by several instances: another
+ * instance moved it (applied batches ahead, or rebuilt it), so the runner goes on from `offset`.
+ * No record is at fault: nothing is set aside.
+ */
+export class Reposition extends Error {
+  constructor(
+    readonly offset: number,
+    reason: string,
+  ) {
+    super(`continue from offset ${offset}: ${reason}`);
+    this.name = 'Reposition';
+  }
+}
+
 export class ConsumerRunner {
   private position = 0;
   private stopping = false;
@@ -176,6 +199,11 @@ export class ConsumerRunner {
         this.lastError = undefined;
       } catch (err) {
         if (err === STOPPED) break;
+        if (err instanceof Reposition && Number.isSafeInteger(err.offset) && err.offset >= 0) {
+          this.position = err.offset;
+          this.uncommitted = true;
+          continue;
+        }
         // Without a dead-letter store (or when setting aside fails) the runner retries from where it
         // stands (it has not committed past it), after a pause.
         this.lastError = err;
@@ -225,7 +253,7 @@ export class ConsumerRunner {
       } catch (err) {
         // A singleton whose lease has passed on: no record's fault, none is set aside. The batch is
         // tried again after a pause, until the service stops this runner.
-        if (err instanceof FencedError) throw err;
+        if (err instanceof FencedError || err instanceof Reposition || err instanceof ConsumerBlocked) throw err;
         failure = err;
         this.lastError = err;
         if (whole || single) this.options.onError?.(err, this.consumer.name);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, beforeEach, describe, it, type TestContext } from 'node:test';
-import type { OnlineStore } from '../../../src/serving/features/store.js';
+import { StoreMovedError, type OnlineStore } from '../../../src/serving/features/store.js';
 import { featureSet } from '../../../src/workbench/features/definition.js';
 import { OnlineFeatures, type UserState } from '../../../src/workbench/features/online.js';
 
@@ -66,6 +66,31 @@ export function onlineStoreConformance(name: string, open: () => Promise<OnlineS
       assert.deepEqual({ ...compiled.read(got.get('u1'), T + 60_000).values }, { views_1h: 2, last_items: ['b', 'a'] });
       assert.deepEqual(await store.position(), { setVersion: 'set-a', offset: 10 });
       assert.equal(await store.size(), 2);
+    });
+
+    it('refuses a write whose batch was read where the store no longer stands, and changes nothing', async () => {
+      await store.write(new Map([['u1', stateOf('a')]]), 10, 0);
+      await assert.rejects(
+        store.write(
+          new Map([
+            ['u1', stateOf('b')],
+            ['u2', stateOf('c')],
+          ]),
+          20,
+          0,
+        ),
+        (err: Error) => {
+          assert.ok(err instanceof StoreMovedError, String(err));
+          assert.deepEqual(err.position, { setVersion: 'set-a', offset: 10 });
+          assert.match(err.message, /read at offset 0, the store stands at 10/);
+          return true;
+        },
+      );
+      assert.deepEqual(await store.position(), { setVersion: 'set-a', offset: 10 });
+      assert.deepEqual([...(await store.get(['u1', 'u2'])).keys()], ['u1']);
+      assert.deepEqual({ ...compiled.read(await store.peek('u1'), T + 60_000).values }, { views_1h: 1, last_items: ['a'] });
+      await store.write(new Map([['u2', stateOf('c')]]), 20, 10);
+      assert.deepEqual(await store.position(), { setVersion: 'set-a', offset: 20 });
     });
 
     it('peeks at one state without copying, and answers undefined for an unknown user', async () => {
