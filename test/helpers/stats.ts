@@ -1,3 +1,4 @@
+import { ExperimentSchema, type Experiment, type ExperimentInput } from '../../src/workbench/experiments/definition.js';
 import type { CovariateSums } from '../../src/workbench/stats/cuped.js';
 import type { Random } from '../../src/workbench/random.js';
 
@@ -17,4 +18,20 @@ export function correlatedSums(r: Random, n: number, rho: number, mean = 10, sd 
     s.sumXY += x * y;
   }
   return s;
+}
+
+/** A running experiment `e` of two even arms (control, b) on `logins` with a 5% MDE, with `over` on top. */
+export function twoArmExperiment(over: Partial<ExperimentInput> = {}): Experiment {
+  return ExperimentSchema.parse({
+    key: 'e',
+    hypothesis: 'h',
+    arms: [
+      { key: 'control', weight: 0.5 },
+      { key: 'b', weight: 0.5 },
+    ],
+    objective: 'logins',
+    mde: 0.05,
+    status: 'running',
+    ...over,
+  });
 }

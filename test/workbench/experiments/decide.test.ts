@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { decide } from '../../../src/workbench/experiments/decide.js';
-import { ExperimentSchema, type ExperimentInput } from '../../../src/workbench/experiments/definition.js';
+import type { ExperimentInput } from '../../../src/workbench/experiments/definition.js';
 import { metricCatalog } from '../../../src/workbench/experiments/metrics.js';
 import { experimentResults, type ArmStats, type MetricSums } from '../../../src/workbench/experiments/results.js';
 import { Random } from '../../../src/workbench/random.js';
-import { correlatedSums } from '../../helpers/stats.js';
+import { correlatedSums, twoArmExperiment } from '../../helpers/stats.js';
 import { normalCdf } from '../../../src/workbench/stats/distributions.js';
 import { bayesianSummary } from '../../../src/workbench/stats/ratio.js';
 import { sequential } from '../../../src/workbench/stats/sequential.js';
@@ -13,18 +13,9 @@ import { moments, relativeLift, welch } from '../../../src/workbench/stats/two-s
 
 const metrics = metricCatalog();
 const experiment = (over: Partial<ExperimentInput> = {}) =>
-  ExperimentSchema.parse({
-    key: 'e',
-    hypothesis: 'h',
-    arms: [
-      { key: 'control', weight: 0.5 },
-      { key: 'b', weight: 0.5 },
-    ],
-    objective: 'logins',
+  twoArmExperiment({
     guardrails: [{ metric: 'feature_uses', bad: 'decrease', tolerance: 0.05 }],
-    mde: 0.05,
     minRunDays: 7,
-    status: 'running',
     decisions: { ship: 'auto', rollback: 'auto' },
     ...over,
   });

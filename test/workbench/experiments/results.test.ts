@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ExperimentSchema, type ExperimentInput } from '../../../src/workbench/experiments/definition.js';
 import { metricCatalog } from '../../../src/workbench/experiments/metrics.js';
 import { experimentResults, SEQUENTIAL_TUNING, sequentialTuningOf, type ArmStats, type MetricSums } from '../../../src/workbench/experiments/results.js';
 import { Random } from '../../../src/workbench/random.js';
@@ -8,22 +7,10 @@ import { cupedDifferences } from '../../../src/workbench/stats/cuped.js';
 import { sampleSizePerArm } from '../../../src/workbench/stats/power.js';
 import { sequential } from '../../../src/workbench/stats/sequential.js';
 import { moments } from '../../../src/workbench/stats/two-sample.js';
-import { correlatedSums } from '../../helpers/stats.js';
+import { correlatedSums, twoArmExperiment } from '../../helpers/stats.js';
 
 const metrics = metricCatalog();
-const experiment = (over: Partial<ExperimentInput> = {}) =>
-  ExperimentSchema.parse({
-    key: 'e',
-    hypothesis: 'h',
-    arms: [
-      { key: 'control', weight: 0.5 },
-      { key: 'b', weight: 0.5 },
-    ],
-    objective: 'logins',
-    mde: 0.05,
-    status: 'running',
-    ...over,
-  });
+const experiment = twoArmExperiment;
 const sums = (r: Random, n: number, mean: number, sd = 2): MetricSums => correlatedSums(r, n, 0.7, mean, sd);
 const stats = (arms: [string, MetricSums][]) => ({
   arms: arms.map(([arm, logins]): ArmStats => ({ arm, users: logins.n, metrics: { logins } })),
