@@ -49,39 +49,57 @@ def sign(nb):
         print(json.dumps({"warning": f"the executed notebook is not signed: {type(e).__name__}: {e}"}), file=sys.stderr, flush=True)
 
 
+STARTUP_TIMEOUT = int(os.environ.get("WB_KERNEL_ANSWER_TIMEOUT", "20"))
+
+
+def run_cells(client, nb, code_cells, summary, timeout):
+    for n, index in enumerate(code_cells, start=1):
+        t0 = time.time()
+        try:
+            client.execute_cell(nb.cells[index], index)
+        except CellTimeoutError:
+            summary.update(status="timeout", failed_cell=index, reason=f"the cell ran longer than {timeout} s")
+        except CellExecutionError as e:
+            summary.update(status="error", failed_cell=index, reason=str(e).strip()[:4000])
+        except DeadKernelError as e:
+            summary.update(status="dead_kernel", failed_cell=index, reason=f"the kernel died: {e}")
+        print(json.dumps({"cell": n, "of": len(code_cells), "index": index, "seconds": round(time.time() - t0, 3)}),
+              file=sys.stderr, flush=True)
+        if summary["status"] != "ok":
+            break
+
+
 def main():
     src, out, html, kernel, timeout, report_code = sys.argv[1:7]
     nb = nbformat.read(src, as_version=4)
-    client = NotebookClient(
-        nb,
-        kernel_name=kernel,
-        timeout=int(timeout),
-        allow_errors=False,
-        record_timing=True,
-        resources={"metadata": {"path": os.path.dirname(os.path.abspath(src))}},
-    )
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     summary = {"status": "ok", "failed_cell": None, "reason": None, "seconds": 0.0}
     started = time.time()
-    try:
-        with client.setup_kernel():
-            for n, index in enumerate(code_cells, start=1):
-                t0 = time.time()
-                try:
-                    client.execute_cell(nb.cells[index], index)
-                except CellTimeoutError:
-                    summary.update(status="timeout", failed_cell=index, reason=f"the cell ran longer than {timeout} s")
-                except CellExecutionError as e:
-                    summary.update(status="error", failed_cell=index, reason=str(e).strip()[:4000])
-                except DeadKernelError as e:
-                    summary.update(status="dead_kernel", failed_cell=index, reason=f"the kernel died: {e}")
-                print(json.dumps({"cell": n, "of": len(code_cells), "index": index, "seconds": round(time.time() - t0, 3)}),
-                      file=sys.stderr, flush=True)
-                if summary["status"] != "ok":
-                    break
-    except Exception as e:  # the kernel could not start, or nbclient itself failed
-        if summary["status"] == "ok":
-            summary.update(status="kernel_error", reason=f"{type(e).__name__}: {e}")
+    # A kernel that never answers its first kernel_info (tslab can lose its message loop while it
+    # binds its sockets) is started once more, after a shorter first wait than nbclient's 60 s.
+    for attempt in (1, 2):
+        client = NotebookClient(
+            nb,
+            kernel_name=kernel,
+            timeout=int(timeout),
+            startup_timeout=STARTUP_TIMEOUT if attempt == 1 else 60,
+            allow_errors=False,
+            record_timing=True,
+            resources={"metadata": {"path": os.path.dirname(os.path.abspath(src))}},
+        )
+        ran = False
+        try:
+            with client.setup_kernel():
+                ran = True
+                run_cells(client, nb, code_cells, summary, timeout)
+            break
+        except Exception as e:  # the kernel could not start, or nbclient itself failed
+            if not ran and attempt == 1 and "didn't respond" in str(e):
+                print(json.dumps({"restart": f"{type(e).__name__}: {e}"}), file=sys.stderr, flush=True)
+                continue
+            if summary["status"] == "ok":
+                summary.update(status="kernel_error", reason=f"{type(e).__name__}: {e}")
+            break
     summary["seconds"] = round(time.time() - started, 3)
 
     sign(nb)

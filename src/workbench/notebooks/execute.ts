@@ -32,6 +32,8 @@ export interface ExecuteNotebookOptions {
   spec?: KernelSpec;
   /** After each code cell: how many have run, of how many. */
   onCell?: (done: number, of: number) => void;
+  /** Told when the kernel listened but never answered, and was started again. */
+  onKernelRestart?: (reason: string) => void;
 }
 
 export async function executeNotebook(nb: Notebook, options: ExecuteNotebookOptions): Promise<{ notebook: Notebook; summary: ExecuteSummary }> {
@@ -46,7 +48,7 @@ export async function executeNotebook(nb: Notebook, options: ExecuteNotebookOpti
 
   let kernel: KernelClient;
   try {
-    kernel = await KernelClient.start({ spec: options.spec ?? findKernelSpec(), cwd: options.cwd, env: options.env });
+    kernel = await KernelClient.start({ spec: options.spec ?? findKernelSpec(), cwd: options.cwd, env: options.env, onRestart: options.onKernelRestart });
   } catch (err) {
     Object.assign(summary, {
       status: 'kernel_error',

@@ -22,7 +22,10 @@ export interface KernelExit {
 }
 
 /** The kernel could not be started, or stopped before it answered. */
-export class KernelStartError extends WorkbenchError {}
+export class KernelStartError extends WorkbenchError {
+  /** The kernel listened on every port but never answered: a wedged start, worth one more try. */
+  wedged = false;
+}
 
 export interface KernelStartOptions {
   spec: KernelSpec;
@@ -32,6 +35,13 @@ export interface KernelStartOptions {
   env?: NodeJS.ProcessEnv;
   /** Longest wait for the kernel's first answer (default 60 s: tslab loads the TypeScript compiler first). */
   startTimeoutMs?: number;
+  /**
+   * Once every port listens, how long the kernel has to answer before it is taken as wedged, killed
+   * and started once more (default 20 s; a healthy tslab answers within a few).
+   */
+  answerTimeoutMs?: number;
+  /** Told when a wedged kernel is restarted. */
+  onRestart?: (reason: string) => void;
 }
 
 export interface ExecuteOptions {
@@ -183,8 +193,21 @@ export class KernelClient {
     });
   }
 
-  /** Starts a kernel and waits until it answers on shell and publishes on IOPub. */
+  /**
+   * Starts a kernel and waits until it answers on shell and publishes on IOPub. A kernel that
+   * listens but never answers (tslab can lose its message loop while it starts) is restarted once.
+   */
   static async start(options: KernelStartOptions): Promise<KernelClient> {
+    try {
+      return await KernelClient.startOnce(options);
+    } catch (err) {
+      if (!(err instanceof KernelStartError && err.wedged)) throw err;
+      options.onRestart?.(err.message);
+      return KernelClient.startOnce(options);
+    }
+  }
+
+  private static async startOnce(options: KernelStartOptions): Promise<KernelClient> {
     const [shell, iopub, stdin, control, hb] = (await freePorts(5)) as [number, number, number, number, number];
     const key = randomBytes(32).toString('hex');
     const dir = mkdtempSync(join(tmpdir(), 'wb-kernel-'));
@@ -208,7 +231,7 @@ export class KernelClient {
     track(child, dir);
     const client = new KernelClient(child, options.spec, key, dir, { shell, iopub, control }, [shell, iopub, stdin, control, hb]);
     try {
-      await client.waitReady(options.startTimeoutMs ?? 60_000);
+      await client.waitReady(options.startTimeoutMs ?? 60_000, options.answerTimeoutMs ?? 20_000);
     } catch (err) {
       await client.shutdown();
       throw err;
@@ -298,8 +321,8 @@ export class KernelClient {
     return exit;
   }
 
-  private async waitReady(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+  private async waitReady(timeoutMs: number, answerTimeoutMs: number): Promise<void> {
+    let deadline = Date.now() + timeoutMs;
     const notReady = () => {
       if (!this.alive) return new KernelStartError(`the kernel stopped before it answered (${describeExit(this.exit!)})${this.logTail()}`);
       if (Date.now() > deadline) return new KernelStartError(`the kernel did not answer within ${Math.round(timeoutMs / 1000)} s${this.logTail()}`);
@@ -315,12 +338,22 @@ export class KernelClient {
       await sleep(25);
     }
     let info: JupyterMessage | null = null;
+    const answerBy = Date.now() + answerTimeoutMs;
+    deadline = Math.min(deadline, answerBy);
     // Repeat kernel_info_request until both its reply and some IOPub message arrive: a SUB socket
     // misses what is published before its subscription reaches the kernel (ZeroMQ's slow joiner),
     // so outputs are trusted only once IOPub has been heard.
     while (info === null || !this.iopubSeen) {
       if (!this.alive) throw new KernelStartError(`the kernel stopped before it answered (${describeExit(this.exit!)})${this.logTail()}`);
-      if (Date.now() > deadline) throw new KernelStartError(`the kernel did not answer within ${Math.round(timeoutMs / 1000)} s${this.logTail()}`);
+      if (Date.now() > deadline) {
+        const err = new KernelStartError(
+          Date.now() > answerBy
+            ? `the kernel listened on every port but did not answer within ${Math.round(answerTimeoutMs / 1000)} s${this.logTail()}`
+            : `the kernel did not answer within ${Math.round(timeoutMs / 1000)} s${this.logTail()}`,
+        );
+        err.wedged = Date.now() > answerBy;
+        throw err;
+      }
       const request = newMessage(this.session, 'kernel_info_request', {});
       const answer: JupyterMessage | null | 'timeout' = await Promise.race([
         this.reply(this.shell, request),

@@ -91,6 +91,7 @@ export async function runNotebook(path: string, options: RunOptions): Promise<Ru
           reportCode: options.reportCode === true,
           title: notebookTitle(prepared) ?? name,
           onCell: (n) => task.update(n),
+          onKernelRestart: (reason) => progress.log(`warning: ${path}: the kernel was restarted: ${reason}`),
         })
       : await executeWithJupyter(python, prepared, {
           name,
@@ -100,6 +101,7 @@ export async function runNotebook(path: string, options: RunOptions): Promise<Ru
           cellTimeout,
           reportCode: options.reportCode === true,
           onCell: (n) => task.update(n),
+          onKernelRestart: (reason) => progress.log(`warning: ${path}: the kernel was restarted: ${reason}`),
         });
   if (summary.report_error) progress.log(`warning: the HTML report could not be written: ${summary.report_error}`);
   if (summary.trust_error) progress.log(`warning: the executed notebook is not signed as trusted for Jupyter: ${summary.trust_error}`);
@@ -118,12 +120,19 @@ interface EngineRun {
   cellTimeout: number;
   reportCode: boolean;
   onCell: (n: number) => void;
+  onKernelRestart?: (reason: string) => void;
 }
 
 /** The Node engine: this package's Jupyter client, the executed notebook and the report written here. */
 async function executeWithNode(prepared: Notebook, run: EngineRun & { title: string }): Promise<ExecutorSummary> {
   // The kernel starts where nbclient would start it (the notebook's folder); the spec's launcher moves to the root.
-  const { notebook, summary } = await executeNotebook(prepared, { cwd: run.outDir, env: kernelEnv(), cellTimeout: run.cellTimeout, onCell: run.onCell });
+  const { notebook, summary } = await executeNotebook(prepared, {
+    cwd: run.outDir,
+    env: kernelEnv(),
+    cellTimeout: run.cellTimeout,
+    onCell: run.onCell,
+    onKernelRestart: run.onKernelRestart,
+  });
   const text = formatNotebook(notebook);
   writeFileAtomic(run.executed, text);
   const result: ExecutorSummary = { ...summary };
@@ -148,7 +157,12 @@ async function executeWithJupyter(python: string, prepared: Notebook, run: Engin
   const input = join(run.outDir, `.${run.name}.input.ipynb`);
   writeNotebook(input, prepared);
   try {
-    return await execute(python, [input, run.executed, run.report, KERNEL_NAME, String(run.cellTimeout), run.reportCode ? '1' : '0'], run.onCell);
+    return await execute(
+      python,
+      [input, run.executed, run.report, KERNEL_NAME, String(run.cellTimeout), run.reportCode ? '1' : '0'],
+      run.onCell,
+      run.onKernelRestart,
+    );
   } finally {
     rmSync(input, { force: true });
   }
@@ -192,7 +206,7 @@ function kernelHint(reason: string | null): string {
     : '';
 }
 
-function execute(python: string, args: string[], onCell: (n: number) => void): Promise<ExecutorSummary> {
+function execute(python: string, args: string[], onCell: (n: number) => void, onKernelRestart?: (reason: string) => void): Promise<ExecutorSummary> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(python, [join(__dirname, 'execute.py'), ...args], {
       cwd: REPO_ROOT,
@@ -221,6 +235,7 @@ function execute(python: string, args: string[], onCell: (n: number) => void): P
       for (const line of lines) {
         const m = /^\{"cell": (\d+)/.exec(line);
         if (m) onCell(Number(m[1]));
+        else if (line.startsWith('{"restart": ')) onKernelRestart?.(String((JSON.parse(line) as { restart: unknown }).restart));
         else stderrTail = (stderrTail + line + '\n').slice(-4000);
       }
     });

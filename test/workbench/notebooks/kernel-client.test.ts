@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { KernelClient, type ExecuteOutcome } from '../../../src/workbench/notebooks/kernel-client.js';
 import { findKernelSpec, REPO_ROOT } from '../../../src/workbench/notebooks/kernel-spec.js';
@@ -130,6 +131,52 @@ describe('a kernel that cannot be interrupted, or dies', { timeout: 120_000 }, (
     assert.ok(Date.now() - started < 2_500);
     assert.ok(!existsSync(file));
     await kernel.shutdown(); // twice is harmless
+  });
+
+  it('starts again, once, a kernel that listens on every port but never answers', async () => {
+    // A stand-in that wedges on its first start (binds every port of the connection file, answers
+    // nothing) and is the real tslab on the second.
+    const real = findKernelSpec();
+    const marker = join(mkdtempSync(join(tmpdir(), 'wb-wedged-')), 'started-once');
+    const script = `
+      const fs = require('node:fs'), net = require('node:net'), { spawn } = require('node:child_process');
+      const [file, marker, ...real] = process.argv.slice(1);
+      if (!fs.existsSync(marker)) {
+        fs.writeFileSync(marker, '');
+        const c = JSON.parse(fs.readFileSync(file, 'utf8'));
+        for (const p of [c.shell_port, c.iopub_port, c.stdin_port, c.control_port, c.hb_port]) net.createServer(() => {}).listen(p, '127.0.0.1');
+      } else {
+        const k = spawn(real[0], real.slice(1).map((a) => a.replaceAll('{connection_file}', file)), { stdio: 'inherit' });
+        process.on('SIGTERM', () => k.kill('SIGTERM'));
+        process.on('SIGINT', () => k.kill('SIGINT'));
+        k.on('exit', (code) => process.exit(code ?? 1));
+      }`;
+    const spec = { ...real, argv: [process.execPath, '-e', script, '{connection_file}', marker, ...real.argv] };
+    const restarts: string[] = [];
+    const wedgedThenReal = await KernelClient.start({ spec, cwd: REPO_ROOT, env, answerTimeoutMs: 1_500, onRestart: (r) => restarts.push(r) });
+    try {
+      assert.equal(restarts.length, 1);
+      assert.match(restarts[0]!, /listened on every port but did not answer within 2 s/);
+      assert.equal(streamText((await run(wedgedThenReal, 'console.log(6 * 7)')).messages), '42\n');
+    } finally {
+      await wedgedThenReal.shutdown();
+    }
+    // Wedged every time: one restart, then the second failure is the answer.
+    const hang = `
+      const c = JSON.parse(require('node:fs').readFileSync(process.argv[1], 'utf8'));
+      for (const p of [c.shell_port, c.iopub_port, c.stdin_port, c.control_port, c.hb_port]) require('node:net').createServer(() => {}).listen(p, '127.0.0.1');`;
+    const always: string[] = [];
+    await assert.rejects(
+      KernelClient.start({
+        spec: { ...real, argv: [process.execPath, '-e', hang, '{connection_file}'] },
+        cwd: REPO_ROOT,
+        env,
+        answerTimeoutMs: 1_000,
+        onRestart: (r) => always.push(r),
+      }),
+      /the kernel listened on every port but did not answer within 1 s/,
+    );
+    assert.equal(always.length, 1);
   });
 
   it('says why a kernel could not start', async () => {
