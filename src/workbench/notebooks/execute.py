@@ -49,7 +49,7 @@ def sign(nb):
         print(json.dumps({"warning": f"the executed notebook is not signed: {type(e).__name__}: {e}"}), file=sys.stderr, flush=True)
 
 
-STARTUP_TIMEOUT = int(os.environ.get("WB_KERNEL_ANSWER_TIMEOUT", "20"))
+STARTUP_TIMEOUT = int(os.environ.get("WB_KERNEL_ANSWER_TIMEOUT", "30"))
 
 
 def run_cells(client, nb, code_cells, summary, timeout):
