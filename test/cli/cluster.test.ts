@@ -197,7 +197,8 @@ describe('wb cluster up (PostgreSQL, JetStream, HAProxy)', { timeout: 240_000 },
       'the cluster to be up',
       async () => {
         if (cluster!.exitCode !== null) throw new Error(`wb cluster up exited with ${cluster!.exitCode}:\n${output}`);
-        return /^cluster up: /m.test(output) ? true : undefined;
+        // The instances' lines may arrive after the `cluster up:` line.
+        return /^cluster up: /m.test(output) && (output.match(/^ {2}wb\d pid \d+ /gm) ?? []).length === 2 ? true : undefined;
       },
       180_000,
     );

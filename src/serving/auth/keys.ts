@@ -5,6 +5,7 @@ import pg from 'pg';
 import { z } from 'zod';
 import { IntegrityError, InputError, NotFoundError } from '../../workbench/errors.js';
 import { writeFileAtomic } from '../../workbench/files.js';
+import { lostCreateRace } from '../../workbench/oltp/postgres.js';
 import { ident, sql, type Identifier, type Sql } from '../../workbench/sql.js';
 
 /**
@@ -215,8 +216,8 @@ export class PostgresKeyStore implements ApiKeyStore {
       try {
         await this.query(q);
       } catch (err) {
-        // Instances starting together race on IF NOT EXISTS (the catalog's unique index); the loser's work is done.
-        if (!['23505', '42P06', '42P07'].includes((err as { code?: string }).code ?? '')) throw err;
+        // Instances starting together race on IF NOT EXISTS; the loser's work is done.
+        if (!lostCreateRace(err)) throw err;
       }
     };
     if (this.schema) await create(sql`CREATE SCHEMA IF NOT EXISTS ${ident(this.schema)}`);

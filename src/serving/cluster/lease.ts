@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { z } from 'zod';
 import { WorkbenchError } from '../../workbench/errors.js';
+import { lostCreateRace } from '../../workbench/oltp/postgres.js';
 import { ident, sql, type Identifier, type Sql } from '../../workbench/sql.js';
 
 /**
@@ -155,8 +156,8 @@ export class PostgresLeaseStore implements LeaseStore {
       try {
         await this.pool.query(q.toString());
       } catch (err) {
-        // Instances starting together race on IF NOT EXISTS (the catalog's unique index); the loser's work is done.
-        if (!['23505', '42P06', '42P07'].includes((err as { code?: string }).code ?? '')) throw err;
+        // Instances starting together race on IF NOT EXISTS; the loser's work is done.
+        if (!lostCreateRace(err)) throw err;
       }
     };
     if (this.options.schema) await create(sql`CREATE SCHEMA IF NOT EXISTS ${ident(this.options.schema)}`);

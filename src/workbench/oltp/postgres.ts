@@ -64,6 +64,16 @@ const KEY_COLUMNS: Record<TableName, readonly string[]> = {
 };
 
 /**
+ * Whether `err` is PostgreSQL's answer to the loser of a race between instances creating the same
+ * objects with IF NOT EXISTS at once: the catalog's unique index (23505), a schema or relation
+ * already there (42P06, 42P07), or 42710 "type already exists" when the winner commits between the
+ * loser's two catalog checks. The winner's objects stand, so the loser carries on.
+ */
+export function lostCreateRace(err: unknown): boolean {
+  return ['23505', '42P06', '42P07', '42710'].includes((err as { code?: string } | undefined)?.code ?? '');
+}
+
+/**
  * The scale-out OLTP database: PostgreSQL through `pg`. Rows are written in multi-row statements
  * (one round trip per chunk) and read with keyset pagination, so a replica scan never holds the
  * table in memory or a transaction open.
@@ -95,9 +105,8 @@ export class PostgresOltp implements OltpStore {
         await this.pool.query(SCHEMA);
         return;
       } catch (err) {
-        // Service instances starting together race on IF NOT EXISTS (the catalog's unique index): once
-        // the winner has committed, the statements find everything there.
-        if (attempt >= 3 || !['23505', '42P06', '42P07'].includes((err as { code?: string }).code ?? '')) throw err;
+        // Once the winner of the race has committed, the statements find everything there.
+        if (attempt >= 3 || !lostCreateRace(err)) throw err;
       }
     }
   }
