@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
-import { dataDir } from '../workbench/config.js';
+import { dataDir, oltpUrl } from '../workbench/config.js';
 import { runDag, RunStore } from '../workbench/jobs/dag.js';
 import { findDag, TRAINING_DAGS } from '../workbench/jobs/training.js';
 import { consoleProgress } from '../workbench/progress.js';
 import { collect } from './main.js';
 import { parseParamFlags } from '../workbench/notebooks/parameters.js';
+import { openModelRegistry } from '../serving/models/registry-postgres.js';
 
 /** `wb jobs`: the training DAGs, run now or listed with their past runs. */
 export function registerJobs(program: Command): void {
@@ -27,9 +28,13 @@ export function registerJobs(program: Command): void {
     .option('--run-id <id>', 'the run id to record under (the service passes one)')
     .option('--trigger <who>', 'who started the run, for the record', 'cli')
     .action(async (name: string, flags: { param: string[]; runId?: string; trigger: string }) => {
+      const dir = dataDir(program.opts().dataDir);
+      const params = parseParamFlags(flags.param);
       const run = await runDag(findDag(name), {
-        dataDir: dataDir(program.opts().dataDir),
-        params: parseParamFlags(flags.param),
+        dataDir: dir,
+        params,
+        // The service's registry: in PostgreSQL (and the blob store) when the OLTP is, else the data dir's.
+        openRegistry: () => openModelRegistry({ dataDir: dir, oltpUrl: params.oltp ?? oltpUrl() }),
         progress: consoleProgress(),
         runId: flags.runId,
         trigger: flags.trigger,

@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { wallClock, type Clock } from '../workbench/clock.js';
-import { lakeDir as lakeDirOf, registryDir } from '../workbench/config.js';
+import { lakeDir as lakeDirOf } from '../workbench/config.js';
 import { openOltp, type OltpStore, type WriteGuard } from '../workbench/oltp/index.js';
 import { EmbeddedLeaseStore, Lease, PostgresLeaseStore, type LeaseStore } from './cluster/lease.js';
 import { createApp } from './app.js';
@@ -36,7 +36,7 @@ import { DriftMonitor, type DriftOptions } from './models/drift.js';
 import { ModelServer } from './models/model-server.js';
 import { PredictionLog } from './models/prediction-log.js';
 import { Precompute, type PrecomputeRule } from './models/precompute.js';
-import { ModelRegistry } from '../workbench/models/registry.js';
+import { openModelRegistry } from './models/registry-postgres.js';
 import { JetStreamEventLog } from './pipeline/jetstream-log.js';
 import { ExperimentPlatform } from './experiments/platform.js';
 import type { Metric } from '../workbench/experiments/definition.js';
@@ -227,7 +227,15 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     if (!('kind' in alert)) return false;
     return !(alert.kind === 'dead_letter' && perInstance.has(alert.labels.consumer));
   });
-  const registry = ModelRegistry.open(registryDir(config.dataDir));
+  // With a PostgreSQL OLTP the registry's versions and aliases are there, for every instance, and
+  // the bundles in the blob store (WB_BLOB_STORE, else <data dir>/blobs), cached in the instance dir.
+  const registry = await openModelRegistry({
+    dataDir: config.dataDir,
+    oltpUrl: oltp.kind === 'postgres' ? config.oltpUrl : undefined,
+    schema: config.oltpSchema,
+    cacheDir: join(instanceDir, 'cache', 'registry'),
+    warn: (message) => logger.warn(message),
+  });
   // Models are opened after ingest (they need its prediction log), so the shipping of a model arm reaches them late-bound.
   let models: ModelServer | undefined;
   const experiments = await ExperimentPlatform.open({
@@ -308,7 +316,12 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
         predicted: (user, scored, at, eventId) => predictions.record(user, scored, [], at, eventId),
       })
     : undefined;
-  const jobs = new JobScheduler(config.dataDir, config.schedule ?? [], logger, { paused: true });
+  // Job runs are processes of their own: they are told the service's OLTP (its schema on the URL),
+  // so they train on its data and publish to its registry.
+  const jobs = new JobScheduler(config.dataDir, config.schedule ?? [], logger, {
+    paused: true,
+    env: oltp.kind === 'postgres' && config.oltpUrl ? { WB_OLTP_URL: withSearchPath(config.oltpUrl, config.oltpSchema) } : {},
+  });
   for (const r of runners) await r.start();
   void deadLetterReports.refreshOpen();
 
@@ -496,6 +509,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       await log.close().catch((err: unknown) => failures.push(err));
       await deadLetterStore.close().catch((err: unknown) => failures.push(err));
       await oltp.close().catch((err: unknown) => failures.push(err));
+      await registry.close().catch((err: unknown) => failures.push(err));
       await leases.close().catch((err: unknown) => failures.push(err));
       for (const err of failures) logger.error({ err }, 'a part of the service failed to stop cleanly');
       logger.info('service stopped');
@@ -546,4 +560,12 @@ async function openEventLog(config: ServiceConfig, instanceDir: string): Promise
     return JetStreamEventLog.open({ servers: url.toString().replace(/\/$/, ''), stream });
   }
   throw new Error(`unknown event log ${JSON.stringify(spec)}: use "file" or nats://host:4222[?stream=NAME]`);
+}
+
+/** A PostgreSQL URL that puts `schema` first on the search path of every connection it opens. */
+function withSearchPath(url: string, schema: string | undefined): string {
+  if (!schema) return url;
+  const u = new URL(url);
+  u.searchParams.set('options', `-c search_path=${schema}`);
+  return u.toString();
 }

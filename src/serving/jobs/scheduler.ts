@@ -35,12 +35,16 @@ export class JobScheduler {
   private readonly nextAt = new Map<string, number>();
   readonly runs: RunStore;
 
+  /** The job processes' environment: the service's, with its OLTP (and so its registry) named. */
+  private readonly env: NodeJS.ProcessEnv;
+
   constructor(
     private readonly dataDir: string,
     readonly schedule: readonly ScheduleEntry[],
     private readonly log: SchedulerLog,
-    options: { paused?: boolean } = {},
+    options: { paused?: boolean; env?: Readonly<Record<string, string>> } = {},
   ) {
+    this.env = { ...process.env, ...options.env };
     this.runs = RunStore.forDataDir(dataDir);
     for (const entry of schedule) findDag(entry.dag);
     if (!options.paused) this.resume();
@@ -95,7 +99,7 @@ export class JobScheduler {
       trigger,
       ...Object.entries(params).flatMap(([k, v]) => ['--param', `${k}=${v}`]),
     ];
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: this.env });
     this.running.set(dag, { runId, child, trigger });
     this.log.info({ dag, runId, trigger }, 'job run started');
     const forward = (data: Buffer) => {

@@ -58,6 +58,7 @@ export class ModelServer {
   private async followAliases(): Promise<void> {
     let table: Record<string, Record<string, string>>;
     try {
+      await this.registry.reload(); // a shared (PostgreSQL) registry's aliases are re-read; a directory's are read by aliasTable
       table = this.registry.aliasTable();
     } catch (err) {
       return this.onError(err); // keep serving with the aliases already followed
@@ -110,7 +111,7 @@ export class ModelServer {
   /** Moves an alias to a stored version (a rollback, a promotion), loading it first. */
   async moveAlias(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): Promise<AliasMove> {
     // Read from disk again even when loaded: a file changed since is refused (409), and the alias stays.
-    const bundle = this.registry.usableVersion(name, alias, version);
+    const bundle = await this.registry.usableVersionAsync(name, alias, version);
     const loaded = await this.load(version, bundle).catch((err: unknown) => {
       throw this.registry.refusal(name, alias, version, err);
     });
@@ -179,7 +180,7 @@ export class ModelServer {
     let p = this.loaded.get(version);
     if (!p) {
       p = (async () => {
-        const b = bundle ?? this.registry.get(version);
+        const b = bundle ?? (await this.registry.getAsync(version));
         return { bundle: b, classifier: await loadClassifier(b) };
       })();
       this.loaded.set(version, p);

@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { registryDir } from '../config.js';
 import { InputError, NotFoundError } from '../errors.js';
 import { writeFileAtomic } from '../files.js';
+import { ModelRegistry } from '../models/registry.js';
 import { silentProgress, type Progress } from '../progress.js';
 
 /**
@@ -19,6 +21,8 @@ export interface JobContext {
   /** Objects shared between the steps of one run. */
   state: Map<string, unknown>;
   progress: Progress;
+  /** The model registry the run reads and publishes to (opened once per run, on first use). */
+  registry(): Promise<ModelRegistry>;
 }
 
 /** One step of a DAG: its name, the steps it needs and what it runs. */
@@ -141,7 +145,16 @@ export function newRunId(dag: string): string {
  */
 export async function runDag(
   dag: Dag,
-  options: { dataDir: string; params?: Record<string, string>; progress?: Progress; trigger?: string; runId?: string; store?: RunStore },
+  options: {
+    dataDir: string;
+    params?: Record<string, string>;
+    progress?: Progress;
+    trigger?: string;
+    runId?: string;
+    store?: RunStore;
+    /** Opens the registry (default the data dir's; the CLI passes the shared one when the OLTP is PostgreSQL). */
+    openRegistry?: () => Promise<ModelRegistry>;
+  },
 ): Promise<RunRecord> {
   const order = topologicalOrder(dag);
   const store = options.store ?? RunStore.forDataDir(options.dataDir);
@@ -158,6 +171,8 @@ export async function runDag(
   store.save(run);
   const outputs: Record<string, Record<string, unknown>> = {};
   const state = new Map<string, unknown>();
+  let opened: Promise<ModelRegistry> | undefined;
+  const registry = () => (opened ??= options.openRegistry ? options.openRegistry() : Promise.resolve(ModelRegistry.open(registryDir(options.dataDir))));
   try {
     for (const [i, job] of order.entries()) {
       const step = run.steps[i]!;
@@ -172,7 +187,7 @@ export async function runDag(
       try {
         const inputs = Object.fromEntries((job.needs ?? []).map((n) => [n, outputs[n] ?? {}]));
         // (Written for the TypeScript of tslab too, which types `void ?? {}` as void.)
-        const out = ((await job.run({ dataDir: options.dataDir, params: run.params, inputs, state, progress })) || {}) as Record<string, unknown>;
+        const out = ((await job.run({ dataDir: options.dataDir, params: run.params, inputs, state, progress, registry })) || {}) as Record<string, unknown>;
         outputs[job.name] = out;
         step.outputs = JSON.parse(JSON.stringify(out)) as Record<string, unknown>;
         step.status = 'succeeded';
@@ -188,6 +203,7 @@ export async function runDag(
     }
   } finally {
     await dag.cleanup?.(state);
+    if (opened) await (await opened.catch(() => undefined))?.close();
   }
   if (run.status === 'running') run.status = 'succeeded';
   run.ended_at = new Date().toISOString();

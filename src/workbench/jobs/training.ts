@@ -1,4 +1,4 @@
-import { lakeDir, oltpUrl, registryDir } from '../config.js';
+import { lakeDir, oltpUrl } from '../config.js';
 import { InputError } from '../errors.js';
 import type { Feature } from '../features/definition.js';
 import { Lakehouse, type Row } from '../lakehouse.js';
@@ -8,7 +8,6 @@ import type { Calibration } from '../models/calibration.js';
 import { evaluate, type Evaluation } from '../models/evaluate.js';
 import { lineageOf } from '../models/lineage.js';
 import { publish } from '../models/publish.js';
-import { ModelRegistry } from '../models/registry.js';
 import type { Classifier } from '../models/train.js';
 import { openOltp } from '../oltp/index.js';
 import { INTERVALS_STATE, trackRuns } from '../runs/job.js';
@@ -105,15 +104,15 @@ function untrackedDag(spec: TrainingSpec): Dag {
       {
         name: 'evaluate-vs-champion',
         needs: ['train'],
-        async run({ dataDir, params, state }) {
+        async run({ params, state, registry: openRegistry }) {
           const { evaluation } = state.get('trained') as Awaited<ReturnType<TrainingSpec['train']>>;
           const data = state.get('data') as { test: Row[] };
           const minAuc = params.minAuc !== undefined ? Number(params.minAuc) : spec.minAuc;
-          const registry = ModelRegistry.open(registryDir(dataDir));
+          const registry = await openRegistry();
           const championVersion = registry.resolve(spec.model, 'champion');
           let championAuc: number | null = null;
           if (championVersion) {
-            const bundle = registry.get(championVersion);
+            const bundle = await registry.getAsync(championVersion);
             if (bundle.features.every((f) => f.name in data.test[0]!)) {
               const champion = await loadClassifier(bundle);
               try {
@@ -143,7 +142,7 @@ function untrackedDag(spec: TrainingSpec): Dag {
       {
         name: 'publish',
         needs: ['evaluate-vs-champion'],
-        async run({ dataDir, params, state }) {
+        async run({ params, state, registry: openRegistry }) {
           const gate = state.get('gate') as { passed: boolean; championVersion?: string };
           if (!gate.passed) return { published: false, reason: 'the model did not pass the gate' };
           const { model, evaluation, uncalibrated, baseline, baselineName } = state.get('trained') as Awaited<ReturnType<TrainingSpec['train']>>;
@@ -165,7 +164,7 @@ function untrackedDag(spec: TrainingSpec): Dag {
             },
             lineage: lineageOf(`job:${spec.dag}`, state.get('lake') as Lakehouse, gate.championVersion),
           });
-          const registry = ModelRegistry.open(registryDir(dataDir));
+          const registry = await openRegistry();
           const alias = params.alias ?? (gate.championVersion ? 'challenger' : 'champion');
           const url = params.url ?? process.env.WB_URL;
           const key = params.key ?? process.env.WB_ADMIN_KEY;

@@ -1,5 +1,6 @@
+import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import { appendFile } from 'node:fs/promises';
+import { appendFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { dict, toDict } from '../dict.js';
@@ -87,6 +88,43 @@ export function publishMessage(o: Omit<PublishOutcome, 'unchanged' | 'message'>)
   return o.from === o.version ? `${stored}; ${o.alias} already pointed at it` : `${stored}; ${o.alias}: ${o.from ?? '(none)'} -> ${o.version}`;
 }
 
+/**
+ * The registry's versions, aliases and history as a shared store last said (`SharedRegistryStore.read`):
+ * what the synchronous reads of a shared registry answer from.
+ */
+export interface RegistrySnapshot {
+  /** Every stored version: its model's name and the SHA-256 of its bundle's bytes. */
+  versions: Map<string, { name: string; sha256: string }>;
+  /** name -> alias -> version (tables without a prototype). */
+  aliases: Record<string, Record<string, string>>;
+  /** Every alias move, oldest first. */
+  history: AliasMove[];
+}
+
+/**
+ * Where a shared registry keeps its versions and aliases (PostgreSQL, `registry-postgres.ts`) and
+ * its bundles (a blob store), for several service instances. The registry keeps what it read in
+ * memory and the bundles it fetched in a local cache directory, so its reads stay synchronous.
+ */
+export interface SharedRegistryStore {
+  /** Where it is, for messages (the database, without a password, and the blob store). */
+  readonly location: string;
+  /** Versions, aliases and history. */
+  read(): Promise<RegistrySnapshot>;
+  /** One version's row, or undefined (a version another instance stored since the last read). */
+  version(version: string): Promise<{ name: string; sha256: string } | undefined>;
+  /** A bundle's bytes, checked against the SHA-256 the registry recorded (IntegrityError when they differ). */
+  fetch(version: string, sha256: string): Promise<Uint8Array>;
+  /** Stores a bundle's bytes, then its row; false when the registry already held the version. */
+  put(bundle: ModelBundle, bytes: Uint8Array): Promise<boolean>;
+  /**
+   * Points the alias at the version and records the move, atomically (the history row in the same
+   * transaction); a move to where the alias already is writes nothing and has `unchanged`.
+   */
+  move(name: string, alias: string, version: string, meta: { by?: string; reason?: string }): Promise<AliasMove>;
+  close(): Promise<void>;
+}
+
 const ALIAS = /^[a-z][a-z0-9_-]{0,31}$/;
 const VERSION = /^[0-9a-f]{16}$/;
 const Aliases = z.record(z.string(), z.record(z.string(), z.string().regex(VERSION)));
@@ -106,16 +144,88 @@ export class ModelRegistry {
   private readonly aliasListeners = new Set<(move: AliasMove) => void>();
   /** The async alias moves of this object, one after the other (each reads, then writes, the table). */
   private aliasWrites: Promise<unknown> = Promise.resolve();
-  private constructor(readonly root: string) {}
+  /** A shared registry's state as last read (undefined for a directory registry). */
+  private snapshot: RegistrySnapshot | undefined;
+  /** Versions of a shared registry whose bundle could not be fetched into the cache, and why. */
+  private readonly fetchErrors = new Map<string, unknown>();
+  private reloading: Promise<void> | undefined;
+  /** Writes this object made to a shared store, counted so that a reload overlapping one reads again. */
+  private sharedWrites = 0;
+  /** Where messages say the registry is: its directory, or the shared store's location. */
+  readonly location: string;
+
+  /**
+   * `root` is the registry's directory, or for a shared registry the local cache of the bundles it
+   * fetched (`bundles/<version>.json`, verified on every read like a directory registry's).
+   */
+  private constructor(
+    readonly root: string,
+    private readonly shared?: SharedRegistryStore,
+  ) {
+    this.location = shared ? shared.location : root;
+  }
 
   static open(root: string): ModelRegistry {
     mkdirSync(join(root, 'bundles'), { recursive: true });
     return new ModelRegistry(root);
   }
 
+  /**
+   * A registry whose versions and aliases are in `store` (shared by several instances), with the
+   * bundles it fetches cached in `cacheDir`. Reads what the store holds before it returns; `reload`
+   * reads again (the service does on a change notification and every few seconds). Writes go
+   * through the async methods (`putAsync`, `setAliasAsync`, `publish`, `save`, `moveAlias`).
+   */
+  static async openShared(store: SharedRegistryStore, cacheDir: string): Promise<ModelRegistry> {
+    mkdirSync(join(cacheDir, 'bundles'), { recursive: true });
+    const registry = new ModelRegistry(cacheDir, store);
+    await registry.reload();
+    return registry;
+  }
+
+  /** Whether the versions and aliases are in a shared store (PostgreSQL) rather than the directory. */
+  get isShared(): boolean {
+    return this.shared !== undefined;
+  }
+
+  /**
+   * Re-reads a shared registry's versions, aliases and history, and fetches the bundles not yet in
+   * the cache (a bundle that cannot be fetched is listed with why, and not served); nothing for a
+   * directory registry, whose reads go to the files. Concurrent calls share one pass.
+   */
+  reload(): Promise<void> {
+    const shared = this.shared;
+    if (!shared) return Promise.resolve();
+    return (this.reloading ??= (async () => {
+      // A write of this object during the read: read again (up to twice), so a reload never undoes it in memory.
+      for (let attempt = 0; ; attempt++) {
+        const writes = this.sharedWrites;
+        const snapshot = await shared.read();
+        for (const [version, row] of snapshot.versions) {
+          if (existsSync(this.bundlePath(version))) continue;
+          try {
+            await this.fetchIntoCache(shared, version, row);
+          } catch (err) {
+            this.fetchErrors.set(version, err);
+          }
+        }
+        if (this.sharedWrites === writes || attempt === 2) {
+          this.snapshot = snapshot;
+          return;
+        }
+      }
+    })().finally(() => (this.reloading = undefined)));
+  }
+
+  /** Closes a shared registry's connections (nothing to close for a directory). */
+  async close(): Promise<void> {
+    await this.shared?.close();
+  }
+
   /** Stores a bundle after building its model once (`checkBundle`): what a notebook or a job should call. */
   async save(input: unknown): Promise<ModelBundle> {
-    return this.put(await checkBundle(input));
+    const bundle = await checkBundle(input);
+    return this.shared ? this.putAsync(bundle) : this.put(bundle);
   }
 
   /**
@@ -133,15 +243,24 @@ export class ModelRegistry {
    */
   async publish(input: unknown, alias: string, meta: { by?: string; reason?: string } = {}): Promise<PublishOutcome> {
     const bundle = await checkBundle(input);
-    const stored = !this.has(bundle.version);
-    this.put(bundle);
-    const move = this.setAlias(bundle.name, alias, bundle.version, meta);
+    let stored: boolean;
+    let move: AliasMove;
+    if (this.shared) {
+      // The store says whether it held the version: another instance may have stored it since the last reload.
+      stored = await this.putShared(this.shared, bundle);
+      move = await this.setAliasAsync(bundle.name, alias, bundle.version, meta);
+    } else {
+      stored = !this.has(bundle.version);
+      this.put(bundle);
+      move = this.setAlias(bundle.name, alias, bundle.version, meta);
+    }
     const outcome = { name: bundle.name, version: bundle.version, alias, from: move.from, stored };
     return { ...outcome, unchanged: !stored && move.unchanged === true, message: publishMessage(outcome) };
   }
 
   /** Stores a bundle (verified first, without building its model); storing the same version again changes nothing. */
   put(input: unknown): ModelBundle {
+    this.directoryOnly('put', 'putAsync');
     const bundle = verifyBundle(input);
     const path = this.bundlePath(bundle.version);
     if (!existsSync(path)) writeFileAtomic(path, bundleJson(bundle));
@@ -155,6 +274,10 @@ export class ModelRegistry {
   async putAsync(input: unknown): Promise<ModelBundle> {
     const bundle = verifyBundle(input);
     const path = this.bundlePath(bundle.version);
+    if (this.shared) {
+      await this.putShared(this.shared, bundle);
+      return bundle;
+    }
     if (!existsSync(path)) await writeFileAtomicAsync(path, bundleJson(bundle));
     return bundle;
   }
@@ -163,13 +286,47 @@ export class ModelRegistry {
   get(version: string): ModelBundle {
     if (!VERSION.test(version)) throw new InputError(`${JSON.stringify(version)} is not a model version (16 hex digits)`);
     const path = this.bundlePath(version);
-    if (!existsSync(path)) throw new NotFoundError(`no model version ${version} in the registry ${this.root}`);
+    if (!existsSync(path)) {
+      // A shared registry's version whose bundle could not be fetched: why (a changed blob, say), not "absent".
+      const failed = this.fetchErrors.get(version);
+      if (failed !== undefined && this.snapshot?.versions.has(version)) throw failed;
+      throw new NotFoundError(`no model version ${version} in the registry ${this.location}`);
+    }
     const bundle = verifyBundle(readJson(path), path);
     if (bundle.version !== version) throw new IntegrityError(`${path} holds version ${bundle.version}, not ${version}`);
     return bundle;
   }
 
+  /**
+   * `get` that also finds, in a shared registry, a version stored by another instance since the
+   * last `reload` (fetching its bundle from the blob store, its hash checked).
+   */
+  async getAsync(version: string): Promise<ModelBundle> {
+    const shared = this.shared;
+    if (!shared || !VERSION.test(version)) return this.get(version);
+    if (existsSync(this.bundlePath(version))) {
+      try {
+        return this.get(version);
+      } catch (err) {
+        // The cache is this instance's copy (a crash may have cut a write): damaged, it is fetched again from the store, checked there.
+        if (!(err instanceof IntegrityError || err instanceof InputError)) throw err;
+        await rm(this.bundlePath(version), { force: true });
+      }
+    }
+    const row = await shared.version(version);
+    if (!row) throw new NotFoundError(`no model version ${version} in the registry ${this.location}`);
+    try {
+      await this.fetchIntoCache(shared, version, row);
+    } catch (err) {
+      this.fetchErrors.set(version, err);
+      throw err;
+    }
+    this.snapshot?.versions.set(version, row);
+    return this.get(version);
+  }
+
   has(version: string): boolean {
+    if (this.shared) return VERSION.test(version) && (this.snapshot?.versions.has(version) ?? false);
     return VERSION.test(version) && existsSync(this.bundlePath(version));
   }
 
@@ -182,9 +339,7 @@ export class ModelRegistry {
     const aliases = this.readAliases();
     const out: VersionInfo[] = [];
     const unreadable: UnreadableVersion[] = [];
-    for (const file of readdirSync(join(this.root, 'bundles'))) {
-      if (!file.endsWith('.json') || file.startsWith('.')) continue;
-      const version = file.slice(0, -'.json'.length);
+    for (const version of this.storedVersions()) {
       let b: ModelBundle;
       try {
         b = this.get(version);
@@ -215,13 +370,14 @@ export class ModelRegistry {
 
   /** A version that cannot be read, with what can still be said about it: its name, the aliases on it. */
   private unreadable(version: string, err: unknown, aliases: Record<string, Record<string, string>>): UnreadableVersion {
-    let name: string | undefined;
-    try {
-      const claimed = (JSON.parse(readFileSync(this.bundlePath(version), 'utf8')) as { name?: unknown } | null)?.name;
-      if (typeof claimed === 'string' && NAME.test(claimed)) name = claimed;
-    } catch {
-      // not JSON: the aliases may still say whose it is
-    }
+    let name: string | undefined = this.snapshot?.versions.get(version)?.name;
+    if (name === undefined)
+      try {
+        const claimed = (JSON.parse(readFileSync(this.bundlePath(version), 'utf8')) as { name?: unknown } | null)?.name;
+        if (typeof claimed === 'string' && NAME.test(claimed)) name = claimed;
+      } catch {
+        // not JSON: the aliases may still say whose it is
+      }
     const pointing = Object.entries(aliases).flatMap(([model, named]) =>
       Object.keys(named)
         .filter((a) => named[a] === version)
@@ -258,6 +414,7 @@ export class ModelRegistry {
    * on that version stays as it is: nothing is written or recorded, and the answer has `unchanged`.
    */
   setAlias(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): AliasMove {
+    this.directoryOnly('setAlias', 'setAliasAsync');
     const planned = this.planMove(name, alias, version, meta);
     if (!planned.table) return planned.move;
     writeFileAtomic(join(this.root, 'aliases.json'), planned.table);
@@ -273,6 +430,7 @@ export class ModelRegistry {
    */
   setAliasAsync(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): Promise<AliasMove> {
     const run = this.aliasWrites.then(async () => {
+      if (this.shared) return this.moveShared(this.shared, name, alias, version, meta);
       const planned = this.planMove(name, alias, version, meta);
       if (!planned.table) return planned.move;
       await writeFileAtomicAsync(join(this.root, 'aliases.json'), planned.table);
@@ -282,6 +440,39 @@ export class ModelRegistry {
     });
     this.aliasWrites = run.catch(() => undefined);
     return run;
+  }
+
+  /** Stores a verified bundle in the shared store and the cache; false when the store already held it. */
+  private async putShared(shared: SharedRegistryStore, bundle: ModelBundle): Promise<boolean> {
+    const text = bundleJson(bundle);
+    const stored = await shared.put(bundle, Buffer.from(text, 'utf8'));
+    this.sharedWrites++;
+    const path = this.bundlePath(bundle.version);
+    if (!existsSync(path)) await writeFileAtomicAsync(path, text);
+    this.snapshot?.versions.set(bundle.version, { name: bundle.name, sha256: sha256Hex(text) });
+    this.fetchErrors.delete(bundle.version);
+    return stored;
+  }
+
+  /** A shared registry's move: checked here, made (with its history row) in one transaction of the store. */
+  private async moveShared(
+    shared: SharedRegistryStore,
+    name: string,
+    alias: string,
+    version: string,
+    meta: { by?: string; reason?: string },
+  ): Promise<AliasMove> {
+    if (!ALIAS.test(alias)) throw new InputError(`alias ${JSON.stringify(alias)}: use lower-case letters, digits, _ and -, up to 32`);
+    await this.usableVersionAsync(name, alias, version);
+    const move = await shared.move(name, alias, version, meta);
+    if (move.unchanged) return move;
+    this.sharedWrites++;
+    if (this.snapshot) {
+      (this.snapshot.aliases[name] ??= dict())[alias] = version;
+      this.snapshot.history.push(move);
+    }
+    for (const l of this.aliasListeners) l(move);
+    return move;
   }
 
   /** The move `setAlias` records and the alias table it writes (none when the alias is already there: `unchanged`). */
@@ -309,12 +500,12 @@ export class ModelRegistry {
 
   /** `setAlias` after building the version's model once: what `wb models alias` runs (the service builds it itself). */
   async moveAlias(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): Promise<AliasMove> {
-    const bundle = this.usableVersion(name, alias, version);
+    const bundle = await this.usableVersionAsync(name, alias, version);
     const model = await loadClassifier(bundle).catch((err: unknown) => {
       throw this.refusal(name, alias, version, err);
     });
     model.dispose();
-    return this.setAlias(name, alias, version, meta);
+    return this.shared ? this.setAliasAsync(name, alias, version, meta) : this.setAlias(name, alias, version, meta);
   }
 
   /**
@@ -333,6 +524,18 @@ export class ModelRegistry {
     return bundle;
   }
 
+  /** `usableVersion` that also finds a version another instance stored since the last `reload` (`getAsync`). */
+  async usableVersionAsync(name: string, alias: string, version: string): Promise<ModelBundle> {
+    if (this.shared && VERSION.test(version)) {
+      try {
+        await this.getAsync(version);
+      } catch {
+        // usableVersion says why, as a refusal or a NotFoundError
+      }
+    }
+    return this.usableVersion(name, alias, version);
+  }
+
   /** Why an alias does not move, and where it stays. */
   refusal(name: string, alias: string, version: string, why: unknown): AliasRefusedError {
     let current: string | undefined;
@@ -347,6 +550,7 @@ export class ModelRegistry {
 
   /** Every alias move, oldest first, optionally of one model. */
   history(name?: string): AliasMove[] {
+    if (this.snapshot) return this.snapshot.history.filter((m) => name === undefined || m.name === name).map((m) => ({ ...m }));
     const path = join(this.root, 'alias-history.jsonl');
     if (!existsSync(path)) return [];
     const lines = readFileSync(path, 'utf8').split('\n');
@@ -369,7 +573,39 @@ export class ModelRegistry {
     return join(this.root, 'bundles', `${version}.json`);
   }
 
+  /** The stored versions: a shared registry's rows, or the directory's bundle files. */
+  private storedVersions(): string[] {
+    if (this.snapshot) return [...this.snapshot.versions.keys()];
+    return readdirSync(join(this.root, 'bundles'))
+      .filter((file) => file.endsWith('.json') && !file.startsWith('.'))
+      .map((file) => file.slice(0, -'.json'.length));
+  }
+
+  /** Fetches a shared registry's bundle into the cache: its bytes checked against the recorded SHA-256, then as a bundle of that version. */
+  private async fetchIntoCache(shared: SharedRegistryStore, version: string, row: { name: string; sha256: string }): Promise<void> {
+    const bytes = await shared.fetch(version, row.sha256);
+    const where = `bundle ${version} of ${row.name} in ${shared.location}`;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(Buffer.from(bytes).toString('utf8'));
+    } catch (err) {
+      throw new IntegrityError(`${where} is not valid JSON (${(err as Error).message})`);
+    }
+    const bundle = verifyBundle(parsed, where);
+    if (bundle.version !== version) throw new IntegrityError(`${where} holds version ${bundle.version}`);
+    await writeFileAtomicAsync(this.bundlePath(version), bytes);
+    this.fetchErrors.delete(version);
+  }
+
+  private directoryOnly(method: string, instead: string): void {
+    if (this.shared)
+      throw new InputError(
+        `ModelRegistry.${method} writes a directory registry; this one is in ${this.location}: use ${instead} (or publish, save, moveAlias)`,
+      );
+  }
+
   private readAliases(): Record<string, Record<string, string>> {
+    if (this.snapshot) return dict(Object.entries(this.snapshot.aliases).map(([model, aliases]) => [model, toDict(aliases)]));
     const path = join(this.root, 'aliases.json');
     if (!existsSync(path)) return dict();
     const parsed = Aliases.safeParse(JSON.parse(readFileSync(path, 'utf8')));
@@ -395,3 +631,5 @@ function readJson(path: string): unknown {
 function describeFailure(err: unknown): string {
   return err instanceof WorkbenchError ? `${err.code}: ${err.message}` : `unreadable: ${err instanceof Error ? err.message : String(err)}`;
 }
+
+const sha256Hex = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');

@@ -1,10 +1,9 @@
-import { oltpUrl, registryDir } from '../config.js';
+import { oltpUrl } from '../config.js';
 import type { Dag, JobContext } from '../jobs/dag.js';
 import type { Lakehouse, Row } from '../lakehouse.js';
 import { bootstrapIntervals, pairedBootstrap, type MetricIntervals } from '../models/bootstrap.js';
 import { loadClassifier } from '../models/bundle.js';
 import type { GateRecord } from '../models/card.js';
-import { ModelRegistry } from '../models/registry.js';
 import type { Classifier } from '../models/train.js';
 import { openTracking } from './index.js';
 import { startRun, type ActiveRun } from './run.js';
@@ -163,7 +162,7 @@ async function after(spec: TrackedDagSpec, step: string, ctx: JobContext, out: R
 /** The champion of the moment scored on the challenger's test rows, both with paired bootstrap intervals (run artefact `champion`). */
 async function compareWithChampion(spec: TrackedDagSpec, ctx: JobContext, run: ActiveRun, version: string, scores: Float32Array): Promise<void> {
   const test = (ctx.state.get('data') as { test: Row[] }).test;
-  const bundle = ModelRegistry.open(registryDir(ctx.dataDir)).get(version);
+  const bundle = await (await ctx.registry()).getAsync(version);
   const champion = await loadClassifier(bundle);
   let championScores: Float32Array;
   try {
