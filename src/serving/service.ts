@@ -258,6 +258,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     // The dashboard's cohorts follow /metrics: known values always, the sender's text within limits.
     known: labelVocabulary(ingest.options.eventNames),
     onDropped: (events) => metrics.droppedCohortEvents.inc(events),
+    warn: (message) => logger.warn(message),
   });
   // Opened on this instance only while it holds `wb:archiver`; the fence before each batch's files are published.
   const archiverLease: Lease = singleton('wb:archiver', { onAcquired: () => syncArchiver(), onLost: () => syncArchiver() });

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
@@ -29,13 +29,26 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
  * `writeFileAtomic` without holding the event loop: the write, the fsync and the rename run on
  * libuv's threads, then the directory is synced so that the rename itself survives a crash. What a
  * server calls while it answers requests (a synchronous fsync there stalls every request for as
- * long as the disk takes, tens of milliseconds on a busy one).
+ * long as the disk takes, tens of milliseconds on a busy one). `data` may be given in pieces (what
+ * `renderInSlices` makes), written one after the other.
  */
-export async function writeFileAtomicAsync(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+export async function writeFileAtomicAsync(path: string, data: string | Uint8Array | readonly string[], mode = 0o644): Promise<void> {
+  await writeThroughTemporary(path, mode, async (file) => {
+    if (typeof data === 'string' || data instanceof Uint8Array) await file.writeFile(data);
+    else for (const piece of data) await file.write(piece);
+  });
+}
+
+/**
+ * The tail every asynchronous atomic write shares: `fill` writes a temporary sibling, which is then
+ * fsynced, closed and renamed over `path` (removed instead if anything fails), and the directory is
+ * synced so that the rename itself survives a crash. Every step runs on libuv's threads.
+ */
+async function writeThroughTemporary(path: string, mode: number, fill: (file: FileHandle) => Promise<void>): Promise<void> {
   const tmp = temporarySibling(path);
   const file = await open(tmp, 'w', mode);
   try {
-    await file.writeFile(data);
+    await fill(file);
     await file.sync();
   } catch (err) {
     await file.close().catch(() => undefined);
@@ -99,18 +112,18 @@ export function writeCheckedSnapshot(path: string, body: string): void {
 /**
  * `writeCheckedSnapshot` for a large body given as pieces, without holding the event loop: the
  * pieces are produced, hashed and written a few milliseconds at a time (`sliceMs`), then the file
- * is synced and renamed into place, so a reader sees the old snapshot or the whole new one.
+ * is synced and renamed into place, so a reader sees the old snapshot or the whole new one. The
+ * pieces are read while the file is written: a caller whose state changes meanwhile passes what
+ * `renderInSlices` made of it instead.
  */
-export async function writeCheckedSnapshotInSlices(path: string, pieces: Iterable<string>, sliceMs = 4): Promise<void> {
-  const tmp = temporarySibling(path);
-  const file = await open(tmp, 'w', 0o644);
-  const hash = createHash('sha256');
-  try {
+export async function writeCheckedSnapshotInSlices(path: string, pieces: Iterable<string>, sliceMs = SLICE_MS): Promise<void> {
+  await writeThroughTemporary(path, 0o644, async (file) => {
+    const hash = createHash('sha256');
+    const slices = new Slices(sliceMs);
     let pending: string[] = [];
     let pendingLength = 0;
-    let since = performance.now();
     const drain = async () => {
-      const chunk = pending.join('');
+      const chunk = Buffer.from(pending.join(''));
       pending = [];
       pendingLength = 0;
       hash.update(chunk);
@@ -119,26 +132,58 @@ export async function writeCheckedSnapshotInSlices(path: string, pieces: Iterabl
     for (const piece of pieces) {
       pending.push(piece);
       pendingLength += piece.length;
-      if (pendingLength >= 1 << 20) await drain();
-      if (performance.now() - since >= sliceMs) {
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        since = performance.now();
-      }
+      // Hashing is about 5 ms a MB on a slow core: a chunk stays well inside a slice.
+      if (pendingLength >= CHUNK_CHARS) await drain();
+      const pause = slices.pause();
+      if (pause) await pause;
     }
     await drain();
     await file.write(`\n${hash.digest('hex')}\n`);
-    await file.sync();
-  } catch (err) {
-    await file.close().catch(() => undefined);
-    await rm(tmp, { force: true });
-    throw err;
+  });
+}
+
+/**
+ * The pieces of a snapshot joined into a few large strings, a few milliseconds at a time
+ * (`sliceMs`): what a caller whose state changes after it resumes hands to
+ * `writeCheckedSnapshotInSlices`, so the state is read at one moment and written while it changes.
+ */
+export async function renderInSlices(pieces: Iterable<string>, sliceMs = SLICE_MS): Promise<string[]> {
+  const out: string[] = [];
+  const slices = new Slices(sliceMs);
+  let pending: string[] = [];
+  let pendingLength = 0;
+  for (const piece of pieces) {
+    pending.push(piece);
+    pendingLength += piece.length;
+    if (pendingLength >= CHUNK_CHARS) {
+      out.push(pending.join(''));
+      pending = [];
+      pendingLength = 0;
+    }
+    const pause = slices.pause();
+    if (pause) await pause;
   }
-  await file.close();
-  try {
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
+  out.push(pending.join(''));
+  return out;
+}
+
+/**
+ * How long a snapshot's work runs before it lets the event loop answer what waits: a request that
+ * arrives meanwhile waits up to this long (the serving goal is a p99 of a few milliseconds).
+ */
+const SLICE_MS = 2;
+/** Characters of JSON hashed and written at once (a quarter of a MB: about 1 ms of SHA-256). */
+const CHUNK_CHARS = 1 << 18;
+
+/** Time slices: `pause()` is nothing within a slice, and past its end a turn of the event loop, which starts the next. */
+class Slices {
+  private since = performance.now();
+  constructor(private readonly ms: number) {}
+  pause(): Promise<void> | undefined {
+    if (performance.now() - this.since < this.ms) return undefined;
+    return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      this.since = performance.now();
+    });
   }
 }
 

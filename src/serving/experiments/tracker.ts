@@ -1,10 +1,11 @@
-import { mkdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Experiment, Metric } from '../../workbench/experiments/definition.js';
 import type { ArmStats, ExperimentStats, MetricSums } from '../../workbench/experiments/results.js';
 import type { EnrichedEvent } from '../../workbench/event.js';
 import { dict, hasOwn, toDict } from '../../workbench/dict.js';
-import { readCheckedSnapshot, writeCheckedSnapshot } from '../../workbench/files.js';
+import { readCheckedSnapshot, renderInSlices, writeCheckedSnapshotInSlices } from '../../workbench/files.js';
 import type { EventConsumer } from '../pipeline/consumer.js';
 import { EXPOSURE_EVENT } from './assigner.js';
 
@@ -63,6 +64,7 @@ const PREDICTION_EVENT = 'prediction';
 interface Snapshot {
   offset: number;
   experiments: Record<string, ExperimentState>;
+  /** Only in the file: in memory the history is the tracker's map. */
   history: [string, Trace[]][];
 }
 
@@ -132,13 +134,18 @@ function establish(s: ExperimentState, i: number, which: 0 | 1, value: number): 
  * enters at their `experiment_exposure` event; from then on their events tagged with the experiment
  * and within each metric's window change their values, and the arm's sums change by the difference.
  * The state is snapshotted with its log offset (and a checksum), so a restart resumes without loss
- * or double counting; without a snapshot it is rebuilt from the start of the log.
+ * or double counting; without a snapshot it is rebuilt from the start of the log. A snapshot is
+ * megabytes of JSON (200 ms of one stringify on the default data): it is rendered a few
+ * milliseconds at a time while the runner waits for `handle` (so the state stands still), and
+ * written and synced on libuv's threads while the next batches are applied.
  */
 export class ExperimentTracker implements EventConsumer {
   readonly name = 'experiments';
   private state: Snapshot = { offset: 0, experiments: dict(), history: [] };
   private history = new Map<string, Trace[]>();
   private lastSnapshot = 0;
+  /** The snapshot being written, if any: each file write waits for the one before, so the newest lands last. */
+  private writing: Promise<void> = Promise.resolve();
   private newestTrace = 0;
   private readonly maxPreMs: number;
   /** The metrics each event name counts for: most events count for none and cost one lookup. */
@@ -173,6 +180,8 @@ export class ExperimentTracker implements EventConsumer {
 
   /** The log lost records this state counted: it is dropped, its snapshot too, and rebuilt from the start of the log. */
   async rewind(): Promise<number> {
+    // A snapshot being written would be renamed into place after the file is removed.
+    await this.writing;
     rmSync(this.options.snapshotPath, { force: true });
     this.state = { offset: 0, experiments: dict(), history: [] };
     this.history = new Map();
@@ -187,18 +196,15 @@ export class ExperimentTracker implements EventConsumer {
       this.state.offset = first + i + 1;
     }
     if (Date.now() - this.lastSnapshot >= (this.options.snapshotEveryMs ?? 10_000)) {
-      try {
-        this.snapshot();
-      } catch (err) {
-        // The state in memory is right; the snapshot is tried again later, and a restart replays from the last good one.
-        this.lastSnapshot = Date.now();
-        this.options.warn?.(`cannot write the experiment statistics snapshot: ${(err as Error).message}`);
-      }
+      const { written } = await this.snapshot();
+      // The state in memory is right; a snapshot that fails is tried again later, and a restart replays from the last good one.
+      written.catch((err: unknown) => this.options.warn?.(`cannot write the experiment statistics snapshot: ${(err as Error).message}`));
     }
   }
 
   async close(): Promise<void> {
-    this.snapshot();
+    const { written } = await this.snapshot();
+    await written;
   }
 
   /** The sufficient statistics of one experiment now, or at each point of its timeline. */
@@ -343,20 +349,47 @@ export class ExperimentTracker implements EventConsumer {
     s.nextPointAt = t + every;
   }
 
-  private snapshot(): void {
+  /**
+   * Renders the state as it stands (resolving once rendered: the caller keeps it still until then)
+   * and queues the file's write, whose outcome `written` gives (in an object: an async function's
+   * promise of a promise would wait for both).
+   */
+  private async snapshot(): Promise<{ written: Promise<void> }> {
+    this.lastSnapshot = Date.now();
     // Users with nothing inside the longest pre-exposure period (plus the lateness ingest allows) are forgotten.
     const newest = Math.max(0, ...Object.values(this.state.experiments).map((x) => x.asOf ?? 0), this.newestTrace);
     for (const [user, list] of this.history)
       if (list.length === 0 || list[list.length - 1]![0] < newest - this.maxPreMs - LATE_EVENTS_MS) this.history.delete(user);
-    this.state.history = [...this.history];
-    try {
-      mkdirSync(dirname(this.options.snapshotPath), { recursive: true });
-      writeCheckedSnapshot(this.options.snapshotPath, JSON.stringify(this.state));
-    } finally {
-      this.state.history = [];
-    }
-    this.lastSnapshot = Date.now();
+    const text = await renderInSlices(snapshotPieces(this.state, this.history));
+    const path = this.options.snapshotPath;
+    const written = this.writing.then(async () => {
+      await mkdir(dirname(path), { recursive: true });
+      await writeCheckedSnapshotInSlices(path, text);
+    });
+    this.writing = written.catch(() => undefined);
+    return { written };
   }
+}
+
+/**
+ * The snapshot's JSON (`Snapshot`) in pieces: an experiment's fields, then its members one at a
+ * time, then each user's history, so that no piece takes long to stringify.
+ */
+function* snapshotPieces(state: Snapshot, history: ReadonlyMap<string, Trace[]>): Generator<string> {
+  yield `{"offset":${JSON.stringify(state.offset)},"experiments":{`;
+  let i = 0;
+  for (const [key, s] of Object.entries(state.experiments)) {
+    const { members, ...rest } = s;
+    // `rest` always has its metrics, so its JSON is an object with a field to follow.
+    yield `${i++ === 0 ? '' : ','}${JSON.stringify(key)}:${JSON.stringify(rest).slice(0, -1)},"members":{`;
+    let m = 0;
+    for (const [user, member] of Object.entries(members)) yield `${m++ === 0 ? '' : ','}${JSON.stringify(user)}:${JSON.stringify(member)}`;
+    yield '}}';
+  }
+  yield '},"history":[';
+  let h = 0;
+  for (const entry of history) yield (h++ === 0 ? '' : ',') + JSON.stringify(entry);
+  yield ']}';
 }
 
 /** A prop's value as a number: numbers, and text that is a number; anything else counts 0 (as TRY_CAST does in the lakehouse). */

@@ -1,6 +1,6 @@
 import { own } from '../../workbench/dict.js';
 import type { FeatureValue } from '../../workbench/features/definition.js';
-import { binIndex, outsideRange, proportions, psi, summaryOf, type FeatureDistribution } from '../../workbench/models/distribution.js';
+import { binIndex, outsideRange, proportions, PSI_EPSILON, summaryOf, type FeatureDistribution } from '../../workbench/models/distribution.js';
 import type { ModelBundle } from '../../workbench/models/bundle.js';
 import type { AlertSink, FeatureDriftAlert } from '../observability/alerts.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -217,6 +217,8 @@ class Monitored {
   readonly outside: Int32Array;
   readonly present: Int32Array;
   readonly expected: number[][];
+  /** Per feature, whether its training distribution has a value in any bin (PSI is NaN without). */
+  readonly trained: boolean[];
   readonly labels: { model: string; version: string };
   readonly featureLabels: { model: string; version: string; feature: string }[];
   size = 0;
@@ -238,6 +240,7 @@ class Monitored {
     this.outside = new Int32Array(dists.length);
     this.present = new Int32Array(dists.length);
     this.expected = dists.map((d) => proportions(d.counts));
+    this.trained = dists.map((d) => d.counts.some((c) => c > 0));
     this.labels = { model: label('model', model), version };
     this.featureLabels = dists.map((d) => ({ ...this.labels, feature: label('feature', d.feature) }));
   }
@@ -276,9 +279,25 @@ class Monitored {
     if (code & OUTSIDE) this.outside[i]!--;
   }
 
+  /**
+   * PSI as `psi()` in distribution.ts computes it (the same shares, terms and order, so the same
+   * number), without its arrays: every prediction judges every feature of its model.
+   */
   measure(i: number): { psi: number; outOfRange: number } {
     const present = this.present[i]!;
-    return { psi: psi(this.dists[i]!.counts, Array.from(this.counts[i]!)), outOfRange: present > 0 ? this.outside[i]! / present : 0 };
+    const outOfRange = present > 0 ? this.outside[i]! / present : 0;
+    const counts = this.counts[i]!;
+    let total = 0;
+    for (let b = 0; b < counts.length; b++) total += counts[b]!;
+    if (!this.trained[i] || total === 0) return { psi: Number.NaN, outOfRange };
+    const e = this.expected[i]!;
+    let sum = 0;
+    for (let b = 0; b < e.length; b++) {
+      const ei = Math.max(e[b]!, PSI_EPSILON);
+      const ai = Math.max(counts[b]! / total, PSI_EPSILON);
+      sum += (ai - ei) * Math.log(ai / ei);
+    }
+    return { psi: sum, outOfRange };
   }
 
   describe(o: Required<DriftOptions>): VersionDrift {

@@ -1,7 +1,8 @@
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { EnrichedEvent } from '../../workbench/event.js';
-import { writeFileAtomic } from '../../workbench/files.js';
+import { renderInSlices, writeFileAtomicAsync } from '../../workbench/files.js';
 import type { EventConsumer } from './consumer.js';
 import { RESERVED_EVENTS } from './ingest.js';
 
@@ -11,7 +12,9 @@ import { RESERVED_EVENTS } from './ingest.js';
  * and an hour, by event time. Memory is bounded: a window is dropped once it is older than its
  * retention, counted from the newest event seen. The state is snapshotted to disk with the log
  * offset it reflects, so after a restart the consumer resumes from the snapshot: nothing is counted
- * twice and nothing is lost.
+ * twice and nothing is lost. The snapshot is rendered a window at a time, yielding to requests,
+ * while the runner waits for `handle` (the cells stand still), then written and synced on libuv's
+ * threads while the next batches are counted.
  */
 export const DIMENSIONS = ['tier', 'country', 'device', 'first_seen_week'] as const;
 export type Dimension = (typeof DIMENSIONS)[number];
@@ -43,6 +46,8 @@ export interface AggregateOptions {
    */
   maxCells?: number;
   onDropped?: (events: number) => void;
+  /** A snapshot that could not be written (tried again at the next; a restart resumes from the last written). */
+  warn?: (message: string) => void;
 }
 
 export const DEFAULT_AGGREGATES: Omit<AggregateOptions, 'snapshotPath'> = {
@@ -88,6 +93,8 @@ export class LiveAggregates implements EventConsumer {
   private offset = 0;
   private newest = 0;
   private lastSnapshot = 0;
+  /** The snapshot being written, if any: each file write waits for the one before, so the newest lands last. */
+  private writing: Promise<void> = Promise.resolve();
   private listeners = new Set<(events: EnrichedEvent[]) => void>();
   private readonly weeks = new Map<string, string>();
   /** Per window (`1m:<start>`) and dimension, the unknown values that window admitted. */
@@ -120,6 +127,8 @@ export class LiveAggregates implements EventConsumer {
 
   /** The log lost events these counts include: they are dropped, the snapshot too, and rebuilt from the start of the log. */
   async rewind(_end: number): Promise<number> {
+    // A snapshot being written would be renamed into place after the file is removed.
+    await this.writing;
     rmSync(this.options.snapshotPath, { force: true });
     for (const w of WINDOW_NAMES) this.windows[w].clear();
     this.admitted.clear();
@@ -152,11 +161,15 @@ export class LiveAggregates implements EventConsumer {
     this.offset = first + events.length;
     this.evict();
     for (const listener of this.listeners) listener(events);
-    if (Date.now() - this.lastSnapshot >= this.options.snapshotEveryMs) this.snapshot();
+    if (Date.now() - this.lastSnapshot >= this.options.snapshotEveryMs) {
+      const { written } = await this.snapshot();
+      written.catch((err: unknown) => this.options.warn?.(`cannot write the aggregates snapshot: ${(err as Error).message}`));
+    }
   }
 
   async close(): Promise<void> {
-    this.snapshot();
+    const { written } = await this.snapshot();
+    await written;
   }
 
   /** Called after each handled batch (the dashboard's live feed). */
@@ -270,15 +283,21 @@ export class LiveAggregates implements EventConsumer {
     }
   }
 
-  private snapshot(): void {
-    const snap: Snapshot = {
-      offset: this.offset,
-      newest: this.newest,
-      windows: { '1m': toEntries(this.windows['1m']), '1h': toEntries(this.windows['1h']) },
-    };
-    mkdirSync(dirname(this.options.snapshotPath), { recursive: true });
-    writeFileAtomic(this.options.snapshotPath, JSON.stringify(snap));
+  /**
+   * Renders the state as it stands (resolving once rendered: the caller keeps it still until then)
+   * and queues the file's write, whose outcome `written` gives (in an object: an async function's
+   * promise of a promise would wait for both).
+   */
+  private async snapshot(): Promise<{ written: Promise<void> }> {
     this.lastSnapshot = Date.now();
+    const text = await renderInSlices(snapshotPieces(this.offset, this.newest, this.windows));
+    const path = this.options.snapshotPath;
+    const written = this.writing.then(async () => {
+      await mkdir(dirname(path), { recursive: true });
+      await writeFileAtomicAsync(path, text);
+    });
+    this.writing = written.catch(() => undefined);
+    return { written };
   }
 }
 
@@ -288,7 +307,18 @@ interface Snapshot {
   windows: Record<WindowName, [number, [string, Cell][]][]>;
 }
 
-const toEntries = (w: Windows): [number, [string, Cell][]][] => [...w].map(([start, cells]) => [start, [...cells]]);
+/** The snapshot's JSON (`Snapshot`) in pieces: one window's cells at a time. */
+function* snapshotPieces(offset: number, newest: number, windows: Record<WindowName, Windows>): Generator<string> {
+  yield `{"offset":${JSON.stringify(offset)},"newest":${JSON.stringify(newest)},"windows":{`;
+  let w = 0;
+  for (const name of WINDOW_NAMES) {
+    yield `${w++ === 0 ? '' : ','}${JSON.stringify(name)}:[`;
+    let i = 0;
+    for (const [start, cells] of windows[name]) yield `${i++ === 0 ? '' : ','}${JSON.stringify([start, [...cells]])}`;
+    yield ']';
+  }
+  yield '}}';
+}
 
 /** The Monday (UTC) of the week of an instant, as YYYY-MM-DD: the cohort of a first-seen time. */
 export function isoWeek(iso: string): string {

@@ -1,6 +1,8 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { z } from 'zod';
+import { writeFileAtomicAsync } from '../../workbench/files.js';
 import type { EventLog } from './event-log.js';
 
 const OffsetsSchema = z.record(z.string(), z.number().int().nonnegative());
@@ -42,11 +44,10 @@ export class InstanceOffsets {
   commit(consumer: string, offset: number): Promise<void> {
     this.offsets.set(consumer, offset);
     // One write at a time, each with every consumer's latest offset.
-    const write = this.writing.then(() => {
-      mkdirSync(dirname(this.path), { recursive: true });
-      const tmp = `${this.path}.tmp`;
-      writeFileSync(tmp, JSON.stringify(Object.fromEntries(this.offsets)), { flush: true });
-      renameSync(tmp, this.path);
+    // Off the event loop: an fsync each second per consumer held requests for as long as the disk took.
+    const write = this.writing.then(async () => {
+      await mkdir(dirname(this.path), { recursive: true });
+      await writeFileAtomicAsync(this.path, JSON.stringify(Object.fromEntries(this.offsets)));
     });
     this.writing = write.catch(() => undefined);
     return write;

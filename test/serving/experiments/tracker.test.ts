@@ -104,6 +104,31 @@ describe('the experiment statistics consumer', () => {
     assert.deepEqual(again.stats('exp'), once.stats('exp'));
   });
 
+  it('renders a large snapshot a few milliseconds at a time, and counts the next batches while the last is written', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wb-tracker-'));
+    const t = open(dir);
+    await t.resumeAt();
+    // 20,000 users with 20 logins each in their history (kept for pre-exposure covariates): megabytes of JSON.
+    const history: EnrichedEvent[] = [];
+    for (let u = 0; u < 20_000; u++) for (let k = 0; k < 20; k++) history.push(ev(`h${u}-${k}`, `user-${u}`, 'login', k));
+    // Rendered in time slices: a timer due meanwhile runs before the snapshot is done.
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 1);
+    await t.handle(history, 0);
+    clearInterval(ticker);
+    assert.ok(ticks > 0, 'the event loop turned while the snapshot was rendered');
+    // The exposures and upgrades arrive while that snapshot is written (on libuv's threads): counted,
+    // and in the next snapshot, which lands after it; the file ends with every batch.
+    await t.handle(events, history.length);
+    await t.close();
+    const again = open(dir);
+    assert.equal(await again.resumeAt(), history.length + events.length);
+    const once = open(mkdtempSync(join(tmpdir(), 'wb-tracker-')));
+    await once.resumeAt();
+    await once.handle(events, 0);
+    assert.deepEqual(again.stats('exp'), once.stats('exp'));
+  });
+
   it('sets a corrupt snapshot aside, says so, and rebuilds from the start of the log', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'wb-tracker-'));
     writeFileSync(join(dir, 'experiments.snapshot'), '{"offset": 99}\nnot-a-checksum\n');

@@ -68,6 +68,28 @@ describe('live aggregates under made-up values', () => {
     assert.equal(a.query('1m', { event: 'login', dimension: 'all' })[0]?.count, 1, 'a known event is still counted');
   });
 
+  it('snapshot in time slices, and count the next batches while the last snapshot is written', async () => {
+    const dir = tempDir();
+    const a = aggregates(dir, { snapshotEveryMs: 0, maxUnknownPerWindow: 1_000_000 });
+    // A window for each of 6 hours of minutes, each with cells of its own countries: megabytes of JSON.
+    const batch = Array.from({ length: 60_000 }, (_, i) => ({
+      ...event(i, { country: `C${i % 500}` }),
+      time: new Date(MINUTE - (i % 360) * 60_000).toISOString(),
+    }));
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 1);
+    await a.handle(batch, 0);
+    clearInterval(ticker);
+    assert.ok(ticks > 0, 'the event loop turned while the snapshot was rendered');
+    // Counted while that snapshot is written; the next one lands after it, and the file ends with both.
+    await a.handle([event(70_000, { country: 'GB' })], batch.length);
+    await a.close();
+    const again = aggregates(dir, { maxUnknownPerWindow: 1_000_000 });
+    assert.equal(await again.resumeAt(0), batch.length + 1);
+    assert.deepEqual(again.query('1m'), a.query('1m'));
+    assert.deepEqual(again.query('1h'), a.query('1h'));
+  });
+
   it('keep what each window admitted across a restart from the snapshot', async () => {
     const dir = tempDir();
     const first = aggregates(dir, { snapshotEveryMs: 0 });
