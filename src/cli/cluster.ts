@@ -53,6 +53,9 @@ export function haproxyConfig(options: HaproxyOptions): string {
     '  timeout http-request 10s',
     '  timeout http-keep-alive 10s',
     '  timeout queue 5s',
+    // A health check's answer may take this long: without it the check must finish within its 1 s
+    // interval, and a loaded machine took its only instance out of rotation (503 for everything).
+    '  timeout check 3s',
     // The dashboard's server-sent events are an ordinary response streamed for as long as the page is
     // open: client/server timeouts are inactivity timeouts and its snapshot every 2 s keeps it alive.
     // An upgraded connection (a tunnel) is held up to an hour.

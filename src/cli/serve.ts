@@ -132,6 +132,11 @@ export function registerServe(program: Command): void {
           repairLog: flags.repairLog === true,
           logger,
           version: version(),
+        }).catch((err: unknown) => {
+          // What started before the failure (consumers, leases, connections) would keep the process
+          // running without a service (a port in use did): it exits once the error is printed.
+          setTimeout(() => process.exit(1), 200).unref();
+          throw err;
         });
         const keyStore = await openKeyStore(data, oltpUrl(flags.oltp));
         const noKey = keyStore.list().every((k) => k.revoked_at);

@@ -52,6 +52,7 @@ describe('haproxyConfig', () => {
     );
     assert.ok(defaults.includes('timeout tunnel 1h'));
     assert.ok(defaults.some((l) => /^timeout connect \d+s$/.test(l)));
+    assert.ok(defaults.includes('timeout check 3s'), 'a slow health check answer is not a failure');
   });
 
   it('adds a stats page on localhost only when asked, binds where told, and refuses no instances', () => {
