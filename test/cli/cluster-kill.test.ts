@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync, readdirSync } from 'node:fs';
-import net from 'node:net';
-import { delimiter, join } from 'node:path';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { connect } from 'nats';
 import pg from 'pg';
@@ -15,6 +14,7 @@ import { LIVE_SOURCE } from '../../src/workbench/lakehouse/live.js';
 import { sql } from '../../src/workbench/sql.js';
 import { ClusterLoad } from '../helpers/cluster-client.js';
 import { postgresTestSchema, serverAvailable } from '../helpers/servers.js';
+import { alive, findHaproxy, freePort } from '../helpers/processes.js';
 import { tempDir } from '../helpers/tmp.js';
 import { sleep, until } from '../helpers/wait.js';
 import { wbInProcess } from '../helpers/wb.js';
@@ -439,32 +439,3 @@ function archiveParts(archive: string): { first: number; last: number }[] {
   }
   return parts;
 }
-
-function findHaproxy(): string | undefined {
-  for (const dir of [...(process.env.PATH ?? '').split(delimiter).filter(Boolean), '/usr/sbin', '/usr/local/sbin']) {
-    try {
-      accessSync(join(dir, 'haproxy'), constants.X_OK);
-      return join(dir, 'haproxy');
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};

@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import { delimiter, join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { connect } from 'nats';
 import pg from 'pg';
 import { clusterEngines, haproxyConfig, plannedInstances } from '../../src/cli/cluster.js';
 import { postgresTestSchema, serverAvailable } from '../helpers/servers.js';
 import { sleep, until } from '../helpers/wait.js';
+import { alive, findHaproxy, freePort } from '../helpers/processes.js';
 import { tempDir } from '../helpers/tmp.js';
 import { wbInProcess } from '../helpers/wb.js';
 
@@ -104,35 +104,6 @@ describe('clusterEngines', () => {
     }
   });
 });
-
-function findHaproxy(): string | undefined {
-  for (const dir of [...(process.env.PATH ?? '').split(delimiter).filter(Boolean), '/usr/sbin', '/usr/local/sbin']) {
-    try {
-      accessSync(join(dir, 'haproxy'), constants.X_OK);
-      return join(dir, 'haproxy');
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe('wb cluster up (PostgreSQL, JetStream, HAProxy)', { timeout: 240_000 }, () => {
   const NATS = 'nats://127.0.0.1:4222';
