@@ -6,6 +6,8 @@ import { SimulationConfigSchema } from '../app/simulator.js';
 import { Lakehouse, buildLakehouse, consoleProgress, dataDir, lakeDir, openOltp, oltpUrl, type BuildReport } from '../workbench/index.js';
 import { InputError } from '../workbench/errors.js';
 import { intOption } from './main.js';
+import { openBlobStore } from '../serving/cluster/blob-store/open.js';
+import { SharedArchive } from '../serving/cluster/shared-archive.js';
 
 export interface LakeBuildFlags {
   retail?: string;
@@ -135,6 +137,26 @@ export function registerLake(program: Command): void {
         for (const v of lh.views) console.log(`  ${v.name.padEnd(18)} ${v.description}`);
       } finally {
         lh.close();
+      }
+    });
+
+  lake
+    .command('sync')
+    .description(
+      "bring this machine's copy of the live archive up to the blob store's (instances that share no disk; the blob store is WB_BLOB_STORE, else <data dir>/blobs)",
+    )
+    .option('--blob-store <spec>', 'a directory, file://<dir> or s3://<bucket>/<prefix/>?endpoint=... (default WB_BLOB_STORE)')
+    .action(async (flags: { blobStore?: string }) => {
+      const dir = program.opts().dataDir as string;
+      const blobs = await openBlobStore(flags.blobStore ?? process.env.WB_BLOB_STORE, join(dir, 'blobs'));
+      try {
+        const synced = await new SharedArchive(blobs).sync(lakeDir(dir));
+        console.log(
+          `live archive from ${blobs.location}: ${synced.batches.toLocaleString('en-US')} batches up to offset ${synced.end.toLocaleString('en-US')}; fetched ${synced.fetched} files (${synced.bytes.toLocaleString('en-US')} bytes), each checked against its commit record`,
+        );
+        for (const f of synced.setAside) console.log(`set aside (no commit names it): ${f}`);
+      } finally {
+        await blobs.close();
       }
     });
 

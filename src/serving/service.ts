@@ -38,6 +38,8 @@ import { PredictionLog } from './models/prediction-log.js';
 import { Precompute, type PrecomputeRule } from './models/precompute.js';
 import { openModelRegistry } from './models/registry-postgres.js';
 import { JetStreamEventLog } from './pipeline/jetstream-log.js';
+import { SharedArchive } from './cluster/shared-archive.js';
+import { openBlobStore } from './cluster/blob-store/open.js';
 import { ExperimentPlatform } from './experiments/platform.js';
 import type { Metric } from '../workbench/experiments/definition.js';
 
@@ -262,7 +264,20 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   });
   // Opened on this instance only while it holds `wb:archiver`; the fence before each batch's files are published.
   const archiverLease: Lease = singleton('wb:archiver', { onAcquired: () => syncArchiver(), onLost: () => syncArchiver() });
-  const archiver = Archiver.unopened(lakeDirOf(config.dataDir), { beforePublish: () => archiverLease.check() });
+  // With a PostgreSQL OLTP the instances may share no disk: the live archive is committed in the
+  // blob store, and each instance's lakehouse is a copy of it, brought up to date on start, before a
+  // new feature is computed from it, and every 30 s (for the jobs and notebooks on its machine).
+  const sharedArchive = oltp.kind === 'postgres' ? new SharedArchive(await openBlobStore(process.env.WB_BLOB_STORE, join(config.dataDir, 'blobs'))) : undefined;
+  const refreshArchive = async () => {
+    if (!sharedArchive) return;
+    const synced = await sharedArchive.sync(lakeDirOf(config.dataDir));
+    if (synced.fetched > 0 || synced.setAside.length > 0)
+      logger.info({ ...synced, from: sharedArchive.blobs.location }, 'lakehouse archive brought up to the blob store');
+  };
+  const archiver = Archiver.unopened(lakeDirOf(config.dataDir), {
+    beforePublish: () => archiverLease.check(),
+    ...(sharedArchive ? { shared: sharedArchive } : {}),
+  });
   const monitor = new Monitor(metrics, alerts, () => log.next(), { anomaly: config.anomaly, clock: () => clock.now() });
   const onError = (err: unknown, consumer: string) => logger.error({ err, consumer }, 'consumer failed; retrying the batch');
   // A record a consumer keeps failing on is set aside there, and the consumer goes on.
@@ -282,6 +297,9 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   // The in-memory store is this instance's: its offsets are too. Redis keeps its offset with its
   // states, and every instance folds into it: each batch is written once, by compare-and-set on
   // that offset (FeatureUpdater.handle).
+  const refreshArchiveLogged = () =>
+    refreshArchive().catch((err: unknown) => logger.warn({ err }, `the lakehouse archive cannot be brought up to the blob store (${(err as Error).message})`));
+  await refreshArchiveLogged();
   const features = await FeatureServing.start({
     log: memoryFeatures ? instanceLog : log,
     recent,
@@ -290,6 +308,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     runner: { commitEveryMs, onError, deadLetters },
     clock,
     archive: config.featureBootstrap === false ? undefined : lakeDirOf(config.dataDir),
+    refreshArchive,
     logger,
     required: aliased.flatMap((version) => {
       try {
@@ -452,6 +471,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       logger.error({ err }, 'cannot reload the keys; keeping the keys already loaded');
     }
   }, 5_000).unref();
+  const refreshLake = sharedArchive ? setInterval(() => void refreshArchiveLogged(), 30_000).unref() : undefined;
   notReady = undefined;
   logger.info(
     { url, instance: instanceId, leases: leases.kind, eventLog: log.kind, oltp: oltp.kind, dataDir: config.dataDir, instanceDir, clock: clock.kind },
@@ -476,6 +496,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       });
       clearInterval(reloadKeys);
       clearInterval(releaseRecent);
+      clearInterval(refreshLake);
       // close() stops new connections and resolves once in-flight requests (and their appends) end,
       // or at the drain deadline, when the connections left are closed: a slow client cannot hold the stop.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -511,6 +532,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       await deadLetterStore.close().catch((err: unknown) => failures.push(err));
       await oltp.close().catch((err: unknown) => failures.push(err));
       await registry.close().catch((err: unknown) => failures.push(err));
+      await sharedArchive?.blobs.close().catch((err: unknown) => failures.push(err));
       await leases.close().catch((err: unknown) => failures.push(err));
       for (const err of failures) logger.error({ err }, 'a part of the service failed to stop cleanly');
       logger.info('service stopped');

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { connect } from 'nats';
 import pg from 'pg';
+import { DirectoryBlobStore } from '../../src/serving/cluster/blob-store/directory.js';
+import { SharedArchive } from '../../src/serving/cluster/shared-archive.js';
 import { JetStreamEventLog } from '../../src/serving/pipeline/jetstream-log.js';
 import { lakeDir } from '../../src/workbench/config.js';
 import { DuckDb } from '../../src/workbench/duckdb.js';
@@ -14,7 +16,7 @@ import { LIVE_SOURCE } from '../../src/workbench/lakehouse/live.js';
 import { sql } from '../../src/workbench/sql.js';
 import { ClusterLoad } from '../helpers/cluster-client.js';
 import { postgresTestSchema, serverAvailable } from '../helpers/servers.js';
-import { alive, findHaproxy, freePort } from '../helpers/processes.js';
+import { alive, findHaproxy, startCluster } from '../helpers/processes.js';
 import { tempDir } from '../helpers/tmp.js';
 import { sleep, until } from '../helpers/wait.js';
 import { wbInProcess } from '../helpers/wb.js';
@@ -53,7 +55,6 @@ describe('a cluster of three losing two instances under load (PostgreSQL, JetStr
   let schema = '';
   let skip: string | undefined;
   let cluster: ChildProcess | undefined;
-  let output = '';
   const pids: number[] = [];
   let running: ClusterLoad | undefined;
 
@@ -99,36 +100,15 @@ describe('a cluster of three losing two instances under load (PostgreSQL, JetStr
     const key = (await wbInProcess(dataDir, 'keys', 'create', '--name', 'kill-test', '--scope', 'admin', '--oltp', url)).trim();
     assert.match(key, /^wb_/);
 
-    const port = await freePort();
-    const wb = join(__dirname, '..', '..', 'bin', 'wb.cjs');
-    cluster = spawn(
-      process.execPath,
-      [wb, '--data-dir', dataDir, 'cluster', 'up', '--instances', '3', '--port', String(port), '--oltp', url, '--event-log', `${NATS}?stream=${stream}`],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-      cluster!.once('exit', (code, signal) => resolve({ code, signal })),
-    );
-    cluster.stdout!.on('data', (d: Buffer) => (output += d.toString()));
-    cluster.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    await until(
-      'the cluster to be up',
-      async () => {
-        if (cluster!.exitCode !== null) throw new Error(`wb cluster up exited with ${cluster!.exitCode}:\n${output}`);
-        // The instances' lines come after the proxy's, maybe in a later chunk of output.
-        return /^cluster up: /m.test(output) && (output.match(/^ {2}wb\d pid \d+ http:\/\/\S+ /gm) ?? []).length === 3 ? true : undefined;
-      },
-      180_000,
-    );
+    const started = await startCluster({ dataDir, instances: 3, oltp: url, eventLog: `${NATS}?stream=${stream}` });
+    cluster = started.child;
+    const { proxy, exited } = started;
     const upAfter = Date.now() - testStart;
-    const proxy = `http://127.0.0.1:${port}`;
-    pids.push(Number(/haproxy pid (\d+)/.exec(output)?.[1]));
-    const instances: Instance[] = [...output.matchAll(/^ {2}(wb\d) pid (\d+) (http:\/\/\S+)/gm)].map((m) => ({ name: m[1]!, pid: Number(m[2]), url: m[3]! }));
-    assert.equal(instances.length, 3, output);
-    pids.push(...instances.map((i) => i.pid));
+    const instances: Instance[] = started.instances;
+    pids.push(started.haproxyPid, ...instances.map((i) => i.pid));
     assert.ok(
       pids.every((p) => Number.isInteger(p) && p > 0 && alive(p)),
-      output,
+      started.output,
     );
     const admin = { authorization: `Bearer ${key}` };
     const getJson = async <T>(base: string, path: string): Promise<{ status: number; json: T }> => {
@@ -301,10 +281,23 @@ describe('a cluster of three losing two instances under load (PostgreSQL, JetStr
     for (let k = 0; k < ranges.length; k++) {
       assert.equal(ranges[k]!.first, k === 0 ? 0 : ranges[k - 1]!.last + 1, `archive ranges ${ranges.map((r) => `${r.first}-${r.last}`).join(', ')}`);
     }
+    // What is checked is the blob store's archive (what an instance on another machine copies), in a
+    // fresh lakehouse: it holds the files the survivor's lakehouse has.
+    const copy = join(tempDir(), 'lake');
+    const blobs = new DirectoryBlobStore(join(dataDir, 'blobs'));
+    const synced = await new SharedArchive(blobs).sync(copy).finally(() => blobs.close());
+    const copyArchive = sourceDir(lakeLayout(copy), LIVE_SOURCE);
+    assert.equal(synced.end, Math.max(...ranges.map((r) => r.last)) + 1, 'the blob store has every batch the lakehouse has');
+    assert.deepEqual(
+      archiveParts(copyArchive)
+        .map((p) => `${p.first}-${p.last}`)
+        .sort(),
+      parts.map((p) => `${p.first}-${p.last}`).sort(),
+    );
     const db = await DuckDb.open(':memory:', { threads: 1 });
     let archived: Map<string, number>;
     try {
-      const result = await db.query(sql`SELECT event_id, count(*)::INTEGER AS n FROM read_parquet(${join(archive, '*', '*.parquet')}) GROUP BY event_id`);
+      const result = await db.query(sql`SELECT event_id, count(*)::INTEGER AS n FROM read_parquet(${join(copyArchive, '*', '*.parquet')}) GROUP BY event_id`);
       const [ids, counts] = result.columns as [string[], number[]];
       archived = new Map(ids.map((id, k) => [id, counts[k]!]));
     } finally {
@@ -411,7 +404,7 @@ describe('a cluster of three losing two instances under load (PostgreSQL, JetStr
       new Promise<{ code: number; signal: null }>((r) => (timer = setTimeout(() => r({ code: -1, signal: null }), 60_000))),
     ]);
     clearTimeout(timer);
-    assert.equal(code, 0, `wb cluster up exited with ${code ?? signal}:\n${output}`);
+    assert.equal(code, 0, `wb cluster up exited with ${code ?? signal}:\n${started.output}`);
     for (const pid of pids) assert.ok(!alive(pid), `pid ${pid} still running`);
     t.diagnostic(`whole test ${((Date.now() - testStart) / 1000).toFixed(1)} s`);
   });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
@@ -8,7 +8,7 @@ import pg from 'pg';
 import { clusterEngines, haproxyConfig, plannedInstances } from '../../src/cli/cluster.js';
 import { postgresTestSchema, serverAvailable } from '../helpers/servers.js';
 import { sleep, until } from '../helpers/wait.js';
-import { alive, findHaproxy, freePort } from '../helpers/processes.js';
+import { alive, findHaproxy, startCluster } from '../helpers/processes.js';
 import { tempDir } from '../helpers/tmp.js';
 import { wbInProcess } from '../helpers/wb.js';
 
@@ -113,7 +113,6 @@ describe('wb cluster up (PostgreSQL, JetStream, HAProxy)', { timeout: 240_000 },
   let url = '';
   let skip: string | undefined;
   let cluster: ChildProcess | undefined;
-  let output = '';
   const pids: number[] = [];
 
   before(async () => {
@@ -153,37 +152,19 @@ describe('wb cluster up (PostgreSQL, JetStream, HAProxy)', { timeout: 240_000 },
     const key = (await wbInProcess(dataDir, 'keys', 'create', '--name', 'cluster', '--scope', 'admin', '--oltp', url)).trim();
     assert.match(key, /^wb_/);
 
-    const port = await freePort();
-    const wb = join(__dirname, '..', '..', 'bin', 'wb.cjs');
-    cluster = spawn(
-      process.execPath,
-      [wb, '--data-dir', dataDir, 'cluster', 'up', '--instances', '2', '--port', String(port), '--oltp', url, '--event-log', `${NATS}?stream=${stream}`],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-      cluster!.once('exit', (code, signal) => resolve({ code, signal })),
-    );
-    cluster.stdout!.on('data', (d: Buffer) => (output += d.toString()));
-    cluster.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    await until(
-      'the cluster to be up',
-      async () => {
-        if (cluster!.exitCode !== null) throw new Error(`wb cluster up exited with ${cluster!.exitCode}:\n${output}`);
-        // The instances' lines may arrive after the `cluster up:` line.
-        return /^cluster up: /m.test(output) && (output.match(/^ {2}wb\d pid \d+ /gm) ?? []).length === 2 ? true : undefined;
-      },
-      180_000,
-    );
-    const proxy = `http://127.0.0.1:${port}`;
-    assert.match(output, new RegExp(`^cluster up: ${proxy} \\(haproxy pid \\d+`, 'm'));
-    const pidOf = (re: RegExp) => Number(re.exec(output)?.[1]);
+    const started = await startCluster({ dataDir, instances: 2, oltp: url, eventLog: `${NATS}?stream=${stream}` });
+    cluster = started.child;
+    const { proxy, exited } = started;
+    const port = Number(new URL(proxy).port);
+    assert.match(started.output, new RegExp(`^cluster up: ${proxy} \\(haproxy pid \\d+`, 'm'));
+    const pidOf = (re: RegExp) => Number(re.exec(started.output)?.[1]);
     const haproxyPid = pidOf(/haproxy pid (\d+)/);
     const wb1 = pidOf(/^ {2}wb1 pid (\d+)/m);
     const wb2 = pidOf(/^ {2}wb2 pid (\d+)/m);
     pids.push(haproxyPid, wb1, wb2);
     assert.ok(
       pids.every((p) => Number.isInteger(p) && p > 0 && alive(p)),
-      output,
+      started.output,
     );
     const cfg = readFileSync(join(dataDir, 'cluster', 'haproxy.cfg'), 'utf8');
     assert.match(cfg, new RegExp(`bind 127\\.0\\.0\\.1:${port}\\n`));
@@ -234,7 +215,7 @@ describe('wb cluster up (PostgreSQL, JetStream, HAProxy)', { timeout: 240_000 },
     const killedAt = Date.now();
     while (Date.now() - killedAt < 4000) await send();
     assert.ok(firstTryFailures <= 2, `${firstTryFailures} first tries failed`);
-    await until('the cluster to report wb1 gone', async () => (output.includes(`wb1 (pid ${wb1}) was killed by SIGKILL`) ? true : undefined), 10_000);
+    await until('the cluster to report wb1 gone', async () => (started.output.includes(`wb1 (pid ${wb1}) was killed by SIGKILL`) ? true : undefined), 10_000);
     // The health check has taken it out: every answer is from wb2.
     for (let i = 0; i < 6; i++) assert.ok((await instanceOf()).includes(`:${wb2}:`));
     assert.ok(alive(wb2) && alive(haproxyPid));
@@ -250,8 +231,8 @@ describe('wb cluster up (PostgreSQL, JetStream, HAProxy)', { timeout: 240_000 },
     t.diagnostic(
       `the cluster stopped ${Date.now() - stopStart} ms after SIGTERM; ${sent} events sent, ${firstTryFailures} first tries failed (after the kill)`,
     );
-    assert.equal(code, 0, `wb cluster up exited with ${code ?? signal}:\n${output}`);
-    assert.match(output, new RegExp(`wb2 \\(pid ${wb2}\\) exited with code 0`));
+    assert.equal(code, 0, `wb cluster up exited with ${code ?? signal}:\n${started.output}`);
+    assert.match(started.output, new RegExp(`wb2 \\(pid ${wb2}\\) exited with code 0`));
     for (const pid of pids) assert.ok(!alive(pid), `pid ${pid} still running`);
   });
 });

@@ -33,6 +33,11 @@ export interface FeatureServingOptions {
    * logged with the reason) they are computed from the whole log.
    */
   archive?: string;
+  /**
+   * Brings the local archive up to date first (an instance whose lakehouse is a copy of the blob
+   * store's); a failure is logged and the copy used as it is (a stale copy costs more of the log).
+   */
+  refreshArchive?: () => Promise<void>;
   /** DuckDB's threads for that, in the bootstrap's worker thread (default 1: the other core stays with requests). */
   archiveThreads?: number;
   /** Told how each new set came online (info) and why the archive could not be used (warn). */
@@ -235,6 +240,11 @@ export class FeatureServing {
       return;
     }
     if (this.o.archive && prefix) {
+      try {
+        await this.o.refreshArchive?.();
+      } catch (err) {
+        this.o.logger?.warn({ err }, `the lakehouse archive cannot be brought up to date (${(err as Error).message}); computing from the copy on this machine`);
+      }
       try {
         const report = await this.extend(features, this.o.archive);
         this.o.logger?.info(

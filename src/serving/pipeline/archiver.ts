@@ -2,7 +2,16 @@ import { existsSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { lakeLayout, sourceDir } from '../../workbench/lakehouse/layout.js';
 import { LIVE_SOURCE, LiveArchiveWriter, type LiveArchiveOptions } from '../../workbench/lakehouse/live.js';
+import type { SharedArchive } from '../cluster/shared-archive.js';
 import type { RecordConsumer } from './consumer.js';
+
+export interface ArchiverOptions extends LiveArchiveOptions {
+  /**
+   * The archive in the blob store (instances on several machines): each batch is committed there
+   * before it is moved into the local lakehouse, and archiving resumes after the last commit.
+   */
+  shared?: SharedArchive;
+}
 
 /**
  * The archiver: micro-batches of the log's records, as they are, of the event log into the lakehouse's Parquet archive. Its position is
@@ -12,6 +21,7 @@ import type { RecordConsumer } from './consumer.js';
  * With several instances on one lake it is a singleton (the `wb:archiver` lease): the holder runs it,
  * and each run (each term) opens the writer afresh in `resumeAt`, so a new holder resumes after the
  * last file any holder published, and `close` closes it. The writer's `beforePublish` is the fence.
+ * With a `shared` archive (the blob store) the commits there, not the local files, say how far it got.
  */
 export class Archiver implements RecordConsumer {
   readonly name = 'archiver';
@@ -26,11 +36,11 @@ export class Archiver implements RecordConsumer {
 
   private constructor(
     private readonly lakeDir: string,
-    private readonly options: LiveArchiveOptions,
+    private readonly options: ArchiverOptions,
   ) {}
 
   /** Opens the writer at once (finishing or discarding what a crash left staged); it is reopened on each start after a `close`. */
-  static async open(lakeDir: string, options: LiveArchiveOptions = {}): Promise<Archiver> {
+  static async open(lakeDir: string, options: ArchiverOptions = {}): Promise<Archiver> {
     const archiver = new Archiver(lakeDir, options);
     await archiver.writer();
     return archiver;
@@ -40,16 +50,31 @@ export class Archiver implements RecordConsumer {
    * Opens nothing yet: the writer opens when a runner starts (`resumeAt`). For the service's
    * singleton, whose instance must not touch the shared staging folder before it holds the lease.
    */
-  static unopened(lakeDir: string, options: LiveArchiveOptions = {}): Archiver {
+  static unopened(lakeDir: string, options: ArchiverOptions = {}): Archiver {
     return new Archiver(lakeDir, options);
   }
 
   private async writer(): Promise<LiveArchiveWriter> {
-    return (this.opened ??= await LiveArchiveWriter.open(this.lakeDir, this.options));
+    if (this.opened) return this.opened;
+    const { shared, ...options } = this.options;
+    if (!shared) return (this.opened = await LiveArchiveWriter.open(this.lakeDir, options));
+    const fence = options.beforePublish;
+    const writer = await LiveArchiveWriter.open(this.lakeDir, { ...options, share: (batch) => shared.publish(batch, fence) });
+    try {
+      // A lakehouse archived before the blob store was used is published first; then the local copy
+      // is brought up to the commits, so that it says the same as the blob store.
+      await shared.adopt(this.lakeDir, fence);
+      await shared.sync(this.lakeDir);
+    } catch (err) {
+      writer.close();
+      throw err;
+    }
+    return (this.opened = writer);
   }
 
   async resumeAt(committed: number): Promise<number> {
-    return Math.max(committed, (await this.writer()).resumeAt());
+    const local = (await this.writer()).resumeAt();
+    return Math.max(committed, this.options.shared ? await this.options.shared.end() : local);
   }
 
   /**
@@ -72,7 +97,8 @@ export class Archiver implements RecordConsumer {
         this.quarantined.push(join(aside, date, f));
       }
     }
-    return Math.min(end, (await this.writer()).resumeAt());
+    const local = (await this.writer()).resumeAt();
+    return Math.min(end, this.options.shared ? await this.options.shared.rewind(end) : local);
   }
 
   async handle(records: Uint8Array[], first: number): Promise<void> {

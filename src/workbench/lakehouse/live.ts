@@ -28,6 +28,18 @@ export interface LiveArchiveOptions {
    * batch stays staged; the next holder discards it when it opens).
    */
   beforePublish?: () => Promise<void>;
+  /**
+   * Runs after the fence and before the batch's files are moved into the local archive: the
+   * service's copy to the blob store (a failure leaves the batch out, as a failed write does).
+   */
+  share?: (batch: StagedBatch) => Promise<void>;
+}
+
+/** A batch's Parquet files, staged: `date` is the partition folder (`date=<d>`), `name` the file name. */
+export interface StagedBatch {
+  first: number;
+  last: number;
+  files: { date: string; name: string; path: string }[];
 }
 
 export class LiveArchiveWriter {
@@ -94,9 +106,15 @@ export class LiveArchiveWriter {
     }
     rmSync(input);
     await this.db.run(sql`DROP TABLE live`);
-    // The fence: from here to the renames below nothing awaits, so a stale writer gets past it only
-    // if it is paused for the rest of its term between the check and the renames (a few syscalls).
+    // The fence: from here to the renames below nothing awaits (but `share`, which checks it again
+    // right before its one commit write), so a stale writer gets past it only if it is paused for the
+    // rest of its term between the check and the renames (a few syscalls) or that write.
     await this.options.beforePublish?.();
+    await this.options.share?.({
+      first,
+      last,
+      files: dateColumn.map((date) => ({ date: `date=${date}`, name: `part-${name}.parquet`, path: join(tmp, `date=${date}`, `part-${name}.parquet`) })),
+    });
     const ready = join(this.staging, `${name}.${this.id}.ready`);
     renameSync(tmp, ready);
     this.publish(ready);
