@@ -29,6 +29,7 @@ import { Ingest, type IngestSettings } from './pipeline/ingest.js';
 import { RecentEvents } from './pipeline/recent-events.js';
 import { MemoryOnlineStore } from './features/memory-store.js';
 import { RedisOnlineStore } from './features/redis-store.js';
+import { openJobRuns } from '../workbench/jobs/open-runs.js';
 import { FeatureServing } from './features/serving.js';
 import type { OnlineStore } from './features/store.js';
 import { JobScheduler, type ScheduleEntry } from './jobs/scheduler.js';
@@ -337,10 +338,11 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       })
     : undefined;
   // Job runs are processes of their own: they are told the service's OLTP (its schema on the URL),
-  // so they train on its data and publish to its registry.
+  // so they train on its data, publish to its registry and record their runs where every instance reads them.
   const jobs = new JobScheduler(config.dataDir, config.schedule ?? [], logger, {
     paused: true,
     env: oltp.kind === 'postgres' && config.oltpUrl ? { WB_OLTP_URL: withSearchPath(config.oltpUrl, config.oltpSchema) } : {},
+    runs: await openJobRuns(oltp.kind === 'postgres' ? config.oltpUrl : undefined, config.dataDir, { schema: config.oltpSchema }),
   });
   for (const r of runners) await r.start();
   void deadLetterReports.refreshOpen();

@@ -222,6 +222,9 @@ export {
 
 export { findDag, TRAINING_DAGS } from './jobs/training.js';
 export { runDag, RunStore, type Dag, type Job, type RunRecord } from './jobs/dag.js';
+export { openJobRuns } from './jobs/open-runs.js';
+export { PostgresRunStore } from './jobs/run-store-postgres.js';
+export type { JobRunStore } from './jobs/run-store.js';
 
 // ---------------------------------------------------------------------------------------------
 // Display and progress

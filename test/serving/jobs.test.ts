@@ -78,7 +78,7 @@ describe('training jobs run by the service', { timeout: 180_000 }, () => {
       let scheduled: Run | undefined;
       for (let i = 0; i < 600 && !(scheduled && scheduled.status !== 'running'); i++) {
         await sleep(100);
-        scheduled = scheduler.runs.list({ dag: 'app-churn' }).find((r) => r.trigger === 'schedule') as Run | undefined;
+        scheduled = (await scheduler.runs.list({ dag: 'app-churn' })).find((r) => r.trigger === 'schedule') as Run | undefined;
       }
       assert.equal(scheduled?.status, 'succeeded', lines.slice(-5).join('\n'));
       assert.ok(lines.some((l) => l === 'job run started'));

@@ -31,9 +31,9 @@ export function jobRoutes(scheduler: JobScheduler): Route[] {
       scope: 'read',
       query: RunsQuery,
       responses: { 200: '{ runs: [run] }' },
-      handler: (req, res) => {
+      handler: async (req, res) => {
         const q = parseQuery(RunsQuery, req.query);
-        res.json({ runs: scheduler.runs.list(q) });
+        res.json({ runs: await scheduler.runs.list(q) });
       },
     },
     {
@@ -42,7 +42,7 @@ export function jobRoutes(scheduler: JobScheduler): Route[] {
       summary: 'One job run.',
       scope: 'read',
       responses: { 200: 'the run', 404: 'no such run' },
-      handler: (req, res) => void res.json(scheduler.runs.get(String(req.params.run_id))),
+      handler: async (req, res) => void res.json(await scheduler.runs.get(String(req.params.run_id))),
     },
     {
       method: 'post',

@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
-import { ConflictError, InputError } from '../../workbench/errors.js';
-import { newRunId, RunStore, type RunRecord } from '../../workbench/jobs/dag.js';
+import { ConflictError, InputError, NotFoundError } from '../../workbench/errors.js';
+import { newRunId, type RunRecord } from '../../workbench/jobs/dag.js';
+import { RunStore, type JobRunStore } from '../../workbench/jobs/run-store.js';
 import { findDag } from '../../workbench/jobs/training.js';
 
 export interface ScheduleEntry {
@@ -27,13 +28,19 @@ const WB = resolve(__dirname, '../../../bin/wb.cjs');
  * (the service calls it when it takes the scheduler's lease, and `pause()` when it loses it, which
  * also ends the scheduled runs in flight: the new holder schedules from its own start). Runs started
  * by hand (`start`) run on the instance asked, whatever the lease.
+ *
+ * Run records are in `runs`: the data dir's by default; with a PostgreSQL OLTP the service passes
+ * its `job_runs` table, where its job processes (told WB_OLTP_URL) record, so every instance lists
+ * every run. The scheduler owns the store and closes it in `stop()`.
  */
 export class JobScheduler {
   private readonly running = new Map<string, { runId: string; child: ChildProcess; trigger: string }>();
   private timers: NodeJS.Timeout[] = [];
   private on = false;
   private readonly nextAt = new Map<string, number>();
-  readonly runs: RunStore;
+  readonly runs: JobRunStore;
+  /** Records of dead job processes being written, which `stop()` waits for before closing `runs`. */
+  private readonly recording = new Set<Promise<void>>();
 
   /** The job processes' environment: the service's, with its OLTP (and so its registry) named. */
   private readonly env: NodeJS.ProcessEnv;
@@ -42,10 +49,10 @@ export class JobScheduler {
     private readonly dataDir: string,
     readonly schedule: readonly ScheduleEntry[],
     private readonly log: SchedulerLog,
-    options: { paused?: boolean; env?: Readonly<Record<string, string>> } = {},
+    options: { paused?: boolean; env?: Readonly<Record<string, string>>; runs?: JobRunStore } = {},
   ) {
     this.env = { ...process.env, ...options.env };
-    this.runs = RunStore.forDataDir(dataDir);
+    this.runs = options.runs ?? RunStore.forDataDir(dataDir);
     for (const entry of schedule) findDag(entry.dag);
     if (!options.paused) this.resume();
   }
@@ -109,21 +116,10 @@ export class JobScheduler {
     child.stderr!.on('data', forward);
     child.once('exit', (code, signal) => {
       this.running.delete(dag);
-      let record: RunRecord | undefined;
-      try {
-        record = this.runs.get(runId);
-      } catch {
-        record = undefined;
-      }
-      if (!record || record.status === 'running') {
-        const failed: RunRecord = record ?? { run_id: runId, dag, status: 'failed', started_at: new Date().toISOString(), params, trigger, steps: [] };
-        failed.status = 'failed';
-        failed.ended_at = new Date().toISOString();
-        for (const s of failed.steps) if (s.status === 'running' || s.status === 'pending') s.status = s.status === 'running' ? 'failed' : 'skipped';
-        failed.steps.push({ job: '(process)', status: 'failed', error: `the job process exited with ${signal ?? `code ${code}`} before finishing` });
-        this.runs.save(failed);
-        this.log.error({ dag, runId, code, signal }, 'job run died');
-      } else this.log.info({ dag, runId, status: record.status }, 'job run ended');
+      const recorded = this.recordExit({ runId, dag, trigger, params }, code, signal)
+        .catch((err: unknown) => this.log.error({ err, dag, runId }, 'cannot record the end of a job run'))
+        .finally(() => this.recording.delete(recorded));
+      this.recording.add(recorded);
     });
     return runId;
   }
@@ -138,12 +134,46 @@ export class JobScheduler {
     }));
   }
 
-  /** Stops scheduling and ends running jobs (their runs are recorded as failed). */
+  /** Stops scheduling and ends running jobs (their runs are recorded as failed), then closes `runs`. */
   async stop(): Promise<void> {
     this.on = false;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     await this.end([...this.running.values()]);
+    while (this.recording.size) await Promise.all([...this.recording]);
+    await this.runs.close();
+  }
+
+  /** Marks the run failed when its process died before finishing its record (or before writing one). */
+  private async recordExit(
+    run: { runId: string; dag: string; trigger: string; params: Record<string, string> },
+    code: number | null,
+    signal: NodeJS.Signals | null,
+  ): Promise<void> {
+    const { runId, dag } = run;
+    let record: RunRecord | undefined;
+    try {
+      record = await this.runs.get(runId);
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+      record = undefined;
+    }
+    if (record && record.status !== 'running') return this.log.info({ dag, runId, status: record.status }, 'job run ended');
+    const failed: RunRecord = record ?? {
+      run_id: runId,
+      dag,
+      status: 'failed',
+      started_at: new Date().toISOString(),
+      params: run.params,
+      trigger: run.trigger,
+      steps: [],
+    };
+    failed.status = 'failed';
+    failed.ended_at = new Date().toISOString();
+    for (const s of failed.steps) if (s.status === 'running' || s.status === 'pending') s.status = s.status === 'running' ? 'failed' : 'skipped';
+    failed.steps.push({ job: '(process)', status: 'failed', error: `the job process exited with ${signal ?? `code ${code}`} before finishing` });
+    await this.runs.save(failed);
+    this.log.error({ dag, runId, code, signal }, 'job run died');
   }
 
   private async end(runs: readonly { child: ChildProcess }[]): Promise<void> {

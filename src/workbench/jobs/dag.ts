@@ -1,11 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { registryDir } from '../config.js';
-import { InputError, NotFoundError } from '../errors.js';
-import { writeFileAtomic } from '../files.js';
+import { InputError } from '../errors.js';
 import { ModelRegistry } from '../models/registry.js';
 import { silentProgress, type Progress } from '../progress.js';
+import { RunStore, type JobRunStore, type RunRecord } from './run-store.js';
 
 /**
  * Jobs and DAGs: the same training code as the notebooks, run as steps that depend on each other,
@@ -41,29 +39,7 @@ export interface Dag {
   cleanup?(state: Map<string, unknown>): Promise<void> | void;
 }
 
-export type StepStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'skipped';
-
-export interface StepRecord {
-  job: string;
-  status: StepStatus;
-  started_at?: string;
-  ended_at?: string;
-  outputs?: Record<string, unknown>;
-  error?: string;
-}
-
-/** The record of one DAG run: its parameters, status, and each step with its timing and output. */
-export interface RunRecord {
-  run_id: string;
-  dag: string;
-  status: 'running' | 'succeeded' | 'failed';
-  started_at: string;
-  ended_at?: string;
-  params: Record<string, string>;
-  /** Who started it: `cli`, `schedule`, `api:<key name>`. */
-  trigger: string;
-  steps: StepRecord[];
-}
+export { RunStore, type JobRunStore, type RunFilter, type RunRecord, type StepRecord, type StepStatus } from './run-store.js';
 
 /** The steps in an order where each comes after what it needs; refuses unknown needs and cycles. */
 export function topologicalOrder(dag: Dag): Job[] {
@@ -84,46 +60,6 @@ export function topologicalOrder(dag: Dag): Job[] {
   };
   for (const job of dag.jobs) visit(job, []);
   return order;
-}
-
-/**
- * Where run records live: one JSON file per run, rewritten as steps progress.
- *
- * @example
- * ```ts
- * const runs = RunStore.forDataDir(dataDir());
- * show(runs.list({ dag: 'app-churn', limit: 5 }).map((r) => ({ run: r.run_id, status: r.status })));
- * ```
- */
-export class RunStore {
-  constructor(readonly dir: string) {}
-
-  static forDataDir(dataDir: string): RunStore {
-    return new RunStore(join(dataDir, 'jobs', 'runs'));
-  }
-
-  save(run: RunRecord): void {
-    mkdirSync(this.dir, { recursive: true });
-    writeFileAtomic(join(this.dir, `${run.run_id}.json`), `${JSON.stringify(run, null, 2)}\n`);
-  }
-
-  get(runId: string): RunRecord {
-    if (!/^[a-z0-9-]{1,100}$/.test(runId)) throw new InputError(`${JSON.stringify(runId)} is not a run id`);
-    const path = join(this.dir, `${runId}.json`);
-    if (!existsSync(path)) throw new NotFoundError(`no job run ${runId}`);
-    return JSON.parse(readFileSync(path, 'utf8')) as RunRecord;
-  }
-
-  /** Runs, newest first. */
-  list(filter: { dag?: string; limit?: number } = {}): RunRecord[] {
-    if (!existsSync(this.dir)) return [];
-    const runs = readdirSync(this.dir)
-      .filter((f) => f.endsWith('.json'))
-      .map((f) => JSON.parse(readFileSync(join(this.dir, f), 'utf8')) as RunRecord)
-      .filter((r) => !filter.dag || r.dag === filter.dag)
-      .sort((a, b) => (a.started_at < b.started_at ? 1 : a.started_at > b.started_at ? -1 : 0));
-    return runs.slice(0, filter.limit ?? 50);
-  }
 }
 
 export function newRunId(dag: string): string {
@@ -151,7 +87,8 @@ export async function runDag(
     progress?: Progress;
     trigger?: string;
     runId?: string;
-    store?: RunStore;
+    /** Where the run is recorded (default the data dir's `RunStore`; the CLI passes PostgreSQL's when the OLTP is there). */
+    store?: JobRunStore;
     /** Opens the registry (default the data dir's; the CLI passes the shared one when the OLTP is PostgreSQL). */
     openRegistry?: () => Promise<ModelRegistry>;
   },
@@ -168,7 +105,7 @@ export async function runDag(
     trigger: options.trigger ?? 'cli',
     steps: order.map((j) => ({ job: j.name, status: 'pending' })),
   };
-  store.save(run);
+  await store.save(run);
   const outputs: Record<string, Record<string, unknown>> = {};
   const state = new Map<string, unknown>();
   let opened: Promise<ModelRegistry> | undefined;
@@ -182,7 +119,7 @@ export async function runDag(
       }
       step.status = 'running';
       step.started_at = new Date().toISOString();
-      store.save(run);
+      await store.save(run);
       progress.log(`[${dag.name}] ${job.name}...`);
       try {
         const inputs = Object.fromEntries((job.needs ?? []).map((n) => [n, outputs[n] ?? {}]));
@@ -199,7 +136,7 @@ export async function runDag(
         progress.log(`[${dag.name}] ${job.name} FAILED: ${step.error}`);
       }
       step.ended_at = new Date().toISOString();
-      store.save(run);
+      await store.save(run);
     }
   } finally {
     await dag.cleanup?.(state);
@@ -207,7 +144,7 @@ export async function runDag(
   }
   if (run.status === 'running') run.status = 'succeeded';
   run.ended_at = new Date().toISOString();
-  store.save(run);
+  await store.save(run);
   return run;
 }
 

@@ -43,15 +43,13 @@ describe('DAGs', () => {
       ['succeeded', 'succeeded', 'failed', 'skipped'],
     );
     assert.equal(run.steps[2]!.error, 'no data for three');
-    const stored = RunStore.forDataDir(dir).get(run.run_id);
+    const stored = await RunStore.forDataDir(dir).get(run.run_id);
     assert.deepEqual(stored, run);
     assert.deepEqual(
-      RunStore.forDataDir(dir)
-        .list({ dag: 'demo' })
-        .map((r) => r.run_id),
+      (await RunStore.forDataDir(dir).list({ dag: 'demo' })).map((r) => r.run_id),
       [run.run_id],
     );
-    assert.throws(() => RunStore.forDataDir(dir).get('../../etc/passwd'), /is not a run id/);
+    await assert.rejects(RunStore.forDataDir(dir).get('../../etc/passwd'), /is not a run id/);
   });
 });
 
