@@ -98,6 +98,11 @@ export interface ServiceConfig {
   metrics?: Metric[];
   /** How often running experiments are evaluated for automatic decisions (ms); default 2000. */
   decideEveryMs?: number;
+  /**
+   * The decider's sweep for exposures lost when an instance stopped between assigning a user and
+   * logging the exposure: how often (ms, default 15000) and how old a claim must be (ms, default 60000).
+   */
+  exposureSweep?: { everyMs?: number; graceMs?: number };
   /** URL that receives each alert as a JSON POST. */
   alertWebhook?: string;
   /** The metrics watched for anomalies and their detector settings (a settings file and the CLI's overrides). */
@@ -407,10 +412,13 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     });
   // Every instance evaluates experiments (for its reports); the holder alone acts, fenced.
   const deciderLease = singleton('wb:decider');
-  experiments.start((keys) => ingest.ingest([], { internal: true, expose: keys }), config.decideEveryMs, {
-    term: () => deciderLease.term,
-    guard: (term) => fence('wb:decider', term.token),
-  });
+  experiments.start(
+    (keys) => ingest.ingest([], { internal: true, expose: keys }),
+    config.decideEveryMs,
+    { term: () => deciderLease.term, guard: (term) => fence('wb:decider', term.token) },
+    // The decider's holder also logs exposures that an instance which stopped mid-assignment never did.
+    { logEnd: () => log.next(), ...config.exposureSweep },
+  );
   for (const lease of singletons.values()) lease.start();
   if (leases.kind === 'embedded') {
     // Alone, this instance takes every lease at once: the singletons run before it answers, as before leases.

@@ -301,6 +301,25 @@ export class Assigner {
     return { experiment: e.key, arm: stored, reason: this.isUnlogged({ experiment: e.key, user_id: user.user_id }) ? 'assigned' : 'existing' };
   }
 
+  /**
+   * Takes over the exposures of claims whose winner never logged them (an instance that stopped in
+   * between, or this process before a restart): each becomes owed here, as the exact event the
+   * winner would have logged (same event_id), for the next `logExposures` to carry. Returns the
+   * ones taken over; a claim this process won and still owes is left as it is.
+   */
+  adopt(assignments: readonly Assignment[]): ExposureKey[] {
+    const adopted: ExposureKey[] = [];
+    for (const a of assignments) {
+      const users = this.sticky.get(a.experiment);
+      if (users && !users.has(a.user_id)) users.set(a.user_id, a.arm);
+      const k = keyOf(a.experiment, a.user_id);
+      if (this.unlogged.has(k)) continue;
+      this.unlogged.set(k, { exposure: exposureEvent(a.experiment, a.user_id, a.arm, a.assigned_at) });
+      adopted.push({ experiment: a.experiment, user_id: a.user_id });
+    }
+    return adopted;
+  }
+
   /** Whether a user's exposure still has to reach the log. */
   isUnlogged(x: ExposureKey): boolean {
     return this.unlogged.has(keyOf(x.experiment, x.user_id));

@@ -12,12 +12,20 @@ import { Assigner, type ArmAnswer, type ExposureKey } from './assigner.js';
 import { unavailable } from '../errors.js';
 import { Decider, type AliasMover } from './decider.js';
 import { Experiments } from './experiments.js';
+import { LostExposures, type LostExposureOptions } from './lost-exposures.js';
 import { ExperimentTracker } from './tracker.js';
 
 /** The decider's lease, as the platform needs it: the current term while held, and the fence of a term's writes. */
 export interface DecidingLease {
   term(): LeaseTerm | undefined;
   guard(term: LeaseTerm): WriteGuard;
+}
+
+/** The sweep for exposures lost between a claim and its append: the log's end (the service's log), its pace and grace period. */
+export interface ExposureSweep extends LostExposureOptions {
+  logEnd: () => Promise<number>;
+  /** Default 15 s. */
+  everyMs?: number;
 }
 
 /**
@@ -32,6 +40,9 @@ export class ExperimentPlatform {
   private timer: NodeJS.Timeout | undefined;
   private evaluating: Promise<void> | undefined;
   private deciding: DecidingLease | undefined;
+  private lost: LostExposures | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private sweeping: Promise<number> | undefined;
 
   private constructor(
     readonly experiments: Experiments,
@@ -77,11 +88,50 @@ export class ExperimentPlatform {
    * decision loop's pace, and the lease it acts under (without one it always acts, as a single
    * service does): every instance evaluates, for its reports; only the holder acts, fenced.
    */
-  start(logExposures: (keys: ExposureKey[]) => Promise<unknown>, decideEveryMs = 2_000, deciding?: DecidingLease): void {
+  start(logExposures: (keys: ExposureKey[]) => Promise<unknown>, decideEveryMs = 2_000, deciding?: DecidingLease, sweep?: ExposureSweep): void {
     this.logExposures = logExposures;
     this.deciding = deciding;
     this.timer = setInterval(() => void this.evaluate(), decideEveryMs);
     this.timer.unref();
+    if (sweep) {
+      const { logEnd, everyMs = 15_000, ...options } = sweep;
+      const deps = { oltp: this.oltp, experiments: this.experiments, tracker: this.tracker, assigner: this.assigner, logger: this.logger, logEnd };
+      this.lost = new LostExposures({ ...deps, logExposures: (keys) => this.logExposures(keys) }, options);
+      this.sweepTimer = setInterval(() => void this.sweepLostExposures(), everyMs);
+      this.sweepTimer.unref();
+    }
+  }
+
+  /** Exposures re-logged by this instance's sweeps (each: an instance stopped between a claim and its append). */
+  get reloggedExposures(): number {
+    return this.lost?.relogged ?? 0;
+  }
+
+  /**
+   * Logs the exposures of users whose assigning instance stopped before logging them (see
+   * LostExposures): only while this instance holds the decider's lease (or has none to hold), one
+   * sweep at a time. Resolves with how many it re-logged.
+   */
+  sweepLostExposures(): Promise<number> {
+    if (!this.sweeping) {
+      // Cleared in a callback, after the assignment, even when the sweep ends without waiting for anything.
+      const run = this.sweepOnce().finally(() => {
+        if (this.sweeping === run) this.sweeping = undefined;
+      });
+      this.sweeping = run;
+    }
+    return this.sweeping;
+  }
+
+  private async sweepOnce(): Promise<number> {
+    try {
+      const term = this.deciding?.term();
+      if (!this.lost || (this.deciding && !term)) return 0;
+      return await this.lost.sweep(term?.signal);
+    } catch (err) {
+      this.logger.error({ err }, 'the sweep for lost experiment exposures failed; retrying on the next tick');
+      return 0;
+    }
   }
 
   /**
@@ -109,7 +159,9 @@ export class ExperimentPlatform {
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    clearInterval(this.sweepTimer);
     await this.evaluating;
+    await this.sweeping;
   }
 
   /**

@@ -219,6 +219,19 @@ export class ExperimentTracker implements EventConsumer {
     return s ? s.timeline.map((p) => toStats(s, p.arms, p.at)) : [];
   }
 
+  /** The log offset the statistics stand at: every record before it is counted. */
+  get position(): number {
+    return this.state.offset;
+  }
+
+  /**
+   * Whether the user's exposure to the experiment is counted. A user enters once: a second exposure
+   * of theirs (a re-logged one whose original landed after all) changes nothing.
+   */
+  exposed(key: string, user_id: string): boolean {
+    return this.state.experiments[key]?.members[user_id] !== undefined;
+  }
+
   /** Users in the experiment, by arm. */
   exposures(key: string): Record<string, number> {
     const s = this.state.experiments[key];

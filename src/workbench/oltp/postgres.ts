@@ -1,11 +1,14 @@
 import pg from 'pg';
-import { ident, join, sql, type Sql } from '../sql.js';
+import { ident, join, raw, sql, type Sql } from '../sql.js';
 import { ConflictError } from '../errors.js';
 import {
   TABLE_COLUMNS,
   isoInstant,
   versionConflict,
   type Assignment,
+  type ClaimCursor,
+  type ClaimPage,
+  type ClaimedAssignment,
   type ExperimentChange,
   type ExperimentRecord,
   type OltpStore,
@@ -37,6 +40,7 @@ CREATE TABLE IF NOT EXISTS assignments (
   user_id     TEXT NOT NULL,
   arm         TEXT NOT NULL,
   assigned_at TIMESTAMPTZ NOT NULL,
+  claimed_at  TIMESTAMPTZ,
   PRIMARY KEY (experiment, user_id)
 );
 CREATE TABLE IF NOT EXISTS experiments (
@@ -56,6 +60,12 @@ CREATE TABLE IF NOT EXISTS experiment_changes (
   PRIMARY KEY (key, version)
 );
 `;
+
+/**
+ * A claim's time: the transaction's start on the database's clock (one clock for every instance),
+ * to the millisecond so that it comes back from JavaScript's Date as it is stored (a page's cursor).
+ */
+const CLAIMED_NOW = raw("date_trunc('milliseconds', now())");
 
 const KEY_COLUMNS: Record<TableName, readonly string[]> = {
   users: ['user_id'],
@@ -103,6 +113,15 @@ export class PostgresOltp implements OltpStore {
       try {
         if (this.schema) await this.pool.query(sql`CREATE SCHEMA IF NOT EXISTS ${ident(this.schema)}`.toString());
         await this.pool.query(SCHEMA);
+        // Tables made before claims were timed gain the column (their rows keep it empty: never swept
+        // for lost exposures). Looked up first: ALTER TABLE and CREATE INDEX lock the table against
+        // claims even when there is nothing to do, and every instance migrates on start.
+        const { rows } = await this.pool.query(
+          `SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'assignments' AND column_name = 'claimed_at') AS timed,
+                  to_regclass('assignments_by_claim') IS NOT NULL AS indexed`,
+        );
+        if (!rows[0].timed) await this.pool.query('ALTER TABLE assignments ADD COLUMN IF NOT EXISTS claimed_at TIMESTAMPTZ');
+        if (!rows[0].indexed) await this.pool.query('CREATE INDEX IF NOT EXISTS assignments_by_claim ON assignments (claimed_at, experiment, user_id)');
         return;
       } catch (err) {
         // Once the winner of the race has committed, the statements find everything there.
@@ -147,8 +166,8 @@ export class PostgresOltp implements OltpStore {
   async insertAssignmentsIfAbsent(rows: readonly Assignment[]): Promise<Assignment[]> {
     if (rows.length === 0) return [];
     await this.inChunks(rows, (chunk) => {
-      const values = chunk.map((a) => sql`(${a.experiment}, ${a.user_id}, ${a.arm}, ${isoInstant(a.assigned_at)}::timestamptz)`);
-      return sql`INSERT INTO assignments (experiment, user_id, arm, assigned_at) VALUES ${join(values)} ON CONFLICT (experiment, user_id) DO NOTHING`;
+      const values = chunk.map((a) => sql`(${a.experiment}, ${a.user_id}, ${a.arm}, ${isoInstant(a.assigned_at)}::timestamptz, ${CLAIMED_NOW})`);
+      return sql`INSERT INTO assignments (experiment, user_id, arm, assigned_at, claimed_at) VALUES ${join(values)} ON CONFLICT (experiment, user_id) DO NOTHING`;
     });
     const stored = new Map<string, Assignment>();
     for (const experiment of new Set(rows.map((r) => r.experiment))) {
@@ -172,10 +191,12 @@ export class PostgresOltp implements OltpStore {
     try {
       await client.query('BEGIN');
       for (let i = 0; i < ordered.length; i += 1000) {
-        const values = ordered.slice(i, i + 1000).map((a) => sql`(${a.experiment}, ${a.user_id}, ${a.arm}, ${isoInstant(a.assigned_at)}::timestamptz)`);
+        const values = ordered
+          .slice(i, i + 1000)
+          .map((a) => sql`(${a.experiment}, ${a.user_id}, ${a.arm}, ${isoInstant(a.assigned_at)}::timestamptz, ${CLAIMED_NOW})`);
         // RETURNING lists only the rows this statement inserted: a row another transaction committed
         // first (or is committing: the insert waits for it) is skipped, so each pair has one winner.
-        const { text, params } = sql`INSERT INTO assignments (experiment, user_id, arm, assigned_at) VALUES ${join(values)}
+        const { text, params } = sql`INSERT INTO assignments (experiment, user_id, arm, assigned_at, claimed_at) VALUES ${join(values)}
           ON CONFLICT (experiment, user_id) DO NOTHING RETURNING experiment, user_id`.toParameterized('dollar');
         for (const r of (await client.query(text, params)).rows as { experiment: string; user_id: string }[]) claimed.add(`${r.experiment}\u0000${r.user_id}`);
       }
@@ -205,6 +226,30 @@ export class PostgresOltp implements OltpStore {
         ])
       : await this.pool.query('SELECT * FROM assignments WHERE experiment = $1 ORDER BY user_id', [experiment]);
     return rows.map(toAssignment);
+  }
+
+  async claimedAssignments(query: {
+    experiments: readonly string[];
+    after?: ClaimCursor;
+    until?: string;
+    olderThanMs?: number;
+    limit: number;
+  }): Promise<ClaimPage> {
+    let until = query.until === undefined ? undefined : isoInstant(query.until);
+    if (until === undefined) {
+      // The database's clock, which timed the claims (every instance's claims, whatever their own clocks say).
+      const q = sql`SELECT date_trunc('milliseconds', now()) - make_interval(secs => ${(query.olderThanMs ?? 0) / 1000}) AS until`.toParameterized('dollar');
+      until = isoInstant((await this.pool.query(q.text, q.params)).rows[0].until as Date);
+    }
+    if (query.experiments.length === 0) return { rows: [], until };
+    const after = query.after
+      ? sql`AND (claimed_at, experiment, user_id) > (${isoInstant(query.after.claimed_at)}::timestamptz, ${query.after.experiment}, ${query.after.user_id})`
+      : sql``;
+    const q = sql`SELECT experiment, user_id, arm, assigned_at, claimed_at FROM assignments
+      WHERE claimed_at IS NOT NULL AND claimed_at <= ${until}::timestamptz AND experiment = ANY(${[...query.experiments]}::text[]) ${after}
+      ORDER BY claimed_at, experiment, user_id LIMIT ${query.limit}`.toParameterized('dollar');
+    const { rows } = await this.pool.query(q.text, q.params);
+    return { rows: rows.map((r): ClaimedAssignment => ({ ...toAssignment(r), claimed_at: isoInstant(r.claimed_at as Date) })), until };
   }
 
   async saveExperiment(record: ExperimentRecord, change: string, guard?: WriteGuard): Promise<void> {

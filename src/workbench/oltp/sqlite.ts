@@ -1,13 +1,16 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { ident, sql, type Sql } from '../sql.js';
+import { ident, join, sql, type Sql } from '../sql.js';
 import { ConflictError } from '../errors.js';
 import {
   TABLE_COLUMNS,
   isoInstant,
   versionConflict,
   type Assignment,
+  type ClaimCursor,
+  type ClaimPage,
+  type ClaimedAssignment,
   type ExperimentChange,
   type ExperimentRecord,
   type OltpStore,
@@ -39,6 +42,7 @@ CREATE TABLE IF NOT EXISTS assignments (
   user_id     TEXT NOT NULL,
   arm         TEXT NOT NULL,
   assigned_at TEXT NOT NULL,
+  claimed_at  TEXT,
   PRIMARY KEY (experiment, user_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS experiments (
@@ -80,6 +84,10 @@ export class SqliteOltp implements OltpStore {
 
   async migrate(): Promise<void> {
     this.db.exec(SCHEMA);
+    // Tables made before claims were timed gain the column; their rows keep it empty (never swept for lost exposures).
+    const columns = this.db.prepare('PRAGMA table_info(assignments)').all() as { name: string }[];
+    if (!columns.some((c) => c.name === 'claimed_at')) this.db.exec('ALTER TABLE assignments ADD COLUMN claimed_at TEXT');
+    this.db.exec('CREATE INDEX IF NOT EXISTS assignments_by_claim ON assignments (claimed_at, experiment, user_id)');
   }
 
   async upsertUsers(users: readonly User[]): Promise<void> {
@@ -123,12 +131,13 @@ export class SqliteOltp implements OltpStore {
 
   async insertAssignmentsIfAbsent(rows: readonly Assignment[]): Promise<Assignment[]> {
     const insert = this.db.prepare(
-      'INSERT INTO assignments (experiment, user_id, arm, assigned_at) VALUES (?, ?, ?, ?) ON CONFLICT (experiment, user_id) DO NOTHING',
+      'INSERT INTO assignments (experiment, user_id, arm, assigned_at, claimed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (experiment, user_id) DO NOTHING',
     );
+    const claimedAt = new Date().toISOString();
     const read = this.db.prepare('SELECT experiment, user_id, arm, assigned_at FROM assignments WHERE experiment = ? AND user_id = ?');
     return this.db.transaction((batch: readonly Assignment[]) =>
       batch.map((a) => {
-        insert.run(a.experiment, a.user_id, a.arm, isoInstant(a.assigned_at));
+        insert.run(a.experiment, a.user_id, a.arm, isoInstant(a.assigned_at), claimedAt);
         return read.get(a.experiment, a.user_id) as Assignment;
       }),
     )(rows);
@@ -136,12 +145,14 @@ export class SqliteOltp implements OltpStore {
 
   async claimAssignments(rows: readonly Assignment[]): Promise<{ assignment: Assignment; claimed: boolean }[]> {
     const insert = this.db.prepare(
-      'INSERT INTO assignments (experiment, user_id, arm, assigned_at) VALUES (?, ?, ?, ?) ON CONFLICT (experiment, user_id) DO NOTHING',
+      'INSERT INTO assignments (experiment, user_id, arm, assigned_at, claimed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (experiment, user_id) DO NOTHING',
     );
+    // The process's clock is the database's: this embedded file has no other writer's clock to agree with.
+    const claimedAt = new Date().toISOString();
     const read = this.db.prepare('SELECT experiment, user_id, arm, assigned_at FROM assignments WHERE experiment = ? AND user_id = ?');
     return this.db.transaction((batch: readonly Assignment[]) =>
       batch.map((a) => {
-        const claimed = insert.run(a.experiment, a.user_id, a.arm, isoInstant(a.assigned_at)).changes === 1;
+        const claimed = insert.run(a.experiment, a.user_id, a.arm, isoInstant(a.assigned_at), claimedAt).changes === 1;
         return { assignment: read.get(a.experiment, a.user_id) as Assignment, claimed };
       }),
     )(rows);
@@ -154,6 +165,25 @@ export class SqliteOltp implements OltpStore {
         .all(experiment) as Assignment[];
     const read = this.db.prepare('SELECT experiment, user_id, arm, assigned_at FROM assignments WHERE experiment = ? AND user_id = ?');
     return [...new Set(userIds)].sort().flatMap((id) => (read.get(experiment, id) as Assignment | undefined) ?? []);
+  }
+
+  async claimedAssignments(query: {
+    experiments: readonly string[];
+    after?: ClaimCursor;
+    until?: string;
+    olderThanMs?: number;
+    limit: number;
+  }): Promise<ClaimPage> {
+    const until = isoInstant(query.until ?? new Date(Date.now() - (query.olderThanMs ?? 0)));
+    if (query.experiments.length === 0) return { rows: [], until };
+    // ISO instants to the millisecond, all in one form: their text order is their time order.
+    const after = query.after
+      ? sql`AND (claimed_at, experiment, user_id) > (${isoInstant(query.after.claimed_at)}, ${query.after.experiment}, ${query.after.user_id})`
+      : sql``;
+    const q = sql`SELECT experiment, user_id, arm, assigned_at, claimed_at FROM assignments
+      WHERE claimed_at IS NOT NULL AND claimed_at <= ${until} AND experiment IN (${join(query.experiments)}) ${after}
+      ORDER BY claimed_at, experiment, user_id LIMIT ${query.limit}`.toParameterized('question');
+    return { rows: this.db.prepare(q.text).all(...q.params) as ClaimedAssignment[], until };
   }
 
   async saveExperiment(record: ExperimentRecord, change: string, guard?: WriteGuard): Promise<void> {
@@ -192,7 +222,10 @@ export class SqliteOltp implements OltpStore {
   }
 
   async *scan<T extends TableName>(table: T, batchSize = 10_000): AsyncIterable<TableRows[T][]> {
-    const q = sql`SELECT * FROM ${tableIdent(table)} ${KEY_ORDER[table]}`.toParameterized('question');
+    // The interface's columns only (assignments also keep their claim time, which is the service's business).
+    const from = tableIdent(table);
+    const columns = join(Object.keys(TABLE_COLUMNS[table]).map((c) => ident(c)));
+    const q = sql`SELECT ${columns} FROM ${from} ${KEY_ORDER[table]}`.toParameterized('question');
     let batch: TableRows[T][] = [];
     for (const row of this.db.prepare(q.text).iterate(...q.params)) {
       batch.push(row as TableRows[T]);

@@ -37,6 +37,25 @@ export interface Assignment {
   assigned_at: string;
 }
 
+/**
+ * An assignment with the instant the database stored it (its claim), on the database's clock. It is
+ * not `assigned_at`, which is the time of the event that assigned the user (ingest takes events up
+ * to 30 days late): only the claim's own time says how long ago its exposure was due in the log.
+ */
+export interface ClaimedAssignment extends Assignment {
+  /** ISO-8601 UTC instant, to the millisecond. */
+  claimed_at: string;
+}
+
+/** Where a pass over claims stands: the last row of a page (the next page starts after it), or an instant with empty keys. */
+export type ClaimCursor = Pick<ClaimedAssignment, 'claimed_at' | 'experiment' | 'user_id'>;
+
+/** A page of `claimedAssignments`, with the cutoff it was read up to: the later pages of one pass give it back as `until`. */
+export interface ClaimPage {
+  rows: ClaimedAssignment[];
+  until: string;
+}
+
 /** An experiment's current definition (JSON text), with an optimistic-concurrency version. */
 export interface ExperimentRecord {
   key: string;
@@ -97,6 +116,13 @@ export interface OltpStore {
   claimAssignments(rows: readonly Assignment[]): Promise<{ assignment: Assignment; claimed: boolean }[]>;
   /** An experiment's assignments, of the given users or of all. */
   getAssignments(experiment: string, userIds?: readonly string[]): Promise<Assignment[]>;
+  /**
+   * The assignments of `experiments` by when the database stored them: claimed after `after` and
+   * no later than `until` (default: the database's now less `olderThanMs`, returned as the page's
+   * `until`), oldest claim first, then by experiment and user, at most `limit` rows. Rows stored
+   * before claims were timed (no claimed_at) are never listed.
+   */
+  claimedAssignments(query: { experiments: readonly string[]; after?: ClaimCursor; until?: string; olderThanMs?: number; limit: number }): Promise<ClaimPage>;
   /**
    * Writes an experiment's definition and appends the change to its history, in one transaction.
    * `record.version` must be one more than the stored version (1 for a new key); otherwise nothing

@@ -135,6 +135,66 @@ export function oltpConformance(name: string, open: () => Promise<OltpStore | st
       }
     });
 
+    it('lists assignments by when they were claimed, in pages, up to a cutoff on the database clock', async () => {
+      const a = (experiment: string, user_id: string, at = '2020-01-01T00:00:00.000Z'): Assignment => ({
+        experiment,
+        user_id,
+        arm: 'control',
+        assigned_at: at,
+      });
+      const none = await subject.store.claimedAssignments({ experiments: ['timed-1'], limit: 10 });
+      assert.deepEqual(none.rows, []);
+      // An event from long ago assigns a user now: the claim's time is the database's now, not the event's.
+      const before = Date.now();
+      await subject.store.claimAssignments([a('timed-1', 'b'), a('timed-1', 'a'), a('timed-2', 'c'), a('untimed-other', 'x')]);
+      // A later claim, a later millisecond (claim times are kept to the millisecond).
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      await subject.store.insertAssignmentsIfAbsent([a('timed-1', 'd', '2024-06-01T00:00:00.000Z')]);
+      const all = await subject.store.claimedAssignments({ experiments: ['timed-1', 'timed-2'], limit: 10 });
+      assert.deepEqual(
+        all.rows.map((r) => `${r.experiment}/${r.user_id}`).slice(0, 3),
+        ['timed-1/a', 'timed-1/b', 'timed-2/c'],
+        'one claim: one time, then by experiment and user',
+      );
+      assert.deepEqual(
+        all.rows.map((r) => `${r.experiment}/${r.user_id}`),
+        ['timed-1/a', 'timed-1/b', 'timed-2/c', 'timed-1/d'],
+      );
+      for (const r of all.rows) {
+        assert.match(r.claimed_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+        assert.ok(Math.abs(Date.parse(r.claimed_at) - before) < 60_000, `${r.claimed_at} is about now`);
+      }
+      assert.deepEqual(all.rows[0], { ...a('timed-1', 'a'), claimed_at: all.rows[0]!.claimed_at });
+      assert.ok(all.rows[3]!.claimed_at > all.rows[0]!.claimed_at);
+      // Pages: each continues after the last row of the one before, up to the first page's cutoff.
+      const first = await subject.store.claimedAssignments({ experiments: ['timed-1', 'timed-2'], limit: 2 });
+      assert.deepEqual(first.rows, all.rows.slice(0, 2));
+      const second = await subject.store.claimedAssignments({ experiments: ['timed-1', 'timed-2'], after: first.rows[1]!, until: first.until, limit: 2 });
+      assert.deepEqual(second.rows, all.rows.slice(2, 4));
+      assert.equal(second.until, first.until);
+      const third = await subject.store.claimedAssignments({ experiments: ['timed-1', 'timed-2'], after: second.rows[1]!, until: first.until, limit: 2 });
+      assert.deepEqual(third.rows, []);
+      // A bare instant as the cursor, and a cutoff: claims newer than the cutoff wait for a later pass.
+      const since = await subject.store.claimedAssignments({
+        experiments: ['timed-1'],
+        after: { claimed_at: all.rows[0]!.claimed_at, experiment: '', user_id: '' },
+        limit: 10,
+      });
+      assert.deepEqual(
+        since.rows.map((r) => r.user_id),
+        ['a', 'b', 'd'],
+      );
+      const old = await subject.store.claimedAssignments({ experiments: ['timed-1', 'timed-2'], olderThanMs: 3_600_000, limit: 10 });
+      assert.deepEqual(old.rows, []);
+      assert.ok(Date.parse(old.until) <= Date.now() - 3_500_000);
+      assert.deepEqual((await subject.store.claimedAssignments({ experiments: [], limit: 10 })).rows, []);
+      // The claim time is the service's own: the interface's rows (and the replica) do not carry it.
+      assert.deepEqual(await subject.store.getAssignments('timed-2'), [a('timed-2', 'c')]);
+      const scanned: Assignment[] = [];
+      for await (const batch of subject.store.scan('assignments')) scanned.push(...batch.filter((x) => x.experiment === 'timed-2'));
+      assert.deepEqual(scanned, [a('timed-2', 'c')]);
+    });
+
     it('writes experiments only against the version they were read at, with a history of every change', async () => {
       const rec = (version: number, by: string, definition = `{"v":${version}}`): ExperimentRecord => ({
         key: 'checkout',

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +22,24 @@ describe('openOltp', () => {
     const b = await openOltp(`sqlite:${join(dir, 'oltp.sqlite')}`, '/nonexistent');
     assert.equal(await b.count('users'), 1);
     await b.close();
+  });
+
+  it('times the claims of a table made before claims were timed; its older rows are never listed as claimed', async () => {
+    const file = join(dir, 'untimed.sqlite');
+    const old = new Database(file);
+    old.exec(`CREATE TABLE assignments (experiment TEXT NOT NULL, user_id TEXT NOT NULL, arm TEXT NOT NULL, assigned_at TEXT NOT NULL,
+      PRIMARY KEY (experiment, user_id)) WITHOUT ROWID`);
+    old.prepare('INSERT INTO assignments VALUES (?, ?, ?, ?)').run('exp', 'old', 'a', '2025-01-01T00:00:00.000Z');
+    old.close();
+    const store = await openOltp(file, dir);
+    await store.claimAssignments([{ experiment: 'exp', user_id: 'new', arm: 'b', assigned_at: '2025-01-02T00:00:00.000Z' }]);
+    assert.deepEqual(
+      (await store.claimedAssignments({ experiments: ['exp'], limit: 10 })).rows.map((r) => r.user_id),
+      ['new'],
+    );
+    assert.equal((await store.getAssignments('exp')).length, 2);
+    await store.migrate();
+    await store.close();
   });
 
   it('refuses a URL scheme it does not know, naming the setting', async () => {
