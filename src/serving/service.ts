@@ -417,7 +417,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     config.decideEveryMs,
     { term: () => deciderLease.term, guard: (term) => fence('wb:decider', term.token) },
     // The decider's holder also logs exposures that an instance which stopped mid-assignment never did.
-    { logEnd: () => log.next(), ...config.exposureSweep },
+    { logEnd: () => log.next(), onRelogged: (count) => metrics.exposuresRelogged.inc(count), ...config.exposureSweep },
   );
   for (const lease of singletons.values()) lease.start();
   if (leases.kind === 'embedded') {

@@ -26,6 +26,8 @@ export interface LostExposureOptions {
   catchUpMs?: number;
   /** Default PAGE_ROWS. */
   pageRows?: number;
+  /** Told how many exposures each sweep re-logged (when it re-logged any): the service's counter on /metrics. */
+  onRelogged?: (count: number) => void;
 }
 
 export interface LostExposureDeps {
@@ -70,6 +72,7 @@ export class LostExposures {
   private readonly graceMs: number;
   private readonly catchUpMs: number;
   private readonly pageRows: number;
+  private readonly onRelogged: ((count: number) => void) | undefined;
 
   constructor(
     private readonly deps: LostExposureDeps,
@@ -78,6 +81,7 @@ export class LostExposures {
     this.graceMs = options.graceMs ?? DEFAULT_EXPOSURE_GRACE_MS;
     this.catchUpMs = options.catchUpMs ?? CATCH_UP_MS;
     this.pageRows = options.pageRows ?? PAGE_ROWS;
+    this.onRelogged = options.onRelogged;
   }
 
   /**
@@ -134,6 +138,7 @@ export class LostExposures {
     if (unlogged.length > 0) throw unavailable(`${unlogged.length} lost exposures could not be logged yet; the next sweep tries again`);
     if (adopted.length > 0) {
       this.relogged += adopted.length;
+      this.onRelogged?.(adopted.length);
       const byExperiment = dict<number>();
       for (const x of adopted) byExperiment[x.experiment] = (byExperiment[x.experiment] ?? 0) + 1;
       this.deps.logger.warn(

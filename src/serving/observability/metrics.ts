@@ -118,6 +118,11 @@ export class Metrics {
     help: 'Events the live aggregates counted per event name only, their cohort cells over the cell budget',
     registers: [this.registry],
   });
+  readonly exposuresRelogged = new Counter({
+    name: 'wb_experiment_exposures_relogged_total',
+    help: "Experiment exposures the decider's holder logged for an instance that stopped between assigning a user and logging the exposure",
+    registers: [this.registry],
+  });
   readonly droppedSeries = new Counter({
     name: 'wb_timeseries_dropped_total',
     help: 'Points refused by the time-series store because of its series cap',

@@ -232,6 +232,8 @@ describe('the service sweeps for lost exposures on the holder of wb:decider', ()
       await oltp.claimAssignments([{ experiment: 'exp', user_id: 'dead', arm: armOf('dead'), assigned_at: new Date().toISOString() }]);
       await until('the lost exposure to be counted', async () => t.service.experiments.tracker.exposed('exp', 'dead') || undefined);
       assert.equal(t.service.experiments.reloggedExposures, 1);
+      const metrics = await (await t.call('/metrics', { key: t.keys.read })).text();
+      assert.match(metrics, /^wb_experiment_exposures_relogged_total 1$/m, 'operators see it on /metrics');
     } finally {
       await oltp.close();
       await t.stop();
