@@ -64,6 +64,7 @@ export class ExperimentPlatform {
     this.tracker = new ExperimentTracker(definition, experiments.metrics, {
       snapshotPath: join(instanceDir, 'consumers', 'experiments.snapshot'),
       warn: (m) => logger.warn(m),
+      refresh: () => experiments.refresh(),
     });
     this.decider = new Decider(experiments, this.tracker, alerts, logger, models, clock);
   }

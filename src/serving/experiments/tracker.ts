@@ -139,6 +139,9 @@ function establish(s: ExperimentState, i: number, which: 0 | 1, value: number): 
  * milliseconds at a time while the runner waits for `handle` (so the state stands still), and
  * written and synced on libuv's threads while the next batches are applied.
  */
+/** How long an experiment key that a refresh did not find is taken as unknown before the definitions are read for it again. */
+const REFRESH_UNKNOWN_MS = 5_000;
+
 export class ExperimentTracker implements EventConsumer {
   readonly name = 'experiments';
   private state: Snapshot = { offset: 0, experiments: dict(), history: [] };
@@ -154,7 +157,17 @@ export class ExperimentTracker implements EventConsumer {
   constructor(
     private readonly definition: (key: string) => Experiment | undefined,
     private readonly metrics: ReadonlyMap<string, Metric>,
-    private readonly options: { snapshotPath: string; snapshotEveryMs?: number; warn?: (message: string) => void },
+    private readonly options: {
+      snapshotPath: string;
+      snapshotEveryMs?: number;
+      warn?: (message: string) => void;
+      /**
+       * Reads the experiment definitions again: called before a batch holding an exposure to an
+       * experiment this instance does not know yet (created on another instance moments ago, its
+       * notification not here yet), which would otherwise be dropped.
+       */
+      refresh?: () => Promise<void>;
+    },
   ) {
     this.maxPreMs = Math.max(0, ...[...metrics.values()].map((m) => m.preExposureDays)) * DAY_MS;
     for (const m of metrics.values()) {
@@ -191,7 +204,9 @@ export class ExperimentTracker implements EventConsumer {
 
   async handle(events: EnrichedEvent[], first: number): Promise<void> {
     // A batch handed again (the runner retries after a failure, even one part-way through) is applied only from where the state stands.
-    for (let i = Math.max(0, this.state.offset - first); i < events.length; i++) {
+    const from = Math.max(0, this.state.offset - first);
+    await this.learnExperiments(events, from);
+    for (let i = from; i < events.length; i++) {
       this.apply(events[i]!);
       this.state.offset = first + i + 1;
     }
@@ -199,6 +214,30 @@ export class ExperimentTracker implements EventConsumer {
       const { written } = await this.snapshot();
       // The state in memory is right; a snapshot that fails is tried again later, and a restart replays from the last good one.
       written.catch((err: unknown) => this.options.warn?.(`cannot write the experiment statistics snapshot: ${(err as Error).message}`));
+    }
+  }
+
+  /** When each unknown experiment key last made the definitions be read again (bounded: keys come from the log). */
+  private readonly refreshedFor = new Map<string, number>();
+
+  private async learnExperiments(events: EnrichedEvent[], from: number): Promise<void> {
+    if (!this.options.refresh) return;
+    let unknown: string | undefined;
+    const now = Date.now();
+    for (let i = from; i < events.length && unknown === undefined; i++) {
+      const e = events[i]!;
+      if (e.event !== EXPOSURE_EVENT) continue;
+      const key = String(e.props.experiment);
+      // A key read again a moment ago and still unknown is not an experiment: it does not make every batch query the OLTP.
+      if (this.definition(key) === undefined && now - (this.refreshedFor.get(key) ?? -Infinity) >= REFRESH_UNKNOWN_MS) unknown = key;
+    }
+    if (unknown === undefined) return;
+    if (this.refreshedFor.size >= 1_000) this.refreshedFor.clear();
+    this.refreshedFor.set(unknown, now);
+    try {
+      await this.options.refresh();
+    } catch (err) {
+      this.options.warn?.(`cannot read the experiment definitions for an exposure to ${JSON.stringify(unknown.slice(0, 100))}: ${(err as Error).message}`);
     }
   }
 

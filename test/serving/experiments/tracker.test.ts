@@ -86,6 +86,37 @@ describe('the experiment statistics consumer', () => {
     assert.equal(stats.firstExposure, at(20));
   });
 
+  it('reads the definitions again for an exposure to an experiment it does not know yet, instead of dropping it', async () => {
+    // Created on another instance a moment ago: this one learns of it only when it reads the definitions again.
+    let known = false;
+    let refreshes = 0;
+    const t = new ExperimentTracker((k) => (known && k === 'exp' ? e : undefined), metricCatalog(), {
+      snapshotPath: join(mkdtempSync(join(tmpdir(), 'wb-tracker-')), 'experiments.snapshot'),
+      refresh: async () => {
+        refreshes++;
+        known = true;
+      },
+    });
+    await t.resumeAt();
+    await t.handle(events, 0);
+    assert.equal(refreshes, 1);
+    assert.equal(t.exposed('exp', 'u1'), true);
+    const full = open(mkdtempSync(join(tmpdir(), 'wb-tracker-')));
+    await full.resumeAt();
+    await full.handle(events, 0);
+    assert.deepEqual(t.stats('exp'), full.stats('exp'), 'the same statistics as an instance that knew it all along');
+
+    // A key that is not an experiment makes the definitions be read once, not on every batch.
+    const stray = [
+      ev('s1', 'u3', 'experiment_exposure', 50, { experiment: 'nope', arm: 'a' }),
+      ev('s2', 'u4', 'experiment_exposure', 51, { experiment: 'nope', arm: 'a' }),
+    ];
+    await t.handle(stray.slice(0, 1), events.length);
+    await t.handle(stray.slice(1), events.length + 1);
+    assert.equal(refreshes, 2);
+    assert.equal(t.exposed('nope', 'u3'), false);
+  });
+
   it('applies a batch handed again only once, and resumes from its snapshot without counting twice', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'wb-tracker-'));
     const t = open(dir);
