@@ -5,7 +5,7 @@ import pg from 'pg';
 import { z } from 'zod';
 import { IntegrityError, InputError, NotFoundError } from '../../workbench/errors.js';
 import { writeFileAtomic } from '../../workbench/files.js';
-import { lostCreateRace } from '../../workbench/oltp/postgres.js';
+import { createIfAbsent } from '../../workbench/oltp/postgres.js';
 import { ident, sql, type Identifier, type Sql } from '../../workbench/sql.js';
 
 /**
@@ -212,14 +212,8 @@ export class PostgresKeyStore implements ApiKeyStore {
   }
 
   private async migrate(): Promise<void> {
-    const create = async (q: Sql) => {
-      try {
-        await this.query(q);
-      } catch (err) {
-        // Instances starting together race on IF NOT EXISTS; the loser's work is done.
-        if (!lostCreateRace(err)) throw err;
-      }
-    };
+    // Instances starting together race on IF NOT EXISTS; the loser's work is done.
+    const create = (q: Sql) => createIfAbsent((s) => this.query(s), q);
     if (this.schema) await create(sql`CREATE SCHEMA IF NOT EXISTS ${ident(this.schema)}`);
     // Times as ISO text, as in the file: they are shown, never computed with.
     await create(sql`CREATE TABLE IF NOT EXISTS ${this.table} (

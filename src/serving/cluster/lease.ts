@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { z } from 'zod';
 import { WorkbenchError } from '../../workbench/errors.js';
-import { lostCreateRace } from '../../workbench/oltp/postgres.js';
+import { createIfAbsent } from '../../workbench/oltp/postgres.js';
 import { ident, sql, type Identifier, type Sql } from '../../workbench/sql.js';
 
 /**
@@ -152,14 +152,8 @@ export class PostgresLeaseStore implements LeaseStore {
   }
 
   async migrate(): Promise<void> {
-    const create = async (q: Sql) => {
-      try {
-        await this.pool.query(q.toString());
-      } catch (err) {
-        // Instances starting together race on IF NOT EXISTS; the loser's work is done.
-        if (!lostCreateRace(err)) throw err;
-      }
-    };
+    // Instances starting together race on IF NOT EXISTS; the loser's work is done.
+    const create = (q: Sql) => createIfAbsent((s) => this.pool.query(s.toString()), q);
     if (this.options.schema) await create(sql`CREATE SCHEMA IF NOT EXISTS ${ident(this.options.schema)}`);
     await create(sql`CREATE TABLE IF NOT EXISTS ${this.table} (
       name        TEXT PRIMARY KEY,

@@ -7,7 +7,7 @@ import { dict } from '../../workbench/dict.js';
 import { AliasRefusedError, InputError, IntegrityError, NotFoundError } from '../../workbench/errors.js';
 import type { ModelBundle } from '../../workbench/models/bundle.js';
 import { ModelRegistry, type AliasMove, type RegistrySnapshot, type SharedRegistryStore } from '../../workbench/models/registry.js';
-import { lostCreateRace } from '../../workbench/oltp/postgres.js';
+import { createIfAbsent } from '../../workbench/oltp/postgres.js';
 import { ident, sql, type Identifier, type Sql } from '../../workbench/sql.js';
 import { openBlobStore, type BlobStore } from '../cluster/blob-store/index.js';
 import { registryDir } from '../../workbench/config.js';
@@ -185,14 +185,8 @@ export class PostgresRegistryStore implements SharedRegistryStore {
   }
 
   private async migrate(): Promise<void> {
-    const create = async (q: Sql) => {
-      try {
-        await this.query(q);
-      } catch (err) {
-        // Instances starting together race on IF NOT EXISTS; the loser's work is done.
-        if (!lostCreateRace(err)) throw err;
-      }
-    };
+    // Instances starting together race on IF NOT EXISTS; the loser's work is done.
+    const create = (q: Sql) => createIfAbsent((s) => this.query(s), q);
     if (this.schema) await create(sql`CREATE SCHEMA IF NOT EXISTS ${ident(this.schema)}`);
     // Times as ISO text, as in the directory registry: they are shown and ordered, never computed with.
     await create(sql`CREATE TABLE IF NOT EXISTS ${this.versions} (

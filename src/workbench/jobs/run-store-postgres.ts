@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { IntegrityError, NotFoundError } from '../errors.js';
-import { lostCreateRace } from '../oltp/postgres.js';
+import { createIfAbsent } from '../oltp/postgres.js';
 import { ident, sql, type Identifier, type Sql } from '../sql.js';
 import { checkJobRunId, runLimit, type JobRunStore, type RunFilter, type RunRecord } from './run-store.js';
 
@@ -84,14 +84,8 @@ export class PostgresRunStore implements JobRunStore {
   }
 
   private async migrate(): Promise<void> {
-    const create = async (q: Sql) => {
-      try {
-        await this.query(q);
-      } catch (err) {
-        // Instances starting together race on IF NOT EXISTS; the loser's work is done.
-        if (!lostCreateRace(err)) throw err;
-      }
-    };
+    // Instances starting together race on IF NOT EXISTS; the loser's work is done.
+    const create = (q: Sql) => createIfAbsent((s) => this.query(s), q);
     if (this.schema) await create(sql`CREATE SCHEMA IF NOT EXISTS ${ident(this.schema)}`);
     await create(sql`CREATE TABLE IF NOT EXISTS ${this.table} (
       run_id     TEXT PRIMARY KEY,

@@ -84,6 +84,18 @@ export function lostCreateRace(err: unknown): boolean {
 }
 
 /**
+ * Runs a `CREATE ... IF NOT EXISTS` statement through `run`, taking a lost race with another instance
+ * creating the same object (`lostCreateRace`) as done: the winner's object stands.
+ */
+export async function createIfAbsent(run: (q: Sql) => Promise<unknown>, q: Sql): Promise<void> {
+  try {
+    await run(q);
+  } catch (err) {
+    if (!lostCreateRace(err)) throw err;
+  }
+}
+
+/**
  * The scale-out OLTP database: PostgreSQL through `pg`. Rows are written in multi-row statements
  * (one round trip per chunk) and read with keyset pagination, so a replica scan never holds the
  * table in memory or a transaction open.
