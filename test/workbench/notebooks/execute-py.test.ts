@@ -6,20 +6,7 @@ import { describe, it, type TestContext } from 'node:test';
 import { REPO_ROOT } from '../../../src/workbench/notebooks/kernel-spec.js';
 import { findJupyterPython } from '../../../src/workbench/notebooks/run.js';
 import { tempDir } from '../../helpers/tmp.js';
-
-/** A kernel that binds every port of its connection file and answers nothing the first time, and is the real tslab after. */
-const WEDGE_ONCE = `
-  const fs = require('node:fs'), net = require('node:net'), { spawn } = require('node:child_process');
-  const [file, marker, ...real] = process.argv.slice(1);
-  if (!fs.existsSync(marker)) {
-    fs.writeFileSync(marker, '');
-    const c = JSON.parse(fs.readFileSync(file, 'utf8'));
-    for (const p of [c.shell_port, c.iopub_port, c.stdin_port, c.control_port, c.hb_port]) net.createServer(() => {}).listen(p, '127.0.0.1');
-  } else {
-    const k = spawn(real[0], real.slice(1).map((a) => a.replaceAll('{connection_file}', file)), { stdio: 'inherit' });
-    for (const s of ['SIGTERM', 'SIGINT']) process.on(s, () => k.kill(s));
-    k.on('exit', (code) => process.exit(code ?? 1));
-  }`;
+import { WEDGED_ONCE_KERNEL } from '../../helpers/wedged-kernel.js';
 
 describe('the Jupyter engine (execute.py with nbclient)', { timeout: 180_000 }, () => {
   it('starts again, once, a kernel that listens but never answers, and says so', (t: TestContext) => {
@@ -37,7 +24,7 @@ describe('the Jupyter engine (execute.py with nbclient)', { timeout: 180_000 }, 
     writeFileSync(
       join(kernels, 'kernel.json'),
       JSON.stringify({
-        argv: [process.execPath, '-e', WEDGE_ONCE, '{connection_file}', join(dir, 'started-once'), process.execPath, launcher, '{connection_file}'],
+        argv: [process.execPath, '-e', WEDGED_ONCE_KERNEL, '{connection_file}', join(dir, 'started-once'), process.execPath, launcher, '{connection_file}'],
         display_name: 'wedged once',
         language: 'typescript',
       }),

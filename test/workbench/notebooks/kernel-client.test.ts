@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { KernelClient, type ExecuteOutcome } from '../../../src/workbench/notebooks/kernel-client.js';
 import { findKernelSpec, REPO_ROOT } from '../../../src/workbench/notebooks/kernel-spec.js';
 import type { JupyterMessage } from '../../../src/workbench/notebooks/wire.js';
+import { WEDGED_KERNEL, WEDGED_ONCE_KERNEL } from '../../helpers/wedged-kernel.js';
 
 const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}` };
 const start = () => KernelClient.start({ spec: findKernelSpec(), cwd: REPO_ROOT, env });
@@ -138,20 +139,7 @@ describe('a kernel that cannot be interrupted, or dies', { timeout: 120_000 }, (
     // nothing) and is the real tslab on the second.
     const real = findKernelSpec();
     const marker = join(mkdtempSync(join(tmpdir(), 'wb-wedged-')), 'started-once');
-    const script = `
-      const fs = require('node:fs'), net = require('node:net'), { spawn } = require('node:child_process');
-      const [file, marker, ...real] = process.argv.slice(1);
-      if (!fs.existsSync(marker)) {
-        fs.writeFileSync(marker, '');
-        const c = JSON.parse(fs.readFileSync(file, 'utf8'));
-        for (const p of [c.shell_port, c.iopub_port, c.stdin_port, c.control_port, c.hb_port]) net.createServer(() => {}).listen(p, '127.0.0.1');
-      } else {
-        const k = spawn(real[0], real.slice(1).map((a) => a.replaceAll('{connection_file}', file)), { stdio: 'inherit' });
-        process.on('SIGTERM', () => k.kill('SIGTERM'));
-        process.on('SIGINT', () => k.kill('SIGINT'));
-        k.on('exit', (code) => process.exit(code ?? 1));
-      }`;
-    const spec = { ...real, argv: [process.execPath, '-e', script, '{connection_file}', marker, ...real.argv] };
+    const spec = { ...real, argv: [process.execPath, '-e', WEDGED_ONCE_KERNEL, '{connection_file}', marker, ...real.argv] };
     const restarts: string[] = [];
     const wedgedThenReal = await KernelClient.start({ spec, cwd: REPO_ROOT, env, answerTimeoutMs: 1_500, onRestart: (r) => restarts.push(r) });
     try {
@@ -162,13 +150,10 @@ describe('a kernel that cannot be interrupted, or dies', { timeout: 120_000 }, (
       await wedgedThenReal.shutdown();
     }
     // Wedged every time: one restart, then the second failure is the answer.
-    const hang = `
-      const c = JSON.parse(require('node:fs').readFileSync(process.argv[1], 'utf8'));
-      for (const p of [c.shell_port, c.iopub_port, c.stdin_port, c.control_port, c.hb_port]) require('node:net').createServer(() => {}).listen(p, '127.0.0.1');`;
     const always: string[] = [];
     await assert.rejects(
       KernelClient.start({
-        spec: { ...real, argv: [process.execPath, '-e', hang, '{connection_file}'] },
+        spec: { ...real, argv: [process.execPath, '-e', WEDGED_KERNEL, '{connection_file}'] },
         cwd: REPO_ROOT,
         env,
         answerTimeoutMs: 1_000,
