@@ -29,6 +29,9 @@ describe('job runs of service instances on PostgreSQL', { timeout: 120_000 }, ()
     }
     assert.ok(run && run.status !== 'running', `b sees the run end: ${JSON.stringify(run)}`);
     assert.equal(run.trigger, 'api:cluster-test');
+    // Written by the job process itself, which found the schema on the URL the service gave it
+    // (withSearchPath); a run it could not record is recorded failed by the scheduler with no steps.
+    assert.equal(run.steps[0]?.status, 'succeeded', `the job process recorded its steps: ${JSON.stringify(run.steps)}`);
     const listed = (await (await b.get('/v1/jobs/runs?dag=app-churn')).json()) as { runs: RunRecord[] };
     assert.deepEqual(
       listed.runs.map((r) => r.run_id),
