@@ -240,7 +240,10 @@ export function registerCluster(program: Command): void {
   )
     .option('--oltp <url>', 'the shared OLTP, postgres://... (env WB_OLTP_URL)')
     .option('--event-log <url>', 'the shared event log, nats://host:4222[?stream=NAME] (env WB_EVENT_LOG)')
-    .option('--feature-store <spec>', 'memory (each instance its own, default) or redis://host:6379[/db] (env WB_FEATURE_STORE)')
+    .option(
+      '--feature-store <spec>',
+      'memory (each instance its own, default) or redis://host:6379[/db][?prefix=name] (env WB_FEATURE_STORE; keys namespaced by the prefix, else the OLTP schema)',
+    )
     .option('--precompute <spec>', 'passed to every instance (one runs it at a time, by lease), e.g. login=app-churn')
     .option('--schedule <spec>', 'passed to every instance (one runs it at a time, by lease), e.g. app-churn=6h')
     .option('--restart', 'restart an instance 1 s after it exits (default: report it and leave it down)')

@@ -5,8 +5,8 @@ import { appFeatures, retailFeatures } from '../workbench/features/catalog.js';
 import { featureSet, type Feature } from '../workbench/features/definition.js';
 import { featureParity } from '../workbench/features/parity.js';
 import { skewReport } from '../workbench/features/skew.js';
-import { ModelRegistry } from '../workbench/models/registry.js';
-import { dataDir, registryDir } from '../workbench/config.js';
+import { openModelRegistry } from '../serving/models/registry-postgres.js';
+import { dataDir, oltpUrl } from '../workbench/config.js';
 import { consoleProgress, lakeDir, Lakehouse } from '../workbench/index.js';
 import { intOption } from './main.js';
 
@@ -86,11 +86,17 @@ export function registerFeatures(program: Command): void {
     .requiredOption('--model <name>', 'the model whose predictions to check')
     .option('--limit <n>', 'the most recent predictions to check', intOption('--limit', 1), 1000)
     .option('--json', 'print the report as JSON')
-    .action(async (flags: { model: string; limit: number; json?: boolean }) => {
+    .option('--oltp <url>', 'OLTP database: with postgres://... the model registry the service instances share there (env WB_OLTP_URL)')
+    .action(async (flags: { model: string; limit: number; json?: boolean; oltp?: string }) => {
       const dir = dataDir(program.opts().dataDir);
-      const lake = await Lakehouse.open(lakeDir(dir));
+      // The versions the predictions name are in the registry the service read: with PostgreSQL, the shared one.
+      const registry = await openModelRegistry({ dataDir: dir, oltpUrl: oltpUrl(flags.oltp), warn: (message) => console.error(`warning: ${message}`) });
+      const lake = await Lakehouse.open(lakeDir(dir)).catch(async (err: unknown) => {
+        await registry.close();
+        throw err;
+      });
       try {
-        const report = await skewReport(lake, ModelRegistry.open(registryDir(dir)), { model: flags.model, limit: flags.limit });
+        const report = await skewReport(lake, registry, { model: flags.model, limit: flags.limit });
         if (flags.json) console.log(JSON.stringify(report));
         else {
           for (const f of report.features) {
@@ -103,6 +109,7 @@ export function registerFeatures(program: Command): void {
         if (report.mismatches > 0) process.exitCode = 1;
       } finally {
         lake.close();
+        await registry.close();
       }
     });
 }

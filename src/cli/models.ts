@@ -1,10 +1,12 @@
 import type { Command } from 'commander';
+import { writeFileSync } from 'node:fs';
 import { openChangeFeed } from '../serving/cluster/changes.js';
 import { importDirectoryRegistry, isPostgresUrl, openModelRegistry } from '../serving/models/registry-postgres.js';
 import { dataDir, oltpUrl, registryDir } from '../workbench/config.js';
 import { InputError } from '../workbench/errors.js';
+import { cardHtml, cardMarkdown, loadModelCard, type ModelCard } from '../workbench/models/card.js';
 import { ModelRegistry, type UnreadableVersion } from '../workbench/models/registry.js';
-import { registerModelCard } from './runs.js';
+import { openTracking } from '../workbench/runs/index.js';
 
 /**
  * `wb models`: the registry in the data dir, or with a PostgreSQL OLTP (`--oltp`, env WB_OLTP_URL)
@@ -121,5 +123,26 @@ export function registerModels(program: Command): void {
       }
     });
 
-  registerModelCard(models, () => program.opts().dataDir);
+  models
+    .command('card <name> [version]')
+    .description(
+      "a version's model card (version or alias; default the champion, else the newest): purpose, data and lineage, features' training distribution, metrics with intervals, calibration, the gate, the champion comparison",
+    )
+    .option('--out <file>', 'write it to a file: HTML when the name ends in .html, Markdown otherwise')
+    .option('--json', 'print the card as JSON')
+    .option(...oltpOption)
+    .action(async (name: string, version: string | undefined, flags: { out?: string; json?: boolean; oltp?: string }) => {
+      // The registry and the training runs of the same OLTP: with PostgreSQL, the ones the instances share.
+      const store = await openTracking(oltpUrl(flags.oltp), dataDir(program.opts().dataDir));
+      let card: ModelCard;
+      try {
+        card = await withRegistry(flags, (registry) => loadModelCard(registry, name, version, store));
+      } finally {
+        await store.close();
+      }
+      if (flags.json) return void console.log(JSON.stringify(card, null, 2));
+      if (!flags.out) return void process.stdout.write(cardMarkdown(card));
+      writeFileSync(flags.out, /\.html?$/i.test(flags.out) ? cardHtml(card) : cardMarkdown(card));
+      console.log(`wrote the card of ${card.name} ${card.version} to ${flags.out}`);
+    });
 }

@@ -1,9 +1,6 @@
 import type { Command } from 'commander';
-import { writeFileSync } from 'node:fs';
-import { dataDir, oltpUrl, registryDir } from '../workbench/config.js';
+import { dataDir, oltpUrl } from '../workbench/config.js';
 import { InputError } from '../workbench/errors.js';
-import { cardHtml, cardMarkdown, loadModelCard } from '../workbench/models/card.js';
-import { ModelRegistry } from '../workbench/models/registry.js';
 import { openTracking } from '../workbench/runs/index.js';
 import { RUN_STATUSES, type ParamValue, type RunStatus, type TrackedRun, type TrackingStore } from '../workbench/runs/store.js';
 import { compareRuns, type ComparedValue } from '../workbench/runs/table.js';
@@ -101,31 +98,6 @@ export function registerRuns(program: Command): void {
       printTable([header, ...rows('parameters', comparison.params), ...rows('metrics', comparison.metrics)]);
       const differing = [...comparison.params, ...comparison.metrics].filter((v) => v.differs).length;
       console.log(`\n${differing} of ${comparison.params.length + comparison.metrics.length} rows differ (marked *)`);
-    });
-}
-
-/** `wb models card`: added to `wb models` by registerModels. */
-export function registerModelCard(models: Command, dataDirOption: () => string | undefined): void {
-  models
-    .command('card <name> [version]')
-    .description(
-      "a version's model card (version or alias; default the champion, else the newest): purpose, data and lineage, features' training distribution, metrics with intervals, calibration, the gate, the champion comparison",
-    )
-    .option('--out <file>', 'write it to a file: HTML when the name ends in .html, Markdown otherwise')
-    .option('--json', 'print the card as JSON')
-    .action(async (name: string, version: string | undefined, flags: { out?: string; json?: boolean }) => {
-      const dir = dataDir(dataDirOption());
-      const store = await openTracking(oltpUrl(), dir);
-      let card: Awaited<ReturnType<typeof loadModelCard>>;
-      try {
-        card = await loadModelCard(ModelRegistry.open(registryDir(dir)), name, version, store);
-      } finally {
-        await store.close();
-      }
-      if (flags.json) return void console.log(JSON.stringify(card, null, 2));
-      if (!flags.out) return void process.stdout.write(cardMarkdown(card));
-      writeFileSync(flags.out, /\.html?$/i.test(flags.out) ? cardHtml(card) : cardMarkdown(card));
-      console.log(`wrote the card of ${card.name} ${card.version} to ${flags.out}`);
     });
 }
 

@@ -36,7 +36,7 @@ export function registerServe(program: Command): void {
     .option('--schedule <spec>', 'training DAGs to run on a schedule, e.g. retail-propensity=24h,app-churn=6h (env WB_SCHEDULE)', process.env.WB_SCHEDULE ?? '')
     .option(
       '--feature-store <spec>',
-      'memory (embedded, default) or redis://host:6379[/db] for the online feature store (env WB_FEATURE_STORE)',
+      'memory (embedded, default) or redis://host:6379[/db][?prefix=name] for the online feature store (env WB_FEATURE_STORE; keys namespaced by the prefix, else the OLTP schema)',
       process.env.WB_FEATURE_STORE ?? 'memory',
     )
     .option('--oltp <url>', 'OLTP database: postgres://... or a SQLite file (env WB_OLTP_URL)')

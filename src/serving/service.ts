@@ -28,11 +28,11 @@ import { FileEventLog } from './pipeline/file-log.js';
 import { Ingest, type IngestSettings } from './pipeline/ingest.js';
 import { RecentEvents } from './pipeline/recent-events.js';
 import { MemoryOnlineStore } from './features/memory-store.js';
-import { RedisOnlineStore } from './features/redis-store.js';
-import { openJobRuns } from '../workbench/jobs/open-runs.js';
+import { featureSetKeyPrefix, parseRedisFeatureStore, RedisOnlineStore } from './features/redis-store.js';
 import { FeatureServing } from './features/serving.js';
 import type { OnlineStore } from './features/store.js';
 import { JobScheduler, type ScheduleEntry } from './jobs/scheduler.js';
+import { openJobRuns } from '../workbench/jobs/open-runs.js';
 import { DriftMonitor, type DriftOptions } from './models/drift.js';
 import { ModelServer } from './models/model-server.js';
 import { PredictionLog } from './models/prediction-log.js';
@@ -573,14 +573,20 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   };
 }
 
-/** The online store of one feature set: its own snapshot file, or its own Redis key prefix. */
+/**
+ * The online store of one feature set: its own snapshot file, or its own Redis key prefix, within
+ * the deployment's namespace (`?prefix=NAME`, else the OLTP schema, else none: the keys as before).
+ */
 async function openFeatureStore(config: ServiceConfig, instanceDir: string, setVersion: string): Promise<OnlineStore> {
   const spec = config.featureStore ?? 'memory';
   if (spec === 'memory') {
     return MemoryOnlineStore.open(join(instanceDir, 'features', `online-${setVersion}.snapshot`), { warn: (message) => config.logger.warn(message) });
   }
-  if (/^rediss?:\/\//.test(spec)) return RedisOnlineStore.open(spec, `wb:features:${setVersion}:`);
-  throw new Error(`unknown feature store ${JSON.stringify(spec)}: use "memory" or redis://host:6379[/db]`);
+  if (/^rediss?:\/\//.test(spec)) {
+    const { url, namespace } = parseRedisFeatureStore(spec, config.oltpSchema);
+    return RedisOnlineStore.open(url, featureSetKeyPrefix(namespace, setVersion));
+  }
+  throw new Error(`unknown feature store ${JSON.stringify(spec)}: use "memory" or redis://host:6379[/db][?prefix=NAME]`);
 }
 
 async function openEventLog(config: ServiceConfig, instanceDir: string): Promise<EventLog> {

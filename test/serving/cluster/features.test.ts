@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
+import { featureSetKeyPrefix } from '../../../src/serving/features/redis-store.js';
 import { serviceCluster, type ClusterInstance } from '../../helpers/cluster.js';
 import { serverAvailable } from '../../helpers/servers.js';
 import { until } from '../../helpers/wait.js';
@@ -28,7 +29,8 @@ describe('online features in a shared Redis, several instances', { timeout: 120_
     const redis = new Redis(REDIS);
     let version = '';
     t.after(async () => {
-      if (version) await redis.del(`wb:features:${version}:users`, `wb:features:${version}:position`);
+      // The keys are in the deployment's namespace: the OLTP schema, as no ?prefix= is given.
+      if (version) await redis.del(`${featureSetKeyPrefix(harness.schema, version)}users`, `${featureSetKeyPrefix(harness.schema, version)}position`);
       redis.disconnect();
     });
     const USERS = 23;
@@ -81,7 +83,7 @@ describe('online features in a shared Redis, several instances', { timeout: 120_
       const answer = (await (await a.get(`/v1/features/${user}`)).json()) as { values: Record<string, number> };
       assert.equal(answer.values[name], n, user);
     }
-    const position = JSON.parse((await redis.get(`wb:features:${version}:position`)) ?? 'null') as { offset: number } | null;
+    const position = JSON.parse((await redis.get(`${featureSetKeyPrefix(harness.schema, version)}position`)) ?? 'null') as { offset: number } | null;
     assert.ok(position && position.offset >= sent, `the store's offset ${position?.offset} covers the ${sent} events`);
   });
 });
