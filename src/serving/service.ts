@@ -41,6 +41,7 @@ import { openModelRegistry } from './models/registry-postgres.js';
 import { JetStreamEventLog } from './pipeline/jetstream-log.js';
 import { SharedArchive } from './cluster/shared-archive.js';
 import { openBlobStore } from './cluster/blob-store/open.js';
+import { AGGREGATES_SNAPSHOT, EXPERIMENTS_SNAPSHOT, featuresSnapshot, SharedSnapshots } from './cluster/shared-snapshots.js';
 import { ExperimentPlatform } from './experiments/platform.js';
 import type { Metric } from '../workbench/experiments/definition.js';
 
@@ -155,6 +156,8 @@ export interface RunningService {
   alerts: AlertSink;
   metrics: Metrics;
   runners: ConsumerRunner[];
+  /** The read models' snapshots in the blob store (a PostgreSQL OLTP with a shared log), published by the holder of `wb:monitor`. */
+  snapshots: SharedSnapshots | undefined;
   /** Records the consumers could not apply, set aside (`wb dlq`). */
   deadLetters: DeadLetterStore;
   features: FeatureServing;
@@ -274,6 +277,12 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   // blob store, and each instance's lakehouse is a copy of it, brought up to date on start, before a
   // new feature is computed from it, and every 30 s (for the jobs and notebooks on its machine).
   const sharedArchive = oltp.kind === 'postgres' ? new SharedArchive(await openBlobStore(process.env.WB_BLOB_STORE, join(config.dataDir, 'blobs'))) : undefined;
+  // The read models' snapshots too, with a shared log (a file log's offsets are this instance's own):
+  // the holder of `wb:monitor` publishes its own every minute, and a new instance starts from them.
+  const sharedSnapshots =
+    sharedArchive && log.kind !== 'file' ? new SharedSnapshots(sharedArchive.blobs, instanceDir, { features: memoryFeatures, logger }) : undefined;
+  await sharedSnapshots?.seed([AGGREGATES_SNAPSHOT, EXPERIMENTS_SNAPSHOT]);
+  let seedFeatures = memoryFeatures;
   const refreshArchive = async () => {
     if (!sharedArchive) return;
     const synced = await sharedArchive.sync(lakeDirOf(config.dataDir));
@@ -310,7 +319,11 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     log: memoryFeatures ? instanceLog : log,
     recent,
     dir: join(instanceDir, 'features'),
-    openStore: (setVersion) => openFeatureStore(config, instanceDir, setVersion),
+    openStore: async (setVersion) => {
+      // On start only: a set built later is computed here (or from the archive), as before.
+      if (seedFeatures) await sharedSnapshots?.seed([featuresSnapshot(setVersion)]);
+      return openFeatureStore(config, instanceDir, setVersion);
+    },
     runner: { commitEveryMs, onError, deadLetters },
     clock,
     archive: config.featureBootstrap === false ? undefined : lakeDirOf(config.dataDir),
@@ -327,6 +340,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     onConflict: (err) =>
       logger.error({ err }, 'a model in the registry needs a feature defined differently by another; its predictions will fail until one is renamed'),
   });
+  seedFeatures = false;
   models = await ModelServer.open(registry, {
     ready: (bundle) => features.register(bundle.features),
     onError: (err) => logger.error({ err }, 'cannot follow a model alias; it keeps answering with the version it had'),
@@ -482,6 +496,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     }
   }, 5_000).unref();
   const refreshLake = sharedArchive ? setInterval(() => void refreshArchiveLogged(), 30_000).unref() : undefined;
+  sharedSnapshots?.startPublishing(() => monitorLease.held);
   notReady = undefined;
   logger.info(
     { url, instance: instanceId, leases: leases.kind, eventLog: log.kind, oltp: oltp.kind, dataDir: config.dataDir, instanceDir, clock: clock.kind },
@@ -542,6 +557,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       await deadLetterStore.close().catch((err: unknown) => failures.push(err));
       await oltp.close().catch((err: unknown) => failures.push(err));
       await registry.close().catch((err: unknown) => failures.push(err));
+      await sharedSnapshots?.close().catch((err: unknown) => failures.push(err));
       await sharedArchive?.blobs.close().catch((err: unknown) => failures.push(err));
       await leases.close().catch((err: unknown) => failures.push(err));
       for (const err of failures) logger.error({ err }, 'a part of the service failed to stop cleanly');
@@ -563,6 +579,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
     alerts,
     metrics,
     runners,
+    snapshots: sharedSnapshots,
     deadLetters: deadLetterStore,
     features,
     models,
