@@ -146,11 +146,12 @@ export function registerLake(program: Command): void {
       "bring this machine's copy of the live archive up to the blob store's (instances that share no disk; the blob store is WB_BLOB_STORE, else <data dir>/blobs)",
     )
     .option('--blob-store <spec>', 'a directory, file://<dir> or s3://<bucket>/<prefix/>?endpoint=... (default WB_BLOB_STORE)')
-    .action(async (flags: { blobStore?: string }) => {
+    .option('--schema <name>', "the deployment's OLTP schema, when its service runs with one (its archive is under that namespace)")
+    .action(async (flags: { blobStore?: string; schema?: string }) => {
       const dir = program.opts().dataDir as string;
       const blobs = await openBlobStore(flags.blobStore ?? process.env.WB_BLOB_STORE, join(dir, 'blobs'));
       try {
-        const synced = await new SharedArchive(blobs).sync(lakeDir(dir));
+        const synced = await new SharedArchive(blobs, { namespace: flags.schema }).sync(lakeDir(dir));
         console.log(
           `live archive from ${blobs.location}: ${synced.batches.toLocaleString('en-US')} batches up to offset ${synced.end.toLocaleString('en-US')}; fetched ${synced.fetched} files (${synced.bytes.toLocaleString('en-US')} bytes), each checked against its commit record`,
         );

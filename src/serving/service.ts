@@ -276,11 +276,16 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   // With a PostgreSQL OLTP the instances may share no disk: the live archive is committed in the
   // blob store, and each instance's lakehouse is a copy of it, brought up to date on start, before a
   // new feature is computed from it, and every 30 s (for the jobs and notebooks on its machine).
-  const sharedArchive = oltp.kind === 'postgres' ? new SharedArchive(await openBlobStore(process.env.WB_BLOB_STORE, join(config.dataDir, 'blobs'))) : undefined;
+  const sharedArchive =
+    oltp.kind === 'postgres'
+      ? new SharedArchive(await openBlobStore(process.env.WB_BLOB_STORE, join(config.dataDir, 'blobs')), { namespace: config.oltpSchema })
+      : undefined;
   // The read models' snapshots too, with a shared log (a file log's offsets are this instance's own):
   // the holder of `wb:monitor` publishes its own every minute, and a new instance starts from them.
   const sharedSnapshots =
-    sharedArchive && log.kind !== 'file' ? new SharedSnapshots(sharedArchive.blobs, instanceDir, { features: memoryFeatures, logger }) : undefined;
+    sharedArchive && log.kind !== 'file'
+      ? new SharedSnapshots(sharedArchive.blobs, instanceDir, { features: memoryFeatures, logger, namespace: config.oltpSchema })
+      : undefined;
   await sharedSnapshots?.seed([AGGREGATES_SNAPSHOT, EXPERIMENTS_SNAPSHOT]);
   let seedFeatures = memoryFeatures;
   const refreshArchive = async () => {

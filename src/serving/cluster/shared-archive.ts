@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { IntegrityError } from '../../workbench/errors.js';
 import { lakeLayout, sourceDir } from '../../workbench/lakehouse/layout.js';
 import { LIVE_SOURCE, type StagedBatch } from '../../workbench/lakehouse/live.js';
-import { sha256Hex, type BlobStore } from './blob-store/store.js';
+import { blobKey, sha256Hex, type BlobStore } from './blob-store/store.js';
 
 /**
  * The live Parquet archive in the blob store, for instances that share no disk. The archiver's holder
@@ -16,9 +16,11 @@ import { sha256Hex, type BlobStore } from './blob-store/store.js';
  *
  *   lake/archive/events/source=live/date=<d>/part-<first>-<last>.parquet   the files, as in the lakehouse
  *   lake/archive/events/source=live/_commits/<first>-<last>.json           one record per batch
+ *
+ * Under `<namespace>/` when one is given (the OLTP schema: deployments on other schemas may share the
+ * blob store).
  */
 const ROOT = 'lake/archive/events/source=live';
-const COMMITS = `${ROOT}/_commits/`;
 const PART = /^part-(\d{12})-(\d{12})\.parquet$/;
 const DATE = /^date=\d{4}-\d{2}-\d{2}$/;
 
@@ -49,11 +51,23 @@ export class SharedArchive {
   /** Commit records are written once and never changed (a rewind removes them): each is read once. */
   private readonly known = new Map<string, ArchiveCommit>();
 
-  constructor(readonly blobs: BlobStore) {}
+  private readonly root: string;
+  private readonly commitsPrefix: string;
+  private readonly quarantine: string;
+
+  constructor(
+    readonly blobs: BlobStore,
+    options: { namespace?: string | undefined } = {},
+  ) {
+    const ns = options.namespace ? `${blobKey(options.namespace)}/` : '';
+    this.root = `${ns}${ROOT}`;
+    this.commitsPrefix = `${this.root}/_commits/`;
+    this.quarantine = `${ns}lake/quarantine/live-log-recovery`;
+  }
 
   /** The committed batches, in offset order. */
   async commits(): Promise<ArchiveCommit[]> {
-    const keys = await this.blobs.list(COMMITS);
+    const keys = await this.blobs.list(this.commitsPrefix);
     const present = new Set(keys);
     for (const key of this.known.keys()) if (!present.has(key)) this.known.delete(key);
     for (const key of keys) {
@@ -66,7 +80,7 @@ export class SharedArchive {
       } catch (err) {
         throw new IntegrityError(`archive commit ${key} in ${this.blobs.location} is not a commit record: ${(err as Error).message}`);
       }
-      if (key !== `${COMMITS}${rangeName(commit.first, commit.last)}.json`)
+      if (key !== `${this.commitsPrefix}${rangeName(commit.first, commit.last)}.json`)
         throw new IntegrityError(`archive commit ${key} names offsets ${commit.first}-${commit.last}`);
       this.known.set(key, commit);
     }
@@ -86,12 +100,12 @@ export class SharedArchive {
     const files: ArchiveCommit['files'] = [];
     for (const f of batch.files) {
       const bytes = readFileSync(f.path);
-      await this.blobs.put(`${ROOT}/${f.date}/${f.name}`, bytes);
+      await this.blobs.put(`${this.root}/${f.date}/${f.name}`, bytes);
       files.push({ date: f.date, name: f.name, sha256: sha256Hex(bytes), bytes: bytes.byteLength });
     }
     await fence();
     const commit: ArchiveCommit = { first: batch.first, last: batch.last, files };
-    await this.blobs.put(`${COMMITS}${rangeName(batch.first, batch.last)}.json`, Buffer.from(`${JSON.stringify(commit)}\n`));
+    await this.blobs.put(`${this.commitsPrefix}${rangeName(batch.first, batch.last)}.json`, Buffer.from(`${JSON.stringify(commit)}\n`));
   }
 
   /**
@@ -131,7 +145,7 @@ export class SharedArchive {
         named.add(rel);
         const path = join(archive, f.date, f.name);
         if (existsSync(path) && statSync(path).size === f.bytes) continue;
-        const bytes = await this.blobs.get(`${ROOT}/${rel}`);
+        const bytes = await this.blobs.get(`${this.root}/${rel}`);
         if (!bytes) throw new IntegrityError(`archive file ${rel} is committed (offsets ${commit.first}-${commit.last}) but not in ${this.blobs.location}`);
         if (sha256Hex(bytes) !== f.sha256 || bytes.byteLength !== f.bytes)
           throw new IntegrityError(`archive file ${rel} in ${this.blobs.location} does not match its commit record (SHA-256 or size differ)`);
@@ -164,10 +178,10 @@ export class SharedArchive {
     for (const commit of await this.commits()) {
       if (commit.last < end) continue;
       for (const f of commit.files) {
-        const bytes = await this.blobs.get(`${ROOT}/${f.date}/${f.name}`);
-        if (bytes) await this.blobs.put(`lake/quarantine/live-log-recovery/${stamp}/${f.date}/${f.name}`, bytes);
+        const bytes = await this.blobs.get(`${this.root}/${f.date}/${f.name}`);
+        if (bytes) await this.blobs.put(`${this.quarantine}/${stamp}/${f.date}/${f.name}`, bytes);
       }
-      await this.blobs.delete(`${COMMITS}${rangeName(commit.first, commit.last)}.json`);
+      await this.blobs.delete(`${this.commitsPrefix}${rangeName(commit.first, commit.last)}.json`);
     }
     return this.end();
   }

@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { IntegrityError } from '../../workbench/errors.js';
 import { writeFileAtomicAsync } from '../../workbench/files.js';
 import type { Logger } from '../observability/logger.js';
-import type { BlobStore } from './blob-store/store.js';
+import { blobKey, type BlobStore } from './blob-store/store.js';
 
 /**
  * The read models' snapshots in the blob store, so that a new instance starts from another's
@@ -57,8 +57,13 @@ export class SharedSnapshots {
   constructor(
     readonly blobs: BlobStore,
     private readonly instanceDir: string,
-    private readonly options: { features: boolean; logger?: Pick<Logger, 'info' | 'warn'> },
-  ) {}
+    private readonly options: { features: boolean; logger?: Pick<Logger, 'info' | 'warn'>; namespace?: string | undefined },
+  ) {
+    this.prefix = `${options.namespace ? `${blobKey(options.namespace)}/` : ''}${PREFIX}`;
+  }
+
+  /** `snapshots/`, under the deployment's namespace (the OLTP schema) when there is one. */
+  private readonly prefix: string;
 
   /**
    * For each of `names` the instance dir does not have, fetches it (the store checks its SHA-256),
@@ -72,7 +77,7 @@ export class SharedSnapshots {
       const path = join(this.instanceDir, name);
       try {
         if (await exists(path)) continue;
-        const bytes = await this.blobs.get(`${PREFIX}${name}`);
+        const bytes = await this.blobs.get(`${this.prefix}${name}`);
         if (!bytes) {
           out.absent.push(name);
           continue;
@@ -148,7 +153,7 @@ export class SharedSnapshots {
       const identity = `${info.ino}:${info.size}:${info.mtimeMs}`;
       if (this.copied.get(name) === identity) continue;
       const bytes = await readFile(path);
-      await this.blobs.put(`${PREFIX}${name}`, bytes);
+      await this.blobs.put(`${this.prefix}${name}`, bytes);
       this.copied.set(name, identity);
       out.copied.push(name);
     }
@@ -156,7 +161,7 @@ export class SharedSnapshots {
       if (present.has(name)) continue;
       this.copied.delete(name);
       if (!name.startsWith('features/')) continue; // a consumer's own snapshot comes back; it is not removed meanwhile
-      await this.blobs.delete(`${PREFIX}${name}`);
+      await this.blobs.delete(`${this.prefix}${name}`);
       out.removed.push(name);
     }
     return out;

@@ -201,6 +201,20 @@ describe('The live archive in the blob store', () => {
     );
   });
 
+  it('keeps deployments on one blob store apart by namespace (their OLTP schema), and refuses one that is not a key segment', async () => {
+    const dir = tempDir();
+    const blobs = new DirectoryBlobStore(join(dir, 'blobs'));
+    const a = Archiver.unopened(join(dir, 'a'), { shared: new SharedArchive(blobs, { namespace: 'shop_eu' }) });
+    await a.resumeAt(0);
+    await a.handle(records(0, 19), 0);
+    await a.close();
+    assert.equal(await new SharedArchive(blobs, { namespace: 'shop_eu' }).end(), 20);
+    assert.equal(await new SharedArchive(blobs, { namespace: 'shop_us' }).end(), 0, 'another deployment starts its own archive');
+    assert.equal(await new SharedArchive(blobs).end(), 0);
+    assert.ok((await blobs.list('shop_eu/lake/archive/events/source=live/_commits/')).length === 1);
+    assert.throws(() => new SharedArchive(blobs, { namespace: '../x' }), /path traversal/);
+  });
+
   it('sets aside local files no commit names, and a rewind removes the commits from the lost offset on', async () => {
     const dir = tempDir();
     const blobs = new DirectoryBlobStore(join(dir, 'blobs'));
