@@ -8,6 +8,7 @@ import { InputError } from '../workbench/errors.js';
 import { intOption } from './main.js';
 import { openBlobStore } from '../serving/cluster/blob-store/open.js';
 import { SharedArchive } from '../serving/cluster/shared-archive.js';
+import { SharedLakehouse } from '../serving/cluster/shared-lakehouse.js';
 
 export interface LakeBuildFlags {
   retail?: string;
@@ -151,11 +152,38 @@ export function registerLake(program: Command): void {
       const dir = program.opts().dataDir as string;
       const blobs = await openBlobStore(flags.blobStore ?? process.env.WB_BLOB_STORE, join(dir, 'blobs'));
       try {
+        const built = await new SharedLakehouse(blobs, { namespace: flags.schema }).sync(lakeDir(dir));
+        if (built.busy) throw new InputError(`a lakehouse build is running on ${lakeDir(dir)}; sync when it has finished`);
+        console.log(
+          built.changed
+            ? `lakehouse build from ${blobs.location}: fetched ${built.fetched} files (${built.bytes.toLocaleString('en-US')} bytes), each checked against the published manifest; removed ${built.removed} of an earlier build`
+            : `lakehouse build: the same as the one published in ${blobs.location} (or none is published)`,
+        );
         const synced = await new SharedArchive(blobs, { namespace: flags.schema }).sync(lakeDir(dir));
         console.log(
           `live archive from ${blobs.location}: ${synced.batches.toLocaleString('en-US')} batches up to offset ${synced.end.toLocaleString('en-US')}; fetched ${synced.fetched} files (${synced.bytes.toLocaleString('en-US')} bytes), each checked against its commit record`,
         );
         for (const f of synced.setAside) console.log(`set aside (no commit names it): ${f}`);
+      } finally {
+        await blobs.close();
+      }
+    });
+
+  lake
+    .command('push')
+    .description(
+      "publish this lakehouse's build (sources, simulated app, OLTP replica) to the blob store, for the machines of a deployment that share no disk (wb lake sync on each)",
+    )
+    .option('--blob-store <spec>', 'a directory, file://<dir> or s3://<bucket>/<prefix/>?endpoint=... (default WB_BLOB_STORE)')
+    .option('--schema <name>', "the deployment's OLTP schema, when its service runs with one")
+    .action(async (flags: { blobStore?: string; schema?: string }) => {
+      const dir = program.opts().dataDir as string;
+      const blobs = await openBlobStore(flags.blobStore ?? process.env.WB_BLOB_STORE, join(dir, 'blobs'));
+      try {
+        const pushed = await new SharedLakehouse(blobs, { namespace: flags.schema }).push(lakeDir(dir));
+        console.log(
+          `published the lakehouse build to ${blobs.location}: ${pushed.put} files put (${pushed.bytes.toLocaleString('en-US')} bytes), ${pushed.kept} already there, then its manifest`,
+        );
       } finally {
         await blobs.close();
       }

@@ -40,6 +40,7 @@ import { Precompute, type PrecomputeRule } from './models/precompute.js';
 import { openModelRegistry } from './models/registry-postgres.js';
 import { JetStreamEventLog } from './pipeline/jetstream-log.js';
 import { SharedArchive } from './cluster/shared-archive.js';
+import { SharedLakehouse } from './cluster/shared-lakehouse.js';
 import { openBlobStore } from './cluster/blob-store/open.js';
 import { AGGREGATES_SNAPSHOT, EXPERIMENTS_SNAPSHOT, featuresSnapshot, SharedSnapshots } from './cluster/shared-snapshots.js';
 import { ExperimentPlatform } from './experiments/platform.js';
@@ -288,12 +289,19 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
       : undefined;
   await sharedSnapshots?.seed([AGGREGATES_SNAPSHOT, EXPERIMENTS_SNAPSHOT]);
   let seedFeatures = memoryFeatures;
-  const refreshArchive = async () => {
-    if (!sharedArchive) return;
-    const synced = await sharedArchive.sync(lakeDirOf(config.dataDir));
-    if (synced.fetched > 0 || synced.setAside.length > 0)
-      logger.info({ ...synced, from: sharedArchive.blobs.location }, 'lakehouse archive brought up to the blob store');
-  };
+  const sharedLake = sharedArchive ? new SharedLakehouse(sharedArchive.blobs, { namespace: config.oltpSchema }) : undefined;
+  // One refresh at a time (the timer's and a feature bootstrap's): the built part takes the lakehouse's lock.
+  let refreshing: Promise<void> | undefined;
+  const refreshArchive = () =>
+    (refreshing ??= (async () => {
+      if (!sharedArchive || !sharedLake) return;
+      const built = await sharedLake.sync(lakeDirOf(config.dataDir));
+      if (built.changed && !built.busy)
+        logger.info({ ...built, from: sharedLake.blobs.location }, 'lakehouse build brought up to the one published in the blob store');
+      const synced = await sharedArchive.sync(lakeDirOf(config.dataDir));
+      if (synced.fetched > 0 || synced.setAside.length > 0)
+        logger.info({ ...synced, from: sharedArchive.blobs.location }, 'lakehouse archive brought up to the blob store');
+    })().finally(() => (refreshing = undefined)));
   const archiver = Archiver.unopened(lakeDirOf(config.dataDir), {
     beforePublish: () => archiverLease.check(),
     ...(sharedArchive ? { shared: sharedArchive } : {}),
