@@ -8,6 +8,7 @@ import { eventLogConformance } from './conformance.js';
 const servers = 'nats://127.0.0.1:4222';
 const stream = `WB_TEST_${process.pid}_${Date.now()}`;
 const crashStream = `${stream}_CRASH`;
+const watchStream = `${stream}_WATCH`;
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
@@ -18,7 +19,7 @@ after(async () => {
   if ((await natsAvailable().catch(() => false)) !== true) return;
   const nc = await connect({ servers });
   const jsm = await nc.jetstreamManager();
-  for (const name of [stream, `KV_${stream}_offsets`, crashStream, `KV_${crashStream}_offsets`]) {
+  for (const name of [stream, `KV_${stream}_offsets`, crashStream, `KV_${crashStream}_offsets`, watchStream, `KV_${watchStream}_offsets`]) {
     await jsm.streams.delete(name).catch(() => undefined); // a test that failed early may not have made it
   }
   await nc.close();
@@ -119,6 +120,79 @@ describe('JetStreamEventLog', () => {
     const again = await JetStreamEventLog.open({ servers, stream: crashStream });
     await again.close();
     assert.equal((await jsm.streams.info(crashStream)).config.duplicate_window, 120_000 * 1e6, 'the default, two minutes');
+  });
+
+  it("wakes every wait on one consumer of the stream, at once on another connection's append, and removes it on close", async (t: TestContext) => {
+    const ok = await natsAvailable();
+    if (ok !== true) return t.skip(ok);
+    const log = await JetStreamEventLog.open({ servers, stream: watchStream });
+    const writer = await JetStreamEventLog.open({ servers, stream: watchStream });
+    const nc = await connect({ servers });
+    t.after(() => Promise.all([log.close(), writer.close(), nc.close()]));
+    const jsm = await nc.jetstreamManager();
+    const consumers = async () => (await jsm.streams.info(watchStream)).state.consumer_count;
+    const end = await log.next();
+    // Six consumers' waits, as a service instance has, each renewed every 50 ms: one watcher serves them all.
+    for (let round = 0; round < 5; round++) await Promise.all(Array.from({ length: 6 }, () => log.waitFor(end, 50)));
+    assert.equal(await consumers(), 1, 'one consumer watches for every wait');
+    assert.deepEqual(await log.read(end, 10), [], 'nothing to read at the end');
+
+    const latencies: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const at = await log.next();
+      const waits = Array.from({ length: 6 }, () => log.waitFor(at, 10_000));
+      const t0 = Date.now();
+      await writer.append([enc(`other ${i}`)]);
+      await Promise.all(waits);
+      latencies.push(Date.now() - t0);
+      assert.deepEqual(
+        (await log.read(at, 10)).map((e) => dec(e.payload)),
+        [`other ${i}`],
+        "the woken reader reads the other connection's record",
+      );
+    }
+    t.diagnostic(`woken ${latencies.join(', ')} ms after the append started`);
+    assert.ok(Math.min(...latencies) < 500, `woken within ${Math.min(...latencies)} ms`);
+
+    const t1 = Date.now();
+    await log.waitFor(await log.next(), 300);
+    assert.ok(Date.now() - t1 >= 250, 'a wait with nothing appended lasts its timeout');
+
+    const pending = log.waitFor(await log.next(), 60_000);
+    const t2 = Date.now();
+    await log.close();
+    await pending;
+    assert.ok(Date.now() - t2 < 2000, 'close ends the waits');
+    assert.equal(await consumers(), 0, 'close deletes the watching consumer');
+  });
+
+  it('starts another watcher when its consumer is deleted on the server', async (t: TestContext) => {
+    const ok = await natsAvailable();
+    if (ok !== true) return t.skip(ok);
+    const log = await JetStreamEventLog.open({ servers, stream: watchStream });
+    const writer = await JetStreamEventLog.open({ servers, stream: watchStream });
+    const nc = await connect({ servers });
+    t.after(() => Promise.all([log.close(), writer.close(), nc.close()]));
+    const jsm = await nc.jetstreamManager();
+    await log.waitFor(await log.next(), 50);
+    const [watcher] = await jsm.consumers.list(watchStream).next();
+    assert.ok(watcher, 'a watcher runs');
+    const at = await log.next();
+    const waiting = log.waitFor(at, 10_000);
+    await jsm.consumers.delete(watchStream, watcher.name);
+    await waiting; // the watcher's end ends its waits: the caller reads, and waits again
+    const again = log.waitFor(at, 10_000);
+    const t0 = Date.now();
+    await writer.append([enc('after the watcher was deleted')]);
+    await again;
+    assert.ok(Date.now() - t0 < 5000, 'the next wait is woken by another connection');
+    assert.deepEqual(
+      (await log.read(at, 1)).map((e) => dec(e.payload)),
+      ['after the watcher was deleted'],
+    );
+    const names = (await jsm.consumers.list(watchStream).next()).map((c) => c.name);
+    assert.equal(names.length, 1);
+    assert.notEqual(names[0], watcher.name, 'a new watcher');
   });
 
   it('rejects consumer names that are not plain keys', async (t: TestContext) => {
