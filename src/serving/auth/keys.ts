@@ -7,6 +7,7 @@ import { IntegrityError, InputError, NotFoundError } from '../../workbench/error
 import { writeFileAtomic } from '../../workbench/files.js';
 import { createIfAbsent } from '../../workbench/oltp/postgres.js';
 import { ident, sql, type Identifier, type Sql } from '../../workbench/sql.js';
+import { openPgPool, shownUrl } from '../../workbench/oltp/pg-pool.js';
 
 /**
  * API keys with scopes. A key is shown once, when created (`wb_<id>_<secret>`); the store keeps
@@ -144,12 +145,8 @@ export class PostgresKeyStore implements ApiKeyStore {
     connectionString: string,
     private readonly schema: string | undefined,
   ) {
-    const url = new URL(connectionString);
-    if (url.password) url.password = '***';
-    this.location = url.toString();
-    this.pool = new pg.Pool({ connectionString, max: 2, allowExitOnIdle: true, connectionTimeoutMillis: 5_000, query_timeout: 10_000 });
-    // A dropped idle connection is replaced on the next query; it must not crash the process.
-    this.pool.on('error', () => undefined);
+    this.location = shownUrl(connectionString);
+    this.pool = openPgPool(connectionString);
     this.table = schema ? ident(schema, 'wb_keys') : ident('wb_keys');
   }
 

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { z } from 'zod';
 import { InputError } from '../../workbench/errors.js';
+import { openPgPool, shownUrl } from '../../workbench/oltp/pg-pool.js';
 
 /**
  * Change notifications between service instances: an instance that changes shared state (a key, an
@@ -148,14 +149,9 @@ export class PostgresChangeFeed implements ChangeFeed {
     private readonly connectionString: string,
     private readonly options: PostgresChangeFeedOptions = {},
   ) {
-    const url = new URL(connectionString);
-    if (url.password) url.password = '***';
-    this.location = url.toString();
+    this.location = shownUrl(connectionString);
     this.onError = options.onError ?? warn;
-    // allowExitOnIdle: publishing is occasional, and an idle pool must not keep a CLI process alive.
-    this.pool = new pg.Pool({ connectionString, max: 2, allowExitOnIdle: true, connectionTimeoutMillis: 5_000, query_timeout: 10_000 });
-    // A dropped idle connection of the pool is replaced on the next publish; it must not crash the process.
-    this.pool.on('error', () => undefined);
+    this.pool = openPgPool(connectionString);
     if (options.namespace !== undefined) this.namespace = Promise.resolve(options.namespace);
   }
 

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { WorkbenchError } from '../../workbench/errors.js';
 import { createIfAbsent } from '../../workbench/oltp/postgres.js';
 import { ident, sql, type Identifier, type Sql } from '../../workbench/sql.js';
+import { openPgPool, shownUrl } from '../../workbench/oltp/pg-pool.js';
 
 /**
  * Leases: how a singleton (the decider, the scheduler, precompute, the archiver) runs on one instance
@@ -142,12 +143,8 @@ export class PostgresLeaseStore implements LeaseStore {
     private readonly connectionString: string,
     private readonly options: { schema?: string; onError?: (err: Error) => void } = {},
   ) {
-    const url = new URL(connectionString);
-    if (url.password) url.password = '***';
-    this.location = url.toString();
-    // allowExitOnIdle: the renewal timers are unref'd, so an idle pool must not keep a process alive either.
-    // The timeouts: a renewal stuck on a dead connection must fail (and be retried), not hang past its term.
-    this.pool = new pg.Pool({ connectionString, max: 2, allowExitOnIdle: true, connectionTimeoutMillis: 5_000, query_timeout: 10_000 });
+    this.location = shownUrl(connectionString);
+    this.pool = openPgPool(connectionString);
     this.table = options.schema ? ident(options.schema, 'wb_leases') : ident('wb_leases');
   }
 

@@ -11,6 +11,7 @@ import { createIfAbsent } from '../../workbench/oltp/postgres.js';
 import { ident, sql, type Identifier, type Sql } from '../../workbench/sql.js';
 import { openBlobStore, type BlobStore } from '../cluster/blob-store/index.js';
 import { registryDir } from '../../workbench/config.js';
+import { openPgPool, shownUrl } from '../../workbench/oltp/pg-pool.js';
 
 /**
  * The model registry of several service instances: versions, aliases and the history of every
@@ -32,12 +33,8 @@ export class PostgresRegistryStore implements SharedRegistryStore {
     private readonly schema: string | undefined,
     readonly blobs: BlobStore,
   ) {
-    const url = new URL(connectionString);
-    if (url.password) url.password = '***';
-    this.location = `${url.toString()}${schema ? ` (schema ${schema})` : ''} with bundles in ${blobs.location}`;
-    this.pool = new pg.Pool({ connectionString, max: 2, allowExitOnIdle: true, connectionTimeoutMillis: 5_000, query_timeout: 10_000 });
-    // A dropped idle connection is replaced on the next query; it must not crash the process.
-    this.pool.on('error', () => undefined);
+    this.location = `${shownUrl(connectionString)}${schema ? ` (schema ${schema})` : ''} with bundles in ${blobs.location}`;
+    this.pool = openPgPool(connectionString);
     const table = (name: string) => (schema ? ident(schema, name) : ident(name));
     this.versions = table('wb_model_versions');
     this.aliases = table('wb_model_aliases');

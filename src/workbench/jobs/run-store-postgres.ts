@@ -3,6 +3,7 @@ import { IntegrityError, NotFoundError } from '../errors.js';
 import { createIfAbsent } from '../oltp/postgres.js';
 import { ident, sql, type Identifier, type Sql } from '../sql.js';
 import { checkJobRunId, runLimit, type JobRunStore, type RunFilter, type RunRecord } from './run-store.js';
+import { openPgPool, shownUrl } from '../oltp/pg-pool.js';
 
 /**
  * Job run records in the OLTP's PostgreSQL: table `job_runs` of its schema (the `schema` given, else
@@ -27,13 +28,8 @@ export class PostgresRunStore implements JobRunStore {
     connectionString: string,
     private readonly schema: string | undefined,
   ) {
-    const url = new URL(connectionString);
-    if (url.password) url.password = '***';
-    this.location = `${url.toString()}${schema ? ` (schema ${schema})` : ''}`;
-    // allowExitOnIdle: a job process or a notebook that forgets to close the store still exits.
-    this.pool = new pg.Pool({ connectionString, max: 2, allowExitOnIdle: true, connectionTimeoutMillis: 5_000, query_timeout: 10_000 });
-    // A dropped idle connection is replaced on the next query; it must not crash the process.
-    this.pool.on('error', () => undefined);
+    this.location = `${shownUrl(connectionString)}${schema ? ` (schema ${schema})` : ''}`;
+    this.pool = openPgPool(connectionString);
     this.table = schema ? ident(schema, 'job_runs') : ident('job_runs');
   }
 

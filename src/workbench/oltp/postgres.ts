@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { ident, join, raw, sql, type Sql } from '../sql.js';
+import { openPgPool, shownUrl } from './pg-pool.js';
 import { ConflictError } from '../errors.js';
 import {
   TABLE_COLUMNS,
@@ -106,10 +107,8 @@ export class PostgresOltp implements OltpStore {
   private readonly pool: pg.Pool;
 
   constructor(connectionString: string, schema?: string) {
-    const url = new URL(connectionString);
-    if (url.password) url.password = '***';
-    this.location = url.toString();
-    this.pool = new pg.Pool({ connectionString, max: 4 });
+    this.location = shownUrl(connectionString);
+    this.pool = openPgPool(connectionString, { max: 4, timeouts: false });
     if (schema) {
       // Each test run can use its own schema; search_path is set on every new connection.
       this.pool.on('connect', (client) => {

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { openPgPool, shownUrl } from '../oltp/pg-pool.js';
 import { ident, sql, type Sql } from '../sql.js';
 import { schema, SqlTracking, type Db } from './sql-store.js';
 
@@ -9,17 +10,14 @@ import { schema, SqlTracking, type Db } from './sql-store.js';
  */
 export class PostgresTracking extends SqlTracking {
   constructor(connectionString: string, schemaName?: string) {
-    const url = new URL(connectionString);
-    if (url.password) url.password = '***';
-    // allowExitOnIdle: a notebook or a job that forgets to close the store still exits.
-    const pool = new pg.Pool({ connectionString, max: 4, allowExitOnIdle: true });
+    const pool = openPgPool(connectionString, { max: 4, timeouts: false });
     if (schemaName) {
       // Each test run can use its own schema; search_path is set on every new connection.
       pool.on('connect', (client) => {
         void client.query(sql`SET search_path TO ${ident(schemaName)}`.toString());
       });
     }
-    super('postgres', url.toString(), new PostgresDb(pool), async () => {
+    super('postgres', shownUrl(connectionString), new PostgresDb(pool), async () => {
       if (schemaName) await pool.query(sql`CREATE SCHEMA IF NOT EXISTS ${ident(schemaName)}`.toString());
       await pool.query(schema('postgres'));
     });
