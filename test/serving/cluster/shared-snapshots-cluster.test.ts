@@ -41,7 +41,7 @@ describe('read-model snapshots shared by the instances of a cluster', { timeout:
     await a.service.aggregates.close();
     const published = await a.service.snapshots.publish();
     assert.ok(published.copied.includes(AGGREGATES_SNAPSHOT), JSON.stringify(published));
-    const blob = await a.service.snapshots.blobs.get(`snapshots/${AGGREGATES_SNAPSHOT}`);
+    const blob = await a.service.snapshots.blobs.get(`${harness.schema}/snapshots/${AGGREGATES_SNAPSHOT}`);
     assert.equal(snapshotOffset(AGGREGATES_SNAPSHOT, blob!), end);
 
     const b = await harness.instance('b', shared);
@@ -71,7 +71,7 @@ describe('read-model snapshots shared by the instances of a cluster', { timeout:
     await a.stop();
     const version = a.service.features.version;
     const blobs = new DirectoryBlobStore(join(shared.dataDir, 'blobs'));
-    const published = await new SharedSnapshots(blobs, a.service.instanceDir, { features: true }).publish();
+    const published = await new SharedSnapshots(blobs, a.service.instanceDir, { features: true, namespace: harness.schema }).publish();
     assert.deepEqual(published.copied, [AGGREGATES_SNAPSHOT, EXPERIMENTS_SNAPSHOT, featuresSnapshot(version)]);
 
     const b = await harness.instance('b', shared);
