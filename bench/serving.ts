@@ -427,7 +427,7 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
     const steady = await openLoop(STEADY_SECONDS, predict('app'), undefined, undefined, DEPLOY_RATE);
     const steadyCpu = cpuSeconds(pid) - cpu;
     const steadyDelay = await loopDelay();
-    if (steady.failures > 0) throw new Error(`${steady.failures} predictions failed before the deploy`);
+    if (steady.failures > 0) throw new Error(`${steady.failures} predictions failed before the deploy: ${steady.failed.join('; ')}`);
 
     let done = false;
     const load = openLoop(300, predict('app'), undefined, () => done, DEPLOY_RATE);

@@ -23,6 +23,8 @@ export class MemoryOnlineStore implements OnlineStore {
   private pos: StorePosition | undefined;
   private lastSnapshot = Date.now();
   private dirty = false;
+  /** Only the offset moved since the last snapshot (records that change no state: predictions, other events). */
+  private moved = false;
   /** The snapshot being written, if any: flushes run one after the other. */
   private flushing: Promise<void> = Promise.resolve();
 
@@ -77,8 +79,12 @@ export class MemoryOnlineStore implements OnlineStore {
       else this.states.delete(user);
     }
     this.pos.offset = offset;
-    this.dirty = true;
-    if (Date.now() - this.lastSnapshot >= this.snapshotEveryMs) await this.flush();
+    // A batch that changed no state (the service's own prediction records, mostly) does not make the
+    // snapshot be rewritten: megabytes rendered and written every interval for an offset. A
+    // snapshot behind by such records is as right; a restart folds them again, changing nothing.
+    if (states.size > 0) this.dirty = true;
+    else this.moved = true;
+    if (Date.now() - this.lastSnapshot >= this.snapshotEveryMs) await this.flush(false);
   }
 
   /**
@@ -87,17 +93,21 @@ export class MemoryOnlineStore implements OnlineStore {
    * reads keep being answered meanwhile. The snapshot is consistent: it holds the entries and offset
    * of the moment it starts, and writes replace a user's state object, never change it in place.
    */
-  flush(): Promise<void> {
-    const run = this.flushing.then(() => this.writeSnapshot());
+  flush(offsetToo = true): Promise<void> {
+    const run = this.flushing.then(() => this.writeSnapshot(offsetToo));
     this.flushing = run.catch(() => undefined);
     return run;
   }
 
-  private async writeSnapshot(): Promise<void> {
-    if (!this.dirty || !this.pos) return;
+  /** `offsetToo`: also when only the offset moved (on flush and close; the interval's snapshots wait for a change of state, or ten intervals). */
+  private async writeSnapshot(offsetToo: boolean): Promise<void> {
+    if (!this.pos) return;
+    const offsetDue = this.moved && (offsetToo || Date.now() - this.lastSnapshot >= 10 * this.snapshotEveryMs);
+    if (!this.dirty && !offsetDue) return;
     const head = JSON.stringify({ setVersion: this.pos.setVersion, offset: this.pos.offset });
     const users = [...this.states];
     this.dirty = false;
+    this.moved = false;
     this.lastSnapshot = Date.now();
     mkdirSync(dirname(this.path), { recursive: true });
     try {
@@ -122,6 +132,7 @@ export class MemoryOnlineStore implements OnlineStore {
     this.states.clear();
     this.pos = undefined;
     this.dirty = false;
+    this.moved = false;
     rmSync(this.path, { force: true });
   }
 }

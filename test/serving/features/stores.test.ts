@@ -75,6 +75,33 @@ describe('MemoryOnlineStore', () => {
     assert.deepEqual(await reopened.peek('user-19999'), state(19_999));
   });
 
+  it('does not rewrite its snapshot for batches that changed no state, until a state changes, ten intervals pass or it closes', async () => {
+    const path = join(tempDir('wb-online-offset-'), 'online.snapshot');
+    const store = MemoryOnlineStore.open(path, { snapshotEveryMs: 0 });
+    await store.reset('v1');
+    const st = (n: number): UserState => [[{ start: 0, n, sum: n, min: n, max: n }]];
+    await store.write(new Map([['u1', st(1)]]), 10);
+    const offsetOnDisk = () => (JSON.parse(readFileSync(path, 'utf8').trimEnd().split('\n')[0]!) as { offset: number }).offset;
+    assert.equal(offsetOnDisk(), 10);
+    // Prediction records: the offset moves, no state changes (ten intervals of 0 ms pass at once, so
+    // an interval of its own is used for this part).
+    const slow = MemoryOnlineStore.open(path, { snapshotEveryMs: 60_000 });
+    (slow as unknown as { lastSnapshot: number }).lastSnapshot = Date.now() - 61_000;
+    for (let offset = 11; offset <= 40; offset++) await slow.write(new Map(), offset);
+    assert.equal(offsetOnDisk(), 10, 'not rewritten for an offset alone');
+    assert.deepEqual(await slow.position(), { setVersion: 'v1', offset: 40 });
+    await slow.write(new Map([['u2', st(2)]]), 41);
+    assert.equal(offsetOnDisk(), 41, 'a change of state is written at the next interval, with the offset');
+    (slow as unknown as { lastSnapshot: number }).lastSnapshot = Date.now() - 61_000;
+    await slow.write(new Map(), 42);
+    assert.equal(offsetOnDisk(), 41);
+    await slow.close();
+    assert.equal(offsetOnDisk(), 42, 'closing writes the offset too');
+    const reopened = MemoryOnlineStore.open(path);
+    assert.deepEqual(await reopened.position(), { setVersion: 'v1', offset: 42 });
+    assert.deepEqual(await reopened.peek('u2'), st(2));
+  });
+
   it('snapshots on its own once the interval has passed', async () => {
     const path = join(tempDir('wb-online-interval-'), 'online.snapshot');
     const store = MemoryOnlineStore.open(path, { snapshotEveryMs: 0 });
