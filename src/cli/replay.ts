@@ -14,6 +14,7 @@ import {
 import { SimulationConfigSchema, type SimulationConfig } from '../app/simulator.js';
 import { InputError, WorkbenchError } from '../workbench/errors.js';
 import type { Event } from '../workbench/event.js';
+import { fnv1a32 } from '../workbench/experiments/hash.js';
 import { consoleProgress, silentProgress, type Progress, type ProgressTask } from '../workbench/progress.js';
 import { intOption } from './main.js';
 
@@ -138,7 +139,6 @@ export async function runReplay(options: RunReplayOptions): Promise<ReplaySummar
   };
   const view = new ReplayProgress(progress, options, started);
   const client = new IngestClient(endpoint, options.key, options.retries ?? 5, options.backoffMs ?? 250, options.abortSignal);
-  const inFlight = new Set<Promise<void>>();
   let failure: unknown;
 
   const send = async (batch: ReplayBatch) => {
@@ -155,18 +155,23 @@ export async function runReplay(options: RunReplayOptions): Promise<ReplaySummar
     }
   };
 
+  // Each user's events go through one lane, one request at a time, so they arrive in order: two
+  // requests in flight may be applied in either order, and a user the service creates from a later
+  // event (a login) would lose the country and device its signup carries.
+  const lanes: Promise<void>[] = Array.from({ length: concurrency }, () => Promise.resolve());
   const batches = replayBatches(options.sources, replay);
   try {
-    for await (const batch of batches) {
+    sending: for await (const batch of batches) {
       if (failure !== undefined || options.signal?.aborted) break;
       summary.dates = batch.dates;
-      const p: Promise<void> = send(batch).finally(() => inFlight.delete(p));
-      inFlight.add(p);
-      while (inFlight.size >= concurrency) await Promise.race(inFlight);
-      if (failure !== undefined) break;
+      for (const [lane, events] of byLane(batch.events, concurrency)) {
+        await lanes[lane];
+        if (failure !== undefined) break sending;
+        lanes[lane] = send({ ...batch, events });
+      }
     }
   } finally {
-    await Promise.all(inFlight);
+    await Promise.all(lanes);
     await batches.return(undefined);
   }
   summary.interrupted = failure === undefined && Boolean(options.signal?.aborted);
@@ -180,6 +185,18 @@ export async function runReplay(options: RunReplayOptions): Promise<ReplaySummar
   }
   if (failure !== undefined) throw failure;
   return summary;
+}
+
+/** Splits a batch into `lanes` parts by user, each part in the batch's order. */
+function byLane(events: readonly Event[], lanes: number): Map<number, Event[]> {
+  const parts = new Map<number, Event[]>();
+  for (const e of events) {
+    const lane = lanes === 1 ? 0 : fnv1a32(e.user_id) % lanes;
+    let part = parts.get(lane);
+    if (!part) parts.set(lane, (part = []));
+    part.push(e);
+  }
+  return parts;
 }
 
 const NO_KEY =

@@ -181,11 +181,56 @@ describe('wb replay against a running service', () => {
   });
 });
 
+describe('wb replay ordering', () => {
+  it("applies each user's events in order, with requests in flight at once (a user is created from its first event)", async () => {
+    // The service applies requests in the order they finish: the first one is held, so a later
+    // request overtakes it, as two requests on two connections may.
+    const applied: { user_id: string; props: { original_time: string } }[] = [];
+    let requests = 0;
+    let concurrent = 0;
+    let mostConcurrent = 0;
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        const events = body
+          .split('\n')
+          .filter((l) => l.trim())
+          .map((l) => JSON.parse(l) as (typeof applied)[number]);
+        mostConcurrent = Math.max(mostConcurrent, ++concurrent);
+        setTimeout(
+          () => {
+            concurrent--;
+            applied.push(...events);
+            res.writeHead(200, { 'content-type': 'application/json' });
+            res.end(JSON.stringify({ accepted: events.length, duplicates: 0, rejected: [] }));
+          },
+          requests++ === 0 ? 300 : 5,
+        );
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const summary = await runReplay({ url, key: 'k', sources: [appSource(SIM)], speed: Infinity, batch: 20, concurrency: 3 });
+      assert.equal(summary.accepted, simulateHistory(SIM).events.length);
+      assert.equal(applied.length, summary.accepted);
+      assert.ok(mostConcurrent > 1, `requests were in flight together (at most ${mostConcurrent})`);
+      const byUser = new Map<string, string[]>();
+      for (const e of applied) byUser.set(e.user_id, [...(byUser.get(e.user_id) ?? []), e.props.original_time]);
+      const outOfOrder = [...byUser].filter(([, times]) => times.some((t, i) => i > 0 && t < times[i - 1]!)).map(([u]) => u);
+      assert.deepEqual(outOfOrder, [], 'no user has an event applied before an earlier one');
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
+
 describe('wb replay retries', () => {
   it('retries a 5xx with backoff and succeeds', async () => {
     const fake = await flakyServer([503, 500]);
     try {
-      const summary = await runReplay({ url: fake.url, key: 'k', sources: [retailSource({ file: FIXTURE })], speed: Infinity, backoffMs: 1 });
+      const summary = await runReplay({ url: fake.url, key: 'k', sources: [retailSource({ file: FIXTURE })], speed: Infinity, backoffMs: 1, concurrency: 1 });
       assert.deepEqual([summary.accepted, summary.retries, summary.requests, fake.hits()], [RETAIL_EVENTS, 2, 3, 3]);
     } finally {
       await fake.close();
