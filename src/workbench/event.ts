@@ -18,6 +18,14 @@ export const EventSchema = z.object({
 /** One event as the service ingests it and the lakehouse archives it (see `EventSchema`). */
 export type Event = z.infer<typeof EventSchema>;
 
+/**
+ * The service's own records in the log, written for users but not by them: every `POST /v1/predict`
+ * (`prediction`) and every assignment's exposure (`experiment_exposure`). Clients may not send these
+ * names, and a feature over every event (`source.event: '*'`) does not count them: a user's
+ * features must not change because a model scored them or an experiment enrolled them.
+ */
+export const SERVICE_EVENTS: ReadonlySet<string> = new Set(['prediction', 'experiment_exposure']);
+
 /** The user's dimensions, added at ingest from the OLTP database so that no consumer looks users up. */
 export interface UserDims {
   country: string;

@@ -2,10 +2,10 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join as joinPath } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { EnrichedEvent } from '../../workbench/event.js';
+import { SERVICE_EVENTS, type EnrichedEvent } from '../../workbench/event.js';
 import { DuckDb } from '../../workbench/duckdb.js';
 import { WINDOWS, type Feature } from '../../workbench/features/definition.js';
-import { CATEGORY_TYPES, NUMBER_TYPES, propEquals } from '../../workbench/features/offline.js';
+import { CATEGORY_TYPES, eventCondition, NUMBER_TYPES, propEquals } from '../../workbench/features/offline.js';
 import { OnlineFeatures, type UserState } from '../../workbench/features/online.js';
 import { lakeLayout, sourceDir } from '../../workbench/lakehouse/layout.js';
 import { LIVE_SOURCE } from '../../workbench/lakehouse/live.js';
@@ -463,7 +463,8 @@ async function statesFromArchive(db: DuckDb, compiled: OnlineFeatures, paths: re
   const { features } = compiled;
   const names = [...new Set(features.map((f) => f.source.event))];
   // The events any feature reads: their newest per user is the time the updater expires buckets at.
-  const relevant = names.includes('*') ? sql`TRUE` : sql`event IN (${join(names)})`;
+  const unread = [...SERVICE_EVENTS].filter((name) => !names.includes(name));
+  const relevant = !names.includes('*') ? sql`event IN (${join(names)})` : unread.length > 0 ? sql`event NOT IN (${join(unread)})` : sql`TRUE`;
   // Only the props the features read, parsed out of each event once: every condition and value
   // below parses the props again, which on the whole event costs several times the rest of the query.
   // A prop the event lacks becomes null, which no condition tells apart from a missing one.
@@ -559,8 +560,7 @@ function lastNQuery(f: Feature, i: number): Sql {
 
 /** The offline compiler's rule for the events a feature reads: its event, its `where` props, its prop's JSON type. */
 function filterOf(f: Feature): Sql {
-  const conditions: Sql[] = [sql`TRUE`];
-  if (f.source.event !== '*') conditions.push(sql`e.event = ${f.source.event}`);
+  const conditions: Sql[] = [eventCondition(f)];
   for (const [prop, value] of Object.entries(f.source.where ?? {})) conditions.push(propEquals(prop, value));
   if (f.prop !== undefined) {
     const types = f.aggregation === 'distinct_count' || f.aggregation === 'last_n' ? CATEGORY_TYPES : NUMBER_TYPES;

@@ -126,7 +126,8 @@ export class FeatureUpdater implements EventConsumer {
       const time = Date.parse(e.time);
       let state = states.get(e.user_id);
       if (folds) {
-        if (time > (newest.get(e.user_id) ?? 0)) newest.set(e.user_id, time);
+        const seen = newest.get(e.user_id);
+        if (seen === undefined || time > seen) newest.set(e.user_id, time);
         if (!state) states.set(e.user_id, (state = compiled.emptyState()));
         compiled.update(state, { event_id: e.event_id, time, user_id: e.user_id, event: e.event, props: e.props });
       }
@@ -135,12 +136,14 @@ export class FeatureUpdater implements EventConsumer {
       else this.capturedDropped++;
     });
     // Buckets that no window covers any more, as of the user's newest event, leave (never later:
-    // the user may be read at any time after it); a user with nothing left leaves the store.
-    for (const [user, state] of states) {
-      const at = newest.get(user);
-      if (state && at !== undefined && compiled.expire(state, at)) states.set(user, undefined);
+    // the user may be read at any time after it); a user with nothing left leaves the store. Only
+    // the users folded are written: one only read for a capture is unchanged.
+    const changed = new Map<string, UserState | undefined>();
+    for (const [user, time] of newest) {
+      const state = states.get(user)!;
+      changed.set(user, compiled.expire(state, time) ? undefined : state);
     }
-    await this.store.write(states, end, at);
+    await this.store.write(changed, end, at);
   }
 
   /** Forgets the reads of events before `offset` (taken or not wanted). */

@@ -4,6 +4,7 @@ import {
   DEFAULT_EVENT_LIMITS,
   EventSchema,
   eventLimitViolation,
+  SERVICE_EVENTS,
   UserIdSchema,
   type EnrichedEvent,
   type Event,
@@ -31,17 +32,18 @@ export interface Tagger {
   }>;
 }
 
-/**
- * Event names only the service itself writes (through `ingest(..., { internal: true })`): a client's
- * event of the same name would mix with the service's own records and be counted as one of them.
- */
-export const RESERVED_EVENTS: ReadonlyMap<string, string> = new Map([
-  [
-    'experiment_exposure',
-    "experiment_exposure is the service's own event name (written by the experimentation platform): assign users with POST /v1/assignments or an exposureEvent",
-  ],
-  ['prediction', "prediction is the service's own event name (every POST /v1/predict is logged as one): name your event otherwise"],
+const WHY_RESERVED: ReadonlyMap<string, string> = new Map([
+  ['experiment_exposure', 'written by the experimentation platform): assign users with POST /v1/assignments or an exposureEvent'],
+  ['prediction', 'every POST /v1/predict is logged as one): name your event otherwise'],
 ]);
+
+/**
+ * Event names only the service itself writes (`SERVICE_EVENTS`, through `ingest(..., { internal: true })`),
+ * with why a client may not: its event would mix with the service's own records and be counted as one of them.
+ */
+export const RESERVED_EVENTS: ReadonlyMap<string, string> = new Map(
+  [...SERVICE_EVENTS].map((name) => [name, `${name} is the service's own event name (${WHY_RESERVED.get(name) ?? 'the service writes it)'}`]),
+);
 
 export interface IngestOptions {
   /** Most events in one batch. */

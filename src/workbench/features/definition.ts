@@ -51,7 +51,7 @@ export const FeatureDefinitionSchema = z
     description: z.string().max(500).optional(),
     entity: z.literal('user').default('user'),
     source: z.object({
-      /** An event name, or `*` for every event. */
+      /** An event name, or `*` for every event of the user's (not the service's own records: `SERVICE_EVENTS`). */
       event: z.string().regex(/^(\*|[a-z][a-z0-9_]*)$/, 'an event name (lower_snake_case) or "*"'),
       /** Props that must equal these values (same JSON type and value). */
       where: z.record(z.string().regex(PROP, PROP_RULE), z.union([z.string(), z.number(), z.boolean()])).optional(),

@@ -1,4 +1,5 @@
 import { InputError } from '../errors.js';
+import { SERVICE_EVENTS } from '../event.js';
 import type { Lakehouse, Row } from '../lakehouse.js';
 import { defaultProgress, type Progress } from '../progress.js';
 import { ident, join, raw, sql, type Identifier, type Sql } from '../sql.js';
@@ -129,13 +130,17 @@ function numberedSpine(source: TrainingSetSource): Sql {
     FROM (SELECT *, row_number() OVER () AS ${ARRIVAL} FROM ${source.spine})`;
 }
 
+/** The events a feature's `source.event` names, as a condition on `e.event`: one name, or `*`, every event but the service's own records. */
+export function eventCondition(f: Feature): Sql {
+  return f.source.event === '*' ? sql`e.event NOT IN (${join([...SERVICE_EVENTS])})` : sql`e.event = ${f.source.event}`;
+}
+
 /**
  * The events a feature reads, with its value taken out of the JSON props once per event (not once
  * per spine row that sees the event, which is many times more).
  */
 function featureEvents(f: Feature, events: Sql): Sql {
-  const conditions: Sql[] = [sql`TRUE`];
-  if (f.source.event !== '*') conditions.push(sql`e.event = ${f.source.event}`);
+  const conditions: Sql[] = [eventCondition(f)];
   for (const [prop, value] of Object.entries(f.source.where ?? {})) conditions.push(propEquals(prop, value));
   let value: Sql = sql`NULL`;
   if (f.prop !== undefined) {

@@ -1,4 +1,5 @@
 import { dict, own } from '../dict.js';
+import { SERVICE_EVENTS } from '../event.js';
 import { matchesWhere, WINDOWS, windowStart, type Feature, type FeatureValue } from './definition.js';
 
 /**
@@ -70,7 +71,7 @@ export class OnlineFeatures {
 
   /** Whether any feature of the set reads this event name (a consumer skips the rest cheaply). */
   reads(eventName: string): boolean {
-    return this.anyEvent.length > 0 || this.byEvent.has(eventName);
+    return this.byEvent.has(eventName) || (this.anyEvent.length > 0 && !SERVICE_EVENTS.has(eventName));
   }
 
   emptyState(): UserState {
@@ -82,7 +83,7 @@ export class OnlineFeatures {
     let took = false;
     const named = this.byEvent.get(e.event);
     if (named) for (const i of named) took = this.updateOne(state, i, e) || took;
-    for (const i of this.anyEvent) took = this.updateOne(state, i, e) || took;
+    if (!SERVICE_EVENTS.has(e.event)) for (const i of this.anyEvent) took = this.updateOne(state, i, e) || took;
     return took;
   }
 

@@ -39,6 +39,7 @@ const definitions: FeatureInput[] = [
   { name: 'since_login', source: { event: 'login' }, aggregation: 'time_since_last', window: 'lifetime', default: -1 },
   { name: 'age', source: { event: '*' }, aggregation: 'first_seen_age', window: 'lifetime', default: -1 },
   { name: 'recent_age', source: { event: 'login' }, aggregation: 'first_seen_age', window: '30d', default: -1 },
+  { name: 'exposures_7d', source: { event: 'experiment_exposure' }, aggregation: 'count', window: '7d', default: 0 },
 ];
 /** Windows only, so that a user can be left with nothing (no lifetime feature keeps everyone). */
 const WINDOWED = ['spend_7d', 'max_qty_7d', 'last_items', 'level_5_30d'];
@@ -102,7 +103,7 @@ function history(seed: number, count: number, users: number): EnrichedEvent[] {
     if (r.bernoulli(0.7)) props.country = pick(['GB', 'FR', 'gb', 1, true]);
     if (r.bernoulli(0.3)) props.vip = pick([true, false, 'true', 1]);
     if (r.bernoulli(0.4)) props.level = pick([5, 5.5, '5', 4, true]);
-    events.push(make(`u${r.int(users)}`, time, pick(['login', 'purchase', 'purchase', 'view']), props));
+    events.push(make(`u${r.int(users)}`, time, pick(['login', 'purchase', 'purchase', 'view', 'prediction', 'experiment_exposure']), props));
   }
   events.sort((a, b) => a.time.localeCompare(b.time));
   // Ties: events on the very millisecond of the one before, for the same user.

@@ -3,6 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { FeatureUpdater } from '../../../src/serving/features/updater.js';
+import { MemoryOnlineStore } from '../../../src/serving/features/memory-store.js';
+import type { EnrichedEvent } from '../../../src/workbench/event.js';
+import { featureSet } from '../../../src/workbench/features/definition.js';
 import { event, startTestService, type TestService } from '../../helpers/service.js';
 import { until } from '../../helpers/wait.js';
 
@@ -105,5 +109,50 @@ describe('the online feature store in the service', { timeout: 60_000 }, () => {
       log.consumers.map((c) => c.name).filter((n) => n.startsWith('features')),
       ['features'],
     );
+  });
+});
+
+describe("the features consumer and the service's own records", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'wb-updater-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const T = Date.parse('2026-01-05T10:00:00Z');
+  const logged = (user_id: string, name: string, at: number): EnrichedEvent => ({
+    event_id: `${name}-${user_id}-${at}`,
+    time: new Date(at).toISOString(),
+    user_id,
+    event: name,
+    props: {},
+    dims: { country: 'GB', device: 'web', tier: 'free', first_seen: new Date(at).toISOString() },
+    experiments: {},
+    received_at: new Date(at).toISOString(),
+  });
+
+  it('neither counts predictions and exposures in features over every event nor writes the users they name', async () => {
+    const features = featureSet([
+      { name: 'events_1h', source: { event: '*' }, aggregation: 'count', window: '1h', default: 0 },
+      { name: 'age', source: { event: '*' }, aggregation: 'first_seen_age', window: 'lifetime', default: -1 },
+    ]);
+    const store = MemoryOnlineStore.open(join(dir, 'online.snapshot'), { snapshotEveryMs: 3_600_000 });
+    const written: string[][] = [];
+    const write = store.write.bind(store);
+    store.write = (states, offset, from) => {
+      written.push([...states.keys()]);
+      return write(states, offset, from);
+    };
+    const updater = new FeatureUpdater(store, features);
+    updater.capture(new Set(['prediction']));
+    assert.equal(await updater.resumeAt(), 0);
+    await updater.handle([logged('active', 'login', T)], 0);
+    const before = await store.peek('active');
+    await updater.handle(
+      [logged('active', 'prediction', T + 1000), logged('active', 'experiment_exposure', T + 2000), logged('scored-only', 'prediction', T + 3000)],
+      1,
+    );
+    assert.deepEqual(written, [['active'], []], 'the second batch changed no state and wrote none');
+    assert.equal(await store.peek('active'), before);
+    assert.equal(await store.peek('scored-only'), undefined, 'a user only scored has no features');
+    assert.equal((await store.position())?.offset, 4);
+    // The prediction's capture reads the user as the model saw them, 1 ms after it: one event in the hour.
+    assert.deepEqual({ ...updater.captured.get(1)?.values }, { events_1h: 1, age: 1.001 });
   });
 });

@@ -61,10 +61,15 @@ function online(features: Feature[], events: FeatureEvent[], user: string, at: n
  * The reference: the definition's semantics written out directly over the event list (filter,
  * then aggregate), with nothing shared with either compiler.
  */
+/** The service's own records (predictions, exposures): written for a user, not by them, so never one of "every event". */
+const OWN_RECORDS = ['prediction', 'experiment_exposure'];
+
 function reference(f: Feature, events: FeatureEvent[], user: string, at: number): FeatureValue {
   const { ms, bucketMs } = WINDOWS[f.window];
   const from = Number.isFinite(ms) ? Math.floor(at / bucketMs) * bucketMs - ms : -Infinity;
-  let matched = events.filter((e) => e.user_id === user && e.time < at && e.time >= from && (f.source.event === '*' || e.event === f.source.event));
+  let matched = events.filter(
+    (e) => e.user_id === user && e.time < at && e.time >= from && (f.source.event === '*' ? !OWN_RECORDS.includes(e.event) : e.event === f.source.event),
+  );
   matched = matched.filter((e) => Object.entries(f.source.where ?? {}).every(([k, v]) => e.props[k] === v));
   const numbers = matched.map((e) => e.props[f.prop ?? '']).filter((v): v is number => typeof v === 'number');
   const texts = matched
@@ -242,7 +247,7 @@ describe('offline, online and a direct reference agree on random logs', () => {
   const seeded = new Random(20261127);
   const random = () => seeded.next();
   const users = ['a', 'b', 'c', 'd'];
-  const names = ['view', 'purchase', 'login'];
+  const names = ['view', 'purchase', 'login', 'prediction', 'experiment_exposure'];
   const events: FeatureEvent[] = Array.from({ length: 3000 }, (_, i) => {
     // Times on a coarse grid, so that many events share an instant and land on bucket edges.
     const time = T0 + Math.floor(random() * 40 * 24 * 12) * 5 * min;
@@ -270,6 +275,7 @@ describe('offline, online and a direct reference agree on random logs', () => {
       { name: `last_${w}`, source: { event: 'view' }, aggregation: 'last_n', prop: 'sku', n: 3, window: w, default: [] },
       { name: `since_${w}`, source: { event: 'login' }, aggregation: 'time_since_last', window: w, default: -1 },
       { name: `age_${w}`, source: { event: '*' }, aggregation: 'first_seen_age', window: w, default: -1 },
+      { name: `scored_${w}`, source: { event: 'prediction' }, aggregation: 'count', window: w, default: 0 },
     ]),
   );
   // Sample times: random instants, and instants exactly on events and on bucket edges.
