@@ -147,6 +147,8 @@ export class ExperimentTracker implements EventConsumer {
   private state: Snapshot = { offset: 0, experiments: dict(), history: [] };
   private history = new Map<string, Trace[]>();
   private lastSnapshot = 0;
+  /** Whether the state changed (beyond the offset) since the last snapshot was rendered. */
+  private changed = false;
   /** The snapshot being written, if any: each file write waits for the one before, so the newest lands last. */
   private writing: Promise<void> = Promise.resolve();
   private newestTrace = 0;
@@ -199,6 +201,7 @@ export class ExperimentTracker implements EventConsumer {
     this.state = { offset: 0, experiments: dict(), history: [] };
     this.history = new Map();
     this.newestTrace = 0;
+    this.changed = true;
     return 0;
   }
 
@@ -207,10 +210,15 @@ export class ExperimentTracker implements EventConsumer {
     const from = Math.max(0, this.state.offset - first);
     await this.learnExperiments(events, from);
     for (let i = from; i < events.length; i++) {
-      this.apply(events[i]!);
+      if (this.apply(events[i]!)) this.changed = true;
       this.state.offset = first + i + 1;
     }
-    if (Date.now() - this.lastSnapshot >= (this.options.snapshotEveryMs ?? 10_000)) {
+    // Batches that changed nothing but the offset (predictions, events of users in no experiment)
+    // do not make the snapshot be rendered again, megabytes for an offset: it is, after ten
+    // intervals or on close. A snapshot behind by such records is as right; a restart replays them.
+    const every = this.options.snapshotEveryMs ?? 10_000;
+    const since = Date.now() - this.lastSnapshot;
+    if (since >= every && (this.changed || since >= 10 * every)) {
       const { written } = await this.snapshot();
       // The state in memory is right; a snapshot that fails is tried again later, and a restart replays from the last good one.
       written.catch((err: unknown) => this.options.warn?.(`cannot write the experiment statistics snapshot: ${(err as Error).message}`));
@@ -277,19 +285,22 @@ export class ExperimentTracker implements EventConsumer {
     return Object.fromEntries(Object.entries(s?.arms ?? {}).map(([arm, a]) => [arm, a.users]));
   }
 
-  private apply(e: EnrichedEvent): void {
+  /** Applies one event; returns whether it may have changed the state (beyond the offset). */
+  private apply(e: EnrichedEvent): boolean {
     const t = Date.parse(e.time);
     if (e.event === EXPOSURE_EVENT) {
       const key = String(e.props.experiment);
       const def = this.definition(key);
       if (def && typeof e.props.arm === 'string') this.expose(def, e.user_id, e.props.arm, t);
-      return;
+      return true;
     }
     const traces = this.trace(e, t);
+    let changed = traces.length > 0;
     for (const key of Object.keys(e.experiments)) {
       const s = this.state.experiments[key];
       const member = s?.members[e.user_id];
       if (!s || !member || t < member.exposedAt) continue;
+      changed = true;
       s.metrics.forEach((metricKey, i) => {
         const m = this.metrics.get(metricKey);
         const tr = traces.find((x) => x[1] === metricKey && x[4] === undefined);
@@ -298,6 +309,7 @@ export class ExperimentTracker implements EventConsumer {
       });
       this.advance(key, s, t);
     }
+    return changed;
   }
 
   private expose(def: Experiment, user: string, arm: string, t: number): void {
@@ -408,6 +420,7 @@ export class ExperimentTracker implements EventConsumer {
    */
   private async snapshot(): Promise<{ written: Promise<void> }> {
     this.lastSnapshot = Date.now();
+    this.changed = false;
     // Users with nothing inside the longest pre-exposure period (plus the lateness ingest allows) are forgotten.
     const newest = Math.max(0, ...Object.values(this.state.experiments).map((x) => x.asOf ?? 0), this.newestTrace);
     for (const [user, list] of this.history)

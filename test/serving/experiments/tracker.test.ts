@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -11,6 +11,7 @@ import type { MetricSums } from '../../../src/workbench/experiments/results.js';
 import { cuped } from '../../../src/workbench/stats/cuped.js';
 import { moments } from '../../../src/workbench/stats/two-sample.js';
 import { Random } from '../../../src/workbench/random.js';
+import { until } from '../../helpers/wait.js';
 
 const e = ExperimentSchema.parse({
   key: 'exp',
@@ -158,6 +159,36 @@ describe('the experiment statistics consumer', () => {
     await once.resumeAt();
     await once.handle(events, 0);
     assert.deepEqual(again.stats('exp'), once.stats('exp'));
+  });
+
+  it('does not render its snapshot again for batches that changed only the offset, until a change or on close', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wb-tracker-'));
+    const t = new ExperimentTracker((k) => (k === 'exp' ? e : undefined), metricCatalog(), {
+      snapshotPath: join(dir, 'experiments.snapshot'),
+      snapshotEveryMs: 20,
+    });
+    const onDisk = () => (JSON.parse(readFileSync(join(dir, 'experiments.snapshot'), 'utf8').trimEnd().split('\n')[0]!) as { offset: number }).offset;
+    const pause = () => new Promise((r) => setTimeout(r, 30));
+    await t.resumeAt();
+    await t.handle(events, 0);
+    const reached = (offset: number) => async () => (existsSync(join(dir, 'experiments.snapshot')) && onDisk() === offset ? true : undefined);
+    await until('the first snapshot', reached(events.length));
+    // Predictions (no metric has a covariate) and events no metric counts: nothing changes.
+    let offset = events.length;
+    for (let k = 0; k < 3; k++) {
+      await pause();
+      await t.handle([ev(`p${k}`, 'u3', 'prediction', 50 + k, { model: 'churn', score: 0.5 }), ev(`v${k}`, 'u3', 'page_view', 50 + k)], offset);
+      offset += 2;
+    }
+    await pause();
+    assert.equal(onDisk(), events.length, 'no snapshot for the offset alone');
+    // A login of u1, in arm a: its logins metric moves, and the next batch past the interval writes it.
+    await t.handle([ev('l9', 'u1', 'login', 60, {}, 'a')], offset);
+    offset += 1;
+    await until('the snapshot after a change', reached(offset));
+    await t.handle([ev('p9', 'u3', 'prediction', 61, { model: 'churn', score: 0.5 })], offset);
+    await t.close();
+    assert.equal(onDisk(), offset + 1, 'close writes the offset');
   });
 
   it('sets a corrupt snapshot aside, says so, and rebuilds from the start of the log', async () => {
