@@ -1,13 +1,15 @@
 'use strict';
-// The entry of the archive bootstrap's worker thread (bootstrap.ts starts it).
+// The entry of the archive bootstrap's worker process (bootstrap.ts starts it).
 
-// The service's requests come first: on Linux a thread has a priority of its own (a nice value), and
-// this one's is lowered before it loads anything, so that on a machine short of cores the scheduler
-// runs the service's event loop before the bootstrap. The threads DuckDB runs its queries on keep theirs.
+// The service's requests come first: this process's threads get a lower priority (a nice value)
+// before it loads anything, so that on a machine short of cores the scheduler runs the service's
+// event loop before the bootstrap. On Linux each thread has its own: every thread that exists now
+// (V8's) is lowered, and those started later (libuv's, which run DuckDB's queries) inherit it.
 const NICE = 10;
 try {
-  const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
-  if (Number.isInteger(tid) && tid > 0) require('node:os').setPriority(tid, NICE);
+  const { readdirSync } = require('node:fs');
+  const { setPriority } = require('node:os');
+  for (const tid of readdirSync('/proc/self/task')) setPriority(Number(tid), NICE);
 } catch {
   // Not Linux, or not allowed: the bootstrap runs at the service's priority.
 }

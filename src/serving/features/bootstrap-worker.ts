@@ -1,19 +1,19 @@
-import { parentPort } from 'node:worker_threads';
 import type { LogEntry } from '../pipeline/event-log.js';
 import type { UserState } from '../../workbench/features/online.js';
 import { ArchiveUnusable, computeFromArchive, type ChunkPart, type FromWorker, type LogReader, type ToWorker, type WorkerInput } from './bootstrap.js';
 import { StateChunkWriter, stateUnits } from './state-chunks.js';
 
 /**
- * The archive bootstrap's worker thread (see bootstrap.ts, which starts it through
- * bootstrap-worker.cjs, at a lower priority): computes the states in DuckDB on its own event loop, reading the log
- * through the main thread, then hands them over a chunk at a time (state-chunks.ts), when asked.
- * Its heap is its own, so the garbage of turning DuckDB's rows into states is collected here, not
- * in the service's pauses.
+ * The archive bootstrap's worker process (see bootstrap.ts, which starts it through
+ * bootstrap-worker.cjs, at a lower priority): computes the states in DuckDB on its own event loop,
+ * reading the log through the service, then hands them over a chunk at a time (state-chunks.ts),
+ * when asked. Its heap is its own, so the garbage of turning DuckDB's rows into states is collected
+ * here, not in the service's pauses.
  */
 
-const port = parentPort!;
-const send = (m: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
+const send = (m: FromWorker) => process.send!(m);
+// The service stopped, or let this worker go: nothing is left to do.
+process.on('disconnect', () => process.exit(0));
 
 /** The service's log, read through the main thread (an EventLog cannot cross threads). */
 const pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>();
@@ -41,11 +41,10 @@ function take(part: ChunkPart, units: number): void {
   for (let counted = 0; to < items.length && (to === from || counted < units); to++) counted += part === 'states' ? stateUnits(parts!.states[to]![1]) : 1;
   at[part] = to;
   const { texts, numbers } = part === 'states' ? writer.states(parts!.states.slice(from, to)) : writer.users(parts!.users.slice(from, to));
-  // Its numbers are moved to the main thread, not copied (a Float64Array made from a list owns an ArrayBuffer).
-  send({ kind: 'chunk', part, texts, numbers, more: to < items.length }, numbers.buffer instanceof ArrayBuffer ? [numbers.buffer] : []);
+  send({ kind: 'chunk', part, texts, numbers, more: to < items.length });
 }
 
-port.on('message', (m: ToWorker) => {
+process.on('message', (m: ToWorker) => {
   if (m.kind === 'start') return start(m.input);
   if (m.kind === 'take') return take(m.part, m.units);
   const waiting = pending.get(m.id);

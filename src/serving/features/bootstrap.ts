@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join as joinPath } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { fork, type ChildProcess } from 'node:child_process';
 import { SERVICE_EVENTS, type EnrichedEvent } from '../../workbench/event.js';
 import { DuckDb } from '../../workbench/duckdb.js';
 import { WINDOWS, type Feature } from '../../workbench/features/definition.js';
@@ -23,17 +23,19 @@ import { StateChunkReader, type StateChunk } from './state-chunks.js';
  * usual. Reads of the result equal reads of a rebuild from the log, at any time from the user's
  * newest event on (sums up to float rounding: the archive does not keep the log's order).
  *
- * DuckDB's queries, turning their rows into states and the garbage that makes all run in a worker
- * thread (bootstrap-worker.ts), so that none of it holds the service's event loop: the worker reads
- * the few log records it checks the archive against through the main thread, and hands the
- * finished states over as flat data (state-chunks.ts) in chunks the main thread takes one at a
- * time, each sized to be rebuilt in about a millisecond.
+ * DuckDB's queries, turning their rows into states and the garbage that makes all run in a process
+ * of their own (bootstrap-worker.ts) at a lower priority, so that none of it holds the service's
+ * event loop or takes a core from it: in a worker thread, DuckDB's query ran on the service's libuv
+ * threads at the service's priority, and on 2 cores the event loop waited for a core behind it.
+ * The worker reads the few log records it checks the archive against through the service, and
+ * hands the finished states over as flat data (state-chunks.ts) in chunks the main thread takes
+ * one at a time, each sized to be rebuilt in about a millisecond.
  */
 
 /** Why the archive cannot be used; the caller computes the set from the log instead, saying why. */
 export class ArchiveUnusable extends Error {}
 
-/** The bootstrap's worker thread failed (a DuckDB error, a file it cannot read, a crash): the message says what. */
+/** The bootstrap's worker process failed (a DuckDB error, a file it cannot read, a crash): the message says what. */
 export class BootstrapFailed extends Error {
   override readonly name = 'BootstrapFailed';
 }
@@ -43,7 +45,7 @@ export interface BootstrapOptions {
   /** The lakehouse the service's archiver writes to. */
   lakeDir: string;
   log: EventLog;
-  /** DuckDB's threads in the worker (default 1: the service keeps a core for requests). */
+  /** DuckDB's threads in the worker process (default 1: the service keeps a core for requests). */
   threads?: number;
   /** Where to take the worker from (one started ahead); by default one is started for this bootstrap. */
   workers?: BootstrapWorkers;
@@ -83,8 +85,8 @@ const SAMPLES = 8;
 /** Records read from the log and folded at a time (the gaps, the tail): a millisecond or two of the event loop. */
 const GAP_BATCH = 200;
 /**
- * The worker's entry: a CommonJS file that loads the TypeScript source through tsx, as bin/wb.cjs
- * does (a worker does not inherit a loader registered with require, nor is it given `--import tsx`).
+ * The worker's entry: a CommonJS file that lowers the process's priority, then loads the TypeScript
+ * source through tsx, as bin/wb.cjs does (the parent's `--import tsx` is not passed on).
  */
 const WORKER_ENTRY = joinPath(__dirname, 'bootstrap-worker.cjs');
 /**
@@ -98,7 +100,7 @@ const REWARM_MS = 5_000;
 
 /**
  * The states of `features` from the archive up to its end, and the offset to fold the log from,
- * computed in a worker thread. Throws ArchiveUnusable when the archive cannot stand for the log (no
+ * computed in a worker process. Throws ArchiveUnusable when the archive cannot stand for the log (no
  * archive yet, files that disagree with the log, offsets the log no longer has), and
  * BootstrapFailed when the worker fails (DuckDB's error when a query fails, or the worker stopped).
  */
@@ -141,12 +143,12 @@ export async function bootstrapFromArchive(options: BootstrapOptions): Promise<B
 }
 
 /**
- * Bootstrap workers started ahead of need: starting one (tsx, DuckDB's bindings, zod) takes 0.3 to
- * 1 s of a loaded machine, which a deploy would otherwise wait for. One spare is kept, about 27 MB
- * while it waits; a new one is started a few seconds after it is taken.
+ * Bootstrap workers started ahead of need: starting one (node, tsx, DuckDB's bindings, zod) takes
+ * 0.3 to 1 s of a loaded machine, which a deploy would otherwise wait for. One spare process is
+ * kept, idle while it waits; a new one is started a few seconds after it is taken.
  */
 export class BootstrapWorkers {
-  private spare: { worker: Worker; ready: Promise<void> } | undefined;
+  private spare: { worker: ChildProcess; ready: Promise<void> } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -160,7 +162,7 @@ export class BootstrapWorkers {
       });
       // Waiting idle, a spare does not keep the process alive (while it starts, someone may wait for it).
       void spare.ready.then(
-        () => this.spare === spare && spare.worker.unref(),
+        () => this.spare === spare && holdsProcess(spare.worker, false),
         () => undefined,
       );
       this.spare = spare;
@@ -172,7 +174,7 @@ export class BootstrapWorkers {
   }
 
   /** A worker for one bootstrap: the spare when there is one, or a new one. */
-  take(): Worker {
+  take(): ChildProcess {
     const spare = this.spare;
     this.spare = undefined;
     if (!this.closed) {
@@ -180,7 +182,7 @@ export class BootstrapWorkers {
       this.timer = setTimeout(() => void this.warm(), REWARM_MS).unref();
     }
     if (!spare) return startWorker().worker;
-    spare.worker.ref();
+    holdsProcess(spare.worker, true);
     return spare.worker;
   }
 
@@ -188,15 +190,16 @@ export class BootstrapWorkers {
   close(): void {
     this.closed = true;
     clearTimeout(this.timer);
-    void this.spare?.worker.terminate().catch(() => undefined);
+    this.spare?.worker.kill();
     this.spare = undefined;
   }
 }
 
 /** Starts a bootstrap worker; `ready` resolves once it has loaded its code and waits for its work. */
-function startWorker(): { worker: Worker; ready: Promise<void> } {
-  // No execArgv: the entry registers tsx itself, and the parent's `--import tsx` would start a second loader.
-  const worker = new Worker(WORKER_ENTRY, { execArgv: [] });
+function startWorker(): { worker: ChildProcess; ready: Promise<void> } {
+  // No execArgv: the entry registers tsx itself, and the parent's `--import tsx` would start a second
+  // loader. 'advanced': messages are structured clones, so the chunks' Float64Arrays go as they are.
+  const worker = fork(WORKER_ENTRY, [], { execArgv: [], serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   // An error is reported to whoever waits on the worker (`ready`, a bootstrap), never thrown at the event loop.
   worker.on('error', () => undefined);
   const ready = new Promise<void>((resolve, reject) => {
@@ -208,12 +211,24 @@ function startWorker(): { worker: Worker; ready: Promise<void> } {
     const onMessage = (m: FromWorker) => {
       if (m.kind === 'ready') done();
     };
-    const onExit = (code: number) => done(new BootstrapFailed(`the archive bootstrap's worker thread stopped (exit code ${code}) while starting`));
+    const onExit = (code: number | null, signal: string | null) =>
+      done(new BootstrapFailed(`the archive bootstrap's worker process stopped (${code === null ? `signal ${signal}` : `exit code ${code}`}) while starting`));
     worker.on('message', onMessage).on('error', done).on('exit', onExit);
   });
   // Nobody may wait for it (a worker started for one bootstrap reports its failure there).
   ready.catch(() => undefined);
   return { worker, ready };
+}
+
+/** Whether a worker keeps the service's process alive: a spare waiting idle does not (nor does its channel). */
+function holdsProcess(worker: ChildProcess, hold: boolean): void {
+  if (hold) {
+    worker.ref();
+    worker.channel?.ref();
+  } else {
+    worker.unref();
+    worker.channel?.unref();
+  }
 }
 
 /** What the worker is given (structured-cloned): the features, the lakehouse, DuckDB's threads. */
@@ -270,7 +285,7 @@ class ArchiveWorker {
   private units = CHUNK_UNITS.first;
 
   constructor(
-    private readonly worker: Worker,
+    private readonly worker: ChildProcess,
     input: WorkerInput,
     private readonly log: EventLog,
   ) {
@@ -283,10 +298,14 @@ class ArchiveWorker {
         this.waiting = undefined;
       } else this.inbox.push(m);
     });
-    this.worker.on('error', (err) => this.fail(new BootstrapFailed(`the archive bootstrap's worker thread failed: ${err.message}`)));
-    this.worker.on('exit', (code) => this.fail(new BootstrapFailed(`the archive bootstrap's worker thread stopped (exit code ${code}) before it was done`)));
+    this.worker.on('error', (err) => this.fail(new BootstrapFailed(`the archive bootstrap's worker process failed: ${err.message}`)));
+    this.worker.on('exit', (code, signal) =>
+      this.fail(
+        new BootstrapFailed(`the archive bootstrap's worker process stopped (${code === null ? `signal ${signal}` : `exit code ${code}`}) before it was done`),
+      ),
+    );
     // A spare that stopped before it was taken: its exit has been reported already.
-    if (this.worker.threadId < 0) this.fail(new BootstrapFailed("the archive bootstrap's worker thread stopped before it was given its work"));
+    if (!this.worker.connected) this.fail(new BootstrapFailed("the archive bootstrap's worker process stopped before it was given its work"));
     this.send({ kind: 'start', input });
   }
 
@@ -317,10 +336,10 @@ class ArchiveWorker {
     }
   }
 
-  /** Stops the worker (when done, it has closed its DuckDB already), without waiting for its thread to end. */
+  /** Stops the worker (when done, it has closed its DuckDB already), without waiting for its process to end. */
   close(): void {
     this.closed = true;
-    void this.worker.terminate().catch(() => undefined);
+    this.worker.kill();
   }
 
   private receive(): Promise<FromWorker> {
@@ -338,7 +357,9 @@ class ArchiveWorker {
   }
 
   private send(m: ToWorker): void {
-    this.worker.postMessage(m);
+    // A worker that has just stopped: its exit is reported through 'exit'.
+    if (this.worker.connected)
+      this.worker.send(m, (err) => err && this.fail(new BootstrapFailed(`cannot reach the archive bootstrap's worker process: ${err.message}`)));
   }
 
   private async answer(m: Extract<FromWorker, { kind: 'log-next' | 'log-read' }>): Promise<void> {

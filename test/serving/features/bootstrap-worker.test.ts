@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
@@ -48,7 +48,7 @@ async function logAndArchive(dir: string, records: readonly string[]): Promise<{
   return { log, lakeDir };
 }
 
-describe('the archive bootstrap runs in a worker thread', { timeout: 300_000 }, () => {
+describe('the archive bootstrap runs in a worker process', { timeout: 300_000 }, () => {
   const dir = tempDir('wb-bootstrap-worker-');
 
   describe('a large archive', () => {
@@ -100,6 +100,37 @@ describe('the archive bootstrap runs in a worker thread', { timeout: 300_000 }, 
       );
       assert.equal(served, users);
       assert.ok(best.maxMs <= bound, `held the event loop for ${best.maxMs.toFixed(1)} ms (at most ${bound.toFixed(0)})`);
+    });
+
+    it("runs every thread of its process, DuckDB's query threads among them, at a lower priority than the service", async (ctx) => {
+      if (!existsSync('/proc/self/task')) return ctx.skip('NOT CHECKED: threads have no priority of their own outside Linux (no /proc/self/task)');
+      // The workers this process started, and each of their threads' nice value (field 19 of stat), while one computes.
+      const niceByThread = new Map<string, number>();
+      const sample = () => {
+        for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+          try {
+            const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+            if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== process.pid) continue;
+            if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('bootstrap-worker.cjs')) continue;
+            for (const tid of readdirSync(`/proc/${pid}/task`)) {
+              const t = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+              niceByThread.set(`${pid}/${tid}`, Number(t.slice(t.lastIndexOf(')') + 2).split(' ')[16]));
+            }
+          } catch {
+            // A process or thread that ended meanwhile.
+          }
+        }
+      };
+      const sampler = setInterval(sample, 5);
+      try {
+        await bootstrapFromArchive({ features, lakeDir, log });
+      } finally {
+        clearInterval(sampler);
+      }
+      ctx.diagnostic(`${niceByThread.size} threads seen: nice ${[...new Set(niceByThread.values())].join(', ')}`);
+      assert.ok(niceByThread.size >= 4, `the worker's threads were seen (${niceByThread.size})`);
+      assert.deepEqual([...new Set(niceByThread.values())], [10], 'every thread at nice 10');
+      assert.equal(readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16], '0', 'the service itself keeps its priority');
     });
 
     it('takes a worker started ahead when there is one, with the same result', async (ctx) => {
