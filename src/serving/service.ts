@@ -279,7 +279,12 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   // new feature is computed from it, and every 30 s (for the jobs and notebooks on its machine).
   const sharedArchive =
     oltp.kind === 'postgres'
-      ? new SharedArchive(await openBlobStore(process.env.WB_BLOB_STORE, join(config.dataDir, 'blobs')), { namespace: config.oltpSchema })
+      ? new SharedArchive(await openBlobStore(process.env.WB_BLOB_STORE, join(config.dataDir, 'blobs')), {
+          namespace: config.oltpSchema,
+          // A malformed commit record is moved aside by the archiver's holder: counted as the archiver's dead letter.
+          warn: (message) => logger.warn(message),
+          onSetAside: () => metrics.deadLetters.inc({ consumer: 'archiver' }),
+        })
       : undefined;
   // The read models' snapshots too, with a shared log (a file log's offsets are this instance's own):
   // the holder of `wb:monitor` publishes its own every minute, and a new instance starts from them.

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { DirectoryBlobStore } from '../../../src/serving/cluster/blob-store/directory.js';
 import type { BlobStore } from '../../../src/serving/cluster/blob-store/store.js';
-import { SharedArchive } from '../../../src/serving/cluster/shared-archive.js';
+import { SharedArchive, type SetAsideCommit } from '../../../src/serving/cluster/shared-archive.js';
 import { Archiver } from '../../../src/serving/pipeline/archiver.js';
 import { DuckDb } from '../../../src/workbench/duckdb.js';
 import { IntegrityError } from '../../../src/workbench/errors.js';
@@ -59,6 +59,18 @@ function failingOnce(inner: BlobStore, failOn: RegExp): BlobStore & { failed: bo
     return inner.put(key, body);
   };
   return store;
+}
+
+const COMMITS = 'lake/archive/events/source=live/_commits/';
+const SET_ASIDE = 'lake/quarantine/live-malformed-commits/';
+const commitKey = (first: number, last: number) => `${COMMITS}${String(first).padStart(12, '0')}-${String(last).padStart(12, '0')}.json`;
+
+/** Archives the given batches ([first, last] each) into `blobs` from a lakehouse of its own, as a holder would. */
+async function archiveBatches(blobs: BlobStore, lake: string, batches: [number, number][]): Promise<void> {
+  const a = Archiver.unopened(lake, { shared: new SharedArchive(blobs) });
+  await a.resumeAt(0);
+  for (const [first, last] of batches) await a.handle(records(first, last), first);
+  await a.close();
 }
 
 describe('The live archive in the blob store', () => {
@@ -237,5 +249,135 @@ describe('The live archive in the blob store', () => {
     assert.equal(synced.setAside.length, 2);
     assert.equal((await archivedIds(copy)).size, 40);
     for (const f of synced.setAside) assert.ok(existsSync(f));
+  });
+
+  it('sets a commit record that is not JSON aside (its bytes kept, a warning naming it), starts, and archives again from the valid commits', async () => {
+    const dir = tempDir();
+    const blobs = new DirectoryBlobStore(join(dir, 'blobs'));
+    await archiveBatches(blobs, join(dir, 'a'), [
+      [0, 49],
+      [50, 99],
+    ]);
+    // Put through the store, so its own checksum is right: only the record's content is wrong.
+    const garbage = Buffer.from([0x00, 0xff, 0x7b, 0x22, 0x66, 0x69, 0x72, 0x73, 0x74, 0x22, 0x3a, 0x0a, 0xde, 0xad]);
+    await blobs.put(commitKey(50, 99), garbage);
+
+    // Another machine (nothing on its disk) takes over the archiver: its start used to fail on this record, forever.
+    const warnings: string[] = [];
+    const set: SetAsideCommit[] = [];
+    const lakeB = join(dir, 'b');
+    const b = Archiver.unopened(lakeB, {
+      shared: new SharedArchive(blobs, { warn: (m) => warnings.push(m), onSetAside: (r) => set.push(r) }),
+    });
+    assert.equal(await b.resumeAt(0), 50, 'resumes after the last valid commit');
+    const aside = await blobs.list(SET_ASIDE);
+    assert.equal(aside.length, 1);
+    assert.ok(aside[0]!.endsWith('/000000000050-000000000099.json'), aside[0]);
+    assert.deepEqual(Buffer.from((await blobs.get(aside[0]!))!), garbage, 'the original bytes are kept');
+    assert.equal(await blobs.get(commitKey(50, 99)), undefined, 'removed from the commits');
+    assert.deepEqual(
+      set.map((r) => [r.key, r.quarantinedAs]),
+      [[commitKey(50, 99), aside[0]]],
+      'reported for counting',
+    );
+    assert.match(set[0]!.reason, /not JSON/);
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.ok(warnings[0]!.includes(commitKey(50, 99)) && warnings[0]!.includes(aside[0]!), warnings[0]);
+    assert.deepEqual(
+      liveFiles(lakeB).filter((f) => f.includes('000000000050')),
+      [],
+      'none of the files it named is taken in',
+    );
+
+    await b.handle(records(50, 119), 50);
+    await b.close();
+    assert.deepEqual(
+      (await new SharedArchive(blobs).commits()).map((c) => [c.first, c.last]),
+      [
+        [0, 49],
+        [50, 119],
+      ],
+    );
+    const copy = join(dir, 'copy');
+    await new SharedArchive(blobs).sync(copy);
+    const ids = await archivedIds(copy);
+    assert.equal(ids.size, 120);
+    assert.deepEqual(
+      [...ids.values()].filter((n) => n !== 1),
+      [],
+      'each event once',
+    );
+  });
+
+  it('skips JSON records with offsets that do not fit (no file of theirs used), then the holder sets them aside and goes on', async () => {
+    const dir = tempDir();
+    const blobs = new DirectoryBlobStore(join(dir, 'blobs'));
+    await archiveBatches(blobs, join(dir, 'a'), [
+      [0, 29],
+      [30, 59],
+      [60, 89],
+    ]);
+    // A record whose offsets differ from its name's, and one whose offsets run backwards.
+    const moved = { ...JSON.parse(Buffer.from((await blobs.get(commitKey(30, 59)))!).toString('utf8')), first: 31 };
+    const shifted = Buffer.from(JSON.stringify(moved));
+    const backwards = Buffer.from(JSON.stringify({ first: 95, last: 90, files: [] }));
+    await blobs.put(commitKey(30, 59), shifted);
+    await blobs.put(commitKey(95, 90), backwards);
+
+    // An instance that does not hold the archiver (its 30 s sync, or `wb lake sync`): skipped and reported once, left where they are.
+    const warnings: string[] = [];
+    const reader = new SharedArchive(blobs, { warn: (m) => warnings.push(m) });
+    const copy = join(dir, 'copy');
+    for (let k = 0; k < 2; k++) {
+      const synced = await reader.sync(copy);
+      assert.equal(synced.batches, 2);
+      assert.equal(synced.end, 90);
+    }
+    assert.equal(warnings.length, 2, warnings.join('\n'));
+    assert.ok(warnings.some((w) => w.includes(commitKey(30, 59)) && /skipped/.test(w)));
+    assert.ok(warnings.some((w) => w.includes(commitKey(95, 90)) && /backwards/.test(w)));
+    assert.deepEqual(
+      liveFiles(copy).filter((f) => f.includes('000000000030')),
+      [],
+      'none of its files is taken in',
+    );
+    assert.deepEqual(await blobs.list(SET_ASIDE), []);
+
+    // The holder's start sets them aside.
+    warnings.length = 0;
+    const b = Archiver.unopened(join(dir, 'b'), { shared: new SharedArchive(blobs, { warn: (m) => warnings.push(m) }) });
+    assert.equal(await b.resumeAt(0), 90);
+    const aside = await blobs.list(SET_ASIDE);
+    assert.equal(aside.length, 2);
+    assert.deepEqual(Buffer.from((await blobs.get(aside.find((k) => k.endsWith('/000000000030-000000000059.json'))!))!), shifted);
+    assert.deepEqual(Buffer.from((await blobs.get(aside.find((k) => k.endsWith('/000000000095-000000000090.json'))!))!), backwards);
+    assert.deepEqual(await blobs.list(COMMITS), [commitKey(0, 29), commitKey(60, 89)]);
+    assert.equal(warnings.length, 2, warnings.join('\n'));
+    for (const key of aside) assert.ok(warnings.some((w) => w.includes(key) && /set aside/.test(w)));
+
+    await b.handle(records(90, 99), 90);
+    await b.close();
+    const synced = await new SharedArchive(blobs).sync(copy);
+    assert.equal(synced.end, 100);
+    const ids = await archivedIds(copy);
+    assert.equal(ids.size, 70, 'offsets 0-29 and 60-99: the set-aside record named none that is used');
+    assert.ok(!ids.has('e-30') && ids.has('e-99'));
+  });
+
+  it('does not remove a malformed record that was replaced after it was read', async () => {
+    const dir = tempDir();
+    const blobs = new DirectoryBlobStore(join(dir, 'blobs'));
+    await archiveBatches(blobs, join(dir, 'a'), [[0, 9]]);
+    const valid = (await blobs.get(commitKey(0, 9)))!;
+    await blobs.put(commitKey(0, 9), Buffer.from('{"first":'));
+    const archive = new SharedArchive(blobs, { warn: () => {} });
+    // The fence stands for the time between reading the record and removing it.
+    const set = await archive.setAsideMalformed(() => blobs.put(commitKey(0, 9), valid));
+    assert.deepEqual(set, []);
+    assert.equal((await blobs.list(SET_ASIDE)).length, 1, 'the bytes read are kept');
+    assert.deepEqual(
+      (await archive.commits()).map((c) => [c.first, c.last]),
+      [[0, 9]],
+    );
   });
 });
