@@ -7,7 +7,7 @@ import { IntegrityError, InputError, NotFoundError } from '../../workbench/error
 import { writeFileAtomic } from '../../workbench/files.js';
 import { createIfAbsent } from '../../workbench/oltp/postgres.js';
 import { ident, sql, type Identifier, type Sql } from '../../workbench/sql.js';
-import { openPgPool, shownUrl } from '../../workbench/oltp/pg-pool.js';
+import { migrateOrClose, openPgPool, shownUrl } from '../../workbench/oltp/pg-pool.js';
 
 /**
  * API keys with scopes. A key is shown once, when created (`wb_<id>_<secret>`); the store keeps
@@ -152,15 +152,10 @@ export class PostgresKeyStore implements ApiKeyStore {
 
   /** Creates the table if needed and loads the keys. `schema` (created if needed) keeps a test run's table apart. */
   static async open(connectionString: string, options: { schema?: string | undefined } = {}): Promise<PostgresKeyStore> {
-    const store = new PostgresKeyStore(connectionString, options.schema);
-    try {
+    return migrateOrClose(new PostgresKeyStore(connectionString, options.schema), async (store) => {
       await store.migrate();
       await store.reload();
-    } catch (err) {
-      await store.close();
-      throw err;
-    }
-    return store;
+    });
   }
 
   async create(name: string, scopes: readonly string[]): Promise<CreatedKey> {

@@ -11,7 +11,7 @@ import { createIfAbsent } from '../../workbench/oltp/postgres.js';
 import { ident, sql, type Identifier, type Sql } from '../../workbench/sql.js';
 import { openBlobStore, type BlobStore } from '../cluster/blob-store/index.js';
 import { registryDir } from '../../workbench/config.js';
-import { openPgPool, shownUrl } from '../../workbench/oltp/pg-pool.js';
+import { migrateOrClose, openPgPool, shownUrl } from '../../workbench/oltp/pg-pool.js';
 
 /**
  * The model registry of several service instances: versions, aliases and the history of every
@@ -43,14 +43,7 @@ export class PostgresRegistryStore implements SharedRegistryStore {
 
   /** Creates the tables if needed. `schema` (created if needed) is the OLTP's. The store owns `blobs` (closes it). */
   static async open(connectionString: string, blobs: BlobStore, options: { schema?: string | undefined } = {}): Promise<PostgresRegistryStore> {
-    const store = new PostgresRegistryStore(connectionString, options.schema, blobs);
-    try {
-      await store.migrate();
-    } catch (err) {
-      await store.close();
-      throw err;
-    }
-    return store;
+    return migrateOrClose(new PostgresRegistryStore(connectionString, options.schema, blobs), (store) => store.migrate());
   }
 
   async read(): Promise<RegistrySnapshot> {

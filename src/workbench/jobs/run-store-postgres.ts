@@ -3,7 +3,7 @@ import { IntegrityError, NotFoundError } from '../errors.js';
 import { createIfAbsent } from '../oltp/postgres.js';
 import { ident, sql, type Identifier, type Sql } from '../sql.js';
 import { checkJobRunId, runLimit, type JobRunStore, type RunFilter, type RunRecord } from './run-store.js';
-import { openPgPool, shownUrl } from '../oltp/pg-pool.js';
+import { migrateOrClose, openPgPool, shownUrl } from '../oltp/pg-pool.js';
 
 /**
  * Job run records in the OLTP's PostgreSQL: table `job_runs` of its schema (the `schema` given, else
@@ -35,14 +35,7 @@ export class PostgresRunStore implements JobRunStore {
 
   /** Creates the table if needed (and `schema`, the OLTP's, when given). */
   static async open(connectionString: string, options: { schema?: string | undefined } = {}): Promise<PostgresRunStore> {
-    const store = new PostgresRunStore(connectionString, options.schema);
-    try {
-      await store.migrate();
-    } catch (err) {
-      await store.close();
-      throw err;
-    }
-    return store;
+    return migrateOrClose(new PostgresRunStore(connectionString, options.schema), (store) => store.migrate());
   }
 
   async save(run: RunRecord): Promise<void> {

@@ -28,3 +28,27 @@ export function openPgPool(connectionString: string, options: { max?: number; ti
   pool.on('error', () => undefined);
   return pool;
 }
+
+/**
+ * A PostgreSQL store just constructed (so holding its pool), once `migrate` has run on it: what
+ * each store's `open` does. If `migrate` (creating tables, loading what the store keeps in memory)
+ * fails, the store is closed before the error goes on: a pool whose migration failed must not be
+ * left open, since nobody holds the store to close it (its idle connections would linger on the
+ * server until it dropped them).
+ *
+ * @example
+ * ```ts
+ * static async open(url: string): Promise<PostgresRunStore> {
+ *   return migrateOrClose(new PostgresRunStore(url), (store) => store.migrate());
+ * }
+ * ```
+ */
+export async function migrateOrClose<T extends { close(): Promise<void> }>(store: T, migrate: (store: T) => Promise<void>): Promise<T> {
+  try {
+    await migrate(store);
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  return store;
+}

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import pg from 'pg';
-import { openPgPool, shownUrl } from '../../../src/workbench/oltp/pg-pool.js';
+import { migrateOrClose, openPgPool, shownUrl } from '../../../src/workbench/oltp/pg-pool.js';
 import { serverAvailable } from '../../helpers/servers.js';
 import { until } from '../../helpers/wait.js';
 
@@ -32,5 +32,19 @@ describe('the pg pool every PostgreSQL store opens', () => {
       await admin.end();
       await pool.end();
     }
+  });
+
+  it('closes a store whose migration failed, and passes the error on', async () => {
+    const closed: string[] = [];
+    const store = { close: async () => void closed.push('closed') };
+    await assert.rejects(
+      migrateOrClose(store, async () => {
+        throw new Error('relation "job_runs" already exists as a view');
+      }),
+      /already exists as a view/,
+    );
+    assert.deepEqual(closed, ['closed']);
+    assert.equal(await migrateOrClose(store, async () => undefined), store);
+    assert.deepEqual(closed, ['closed'], 'a store that migrated stays open');
   });
 });
