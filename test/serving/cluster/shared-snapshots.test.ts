@@ -10,23 +10,11 @@ import { labelVocabulary } from '../../../src/serving/observability/label-vocabu
 import { DEFAULT_AGGREGATES, LiveAggregates } from '../../../src/serving/pipeline/aggregates.js';
 import type { EnrichedEvent } from '../../../src/workbench/event.js';
 import type { UserState } from '../../../src/workbench/features/online.js';
-import { ExperimentSchema } from '../../../src/workbench/experiments/definition.js';
 import { metricCatalog } from '../../../src/workbench/experiments/metrics.js';
 import { writeFileAtomic } from '../../../src/workbench/files.js';
+import { mrrExperiment } from '../../helpers/experiments.js';
 import { tempDir } from '../../helpers/tmp.js';
 
-const experiment = ExperimentSchema.parse({
-  key: 'exp',
-  hypothesis: 'h',
-  arms: [
-    { key: 'a', weight: 0.5 },
-    { key: 'b', weight: 0.5 },
-  ],
-  objective: 'mrr',
-  guardrails: [{ metric: 'logins', bad: 'decrease', tolerance: 0.1 }],
-  mde: 0.05,
-  status: 'running',
-});
 const START = Date.UTC(2026, 10, 29, 10);
 
 /** Logins, upgrades and exposures of a few users over a few minutes, in event order. */
@@ -54,7 +42,7 @@ function events(from: number, to: number): EnrichedEvent[] {
 const aggregates = (dir: string) =>
   new LiveAggregates({ ...DEFAULT_AGGREGATES, snapshotPath: join(dir, AGGREGATES_SNAPSHOT), known: labelVocabulary(), snapshotEveryMs: 60_000 });
 const tracker = (dir: string, warn?: (m: string) => void) =>
-  new ExperimentTracker((k) => (k === 'exp' ? experiment : undefined), metricCatalog(), {
+  new ExperimentTracker((k) => (k === 'exp' ? mrrExperiment : undefined), metricCatalog(), {
     snapshotPath: join(dir, EXPERIMENTS_SNAPSHOT),
     snapshotEveryMs: 60_000,
     ...(warn ? { warn } : {}),

@@ -11,6 +11,7 @@ import { Ingest } from '../../../src/serving/pipeline/ingest.js';
 import { ExperimentSchema, assign } from '../../../src/workbench/experiments/definition.js';
 import { metricCatalog } from '../../../src/workbench/experiments/metrics.js';
 import { SqliteOltp } from '../../../src/workbench/oltp/sqlite.js';
+import { loginsExperiment } from '../../helpers/experiments.js';
 
 /** The real file log, with faults injected: the next append fails, or waits for a gate. */
 class FaultyLog {
@@ -36,18 +37,6 @@ class FaultyLog {
   }
 }
 
-const definition = {
-  key: 'exp',
-  hypothesis: 'h',
-  arms: [
-    { key: 'a', weight: 0.5 },
-    { key: 'b', weight: 0.5 },
-  ],
-  exposureEvent: 'login',
-  objective: 'logins',
-  mde: 0.05,
-  status: 'running' as const,
-};
 const ev = (id: string, user: string, event = 'login') => ({
   event_id: id,
   time: new Date(Date.now() - 1000).toISOString(),
@@ -77,7 +66,7 @@ describe('exposure and tagging at ingest', () => {
     oltp = new SqliteOltp(join(dir, 'oltp.sqlite'));
     await oltp.migrate();
     const experiments = await Experiments.open(oltp, metricCatalog());
-    await experiments.create(definition, 'test');
+    await experiments.create(loginsExperiment, 'test');
     assigner = new Assigner(experiments, oltp);
     faulty = new FaultyLog(await FileEventLog.open(join(dir, 'log')));
     ingest = await Ingest.open(faulty.log(), oltp, {}, Date.now, undefined, assigner);
@@ -91,7 +80,7 @@ describe('exposure and tagging at ingest', () => {
     faulty.failNext = true;
     await assert.rejects(ingest.ingest([ev('1', 'u1')]), /the disk is full/);
     assert.equal((await records()).length, 0);
-    const arm0 = assign(ExperimentSchema.parse(definition), { user_id: 'u1' })!;
+    const arm0 = assign(ExperimentSchema.parse(loginsExperiment), { user_id: 'u1' })!;
     assert.deepEqual(
       (await oltp.getAssignments('exp')).map((a) => [a.user_id, a.arm]),
       [['u1', arm0]],
@@ -105,7 +94,7 @@ describe('exposure and tagging at ingest', () => {
       log.map((r) => r.event),
       ['experiment_exposure', 'feature_used'],
     );
-    const arm = assign(ExperimentSchema.parse(definition), { user_id: 'u1' })!;
+    const arm = assign(ExperimentSchema.parse(loginsExperiment), { user_id: 'u1' })!;
     assert.deepEqual(
       log.map((r) => r.experiments.exp),
       [arm, arm],
@@ -156,7 +145,7 @@ describe('exposure and tagging at ingest', () => {
   });
 
   it('logs the exposure of a user assigned through the API, once, with or without events', async () => {
-    const e = ExperimentSchema.parse(definition);
+    const e = ExperimentSchema.parse(loginsExperiment);
     const answer = await assigner.armFor(e, { user_id: 'api-user' }, { enroll: true });
     assert.equal(answer?.reason, 'assigned');
     assert.ok(assigner.isUnlogged({ experiment: 'exp', user_id: 'api-user' }));

@@ -14,23 +14,12 @@ import { Ingest } from '../../../src/serving/pipeline/ingest.js';
 import type { EnrichedEvent } from '../../../src/workbench/event.js';
 import { ExperimentSchema, assign } from '../../../src/workbench/experiments/definition.js';
 import { PostgresOltp, SqliteOltp, openOltp, type OltpStore } from '../../../src/workbench/oltp/index.js';
+import { loginsExperiment } from '../../helpers/experiments.js';
 import { postgresTestSchema, storeUnderTest } from '../../helpers/servers.js';
 import { startTestService } from '../../helpers/service.js';
 import { until } from '../../helpers/wait.js';
 
-const definition = {
-  key: 'exp',
-  hypothesis: 'h',
-  arms: [
-    { key: 'a', weight: 0.5 },
-    { key: 'b', weight: 0.5 },
-  ],
-  exposureEvent: 'login',
-  objective: 'logins',
-  mde: 0.05,
-  status: 'running' as const,
-};
-const armOf = (user: string) => assign(ExperimentSchema.parse(definition), { user_id: user })!;
+const armOf = (user: string) => assign(ExperimentSchema.parse(loginsExperiment), { user_id: user })!;
 /** The id the assigner gives a user's exposure (what the instance that died would have logged). */
 const exposureId = (experiment: string, user: string) => `exposure-${createHash('sha256').update(`${experiment}\u0000${user}`).digest('hex').slice(0, 40)}`;
 
@@ -67,7 +56,7 @@ function sweepSuite(name: string, open: () => Promise<OltpStore | string>): void
       if (!subject.store) return;
       const logger = pino({ level: 'info' }, { write: (line: string) => void warnings.push(JSON.parse(line) as (typeof warnings)[number]) });
       platform = await ExperimentPlatform.open({ oltp: subject.store, alerts: new AlertSink(silentLogger()), logger, instanceDir: dir });
-      await platform.experiments.create(definition, 'test');
+      await platform.experiments.create(loginsExperiment, 'test');
       await platform.tracker.resumeAt();
       log = await FileEventLog.open(join(dir, 'log'));
       ingest = await Ingest.open(log, subject.store, {}, Date.now, undefined, platform.assigner);
@@ -228,7 +217,7 @@ describe('the service sweeps for lost exposures on the holder of wb:decider', ()
     const oltp = await openOltp(undefined, t.dataDir);
     try {
       assert.equal(t.service.singletons.get('wb:decider')?.held, true);
-      await t.service.experiments.experiments.create(definition, 'test');
+      await t.service.experiments.experiments.create(loginsExperiment, 'test');
       await oltp.claimAssignments([{ experiment: 'exp', user_id: 'dead', arm: armOf('dead'), assigned_at: new Date().toISOString() }]);
       await until('the lost exposure to be counted', async () => t.service.experiments.tracker.exposed('exp', 'dead') || undefined);
       assert.equal(t.service.experiments.reloggedExposures, 1);

@@ -5,26 +5,14 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ExperimentTracker } from '../../../src/serving/experiments/tracker.js';
 import type { EnrichedEvent } from '../../../src/workbench/event.js';
-import { ExperimentSchema } from '../../../src/workbench/experiments/definition.js';
 import { metricCatalog } from '../../../src/workbench/experiments/metrics.js';
 import type { MetricSums } from '../../../src/workbench/experiments/results.js';
 import { cuped } from '../../../src/workbench/stats/cuped.js';
 import { moments } from '../../../src/workbench/stats/two-sample.js';
 import { Random } from '../../../src/workbench/random.js';
+import { mrrExperiment } from '../../helpers/experiments.js';
 import { until } from '../../helpers/wait.js';
 
-const e = ExperimentSchema.parse({
-  key: 'exp',
-  hypothesis: 'h',
-  arms: [
-    { key: 'a', weight: 0.5 },
-    { key: 'b', weight: 0.5 },
-  ],
-  objective: 'mrr',
-  guardrails: [{ metric: 'logins', bad: 'decrease', tolerance: 0.1 }],
-  mde: 0.05,
-  status: 'running',
-});
 const dims = { country: 'GB', device: 'web', tier: 'free', first_seen: '2026-01-01T00:00:00.000Z' };
 const at = (minutes: number) => new Date(Date.UTC(2026, 0, 10) + minutes * 60_000).toISOString();
 const ev = (id: string, user: string, name: string, minutes: number, props: Record<string, unknown> = {}, arm?: string): EnrichedEvent => ({
@@ -65,7 +53,7 @@ function raw(s: MetricSums): Omit<MetricSums, 'shiftY' | 'shiftX'> {
 }
 
 const open = (dir: string, warn?: (m: string) => void) =>
-  new ExperimentTracker((k) => (k === 'exp' ? e : undefined), metricCatalog(), {
+  new ExperimentTracker((k) => (k === 'exp' ? mrrExperiment : undefined), metricCatalog(), {
     snapshotPath: join(dir, 'experiments.snapshot'),
     snapshotEveryMs: 0,
     ...(warn ? { warn } : {}),
@@ -91,7 +79,7 @@ describe('the experiment statistics consumer', () => {
     // Created on another instance a moment ago: this one learns of it only when it reads the definitions again.
     let known = false;
     let refreshes = 0;
-    const t = new ExperimentTracker((k) => (known && k === 'exp' ? e : undefined), metricCatalog(), {
+    const t = new ExperimentTracker((k) => (known && k === 'exp' ? mrrExperiment : undefined), metricCatalog(), {
       snapshotPath: join(mkdtempSync(join(tmpdir(), 'wb-tracker-')), 'experiments.snapshot'),
       refresh: async () => {
         refreshes++;
@@ -163,7 +151,7 @@ describe('the experiment statistics consumer', () => {
 
   it('does not render its snapshot again for batches that changed only the offset, until a change or on close', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'wb-tracker-'));
-    const t = new ExperimentTracker((k) => (k === 'exp' ? e : undefined), metricCatalog(), {
+    const t = new ExperimentTracker((k) => (k === 'exp' ? mrrExperiment : undefined), metricCatalog(), {
       snapshotPath: join(dir, 'experiments.snapshot'),
       snapshotEveryMs: 20,
     });
