@@ -136,7 +136,16 @@ export function featureSet(inputs: readonly (FeatureInput | Feature)[]): Feature
 }
 
 /**
- * The version of a feature set: the hash of its members' versions, in order.
+ * Which rules the online and offline compilers apply to a definition, part of every feature set's
+ * version: online states stored under other rules (snapshots, Redis) are then rebuilt from the log
+ * or the archive, never resumed. 2: features over every event (`*`) leave out the service's own
+ * records (`SERVICE_EVENTS`).
+ */
+const COMPILER_RULES = 2;
+
+/**
+ * The version of a feature set: the hash of its members' versions, in order, and of the compilers'
+ * rules.
  *
  * @example
  * ```ts
@@ -144,7 +153,7 @@ export function featureSet(inputs: readonly (FeatureInput | Feature)[]): Feature
  * ```
  */
 export function featureSetVersion(features: readonly Feature[]): string {
-  return contentHash(features.map((f) => [f.name, f.version]));
+  return contentHash([COMPILER_RULES, ...features.map((f) => [f.name, f.version])]);
 }
 
 function stripVersion(input: FeatureInput | Feature): FeatureInput {

@@ -513,7 +513,7 @@ export const CARD_CSS = `
 `;
 
 function definitionOf(f: Feature): string {
-  const event = f.source.event === '*' ? 'all events' : `${f.source.event} events`;
+  const event = f.source.event === '*' ? "all events but the service's own records (predictions, exposures)" : `${f.source.event} events`;
   const where = f.source.where
     ? ` where ${Object.entries(f.source.where)
         .map(([k, v]) => `${k} = ${JSON.stringify(v)}`)
