@@ -65,9 +65,9 @@ export interface RunReplayOptions {
   sources: ReplaySource[];
   /** Simulated seconds per real second; Infinity sends as fast as the service takes them. */
   speed: number;
-  /** Events per request (default 500; ingest takes at most 10,000). */
+  /** Events per batch (default 500; ingest takes at most 10,000): each batch goes as one request per lane holding some of its users (see `concurrency`). */
   batch?: number;
-  /** Requests in flight (default 2). */
+  /** Lanes, each with one request in flight (default 2): a batch is split by user across them, so each user's events arrive in order. */
   concurrency?: number;
   maxEvents?: number;
   /** Stop after this many days of the shared timeline. */
@@ -386,8 +386,8 @@ export function registerReplay(program: Command): void {
     .option('--key <key>', 'an API key with the ingest scope (env WB_KEY)')
     .option('--source <source>', 'retail, app or both', 'both')
     .option('--speed <x>', 'simulated seconds per real second (86400 = a day per second; max = as fast as the service takes them)', '86400')
-    .option('--batch <n>', `events per request (at most ${fmt(MAX_BATCH)})`, intOption('--batch', 1), 500)
-    .option('--concurrency <n>', 'requests in flight', intOption('--concurrency', 1), 2)
+    .option('--batch <n>', `events per batch, split by user across the lanes (at most ${fmt(MAX_BATCH)})`, intOption('--batch', 1), 500)
+    .option('--concurrency <n>', "lanes, each with one request in flight (a user's events stay in one lane, in order)", intOption('--concurrency', 1), 2)
     .option('--users <n>', 'simulated app: number of users', intOption('--users', 1), sim.users)
     .option(
       '--days <n>',
