@@ -172,7 +172,12 @@ export class SharedArchive {
       const [first, last] = commitRange(m.key.slice(this.commitsPrefix.length));
       this.warn(
         `archive commit ${m.key} in ${this.blobs.location} cannot be applied (${m.reason}): set aside as ${quarantinedAs} ` +
-          `and removed from the commits; none of its files is used${first !== undefined ? `, and offsets ${first}-${last} are not in the archive until they are archived again` : ''}`,
+          `and removed from the commits; none of its files is used${
+            first !== undefined
+              ? `, and offsets ${first}-${last} are not in the archive unless this instance's lakehouse holds that batch (then it is published again); ` +
+                `its files stay in the store, and other instances move their copies under lake/quarantine/live-not-committed/`
+              : ''
+          }`,
       );
       this.options.onSetAside?.(record);
     }
