@@ -221,7 +221,11 @@ export class ExperimentTracker implements EventConsumer {
     if (since >= every && (this.changed || since >= 10 * every)) {
       const { written } = await this.snapshot();
       // The state in memory is right; a snapshot that fails is tried again later, and a restart replays from the last good one.
-      written.catch((err: unknown) => this.options.warn?.(`cannot write the experiment statistics snapshot: ${(err as Error).message}`));
+      written.catch((err: unknown) => {
+        // Tried again at the next interval, not only after the next change.
+        this.changed = true;
+        this.options.warn?.(`cannot write the experiment statistics snapshot: ${(err as Error).message}`);
+      });
     }
   }
 
