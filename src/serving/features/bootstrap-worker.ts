@@ -11,7 +11,12 @@ import { StateChunkWriter, stateUnits } from './state-chunks.js';
  * here, not in the service's pauses.
  */
 
-const send = (m: FromWorker) => process.send!(m);
+// A message the service can no longer take (it stopped while this worker was starting): nothing is
+// left to do, and the error is not worth a stack trace on the service's terminal.
+const send = (m: FromWorker) => {
+  if (!process.connected) process.exit(0);
+  process.send!(m, undefined, undefined, (err: Error | null) => err && process.exit(0));
+};
 // The service stopped, or let this worker go: nothing is left to do.
 process.on('disconnect', () => process.exit(0));
 

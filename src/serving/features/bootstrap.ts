@@ -65,7 +65,7 @@ export interface BootstrapResult {
   /** Rows DuckDB returned: one per user and feature with a value in the archive. */
   rows: number;
   /**
-   * Time starting the worker thread; in the archive's checks, in DuckDB's queries and turning their
+   * Time starting the worker process; in the archive's checks, in DuckDB's queries and turning their
    * rows into states, in listing the users (in the worker); in handing states and users over to the
    * main thread; and in folding the gaps.
    */
@@ -145,18 +145,24 @@ export async function bootstrapFromArchive(options: BootstrapOptions): Promise<B
 /**
  * Bootstrap workers started ahead of need: starting one (node, tsx, DuckDB's bindings, zod) takes
  * 0.3 to 1 s of a loaded machine, which a deploy would otherwise wait for. One spare process is
- * kept, idle while it waits; a new one is started a few seconds after it is taken.
+ * kept, idle while it waits (about 80 MB resident); a new one is started a few seconds after it is taken.
  */
 export class BootstrapWorkers {
   private spare: { worker: ChildProcess; ready: Promise<void> } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
-  /** Starts the spare unless there is one; resolves once it is ready to work, or has failed to start (then there is none). */
+  /** Starts the spare unless there is one; resolves once it is ready to work, or has failed to start (then there is none). Never rejects. */
   async warm(): Promise<void> {
     if (this.closed) return;
     if (!this.spare) {
-      const spare = startWorker();
+      let spare: ReturnType<typeof startWorker>;
+      try {
+        spare = startWorker();
+      } catch {
+        // fork() itself failed (out of memory, too many processes): no spare; a bootstrap starts its own, or says why it cannot.
+        return;
+      }
       spare.worker.once('exit', () => {
         if (this.spare === spare) this.spare = undefined;
       });
@@ -478,7 +484,7 @@ async function checkArchive(db: DuckDb, batches: readonly Batch[], log: LogReade
 /**
  * One query for the whole set: a row per user and feature with the slot as JSON text (DuckDB writes
  * doubles so that they parse back to the same number), which JavaScript parses far faster than it
- * converts DuckDB's values one by one. In the worker thread: it may hold its own event loop as long as it takes.
+ * converts DuckDB's values one by one. In the worker process: it may hold its own event loop as long as it takes.
  */
 async function statesFromArchive(db: DuckDb, compiled: OnlineFeatures, paths: readonly string[]): Promise<{ states: Map<string, UserState>; rows: number }> {
   const { features } = compiled;

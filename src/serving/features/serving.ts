@@ -38,7 +38,7 @@ export interface FeatureServingOptions {
    * store's); a failure is logged and the copy used as it is (a stale copy costs more of the log).
    */
   refreshArchive?: () => Promise<void>;
-  /** DuckDB's threads for that, in the bootstrap's worker thread (default 1: the other core stays with requests). */
+  /** DuckDB's threads for that, in the bootstrap's worker process (default 1: the other core stays with requests). */
   archiveThreads?: number;
   /** Told how each new set came online (info) and why the archive could not be used (warn). */
   logger?: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void };
@@ -58,7 +58,7 @@ interface ExtendReport {
   archive_files: number;
   archive_gap_records: number;
   /**
-   * Time starting the bootstrap's worker thread, checking the archive against the log, computing
+   * Time starting the bootstrap's worker process, checking the archive against the log, computing
    * the states in DuckDB, listing its users (in the worker), handing them to the main thread, folding its gaps from the log.
    */
   archive_ms: { start: number; check: number; states: number; users: number; transfer: number; gaps: number };
@@ -97,7 +97,7 @@ async function peekAll(store: OnlineStore, users: readonly string[]): Promise<Ma
  * The online feature store as the service runs it: the served feature set, its store and its
  * consumer. Registering new features never disturbs the features being served, and reads go to the
  * current set throughout. Only the added features are computed: from the lakehouse archive
- * (bootstrap.ts: DuckDB aggregates the archived records in a worker thread), then from the log's
+ * (bootstrap.ts: DuckDB aggregates the archived records in a worker process), then from the log's
  * tail in slices, and joined with the served states into the larger set's store (`extend`).
  * Without a usable archive the larger set is computed from the start of the log in a store of its
  * own, beside the current one, which it replaces once caught up.
@@ -108,7 +108,7 @@ export class FeatureServing {
   private registering: Promise<unknown> = Promise.resolve();
   private building: ConsumerRunner | undefined;
   private stopping = false;
-  /** With an archive: the bootstrap's worker thread, started ahead so that a deploy does not wait for one. */
+  /** With an archive: the bootstrap's worker process, started ahead so that a deploy does not wait for one. */
   private readonly workers: BootstrapWorkers | undefined;
   private captureEvents: ReadonlySet<string> = new Set();
 
@@ -307,7 +307,7 @@ export class FeatureServing {
 
   /**
    * The set served so far, extended by the added features without computing it again: the added
-   * features' states come from the archive (DuckDB in a worker thread), then from the log up to
+   * features' states come from the archive (DuckDB in a worker process), then from the log up to
    * where the current set's consumer stands, in slices. That consumer then stops for a moment (reads
    * keep being answered from its store), the added features catch up with it, each user's states
    * are joined into the larger set's store at that offset, and its consumer takes over from there.

@@ -1,7 +1,7 @@
 import type { UserState } from '../../workbench/features/online.js';
 
 /**
- * Users' online states as flat data, for the archive bootstrap's worker thread to hand them to the
+ * Users' online states as flat data, for the archive bootstrap's worker process to hand them to the
  * main thread in chunks: every number in a Float64Array (moved, not copied) and each text once,
  * the first time a chunk refers to it, in a JSON list. Rebuilding the states from it is a tight
  * loop of object literals, several times faster than deserializing the same states from a
