@@ -12,13 +12,15 @@ export const round = (x: number, digits = 1): number => Math.round(x * 10 ** dig
 /**
  * Starts a server (`node <args>`) and resolves with its URL once it prints `listening <url>` or
  * `service on <url>`. BENCH_PROFILE=<dir> writes a V8 CPU profile of it there (open in Chrome DevTools),
- * sampled every BENCH_PROFILE_INTERVAL_US microseconds (default 1000).
+ * sampled every BENCH_PROFILE_INTERVAL_US microseconds (default 1000). BENCH_NODE_FLAGS: more of
+ * node's flags for it, space-separated (e.g. `--single-threaded-gc`, to try a V8 setting).
  */
 export function startServer(args: string[]): Promise<{ child: ChildProcess; url: string }> {
   const profile = process.env.BENCH_PROFILE
     ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`, `--cpu-prof-interval=${process.env.BENCH_PROFILE_INTERVAL_US ?? 1000}`]
     : [];
-  const child = spawn(process.execPath, [...profile, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const extra = process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(' ') : [];
+  const child = spawn(process.execPath, [...extra, ...profile, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   return new Promise((resolve, reject) => {
     const onData = (d: Buffer) => {
