@@ -153,17 +153,19 @@ describe('the experiment statistics consumer', () => {
     const dir = mkdtempSync(join(tmpdir(), 'wb-tracker-'));
     const t = new ExperimentTracker((k) => (k === 'exp' ? mrrExperiment : undefined), metricCatalog(), {
       snapshotPath: join(dir, 'experiments.snapshot'),
-      snapshotEveryMs: 20,
+      // Each pause below passes the interval; the ten intervals after which the offset alone is
+      // written (1 s) stay well ahead of the two of them, however slow the machine.
+      snapshotEveryMs: 100,
     });
     const onDisk = () => (JSON.parse(readFileSync(join(dir, 'experiments.snapshot'), 'utf8').trimEnd().split('\n')[0]!) as { offset: number }).offset;
-    const pause = () => new Promise((r) => setTimeout(r, 30));
+    const pause = () => new Promise((r) => setTimeout(r, 110));
     await t.resumeAt();
     await t.handle(events, 0);
     const reached = (offset: number) => async () => (existsSync(join(dir, 'experiments.snapshot')) && onDisk() === offset ? true : undefined);
     await until('the first snapshot', reached(events.length));
     // Predictions (no metric has a covariate) and events no metric counts: nothing changes.
     let offset = events.length;
-    for (let k = 0; k < 3; k++) {
+    for (let k = 0; k < 2; k++) {
       await pause();
       await t.handle([ev(`p${k}`, 'u3', 'prediction', 50 + k, { model: 'churn', score: 0.5 }), ev(`v${k}`, 'u3', 'page_view', 50 + k)], offset);
       offset += 2;
