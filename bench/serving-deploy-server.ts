@@ -9,12 +9,13 @@
  *   node --import tsx bench/serving-deploy-server.ts serve <data dir> [--rebuild]
  *     starts the service on that data with the simulated clock running at 1x from there, and prints
  *     `service on <url>`. --rebuild: new features are computed from the whole log (the old path).
- *     SIGUSR2 prints `loop-delay {"max_ms","p99_ms"}`, the event loop's delays since the previous
- *     SIGUSR2 (perf_hooks.monitorEventLoopDelay, 1 ms resolution), and starts counting again.
+ *     SIGUSR2 prints `loop-delay {"max_ms","p99_ms","gc"}`, the event loop's delays since the previous
+ *     SIGUSR2 (perf_hooks.monitorEventLoopDelay, 1 ms resolution) and the main thread's GC pauses
+ *     (`gc`: {ms, max_ms, count}), and starts counting again.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { appSource, retailSource } from '../src/app/replay.js';
 import { SimulationConfigSchema } from '../src/app/simulator.js';
@@ -71,9 +72,15 @@ async function serve(dir: string): Promise<void> {
   while (![...service.runners, ...service.features.runners].every((r) => r.offset >= end)) await new Promise((r) => setTimeout(r, 50));
   const delay = monitorEventLoopDelay({ resolution: 1 });
   delay.enable();
+  // The main thread's GC pauses (V8 reports each with its duration), summed and the longest.
+  let gc = { ms: 0, max_ms: 0, count: 0 };
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gc = { ms: gc.ms + e.duration, max_ms: Math.max(gc.max_ms, e.duration), count: gc.count + 1 };
+  }).observe({ entryTypes: ['gc'] });
   process.on('SIGUSR2', () => {
-    console.log(`loop-delay ${JSON.stringify({ max_ms: delay.max / 1e6, p99_ms: delay.percentile(99) / 1e6 })}`);
+    console.log(`loop-delay ${JSON.stringify({ max_ms: delay.max / 1e6, p99_ms: delay.percentile(99) / 1e6, gc })}`);
     delay.reset();
+    gc = { ms: 0, max_ms: 0, count: 0 };
   });
   console.log(`service on ${service.url}`);
   process.once('SIGTERM', () => {

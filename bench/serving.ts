@@ -292,6 +292,15 @@ interface DeployFigures {
   deploy_loop_delay_max_ms: number;
   steady_loop_delay_max_ms: number;
   /**
+   * The main thread's garbage-collection pauses (PerformanceObserver 'gc'): in all and the longest,
+   * per second of the steady load and over the deploy. A deploy's new states surviving young-generation
+   * collections show here.
+   */
+  steady_gc_ms_per_s: number;
+  steady_gc_max_ms: number;
+  deploy_gc_ms: number;
+  deploy_gc_max_ms: number;
+  /**
    * How long the service's main thread was runnable but waited for a core (/proc schedstat), per
    * second of the steady load and over the deploy: on 2 cores shared with the load generator, the
    * part of the latencies no code on the event loop causes.
@@ -420,6 +429,7 @@ async function deployWithNewFeature(): Promise<{ events: number; rate_per_second
           `the app model meanwhile: p50 ${f.deploy_predict_p50_ms} ms, p99 ${f.deploy_predict_p99_ms} ms, max ${f.deploy_predict_max_ms} ms over ${f.deploy_requests} requests, ${f.deploy_failed_requests} failed; ` +
           `server CPU ${f.deploy_extra_server_cpu_s} s over the load's (steady: p99 ${f.steady_predict_p99_ms} ms; in windows as long as the deploy, p99 median ${f.steady_window_p99_ms.median} ms, worst ${f.steady_window_p99_ms.max} ms; ${f.steady_server_cpu_ms_per_prediction} ms CPU per prediction); ` +
           `event loop held at most ${f.deploy_loop_delay_max_ms} ms during the deploy (steady: ${f.steady_loop_delay_max_ms} ms); ` +
+          `GC paused it ${f.deploy_gc_ms} ms in all, at most ${f.deploy_gc_max_ms} ms at once, during the deploy (steady: ${f.steady_gc_ms_per_s} ms a second, at most ${f.steady_gc_max_ms} ms); ` +
           `the main thread waited for a core ${f.deploy_core_wait_ms} ms during the deploy (steady: ${f.steady_core_wait_ms_per_s} ms a second); ` +
           `load average ${f.load_average.join(' -> ')}`,
       );
@@ -450,17 +460,18 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
   const { child, url } = await startServer(['--import', 'tsx', DEPLOY_SERVER, 'serve', dataDir, ...(rebuild ? ['--rebuild'] : [])]);
   const pid = child.pid!;
   // The service's event-loop delays since the previous call (it prints them on SIGUSR2).
-  const delays: ((d: { max_ms: number }) => void)[] = [];
+  type Delay = { max_ms: number; gc: { ms: number; max_ms: number } };
+  const delays: ((d: Delay) => void)[] = [];
   let printed = '';
   child.stdout!.on('data', (d: Buffer) => {
     printed += d.toString();
     for (let m = /loop-delay (\{.*\})\n/.exec(printed); m; m = /loop-delay (\{.*\})\n/.exec(printed)) {
       printed = printed.slice(m.index + m[0].length);
-      delays.shift()?.(JSON.parse(m[1]!) as { max_ms: number });
+      delays.shift()?.(JSON.parse(m[1]!) as Delay);
     }
   });
   const loopDelay = () =>
-    new Promise<{ max_ms: number }>((resolve) => {
+    new Promise<Delay>((resolve) => {
       delays.push(resolve);
       child.kill('SIGUSR2');
     });
@@ -523,6 +534,10 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
       steady_server_cpu_ms_per_prediction: round((steadyCpu * 1000) / steady.latencies.length, 3),
       deploy_loop_delay_max_ms: round(deployDelay.max_ms, 1),
       steady_loop_delay_max_ms: round(steadyDelay.max_ms, 1),
+      steady_gc_ms_per_s: round(steadyDelay.gc.ms / STEADY_SECONDS, 1),
+      steady_gc_max_ms: round(steadyDelay.gc.max_ms, 1),
+      deploy_gc_ms: round(deployDelay.gc.ms, 1),
+      deploy_gc_max_ms: round(deployDelay.gc.max_ms, 1),
       steady_core_wait_ms_per_s: round(steadyWait / STEADY_SECONDS, 1),
       deploy_core_wait_ms: round(deployWait, 1),
       load_average: [round(loadBefore, 2), round(loadavg()[0]!, 2)],
