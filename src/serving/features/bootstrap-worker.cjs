@@ -1,10 +1,10 @@
 'use strict';
 // The entry of the archive bootstrap's worker process (bootstrap.ts starts it).
 
-// The service's requests come first: this process's threads get a lower priority (a nice value)
-// before it loads anything, so that on a machine short of cores the scheduler runs the service's
-// event loop before the bootstrap. On Linux each thread has its own: every thread that exists now
-// (V8's) is lowered, and those started later (libuv's, which run DuckDB's queries) inherit it.
+// The service's requests come first. On Linux bootstrap.ts starts this process under SCHED_IDLE
+// (chrt) where it can; its threads also get a lower nice value before it loads anything, which is
+// all they have where chrt is missing. Each thread has its own: every thread that exists now (V8's)
+// is lowered, and those started later (libuv's, which run DuckDB's queries) inherit it.
 const NICE = 10;
 try {
   const { readdirSync } = require('node:fs');
