@@ -545,12 +545,14 @@ interface BucketsJson {
 
 function bucketSlot(text: string): UserState[number] {
   const { b, s, d } = JSON.parse(text) as BucketsJson;
-  return b.map(([start, n, sum, min, max], k) => {
-    if (!s || !d) return { start, n, sum, min, max };
-    const values = new Set(s[k]);
-    for (const v of d[k]!) values.add(categoryText(v));
-    return { start, n, sum, min, max, values: [...values] };
+  const buckets = b.flat();
+  if (!s || !d) return buckets;
+  const values = b.map((_, k) => {
+    const distinct = new Set(s[k]);
+    for (const v of d[k]!) distinct.add(categoryText(v));
+    return [...distinct];
   });
+  return { buckets, values };
 }
 
 /** last_n's candidates as the query writes them: time, event_id, the value as text (s) or as a number (d). */

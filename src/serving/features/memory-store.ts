@@ -147,6 +147,9 @@ function copyOf<T>(value: T): T {
   if (Array.isArray(value)) {
     const out = new Array<unknown>(value.length);
     for (let i = 0; i < value.length; i++) out[i] = copyOf<unknown>(value[i]);
+    // The compiler's lists hold either values (a window's bucket numbers, an item's fields, a
+    // bucket's distinct texts) or lists and objects, never both: a list of values is copied whole.
+    if (value.length > 0 && typeof value[0] !== 'object') return value.slice() as T;
     return out as T;
   }
   // The keys are the online compiler's field names (start, n, items...), never a sender's text.

@@ -1,18 +1,18 @@
-import type { UserState } from '../../workbench/features/online.js';
+import { BUCKET, type UserState } from '../../workbench/features/online.js';
 
 /**
  * Users' online states as flat data, for the archive bootstrap's worker process to hand them to the
  * main thread in chunks: every number in a Float64Array (moved, not copied) and each text once,
  * the first time a chunk refers to it, in a JSON list. Rebuilding the states from it is a tight
- * loop of object literals, several times faster than deserializing the same states from a
- * structured clone or from JSON (a user's hour buckets are hundreds of small objects), and the main
- * thread is what the service answers requests on; a text that many states hold (a page, an item)
- * is one string shared by all of them.
+ * loop, faster than deserializing the same states from a structured clone or from JSON, and the
+ * main thread is what the service answers requests on; a text that many states hold (a page, an
+ * item) is one string shared by all of them.
  *
- * Per user: the user's text, the number of slots, then each slot: a bucket list as its length k
- * followed by k times (start, n, sum, min, max, the number of distinct values or -1 without them,
- * those values' texts); last_n's items as -(m + 1) followed by m times (time, event_id's text,
- * value's text). A text is its index among all the texts sent so far. A chunk of users is their texts.
+ * Per user: the user's text, the number of slots, then each slot: a tag and its content.
+ * BUCKETS: the list's length L and its L numbers; DISTINCT: the same, then for each bucket the
+ * number of its distinct values and their texts; LAST_N: the number of items m and m times (time,
+ * event_id's text, value's text). A text is its index among all the texts sent so far. A chunk of
+ * users is their texts.
  */
 export interface StateChunk {
   /** The texts first referred to in this chunk, a JSON list. */
@@ -20,8 +20,12 @@ export interface StateChunk {
   numbers: Float64Array;
 }
 
-type Bucket = Extract<UserState[number], unknown[]>[number];
-type LastN = Exclude<UserState[number], unknown[]>;
+type Slot = UserState[number];
+type LastN = Extract<Slot, { items: unknown }>;
+
+const BUCKETS = 0;
+const DISTINCT = 1;
+const LAST_N = 2;
 
 /** The worker's side: turns states into chunks, remembering the texts already sent. */
 export class StateChunkWriter {
@@ -35,13 +39,17 @@ export class StateChunkWriter {
       out.push(this.text(user), state.length);
       for (const slot of state) {
         if (Array.isArray(slot)) {
-          out.push(slot.length);
-          for (const b of slot) {
-            out.push(b.start, b.n, b.sum, b.min, b.max, b.values ? b.values.length : -1);
-            if (b.values) for (const v of b.values) out.push(this.text(v));
+          out.push(BUCKETS, slot.length);
+          for (const x of slot) out.push(x);
+        } else if ('buckets' in slot) {
+          out.push(DISTINCT, slot.buckets.length);
+          for (const x of slot.buckets) out.push(x);
+          for (const values of slot.values) {
+            out.push(values.length);
+            for (const v of values) out.push(this.text(v));
           }
         } else {
-          out.push(-(slot.items.length + 1));
+          out.push(LAST_N, slot.items.length);
           for (const [time, id, value] of slot.items) out.push(time, this.text(id), this.text(value));
         }
       }
@@ -87,30 +95,30 @@ export class StateChunkReader {
       p += 2;
       const state: UserState = [];
       for (let i = 0; i < slots; i++) {
-        const k = x[p++]!;
-        if (k >= 0) {
-          const buckets: Bucket[] = [];
-          for (let j = 0; j < k; j++) {
-            const start = x[p]!;
-            const n = x[p + 1]!;
-            const sum = x[p + 2]!;
-            const min = x[p + 3]!;
-            const max = x[p + 4]!;
-            const distinct = x[p + 5]!;
-            p += 6;
-            if (distinct < 0) buckets.push({ start, n, sum, min, max });
-            else {
-              const values: string[] = [];
-              for (let v = 0; v < distinct; v++) values.push(texts[x[p++]!]!);
-              buckets.push({ start, n, sum, min, max, values });
-            }
-          }
-          state.push(buckets);
-        } else {
+        const tag = x[p]!;
+        const length = x[p + 1]!;
+        p += 2;
+        if (tag === LAST_N) {
           const items: LastN['items'] = [];
-          for (let j = 0; j < -k - 1; j++, p += 3) items.push([x[p]!, texts[x[p + 1]!]!, texts[x[p + 2]!]!]);
+          for (let j = 0; j < length; j++, p += 3) items.push([x[p]!, texts[x[p + 1]!]!, texts[x[p + 2]!]!]);
           state.push({ items });
+          continue;
         }
+        // Pushed one by one: a list of doubles from the start, kept by V8 as one block (see Buckets).
+        const buckets: number[] = [];
+        for (let j = 0; j < length; j++) buckets.push(x[p + j]!);
+        p += length;
+        if (tag === BUCKETS) {
+          state.push(buckets);
+          continue;
+        }
+        const values: string[][] = [];
+        for (let b = 0; b < length / BUCKET; b++) {
+          const bucket: string[] = [];
+          for (let k = x[p++]!; k > 0; k--) bucket.push(texts[x[p++]!]!);
+          values.push(bucket);
+        }
+        state.push({ buckets, values });
       }
       into.set(user, state);
       users++;
@@ -130,12 +138,13 @@ export class StateChunkReader {
   }
 }
 
-/** What a user's states cost to rebuild, roughly in objects: the measure of a chunk's size. */
+/** What a user's states cost to rebuild, roughly in objects and numbers: the measure of a chunk's size. */
 export function stateUnits(state: UserState): number {
   let units = 1;
   for (const slot of state) {
-    if (!Array.isArray(slot)) units += slot.items.length;
-    else for (const b of slot) units += 1 + (b.values?.length ?? 0);
+    if (Array.isArray(slot)) units += 1 + slot.length / BUCKET;
+    else if ('buckets' in slot) units += 1 + slot.buckets.length / BUCKET + slot.values.reduce((a, v) => a + v.length, 0);
+    else units += slot.items.length;
   }
   return units;
 }

@@ -136,12 +136,13 @@ export function featureSet(inputs: readonly (FeatureInput | Feature)[]): Feature
 }
 
 /**
- * Which rules the online and offline compilers apply to a definition, part of every feature set's
- * version: online states stored under other rules (snapshots, Redis) are then rebuilt from the log
- * or the archive, never resumed. 2: features over every event (`*`) leave out the service's own
- * records (`SERVICE_EVENTS`).
+ * Which rules the online and offline compilers apply to a definition, and the online states' form,
+ * part of every feature set's version: online states stored under other rules or in another form
+ * (snapshots, Redis) are then rebuilt from the log or the archive, never resumed. 2: features over
+ * every event (`*`) leave out the service's own records (`SERVICE_EVENTS`). 3: a window's buckets
+ * are one flat list of numbers (online.ts, `Buckets`).
  */
-const COMPILER_RULES = 2;
+const COMPILER_RULES = 3;
 
 /**
  * The version of a feature set: the hash of its members' versions, in order, and of the compilers'

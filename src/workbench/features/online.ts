@@ -18,14 +18,18 @@ export interface FeatureEvent {
   props: Record<string, unknown>;
 }
 
-/** One bucket's partial aggregate: which fields are used depends on the aggregation. */
-interface Bucket {
-  start: number;
-  n: number;
-  sum: number;
-  min: number;
-  max: number;
-  values?: string[];
+/**
+ * A windowed feature's buckets, oldest first, flattened: BUCKET numbers each (start, n, sum, min,
+ * max). One array of doubles rather than an object per bucket: V8 keeps it as one block, where
+ * objects (and their boxed doubles) were hundreds of thousands of small allocations per set of
+ * users, which every young-generation collection had to copy when a deploy brought a set's states in.
+ */
+type Buckets = number[];
+
+/** distinct_count's buckets, and beside each the distinct values it saw. */
+interface DistinctBuckets {
+  buckets: Buckets;
+  values: string[][];
 }
 
 interface LastN {
@@ -33,7 +37,10 @@ interface LastN {
   items: [number, string, string][];
 }
 
-type Slot = Bucket[] | LastN;
+type Slot = Buckets | DistinctBuckets | LastN;
+
+/** Numbers per bucket in a Buckets list. */
+export const BUCKET = 5;
 
 const LIFETIME_START = Number.MIN_SAFE_INTEGER;
 
@@ -44,7 +51,10 @@ export interface FeatureRead {
   defaulted: string[];
 }
 
-/** A user's state: one slot per feature of the set, in order. Plain data, so snapshots are JSON. */
+/**
+ * A user's state: one slot per feature of the set, in order: Buckets (a flat list of numbers),
+ * DistinctBuckets for distinct_count, LastN for last_n. Plain data, so snapshots are JSON.
+ */
 export type UserState = Slot[];
 
 /**
@@ -75,7 +85,7 @@ export class OnlineFeatures {
   }
 
   emptyState(): UserState {
-    return this.features.map((f) => (f.aggregation === 'last_n' ? { items: [] } : []));
+    return this.features.map((f) => (f.aggregation === 'last_n' ? { items: [] } : f.aggregation === 'distinct_count' ? { buckets: [], values: [] } : []));
   }
 
   /** Folds one event into a user's state. Returns whether any feature took it. */
@@ -110,11 +120,15 @@ export class OnlineFeatures {
     this.features.forEach((f, i) => {
       const slot = state[i]!;
       const from = windowStart(f.window, at);
-      if (Array.isArray(slot)) {
+      if (!('items' in slot)) {
+        const buckets = Array.isArray(slot) ? slot : slot.buckets;
         let drop = 0;
-        while (drop < slot.length && slot[drop]!.start < from) drop++;
-        if (drop > 0) slot.splice(0, drop);
-        if (slot.length > 0) empty = false;
+        while (drop < buckets.length && buckets[drop]! < from) drop += BUCKET;
+        if (drop > 0) {
+          buckets.splice(0, drop);
+          if (!Array.isArray(slot)) slot.values.splice(0, drop / BUCKET);
+        }
+        if (buckets.length > 0) empty = false;
       } else {
         let drop = 0;
         while (drop < slot.items.length && slot.items[drop]![0] < from) drop++;
@@ -141,27 +155,31 @@ export class OnlineFeatures {
         numeric = v;
       }
     }
-    if (!Array.isArray(slot)) {
+    if ('items' in slot) {
       insertNewest(slot, [e.time, e.event_id, text!], f.n!);
       return true;
     }
+    const buckets = Array.isArray(slot) ? slot : slot.buckets;
     const bucketMs = WINDOWS[f.window].bucketMs;
     // Lifetime: one bucket with a finite start, since states travel as JSON (which has no Infinity).
     const start = Number.isFinite(bucketMs) ? Math.floor(e.time / bucketMs) * bucketMs : LIFETIME_START;
     // Events arrive mostly in time order: the bucket is nearly always the last one.
-    let at = slot.length - 1;
-    while (at >= 0 && slot[at]!.start > start) at--;
-    let bucket = at >= 0 ? slot[at] : undefined;
+    let at = buckets.length - BUCKET;
+    while (at >= 0 && buckets[at]! > start) at -= BUCKET;
     if (f.aggregation === 'time_since_last' || f.aggregation === 'first_seen_age') numeric = e.time;
-    if (!bucket || bucket.start !== start) {
-      bucket = { start, n: 0, sum: 0, min: numeric, max: numeric };
-      slot.splice(at + 1, 0, bucket);
+    if (at < 0 || buckets[at] !== start) {
+      at += BUCKET;
+      buckets.splice(at, 0, start, 0, 0, numeric, numeric);
+      if (!Array.isArray(slot)) slot.values.splice(at / BUCKET, 0, []);
     }
-    bucket.n++;
-    bucket.sum += numeric;
-    if (numeric < bucket.min) bucket.min = numeric;
-    if (numeric > bucket.max) bucket.max = numeric;
-    if (text !== undefined && !(bucket.values ??= []).includes(text)) bucket.values.push(text);
+    buckets[at + 1]!++;
+    buckets[at + 2]! += numeric;
+    if (numeric < buckets[at + 3]!) buckets[at + 3] = numeric;
+    if (numeric > buckets[at + 4]!) buckets[at + 4] = numeric;
+    if (text !== undefined && !Array.isArray(slot)) {
+      const values = slot.values[at / BUCKET]!;
+      if (!values.includes(text)) values.push(text);
+    }
     return true;
   }
 }
@@ -187,7 +205,7 @@ const later = (a: [number, string, string], b: [number, string, string]) => a[0]
 
 function valueOf(f: Feature, slot: Slot, at: number): FeatureValue | undefined {
   const from = windowStart(f.window, at);
-  if (!Array.isArray(slot)) {
+  if ('items' in slot) {
     const values: string[] = [];
     for (let k = slot.items.length - 1; k >= 0 && values.length < f.n!; k--) {
       const [time, , value] = slot.items[k]!;
@@ -197,18 +215,19 @@ function valueOf(f: Feature, slot: Slot, at: number): FeatureValue | undefined {
     }
     return values.length > 0 ? values : undefined;
   }
+  const buckets = Array.isArray(slot) ? slot : slot.buckets;
   let n = 0;
   let sum = 0;
   let min = Number.POSITIVE_INFINITY;
   let max = Number.NEGATIVE_INFINITY;
   let distinct: Set<string> | undefined;
-  for (const b of slot) {
-    if (b.start < from) continue;
-    n += b.n;
-    sum += b.sum;
-    if (b.min < min) min = b.min;
-    if (b.max > max) max = b.max;
-    if (b.values) for (const v of b.values) (distinct ??= new Set()).add(v);
+  for (let b = 0; b < buckets.length; b += BUCKET) {
+    if (buckets[b]! < from) continue;
+    n += buckets[b + 1]!;
+    sum += buckets[b + 2]!;
+    if (buckets[b + 3]! < min) min = buckets[b + 3]!;
+    if (buckets[b + 4]! > max) max = buckets[b + 4]!;
+    if (!Array.isArray(slot)) for (const v of slot.values[b / BUCKET]!) (distinct ??= new Set()).add(v);
   }
   if (n === 0) return undefined;
   switch (f.aggregation) {

@@ -42,7 +42,7 @@ describe('MemoryOnlineStore', () => {
     const store = MemoryOnlineStore.open(path);
     await store.reset('v1');
     // 20,000 users with a day of hourly buckets each: about 20 MB of JSON.
-    const state = (u: number): UserState => [Array.from({ length: 24 }, (_, h) => ({ start: h * 3_600_000, n: u % 7, sum: u * 1.5, min: 0, max: h }))];
+    const state = (u: number): UserState => [Array.from({ length: 24 }, (_, h) => [h * 3_600_000, u % 7, u * 1.5, 0, h]).flat()];
     const users = new Map(Array.from({ length: 20_000 }, (_, u) => [`user-${u}`, state(u)] as const));
     await store.write(users, 100);
     const started = performance.now();
@@ -79,7 +79,7 @@ describe('MemoryOnlineStore', () => {
     const path = join(tempDir('wb-online-offset-'), 'online.snapshot');
     const store = MemoryOnlineStore.open(path, { snapshotEveryMs: 0 });
     await store.reset('v1');
-    const st = (n: number): UserState => [[{ start: 0, n, sum: n, min: n, max: n }]];
+    const st = (n: number): UserState => [[0, n, n, n, n]];
     await store.write(new Map([['u1', st(1)]]), 10);
     const offsetOnDisk = () => (JSON.parse(readFileSync(path, 'utf8').trimEnd().split('\n')[0]!) as { offset: number }).offset;
     assert.equal(offsetOnDisk(), 10);
