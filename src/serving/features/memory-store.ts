@@ -1,4 +1,5 @@
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { UserState } from '../../workbench/features/online.js';
 import { readCheckedSnapshot, writeCheckedSnapshotInSlices } from '../../workbench/files.js';
@@ -133,7 +134,8 @@ export class MemoryOnlineStore implements OnlineStore {
     this.pos = undefined;
     this.dirty = false;
     this.moved = false;
-    rmSync(this.path, { force: true });
+    // Not rmSync: unlinking a snapshot of megabytes held the event loop 10 ms during a deploy's swap.
+    await rm(this.path, { force: true });
   }
 }
 
@@ -145,11 +147,11 @@ export class MemoryOnlineStore implements OnlineStore {
 function copyOf<T>(value: T): T {
   if (typeof value !== 'object' || value === null) return value;
   if (Array.isArray(value)) {
-    const out = new Array<unknown>(value.length);
-    for (let i = 0; i < value.length; i++) out[i] = copyOf<unknown>(value[i]);
     // The compiler's lists hold either values (a window's bucket numbers, an item's fields, a
     // bucket's distinct texts) or lists and objects, never both: a list of values is copied whole.
     if (value.length > 0 && typeof value[0] !== 'object') return value.slice() as T;
+    const out = new Array<unknown>(value.length);
+    for (let i = 0; i < value.length; i++) out[i] = copyOf<unknown>(value[i]);
     return out as T;
   }
   // The keys are the online compiler's field names (start, n, items...), never a sender's text.
