@@ -169,7 +169,12 @@ export function contentHash(value: unknown): string {
 }
 
 export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (Array.isArray(value)) {
+    // A list of plain values (a model's weights: thousands of numbers) is what JSON.stringify
+    // writes, character for character, in one native call instead of one call per element.
+    if (value.every(isPlainValue)) return JSON.stringify(value);
+    return `[${value.map(canonicalJson).join(',')}]`;
+  }
   if (value && typeof value === 'object') {
     const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined);
     entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
@@ -177,6 +182,8 @@ export function canonicalJson(value: unknown): string {
   }
   return JSON.stringify(value);
 }
+
+const isPlainValue = (v: unknown): boolean => v === null || typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean';
 
 /** Start (inclusive, ms) of a window at time t (ms), per the bucketed semantics above. */
 export function windowStart(window: WindowName, t: number): number {
