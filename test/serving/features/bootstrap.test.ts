@@ -360,9 +360,10 @@ describe('a new feature set served from the archive', { timeout: 300_000 }, () =
   it('joins the added features to the served ones while events keep arriving, and reads as the rebuild does', async () => {
     const events = history(13, 8000, 300);
     const newest = Math.max(...events.map((e) => Date.parse(e.time)));
-    // The served set's store is slow to write: its consumer is in the middle of a batch when it is
-    // stopped, which the added features then catch up with during the pause. Timing decides whether
-    // it was: a few tries, until one was.
+    // The served set's store is slow to write (100 ms): its consumer is in the middle of a batch when
+    // it is stopped, which the added features then catch up with during the pause. Timing decides
+    // whether it was: a few tries, until one was. (At 30 ms, once the bootstrap's worker ran under
+    // SCHED_IDLE and no longer slowed this process, the consumer was mostly between batches.)
     let paused = 0;
     for (let attempt = 0; attempt < 4 && paused === 0; attempt++) {
       const log = await FileEventLog.open(join(dir, `live-log-${attempt}`));
@@ -377,7 +378,7 @@ describe('a new feature set served from the archive', { timeout: 300_000 }, () =
         if ((first ??= version) === version) {
           const write = store.write.bind(store);
           store.write = async (states, offset) => {
-            await new Promise((r) => setTimeout(r, 30));
+            await new Promise((r) => setTimeout(r, 100));
             return write(states, offset);
           };
         }
