@@ -295,7 +295,7 @@ interface DeployFigures {
    * worst. The deploy's p99 is over a hundred-odd requests, so it is near their maximum; this is what
    * the same statistic gives without a deploy, in the same run.
    */
-  steady_window_p99_ms: { windows: number; median: number; max: number };
+  steady_window_p99_ms: WindowP99s;
   steady_server_cpu_ms_per_prediction: number;
   /**
    * A no-op route (GET /healthz) at the same rate on the same service, right after the steady load:
@@ -303,9 +303,9 @@ interface DeployFigures {
    * two shared cores). A deploy p99 under a floor above 5 ms cannot be seen here.
    */
   noop_p99_ms: number;
-  noop_window_p99_ms: { windows: number; median: number; max: number };
+  noop_window_p99_ms: WindowP99s;
   /** The deploy's p99 over the median p99 of steady windows as long as it: 1 when a deploy costs serving nothing. */
-  deploy_to_steady_window_p99_ratio: number;
+  deploy_to_steady_window_p99_ratio: number | null;
   /**
    * The load generator's own event loop held at most (this process), in the steady load and during
    * the deploy (where it also sends the bundle): a latency above it may be the generator's, not the service's.
@@ -359,8 +359,11 @@ async function bundleOn(name: string, features: readonly Feature[]): Promise<Mod
   }
 }
 
+/** Each window's p99: their median and the worst; null when the load holds no whole window (a deploy longer than it). */
+type WindowP99s = { windows: number; median: number | null; max: number | null };
+
 /** The p99 of each consecutive window of `ms` of a load (by when its requests were due or sent): their median and maximum. */
-function windowP99s(load: LoadResult, ms: number): { windows: number; median: number; max: number } {
+function windowP99s(load: LoadResult, ms: number): WindowP99s {
   const start = Math.min(...load.from);
   const windows: number[][] = [];
   load.latencies.forEach((latency, i) => (windows[Math.floor((load.from[i]! - start) / ms)] ??= []).push(latency));
@@ -369,6 +372,7 @@ function windowP99s(load: LoadResult, ms: number): { windows: number; median: nu
     .slice(0, -1)
     .filter((w) => w && w.length > 0)
     .map((w) => quantile(w, 0.99));
+  if (p99s.length === 0) return { windows: 0, median: null, max: null };
   return { windows: p99s.length, median: round(quantile(p99s, 0.5), 2), max: round(Math.max(...p99s), 2) };
 }
 
@@ -460,8 +464,8 @@ async function deployWithNewFeature(): Promise<{ events: number; rate_per_second
       console.log(
         `new feature ${what}, the app model predicted at ${DEPLOY_RATE}/s: first prediction of the new model ${f.publish_to_first_prediction_s} s after publishing started; ` +
           `the app model meanwhile: p50 ${f.deploy_predict_p50_ms} ms, p99 ${f.deploy_predict_p99_ms} ms, max ${f.deploy_predict_max_ms} ms over ${f.deploy_requests} requests, ${f.deploy_failed_requests} failed; ` +
-          `server CPU ${f.deploy_extra_server_cpu_s} s over the load's (steady: p99 ${f.steady_predict_p99_ms} ms; in windows as long as the deploy, p99 median ${f.steady_window_p99_ms.median} ms, worst ${f.steady_window_p99_ms.max} ms; ${f.steady_server_cpu_ms_per_prediction} ms CPU per prediction); ` +
-          `deploy p99 / steady windows' median ${f.deploy_to_steady_window_p99_ratio}; this machine's floor, a no-op route at the same rate on the same service: p99 ${f.noop_p99_ms} ms (windows: median ${f.noop_window_p99_ms.median} ms); ` +
+          `server CPU ${f.deploy_extra_server_cpu_s} s over the load's (steady: p99 ${f.steady_predict_p99_ms} ms; in windows as long as the deploy, p99 median ${f.steady_window_p99_ms.median ?? 'n/a'} ms, worst ${f.steady_window_p99_ms.max ?? 'n/a'} ms; ${f.steady_server_cpu_ms_per_prediction} ms CPU per prediction); ` +
+          `deploy p99 / steady windows' median ${f.deploy_to_steady_window_p99_ratio ?? 'n/a (the deploy is longer than the steady load)'}; this machine's floor, a no-op route at the same rate on the same service: p99 ${f.noop_p99_ms} ms (windows: median ${f.noop_window_p99_ms.median ?? 'n/a'} ms); ` +
           `the load generator's own loop held at most ${f.generator_loop_delay_max_ms.steady} ms steady, ${f.generator_loop_delay_max_ms.deploy} ms during the deploy; ` +
           `goals: first prediction under 2 s ${f.goals_met.first_prediction_under_2s}, deploy p99 under 5 ms ${f.goals_met.deploy_p99_under_5ms}, deploy p99 within the steady windows' ${f.goals_met.deploy_p99_within_steady_windows}; ` +
           `event loop held at most ${f.deploy_loop_delay_max_ms} ms during the deploy (steady: ${f.steady_loop_delay_max_ms} ms); ` +
@@ -620,12 +624,12 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
       steady_server_cpu_ms_per_prediction: round((steadyCpu * 1000) / steady.latencies.length, 3),
       noop_p99_ms: round(quantile(noop.latencies, 0.99), 2),
       noop_window_p99_ms: windowP99s(noop, firstAt - publishedAt),
-      deploy_to_steady_window_p99_ratio: round(deployP99 / steadyWindows.median, 2),
+      deploy_to_steady_window_p99_ratio: steadyWindows.median === null ? null : round(deployP99 / steadyWindows.median, 2),
       generator_loop_delay_max_ms: { steady: round(generatorSteady, 1), deploy: round(generatorDeploy, 1) },
       goals_met: {
         first_prediction_under_2s: seconds < 2,
         deploy_p99_under_5ms: deployP99 < 5,
-        deploy_p99_within_steady_windows: deployP99 <= steadyWindows.max,
+        deploy_p99_within_steady_windows: steadyWindows.max !== null && deployP99 <= steadyWindows.max,
       },
       deploy_loop_delay_max_ms: round(deployDelay.max_ms, 1),
       steady_loop_delay_max_ms: round(steadyDelay.max_ms, 1),
