@@ -517,7 +517,8 @@ async function startPublisher(
     new Promise<string>((resolve, reject) => {
       const onData = (d: Buffer) => {
         out += d.toString();
-        const m = new RegExp(`^${prefix}(.*)$`, 'm').exec(out);
+        // A whole line only: the answer may arrive in more than one chunk.
+        const m = new RegExp(`^${prefix}(.*)\n`, 'm').exec(out);
         if (m) {
           child.stdout!.off('data', onData);
           resolve(m[1]!);
@@ -576,6 +577,7 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
     const generatorSteady = generatorDelay.max / 1e6;
     if (steady.failures > 0) throw new Error(`${steady.failures} predictions failed before the deploy: ${steady.failed.join('; ')}`);
     const noop = await openLoop(NOOP_SECONDS, () => call(`${url}/healthz`, 'GET', {}), undefined, undefined, DEPLOY_RATE);
+    if (noop.failures > 0) throw new Error(`${noop.failures} no-op requests failed: ${noop.failed.join('; ')}`);
 
     let done = false;
     const load = openLoop(300, predict('app'), undefined, () => done, DEPLOY_RATE);
