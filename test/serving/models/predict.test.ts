@@ -84,6 +84,18 @@ describe('publishing models and serving predictions', { timeout: 120_000 }, () =
     await sleep(300);
     const bob = (await predict({ model: 'propensity', user_id: 'bob' })).body;
     assert.deepEqual(bob.defaulted, ['spend_30d']);
+    // The answer is JSON with its length and the handler's time, as clients and the benchmark read it.
+    const res = await t.call('/v1/predict', {
+      method: 'POST',
+      key: t.keys.read,
+      body: JSON.stringify({ model: 'propensity', user_id: 'bob' }),
+      headers: { 'content-type': 'application/json' },
+    });
+    const text = await res.text();
+    assert.equal(res.headers.get('content-type'), 'application/json; charset=utf-8');
+    assert.equal(Number(res.headers.get('content-length')), Buffer.byteLength(text));
+    assert.match(res.headers.get('server-timing') ?? '', /^predict;dur=\d+\.\d{3}$/);
+    assert.deepEqual((JSON.parse(text) as Prediction).features, bob.features);
   });
 
   it('answers unknown models, aliases, versions and users with a clear 404 or 400', async () => {
