@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import pg from 'pg';
@@ -279,8 +279,16 @@ function verifyAgainst(keys: readonly KeyRecord[], key: string): ApiKeyInfo | un
   if (!m) return undefined;
   const record = keys.find((k) => k.id === m[1]);
   if (!record || record.revoked_at) return undefined;
-  const ok = timingSafeEqual(Buffer.from(record.sha256, 'hex'), Buffer.from(sha256(m[2]!), 'hex'));
+  const ok = timingSafeEqual(digestOf(record), hash('sha256', m[2]!, 'buffer'));
   return ok ? infoOf(record) : undefined;
+}
+
+/** Each record's stored hash as bytes, decoded once: every authenticated request compares against it. */
+const digests = new WeakMap<KeyRecord, Buffer>();
+function digestOf(record: KeyRecord): Buffer {
+  let digest = digests.get(record);
+  if (!digest) digests.set(record, (digest = Buffer.from(record.sha256, 'hex')));
+  return digest;
 }
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
