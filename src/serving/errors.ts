@@ -1,4 +1,5 @@
 import type { ErrorRequestHandler } from 'express';
+import type { ServerResponse } from 'node:http';
 import type { z } from 'zod';
 import { WorkbenchError } from '../workbench/errors.js';
 
@@ -47,14 +48,17 @@ export interface ErrorLogger {
 
 /** Maps any error to a JSON answer. Unknown errors are 500s, logged with their stack, never leaked. */
 export function errorHandler(log: ErrorLogger): ErrorRequestHandler {
-  return (err, req, res, _next) => {
-    const mapped = mapError(err);
-    if (mapped.status >= 500) log.error({ err, method: req.method, path: req.path }, 'request failed');
-    if (res.headersSent) return void res.end();
-    res
-      .status(mapped.status)
-      .json({ error: { code: mapped.code, message: mapped.message, ...(mapped.details === undefined ? {} : { details: mapped.details }) } });
-  };
+  return (err, req, res, _next) => writeError(res, err, log, { method: req.method, path: req.path });
+}
+
+/** What `errorHandler` answers, on a bare Node response (a route served before Express: `fastPredict`). */
+export function writeError(res: ServerResponse, err: unknown, log: ErrorLogger, request: { method?: string; path: string }): void {
+  const mapped = mapError(err);
+  if (mapped.status >= 500) log.error({ err, ...request }, 'request failed');
+  if (res.headersSent) return void res.end();
+  const text = JSON.stringify({ error: { code: mapped.code, message: mapped.message, ...(mapped.details === undefined ? {} : { details: mapped.details }) } });
+  res.writeHead(mapped.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
 }
 
 function mapError(err: unknown): { status: number; code: string; message: string; details?: unknown } {

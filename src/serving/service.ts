@@ -6,7 +6,7 @@ import { wallClock, type Clock } from '../workbench/clock.js';
 import { lakeDir as lakeDirOf } from '../workbench/config.js';
 import { openOltp, type OltpStore, type WriteGuard } from '../workbench/oltp/index.js';
 import { EmbeddedLeaseStore, Lease, PostgresLeaseStore, type LeaseStore } from './cluster/lease.js';
-import { createApp } from './app.js';
+import { createListener } from './app.js';
 import { httpLimits, httpServer } from './http/server.js';
 import { reportLogRecovery } from './pipeline/recovery-report.js';
 import { openKeyStore } from './auth/keys.js';
@@ -470,7 +470,7 @@ export async function startService(config: ServiceConfig): Promise<RunningServic
   if (listening) await changes.resync();
   else logger.warn('the change feed does not listen yet: changes made by other instances are seen at the periodic refreshes until it does');
 
-  const app = createApp({
+  const app = createListener({
     keys,
     clock,
     ingest,

@@ -134,8 +134,9 @@ describe('the service over HTTP', () => {
     const documented = Object.entries(doc.paths)
       .flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`))
       .sort();
-    const app = (
-      t.service.server as unknown as { _events: { request: { router: { stack: { route?: { path: string; methods: Record<string, boolean> } }[] } } } }
+    // The server's listener serves POST /v1/predict itself and hands the rest to the Express app.
+    const { app } = (
+      t.service.server as unknown as { _events: { request: { app: { router: { stack: { route?: { path: string; methods: Record<string, boolean> } }[] } } } } }
     )._events.request;
     const served = app.router.stack
       .filter((l) => l.route)

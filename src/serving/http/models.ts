@@ -1,4 +1,5 @@
-import express, { type Response } from 'express';
+import express from 'express';
+import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
 import { dict, hasOwn, own } from '../../workbench/dict.js';
 import { UserIdSchema } from '../../workbench/event.js';
@@ -47,6 +48,7 @@ const Predict = z
 /** The model registry, publishing and serving over HTTP. */
 export function modelRoutes(deps: ModelRouteDeps): Route[] {
   const registry = deps.models.registry;
+  const predict = predictor(deps);
   return [
     {
       method: 'get',
@@ -138,71 +140,80 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
         422: 'the values sent make the model score NaN or infinity (score_non_finite)',
         500: 'the model scores this user as NaN or infinity (score_non_finite, logged)',
       },
-      before: [express.json({ limit: 256 * 1024 })],
+      before: [express.json({ limit: PREDICT_BODY_LIMIT })],
       handler: async (req, res) => {
         const started = performance.now();
-        const p = body(Predict, req.body, 'send { "model": "<name>", "user_id": "<id>" }');
-        // Without an explicit alias or version, an experiment on this model chooses the user's alias.
-        const arm = p.alias || p.version ? undefined : await deps.experiments?.modelArm(p.model, p.user_id);
-        const loaded = await deps.models.resolve(arm ? { ...p, alias: arm.alias } : p);
-        // One moment for the read and the prediction event, so the skew report recomputes at that very time.
-        const at = deps.features.now();
-        const online = await deps.features.read(p.user_id, at);
-        // Feature names are the user's (`constructor` is one): only own entries of values count, never Object's.
-        const missing = loaded.bundle.features.filter((f) => !hasOwn(online.values, f.name) && !hasOwn(p.values, f.name));
-        if (missing.length > 0)
-          throw new InputError(
-            `the online store does not serve ${missing.map((f) => f.name).join(', ')} (publish the model through the service so its features are registered)`,
-          );
-        const defaulted = online.defaulted.filter((n) => !hasOwn(p.values, n));
-        // A user is known by a value in the online store (any served feature) or an OLTP record. An
-        // unknown one is scored only on request values for every feature the model reads: never on
-        // defaults, and never created (the prediction event is internal and creates no user).
-        const unsent = loaded.bundle.features.filter((f) => !hasOwn(p.values, f.name)).map((f) => f.name);
-        if (unsent.length > 0 && online.defaulted.length === Object.keys(online.values).length && !(await deps.oltp.getUsers([p.user_id])).has(p.user_id)) {
-          throw new NotFoundError(
-            `unknown user ${p.user_id}: no events in the online store and no OLTP record; to score a new user, send values for every feature the model reads (missing: ${unsent.join(', ')})`,
-          );
-        }
-        const features = dict<FeatureValue>();
-        for (const f of loaded.bundle.features) features[f.name] = own(p.values, f.name) ?? online.values[f.name]!;
-        const sent = Object.keys(p.values ?? {}).filter((n) => hasOwn(features, n));
-        let scored;
-        try {
-          scored = deps.models.score(
-            loaded,
-            features,
-            defaulted.filter((n) => hasOwn(features, n)),
-          );
-        } catch (err) {
-          if (!(err instanceof NonFiniteScoreError)) throw err;
-          // Values sent with the request can push any model past float32 (a 422: change the values);
-          // without them the model itself cannot score this user (a 500, logged: roll the alias back).
-          throw sent.length > 0
-            ? new HttpError(
-                422,
-                err.code,
-                `${err.message}; the request's values for ${sent.join(', ')} take the model outside what it can score: send values like those it was trained on`,
-              )
-            : new HttpError(
-                500,
-                err.code,
-                `${err.message}; the model cannot score this user: move its alias back (PUT /v1/models/${loaded.bundle.name}/aliases/<alias>)`,
-              );
-        }
-        deps.predictions.record(p.user_id, scored, sent, at);
-        const outOfRange = deps.drift?.observe(loaded.bundle, features);
-        deps.metrics.predictions.inc({ model: deps.metrics.label('model', scored.model.name) });
-        const answer = outOfRange ? { ...scored, outOfRange } : scored;
-        // Time spent in the handler (features, model, logging), for clients and benchmarks.
-        answerJson(
-          res,
-          arm ? { ...answer, experiment: { key: arm.experiment, arm: arm.arm } } : answer,
-          `predict;dur=${(performance.now() - started).toFixed(3)}`,
-        );
+        answerJson(res, await predict(req.body), started);
       },
     },
   ];
+}
+
+/** Most bytes a prediction request's body may have. */
+export const PREDICT_BODY_LIMIT = 256 * 1024;
+
+/**
+ * What POST /v1/predict answers for a request body, or throws (an HttpError or a workbench error,
+ * mapped by the app's error handler). One function for the Express route and for `fastPredict`,
+ * which serves the same route before Express.
+ */
+export function predictor(deps: ModelRouteDeps): (input: unknown) => Promise<object> {
+  return async (input) => {
+    const p = body(Predict, input, 'send { "model": "<name>", "user_id": "<id>" }');
+    // Without an explicit alias or version, an experiment on this model chooses the user's alias.
+    const arm = p.alias || p.version ? undefined : await deps.experiments?.modelArm(p.model, p.user_id);
+    const loaded = await deps.models.resolve(arm ? { ...p, alias: arm.alias } : p);
+    // One moment for the read and the prediction event, so the skew report recomputes at that very time.
+    const at = deps.features.now();
+    const online = await deps.features.read(p.user_id, at);
+    // Feature names are the user's (`constructor` is one): only own entries of values count, never Object's.
+    const missing = loaded.bundle.features.filter((f) => !hasOwn(online.values, f.name) && !hasOwn(p.values, f.name));
+    if (missing.length > 0)
+      throw new InputError(
+        `the online store does not serve ${missing.map((f) => f.name).join(', ')} (publish the model through the service so its features are registered)`,
+      );
+    const defaulted = online.defaulted.filter((n) => !hasOwn(p.values, n));
+    // A user is known by a value in the online store (any served feature) or an OLTP record. An
+    // unknown one is scored only on request values for every feature the model reads: never on
+    // defaults, and never created (the prediction event is internal and creates no user).
+    const unsent = loaded.bundle.features.filter((f) => !hasOwn(p.values, f.name)).map((f) => f.name);
+    if (unsent.length > 0 && online.defaulted.length === Object.keys(online.values).length && !(await deps.oltp.getUsers([p.user_id])).has(p.user_id)) {
+      throw new NotFoundError(
+        `unknown user ${p.user_id}: no events in the online store and no OLTP record; to score a new user, send values for every feature the model reads (missing: ${unsent.join(', ')})`,
+      );
+    }
+    const features = dict<FeatureValue>();
+    for (const f of loaded.bundle.features) features[f.name] = own(p.values, f.name) ?? online.values[f.name]!;
+    const sent = Object.keys(p.values ?? {}).filter((n) => hasOwn(features, n));
+    let scored;
+    try {
+      scored = deps.models.score(
+        loaded,
+        features,
+        defaulted.filter((n) => hasOwn(features, n)),
+      );
+    } catch (err) {
+      if (!(err instanceof NonFiniteScoreError)) throw err;
+      // Values sent with the request can push any model past float32 (a 422: change the values);
+      // without them the model itself cannot score this user (a 500, logged: roll the alias back).
+      throw sent.length > 0
+        ? new HttpError(
+            422,
+            err.code,
+            `${err.message}; the request's values for ${sent.join(', ')} take the model outside what it can score: send values like those it was trained on`,
+          )
+        : new HttpError(
+            500,
+            err.code,
+            `${err.message}; the model cannot score this user: move its alias back (PUT /v1/models/${loaded.bundle.name}/aliases/<alias>)`,
+          );
+    }
+    deps.predictions.record(p.user_id, scored, sent, at);
+    const outOfRange = deps.drift?.observe(loaded.bundle, features);
+    deps.metrics.predictions.inc({ model: deps.metrics.label('model', scored.model.name) });
+    const answer = outOfRange ? { ...scored, outOfRange } : scored;
+    return arm ? { ...answer, experiment: { key: arm.experiment, arm: arm.arm } } : answer;
+  };
 }
 
 /**
@@ -212,12 +223,13 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
  * alternating blocks of 2,000 requests in one process). The text is what `res.json` writes: this app
  * sets no JSON replacer, spacing or escaping.
  */
-function answerJson(res: Response, body: unknown, serverTiming: string): void {
+export function answerJson(res: ServerResponse, body: unknown, started: number): void {
   const text = JSON.stringify(body);
   res.writeHead(200, {
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(text),
-    'server-timing': serverTiming,
+    // Time spent in the handler (features, model, logging), for clients and benchmarks.
+    'server-timing': `predict;dur=${(performance.now() - started).toFixed(3)}`,
   });
   res.end(text);
 }
