@@ -50,7 +50,10 @@ export function fastPredict(deps: FastPredictDeps, next: RequestListener): Reque
         return fail(err);
       }
       const started = performance.now();
-      deps.predict(input).then((answer) => answerJson(res, answer, started), fail);
+      deps
+        .predict(input)
+        .then((answer) => answerJson(res, answer, started))
+        .catch(fail);
     });
   };
 }

@@ -31,6 +31,7 @@ describe('POST /v1/predict before Express', () => {
       const want = (input as { throw?: string }).throw;
       if (want === 'http') throw new HttpError(404, 'not_found', 'no model named nope');
       if (want === 'bug') throw new Error('a secret stack');
+      if (want === 'bigint') return { n: 1n };
       return { echo: input };
     };
     const logger = { error: (obj: object) => void logged.push(obj) };
@@ -121,6 +122,9 @@ describe('POST /v1/predict before Express', () => {
     assert.deepEqual(await bug.json(), { error: { code: 'internal', message: 'internal error (logged on the server)' } });
     assert.equal(logged.length, 1);
     assert.match(String((logged[0] as { err: Error }).err.message), /a secret stack/);
+    // An answer that cannot be written is a 500 too, not an unhandled rejection.
+    assert.equal((await send('{"throw":"bigint"}')).status, 500);
+    assert.match(String((logged[1] as { err: Error }).err.message), /BigInt/);
   });
 
   it('counts its requests on /metrics under the route, with their status', async () => {
