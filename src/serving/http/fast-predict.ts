@@ -3,7 +3,8 @@ import type { ApiKeyStore } from '../auth/keys.js';
 import { badRequest, writeError, type ErrorLogger } from '../errors.js';
 import type { Metrics } from '../observability/metrics.js';
 import { authorize } from './auth.js';
-import { answerJson, PREDICT_BODY_LIMIT } from './models.js';
+import { countWhenAnswered } from './observability.js';
+import { answerJson, PREDICT } from './models.js';
 
 export interface FastPredictDeps {
   keys: Pick<ApiKeyStore, 'verify'>;
@@ -12,8 +13,6 @@ export interface FastPredictDeps {
   /** The route's own work: what `POST /v1/predict` answers for a body (`predictor`). */
   predict: (input: unknown) => Promise<object>;
 }
-
-const PATH = '/v1/predict';
 
 /**
  * `POST /v1/predict` served on Node's `http` alone, in front of the Express app `next`.
@@ -30,11 +29,11 @@ const PATH = '/v1/predict';
 export function fastPredict(deps: FastPredictDeps, next: RequestListener): RequestListener {
   return (req, res) => {
     if (!plain(req)) return next(req, res);
-    res.once('finish', () => deps.metrics.http.inc({ method: 'POST', route: PATH, status: String(res.statusCode) }));
-    const fail = (err: unknown) => writeError(res, err, deps.logger, { method: 'POST', path: PATH });
+    countWhenAnswered(deps.metrics, res, 'POST', () => PREDICT.path);
+    const fail = (err: unknown) => writeError(res, err, deps.logger, { method: 'POST', path: PREDICT.path });
     try {
       // Before the body is read, as in the Express chain: a request without a valid key costs no parsing.
-      authorize(deps.keys, 'read', req.headers);
+      authorize(deps.keys, PREDICT.scope, req.headers);
     } catch (err) {
       return fail(err);
     }
@@ -60,14 +59,14 @@ export function fastPredict(deps: FastPredictDeps, next: RequestListener): Reque
 
 /** A request this path takes: the route's method and exact path, a UTF-8 JSON body of a length within the limit, sent whole. */
 function plain(req: IncomingMessage): boolean {
-  if (req.method !== 'POST' || req.url !== PATH) return false;
+  if (req.method !== 'POST' || req.url !== PREDICT.path) return false;
   const h = req.headers;
   const type = h['content-type']?.toLowerCase();
   if (type !== 'application/json' && type !== 'application/json; charset=utf-8') return false;
   if (h['transfer-encoding'] !== undefined || (h['content-encoding'] !== undefined && h['content-encoding'] !== 'identity')) return false;
   // An empty body, as one over the limit, is Express's to answer (its parser's wording).
   const length = Number(h['content-length']);
-  return Number.isSafeInteger(length) && length > 0 && length <= PREDICT_BODY_LIMIT;
+  return Number.isSafeInteger(length) && length > 0 && length <= PREDICT.bodyLimit;
 }
 
 /** The body as JSON, as Express's parser reads it (a byte-order mark is dropped), or a 400 that says where it breaks. */

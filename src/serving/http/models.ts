@@ -126,12 +126,12 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
     },
     {
       method: 'post',
-      path: '/v1/predict',
+      path: PREDICT.path,
       summary:
         "Score a user with a model (its champion by default, or an alias or a version): reads the user's online features, applies the bundle's preprocessing and model. " +
         'Features without a value use their declared defaults and are listed in `defaulted`. Every prediction is logged as a `prediction` event. ' +
         "When the bundle carries its training distribution, `outOfRange` lists the numeric features whose value lies outside the range of the model's training values (its score there is an extrapolation), and the values count toward the model's drift (PSI and out-of-range share on /metrics and the dashboard, a feature_drift alert past the thresholds).",
-      scope: 'read',
+      scope: PREDICT.scope,
       body: { contentTypes: ['application/json'], schema: Predict, description: '{ model, alias? | version?, user_id, values? }' },
       responses: {
         200: '{ score, model: { name, version, alias }, features, defaulted, outOfRange?: [{ feature, value, min, max }] }: score is always a finite number; outOfRange is present (possibly empty) when the bundle carries its training distribution',
@@ -140,7 +140,7 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
         422: 'the values sent make the model score NaN or infinity (score_non_finite)',
         500: 'the model scores this user as NaN or infinity (score_non_finite, logged)',
       },
-      before: [express.json({ limit: PREDICT_BODY_LIMIT })],
+      before: [express.json({ limit: PREDICT.bodyLimit })],
       handler: async (req, res) => {
         const started = performance.now();
         answerJson(res, await predict(req.body), started);
@@ -149,8 +149,8 @@ export function modelRoutes(deps: ModelRouteDeps): Route[] {
   ];
 }
 
-/** Most bytes a prediction request's body may have. */
-export const PREDICT_BODY_LIMIT = 256 * 1024;
+/** The prediction route: its path, the scope its key needs and the most bytes its body may have (the Express route and `fastPredict` alike). */
+export const PREDICT = { path: '/v1/predict', scope: 'read', bodyLimit: 256 * 1024 } as const;
 
 /**
  * What POST /v1/predict answers for a request body, or throws (an HttpError or a workbench error,

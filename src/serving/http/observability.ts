@@ -1,4 +1,5 @@
 import type { RequestHandler } from 'express';
+import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
 import { parseQuery } from '../errors.js';
 import type { AlertSink } from '../observability/alerts.js';
@@ -44,10 +45,12 @@ export function observabilityRoutes(metrics: Metrics, alerts: AlertSink, beforeS
 /** Counts every request by method, matched route (never the raw path: ids would explode it) and status. */
 export function countRequests(metrics: Metrics): RequestHandler {
   return (req, res, next) => {
-    res.on('finish', () => {
-      const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
-      metrics.http.inc({ method: req.method, route: metrics.label('route', route), status: String(res.statusCode) });
-    });
+    countWhenAnswered(metrics, res, req.method, () => (req.route as { path?: string } | undefined)?.path ?? 'unmatched');
     next();
   };
+}
+
+/** Counts one request once its answer is sent; `route` is asked then (Express matches the route after this is set up). */
+export function countWhenAnswered(metrics: Metrics, res: ServerResponse, method: string, route: () => string): void {
+  res.once('finish', () => metrics.http.inc({ method, route: metrics.label('route', route()), status: String(res.statusCode) }));
 }

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { KeyStore } from '../../../src/serving/auth/keys.js';
 import { HttpError } from '../../../src/serving/errors.js';
 import { fastPredict } from '../../../src/serving/http/fast-predict.js';
-import { PREDICT_BODY_LIMIT } from '../../../src/serving/http/models.js';
+import { PREDICT } from '../../../src/serving/http/models.js';
 import { Metrics } from '../../../src/serving/observability/metrics.js';
 import { tempDir } from '../../helpers/tmp.js';
 
@@ -73,7 +73,7 @@ describe('POST /v1/predict before Express', () => {
       ['not JSON', send('model=app', { 'content-type': 'application/x-www-form-urlencoded' })],
       ['gzip', send(gzipSync('{"model":"app"}'), { 'content-encoding': 'gzip' })],
       ['an empty body', send('')],
-      ['a body over the limit', send(JSON.stringify({ pad: 'x'.repeat(PREDICT_BODY_LIMIT) }))],
+      ['a body over the limit', send(JSON.stringify({ pad: 'x'.repeat(PREDICT.bodyLimit) }))],
       ['GET', fetch(`${base}/v1/predict`)],
     ];
     for (const [why, pending] of others) assert.match(await (await pending).text(), /^express: /, why);
