@@ -1,7 +1,7 @@
 import { dict, toDict } from '../../workbench/dict.js';
 import { InputError, NonFiniteScoreError, NotFoundError } from '../../workbench/errors.js';
 import type { FeatureValue } from '../../workbench/features/definition.js';
-import { loadClassifier, verifyBundle, type ModelBundle } from '../../workbench/models/bundle.js';
+import { loadClassifier, verifyBundleAsync, type ModelBundle } from '../../workbench/models/bundle.js';
 import type { AliasMove, ModelRegistry } from '../../workbench/models/registry.js';
 import type { Classifier } from '../../workbench/models/train.js';
 
@@ -88,9 +88,9 @@ export class ModelServer {
 
   /** Verifies a bundle and loads its model: a bundle that cannot serve is refused before anything changes. */
   async prepare(input: unknown): Promise<ModelBundle> {
-    const bundle = verifyBundle(input);
-    // Checking the bundle (its hash) and building its model are a few milliseconds each: in two
-    // turns of the event loop, so a publish does not hold requests for both at once.
+    // Checking the bundle (its shape, its hash, its features) and building its model are a
+    // millisecond or more each: in turns of the event loop, so a publish does not hold requests for all at once.
+    const bundle = await verifyBundleAsync(input);
     await turn();
     await this.load(bundle.version, bundle);
     return bundle;

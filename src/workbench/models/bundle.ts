@@ -132,7 +132,8 @@ export async function createBundle(
 
 /**
  * Checks a bundle read from disk or received over HTTP: its shape, its features, and that its
- * content still hashes to its version. Returns it typed; throws IntegrityError on a changed bundle.
+ * content still hashes to its version. Returns it typed and frozen (a checked bundle cannot change
+ * unnoticed; copy it to change it); throws IntegrityError on a changed bundle.
  *
  * @example
  * ```ts
@@ -141,6 +142,41 @@ export async function createBundle(
  * ```
  */
 export function verifyBundle(input: unknown, where = 'bundle'): ModelBundle {
+  const steps = verification(input, where);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+/**
+ * `verifyBundle` for a server answering requests: the same checks, with a turn of the event loop
+ * between its steps (the shape, the hash, the features and model), so that checking a bundle never
+ * holds requests for all of them at once.
+ *
+ * @example
+ * ```ts
+ * const bundle = await verifyBundleAsync(JSON.parse(body), 'the uploaded bundle');
+ * ```
+ */
+export async function verifyBundleAsync(input: unknown, where = 'bundle'): Promise<ModelBundle> {
+  const steps = verification(input, where);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+/**
+ * Bundles that passed every check, frozen: none can have changed since, so checking one again
+ * (a service stores and points an alias at the bundle it has just checked) costs nothing.
+ */
+const verified = new WeakSet<object>();
+
+/** verifyBundle's checks, a step at a time (a yield between steps). */
+function* verification(input: unknown, where: string): Generator<void, ModelBundle> {
+  if (typeof input === 'object' && input !== null && verified.has(input)) return input as ModelBundle;
   // Hashing recurses into the document: a hostile depth would overflow the stack before any check.
   const deep = deeperThan(input, MAX_DEPTH);
   if (deep) throw new InputError(`${where}: ${deep} is nested deeper than ${MAX_DEPTH} levels; a model bundle is not`);
@@ -149,11 +185,13 @@ export function verifyBundle(input: unknown, where = 'bundle'): ModelBundle {
     const issue = shape.error.issues[0]!;
     throw new InputError(`${where}: ${issue.path.join('.') || 'bundle'}: ${issue.message}`);
   }
+  yield;
   const { version, ...body } = shape.data as ModelBundle;
   const actual = bundleVersion(body);
   // Bundles made before createdAt left the hash hashed it too: still accepted, so older registries load.
   if (actual !== version && contentHash(body) !== version)
     throw new IntegrityError(`${where}: its content hashes to ${actual}, not to its version ${version}: the bundle was changed after it was made; refusing it`);
+  yield;
   featureSet(body.features); // each definition valid, names unique
   const names = new Set(body.features.map((f) => f.name));
   for (const step of body.preprocessing.steps as { name: string }[]) {
@@ -162,7 +200,22 @@ export function verifyBundle(input: unknown, where = 'bundle'): ModelBundle {
   const training = body.training && trainingDistributionProblem(body.training, names);
   if (training) throw new InputError(`${where}: ${training}`);
   modelArtifacts(body.model, where);
-  return shape.data as ModelBundle;
+  const bundle = deepFreeze(shape.data) as ModelBundle;
+  verified.add(bundle);
+  return bundle;
+}
+
+/** Freezes a JSON-like document and everything in it (a bundle holds no typed arrays: its weights are base64 text). */
+function deepFreeze<T>(value: T): T {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    // No cycles to guard against: the depth check before this refuses them.
+    if (!node || typeof node !== 'object') continue;
+    Object.freeze(node);
+    for (const child of Object.values(node)) stack.push(child);
+  }
+  return value;
 }
 
 /**

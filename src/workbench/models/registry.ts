@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import { appendFile, rm } from 'node:fs/promises';
+import { appendFile, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { dict, toDict } from '../dict.js';
 import { AliasRefusedError, InputError, IntegrityError, NotFoundError, WorkbenchError } from '../errors.js';
 import { writeFileAtomic, writeFileAtomicAsync } from '../files.js';
-import { bundleJson, checkBundle, loadClassifier, verifyBundle, type ModelBundle } from './bundle.js';
+import { bundleJson, checkBundle, loadClassifier, verifyBundle, verifyBundleAsync, type ModelBundle } from './bundle.js';
 
 /**
  * The model registry over a folder: immutable bundles named by version, and per model name a set
@@ -126,6 +126,10 @@ export interface SharedRegistryStore {
 }
 
 const ALIAS = /^[a-z][a-z0-9_-]{0,31}$/;
+
+function checkAlias(alias: string): void {
+  if (!ALIAS.test(alias)) throw new InputError(`alias ${JSON.stringify(alias)}: use lower-case letters, digits, _ and -, up to 32`);
+}
 const VERSION = /^[0-9a-f]{16}$/;
 const Aliases = z.record(z.string(), z.record(z.string(), z.string().regex(VERSION)));
 
@@ -272,7 +276,7 @@ export class ModelRegistry {
    * the event loop (`writeFileAtomicAsync`: no synchronous fsync).
    */
   async putAsync(input: unknown): Promise<ModelBundle> {
-    const bundle = verifyBundle(input);
+    const bundle = await verifyBundleAsync(input);
     const path = this.bundlePath(bundle.version);
     if (this.shared) {
       await this.putShared(this.shared, bundle);
@@ -284,6 +288,18 @@ export class ModelRegistry {
 
   /** A stored bundle, verified against its version (a changed file is refused). */
   get(version: string): ModelBundle {
+    const path = this.storedPath(version);
+    return this.storedAs(version, path, verifyBundle(readJson(path), path));
+  }
+
+  /** `get` that reads the file and checks it without holding the event loop for long (a server's). */
+  private async getStored(version: string): Promise<ModelBundle> {
+    const path = this.storedPath(version);
+    return this.storedAs(version, path, await verifyBundleAsync(parseJson(await readFile(path, 'utf8'), path), path));
+  }
+
+  /** Where a stored version's bundle is; NotFoundError (or why it could not be fetched) when it is not there. */
+  private storedPath(version: string): string {
     if (!VERSION.test(version)) throw new InputError(`${JSON.stringify(version)} is not a model version (16 hex digits)`);
     const path = this.bundlePath(version);
     if (!existsSync(path)) {
@@ -292,7 +308,10 @@ export class ModelRegistry {
       if (failed !== undefined && this.snapshot?.versions.has(version)) throw failed;
       throw new NotFoundError(`no model version ${version} in the registry ${this.location}`);
     }
-    const bundle = verifyBundle(readJson(path), path);
+    return path;
+  }
+
+  private storedAs(version: string, path: string, bundle: ModelBundle): ModelBundle {
     if (bundle.version !== version) throw new IntegrityError(`${path} holds version ${bundle.version}, not ${version}`);
     return bundle;
   }
@@ -303,10 +322,10 @@ export class ModelRegistry {
    */
   async getAsync(version: string): Promise<ModelBundle> {
     const shared = this.shared;
-    if (!shared || !VERSION.test(version)) return this.get(version);
+    if (!shared || !VERSION.test(version)) return this.getStored(version);
     if (existsSync(this.bundlePath(version))) {
       try {
-        return this.get(version);
+        return await this.getStored(version);
       } catch (err) {
         // The cache is this instance's copy (a crash may have cut a write): damaged, it is fetched again from the store, checked there.
         if (!(err instanceof IntegrityError || err instanceof InputError)) throw err;
@@ -322,7 +341,7 @@ export class ModelRegistry {
       throw err;
     }
     this.snapshot?.versions.set(version, row);
-    return this.get(version);
+    return this.getStored(version);
   }
 
   has(version: string): boolean {
@@ -415,6 +434,8 @@ export class ModelRegistry {
    */
   setAlias(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): AliasMove {
     this.directoryOnly('setAlias', 'setAliasAsync');
+    checkAlias(alias);
+    this.usableVersion(name, alias, version);
     const planned = this.planMove(name, alias, version, meta);
     if (!planned.table) return planned.move;
     writeFileAtomic(join(this.root, 'aliases.json'), planned.table);
@@ -431,6 +452,8 @@ export class ModelRegistry {
   setAliasAsync(name: string, alias: string, version: string, meta: { by?: string; reason?: string } = {}): Promise<AliasMove> {
     const run = this.aliasWrites.then(async () => {
       if (this.shared) return this.moveShared(this.shared, name, alias, version, meta);
+      checkAlias(alias);
+      await this.usableVersionAsync(name, alias, version);
       const planned = this.planMove(name, alias, version, meta);
       if (!planned.table) return planned.move;
       await writeFileAtomicAsync(join(this.root, 'aliases.json'), planned.table);
@@ -462,7 +485,7 @@ export class ModelRegistry {
     version: string,
     meta: { by?: string; reason?: string },
   ): Promise<AliasMove> {
-    if (!ALIAS.test(alias)) throw new InputError(`alias ${JSON.stringify(alias)}: use lower-case letters, digits, _ and -, up to 32`);
+    checkAlias(alias);
     await this.usableVersionAsync(name, alias, version);
     const move = await shared.move(name, alias, version, meta);
     if (move.unchanged) return move;
@@ -475,10 +498,11 @@ export class ModelRegistry {
     return move;
   }
 
-  /** The move `setAlias` records and the alias table it writes (none when the alias is already there: `unchanged`). */
+  /**
+   * The move `setAlias` records and the alias table it writes (none when the alias is already there:
+   * `unchanged`), for an alias and a version already checked (`checkAlias`, `usableVersion`).
+   */
   private planMove(name: string, alias: string, version: string, meta: { by?: string; reason?: string }): { move: AliasMove; table?: string } {
-    if (!ALIAS.test(alias)) throw new InputError(`alias ${JSON.stringify(alias)}: use lower-case letters, digits, _ and -, up to 32`);
-    this.usableVersion(name, alias, version);
     const all = this.readAliases();
     if (all[name]?.[alias] === version) return { move: { at: new Date().toISOString(), name, alias, from: version, to: version, ...meta, unchanged: true } };
     const named = (all[name] ??= dict());
@@ -517,23 +541,33 @@ export class ModelRegistry {
     try {
       bundle = this.get(version);
     } catch (err) {
-      if (err instanceof NotFoundError || !VERSION.test(version)) throw err;
-      throw this.refusal(name, alias, version, err);
+      throw this.unusable(name, alias, version, err);
     }
-    if (bundle.name !== name) throw this.refusal(name, alias, version, `it is a version of ${bundle.name}, not of ${name}`);
-    return bundle;
+    return this.ofModel(name, alias, version, bundle);
   }
 
-  /** `usableVersion` that also finds a version another instance stored since the last `reload` (`getAsync`). */
+  /**
+   * `usableVersion` for a server: the file read and checked without holding the event loop for
+   * long, and in a shared registry a version another instance stored since the last `reload` found too (`getAsync`).
+   */
   async usableVersionAsync(name: string, alias: string, version: string): Promise<ModelBundle> {
-    if (this.shared && VERSION.test(version)) {
-      try {
-        await this.getAsync(version);
-      } catch {
-        // usableVersion says why, as a refusal or a NotFoundError
-      }
+    let bundle: ModelBundle;
+    try {
+      bundle = await this.getAsync(version);
+    } catch (err) {
+      throw this.unusable(name, alias, version, err);
     }
-    return this.usableVersion(name, alias, version);
+    return this.ofModel(name, alias, version, bundle);
+  }
+
+  /** An absent version stays a NotFoundError; one that cannot be read is refused, saying why. */
+  private unusable(name: string, alias: string, version: string, err: unknown): unknown {
+    return err instanceof NotFoundError || !VERSION.test(version) ? err : this.refusal(name, alias, version, err);
+  }
+
+  private ofModel(name: string, alias: string, version: string, bundle: ModelBundle): ModelBundle {
+    if (bundle.name !== name) throw this.refusal(name, alias, version, `it is a version of ${bundle.name}, not of ${name}`);
+    return bundle;
   }
 
   /** Why an alias does not move, and where it stays. */
@@ -619,7 +653,10 @@ const NAME = /^[a-z][a-z0-9-]{0,63}$/;
 
 /** A stored file's JSON; a file that is not JSON (cut short, overwritten) was damaged after it was written. */
 function readJson(path: string): unknown {
-  const text = readFileSync(path, 'utf8');
+  return parseJson(readFileSync(path, 'utf8'), path);
+}
+
+function parseJson(text: string, path: string): unknown {
   try {
     return JSON.parse(text);
   } catch (err) {

@@ -3,7 +3,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { featureSet } from '../../../src/workbench/features/definition.js';
-import { checkBundle, createBundle, loadClassifier, verifyBundle, type ModelBundle } from '../../../src/workbench/models/bundle.js';
+import { checkBundle, createBundle, loadClassifier, verifyBundle, verifyBundleAsync, type ModelBundle } from '../../../src/workbench/models/bundle.js';
 import { publish } from '../../../src/workbench/models/publish.js';
 import { columnsFor } from '../../../src/workbench/models/preprocess.js';
 import { ModelRegistry } from '../../../src/workbench/models/registry.js';
@@ -72,6 +72,35 @@ describe('model bundles and the registry', { timeout: 60_000 }, () => {
     assert.throws(() => registry.get(bundle.version), /the bundle was changed after it was made/);
   });
 
+  it('comes out of its checks frozen, so a checked bundle is not checked twice and cannot be changed unnoticed', async () => {
+    const checked = verifyBundle(JSON.parse(JSON.stringify(bundle)));
+    for (const part of [checked, checked.model, checked.model.topology, checked.features[0], checked.preprocessing.steps[0], checked.lineage])
+      assert.ok(Object.isFrozen(part));
+    assert.throws(() => {
+      (checked.metrics as Record<string, unknown>).rocAuc = 0.99;
+    }, TypeError);
+    assert.equal(verifyBundle(checked), checked);
+    assert.equal(await verifyBundleAsync(checked), checked);
+    // A copy is checked afresh: changed, it is refused.
+    const copy = JSON.parse(JSON.stringify(checked)) as ModelBundle;
+    (copy.metrics as Record<string, unknown>).rocAuc = 0.99;
+    await assert.rejects(verifyBundleAsync(copy), /the bundle was changed after it was made/);
+  });
+
+  it('is checked a step at a time by verifyBundleAsync: requests waiting are answered between its steps', async () => {
+    let turns = 0;
+    let counting = true;
+    const count = () => {
+      turns++;
+      if (counting) setImmediate(count);
+    };
+    setImmediate(count);
+    const checked = await verifyBundleAsync(JSON.parse(JSON.stringify(bundle)));
+    counting = false;
+    assert.equal(checked.version, bundle.version);
+    assert.ok(turns >= 2, `the event loop turned ${turns} times during the check`);
+  });
+
   it('refuses a bundle whose preprocessing reads a feature it does not carry', async () => {
     await assert.rejects(createBundle('app-churn', trained, features.slice(0, 1)), /the model reads last_features, which is not one of the bundle's features/);
     const { version: _v, ...body } = bundle;
@@ -137,6 +166,20 @@ describe('a bundle that cannot serve is refused before it is stored or published
       assert.ok(Date.now() - started < 1000, `${h.what}: refused in ${Date.now() - started} ms`);
     }
     assert.deepEqual(readdirSync(join(dir, 'bundles')), [], 'nothing stored');
+    // The service's stepwise check refuses each with the same error as the one-piece check.
+    for (const h of hostileBundles(good)) {
+      const input = () => (h.json ? JSON.parse(h.json) : structuredClone(h.bundle)) as unknown;
+      let sync: unknown;
+      try {
+        verifyBundle(input());
+      } catch (err) {
+        sync = err;
+      }
+      await verifyBundleAsync(input()).then(
+        () => assert.equal(sync, undefined, `${h.what}: refused by verifyBundle only`),
+        (err: Error) => assert.deepEqual([err.constructor, err.message], [(sync as Error)?.constructor, (sync as Error)?.message], h.what),
+      );
+    }
     // The checks that need no model (shape, weights, topology) refuse a bundle on `put` as well.
     assert.throws(() => registry.put(withWeight(good, 0, Number.NaN)), /holds NaN/);
     assert.equal((await registry.save(good)).version, good.version);
