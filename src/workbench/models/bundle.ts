@@ -174,12 +174,17 @@ export async function verifyBundleAsync(input: unknown, where = 'bundle'): Promi
  */
 const verified = new WeakSet<object>();
 
-/** verifyBundle's checks, a step at a time (a yield between steps). */
+/**
+ * verifyBundle's checks, a step at a time (a yield between steps, and one first: a server's request
+ * has just parsed the bundle). The input must not change while it is checked.
+ */
 function* verification(input: unknown, where: string): Generator<void, ModelBundle> {
   if (typeof input === 'object' && input !== null && verified.has(input)) return input as ModelBundle;
+  yield;
   // Hashing recurses into the document: a hostile depth would overflow the stack before any check.
   const deep = deeperThan(input, MAX_DEPTH);
   if (deep) throw new InputError(`${where}: ${deep} is nested deeper than ${MAX_DEPTH} levels; a model bundle is not`);
+  yield;
   const shape = BundleShape.safeParse(input);
   if (!shape.success) {
     const issue = shape.error.issues[0]!;
@@ -271,6 +276,9 @@ export async function loadClassifier(bundle: ModelBundle, where = `bundle ${bund
   } catch (err) {
     throw new UnloadableBundleError(`${where}: tfjs cannot build a model from model.topology: ${firstLine(err)}`);
   }
+  // Building the layers and loading the weights are a millisecond or more each: a server loading a
+  // model answers what is waiting in between.
+  await new Promise((resolve) => setImmediate(resolve));
   try {
     matchWeights(model, specs, where);
     const decoded = tf.io.decodeWeights(data, specs);
