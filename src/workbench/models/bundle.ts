@@ -132,8 +132,8 @@ export async function createBundle(
 
 /**
  * Checks a bundle read from disk or received over HTTP: its shape, its features, and that its
- * content still hashes to its version. Returns it typed and frozen (a checked bundle cannot change
- * unnoticed; copy it to change it); throws IntegrityError on a changed bundle.
+ * content still hashes to its version. Returns a frozen copy, typed (a checked bundle cannot change
+ * unnoticed; copy it to change it; the input is left as it was); throws IntegrityError on a changed bundle.
  *
  * @example
  * ```ts
@@ -205,7 +205,9 @@ function* verification(input: unknown, where: string): Generator<void, ModelBund
   const training = body.training && trainingDistributionProblem(body.training, names);
   if (training) throw new InputError(`${where}: ${training}`);
   modelArtifacts(body.model, where);
-  const bundle = deepFreeze(shape.data) as ModelBundle;
+  // A copy is frozen, not the input: parts of it may be the caller's own objects (a trained model's
+  // preprocessing, say), which checking must leave as they were.
+  const bundle = deepFreeze(structuredClone(shape.data)) as ModelBundle;
   verified.add(bundle);
   return bundle;
 }

@@ -126,12 +126,12 @@ export interface SharedRegistryStore {
 }
 
 const ALIAS = /^[a-z][a-z0-9_-]{0,31}$/;
+const VERSION = /^[0-9a-f]{16}$/;
+const Aliases = z.record(z.string(), z.record(z.string(), z.string().regex(VERSION)));
 
 function checkAlias(alias: string): void {
   if (!ALIAS.test(alias)) throw new InputError(`alias ${JSON.stringify(alias)}: use lower-case letters, digits, _ and -, up to 32`);
 }
-const VERSION = /^[0-9a-f]{16}$/;
-const Aliases = z.record(z.string(), z.record(z.string(), z.string().regex(VERSION)));
 
 /**
  * The model registry on disk: immutable bundles by version, and aliases (`champion`, `challenger`) with their history.

@@ -73,7 +73,10 @@ describe('model bundles and the registry', { timeout: 60_000 }, () => {
   });
 
   it('comes out of its checks frozen, so a checked bundle is not checked twice and cannot be changed unnoticed', async () => {
-    const checked = verifyBundle(JSON.parse(JSON.stringify(bundle)));
+    const input = JSON.parse(JSON.stringify(bundle)) as ModelBundle;
+    const checked = verifyBundle(input);
+    // The input is the caller's: left as it was, unfrozen.
+    assert.ok(!Object.isFrozen(input) && !Object.isFrozen(input.preprocessing.steps[0]) && !Object.isFrozen(input.model.topology));
     for (const part of [checked, checked.model, checked.model.topology, checked.features[0], checked.preprocessing.steps[0], checked.lineage])
       assert.ok(Object.isFrozen(part));
     assert.throws(() => {
