@@ -4,10 +4,6 @@
  * no log, no consumers). Prints its URL on standard output.
  */
 import express from 'express';
-import { setFlagsFromString } from 'node:v8';
-
-// The same young-generation size as `wb` (bin/wb.cjs), so that the ratio compares the work done.
-setFlagsFromString('--max-semi-space-size=64');
 
 const app = express();
 app.post('/v1/events', express.json({ limit: 5 * 1024 * 1024, type: 'application/json' }), (req, res) => {

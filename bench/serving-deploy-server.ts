@@ -16,16 +16,12 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
-import { setFlagsFromString } from 'node:v8';
 import { appSource, retailSource } from '../src/app/replay.js';
 import { SimulationConfigSchema } from '../src/app/simulator.js';
 import { runReplay } from '../src/cli/replay.js';
 import { createLogger } from '../src/serving/observability/logger.js';
 import { startService } from '../src/serving/service.js';
 import { SimulatedClock } from '../src/workbench/clock.js';
-
-// The same young-generation size as `wb` (bin/wb.cjs).
-setFlagsFromString('--max-semi-space-size=64');
 
 const [mode, dataDir] = process.argv.slice(2);
 const rebuild = process.argv.includes('--rebuild');
