@@ -12,13 +12,15 @@
  *     first prediction (goal: under 2 s), with the app model's p50 and p99 in that window (goal: p99
  *     under 5 ms, over the requests of BENCH_DEPLOY_RUNS deploys pooled, default 3), and the server's CPU per prediction. The new feature starts from the lakehouse
  *     archive (in a worker thread); the baseline, in the same run on a copy of the same data, computes it from the
- *     whole log (`featureBootstrap: false`). BENCH_DEPLOY=0 leaves this part out.
+ *     whole log (`featureBootstrap: false`). BENCH_DEPLOY=0 leaves this part out. Beside it, what the
+ *     machine does to any process's tail (`machine`): the kernel's memory-access sampling, and a
+ *     process sleeping 1 ms at a time holding nothing and holding the service's size (stall-probe.ts).
  * Ends with one JSON line.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { quantile, round, startServer, stopServer } from './support.js';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { join } from 'node:path';
@@ -262,6 +264,7 @@ async function main(): Promise<void> {
 
 const DEPLOY_SERVER = join(__dirname, 'serving-deploy-server.ts');
 const PUBLISHER = join(__dirname, 'serving-publisher.ts');
+const STALL_PROBE = join(__dirname, 'stall-probe.ts');
 const STEADY_SECONDS = 10;
 /**
  * Deploys from the archive per run, each on a fresh copy of the replayed data with a service of its
@@ -348,6 +351,8 @@ interface DeployFigures {
   deploy_core_wait_ms: number;
   /** The machine's 1-minute load average when the steady load began and when the deploy ended: the latencies depend on it (2 cores, shared). */
   load_average: [number, number];
+  /** The service's resident memory after the steady load (/proc VmRSS): what the machine's memory sampling has to walk. */
+  service_rss_mb: number;
 }
 
 /** A small model on these features (the scores do not matter here, only that it serves them). */
@@ -380,6 +385,62 @@ function windowP99s(load: LoadResult, ms: number): WindowP99s {
     .map((w) => quantile(w, 0.99));
   if (p99s.length === 0) return { windows: 0, median: null, max: null };
   return { windows: p99s.length, median: round(quantile(p99s, 0.5), 2), max: round(Math.max(...p99s), 2) };
+}
+
+/** A process's resident memory in MB (/proc VmRSS; 0 where there is none). */
+function residentMb(pid: number): number {
+  try {
+    return Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024);
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * What the machine does to any process's tail, whatever the process: the kernel's memory-access
+ * sampling (DAMON) where it runs, and the stall probe (bench/stall-probe.ts) holding nothing and
+ * holding as much memory as the service. On a machine whose `kdamond` wakes every half second, a
+ * process of the service's size wakes late by up to tens of ms a few times in ten seconds, and an
+ * empty one does not: a floor under the deploy's p99 that no code of the service removes.
+ */
+interface MachineFloor {
+  /** Each DAMON monitor: on or off, what it samples (`paddr`: all physical memory), how often. Empty: none. */
+  damon: { state: string; operations: string; sample_ms: number }[];
+  probe_empty: StallProbe;
+  probe_service_size: StallProbe;
+}
+interface StallProbe {
+  held_mb: number;
+  wakeups: number;
+  late_p99_ms: number;
+  late_p999_ms: number;
+  late_max_ms: number;
+  late_over_5ms: number;
+}
+
+const PROBE_SECONDS = 5;
+
+async function machineFloor(serviceMb: number): Promise<MachineFloor> {
+  const root = '/sys/kernel/mm/damon/admin/kdamonds';
+  const read = (path: string) => {
+    try {
+      return readFileSync(path, 'utf8').trim();
+    } catch {
+      return '';
+    }
+  };
+  const damon = (existsSync(root) ? readdirSync(root).filter((d) => /^\d+$/.test(d)) : []).map((d) => ({
+    state: read(join(root, d, 'state')),
+    operations: read(join(root, d, 'contexts', '0', 'operations')),
+    sample_ms: Number(read(join(root, d, 'contexts', '0', 'monitoring_attrs', 'intervals', 'sample_us'))) / 1000,
+  }));
+  const probe = (mb: number) =>
+    new Promise<StallProbe>((resolve, reject) => {
+      execFile(process.execPath, ['--import', 'tsx', STALL_PROBE, String(mb), String(PROBE_SECONDS)], (err, stdout) =>
+        err ? reject(err) : resolve(JSON.parse(stdout.trim().split('\n').pop()!) as StallProbe),
+      );
+    });
+  return { damon, probe_empty: await probe(0), probe_service_size: await probe(serviceMb) };
 }
 
 /** How long a process's main thread has waited for a core while runnable, in ms (/proc schedstat; 0 where there is none). */
@@ -477,6 +538,7 @@ async function deployWithNewFeature(): Promise<{
   from_archive: PooledDeploys;
   from_archive_runs: DeployFigures[];
   from_log: DeployFigures | null;
+  machine: MachineFloor;
 }> {
   const dir = mkdtempSync(join(tmpdir(), 'wb-bench-deploy-'));
   const baseline = `${dir}-log`;
@@ -532,6 +594,13 @@ async function deployWithNewFeature(): Promise<{
           `load average ${f.load_average.join(' -> ')}`,
       );
     }
+    const machine = await machineFloor(Math.max(...fromArchiveRuns.map((r) => r.service_rss_mb)));
+    const on = machine.damon.filter((m) => m.state === 'on');
+    const probed = (p: StallProbe) => `${p.late_over_5ms} wake-ups over 5 ms late in ${PROBE_SECONDS} s (p99.9 ${p.late_p999_ms} ms, max ${p.late_max_ms} ms)`;
+    console.log(
+      `this machine, whatever the process: the kernel's memory-access sampling (DAMON) ${on.length > 0 ? on.map((m) => `on (${m.operations}, every ${m.sample_ms} ms)`).join(', ') : 'off or absent'}; ` +
+        `a process sleeping 1 ms at a time: holding nothing, ${probed(machine.probe_empty)}; holding ${machine.probe_service_size.held_mb} MB (the service's size), ${probed(machine.probe_service_size)}`,
+    );
     const f = fromArchive;
     console.log(
       `the ${f.runs} deploys from the archive pooled: first prediction at most ${f.publish_to_first_prediction_s} s; the app model meanwhile: p50 ${f.deploy_predict_p50_ms} ms, ` +
@@ -545,6 +614,7 @@ async function deployWithNewFeature(): Promise<{
       from_archive: fromArchive,
       from_archive_runs: fromArchiveRuns.map(figuresOnly),
       from_log: fromLog ? figuresOnly(fromLog) : null,
+      machine,
     };
   } finally {
     if (process.env.BENCH_KEEP === '1') console.log(`kept ${dir} and ${baseline}`);
@@ -649,6 +719,7 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
     const steadyCpu = cpuSeconds(pid) - cpu;
     const steadyWait = coreWaitMs(pid) - waited;
     const steadyDelay = await loopDelay();
+    const rssMb = residentMb(pid);
     const generatorSteady = generatorDelay.max / 1e6;
     if (steady.failures > 0) throw new Error(`${steady.failures} predictions failed before the deploy: ${steady.failed.join('; ')}`);
     const noop = await openLoop(NOOP_SECONDS, () => call(`${url}/healthz`, 'GET', {}), undefined, undefined, DEPLOY_RATE);
@@ -717,6 +788,7 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
       steady_core_wait_ms_per_s: round(steadyWait / STEADY_SECONDS, 1),
       deploy_core_wait_ms: round(deployWait, 1),
       load_average: [round(loadBefore, 2), round(loadavg()[0]!, 2)],
+      service_rss_mb: rssMb,
       latencies: { deploy: window, steady: steady.latencies },
     };
   } finally {
