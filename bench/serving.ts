@@ -401,7 +401,8 @@ function residentMb(pid: number): number {
  * sampling (DAMON) where it runs, and the stall probe (bench/stall-probe.ts) holding nothing and
  * holding as much memory as the service. On a machine whose `kdamond` wakes every half second, a
  * process of the service's size wakes late by up to tens of ms a few times in ten seconds, and an
- * empty one does not: a floor under the deploy's p99 that no code of the service removes.
+ * empty one does not: a floor under the deploy's p99 that comes with the service's size, not with
+ * what its code does at the time.
  */
 interface MachineFloor {
   /** Each DAMON monitor: on or off, what it samples (`paddr`: all physical memory), how often. Empty: none. */
