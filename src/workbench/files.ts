@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { SLICE_MS, TimeSlices } from './time-slices.js';
 
 /**
  * Writes a file so that readers see either the old content or the new, never half of it:
@@ -119,7 +119,7 @@ export function writeCheckedSnapshot(path: string, body: string): void {
 export async function writeCheckedSnapshotInSlices(path: string, pieces: Iterable<string>, sliceMs = SLICE_MS): Promise<void> {
   await writeThroughTemporary(path, 0o644, async (file) => {
     const hash = createHash('sha256');
-    const slices = new Slices(sliceMs);
+    const slices = new TimeSlices(sliceMs);
     let pending: string[] = [];
     let pendingLength = 0;
     const drain = async () => {
@@ -149,7 +149,7 @@ export async function writeCheckedSnapshotInSlices(path: string, pieces: Iterabl
  */
 export async function renderInSlices(pieces: Iterable<string>, sliceMs = SLICE_MS): Promise<string[]> {
   const out: string[] = [];
-  const slices = new Slices(sliceMs);
+  const slices = new TimeSlices(sliceMs);
   let pending: string[] = [];
   let pendingLength = 0;
   for (const piece of pieces) {
@@ -167,25 +167,8 @@ export async function renderInSlices(pieces: Iterable<string>, sliceMs = SLICE_M
   return out;
 }
 
-/**
- * How long a snapshot's work runs before it lets the event loop answer what waits: a request that
- * arrives meanwhile waits up to this long (the serving goal is a p99 of a few milliseconds).
- */
-const SLICE_MS = 2;
 /** Characters of JSON hashed and written at once (a quarter of a MB: about 1 ms of SHA-256). */
 const CHUNK_CHARS = 1 << 18;
-
-/** Time slices: `pause()` is nothing within a slice, and past its end a turn of the event loop, which starts the next. */
-class Slices {
-  private since = performance.now();
-  constructor(private readonly ms: number) {}
-  pause(): Promise<void> | undefined {
-    if (performance.now() - this.since < this.ms) return undefined;
-    return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
-      this.since = performance.now();
-    });
-  }
-}
 
 export function readCheckedSnapshot(path: string): { body: string } | { corrupt: string } | undefined {
   if (!existsSync(path)) return undefined;

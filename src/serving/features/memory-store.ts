@@ -72,6 +72,11 @@ export class MemoryOnlineStore implements OnlineStore {
     return this.states.get(user);
   }
 
+  /** `peek` without a promise: a deploy's join reads every user's state, and a promise each cost more than the reads. */
+  peekNow(user: string): UserState | undefined {
+    return this.states.get(user);
+  }
+
   async write(states: ReadonlyMap<string, UserState | undefined>, offset: number, from?: number): Promise<void> {
     if (!this.pos) throw new Error('the online store was written before reset() chose its feature set');
     if (from !== undefined && from !== this.pos.offset) throw new StoreMovedError(from, { ...this.pos });

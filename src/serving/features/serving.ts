@@ -10,6 +10,8 @@ import { BootstrapWorkers, bootstrapFromArchive, foldFromLog } from './bootstrap
 import { ServedFeatures } from './served.js';
 import type { OnlineStore } from './store.js';
 import { FeatureUpdater, type CapturedRead } from './updater.js';
+import { MemoryOnlineStore } from './memory-store.js';
+import { TimeSlices } from '../../workbench/time-slices.js';
 
 export interface FeatureServingOptions {
   log: EventLog;
@@ -49,8 +51,10 @@ export interface FeatureServingOptions {
  * one piece (its users' states copied out of the store and back), so it is kept small.
  */
 const CATCH_UP_BATCH = 200;
-/** Users joined between two turns of the event loop (a millisecond or so). */
-const JOIN_SLICE = 500;
+/** Users a remote store is read for in one round trip while a deploy joins the sets. */
+const JOIN_BATCH = 500;
+/** How long the join runs before it gives the event loop back: predictions wait on it meanwhile. */
+const JOIN_SLICE_MS = 1;
 
 /** What extending the served set from the archive did, for the log. */
 interface ExtendReport {
@@ -84,14 +88,6 @@ class ServedUpdater extends FeatureUpdater {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The embedded store's states of these users, all read in one turn of the event loop (its peek answers at once). */
-async function peekAll(store: OnlineStore, users: readonly string[]): Promise<Map<string, UserState>> {
-  const out = new Map<string, UserState>();
-  const states = await Promise.all(users.map((u) => store.peek(u)));
-  users.forEach((u, i) => {
-    if (states[i]) out.set(u, states[i]);
-  });
-  return out;
-}
 
 /**
  * The online feature store as the service runs it: the served feature set, its store and its
@@ -399,17 +395,22 @@ export class FeatureServing {
     const emptyAdded = new OnlineFeatures(addedFeatures);
     const joined = new Map<string, UserState>();
     const list = [...users];
-    for (let i = 0; i < list.length; i += JOIN_SLICE) {
-      const slice = list.slice(i, i + JOIN_SLICE);
-      // The embedded store's states are never changed once written (readers get them as they are,
-      // writers a copy): they can be shared. Another store is read in one round trip per slice.
-      const states = current.store.kind === 'memory' ? await peekAll(current.store, slice) : await current.store.get(slice);
-      for (const user of slice) {
-        const a = states.get(user);
+    // The embedded store's states are never changed once written (readers get them as they are,
+    // writers a copy): they are shared, read without a copy or a promise. Another store is read in
+    // one round trip per batch. Slices by time, not by count: on a loaded machine 500 users took
+    // 8-18 ms, and every prediction arriving meanwhile waited.
+    const embedded = current.store instanceof MemoryOnlineStore ? current.store : undefined;
+    const slices = new TimeSlices(JOIN_SLICE_MS);
+    for (let i = 0; i < list.length; i += JOIN_BATCH) {
+      const batch = list.slice(i, i + JOIN_BATCH);
+      const states = embedded ? undefined : await current.store.get(batch);
+      for (const user of batch) {
+        const a = embedded ? embedded.peekNow(user) : states!.get(user);
         const b = added.get(user);
         if (a || b) joined.set(user, [...(a ?? emptyCurrent.emptyState()), ...(b ?? emptyAdded.emptyState())]);
+        const pause = slices.pause();
+        if (pause) await pause;
       }
-      await new Promise((r) => setImmediate(r));
     }
     return joined;
   }

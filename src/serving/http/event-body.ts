@@ -1,7 +1,8 @@
 import type { Request } from 'express';
 import type { EventLimits } from '../../workbench/event.js';
 import { badRequest, HttpError } from '../errors.js';
-import { TimeSlices, Unparsable } from '../pipeline/ingest.js';
+import { TimeSlices } from '../../workbench/time-slices.js';
+import { Unparsable } from '../pipeline/ingest.js';
 
 /**
  * The body of `POST /v1/events`, read as bytes and parsed here, item by item in time slices: a

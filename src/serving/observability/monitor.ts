@@ -1,6 +1,6 @@
 import type { EnrichedEvent } from '../../workbench/event.js';
 import type { EventConsumer } from '../pipeline/consumer.js';
-import { SLICE_MS, TimeSlices } from '../pipeline/ingest.js';
+import { SLICE_MS, TimeSlices } from '../../workbench/time-slices.js';
 import type { AlertSink, AnomalyAlert, Incident } from './alerts.js';
 import type { Metrics } from './metrics.js';
 import { resolveMetrics, type Dimension, type MonitorSettings, type MonitoredMetric } from './monitor-settings.js';

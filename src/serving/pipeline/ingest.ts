@@ -1,4 +1,4 @@
-import { performance } from 'node:perf_hooks';
+import { TimeSlices } from '../../workbench/time-slices.js';
 import { countryCode } from '../../workbench/countries.js';
 import {
   DEFAULT_EVENT_LIMITS,
@@ -72,30 +72,6 @@ export const DEFAULT_INGEST: IngestOptions = {
 
 /** Ingest options as configured: any of them, and any of the event limits. */
 export type IngestSettings = Partial<Omit<IngestOptions, 'limits'>> & { limits?: Partial<EventLimits> };
-
-/** How long ingest runs before it gives the event loop back, in ms: no request holds it for longer. */
-export const SLICE_MS = 2;
-
-/**
- * Long synchronous work split in slices: `pause()` is undefined while the current slice has time
- * left, and otherwise a promise that resolves once the event loop has turned (setImmediate lets
- * other requests' I/O in). A promise only when one is needed: awaiting on every item would cost more
- * than the work on small items.
- */
-export class TimeSlices {
-  private since = performance.now();
-  constructor(private readonly budgetMs = SLICE_MS) {}
-
-  pause(): Promise<void> | undefined {
-    if (performance.now() - this.since < this.budgetMs) return undefined;
-    return new Promise((resolve) =>
-      setImmediate(() => {
-        this.since = performance.now();
-        resolve();
-      }),
-    );
-  }
-}
 
 export interface Rejection {
   index: number;
