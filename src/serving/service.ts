@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
 import { wallClock, type Clock } from '../workbench/clock.js';
 import { lakeDir as lakeDirOf } from '../workbench/config.js';
 import { openOltp, type OltpStore, type WriteGuard } from '../workbench/oltp/index.js';
@@ -171,8 +172,22 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
+/**
+ * V8 drops the bytecode of functions it has not run for a few major collections, and compiles it
+ * again on their next call. A service's rare paths are exactly those: a deploy's bundle checks,
+ * model loading and feature registration ran at start, were dropped by the time of a publish, and
+ * compiling them again (and the garbage of it) fell on the requests of the deploy. Alternating runs
+ * of three deploys each, four pairs (`BENCH_NODE_FLAGS=--no-flush-bytecode`): pooled p99 4.9-13.6 ms
+ * (median 5.6) against 5.5-21.8 ms (median 11.8). Process-wide, and set here because the service is
+ * what needs it; the flag only stops the dropping (nothing is compiled ahead).
+ */
+function keepCompiledCode(): void {
+  setFlagsFromString('--no-flush-bytecode');
+}
+
 /** Opens every part of the service from its configuration and starts listening. */
 export async function startService(config: ServiceConfig): Promise<RunningService> {
+  keepCompiledCode();
   const { logger } = config;
   const clock = config.clock ?? wallClock;
   const limits = httpLimits(config);
