@@ -11,7 +11,9 @@
  *     `service on <url>`. --rebuild: new features are computed from the whole log (the old path).
  *     SIGUSR2 prints `loop-delay {"max_ms","p99_ms","gc"}`, the event loop's delays since the previous
  *     SIGUSR2 (perf_hooks.monitorEventLoopDelay, 1 ms resolution) and the main thread's GC pauses
- *     (`gc`: {ms, max_ms, count}), and starts counting again.
+ *     (`gc`: {ms, max_ms, count, pauses}, each pause as [start, ms] with its start in ms since the
+ *     epoch, `performance.timeOrigin` based, so the bench can line them up with its requests), and
+ *     starts counting again.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -69,14 +71,21 @@ async function serve(dir: string): Promise<void> {
   const delay = monitorEventLoopDelay({ resolution: 1 });
   delay.enable();
   // The main thread's GC pauses (V8 reports each with its duration), summed and the longest.
-  let gc = { ms: 0, max_ms: 0, count: 0 };
+  const fresh = () => ({ ms: 0, max_ms: 0, count: 0, pauses: [] as [number, number][] });
+  let gc = fresh();
   new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) gc = { ms: gc.ms + e.duration, max_ms: Math.max(gc.max_ms, e.duration), count: gc.count + 1 };
+    for (const e of list.getEntries()) {
+      gc.ms += e.duration;
+      gc.max_ms = Math.max(gc.max_ms, e.duration);
+      gc.count++;
+      // The steady load's thousands are not needed: the bench lines up the deploy's with its requests.
+      if (gc.pauses.length < 10_000) gc.pauses.push([performance.timeOrigin + e.startTime, e.duration]);
+    }
   }).observe({ entryTypes: ['gc'] });
   process.on('SIGUSR2', () => {
     console.log(`loop-delay ${JSON.stringify({ max_ms: delay.max / 1e6, p99_ms: delay.percentile(99) / 1e6, gc })}`);
     delay.reset();
-    gc = { ms: 0, max_ms: 0, count: 0 };
+    gc = fresh();
   });
   console.log(`service on ${service.url}`);
   process.once('SIGTERM', () => {

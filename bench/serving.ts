@@ -343,6 +343,12 @@ interface DeployFigures {
   deploy_gc_ms: number;
   deploy_gc_max_ms: number;
   /**
+   * The deploy's requests slower than the 5 ms goal, and how many of them a GC pause of the service
+   * overlapped (from when each was sent or due to its answer): what of the deploy's tail is the
+   * collector's, and what is work or a wait for a core.
+   */
+  deploy_slow_requests: { over_5ms: number; during_gc_pause: number };
+  /**
    * How long the service's main thread was runnable but waited for a core (/proc schedstat), per
    * second of the steady load and over the deploy: on 2 cores shared with the load generator, the
    * part of the latencies no code on the event loop causes.
@@ -503,6 +509,8 @@ interface PooledDeploys {
   deploy_requests: number;
   /** Each deploy's own p99 (over its hundred-odd requests). */
   deploy_predict_p99_ms_each: number[];
+  /** The deploys' requests over 5 ms, and those a GC pause overlapped (see DeployFigures). */
+  deploy_slow_requests: { over_5ms: number; during_gc_pause: number };
   /** The steady loads before the deploys, pooled: the same statistic without a deploy. */
   steady_predict_p99_ms: number;
   deploy_to_steady_p99_ratio: number;
@@ -525,6 +533,10 @@ function pooled(runs: readonly DeployRun[]): PooledDeploys {
     ),
     deploy_requests: deploy.length,
     deploy_predict_p99_ms_each: runs.map((r) => r.deploy_predict_p99_ms),
+    deploy_slow_requests: {
+      over_5ms: runs.reduce((n, r) => n + r.deploy_slow_requests.over_5ms, 0),
+      during_gc_pause: runs.reduce((n, r) => n + r.deploy_slow_requests.during_gc_pause, 0),
+    },
     steady_predict_p99_ms: round(quantile(steady, 0.99), 2),
     deploy_to_steady_p99_ratio: round(p99 / quantile(steady, 0.99), 2),
     goals_met: { first_prediction_under_2s: first < 2, deploy_p99_under_5ms: p99 < 5 },
@@ -591,6 +603,7 @@ async function deployWithNewFeature(): Promise<{
           `goals: first prediction under 2 s ${f.goals_met.first_prediction_under_2s}, deploy p99 under 5 ms ${f.goals_met.deploy_p99_under_5ms}, deploy p99 within the steady windows' ${f.goals_met.deploy_p99_within_steady_windows}; ` +
           `event loop held at most ${f.deploy_loop_delay_max_ms} ms during the deploy (steady: ${f.steady_loop_delay_max_ms} ms); ` +
           `GC paused it ${f.deploy_gc_ms} ms in all, at most ${f.deploy_gc_max_ms} ms at once, during the deploy (steady: ${f.steady_gc_ms_per_s} ms a second, at most ${f.steady_gc_max_ms} ms); ` +
+          `${f.deploy_slow_requests.over_5ms} of the deploy's requests over 5 ms, ${f.deploy_slow_requests.during_gc_pause} of them during a GC pause; ` +
           `the main thread waited for a core ${f.deploy_core_wait_ms} ms during the deploy (steady: ${f.steady_core_wait_ms_per_s} ms a second); ` +
           `load average ${f.load_average.join(' -> ')}`,
       );
@@ -605,7 +618,8 @@ async function deployWithNewFeature(): Promise<{
     const f = fromArchive;
     console.log(
       `the ${f.runs} deploys from the archive pooled: first prediction at most ${f.publish_to_first_prediction_s} s; the app model meanwhile: p50 ${f.deploy_predict_p50_ms} ms, ` +
-        `p99 ${f.deploy_predict_p99_ms} ms (each deploy's: ${f.deploy_predict_p99_ms_each.join(', ')} ms), max ${f.deploy_predict_max_ms} ms over ${f.deploy_requests} requests; ` +
+        `p99 ${f.deploy_predict_p99_ms} ms (each deploy's: ${f.deploy_predict_p99_ms_each.join(', ')} ms), max ${f.deploy_predict_max_ms} ms over ${f.deploy_requests} requests, ` +
+        `${f.deploy_slow_requests.over_5ms} over 5 ms (${f.deploy_slow_requests.during_gc_pause} during a GC pause); ` +
         `the steady loads pooled: p99 ${f.steady_predict_p99_ms} ms (ratio ${f.deploy_to_steady_p99_ratio}); ` +
         `goals: first prediction under 2 s ${f.goals_met.first_prediction_under_2s}, deploy p99 under 5 ms ${f.goals_met.deploy_p99_under_5ms}`,
     );
@@ -625,6 +639,17 @@ async function deployWithNewFeature(): Promise<{
     }
     for (const copy of copies) rmSync(copy, { recursive: true, force: true });
   }
+}
+
+/**
+ * Requests over 5 ms, and those a GC pause overlapped: `requests` as [sent or due, latency] and
+ * `pauses` as [start, duration], all in ms since the epoch (each process's performance.timeOrigin
+ * plus its clock: the two processes' clocks agree to well under a millisecond).
+ */
+function slowRequests(requests: [number, number][], pauses: [number, number][]): { over_5ms: number; during_gc_pause: number } {
+  const slow = requests.filter(([, ms]) => ms > 5);
+  const overlapped = slow.filter(([from, ms]) => pauses.some(([start, d]) => start < from + ms && start + d > from));
+  return { over_5ms: slow.length, during_gc_pause: overlapped.length };
 }
 
 /** What the service logged about the new features coming online (the `new features are served` line, and any fallback). */
@@ -689,7 +714,7 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
   const pid = child.pid!;
   let publisher: Awaited<ReturnType<typeof startPublisher>> | undefined;
   // The service's event-loop delays since the previous call (it prints them on SIGUSR2).
-  type Delay = { max_ms: number; gc: { ms: number; max_ms: number } };
+  type Delay = { max_ms: number; gc: { ms: number; max_ms: number; pauses: [number, number][] } };
   const delays: ((d: Delay) => void)[] = [];
   let printed = '';
   child.stdout!.on('data', (d: Buffer) => {
@@ -752,7 +777,9 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
     done = true;
     const during = await load;
     if (during.failures > 0) console.log(`  failed during the deploy (${rebuild ? 'from the log' : 'from the archive'}): ${during.failed.join('; ')}`);
-    const window = during.latencies.filter((_, i) => during.from[i]! >= publishedAt && during.from[i]! <= firstAt);
+    const inWindow = (i: number) => during.from[i]! >= publishedAt && during.from[i]! <= firstAt;
+    const window = during.latencies.filter((_, i) => inWindow(i));
+    const windowFrom = during.from.filter((_, i) => inWindow(i));
     const seconds = (firstAt - publishedAt) / 1000;
     const deployP99 = quantile(window, 0.99);
     const steadyWindows = windowP99s(steady, firstAt - publishedAt);
@@ -786,6 +813,10 @@ async function deployRun(dataDir: string, rebuild: boolean, admin: string, clien
       steady_gc_max_ms: round(steadyDelay.gc.max_ms, 1),
       deploy_gc_ms: round(deployDelay.gc.ms, 1),
       deploy_gc_max_ms: round(deployDelay.gc.max_ms, 1),
+      deploy_slow_requests: slowRequests(
+        window.map((ms, i) => [performance.timeOrigin + windowFrom[i]!, ms]),
+        deployDelay.gc.pauses,
+      ),
       steady_core_wait_ms_per_s: round(steadyWait / STEADY_SECONDS, 1),
       deploy_core_wait_ms: round(deployWait, 1),
       load_average: [round(loadBefore, 2), round(loadavg()[0]!, 2)],
