@@ -87,8 +87,6 @@ class ServedUpdater extends FeatureUpdater {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** The embedded store's states of these users, all read in one turn of the event loop (its peek answers at once). */
-
 /**
  * The online feature store as the service runs it: the served feature set, its store and its
  * consumer. Registering new features never disturbs the features being served, and reads go to the
