@@ -69,7 +69,7 @@ export class MemoryOnlineStore implements OnlineStore {
   }
 
   async peek(user: string): Promise<UserState | undefined> {
-    return this.states.get(user);
+    return this.peekNow(user);
   }
 
   /** `peek` without a promise: a deploy's join reads every user's state, and a promise each cost more than the reads. */

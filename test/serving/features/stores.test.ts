@@ -51,7 +51,7 @@ describe('MemoryOnlineStore', () => {
     let longest = Number.POSITIVE_INFINITY;
     // Best of three, the bound scaled by how loaded the machine is right now (see stretch()).
     for (let attempt = 0; attempt < 3 && longest > bound; attempt++) {
-      bound = 25 * Math.min(4, Math.max(1, stretch()));
+      bound = 25 * Math.min(4, stretch());
       const delay = monitorEventLoopDelay({ resolution: 1 });
       delay.enable();
       const flushed = store.flush();
