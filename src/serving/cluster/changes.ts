@@ -48,8 +48,11 @@ const detail = z.string().max(MAX_DETAIL_CHARS).optional();
 /** The NOTIFY payload. Other fields are ignored (a newer instance may add some). */
 const Payload = z.object({ v: z.literal(1), ns: z.string().max(200), topic, detail });
 
+/** A change as published: built once, not on every publish (a zod object is costly to make). */
+const Change = z.object({ topic, detail });
+
 function checked(t: ChangeTopic, d: string | undefined): { topic: ChangeTopic; detail?: string } {
-  const parsed = z.object({ topic, detail }).safeParse({ topic: t, detail: d });
+  const parsed = Change.safeParse({ topic: t, detail: d });
   if (!parsed.success)
     throw new InputError(`change notification: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'value'}: ${i.message}`).join('; ')}`);
   return parsed.data;
