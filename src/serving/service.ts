@@ -184,8 +184,9 @@ export interface RunningService {
  * pooled p99 4.9-13.6 ms (median 5.6) against 5.5-21.8 ms (median 11.8).
  *
  * `--no-allocation-site-pretenuring`: V8 allocates the objects of a code site straight into the old
- * generation once they have been seen to survive young collections, as they do while the service
- * starts and catches up with its log (big batches, held long). Under a steady 250 predictions a
+ * generation once they have been seen to survive young collections. Most likely that happens while
+ * the service starts and catches up with its log (big batches, held long); this is inferred, not
+ * traced. Under a steady 250 predictions a
  * second, per-request objects then showed up among those no young collection reclaimed (a sampling
  * heap profile): each lived on until a major collection, the old generation grew 0.75 MB a second,
  * and every young collection had more to scan. Without it (`--trace-gc`, 60 s of that load, two runs
